@@ -1,0 +1,102 @@
+"""edgesec.auditing: the audit trail every part writes to, and the pipeline that ships it.
+
+Every part records what it did through one function::
+
+    from edgesec.auditing import AuditEvent, emit
+    emit(AuditEvent(action="pki.certificate.issued", category=("iam",), type=("creation",), part="pki",
+                    fields={"file.x509.serial_number": serial}))
+
+``emit()`` appends to the host's hash-chained trail (see :mod:`edgesec.auditing.trail`) with the
+durability the site config sets (``[auditing] durability``; default ``fsync``: durable on return).
+Nothing else in edgesec knows about syslog or Elasticsearch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from edgesec.auditing.ecs import AuditEvent
+from edgesec.auditing.trail import Trail
+
+__all__ = ["AuditEvent", "Trail", "configure", "configured", "current_trail", "emit", "flush"]
+
+_lock = threading.Lock()
+_trail: Trail | None = None
+_site: str | None = None
+
+
+def configure(
+    trail_dir: Path, *, durability: str = "fsync", group_commit_ms: int = 50, site: str | None = None
+) -> Trail:
+    """Point ``emit()`` at a trail directory (the CLI and services call this once at start)."""
+    global _trail, _site
+    with _lock:
+        old = _trail
+        _trail = Trail(Path(trail_dir), durability=durability, group_commit_ms=group_commit_ms)
+        _site = site
+    if old is not None:
+        old.close()
+    return _trail
+
+
+def _from_config() -> Trail:
+    from edgesec._console import state
+
+    cfg = state().config()
+    a = cfg.settings.auditing
+    return configure(
+        cfg.path_in_home(a.trail_dir, "audit"),
+        durability=a.durability,
+        group_commit_ms=a.group_commit_ms,
+        site=cfg.settings.site.name,
+    )
+
+
+def current_trail() -> Trail:
+    """The configured trail, or the one the site config (or home) names."""
+    t = _trail
+    if t is None:
+        t = _from_config()
+    return t
+
+
+def emit(event: AuditEvent, *, wait: bool | None = None) -> dict[str, Any] | None:
+    """Record ``event`` in the host's trail.
+
+    With ``fsync``/``none`` durability the record is written before returning and is returned. With
+    ``group`` it is queued and ``None`` returned, unless ``wait=True`` asks to block until it is durable.
+    """
+    trail = current_trail()
+    doc = event.to_document(site=_site)
+    if trail.durability == "group":
+        ticket = trail.submit(doc)
+        if wait:
+            trail.wait_durable(ticket)
+        return None
+    return trail.append(doc)
+
+
+def flush(timeout: float = 30.0) -> None:
+    """Wait until every queued event is durable (no-op when nothing is queued)."""
+    t = _trail
+    if t is not None:
+        t.flush(timeout)
+
+
+@contextmanager
+def configured(trail_dir: Path, **kwargs: Any) -> Iterator[Trail]:
+    """Temporarily point ``emit()`` at another trail (tests, tools)."""
+    global _trail, _site
+    with _lock:
+        saved = (_trail, _site)
+    trail = configure(trail_dir, **kwargs)
+    try:
+        yield trail
+    finally:
+        trail.close()
+        with _lock:
+            _trail, _site = saved

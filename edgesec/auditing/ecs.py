@@ -1,0 +1,264 @@
+"""The ECS 8.17 event model edgesec writes.
+
+Our own model of the Elastic Common Schema fields edgesec uses (names, types and the allowed values
+of ``event.kind``/``category``/``type``/``outcome`` as ECS 8.17.0 defines them). Custom fields live
+under the top-level ``edgesec.*`` name, as ECS asks for custom fields. Every part builds events with
+:class:`AuditEvent` and hands them to :func:`edgesec.auditing.emit`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from edgesec.errors import InputError
+
+ECS_VERSION = "8.17.0"
+
+EVENT_KINDS = frozenset(
+    {"alert", "asset", "enrichment", "event", "metric", "state", "pipeline_error", "signal"}
+)
+EVENT_CATEGORIES = frozenset(
+    {
+        "api",
+        "authentication",
+        "configuration",
+        "database",
+        "driver",
+        "email",
+        "file",
+        "host",
+        "iam",
+        "intrusion_detection",
+        "library",
+        "malware",
+        "network",
+        "package",
+        "process",
+        "registry",
+        "session",
+        "threat",
+        "vulnerability",
+        "web",
+    }
+)
+EVENT_TYPES = frozenset(
+    {
+        "access",
+        "admin",
+        "allowed",
+        "change",
+        "connection",
+        "creation",
+        "deletion",
+        "denied",
+        "end",
+        "error",
+        "group",
+        "indicator",
+        "info",
+        "installation",
+        "protocol",
+        "start",
+        "user",
+    }
+)
+EVENT_OUTCOMES = frozenset({"failure", "success", "unknown"})
+
+# ECS fields edgesec sets, with their ECS types. "keyword[]" means an array of keywords.
+FIELD_TYPES: Mapping[str, str] = {
+    "user.id": "keyword",
+    "user.name": "keyword",
+    "user.email": "keyword",
+    "user.domain": "keyword",
+    "user.roles": "keyword[]",
+    "user.effective.id": "keyword",
+    "source.ip": "ip",
+    "source.port": "long",
+    "client.ip": "ip",
+    "url.path": "keyword",
+    "url.original": "keyword",
+    "url.query": "keyword",
+    "url.domain": "keyword",
+    "http.request.method": "keyword",
+    "http.response.status_code": "long",
+    "tls.client.x509.serial_number": "keyword",
+    "tls.client.x509.subject.common_name": "keyword[]",
+    "tls.client.x509.issuer.common_name": "keyword[]",
+    "tls.client.x509.not_after": "date",
+    "tls.client.hash.sha256": "keyword",
+    "file.path": "keyword",
+    "file.name": "keyword",
+    "file.size": "long",
+    "file.hash.sha256": "keyword",
+    "file.x509.serial_number": "keyword",
+    "file.x509.subject.common_name": "keyword[]",
+    "file.x509.not_after": "date",
+    "rule.name": "keyword",
+    "rule.id": "keyword",
+    "rule.ruleset": "keyword",
+    "error.message": "text",
+    "error.type": "keyword",
+    "organization.name": "keyword",
+    "process.name": "keyword",
+    "process.executable": "keyword",
+    "event.reason": "keyword",
+    "event.risk_score": "float",
+    "event.duration": "long",
+    "event.id": "keyword",
+    "service.version": "keyword",
+    "observer.name": "keyword",
+    "labels": "object",
+    "tags": "keyword[]",
+}
+
+Severity = Literal["info", "low", "medium", "high", "critical"]
+_SEVERITY_NUM = {"info": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
+_LOG_LEVEL = {"info": "info", "low": "notice", "medium": "warning", "high": "error", "critical": "critical"}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def isotime(t: dt.datetime) -> str:
+    """RFC 3339 UTC with milliseconds, as Elasticsearch's ``date`` type and syslog-ng both read it."""
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def _check_value(key: str, ftype: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if ftype == "keyword[]":
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise InputError(f"ECS field {key} must be a string or list of strings")
+    if ftype in ("keyword", "text"):
+        if not isinstance(value, str):
+            return str(value)
+        return value
+    if ftype == "long":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"ECS field {key} must be an integer")
+        return value
+    if ftype == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InputError(f"ECS field {key} must be a number")
+        return float(value)
+    if ftype == "ip":
+        try:
+            return str(ipaddress.ip_address(str(value)))
+        except ValueError:
+            raise InputError(f"ECS field {key} must be an IP address, got {value!r}") from None
+    if ftype == "date":
+        if isinstance(value, dt.datetime):
+            return isotime(value)
+        return str(value)
+    if ftype == "object":
+        if not isinstance(value, Mapping):
+            raise InputError(f"ECS field {key} must be an object")
+        return {str(k): str(v) for k, v in value.items()}
+    raise AssertionError(ftype)
+
+
+def set_dotted(doc: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested document."""
+    parts = key.split(".")
+    cur = doc
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            cur[p] = nxt
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def get_dotted(doc: Mapping[str, Any], key: str) -> Any:
+    cur: Any = doc
+    for p in key.split("."):
+        if not isinstance(cur, Mapping) or p not in cur:
+            return None
+        cur = cur[p]
+    return cur
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One audit event, validated against ECS 8.17 when built.
+
+    ``action`` names what happened in the part's own words (``pki.certificate.issued``,
+    ``authz.decision``); ``fields`` holds further ECS fields by dotted name (``user.id``,
+    ``source.ip``) or custom ones under ``edgesec.`` (``edgesec.authz.matched_rule``).
+    """
+
+    action: str
+    category: tuple[str, ...]
+    type: tuple[str, ...]
+    outcome: str = "success"
+    message: str = ""
+    kind: str = "event"
+    severity: Severity = "info"
+    part: str = "core"
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    timestamp: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not self.action or len(self.action) > 256:
+            raise InputError("audit event action must be 1..256 characters")
+        if self.kind not in EVENT_KINDS:
+            raise InputError(f"event.kind {self.kind!r} is not an ECS 8.17 allowed value")
+        for c in self.category:
+            if c not in EVENT_CATEGORIES:
+                raise InputError(f"event.category {c!r} is not an ECS 8.17 allowed value")
+        for t in self.type:
+            if t not in EVENT_TYPES:
+                raise InputError(f"event.type {t!r} is not an ECS 8.17 allowed value")
+        if self.outcome not in EVENT_OUTCOMES:
+            raise InputError(f"event.outcome {self.outcome!r} is not an ECS 8.17 allowed value")
+        if self.severity not in _SEVERITY_NUM:
+            raise InputError(f"severity {self.severity!r} is not one of {sorted(_SEVERITY_NUM)}")
+        for key in self.fields:
+            if key not in FIELD_TYPES and not key.startswith("edgesec."):
+                raise InputError(f"audit field {key!r} is neither a modelled ECS field nor under edgesec.*")
+
+    def to_document(self, *, site: str | None = None, host: str | None = None) -> dict[str, Any]:
+        """The ECS document (nested objects), without the trail's sequence and hashes."""
+        created = self.timestamp or utcnow()
+        doc: dict[str, Any] = {
+            "@timestamp": isotime(created),
+            "ecs": {"version": ECS_VERSION},
+            "message": self.message or self.action,
+            "event": {
+                "kind": self.kind,
+                "category": list(self.category),
+                "type": list(self.type),
+                "action": self.action,
+                "outcome": self.outcome,
+                "severity": _SEVERITY_NUM[self.severity],
+                "dataset": "edgesec.audit",
+                "module": "edgesec",
+            },
+            "log": {"level": _LOG_LEVEL[self.severity]},
+            "host": {"name": host or socket.gethostname()},
+            "process": {"pid": os.getpid()},
+            "service": {"name": "edgesec", "type": self.part},
+            "edgesec": {"part": self.part},
+        }
+        if site:
+            doc["edgesec"]["site"] = site
+        for key, value in self.fields.items():
+            if key.startswith("edgesec."):
+                set_dotted(doc, key, value)
+                continue
+            checked = _check_value(key, FIELD_TYPES[key], value)
+            if checked is not None:
+                set_dotted(doc, key, checked)
+        return doc

@@ -1,0 +1,36 @@
+"""The ``[auditing]`` section of ``edgesec.toml``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Durability = Literal["fsync", "group", "none"]
+
+
+class AuditingSettings(BaseModel):
+    """Where the audit trail lives and how durable each ``emit()`` is.
+
+    ``durability``:
+      * ``fsync`` (default) -- ``emit()`` returns after the record is written and fdatasync'd;
+      * ``group`` -- ``emit()`` queues the record; a writer thread writes and fdatasyncs batches, so a
+        record is on disk within ``group_commit_ms`` (plus one write) of ``emit()``; ``flush()`` waits;
+      * ``none`` -- written with ``write()`` only; an OS crash may lose the last records.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trail_dir: str | None = Field(None, description="audit trail directory (default: <home>/audit)")
+    durability: Durability = "fsync"
+    group_commit_ms: int = Field(50, ge=1, le=10_000)
+    rotate_bytes: int = Field(64 * 1024 * 1024, ge=4096)
+    rotate_daily: bool = True
+    syslog: Literal["off", "unix", "tcp", "tls"] = "off"
+    syslog_socket: str = "/dev/log"
+    syslog_host: str = "127.0.0.1"
+    syslog_port: int = Field(6514, ge=1, le=65535)
+    elasticsearch_urls: list[str] = Field(default_factory=list)
+    index_prefix: str = "edgesec"
+    archive_dir: str = "/var/log/edgesec/archive"
+    retention_days: int | None = Field(None, ge=1, description="default: from the site profile")

@@ -1,0 +1,413 @@
+"""The host's append-only, hash-chained audit trail (JSON lines).
+
+Each record is one ECS document on one line. The writer adds, under an exclusive ``flock`` shared by
+every process on the host:
+
+* ``event.sequence`` -- 1, 2, 3, ... across the whole chain;
+* ``edgesec.trail.prev`` -- the previous record's hash (64 zeros for the first record);
+* ``event.hash`` -- SHA-256 (hex) of the record's canonical JSON without ``event.hash`` itself.
+
+Canonical JSON: keys sorted, no whitespace, UTF-8 (``json.dumps(sort_keys=True, separators=(",", ":"),
+ensure_ascii=False)``); the line on disk *is* that canonical form, so a verifier needs no re-encoding.
+
+Crash safety: a record is written with one ``write()`` of a whole line. If a writer is killed mid-line,
+the next writer finds a file that does not end in ``\\n``; it copies the torn bytes to
+``torn/`` (evidence, never deleted), truncates the file back to the last complete line, and appends a
+``trail.repaired`` record naming the fragment's size and digest -- so the chain is never broken and
+the repair itself is on the record.
+
+Durability (``[auditing] durability``): ``fsync`` -- ``append()`` returns after ``fdatasync``;
+``group`` -- ``submit()`` queues, a writer thread writes and fdatasyncs whatever has queued, so a record
+is durable within about ``group_commit_ms`` of ``submit()`` under normal load, and ``flush()`` waits for
+it; ``none`` -- ``write()`` only.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import json
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgesec._fs import FileLock, atomic_write, ensure_private_dir
+from edgesec.errors import OperationFailed, VerificationError
+
+GENESIS = "0" * 64
+CURRENT = "trail.jsonl"
+LOCK = "trail.lock"
+TORN_DIR = "torn"
+# Rotated files: trail.<first-seq:012d>-<last-seq:012d>.jsonl, in the same directory.
+ROTATED_GLOB = "trail.*-*.jsonl"
+
+
+def canonical(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def record_hash(doc: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical form of ``doc`` without ``event.hash``."""
+    event = dict(doc.get("event") or {})
+    event.pop("hash", None)
+    body = dict(doc)
+    body["event"] = event
+    return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
+
+
+class TrailCorrupt(OperationFailed):
+    """The trail's last complete record cannot be read, so the chain cannot be continued safely."""
+
+    kind = "trail-corrupt"
+
+
+@dataclass
+class _Head:
+    seq: int
+    digest: str
+    size: int
+    ino: int
+
+
+def rotated_files(directory: Path) -> list[Path]:
+    """Rotated trail files in chain order (by first sequence number)."""
+    return sorted(directory.glob(ROTATED_GLOB))
+
+
+def trail_files(directory: Path) -> list[Path]:
+    """Every file of the chain, oldest first; the current file last."""
+    files = rotated_files(directory)
+    cur = directory / CURRENT
+    if cur.exists():
+        files.append(cur)
+    return files
+
+
+def _last_line(fd: int, size: int) -> tuple[bytes, int]:
+    """The last complete line of the file and the offset just after it; handles a torn tail."""
+    chunk = 65536
+    end = size
+    buf = b""
+    while end > 0:
+        start = max(0, end - chunk)
+        buf = os.pread(fd, end - start, start) + buf
+        end = start
+        nl = buf.rfind(b"\n", 0, len(buf) - 1) if buf.endswith(b"\n") else buf.rfind(b"\n")
+        if nl != -1 or end == 0:
+            break
+    # Offset of buf[0] in the file is `end`.
+    if buf.endswith(b"\n"):
+        prev_nl = buf.rfind(b"\n", 0, len(buf) - 1)
+        return buf[prev_nl + 1 : -1], size
+    # Torn: the complete part ends at the last newline.
+    nl = buf.rfind(b"\n")
+    if nl == -1:
+        return b"", end  # nothing complete in the file (offset 0)
+    complete_end = end + nl + 1
+    prev_nl = buf.rfind(b"\n", 0, nl)
+    return buf[prev_nl + 1 : nl], complete_end
+
+
+def _parse_head(line: bytes, where: Path) -> tuple[int, str]:
+    try:
+        doc = json.loads(line)
+        seq = int(doc["event"]["sequence"])
+        digest = str(doc["event"]["hash"])
+    except (ValueError, KeyError, TypeError):
+        raise TrailCorrupt(
+            f"the last record of {where} is not a trail record; refusing to continue the chain",
+            hint="run `edgesec auditlog verify` and keep the file as evidence",
+        ) from None
+    return seq, digest
+
+
+class Trail:
+    """One host trail directory. Thread-safe; many processes may append to the same directory."""
+
+    def __init__(self, directory: Path, *, durability: str = "fsync", group_commit_ms: int = 50) -> None:
+        if durability not in ("fsync", "group", "none"):
+            raise ValueError(durability)
+        self.dir = Path(directory)
+        self.path = self.dir / CURRENT
+        self.durability = durability
+        self.interval = group_commit_ms / 1000.0
+        self._mutex = threading.Lock()
+        self._fd: int | None = None
+        self._head: _Head | None = None
+        # group commit state
+        self._cond = threading.Condition()
+        self._queue: list[dict[str, Any]] = []
+        self._submitted = 0
+        self._durable = 0
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        _LIVE.add(self)
+
+    # -- writing ---------------------------------------------------------------------------------
+    def _open(self) -> int:
+        ensure_private_dir(self.dir)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return fd
+
+    def _current_fd(self) -> int:
+        """Our append fd, reopened if the current file was rotated away since we opened it."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        if self._fd is not None and st is not None and os.fstat(self._fd).st_ino == st.st_ino:
+            return self._fd
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._head = None
+        self._fd = self._open()
+        return self._fd
+
+    def _read_head(self, fd: int) -> tuple[_Head, list[dict[str, Any]]]:
+        """The chain head, repairing a torn tail first. Returns records to prepend (a repair note)."""
+        st = os.fstat(fd)
+        if self._head is not None and self._head.size == st.st_size and self._head.ino == st.st_ino:
+            return self._head, []
+        extra: list[dict[str, Any]] = []
+        if st.st_size == 0:
+            seq, digest = self._head_from_rotated()
+            return _Head(seq, digest, 0, st.st_ino), extra
+        rfd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            line, complete_end = _last_line(rfd, st.st_size)
+            if complete_end != st.st_size:
+                fragment = os.pread(rfd, st.st_size - complete_end, complete_end)
+                extra.append(self._fence(fd, fragment, complete_end))
+                st = os.fstat(fd)
+        finally:
+            os.close(rfd)
+        if not line:
+            seq, digest = self._head_from_rotated()
+        else:
+            seq, digest = _parse_head(line, self.path)
+        return _Head(seq, digest, st.st_size, st.st_ino), extra
+
+    def _fence(self, fd: int, fragment: bytes, offset: int) -> dict[str, Any]:
+        """Keep a torn fragment as evidence, cut it from the file, and describe it in a record."""
+        torn = ensure_private_dir(self.dir / TORN_DIR)
+        digest = hashlib.sha256(fragment).hexdigest()
+        name = f"{int(time.time())}-{offset}-{digest[:16]}.frag"
+        with contextlib.suppress(FileExistsError):
+            atomic_write(torn / name, fragment, exclusive=True)
+        os.ftruncate(fd, offset)
+        os.fsync(fd)
+        from edgesec.auditing.ecs import AuditEvent
+
+        return AuditEvent(
+            action="trail.repaired",
+            category=("file",),
+            type=("change",),
+            outcome="success",
+            severity="medium",
+            part="auditing",
+            message=f"torn trail tail of {len(fragment)} bytes fenced at offset {offset}",
+            fields={
+                "file.path": str(self.path),
+                "edgesec.trail.fragment_bytes": len(fragment),
+                "edgesec.trail.fragment_sha256": digest,
+                "edgesec.trail.fragment_file": str(torn / name),
+            },
+        ).to_document()
+
+    def _head_from_rotated(self) -> tuple[int, str]:
+        for f in reversed(rotated_files(self.dir)):
+            if f.stat().st_size == 0:
+                continue
+            rfd = os.open(f, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                line, _ = _last_line(rfd, os.fstat(rfd).st_size)
+            finally:
+                os.close(rfd)
+            if line:
+                return _parse_head(line, f)
+        return 0, GENESIS
+
+    def _write_batch(self, docs: list[dict[str, Any]], *, sync: bool) -> list[dict[str, Any]]:
+        ensure_private_dir(self.dir)
+        with self._mutex, FileLock(self.dir / LOCK):
+            fd = self._current_fd()
+            head, extra = self._read_head(fd)
+            seq, prev = head.seq, head.digest
+            out: list[bytes] = []
+            written: list[dict[str, Any]] = []
+            for doc in [*extra, *docs]:
+                seq += 1
+                doc.setdefault("event", {})["sequence"] = seq
+                doc["event"].pop("hash", None)
+                doc.setdefault("edgesec", {}).setdefault("trail", {})["prev"] = prev
+                digest = record_hash(doc)
+                doc["event"]["hash"] = digest
+                prev = digest
+                out.append((canonical(doc) + "\n").encode("utf-8"))
+                written.append(doc)
+            data = b"".join(out)
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            if sync:
+                os.fdatasync(fd)
+            st = os.fstat(fd)
+            self._head = _Head(seq, prev, st.st_size, st.st_ino)
+        return written
+
+    def append(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Append one record now (``fsync``/``none`` durability); returns the record as written."""
+        return self._write_batch([doc], sync=self.durability == "fsync")[-1]
+
+    def submit(self, doc: dict[str, Any]) -> int:
+        """Queue a record for group commit; returns a ticket for :meth:`wait_durable`."""
+        with self._cond:
+            if self._error is not None:
+                err, self._error = self._error, None
+                raise OperationFailed(f"audit trail writer failed: {err}") from err
+            self._queue.append(doc)
+            self._submitted += 1
+            ticket = self._submitted
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="edgesec-trail", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+        return ticket
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait(timeout=self.interval)
+                if not self._queue and self._closed:
+                    return
+                batch, self._queue = self._queue, []
+            try:
+                self._write_batch(batch, sync=True)
+            except BaseException as exc:  # noqa: BLE001 - kept and re-raised to the next caller
+                with self._cond:
+                    self._queue[:0] = batch  # keep them: nothing is dropped
+                    self._error = exc
+                    self._cond.notify_all()
+                time.sleep(self.interval)
+                continue
+            with self._cond:
+                self._durable += len(batch)
+                self._cond.notify_all()
+
+    def wait_durable(self, ticket: int, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._durable < ticket:
+                if self._error is not None:
+                    err = self._error
+                    raise OperationFailed(f"audit trail writer failed: {err}") from err
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(timeout=remaining if remaining is not None else 1.0)
+        return True
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Wait until every submitted record is durable."""
+        with self._cond:
+            ticket = self._submitted
+        if ticket == 0:
+            return True
+        return self.wait_durable(ticket, timeout)
+
+    def close(self) -> None:
+        self.flush()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._mutex:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def _after_fork(self) -> None:
+        # A forked child inherits no writer thread and must not share our fd's cached head.
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition()
+        self._queue = []
+        self._submitted = self._durable = 0
+        self._thread = None
+        self._head = None
+        self._error = None
+
+
+_LIVE: weakref.WeakSet[Trail] = weakref.WeakSet()
+
+
+def _flush_all() -> None:
+    for t in list(_LIVE):
+        with contextlib.suppress(Exception):
+            t.flush(timeout=10)
+
+
+def _reset_after_fork() -> None:
+    for t in list(_LIVE):
+        t._after_fork()
+
+
+atexit.register(_flush_all)
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+# -- reading and a basic verifier (the auditlog part builds the full one on top) ----------------
+def iter_records(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw line without newline) for each line of one file."""
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            yield n, raw.rstrip(b"\n")
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    records: int
+    head_seq: int
+    head_hash: str
+    files: tuple[str, ...]
+
+
+def verify_chain(files: Iterable[Path], *, start_prev: str = GENESIS, start_seq: int = 0) -> ChainReport:
+    """Check every record's hash, sequence and link; raise :class:`VerificationError` at the first break."""
+    prev, seq, count = start_prev, start_seq, 0
+    names = []
+    for f in files:
+        names.append(str(f))
+        for lineno, raw in iter_records(f):
+            where = f"{f}:{lineno}"
+            try:
+                doc = json.loads(raw)
+                got_seq = int(doc["event"]["sequence"])
+                got_hash = doc["event"]["hash"]
+                got_prev = doc["edgesec"]["trail"]["prev"]
+            except (ValueError, KeyError, TypeError):
+                raise VerificationError(
+                    f"{where}: not a trail record (unparsable or fields missing)"
+                ) from None
+            if canonical(doc).encode("utf-8") != raw:
+                raise VerificationError(f"{where}: record {got_seq} is not in canonical form (edited)")
+            if record_hash(doc) != got_hash:
+                raise VerificationError(f"{where}: record {got_seq} was edited (hash mismatch)")
+            if got_seq != seq + 1:
+                raise VerificationError(
+                    f"{where}: expected record {seq + 1}, found {got_seq} (deleted, inserted or reordered)"
+                )
+            if got_prev != prev:
+                raise VerificationError(f"{where}: record {got_seq} does not link to record {seq}")
+            prev, seq, count = got_hash, got_seq, count + 1
+    return ChainReport(count, seq, prev, tuple(names))

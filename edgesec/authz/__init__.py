@@ -1,0 +1,1 @@
+"""edgesec.authz: the ForwardAuth service (identity, canonical request, casbin decision)."""

@@ -1,0 +1,59 @@
+"""The ``[authz]`` section of ``edgesec.toml``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class HeaderNames(BaseModel):
+    """Names of the identity headers authz answers with; the proxy generators read the same names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user: str = "X-User-ID"
+    roles: str = "X-Roles"
+    tenant: str = "X-Tenant"
+    method: str = "X-Auth-Method"
+
+
+class JwtSettings(BaseModel):
+    """How bearer tokens are checked. Keys come from local files only; nothing is fetched."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    jwks_file: str | None = None
+    public_key_files: list[str] = Field(default_factory=list)
+    algorithms: list[str] = Field(default_factory=lambda: ["ES256", "RS256"])
+    issuer: str | None = None
+    audience: str | None = None
+    leeway_s: int = Field(30, ge=0, le=600)
+    typ: str | None = None
+    cookie: str | None = None
+    user_claim: str = "sub"
+    tenant_claim: str | None = None
+    max_token_bytes: int = Field(8192, ge=256, le=65536)
+
+
+class AuthzSettings(BaseModel):
+    """Settings of the ForwardAuth service."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(9091, ge=1, le=65535)
+    workers: int = Field(2, ge=1, le=256)
+    policy_dir: str | None = Field(
+        None, description="casbin model+policy directory (default: shipped bank policy)"
+    )
+    identity_order: list[Literal["cert", "jwt"]] = Field(default_factory=lambda: ["cert", "jwt"])  # type: ignore[arg-type]
+    cert_header: str = "X-Forwarded-Tls-Client-Cert"
+    cert_identity: Literal["cn", "san-email", "san-uri", "san-dns"] = "cn"
+    crl_grace_hours: float = Field(24.0, ge=0)
+    tenant_hosts: dict[str, str] = Field(default_factory=dict, description="host -> tenant")
+    default_tenant: str | None = None
+    allow_sample_rate: float = Field(0.0, ge=0.0, le=1.0)
+    headers: HeaderNames = Field(default_factory=HeaderNames)
+    jwt: JwtSettings = Field(default_factory=JwtSettings)
+    url: str | None = Field(None, description="where the running service is reachable (for /readyz checks)")

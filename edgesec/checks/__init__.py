@@ -1,0 +1,1 @@
+"""edgesec.checks: the check runner, the checks, compliance profiles and report renderers."""
