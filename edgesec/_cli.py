@@ -71,9 +71,10 @@ def _mount_parts() -> None:
     from edgesec.auditing import cli as auditing_cli
     from edgesec.authz import cli as authz_cli
     from edgesec.checks import cli as checks_cli
+    from edgesec.checks.models import cli as models_cli
     from edgesec.pki import cli as pki_cli
 
-    for part in (_config_cli, pki_cli, authz_cli, auditing_cli, checks_cli):
+    for part in (_config_cli, pki_cli, authz_cli, auditing_cli, checks_cli, models_cli):
         part.mount(app)
 
 

@@ -13,7 +13,5 @@ BUILTIN_FAMILY_MODULES: tuple[str, ...] = (
     "edgesec.checks.pki",
     "edgesec.checks.gpu",
     "edgesec.checks.models",
-    "edgesec.checks.authz",
-    "edgesec.checks.auditing",
 )
 ENTRY_POINT_GROUP = "edgesec.checks"

@@ -1,0 +1,7 @@
+"""The ``host`` check family."""
+
+from __future__ import annotations
+
+from edgesec.checks.interface import Check
+
+CHECKS: list[type[Check]] = []
