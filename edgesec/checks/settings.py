@@ -54,6 +54,9 @@ class GpuSettings(BaseModel):
     assignments: list[GpuAssignment] = Field(default_factory=list)
     dcgm_exporter_url: str | None = Field(None, description="loopback URL of a DCGM exporter, if any")
     require_mig: bool | None = Field(None, description="default: from the profile")
+    python_envs: list[str] = Field(
+        default_factory=list, description="extra site-packages dirs to search for CUDA wheels and torch"
+    )
 
 
 class ModelsSettings(BaseModel):
