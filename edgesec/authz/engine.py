@@ -1,0 +1,666 @@
+"""The authorization decision engine: casbin's answers without scanning the policy.
+
+pycasbin's ``enforce`` evaluates the matcher against every policy line, so a decision costs time in
+proportion to the policy (tens of milliseconds at 10,000 rules). For the model family edgesec ships --
+RBAC with domains, a keyMatch2/keyMatch5/regexMatch/equality object matcher, a regexMatch/equality
+action matcher, allow and deny effects -- :class:`PolicyEngine` indexes the rules once, when the policy is
+loaded:
+
+* by tenant and subject: a request only looks at the rules of the tenant whose subject the user holds
+  there (the user itself and its roles, resolved exactly as casbin's domain role manager does, at most
+  9 hops);
+* by path: literal patterns sit in a dictionary; every other pattern is filed under its literal prefix
+  (the characters its regular expression must start with), so a request only tries the patterns whose
+  prefix it starts with -- one role holding 10,000 path rules stays fast;
+* decisions are cached (bounded); the cache belongs to one loaded policy, so a reload, which builds a
+  new engine and swaps the reference, can never serve an answer from the old policy.
+
+The semantics are casbin's, exactly, including its surprises (REFERENCE.md): the pattern regexes are
+built by the same transformation casbin applies (dots are not escaped, ``/public/*`` matches
+``/public/../admin``), ``regexMatch`` is ``re.match`` (anchored at the start only), ``$`` also matches
+before a final newline, and the matched rule reported is the one casbin's ``enforce_ex`` explains.
+Canonicalising the request belongs to the caller. One deliberate difference: a policy that casbin would
+load but then fail on when a request reaches a bad line (an invalid regular expression, a rule with
+the wrong number of fields) is refused when it is loaded, with a one-line :class:`InputError`.
+
+Any other model a site brings is run by the plain ``casbin.Enforcer``: ``indexed`` is False and
+``note`` says why, for ``/readyz`` and the logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import casbin
+from casbin.effect import AllowAndDenyEffector, AllowOverrideEffector, get_effector
+from casbin.model import Model
+from casbin.persist.adapter import load_policy_line
+from casbin.persist.adapters import FileAdapter
+from casbin.util.builtin_operators import KEY_MATCH2_PATTERN, KEY_MATCH5_PATTERN
+
+from edgesec._fs import read_input_file
+from edgesec.errors import InputError, OperationFailed
+
+log = logging.getLogger("edgesec.authz.engine")
+
+#: casbin's default role manager follows at most this many role-to-role hops (its level 10 counts the
+#: user itself), so a longer chain silently grants nothing; we follow the same bound.
+MAX_ROLE_HOPS: Final = 9
+
+#: Decisions kept per loaded policy; at ~300 bytes each the cache stays under ~20 MB.
+DEFAULT_CACHE_SIZE: Final = 65_536
+
+_REGEX_META: Final = frozenset(".^$*+?{}[]\\|()")
+_QUANTIFIERS: Final = frozenset("*+?{")
+
+# Effect codes of a rule (casbin's ``p.eft`` column).
+_ALLOW: Final = 1
+_DENY: Final = 2
+_OTHER: Final = 0  # an eft casbin neither allows nor denies with (it counts as "matched" for explain)
+
+# Object matchers of the supported family: matcher term (whitespace removed) -> pattern kind.
+_OBJ_TERMS: Final = {
+    "keyMatch2(r_obj,p_obj)": "keyMatch2",
+    "keyMatch5(r_obj,p_obj)": "keyMatch5",
+    "regexMatch(r_obj,p_obj)": "regexMatch",
+    "r_obj==p_obj": "equal",
+    "p_obj==r_obj": "equal",
+}
+_ACT_TERMS: Final = {
+    "regexMatch(r_act,p_act)": "regexMatch",
+    "r_act==p_act": "equal",
+    "p_act==r_act": "equal",
+}
+_G_TERM: Final = "g(r_sub,p_sub,r_dom)"
+_DOM_TERMS: Final = frozenset({"r_dom==p_dom", "p_dom==r_dom"})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to one request.
+
+    ``allowed``: the policy lets the user do this. ``rule``: the policy line casbin's ``enforce_ex``
+    names for the answer (the deny rule that decided, or the allow rule that applied), None when no
+    rule applied. ``roles``: the user's roles in the tenant (without the user itself). ``effect``:
+    ``"allow"``, ``"deny"`` (an explicit deny rule applied) or ``"default-deny"`` (no allow rule applied).
+    """
+
+    allowed: bool
+    rule: tuple[str, ...] | None
+    roles: tuple[str, ...]
+    effect: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    index: int  # position in the policy: casbin's explain picks by it
+    obj_match: Callable[[str], Any] | None  # None: the exact-literal dictionary already matched
+    act_match: Callable[[str], bool]
+    eft: int
+    line: tuple[str, ...]
+
+
+class _RuleSet:
+    """The rules of one (tenant, subject): literal paths in a dict, the rest by literal prefix."""
+
+    __slots__ = ("dollar", "exact", "lengths", "prefixed")
+
+    def __init__(self, dollar: bool) -> None:
+        # ``dollar``: the exact entries stand for regexes "^literal$", whose "$" also matches before a
+        # final newline; False when the matcher is plain equality.
+        self.dollar = dollar
+        self.exact: dict[str, list[_Rule]] = {}
+        self.prefixed: dict[str, list[_Rule]] = {}
+        self.lengths: tuple[int, ...] = ()
+
+    def seal(self) -> None:
+        self.lengths = tuple(sorted({len(p) for p in self.prefixed}))
+
+    def collect(self, obj: str, act: str, out: list[_Rule]) -> None:
+        exact = self.exact
+        if exact:
+            hits = exact.get(obj)
+            if hits is None and self.dollar and obj[-1:] == "\n":
+                # ``$`` matches before a final newline: "^/a$" matches "/a\n" in casbin too.
+                hits = exact.get(obj[:-1])
+            if hits:
+                for rule in hits:
+                    if rule.act_match(act):
+                        out.append(rule)
+        if self.lengths:
+            n = len(obj)
+            prefixed = self.prefixed
+            for length in self.lengths:
+                if length > n:
+                    break
+                bucket = prefixed.get(obj[:length])
+                if bucket:
+                    for rule in bucket:
+                        om = rule.obj_match
+                        if (om is None or om(obj)) and rule.act_match(act):
+                            out.append(rule)
+
+
+def _literal_prefix(regex: str) -> tuple[str, bool]:
+    """The characters every match of ``regex`` (used with ``re.match``, no flags) must start with.
+
+    Returns ``(prefix, whole)``; ``whole`` is True when the regex is nothing but that literal. The
+    scan is deliberately conservative: alternation or inline flags anywhere give no prefix at all,
+    and a literal followed by a quantifier is not part of it.
+    """
+    if "|" in regex or "(?" in regex:
+        return "", False
+    out: list[str] = []
+    for ch in regex:
+        if ch in _REGEX_META:
+            if ch in _QUANTIFIERS and out:
+                out.pop()
+            return "".join(out), False
+        out.append(ch)
+    return "".join(out), True
+
+
+def _key_match2_regex(pattern: str) -> str:
+    # The same steps as casbin.util.key_match2, so the same regular expression.
+    key2 = pattern.replace("/*", "/.*")
+    key2 = str(KEY_MATCH2_PATTERN.sub(r"\g<1>[^\/]+\g<2>", key2, 0))
+    if key2 == "*":
+        key2 = "(.*)"
+    return "^" + key2 + "$"
+
+
+def _key_match5_regex(pattern: str) -> str:
+    # The same steps as casbin.util.key_match5 (the request's query string is cut off by the caller).
+    key2 = pattern.replace("/*", "/.*")
+    key2 = str(KEY_MATCH5_PATTERN.sub(r"[^/]+", key2, 0))
+    return "^" + key2 + "$"
+
+
+class _Compiler:
+    """Compiles each distinct regular expression once per load (policies repeat patterns a lot)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._cache: dict[str, Callable[[str], Any]] = {}
+
+    def matcher(self, regex: str, lineno: int, column: str) -> Callable[[str], Any]:
+        fn = self._cache.get(regex)
+        if fn is None:
+            try:
+                fn = re.compile(regex).match
+            except (re.error, OverflowError, RecursionError) as exc:
+                raise InputError(
+                    f"{self.source}: rule {lineno}: {column} is not a valid regular expression "
+                    f"as casbin uses it ({regex!r}: {exc})"
+                ) from None
+            self._cache[regex] = fn
+        return fn
+
+
+def _equal_to(value: str) -> Callable[[str], bool]:
+    return value.__eq__
+
+
+def _split_conjuncts(matcher: str) -> list[str] | None:
+    """Split a matcher on top-level ``&&``; None if it uses ``||``, ``!`` or anything else at top level."""
+    if "||" in matcher:
+        return None
+    terms: list[str] = []
+    depth = 0
+    start = 0
+    i = 0
+    while i < len(matcher):
+        ch = matcher[i]
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif depth == 0 and matcher.startswith("&&", i):
+            terms.append(matcher[start:i])
+            start = i + 2
+            i += 1
+        i += 1
+    terms.append(matcher[start:])
+    return ["".join(t.split()) for t in terms]
+
+
+@dataclass(frozen=True)
+class _Family:
+    obj_kind: str
+    act_kind: str
+    has_eft: bool
+    deny_wins: bool  # allow-and-deny effect; otherwise allow-override
+
+
+def _family(model: Model) -> tuple[_Family | None, str]:
+    """Whether ``model`` is in the family the index reproduces, and if not, why."""
+    m = model.model
+    if set(m) != {"r", "p", "g", "e", "m"}:
+        return None, f"model sections {sorted(m)} are not r, p, g, e, m"
+    if set(m["r"]) != {"r"} or set(m["p"]) != {"p"} or set(m["g"]) != {"g"}:
+        return None, "model defines more than one request, policy or role type"
+    if set(m["e"]) != {"e"} or set(m["m"]) != {"m"}:
+        return None, "model defines more than one effect or matcher"
+    if m["r"]["r"].tokens != ["r_sub", "r_dom", "r_obj", "r_act"]:
+        return None, "request is not (sub, dom, obj, act)"
+    p_tokens = m["p"]["p"].tokens
+    if p_tokens not in (
+        ["p_sub", "p_dom", "p_obj", "p_act", "p_eft"],
+        ["p_sub", "p_dom", "p_obj", "p_act"],
+    ):
+        return None, "policy is not (sub, dom, obj, act[, eft])"
+    g = m["g"]["g"]
+    if g.value.count("_") != 3 or len(g.tokens) != 3 or g.params_tokens:
+        return None, "role definition is not g = _, _, _"
+    try:
+        effector = get_effector(m["e"]["e"].value)
+    except RuntimeError:
+        return None, "unsupported policy effect"
+    if type(effector) is AllowAndDenyEffector:
+        deny_wins = True
+    elif type(effector) is AllowOverrideEffector:
+        deny_wins = False
+    else:
+        return None, "policy effect is neither allow-and-deny nor allow-override"
+    terms = _split_conjuncts(m["m"]["m"].value)
+    if terms is None or len(terms) != 4:
+        return None, "matcher is not four terms joined by &&"
+    rest = list(terms)
+    if _G_TERM not in rest:
+        return None, "matcher lacks g(r.sub, p.sub, r.dom)"
+    rest.remove(_G_TERM)
+    dom = [t for t in rest if t in _DOM_TERMS]
+    obj = [t for t in rest if t in _OBJ_TERMS]
+    act = [t for t in rest if t in _ACT_TERMS]
+    if len(dom) != 1 or len(obj) != 1 or len(act) != 1:
+        return None, "matcher terms are not r.dom == p.dom, a supported path matcher and a method matcher"
+    return _Family(_OBJ_TERMS[obj[0]], _ACT_TERMS[act[0]], len(p_tokens) == 5, deny_wins), ""
+
+
+def _load_model(model_path: Path) -> Model:
+    raw = read_input_file(model_path, what="casbin model")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"casbin model is not UTF-8 text: {model_path}") from None
+    model = Model()
+    try:
+        model.load_model_from_text(text)
+    except (RuntimeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise InputError(f"casbin model {model_path} cannot be parsed: {exc}") from None
+    for sec in ("r", "p", "e", "m"):
+        if sec not in model.model:
+            raise InputError(f"casbin model {model_path} has no [{_SECTION_NAMES[sec]}] section")
+    return model
+
+
+_SECTION_NAMES: Final = {
+    "r": "request_definition",
+    "p": "policy_definition",
+    "e": "policy_effect",
+    "m": "matchers",
+}
+
+
+def _load_policy_into(model: Model, policy_path: Path) -> None:
+    """Read the CSV policy into ``model`` exactly as casbin's file adapter does, with one-line errors."""
+    raw = read_input_file(policy_path, what="casbin policy")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"casbin policy is not UTF-8 text: {policy_path}") from None
+    # casbin reads the file line by line on b"\n" and strips each line; splitting the decoded text on
+    # "\n" gives the same lines (a "\n" byte never occurs inside a UTF-8 sequence).
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        try:
+            load_policy_line(line.strip(), model)
+        except IndexError:
+            raise InputError(
+                f"{policy_path}:{lineno}: unbalanced brackets in a policy line", hint=line.strip()[:120]
+            ) from None
+
+
+def _check_sizes(model: Model, policy_path: Path) -> None:
+    p = model.model["p"]["p"]
+    want = len(p.tokens)
+    for rule in p.policy:
+        if len(rule) != want:
+            raise InputError(
+                f"{policy_path}: policy rule {', '.join(rule)!r} has {len(rule)} fields, the model wants {want}"
+            )
+    if "g" in model.model:
+        for key, g in model.model["g"].items():
+            need = g.value.count("_")
+            for rule in g.policy:
+                if len(rule) < need:
+                    raise InputError(
+                        f"{policy_path}: role rule {key}, {', '.join(rule)!r} has {len(rule)} fields, "
+                        f"the model wants {need}"
+                    )
+
+
+class PolicyEngine:
+    """One loaded casbin model and policy; immutable apart from its caches.
+
+    Build with :meth:`load`; reload by loading a new engine and swapping the reference (the old one keeps
+    answering until then, and its cache dies with it). ``decide`` is safe to call from several threads.
+    """
+
+    def __init__(self) -> None:  # use PolicyEngine.load
+        self.model_path: Path = Path()
+        self.policy_path: Path = Path()
+        self.rule_count: int = 0
+        self.role_link_count: int = 0
+        self.indexed: bool = False
+        self.note: str = ""
+        self.cache_hits: int = 0
+        self.cache_misses: int = 0
+        self._cache_size = DEFAULT_CACHE_SIZE
+        self._cache: dict[tuple[str, str, str, str], Decision] = {}
+        self._roles_cache: dict[tuple[str, str], tuple[str, ...]] = {}
+        # indexed mode
+        self._family: _Family | None = None
+        self._rules: dict[tuple[str, str], _RuleSet] = {}
+        self._links: dict[str, dict[str, tuple[str, ...]]] = {}
+        # fallback mode
+        self._enforcer: casbin.Enforcer | None = None
+        self._r_tokens: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(
+        cls, model_path: str | Path, policy_path: str | Path, *, cache_size: int = DEFAULT_CACHE_SIZE
+    ) -> PolicyEngine:
+        """Load and index a model and its CSV policy; :class:`InputError` (one line) if either is broken."""
+        self = cls()
+        self.model_path = Path(model_path)
+        self.policy_path = Path(policy_path)
+        self._cache_size = max(0, cache_size)
+        model = _load_model(self.model_path)
+        family, why = _family(model)
+        if family is None:
+            self._load_fallback(model, why)
+            return self
+        _load_policy_into(model, self.policy_path)
+        _check_sizes(model, self.policy_path)
+        self._family = family
+        self._build(model, family)
+        self.indexed = True
+        self.note = (
+            f"indexed: RBAC with domains, {family.obj_kind} paths, {family.act_kind} methods, "
+            f"{'allow-and-deny' if family.deny_wins else 'allow-override'} effect"
+        )
+        return self
+
+    def _build(self, model: Model, family: _Family) -> None:
+        source = str(self.policy_path)
+        compiler = _Compiler(source)
+        policy = model.model["p"]["p"].policy
+        self.rule_count = len(policy)
+        rules: dict[tuple[str, str], _RuleSet] = {}
+        act_fns: dict[str, Callable[[str], bool]] = {}
+        for index, line in enumerate(policy):
+            sub, dom, obj, act = line[0], line[1], line[2], line[3]
+            if family.has_eft:
+                eft_s = line[4]
+                eft = _ALLOW if eft_s == "allow" else _DENY if eft_s == "deny" else _OTHER
+            else:
+                eft = _ALLOW
+            act_fn = act_fns.get(act)
+            if act_fn is None:
+                if family.act_kind == "regexMatch":
+                    act_fn = _truthy(compiler.matcher(act, index + 1, "the method pattern"))
+                else:
+                    act_fn = _equal_to(act)
+                act_fns[act] = act_fn
+            ruleset = rules.get((dom, sub))
+            if ruleset is None:
+                ruleset = rules[(dom, sub)] = _RuleSet(family.obj_kind != "equal")
+            kind = family.obj_kind
+            if kind == "equal":
+                ruleset.exact.setdefault(obj, []).append(_Rule(index, None, act_fn, eft, tuple(line)))
+                continue
+            if kind == "regexMatch":
+                regex = obj
+                body = regex[1:] if regex.startswith("^") else regex
+                prefix, _whole = _literal_prefix(body)
+                # re.match is unanchored at the end: even a pure literal needs the prefix test only,
+                # but we keep the regex (cheap) rather than reason about it.
+                fn = compiler.matcher(regex, index + 1, "the path pattern")
+                ruleset.prefixed.setdefault(prefix, []).append(_Rule(index, fn, act_fn, eft, tuple(line)))
+                continue
+            regex = _key_match2_regex(obj) if kind == "keyMatch2" else _key_match5_regex(obj)
+            prefix, whole = _literal_prefix(regex[1:-1])
+            if whole:
+                ruleset.exact.setdefault(prefix, []).append(_Rule(index, None, act_fn, eft, tuple(line)))
+            else:
+                fn = compiler.matcher(regex, index + 1, "the path pattern")
+                ruleset.prefixed.setdefault(prefix, []).append(_Rule(index, fn, act_fn, eft, tuple(line)))
+        for ruleset in rules.values():
+            ruleset.seal()
+        self._rules = rules
+        links: dict[str, dict[str, list[str]]] = {}
+        count = 0
+        for g_line in model.model["g"]["g"].policy:
+            user, role, dom = g_line[0], g_line[1], g_line[2]
+            targets = links.setdefault(dom, {}).setdefault(user, [])
+            if role not in targets:
+                targets.append(role)
+            count += 1
+        self.role_link_count = count
+        self._links = {dom: {u: tuple(rs) for u, rs in users.items()} for dom, users in links.items()}
+
+    def _load_fallback(self, model: Model, why: str) -> None:
+        r_tokens = tuple(t.removeprefix("r_") for t in model.model["r"]["r"].tokens)
+        unknown = [t for t in r_tokens if t not in ("sub", "dom", "obj", "act")]
+        if unknown:
+            raise InputError(
+                f"casbin model {self.model_path}: request field(s) {', '.join(unknown)} unknown; "
+                "edgesec passes sub, dom, obj and act"
+            )
+        _load_policy_into(model, self.policy_path)
+        _check_sizes(model, self.policy_path)
+        # The policy was read above only to report a broken file in one line; casbin now loads it its
+        # own way (sorting by priority, building role links) into a fresh copy of the model.
+        try:
+            enforcer = casbin.Enforcer(_load_model(self.model_path), FileAdapter(str(self.policy_path)))
+        except (RuntimeError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise InputError(f"casbin model {self.model_path} cannot be used: {exc}") from None
+        self._enforcer = enforcer
+        self._r_tokens = r_tokens
+        self.rule_count = len(model.model["p"]["p"].policy)
+        self.role_link_count = sum(len(g.policy) for g in model.model.get("g", {}).values())
+        self.indexed = False
+        self.note = f"plain casbin enforcer (every decision scans the policy): {why}"
+        log.warning("authz policy %s is not indexed: %s", self.policy_path, self.note)
+
+    # ------------------------------------------------------------------ roles
+
+    def roles_for(self, user: str, tenant: str) -> tuple[str, ...]:
+        """The roles ``user`` holds in ``tenant``, directly or through roles (casbin's 9-hop bound)."""
+        key = (user, tenant)
+        roles = self._roles_cache.get(key)
+        if roles is None:
+            roles = self._compute_roles(user, tenant)
+            if len(self._roles_cache) >= max(self._cache_size, 1):
+                self._roles_cache.clear()
+            self._roles_cache[key] = roles
+        return roles
+
+    def _compute_roles(self, user: str, tenant: str) -> tuple[str, ...]:
+        if self._enforcer is not None:
+            return self._fallback_roles(user, tenant)
+        graph = self._links.get(tenant)
+        if not graph:
+            return ()
+        seen = {user}
+        out: list[str] = []
+        frontier = [user]
+        # Depth 0 is the user; casbin's has_link reaches names at most MAX_ROLE_HOPS links away.
+        for _ in range(MAX_ROLE_HOPS):
+            nxt: list[str] = []
+            for name in frontier:
+                for role in graph.get(name, ()):
+                    if role not in seen:
+                        seen.add(role)
+                        nxt.append(role)
+            if not nxt:
+                break
+            nxt.sort()
+            out.extend(nxt)
+            frontier = nxt
+        return tuple(out)
+
+    def _fallback_roles(self, user: str, tenant: str) -> tuple[str, ...]:
+        assert self._enforcer is not None
+        if "g" not in self._enforcer.model.model:
+            return ()
+        with self._lock:
+            try:
+                if "dom" in self._r_tokens:
+                    roles = self._enforcer.get_implicit_roles_for_user(user, tenant)
+                else:
+                    roles = self._enforcer.get_implicit_roles_for_user(user)
+            except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as exc:
+                raise OperationFailed(f"casbin could not list the roles of {user!r}: {exc}") from None
+        return tuple(sorted(set(roles) - {user}))
+
+    # ------------------------------------------------------------------ decisions
+
+    def decide(self, user: str, tenant: str, path: str, method: str) -> Decision:
+        """casbin's decision for (user, tenant, path, method); the path must already be canonical."""
+        key = (user, tenant, path, method)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self.cache_hits += 1
+            return hit
+        self.cache_misses += 1
+        if self._enforcer is not None:
+            decision = self._decide_fallback(user, tenant, path, method)
+        else:
+            decision = self._decide_indexed(user, tenant, path, method)
+        cache = self._cache
+        if len(cache) >= self._cache_size:
+            # Oldest first (dicts keep insertion order); a bounded cache cannot be grown by a flood of
+            # distinct requests.
+            try:
+                del cache[next(iter(cache))]
+            except (StopIteration, KeyError, RuntimeError):
+                cache.clear()
+        if self._cache_size:
+            cache[key] = decision
+        return decision
+
+    def _decide_indexed(self, user: str, tenant: str, path: str, method: str) -> Decision:
+        family = self._family
+        assert family is not None
+        roles = self.roles_for(user, tenant)
+        obj = path
+        if family.obj_kind == "keyMatch5":
+            q = obj.find("?")
+            if q != -1:
+                obj = obj[:q]
+        matched: list[_Rule] = []
+        rules = self._rules
+        for subject in (user, *roles):
+            ruleset = rules.get((tenant, subject))
+            if ruleset is not None:
+                ruleset.collect(obj, method, matched)
+        if not matched:
+            return Decision(False, None, roles, "default-deny")
+        return _effect(matched, roles, family.deny_wins)
+
+    def _decide_fallback(self, user: str, tenant: str, path: str, method: str) -> Decision:
+        assert self._enforcer is not None
+        values = {"sub": user, "dom": tenant, "obj": path, "act": method}
+        rvals = [values[t] for t in self._r_tokens]
+        # casbin's role managers mutate themselves while answering: one decision at a time.
+        with self._lock:
+            try:
+                allowed, explain = self._enforcer.enforce_ex(*rvals)
+            except (re.error, RuntimeError, ValueError, KeyError, IndexError, TypeError, NameError) as exc:
+                raise OperationFailed(f"casbin could not evaluate the policy: {exc}") from None
+        rule = tuple(explain) if explain else None
+        roles = self._fallback_roles(user, tenant)
+        if allowed:
+            effect = "allow"
+        elif rule is not None and "deny" in rule[-1:]:
+            effect = "deny"
+        else:
+            effect = "default-deny"
+        return Decision(bool(allowed), rule, roles, effect)
+
+    # ------------------------------------------------------------------ introspection
+
+    def rules_for_tenant(self, tenant: str) -> Iterable[tuple[str, ...]]:
+        """The policy lines of ``tenant`` (indexed mode), in policy order."""
+        found = [r for (dom, _sub), rs in self._rules.items() if dom == tenant for r in _all_rules(rs)]
+        return [r.line for r in sorted(found, key=lambda r: r.index)]
+
+    def stats(self) -> dict[str, Any]:
+        """Figures for ``/metrics`` and ``/readyz``."""
+        return {
+            "indexed": self.indexed,
+            "note": self.note,
+            "rules": self.rule_count,
+            "role_links": self.role_link_count,
+            "cache_entries": len(self._cache),
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
+        }
+
+
+def _all_rules(ruleset: _RuleSet) -> Iterable[_Rule]:
+    for bucket in ruleset.exact.values():
+        yield from bucket
+    for bucket in ruleset.prefixed.values():
+        yield from bucket
+
+
+def _truthy(fn: Callable[[str], Any]) -> Callable[[str], bool]:
+    # A compiled pattern's ``match`` returns a Match or None; both are fine as truth values, so the
+    # bound method itself is used (no wrapper call on the hot path).
+    return fn
+
+
+def _effect(matched: list[_Rule], roles: tuple[str, ...], deny_wins: bool) -> Decision:
+    """casbin's effector and ``enforce_ex`` explain over the rules that matched (policy order matters)."""
+    if deny_wins:
+        # The scan stops at the first deny in policy order, which is then the explained rule; without a
+        # deny it runs to the end and explains the last rule that matched.
+        first_deny: _Rule | None = None
+        last: _Rule = matched[0]
+        allow = False
+        for rule in matched:
+            if rule.eft == _DENY:
+                if first_deny is None or rule.index < first_deny.index:
+                    first_deny = rule
+            elif rule.eft == _ALLOW:
+                allow = True
+            if rule.index > last.index:
+                last = rule
+        if first_deny is not None:
+            return Decision(False, first_deny.line, roles, "deny")
+        if allow:
+            return Decision(True, last.line, roles, "allow")
+        return Decision(False, last.line, roles, "default-deny")
+    # allow-override: the scan stops at the first allow; without one it explains the last match.
+    first_allow: _Rule | None = None
+    last = matched[0]
+    for rule in matched:
+        if rule.eft == _ALLOW and (first_allow is None or rule.index < first_allow.index):
+            first_allow = rule
+        if rule.index > last.index:
+            last = rule
+    if first_allow is not None:
+        return Decision(True, first_allow.line, roles, "allow")
+    effect = "deny" if any(r.eft == _DENY for r in matched) else "default-deny"
+    return Decision(False, last.line, roles, effect)
