@@ -100,6 +100,7 @@ class SystemProbe(Protocol):
     def environ(self) -> dict[str, str]: ...
     def hostname(self) -> str: ...
     def euid(self) -> int: ...
+    def connect(self, host: str, port: int, protocol: str, timeout: float) -> dict[str, Any]: ...
 
 
 class Clock(Protocol):
@@ -223,6 +224,47 @@ class LiveSystem:
     def euid(self) -> int:
         return os.geteuid()
 
+    def connect(self, host: str, port: int, protocol: str, timeout: float) -> dict[str, Any]:
+        """One short connection attempt (the opt-in egress probe): ``{"outcome", "detail"}``.
+
+        ``outcome`` is ``reachable`` (TCP handshake done, or a DNS answer came back), ``refused``
+        (a RST or ICMP came back: packets do leave), or ``blocked`` (silence until the timeout, or no route).
+        """
+        return active_probe(host, port, protocol, timeout)
+
+
+def active_probe(host: str, port: int, protocol: str, timeout: float) -> dict[str, Any]:
+    """Try ``host:port`` once over TCP, or send one DNS query over UDP; never retries."""
+    import errno as _errno
+
+    try:
+        infos = socket.getaddrinfo(
+            host, port, type=socket.SOCK_DGRAM if protocol == "dns" else socket.SOCK_STREAM
+        )
+    except socket.gaierror as exc:
+        return {"outcome": "blocked", "detail": f"name does not resolve: {exc.strerror}"}
+    family, stype, proto, _canon, addr = infos[0]
+    peer = f"{addr[0]!s}:{addr[1]}"
+    with socket.socket(family, stype, proto) as s:
+        s.settimeout(timeout)
+        try:
+            if protocol == "dns":
+                # A minimal query for "." NS: any answer at all proves the path is open.
+                query = bytes.fromhex("edc5010000010000000000000000020001")
+                s.sendto(query, addr)
+                data, _peer = s.recvfrom(512)
+                return {"outcome": "reachable", "detail": f"DNS answer of {len(data)} bytes from {peer}"}
+            s.connect(addr)
+            return {"outcome": "reachable", "detail": f"TCP handshake with {peer} completed"}
+        except TimeoutError:
+            return {"outcome": "blocked", "detail": f"no answer within {timeout}s"}
+        except ConnectionRefusedError:
+            return {"outcome": "refused", "detail": "connection refused: packets reach the destination"}
+        except OSError as exc:
+            if exc.errno in (_errno.ENETUNREACH, _errno.EHOSTUNREACH, _errno.EPERM, _errno.EACCES):
+                return {"outcome": "blocked", "detail": exc.strerror or str(exc)}
+            return {"outcome": "blocked", "detail": f"{type(exc).__name__}: {exc.strerror or exc}"}
+
 
 def _key(method: str, *args: Any) -> str:
     return method + ":" + json.dumps(list(args), sort_keys=True, default=str)
@@ -299,6 +341,11 @@ class RecordingSystem:
     def euid(self) -> int:
         return self._do("euid")  # type: ignore[no-any-return]
 
+    def connect(self, host: str, port: int, protocol: str, timeout: float) -> dict[str, Any]:
+        value = self.inner.connect(host, port, protocol, timeout)
+        self.rec.calls[_key("connect", host, port, protocol)] = value
+        return value
+
 
 class ReplaySystem:
     """Answers from a recording; anything not recorded raises :class:`ProbeNotRecorded`."""
@@ -347,6 +394,9 @@ class ReplaySystem:
     def euid(self) -> int:
         return self._get("euid")  # type: ignore[no-any-return]
 
+    def connect(self, host: str, port: int, protocol: str, timeout: float) -> dict[str, Any]:
+        return self._get("connect", host, port, protocol)  # type: ignore[no-any-return]
+
 
 class BuiltSystem:
     """A system described in a test: files (path -> text, or a FileStat), commands, environment.
@@ -364,6 +414,7 @@ class BuiltSystem:
         links: Mapping[str, str] | None = None,
         hostname: str = "built-host",
         euid: int = 0,
+        network: Mapping[tuple[str, int, str], Mapping[str, Any]] | None = None,
     ) -> None:
         self.files = dict(files or {})
         self.commands = {tuple(k): v for k, v in (commands or {}).items()}
@@ -372,6 +423,7 @@ class BuiltSystem:
         self.links = dict(links or {})
         self._hostname = hostname
         self._euid = euid
+        self.network = {k: dict(v) for k, v in (network or {}).items()}
 
     def read_text(self, path: str, limit: int = 1 << 20) -> str | None:
         v = self.files.get(path)
@@ -420,3 +472,45 @@ class BuiltSystem:
 
     def euid(self) -> int:
         return self._euid
+
+    def connect(self, host: str, port: int, protocol: str, timeout: float) -> dict[str, Any]:
+        # An undescribed destination behaves like a sealed site: silence.
+        return dict(self.network.get((host, port, protocol), {"outcome": "blocked", "detail": "no answer"}))
+
+
+class RecordingClock:
+    """The live clock, with the run's start time kept in the recording (replay uses it as a FixedClock)."""
+
+    def __init__(self, inner: Clock, recorder: Recorder) -> None:
+        self.inner = inner
+        self.rec = recorder
+
+    def now(self) -> dt.datetime:
+        value = self.inner.now()
+        if self.rec.clock is None:
+            self.rec.clock = value.isoformat()
+        return value
+
+
+def load_recording(path: Path) -> dict[str, Any]:
+    """Read a recording written by ``edgesec audit --record``; one clear InputError when it is unusable."""
+    from edgesec._fs import read_input_file
+    from edgesec.errors import InputError
+
+    raw = read_input_file(Path(path), what="recording")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"recording {path} is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("calls"), dict):
+        raise InputError(f"recording {path} has no 'calls' object: not an edgesec recording")
+    if doc.get("version") != RECORDING_VERSION:
+        raise InputError(
+            f"recording {path} has version {doc.get('version')!r}; this edgesec reads {RECORDING_VERSION}"
+        )
+    if doc.get("clock") is not None:
+        try:
+            dt.datetime.fromisoformat(str(doc["clock"]))
+        except ValueError:
+            raise InputError(f"recording {path}: clock {doc['clock']!r} is not an ISO 8601 time") from None
+    return doc

@@ -32,6 +32,11 @@ class ChecksSettings(BaseModel):
     probe_targets: list[ProbeTarget] = Field(default_factory=list, description="opt-in active egress probe")
     probe_timeout_s: float = Field(2.0, gt=0, le=30)
     lang: str = Field("en", pattern="^(en|zh-CN)$")
+    schedule_on_calendar: str = Field(
+        "*-*-* 02:30:00", description="systemd OnCalendar= of the nightly audit"
+    )
+    schedule_cron: str = Field("30 2 * * *", description="cron time fields of the nightly audit")
+    prom_textfile: str | None = Field(None, description="Prometheus textfile the scheduled audit writes")
 
 
 class GpuAssignment(BaseModel):

@@ -1,0 +1,236 @@
+"""Signed evidence: a detached signature over the JSON result, verifiable later by an auditor.
+
+``edgesec audit --sign`` writes ``<result>.sig`` next to the JSON result: a small JSON document with the
+SHA-256 of the result bytes, the signature over those bytes, the signing certificate and its chain. The
+certificate must carry the codeSigning EKU (the PKI's ``signing`` profile). ``edgesec evidence verify
+RESULT`` checks the digest, the signature, that the certificate was valid when the result was signed,
+and -- with ``--trust`` (a PEM bundle, e.g. the published trust bundle) -- that it chains to the site CA.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from edgesec._fs import atomic_write, read_input_file
+from edgesec.config import LoadedConfig
+from edgesec.errors import InputError, UsageError, VerificationError
+
+SIG_FORMAT = "edgesec.detached-signature"
+SIG_VERSION = 1
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+def _load_certs(pem: bytes, what: str) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(pem)
+    except ValueError as exc:
+        raise InputError(f"{what}: not a PEM certificate: {exc}") from None
+
+
+def _check_signing_cert(cert: x509.Certificate, what: str) -> None:
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        raise VerificationError(
+            f"{what}: certificate has no extendedKeyUsage; codeSigning is required"
+        ) from None
+    if ExtendedKeyUsageOID.CODE_SIGNING not in eku:
+        raise VerificationError(f"{what}: certificate lacks the codeSigning EKU (not a signing certificate)")
+
+
+@dataclass
+class Signer:
+    """A signing certificate (+ chain) and its private key."""
+
+    cert: x509.Certificate
+    chain: list[x509.Certificate]
+    key: PrivateKey
+
+    def sign_bytes(self, data: bytes) -> bytes:
+        if isinstance(self.key, ec.EllipticCurvePrivateKey):
+            return self.key.sign(data, ec.ECDSA(hashes.SHA256()))
+        if isinstance(self.key, rsa.RSAPrivateKey):
+            return self.key.sign(
+                data, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256()
+            )
+        return self.key.sign(data)
+
+    def sign_file(self, path: Path, now: dt.datetime | None = None) -> Path:
+        data = Path(path).read_bytes()
+        doc = {
+            "format": SIG_FORMAT,
+            "version": SIG_VERSION,
+            "file": Path(path).name,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "algorithm": _algorithm(self.key.public_key()),
+            "signed_at": (now or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat(),
+            "signature": base64.b64encode(self.sign_bytes(data)).decode(),
+            "certificate": self.cert.public_bytes(serialization.Encoding.PEM).decode(),
+            "chain": [c.public_bytes(serialization.Encoding.PEM).decode() for c in self.chain],
+        }
+        sig = Path(str(path) + ".sig")
+        atomic_write(sig, json.dumps(doc, indent=1) + "\n", mode=0o644)
+        return sig
+
+
+def _algorithm(pub: Any) -> str:
+    if isinstance(pub, ec.EllipticCurvePublicKey):
+        return "ecdsa-sha256"
+    if isinstance(pub, rsa.RSAPublicKey):
+        return "rsa-pss-sha256"
+    if isinstance(pub, ed25519.Ed25519PublicKey):
+        return "ed25519"
+    raise InputError(f"unsupported signing key type {type(pub).__name__}")
+
+
+def load_signer(cfg: LoadedConfig, *, cert: str | None, key: str | None, name: str | None) -> Signer:
+    """The signing credentials: files (``--sign-cert``/``--sign-key``) or a name in the site PKI."""
+    if name:
+        try:
+            pki_api = importlib.import_module("edgesec.pki.api")
+        except ImportError:
+            raise UsageError("--sign-name needs the site PKI, which is not part of this build") from None
+        get = getattr(pki_api, "signing_credentials", None)
+        if get is None:
+            raise UsageError(
+                "this build's PKI cannot hand out signing credentials by name; use --sign-cert/--sign-key"
+            )
+        cert_pem, key_pem, chain_pem = get(cfg, name)
+        certs = _load_certs(cert_pem + b"".join(chain_pem), f"signing certificate {name}")
+        key_bytes = key_pem
+    else:
+        if not cert or not key:
+            raise UsageError("--sign needs --sign-cert and --sign-key, or --sign-name NAME")
+        certs = _load_certs(read_input_file(Path(cert), what="signing certificate"), cert)
+        key_bytes = read_input_file(Path(key), what="signing key")
+    try:
+        pk = serialization.load_pem_private_key(key_bytes, password=None)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"signing key: cannot load (encrypted keys need the PKI by name): {exc}") from None
+    if not isinstance(pk, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+        raise InputError(f"signing key type {type(pk).__name__} is not supported")
+    leaf = certs[0]
+    _check_signing_cert(leaf, "signing certificate")
+    if leaf.public_key().public_numbers() != pk.public_key().public_numbers():  # type: ignore[union-attr]
+        raise InputError("the signing key does not match the signing certificate")
+    return Signer(leaf, certs[1:], pk)
+
+
+def _verify_sig(pub: Any, sig: bytes, data: bytes) -> None:
+    if isinstance(pub, ec.EllipticCurvePublicKey):
+        pub.verify(sig, data, ec.ECDSA(hashes.SHA256()))
+    elif isinstance(pub, rsa.RSAPublicKey):
+        pub.verify(sig, data, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256())
+    elif isinstance(pub, ed25519.Ed25519PublicKey):
+        pub.verify(sig, data)
+    else:
+        raise VerificationError(f"unsupported key type {type(pub).__name__}")
+
+
+def _chain_to(
+    leaf: x509.Certificate, pool: list[x509.Certificate], anchors: list[x509.Certificate], at: dt.datetime
+) -> list[str]:
+    """Walk issuer links from ``leaf`` to a trust anchor; the subjects on the way, or raise."""
+    path = [leaf.subject.rfc4514_string()]
+    cur = leaf
+    for _ in range(8):
+        if any(cur == a for a in anchors):
+            return path
+        issuers = [c for c in [*anchors, *pool] if c.subject == cur.issuer and c != cur]
+        nxt = None
+        for cand in issuers:
+            try:
+                cur.verify_directly_issued_by(cand)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            nxt = cand
+            break
+        if nxt is None:
+            raise VerificationError(
+                f"certificate {cur.subject.rfc4514_string()} does not chain to the trust bundle"
+            )
+        if not (nxt.not_valid_before_utc <= at <= nxt.not_valid_after_utc):
+            raise VerificationError(f"CA {nxt.subject.rfc4514_string()} was not valid at signing time")
+        path.append(nxt.subject.rfc4514_string())
+        cur = nxt
+    raise VerificationError("certificate chain is too long")
+
+
+def verify(result_path: Path, sig_path: Path | None = None, trust: Path | None = None) -> dict[str, Any]:
+    """Verify a signed result; returns what was checked, raises VerificationError (exit 1) if it is bad."""
+    data = read_input_file(result_path, what="result")
+    sig_path = sig_path or Path(str(result_path) + ".sig")
+    raw = read_input_file(sig_path, what="signature")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InputError(f"signature {sig_path} is not JSON") from None
+    if not isinstance(doc, dict) or doc.get("format") != SIG_FORMAT or doc.get("version") != SIG_VERSION:
+        raise InputError(f"{sig_path} is not an edgesec detached signature (version {SIG_VERSION})")
+    try:
+        certs = _load_certs(doc["certificate"].encode(), "signature certificate")
+        chain = [c for pem in doc.get("chain", []) for c in _load_certs(pem.encode(), "signature chain")]
+        signature = base64.b64decode(doc["signature"], validate=True)
+        signed_at = dt.datetime.fromisoformat(doc["signed_at"])
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise InputError(f"signature {sig_path} is malformed: {exc}") from None
+    leaf = certs[0]
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != doc.get("sha256"):
+        raise VerificationError(f"{result_path} was modified after signing (SHA-256 differs)")
+    try:
+        _verify_sig(leaf.public_key(), signature, data)
+    except InvalidSignature:
+        raise VerificationError(f"the signature over {result_path} is invalid") from None
+    _check_signing_cert(leaf, "signature certificate")
+    if not (leaf.not_valid_before_utc <= signed_at <= leaf.not_valid_after_utc):
+        raise VerificationError("the signing certificate was not valid at the signing time")
+    out: dict[str, Any] = {
+        "result": str(result_path),
+        "signature": str(sig_path),
+        "sha256": digest,
+        "signer": leaf.subject.rfc4514_string(),
+        "signed_at": signed_at.isoformat(),
+        "chain_verified": False,
+    }
+    if trust is not None:
+        anchors = _load_certs(read_input_file(trust, what="trust bundle"), str(trust))
+        out["chain"] = _chain_to(leaf, chain, anchors, signed_at)
+        out["chain_verified"] = True
+    return out
+
+
+def mount_cli(app: typer.Typer) -> None:
+    from edgesec._console import result as emit_result
+
+    @app.command("verify")
+    def verify_cmd(
+        result_file: Annotated[str, typer.Argument(help="The JSON result (its .sig is read beside it).")],
+        signature: Annotated[
+            str | None, typer.Option("--signature", help="The .sig file, if elsewhere.")
+        ] = None,
+        trust: Annotated[
+            str | None, typer.Option("--trust", help="PEM bundle of the site CA to chain the signer to.")
+        ] = None,
+    ) -> None:
+        """Verify a signed audit result: exit 0 valid, 1 tampered or untrusted, 2 unreadable."""
+        doc = verify(
+            Path(result_file), Path(signature) if signature else None, Path(trust) if trust else None
+        )
+        chain = " -> ".join(doc.get("chain", [])) if doc["chain_verified"] else "not checked (no --trust)"
+        emit_result(doc, f"OK: {result_file} signed by {doc['signer']} at {doc['signed_at']}; chain: {chain}")

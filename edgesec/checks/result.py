@@ -1,0 +1,196 @@
+"""The canonical audit result: one versioned JSON document every report is rendered from.
+
+Schema ``edgesec.audit-result`` version 1 (documented in ``docs/audit-result.md`` of the package data:
+see :data:`SCHEMA_DOC`). Top-level keys:
+
+* ``schema``, ``schema_version`` -- ``"edgesec.audit-result"``, ``1``;
+* ``run`` -- id, start/end (UTC ISO 8601), duration, host, edgesec version, profile, ``only`` filters,
+  ``fail_on``, ``mode`` (``live``, ``replay``), config file;
+* ``summary`` -- ``verdict`` (``pass``, ``fail``, ``incomplete``), ``exit_code``, counts of findings by
+  status, counts of FAIL findings by severity, the failing findings at or above ``fail_on``;
+* ``checks`` -- one entry per check run: metadata, effective severity, controls, ``status`` (worst of its
+  findings), ``duration_s``, ``findings`` (status, message, resource, evidence, severity, remediation, waiver);
+* ``frameworks`` -- per framework: controls with their status, and the ``score`` with the ``method``;
+* ``waivers`` -- every waiver given, with ``state`` (active, expired) and what it waived;
+* ``changes`` -- the diff against the previous run (or ``--baseline``): new failures, fixed, changed
+  evidence, status changes.
+
+The exit code rule (ARCHITECTURE.md): 3 when any check errored (the verdict is incomplete), else 1 when a
+FAIL finding has a severity at or above ``fail_on``, else 0. WARN and WAIVED findings never fail a run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from edgesec.checks.interface import Severity, Status
+
+SCHEMA = "edgesec.audit-result"
+SCHEMA_VERSION = 1
+
+# Worst first: the status of a check is the worst of its findings.
+STATUS_ORDER: tuple[Status, ...] = (
+    Status.ERROR,
+    Status.FAIL,
+    Status.WARN,
+    Status.WAIVED,
+    Status.PASS,
+    Status.SKIP,
+)
+FAILING = frozenset({"FAIL", "WARN", "ERROR"})
+
+
+def worst(statuses: Iterable[str]) -> str:
+    present = set(statuses)
+    for s in STATUS_ORDER:
+        if s.value in present:
+            return s.value
+    return Status.SKIP.value
+
+
+def summarize(checks: list[dict[str, Any]], fail_on: Severity) -> dict[str, Any]:
+    """Counts, verdict and exit code of a run's checks."""
+    by_status: Counter[str] = Counter()
+    by_severity: Counter[str] = Counter()
+    blocking: list[dict[str, Any]] = []
+    for c in checks:
+        for f in c["findings"]:
+            by_status[f["status"]] += 1
+            if f["status"] == "FAIL":
+                by_severity[f["severity"]] += 1
+                if Severity.parse(f["severity"]) >= fail_on:
+                    blocking.append(
+                        {"check_id": f["check_id"], "resource": f["resource"], "message": f["message"]}
+                    )
+    errored = by_status["ERROR"] > 0
+    exit_code = 3 if errored else (1 if blocking else 0)
+    verdict = "incomplete" if errored else ("fail" if blocking else "pass")
+    return {
+        "verdict": verdict,
+        "exit_code": exit_code,
+        "fail_on": fail_on.label(),
+        "checks": len(checks),
+        "findings": sum(by_status.values()),
+        "by_status": {s.value: by_status[s.value] for s in STATUS_ORDER},
+        "fail_by_severity": {s.label(): by_severity[s.label()] for s in reversed(Severity)},
+        "blocking": blocking,
+    }
+
+
+def score_frameworks(
+    frameworks: Iterable[Mapping[str, Any]], check_status: Mapping[str, str], available: Iterable[str]
+) -> list[dict[str, Any]]:
+    """Score each framework as the share of its mapped controls whose checks all pass.
+
+    A control *passes* when every mapped check that ran is PASS or WAIVED and at least one of them ran
+    (was not SKIP); it *fails* when any is FAIL, WARN or ERROR; otherwise it is *not assessed* (its checks
+    are not installed, not selected, or all skipped). The score is passed / all mapped controls: a control
+    that could not be assessed counts against it, so a score never hides what was not checked.
+    """
+    from edgesec.checks.profiles import expand
+
+    avail = list(available)
+    out: list[dict[str, Any]] = []
+    for fw in frameworks:
+        controls = []
+        for ctl in fw["controls"]:
+            ids = expand(ctl["checks"], avail)
+            statuses = {i: check_status[i] for i in ids if i in check_status}
+            ran = {i: s for i, s in statuses.items() if s != "SKIP"}
+            if any(s in FAILING for s in ran.values()):
+                st = "failed"
+            elif ran:
+                st = "passed"
+            else:
+                st = "not_assessed"
+            controls.append(
+                {
+                    "id": ctl["id"],
+                    "title": ctl["title"],
+                    "title_zh": ctl.get("title_zh"),
+                    "status": st,
+                    "checks": statuses,
+                    "mapped": list(ctl["checks"]),
+                }
+            )
+        n = len(controls)
+        passed = sum(1 for c in controls if c["status"] == "passed")
+        failed = sum(1 for c in controls if c["status"] == "failed")
+        out.append(
+            {
+                "id": fw["id"],
+                "title": fw["title"],
+                "title_zh": fw.get("title_zh"),
+                "controls_total": n,
+                "controls_passed": passed,
+                "controls_failed": failed,
+                "controls_not_assessed": n - passed - failed,
+                "score": round(passed / n, 4) if n else 0.0,
+                "method": (
+                    "score = controls passed / controls mapped; a control passes when every mapped check "
+                    "that ran is PASS or WAIVED and at least one ran; FAIL, WARN or ERROR fails it; "
+                    "skipped or missing checks leave it not assessed, which counts as not passed"
+                ),
+                "controls": controls,
+            }
+        )
+    return out
+
+
+def _finding_map(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for c in result.get("checks", []):
+        for f in c.get("findings", []):
+            out[f"{f['check_id']}|{f.get('resource') or ''}"] = f
+    return out
+
+
+def diff(previous: Mapping[str, Any] | None, current: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    """What changed between two results, compared only over checks that ran in both."""
+    if previous is None:
+        return {
+            "against": None,
+            "source": source,
+            "new_failures": [],
+            "fixed": [],
+            "changed_evidence": [],
+            "status_changes": [],
+        }
+    prev_checks = {c["id"] for c in previous.get("checks", [])}
+    cur_checks = {c["id"] for c in current.get("checks", [])}
+    both = prev_checks & cur_checks
+    pm, cm = _finding_map(previous), _finding_map(current)
+    new_failures, fixed, changed, status_changes = [], [], [], []
+    for key in sorted(set(pm) | set(cm)):
+        check_id = key.split("|", 1)[0]
+        if check_id not in both:
+            continue
+        p, c = pm.get(key), cm.get(key)
+        ps = p["status"] if p else None
+        cs = c["status"] if c else None
+        ref = {
+            "check_id": check_id,
+            "resource": (c or p or {}).get("resource"),
+            "before": ps,
+            "after": cs,
+            "message": (c or p or {}).get("message"),
+        }
+        if cs in FAILING and ps not in FAILING:
+            new_failures.append(ref)
+        elif ps in FAILING and cs not in FAILING:
+            fixed.append(ref)
+        elif ps != cs:
+            status_changes.append(ref)
+        elif p and c and p.get("evidence") != c.get("evidence"):
+            changed.append({**ref, "evidence_before": p.get("evidence"), "evidence_after": c.get("evidence")})
+    return {
+        "against": previous.get("run", {}).get("id"),
+        "against_started": previous.get("run", {}).get("started"),
+        "source": source,
+        "new_failures": new_failures,
+        "fixed": fixed,
+        "changed_evidence": changed,
+        "status_changes": status_changes,
+    }
