@@ -30,13 +30,25 @@ _site: str | None = None
 
 
 def configure(
-    trail_dir: Path, *, durability: str = "fsync", group_commit_ms: int = 50, site: str | None = None
+    trail_dir: Path,
+    *,
+    durability: str = "fsync",
+    group_commit_ms: int = 50,
+    site: str | None = None,
+    rotate_bytes: int | None = None,
+    rotate_daily: bool = False,
 ) -> Trail:
     """Point ``emit()`` at a trail directory (the CLI and services call this once at start)."""
     global _trail, _site
     with _lock:
         old = _trail
-        _trail = Trail(Path(trail_dir), durability=durability, group_commit_ms=group_commit_ms)
+        _trail = Trail(
+            Path(trail_dir),
+            durability=durability,
+            group_commit_ms=group_commit_ms,
+            rotate_bytes=rotate_bytes,
+            rotate_daily=rotate_daily,
+        )
         _site = site
     if old is not None:
         old.close()
@@ -53,6 +65,8 @@ def _from_config() -> Trail:
         durability=a.durability,
         group_commit_ms=a.group_commit_ms,
         site=cfg.settings.site.name,
+        rotate_bytes=a.rotate_bytes,
+        rotate_daily=a.rotate_daily,
     )
 
 

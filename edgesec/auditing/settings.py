@@ -30,6 +30,14 @@ class AuditingSettings(BaseModel):
     syslog_socket: str = "/dev/log"
     syslog_host: str = "127.0.0.1"
     syslog_port: int = Field(6514, ge=1, le=65535)
+    syslog_tls_ca: str | None = Field(None, description="CA bundle that verifies the syslog receiver (tls)")
+    syslog_tls_cert: str | None = Field(None, description="client certificate for mutual TLS to syslog-ng")
+    syslog_tls_key: str | None = Field(None, description="its private key")
+    checkpoint_cert: str | None = Field(None, description="signing certificate (PEM) for trail checkpoints")
+    checkpoint_key: str | None = Field(None, description="its private key (PEM)")
+    ship_state: str | None = Field(
+        None, description="ship resume state file (default: <trail_dir>/ship.state)"
+    )
     elasticsearch_urls: list[str] = Field(default_factory=list)
     index_prefix: str = "edgesec"
     archive_dir: str = "/var/log/edgesec/archive"

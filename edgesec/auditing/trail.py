@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgesec._fs import FileLock, atomic_write, ensure_private_dir
+from edgesec._fs import FileLock, atomic_write, ensure_private_dir, fsync_dir
 from edgesec.errors import OperationFailed, VerificationError
 
 GENESIS = "0" * 64
@@ -130,10 +130,22 @@ def _parse_head(line: bytes, where: Path) -> tuple[int, str]:
 class Trail:
     """One host trail directory. Thread-safe; many processes may append to the same directory."""
 
-    def __init__(self, directory: Path, *, durability: str = "fsync", group_commit_ms: int = 50) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        durability: str = "fsync",
+        group_commit_ms: int = 50,
+        rotate_bytes: int | None = None,
+        rotate_daily: bool = False,
+    ) -> None:
         if durability not in ("fsync", "group", "none"):
             raise ValueError(durability)
         self.dir = Path(directory)
+        self.rotate_bytes = rotate_bytes
+        self.rotate_daily = rotate_daily
+        # (inode, first sequence, UTC date of the first record) of the current file, cached per inode.
+        self._first: tuple[int, int, str] | None = None
         self.path = self.dir / CURRENT
         self.durability = durability
         self.interval = group_commit_ms / 1000.0
@@ -240,6 +252,11 @@ class Trail:
         with self._mutex, FileLock(self.dir / LOCK):
             fd = self._current_fd()
             head, extra = self._read_head(fd)
+            if (self.rotate_bytes or self.rotate_daily) and head.size > 0 and self._due(fd, head):
+                self._rotate(fd, head)
+                fd = self._current_fd()
+                head, extra2 = self._read_head(fd)
+                extra += extra2
             seq, prev = head.seq, head.digest
             out: list[bytes] = []
             written: list[dict[str, Any]] = []
@@ -263,6 +280,80 @@ class Trail:
             st = os.fstat(fd)
             self._head = _Head(seq, prev, st.st_size, st.st_ino)
         return written
+
+    # -- rotation --------------------------------------------------------------------------------
+    def _first_record(self, fd: int, ino: int) -> tuple[int, str]:
+        """Sequence and UTC date of the current file's first record (cached while the inode lasts)."""
+        if self._first is not None and self._first[0] == ino:
+            return self._first[1], self._first[2]
+        head = b""
+        off = 0
+        while b"\n" not in head:
+            chunk = os.pread(fd, 65536, off)
+            if not chunk:
+                break
+            head += chunk
+            off += len(chunk)
+        line = head.split(b"\n", 1)[0]
+        try:
+            doc = json.loads(line)
+            first, day = int(doc["event"]["sequence"]), str(doc.get("@timestamp", ""))[:10]
+        except (ValueError, KeyError, TypeError):
+            raise TrailCorrupt(
+                f"the first record of {self.path} is not a trail record; refusing to rotate it",
+                hint="run `edgesec auditlog verify` and keep the file as evidence",
+            ) from None
+        self._first = (ino, first, day)
+        return first, day
+
+    def _due(self, fd: int, head: _Head) -> bool:
+        if self.rotate_bytes and head.size >= self.rotate_bytes:
+            return True
+        if self.rotate_daily:
+            # Rotating when the UTC day changes keeps each file to one day, so an archive can
+            # drop whole files at the end of the retention period.
+            if self._first is not None and self._first[0] == head.ino:
+                day = self._first[2]
+            else:
+                rfd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    _, day = self._first_record(rfd, head.ino)
+                finally:
+                    os.close(rfd)
+            return bool(day) and day != time.strftime("%Y-%m-%d", time.gmtime())
+        return False
+
+    def _rotate(self, fd: int, head: _Head) -> Path:
+        """Rename the current file to ``trail.<first>-<last>.jsonl``; never replaces an existing file."""
+        rfd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            first, _ = self._first_record(rfd, head.ino)
+        finally:
+            os.close(rfd)
+        target = self.dir / f"trail.{first:012d}-{head.seq:012d}.jsonl"
+        os.fsync(fd)
+        try:
+            # link + unlink rather than rename: rename would silently replace an existing file.
+            os.link(self.path, target)
+        except FileExistsError:
+            raise TrailCorrupt(
+                f"cannot rotate {self.path}: {target.name} already exists",
+                hint="the trail directory holds two copies of one range; run `edgesec auditlog verify`",
+            ) from None
+        os.unlink(self.path)
+        fsync_dir(self.dir)
+        self._first = None
+        return target
+
+    def rotate(self) -> Path | None:
+        """Rotate the current file now (``auditlog rotate``); ``None`` when it is empty."""
+        self._write_batch([], sync=True)  # fence a torn tail first, so the rotated file ends whole
+        with self._mutex, FileLock(self.dir / LOCK):
+            fd = self._current_fd()
+            head, _ = self._read_head(fd)
+            if head.size == 0:
+                return None
+            return self._rotate(fd, head)
 
     def append(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Append one record now (``fsync``/``none`` durability); returns the record as written."""

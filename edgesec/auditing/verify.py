@@ -1,0 +1,326 @@
+"""Verify a host's trail across its rotated files, and name the first record that is wrong.
+
+The chain is checked record by record in sequence order, oldest file first. At the first break the
+verifier says what happened, in the words an auditor needs:
+
+* ``edited`` -- the record's content no longer matches its own hash (or is not canonical JSON);
+* ``unparsable`` -- a line that is not a trail record at all (inserted text, or a record damaged past reading);
+* ``deleted`` -- the sequence jumps and the missing records are nowhere later in the trail;
+* ``reordered`` -- the expected record exists, but further on;
+* ``inserted`` -- a sequence number that was already seen appears again, or a record that does not link to
+  the record before it (a forged record whose own hash is right);
+* ``truncated`` -- a rotated file ends before the last record its name promises, or a signed checkpoint
+  covers a record the trail no longer has;
+* ``misnamed`` -- a rotated file whose name does not match the records in it.
+
+Truncating the *current* file's tail leaves a valid, shorter chain: only a checkpoint kept off the host
+(see :mod:`edgesec.auditing.checkpoint`) reveals it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgesec.auditing.trail import CURRENT, GENESIS, canonical, record_hash, trail_files
+from edgesec.errors import InputError, NotFound, VerificationError
+
+_ROTATED_RE = re.compile(r"^trail\.(\d{12})-(\d{12})\.jsonl$")
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A (sequence, hash) pair the trail must contain: a checkpoint, or a record shipped off the host."""
+
+    seq: int
+    hash: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The first thing wrong with the trail."""
+
+    kind: str
+    seq: int | None
+    file: str
+    line: int | None
+    message: str
+
+    def raise_(self) -> None:
+        raise VerificationError(
+            self.message,
+            hint="keep the trail directory as evidence; compare it with the copy shipped off the host",
+            problem=self.kind,
+            seq=self.seq,
+            file=self.file,
+            line=self.line,
+        )
+
+
+@dataclass
+class VerifyReport:
+    """What a successful verification covered."""
+
+    records: int = 0
+    first_seq: int = 0
+    head_seq: int = 0
+    head_hash: str = GENESIS
+    files: list[str] = field(default_factory=list)
+    anchors_checked: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "records": self.records,
+            "first_seq": self.first_seq,
+            "head_seq": self.head_seq,
+            "head_hash": self.head_hash,
+            "files": self.files,
+            "checkpoints_checked": self.anchors_checked,
+        }
+
+
+@dataclass(frozen=True)
+class _Rec:
+    file: Path
+    line: int
+    raw: bytes
+    doc: dict[str, Any] | None
+    seq: int | None
+
+
+def _name_range(path: Path) -> tuple[int, int] | None:
+    m = _ROTATED_RE.match(path.name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _parse(path: Path, lineno: int, raw: bytes) -> _Rec:
+    try:
+        doc = json.loads(raw)
+        seq = int(doc["event"]["sequence"])
+        if not isinstance(doc["event"].get("hash"), str) or not isinstance(
+            doc["edgesec"]["trail"]["prev"], str
+        ):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        return _Rec(path, lineno, raw, None, None)
+    return _Rec(path, lineno, raw, doc, seq)
+
+
+def _records(files: Iterable[Path]) -> Iterator[_Rec]:
+    for f in files:
+        try:
+            fh = open(f, "rb")
+        except OSError as exc:
+            raise InputError(f"cannot read trail file {f}: {exc.strerror or exc}") from None
+        with fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if not raw.endswith(b"\n"):
+                    # A torn last line: the next writer fences it; for the verifier it is not a record.
+                    yield _Rec(f, lineno, raw, None, None)
+                    continue
+                yield _parse(f, lineno, raw[:-1])
+
+
+def _find_later(files: list[Path], start: tuple[Path, int], seq: int) -> _Rec | None:
+    """The first record numbered ``seq`` after position ``start`` (rare path: only on a break)."""
+    started = False
+    for rec in _records(files):
+        if not started:
+            started = (rec.file, rec.line) == start
+            continue
+        if rec.seq == seq:
+            return rec
+    return None
+
+
+def _where(rec: _Rec) -> str:
+    return f"{rec.file.name}:{rec.line}"
+
+
+def select_files(directory: Path, from_seq: int | None) -> list[Path]:
+    """The trail's files in chain order, skipping rotated files wholly before ``from_seq``."""
+    if not directory.is_dir():
+        raise NotFound(f"no audit trail at {directory}", hint="check [auditing] trail_dir or --trail")
+    files = trail_files(directory)
+    if from_seq is not None:
+        kept = []
+        for f in files:
+            rng = _name_range(f)
+            if rng is not None and rng[1] < from_seq:
+                continue
+            kept.append(f)
+        files = kept
+    return files
+
+
+def verify_trail(
+    directory: Path,
+    *,
+    from_seq: int | None = None,
+    anchors: Iterable[Anchor] = (),
+) -> VerifyReport:
+    """Verify the trail in ``directory``; raise :class:`VerificationError` naming the first bad record.
+
+    ``from_seq``: start at that record, taking its link to the record before on trust (older files
+    archived or removed). Without it the chain must start at record 1. ``anchors``: checkpoints whose
+    (sequence, hash) the trail must contain.
+    """
+    files = select_files(directory, from_seq)
+    pending: dict[int, Anchor] = {}
+    for a in anchors:
+        if from_seq is None or a.seq >= from_seq:
+            pending.setdefault(a.seq, a)
+    report = VerifyReport(files=[f.name for f in files])
+    problem = _walk(files, from_seq, pending, report)
+    if problem is not None:
+        problem.raise_()
+    if pending:
+        a = pending[min(pending)]
+        last = files[-1].name if files else CURRENT
+        Problem(
+            "truncated",
+            a.seq,
+            last,
+            None,
+            f"truncated: {a.source} covers record {a.seq}, but the trail ends at record {report.head_seq}"
+            f" (records {report.head_seq + 1}..{a.seq} or more were removed)",
+        ).raise_()
+    return report
+
+
+def _walk(
+    files: list[Path], from_seq: int | None, anchors: dict[int, Anchor], report: VerifyReport
+) -> Problem | None:
+    expected = from_seq if from_seq is not None else 1
+    prev: str | None = None if from_seq is not None else GENESIS
+    seen_any = False
+    cur_file: Path | None = None
+    file_first: int | None = None
+    last_seq_in_file: int | None = None
+
+    def close_file(f: Path) -> Problem | None:
+        rng = _name_range(f)
+        if rng is None or file_first is None or last_seq_in_file is None:
+            return None
+        if last_seq_in_file < rng[1]:
+            return Problem(
+                "truncated",
+                last_seq_in_file + 1,
+                f.name,
+                None,
+                f"truncated: {f.name} ends at record {last_seq_in_file}, its name says it holds records up to {rng[1]}",
+            )
+        if from_seq is None and file_first != rng[0]:
+            return Problem(
+                "misnamed", file_first, f.name, 1, f"{f.name} starts at record {file_first}, not {rng[0]}"
+            )
+        return None
+
+    for rec in _records(files):
+        if rec.file != cur_file:
+            if cur_file is not None:
+                p = close_file(cur_file)
+                if p is not None:
+                    return p
+            cur_file, file_first, last_seq_in_file = rec.file, None, None
+        if from_seq is not None and not seen_any and rec.seq is not None and rec.seq < from_seq:
+            continue  # before the starting point: not checked
+        if rec.doc is None or rec.seq is None:
+            return Problem(
+                "unparsable",
+                expected,
+                rec.file.name,
+                rec.line,
+                f"{_where(rec)}: not a trail record where record {expected} should be (inserted text or damaged record)",
+            )
+        doc = rec.doc
+        if canonical(doc).encode("utf-8") != rec.raw or record_hash(doc) != doc["event"]["hash"]:
+            return Problem(
+                "edited",
+                rec.seq,
+                rec.file.name,
+                rec.line,
+                f"edited: record {rec.seq} at {_where(rec)} does not match its hash",
+            )
+        if rec.seq != expected:
+            if rec.seq < expected:
+                return Problem(
+                    "inserted",
+                    rec.seq,
+                    rec.file.name,
+                    rec.line,
+                    f"inserted: record {rec.seq} at {_where(rec)} appears again after record {expected - 1}",
+                )
+            later = _find_later(files, (rec.file, rec.line), expected)
+            if later is not None:
+                return Problem(
+                    "reordered",
+                    expected,
+                    rec.file.name,
+                    rec.line,
+                    f"reordered: record {rec.seq} at {_where(rec)} stands where record {expected} should be;"
+                    f" record {expected} is later, at {_where(later)}",
+                )
+            missing = (
+                f"record {expected}" if rec.seq == expected + 1 else f"records {expected}..{rec.seq - 1}"
+            )
+            return Problem(
+                "deleted",
+                expected,
+                rec.file.name,
+                rec.line,
+                f"deleted: {missing} missing before record {rec.seq} at {_where(rec)}",
+            )
+        link = doc["edgesec"]["trail"]["prev"]
+        if prev is not None and link != prev:
+            return Problem(
+                "inserted",
+                rec.seq,
+                rec.file.name,
+                rec.line,
+                f"inserted: record {rec.seq} at {_where(rec)} does not link to record {rec.seq - 1}"
+                " (one of them was forged or replaced)",
+            )
+        anchor = anchors.pop(rec.seq, None)
+        if anchor is not None:
+            if anchor.hash != doc["event"]["hash"]:
+                return Problem(
+                    "edited",
+                    rec.seq,
+                    rec.file.name,
+                    rec.line,
+                    f"rewritten: record {rec.seq} at {_where(rec)} differs from the one {anchor.source} covers",
+                )
+            report.anchors_checked += 1
+        if not seen_any:
+            report.first_seq = rec.seq
+            seen_any = True
+        if file_first is None:
+            file_first = rec.seq
+        last_seq_in_file = rec.seq
+        prev = doc["event"]["hash"]
+        expected = rec.seq + 1
+        report.records += 1
+        report.head_seq = rec.seq
+        report.head_hash = prev
+    if cur_file is not None:
+        p = close_file(cur_file)
+        if p is not None:
+            return p
+    return None
+
+
+def anchors_from_docs(docs: Iterable[Mapping[str, Any]], source: str) -> list[Anchor]:
+    """Anchors from trail records shipped elsewhere (an archive, an Elasticsearch export)."""
+    out = []
+    for d in docs:
+        ev = d.get("event") or {}
+        if isinstance(ev.get("sequence"), int) and isinstance(ev.get("hash"), str):
+            out.append(Anchor(ev["sequence"], ev["hash"], source))
+    return out

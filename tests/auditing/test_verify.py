@@ -1,0 +1,253 @@
+"""Rotation keeps one chain across files; verify names the first edited/inserted/deleted/reordered record."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edgesec import auditing
+from edgesec.auditing.ecs import AuditEvent
+from edgesec.auditing.trail import CURRENT, Trail, rotated_files, trail_files
+from edgesec.auditing.verify import Anchor, verify_trail
+from edgesec.errors import VerificationError
+
+from .test_trail_core import small_verifier
+
+
+def ev(i: int, when: dt.datetime | None = None) -> AuditEvent:
+    return AuditEvent(
+        action="test.event",
+        category=("host",),
+        type=("info",),
+        part="test",
+        fields={"edgesec.test.i": i, "user.id": f"u{i}"},
+        timestamp=when,
+    )
+
+
+def build(d: Path, n: int = 60, rotate_bytes: int = 4000) -> list[Path]:
+    with auditing.configured(d, durability="none", rotate_bytes=rotate_bytes):
+        for i in range(n):
+            auditing.emit(ev(i))
+    return trail_files(d)
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("trail")
+    build(d)
+    return d
+
+
+@pytest.fixture
+def trail(pristine: Path, tmp_path: Path) -> Path:
+    d = tmp_path / "t"
+    shutil.copytree(pristine, d)
+    return d
+
+
+def test_rotation_by_size_keeps_one_chain(pristine: Path) -> None:
+    rotated = rotated_files(pristine)
+    assert len(rotated) >= 3
+    for f in rotated:
+        first, last = (int(x) for x in f.name[len("trail.") : -len(".jsonl")].split("-"))
+        lines = f.read_bytes().splitlines()
+        assert json.loads(lines[0])["event"]["sequence"] == first
+        assert json.loads(lines[-1])["event"]["sequence"] == last
+        assert f.stat().st_mode & 0o777 == 0o600
+    assert small_verifier(pristine) == 60
+    rep = verify_trail(pristine)
+    assert (rep.records, rep.first_seq, rep.head_seq) == (60, 1, 60)
+
+
+def test_rotation_by_date(tmp_path: Path) -> None:
+    yesterday = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    with auditing.configured(tmp_path, durability="fsync"):  # written yesterday
+        auditing.emit(ev(1, yesterday))
+        auditing.emit(ev(2, yesterday))
+    with auditing.configured(tmp_path, durability="fsync", rotate_daily=True):
+        auditing.emit(ev(3))
+        auditing.emit(ev(4))
+    assert [f.name for f in rotated_files(tmp_path)] == ["trail.000000000001-000000000002.jsonl"]
+    assert len((tmp_path / CURRENT).read_bytes().splitlines()) == 2
+    assert verify_trail(tmp_path).head_seq == 4
+
+
+def test_explicit_rotate_and_writers_follow(tmp_path: Path) -> None:
+    a = Trail(tmp_path)
+    b = Trail(tmp_path)  # a second writer holding the old file open
+    a.append(ev(1).to_document())
+    b.append(ev(2).to_document())
+    assert a.rotate() == tmp_path / "trail.000000000001-000000000002.jsonl"
+    assert a.rotate() is None  # nothing new to rotate
+    b.append(ev(3).to_document())  # notices the rotation and continues the chain in a new file
+    a.append(ev(4).to_document())
+    a.close()
+    b.close()
+    assert small_verifier(tmp_path) == 4
+
+
+def _lines(f: Path) -> list[bytes]:
+    return f.read_bytes().splitlines(keepends=True)
+
+
+def _pick(d: Path, which: str) -> Path:
+    files = trail_files(d)
+    return {"first": files[0], "middle": files[len(files) // 2], "current": files[-1]}[which]
+
+
+def _seq(line: bytes) -> int:
+    return int(json.loads(line)["event"]["sequence"])
+
+
+WHICH = ["first", "middle", "current"]
+
+
+@pytest.mark.parametrize("which", WHICH)
+def test_edit_named(trail: Path, which: str) -> None:
+    f = _pick(trail, which)
+    lines = _lines(f)
+    target = _seq(lines[1])
+    doc = json.loads(lines[1])
+    doc["user"]["id"] = "mallory"
+    lines[1] = (json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n").encode()
+    f.write_bytes(b"".join(lines))
+    with pytest.raises(VerificationError, match=rf"edited: record {target} at {f.name}:2") as ei:
+        verify_trail(trail)
+    assert ei.value.details["problem"] == "edited" and ei.value.details["seq"] == target
+
+
+@pytest.mark.parametrize("which", WHICH)
+def test_delete_named(trail: Path, which: str) -> None:
+    f = _pick(trail, which)
+    lines = _lines(f)
+    target = _seq(lines[1])
+    del lines[1]
+    f.write_bytes(b"".join(lines))
+    with pytest.raises(VerificationError, match=rf"deleted: record {target} missing") as ei:
+        verify_trail(trail)
+    assert ei.value.details["seq"] == target
+
+
+@pytest.mark.parametrize("which", WHICH)
+def test_insert_named(trail: Path, which: str, pristine: Path) -> None:
+    f = _pick(trail, which)
+    lines = _lines(f)
+    # A forged record: a copy of another record, re-hashed and re-linked so that it is valid on its own.
+    lines.insert(2, lines[0])
+    dup = _seq(lines[0])
+    f.write_bytes(b"".join(lines))
+    with pytest.raises(VerificationError, match=rf"inserted: record {dup} at {f.name}:3") as ei:
+        verify_trail(trail)
+    assert ei.value.details["problem"] == "inserted"
+
+
+def test_insert_forged_rehashed_record(trail: Path) -> None:
+    """A forger who computes a correct hash for the fake record still breaks the link of the next one."""
+    from edgesec.auditing.trail import canonical, record_hash
+
+    f = _pick(trail, "middle")
+    lines = _lines(f)
+    real = json.loads(lines[1])
+    forged = json.loads(lines[1])
+    forged["user"]["id"] = "mallory"
+    forged["event"]["hash"] = record_hash(forged)
+    lines[1] = (canonical(forged) + "\n").encode()
+    f.write_bytes(b"".join(lines))
+    with pytest.raises(
+        VerificationError,
+        match=rf"inserted: record {real['event']['sequence'] + 1} at {f.name}:3 does not link",
+    ):
+        verify_trail(trail)
+
+
+@pytest.mark.parametrize("which", WHICH)
+def test_reorder_named(trail: Path, which: str) -> None:
+    f = _pick(trail, which)
+    lines = _lines(f)
+    target = _seq(lines[1])
+    lines[1], lines[2] = lines[2], lines[1]
+    f.write_bytes(b"".join(lines))
+    with pytest.raises(VerificationError, match=rf"reordered: .* where record {target} should be") as ei:
+        verify_trail(trail)
+    assert ei.value.details["problem"] == "reordered"
+
+
+@pytest.mark.parametrize("which", ["first", "middle"])
+def test_truncate_rotated_file_named(trail: Path, which: str) -> None:
+    f = _pick(trail, which)
+    lines = _lines(f)
+    last = _seq(lines[-1])
+    f.write_bytes(b"".join(lines[:-1]))
+    with pytest.raises(VerificationError, match=rf"truncated: {f.name} ends at record {last - 1}") as ei:
+        verify_trail(trail)
+    assert ei.value.details["seq"] == last
+
+
+def test_whole_rotated_file_removed(trail: Path) -> None:
+    f = _pick(trail, "middle")
+    first = _seq(_lines(f)[0])
+    f.unlink()
+    with pytest.raises(VerificationError, match=rf"deleted: records {first}\.\.\d+ missing"):
+        verify_trail(trail)
+
+
+def test_truncated_current_tail_needs_checkpoint(trail: Path) -> None:
+    cur = trail / CURRENT
+    lines = _lines(cur)
+    head = json.loads(lines[-1])["event"]
+    cur.write_bytes(b"".join(lines[:-2]))
+    # A shorter chain is valid in itself...
+    assert verify_trail(trail).head_seq == head["sequence"] - 2
+    # ...but not against a checkpoint of the old head.
+    with pytest.raises(VerificationError, match=rf"truncated: .* covers record {head['sequence']}"):
+        verify_trail(trail, anchors=[Anchor(head["sequence"], head["hash"], "a test checkpoint")])
+
+
+def test_rewritten_tail_against_checkpoint(trail: Path) -> None:
+    """Truncate after a checkpoint and append new records: the chain is valid, the checkpoint is not covered."""
+    cur = trail / CURRENT
+    lines = _lines(cur)
+    head = json.loads(lines[-1])["event"]
+    cur.write_bytes(b"".join(lines[:-1]))
+    with auditing.configured(trail, durability="fsync"):
+        auditing.emit(ev(999))
+    with pytest.raises(VerificationError, match=rf"rewritten: record {head['sequence']}"):
+        verify_trail(trail, anchors=[Anchor(head["sequence"], head["hash"], "a test checkpoint")])
+
+
+def test_from_skips_archived_files(trail: Path) -> None:
+    files = rotated_files(trail)
+    start = _seq(_lines(files[1])[0])
+    files[0].unlink()
+    with pytest.raises(VerificationError, match=r"deleted: records 1\.\."):
+        verify_trail(trail)
+    rep = verify_trail(trail, from_seq=start)
+    assert rep.first_seq == start and rep.head_seq == 60
+    # --from in the middle of a file: earlier records of that file are skipped, not checked.
+    assert verify_trail(trail, from_seq=start + 2).first_seq == start + 2
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(data=st.data())
+def test_any_byte_change_is_caught(
+    pristine: Path, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    d = tmp_path_factory.mktemp("fuzz")
+    shutil.rmtree(d)
+    shutil.copytree(pristine, d)
+    files = trail_files(d)
+    f = files[data.draw(st.integers(0, len(files) - 1))]
+    raw = bytearray(f.read_bytes())
+    pos = data.draw(st.integers(0, len(raw) - 1))
+    new = data.draw(st.integers(0, 255).filter(lambda b: b != raw[pos]))
+    raw[pos] = new
+    f.write_bytes(bytes(raw))
+    with pytest.raises(VerificationError):
+        verify_trail(d)
