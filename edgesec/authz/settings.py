@@ -57,3 +57,16 @@ class AuthzSettings(BaseModel):
     headers: HeaderNames = Field(default_factory=HeaderNames)
     jwt: JwtSettings = Field(default_factory=JwtSettings)
     url: str | None = Field(None, description="where the running service is reachable (for /readyz checks)")
+    example_policy: Literal["bank", "clinic", "factory"] = Field(
+        "bank", description="shipped example policy used when policy_dir is not set"
+    )
+    break_glass_roles: list[str] = Field(
+        default_factory=lambda: ["role:breakglass"],
+        description="roles whose every allowed request is a high-severity audit event",
+    )
+    reload_interval_s: float = Field(
+        1.0, gt=0, le=3600, description="how often policy and trust files are polled"
+    )
+    trust_dir: str | None = Field(
+        None, description="trust bundle directory (default: pki.trust_bundle_dir, else <home>/trust)"
+    )

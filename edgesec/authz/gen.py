@@ -1,0 +1,281 @@
+"""Proxy configuration that puts a site's app behind the ForwardAuth service, with mutual TLS.
+
+Pure renderers (``render_*(site) -> str``); the CLI writes the files. Each output does the same four
+things: require and verify a client certificate from the site CA; hand the certificate and the original
+method/URI/host to ``/auth``; strip any client-sent copy of the identity headers; pass the identity
+headers authz answered with to the backend.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from edgesec.authz.settings import AuthzSettings
+from edgesec.errors import InputError
+
+__all__ = ["ProxySite", "render_caddy", "render_nginx", "render_traefik_dynamic", "render_traefik_static"]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
+_HEADER = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+
+
+@dataclass(frozen=True)
+class ProxySite:
+    """What a generated proxy config needs to know."""
+
+    server_name: str
+    backend: str  # http://host:port of the app
+    auth_url: str  # http://host:port of the ForwardAuth service (no path)
+    ca_file: str  # the trust bundle's ca-bundle.pem
+    cert_file: str  # the proxy's server certificate and key
+    key_file: str
+    listen: str = "0.0.0.0:443"
+    crl_file: str | None = None
+    header_user: str = "X-User-ID"
+    header_roles: str = "X-Roles"
+    header_tenant: str = "X-Tenant"
+    header_method: str = "X-Auth-Method"
+    cert_header: str = "X-Forwarded-Tls-Client-Cert"
+    trusted_ips: tuple[str, ...] = field(default_factory=lambda: ("127.0.0.1/32", "::1/128"))
+    entrypoint: str = "websecure"
+
+    @property
+    def identity_headers(self) -> tuple[str, str, str, str]:
+        return (self.header_user, self.header_roles, self.header_tenant, self.header_method)
+
+    def validate(self) -> None:
+        """One-line errors for values that would break or weaken the generated config."""
+        if not _NAME.fullmatch(self.server_name):
+            raise InputError(f"server name {self.server_name!r} is not a host name")
+        for url, what in ((self.backend, "backend"), (self.auth_url, "authz URL")):
+            u = urlsplit(url)
+            if u.scheme not in ("http", "https") or not u.hostname or u.path not in ("", "/") or u.query:
+                raise InputError(f"{what} {url!r} must be http(s)://host:port with no path")
+        for h in (*self.identity_headers, self.cert_header):
+            if not _HEADER.fullmatch(h):
+                raise InputError(f"header name {h!r} is not a token")
+        for p in (self.ca_file, self.cert_file, self.key_file, *(self.crl_file or "",)):
+            if any(c in p for c in "\n\r\"'{};`$ ") and p:
+                raise InputError(f"path {p!r} holds characters a proxy config cannot quote safely")
+        if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[0-9.]+|[A-Za-z0-9.-]*):[0-9]{1,5}", self.listen):
+            raise InputError(f"listen address {self.listen!r} must be HOST:PORT")
+
+    @classmethod
+    def from_settings(cls, s: AuthzSettings, **kwargs: Any) -> ProxySite:
+        auth_host = "127.0.0.1" if s.host in ("0.0.0.0", "::", "") else s.host  # noqa: S104
+        auth_url = kwargs.pop("auth_url", None) or (s.url or f"http://{auth_host}:{s.port}").rstrip("/")
+        site = cls(
+            auth_url=auth_url,
+            header_user=s.headers.user,
+            header_roles=s.headers.roles,
+            header_tenant=s.headers.tenant,
+            header_method=s.headers.method,
+            cert_header=s.cert_header,
+            **kwargs,
+        )
+        site.validate()
+        return site
+
+
+def _yaml(value: Any, indent: int = 0) -> str:
+    """A small YAML emitter: block mappings and sequences, every scalar as a JSON (double-quoted) string."""
+    pad = "  " * indent
+    lines: list[str] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(v, dict | list) and v:
+                lines.append(f"{pad}{k}:")
+                lines.append(_yaml(v, indent + 1))
+            else:
+                lines.append(f"{pad}{k}: {_scalar(v)}")
+    elif isinstance(value, list):
+        for v in value:
+            if isinstance(v, dict | list) and v:
+                inner = _yaml(v, indent + 1).lstrip()
+                lines.append(f"{pad}- {inner}")
+            else:
+                lines.append(f"{pad}- {_scalar(v)}")
+    return "\n".join(lines)
+
+
+def _scalar(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, dict):
+        return "{}"
+    if isinstance(v, list):
+        return "[]"
+    return json.dumps(str(v))
+
+
+def traefik_dynamic(site: ProxySite) -> dict[str, Any]:
+    """Traefik v3 dynamic configuration (file provider) as a dict."""
+    return {
+        "http": {
+            "routers": {
+                "edgesec-app": {
+                    "rule": f"Host(`{site.server_name}`)",
+                    "entryPoints": [site.entrypoint],
+                    # passTLSClientCert first: forwardAuth must see the header it sets.
+                    "middlewares": ["edgesec-client-cert", "edgesec-forward-auth"],
+                    "service": "edgesec-app",
+                    "tls": {"options": "edgesec-mtls"},
+                }
+            },
+            "middlewares": {
+                "edgesec-client-cert": {"passTLSClientCert": {"pem": True}},
+                "edgesec-forward-auth": {
+                    "forwardAuth": {
+                        "address": f"{site.auth_url}/auth",
+                        # true keeps the X-Forwarded-Tls-Client-Cert set by passTLSClientCert (Traefik
+                        # deletes it otherwise); the entrypoint's trustedIPs strips client copies.
+                        "trustForwardHeader": True,
+                        "authResponseHeaders": list(site.identity_headers),
+                    }
+                },
+            },
+            "services": {"edgesec-app": {"loadBalancer": {"servers": [{"url": site.backend}]}}},
+        },
+        "tls": {
+            "certificates": [{"certFile": site.cert_file, "keyFile": site.key_file}],
+            "options": {
+                "edgesec-mtls": {
+                    "minVersion": "VersionTLS12",
+                    "sniStrict": True,
+                    "clientAuth": {"caFiles": [site.ca_file], "clientAuthType": "RequireAndVerifyClientCert"},
+                }
+            },
+        },
+    }
+
+
+def traefik_static(site: ProxySite, dynamic_file: str) -> dict[str, Any]:
+    """The static-config part the dynamic config depends on: the entrypoint and the file provider."""
+    return {
+        "entryPoints": {
+            site.entrypoint: {
+                "address": ":" + site.listen.rsplit(":", 1)[1],
+                # Only these peers may set X-Forwarded-*; Traefik drops client-sent copies otherwise.
+                "forwardedHeaders": {"trustedIPs": list(site.trusted_ips)},
+            }
+        },
+        "providers": {"file": {"filename": dynamic_file, "watch": True}},
+    }
+
+
+def render_traefik_dynamic(site: ProxySite) -> str:
+    return (
+        "# Traefik dynamic configuration generated by edgesec authz gen traefik\n"
+        + _yaml(traefik_dynamic(site))
+        + "\n"
+    )
+
+
+def render_traefik_static(site: ProxySite, dynamic_file: str) -> str:
+    return (
+        "# Traefik static configuration snippet generated by edgesec authz gen traefik\n"
+        + _yaml(traefik_static(site, dynamic_file))
+        + "\n"
+    )
+
+
+def render_caddy(site: ProxySite) -> str:
+    """A Caddyfile (Caddy 2.6+) with mTLS and forward_auth; strips client-sent identity headers itself."""
+    auth = urlsplit(site.auth_url)
+    upstream = f"{auth.hostname}:{auth.port or (443 if auth.scheme == 'https' else 80)}"
+    strip = "\n".join(f"\t\trequest_header -{h}" for h in (*site.identity_headers, site.cert_header))
+    copy = " ".join(site.identity_headers)
+    host, port = site.listen.rsplit(":", 1)
+    bind = f"\tbind {host}\n" if host not in ("", "0.0.0.0", "[::]") else ""  # noqa: S104
+    return f"""# Caddyfile generated by edgesec authz gen caddy
+{{
+\tauto_https off
+\tadmin off
+}}
+
+https://{site.server_name}:{port} {{
+{bind}\ttls {site.cert_file} {site.key_file} {{
+\t\tclient_auth {{
+\t\t\tmode require_and_verify
+\t\t\ttrusted_ca_cert_file {site.ca_file}
+\t\t}}
+\t}}
+\t# Caddy before 2.11.2 passes client-sent copies of copied headers on: strip them, inside the same
+\t# route as forward_auth so the strip runs first (a site-level request_header would run after
+\t# forward_auth and delete what it copied).
+\troute {{
+{strip}
+\t\trequest_header -X-Original-URI
+\t\trequest_header -X-Original-Method
+\t\tforward_auth {auth.scheme}://{upstream} {{
+\t\t\turi /auth
+\t\t\theader_up {site.cert_header} {{http.request.tls.client.certificate_der_base64}}
+\t\t\tcopy_headers {copy}
+\t\t}}
+\t\treverse_proxy {site.backend}
+\t}}
+}}
+"""
+
+
+def render_nginx(site: ProxySite) -> str:
+    """An nginx server block with mTLS and auth_request."""
+    auth = site.auth_url.rstrip("/")
+    var = {h: "edgesec_" + h.lower().replace("-", "_") for h in site.identity_headers}
+    set_vars = "\n".join(
+        f"        auth_request_set ${var[h]} $upstream_http_{h.lower().replace('-', '_')};"
+        for h in site.identity_headers
+    )
+    pass_vars = "\n".join(f"        proxy_set_header {h} ${var[h]};" for h in site.identity_headers)
+    clear_in_auth = "\n".join(f'        proxy_set_header {h} "";' for h in site.identity_headers)
+    crl = f"    ssl_crl {site.crl_file};\n" if site.crl_file else ""
+    return f"""# nginx server block generated by edgesec authz gen nginx
+server {{
+    listen {site.listen} ssl;
+    server_name {site.server_name};
+    ssl_certificate {site.cert_file};
+    ssl_certificate_key {site.key_file};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_client_certificate {site.ca_file};
+    ssl_verify_client on;
+    ssl_verify_depth 3;
+{crl}    # Headers with underscores could alias the ones authz reads: drop them.
+    underscores_in_headers off;
+    ignore_invalid_headers on;
+
+    location = /_edgesec_auth {{
+        internal;
+        proxy_pass {auth}/auth;
+        proxy_pass_request_body off;
+        proxy_set_header Content-Length "";
+        proxy_set_header X-Original-URI $request_uri;
+        proxy_set_header X-Original-Method $request_method;
+        proxy_set_header X-Forwarded-Host $host;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Forwarded-For $remote_addr;
+        # A client-sent copy of these must not reach authz ("" removes the header).
+        proxy_set_header X-Forwarded-Uri "";
+        proxy_set_header X-Forwarded-Method "";
+        proxy_set_header X-Forwarded-Prefix "";
+        proxy_set_header {site.cert_header} $ssl_client_escaped_cert;
+{clear_in_auth}
+    }}
+
+    location / {{
+        auth_request /_edgesec_auth;
+{set_vars}
+        # Set from authz's answer: this replaces any copy the client sent.
+{pass_vars}
+        proxy_set_header {site.cert_header} "";
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $remote_addr;
+        proxy_pass {site.backend};
+    }}
+}}
+"""

@@ -1,0 +1,521 @@
+"""The ForwardAuth decision path and the HTTP service around it.
+
+:meth:`Authorizer.authorize` is the whole decision for one ``/auth`` call, as a plain function of the
+request headers and the peer address, so the FastAPI app built by :func:`create_app` and a bare ASGI
+wrapper can share it. It answers only 200 (with all four identity headers), 401 or 403: nginx turns any
+other status into a 500, and a crash must never become an allow.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgesec.auditing import AuditEvent, emit
+from edgesec.auditing.ecs import Severity
+from edgesec.authz.identity import (
+    CertIdentity,
+    IdentityRejected,
+    JwtVerifier,
+    TokenIdentity,
+    parse_cert_header,
+)
+from edgesec.authz.policy import PolicyFiles, PolicyHolder, policy_files
+from edgesec.authz.request import ForwardedRequest, RequestRejected, collect_headers, parse_forwarded
+from edgesec.authz.settings import AuthzSettings
+from edgesec.authz.trust import TrustState
+from edgesec.errors import EdgesecError
+
+__all__ = ["Authorizer", "Outcome", "create_app"]
+
+Headers = list[tuple[str, str]]
+
+
+@dataclass
+class Outcome:
+    """What one call decided, for the answer, the audit event and the metrics."""
+
+    status: int = 403
+    reason: str = "denied"
+    user: str = ""
+    roles: tuple[str, ...] = ()
+    tenant: str = ""
+    auth_method: str = ""
+    request: ForwardedRequest | None = None
+    rule: tuple[str, ...] | None = None
+    serial: str | None = None
+    token_presented: bool = False
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Authorizer:
+    """Identity, canonical request and casbin decision for ``/auth``; holds the reloadable state."""
+
+    def __init__(
+        self,
+        settings: AuthzSettings,
+        *,
+        files: PolicyFiles | None = None,
+        trust_dir: Path | None = None,
+        clock: Any = time.time,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.policy = PolicyHolder(files or policy_files(settings), on_reload=self._policy_reloaded)
+        self.trust: TrustState | None = None
+        if "cert" in settings.identity_order:
+            if trust_dir is None:
+                raise EdgesecError(
+                    "authz: client certificates are enabled but no trust bundle directory is set"
+                )
+            self.trust = TrustState(trust_dir, grace_hours=settings.crl_grace_hours, clock=clock)
+        self.jwt: JwtVerifier | None = JwtVerifier(settings.jwt) if "jwt" in settings.identity_order else None
+        h = settings.headers
+        self._names = (h.user, h.roles, h.tenant, h.method)
+        self._break_glass = frozenset(settings.break_glass_roles)
+        self._cert_header = settings.cert_header.lower()
+        self._cookie = settings.jwt.cookie
+        self.metrics = _Metrics()
+        self._rand = random.Random()  # noqa: S311 -- sampling, not security
+
+    # -- reload -----------------------------------------------------------------------------------
+
+    def _policy_reloaded(self, ok: bool, error: str | None) -> None:
+        self.metrics.reload("policy", ok)
+        _audit_safely(
+            AuditEvent(
+                action="authz.policy.reloaded" if ok else "authz.policy.reload_failed",
+                category=("configuration",),
+                type=("change",) if ok else ("error",),
+                outcome="success" if ok else "failure",
+                severity="info" if ok else "high",
+                part="authz",
+                message="policy reloaded" if ok else f"policy reload failed, last good policy kept: {error}",
+                fields={
+                    "file.path": str(self.policy.files.policy),
+                    "edgesec.authz.policy_generation": self.policy.generation,
+                    **({"error.message": error} if error else {}),
+                },
+            )
+        )
+
+    def check_reload(self) -> None:
+        """Poll the policy and trust files (the watcher thread calls this)."""
+        self.policy.check()
+        if self.trust is not None:
+            changed = self.trust.check()
+            if changed is not None:
+                self.metrics.reload("trust", changed)
+
+    def force_reload(self) -> None:
+        """SIGHUP: reload policy and trust bundle now, changed or not."""
+        self.policy.reload()
+        if self.trust is not None:
+            self.metrics.reload("trust", self.trust.reload())
+
+    # -- the decision -----------------------------------------------------------------------------
+
+    def authorize(self, headers: Iterable[tuple[str, str]], client_ip: str | None) -> tuple[int, Headers]:
+        """Decide one forward-auth call: ``(status, response headers)``; status is 200, 401 or 403."""
+        t0 = time.perf_counter()
+        out = Outcome()
+        try:
+            self._decide(headers, out)
+        except Exception as exc:  # noqa: BLE001 -- fail closed: any fault in the decision is a denial
+            out.status, out.reason, out.detail = 403, "internal-error", f"{type(exc).__name__}: {exc}"
+        answer = self._answer(out)
+        self.metrics.observe(out, time.perf_counter() - t0)
+        self._audit(out, client_ip, headers)
+        # The audit of a break-glass use must be on disk before the request goes through.
+        if out.status == 200 and out.extra.get("audit_failed"):
+            out.status, out.reason = 403, "audit-failed"
+            return self._answer(out)
+        return answer
+
+    def _decide(self, raw_headers: Iterable[tuple[str, str]], out: Outcome) -> None:
+        hdrs: dict[str, str]
+        try:
+            hdrs, dups = collect_headers(raw_headers)
+            req = parse_forwarded(hdrs, dups)
+        except RequestRejected as exc:
+            out.reason, out.detail = exc.reason, str(exc)
+            return
+        out.request = req
+        cert: CertIdentity | None = None
+        token: TokenIdentity | None = None
+        try:
+            if self.trust is not None and self._cert_header in hdrs:
+                chain = parse_cert_header(hdrs[self._cert_header])
+                cert = self.trust.verify(chain, self.settings.cert_identity)
+                out.serial = cert.serial
+            if self.jwt is not None:
+                raw_token = self._token(hdrs)
+                if raw_token is not None:
+                    out.token_presented = True
+                    token = self.jwt.verify(raw_token)
+        except IdentityRejected as exc:
+            out.status, out.reason, out.detail = 401, exc.reason, str(exc)
+            return
+        if cert is None and token is None:
+            out.status, out.reason = 401, "no-identity"
+            return
+        if cert is not None and token is not None and cert.user != token.user:
+            out.reason, out.detail = (
+                "identity-mismatch",
+                f"certificate names {cert.user}, token names {token.user}",
+            )
+            return
+        user = ""
+        for kind in self.settings.identity_order:
+            if kind == "cert" and cert is not None:
+                user, out.auth_method = cert.user, "cert" if token is None else "cert+jwt"
+                break
+            if kind == "jwt" and token is not None:
+                user, out.auth_method = token.user, "jwt" if cert is None else "jwt+cert"
+                break
+        out.user = user
+        tenant = self._tenant(req, token, out)
+        if tenant is None:
+            return
+        out.tenant = tenant
+        engine = self.policy.engine
+        decision = engine.decide(user, tenant, req.path, req.method)
+        out.roles = tuple(decision.roles)
+        out.rule = tuple(decision.rule) if decision.rule is not None else None
+        if not decision.allowed:
+            out.reason = "policy-deny" if decision.effect == "deny" else "no-matching-rule"
+            return
+        # Spellings a backend may treat as the same resource must not dodge an explicit deny rule.
+        for variant in _variants(req.path):
+            d = engine.decide(user, tenant, variant, req.method)
+            if d.effect == "deny":
+                out.rule = tuple(d.rule) if d.rule is not None else None
+                out.reason, out.detail = "policy-deny-variant", f"denied for the equivalent path {variant}"
+                return
+        out.status, out.reason = 200, "allowed"
+        if self._break_glass.intersection(out.roles):
+            out.extra["break_glass"] = True
+
+    def _token(self, hdrs: dict[str, str]) -> str | None:
+        bearer = None
+        auth = hdrs.get("authorization")
+        if auth is not None:
+            scheme, _, rest = auth.partition(" ")
+            if scheme.lower() == "bearer":
+                bearer = rest.strip()
+                if not bearer:
+                    raise IdentityRejected("jwt-malformed", "empty bearer token")
+        cookie_tok = None
+        if self._cookie and "cookie" in hdrs:
+            found = [
+                v.strip()
+                for k, _, v in (c.strip().partition("=") for c in hdrs["cookie"].split(";"))
+                if k.strip() == self._cookie
+            ]
+            if len(found) > 1:
+                raise IdentityRejected("jwt-ambiguous", "the token cookie is set more than once")
+            cookie_tok = found[0] if found else None
+        if bearer is not None and cookie_tok is not None and bearer != cookie_tok:
+            raise IdentityRejected("jwt-ambiguous", "bearer header and cookie carry different tokens")
+        return bearer if bearer is not None else cookie_tok
+
+    def _tenant(self, req: ForwardedRequest, token: TokenIdentity | None, out: Outcome) -> str | None:
+        s = self.settings
+        from_host = s.tenant_hosts.get(req.host) if req.host is not None else None
+        if s.tenant_hosts and req.host is not None and from_host is None and s.default_tenant is None:
+            out.reason, out.detail = "unknown-host", f"host {req.host} maps to no tenant"
+            return None
+        from_claim = token.tenant if token is not None else None
+        if from_host is not None and from_claim is not None and from_host != from_claim:
+            out.reason, out.detail = "tenant-mismatch", f"host says {from_host}, token says {from_claim}"
+            return None
+        tenant = from_host or from_claim or s.default_tenant
+        if not tenant:
+            out.reason = "no-tenant"
+            return None
+        return tenant
+
+    def _answer(self, out: Outcome) -> tuple[int, Headers]:
+        if out.status == 200:
+            n_user, n_roles, n_tenant, n_method = self._names
+            return 200, [
+                (n_user, out.user),
+                (n_roles, ",".join(out.roles)),
+                (n_tenant, out.tenant),
+                (n_method, out.auth_method),
+                ("Cache-Control", "no-store"),
+            ]
+        hdrs: Headers = [("Cache-Control", "no-store"), ("Content-Type", "text/plain; charset=utf-8")]
+        if out.status == 401 and self.jwt is not None:
+            if out.token_presented:
+                hdrs.append(("WWW-Authenticate", 'Bearer realm="edgesec", error="invalid_token"'))
+            else:
+                hdrs.append(("WWW-Authenticate", 'Bearer realm="edgesec"'))
+        return out.status, hdrs
+
+    def _audit(self, out: Outcome, client_ip: str | None, headers: Iterable[tuple[str, str]]) -> None:
+        allowed = out.status == 200
+        glass = bool(out.extra.get("break_glass"))
+        rate = self.settings.allow_sample_rate
+        if allowed and not glass and not (rate > 0 and self._rand.random() < rate):
+            return
+        req = out.request
+        fields: dict[str, Any] = {
+            "user.id": out.user or None,
+            "user.roles": list(out.roles),
+            "edgesec.authz.tenant": out.tenant,
+            "edgesec.authz.decision": "allow" if allowed else "deny",
+            "edgesec.authz.reason": out.reason,
+            "edgesec.authz.auth_method": out.auth_method,
+            "http.response.status_code": out.status,
+            "rule.name": ", ".join(out.rule) if out.rule else None,
+            "tls.client.x509.serial_number": out.serial,
+        }
+        if out.detail:
+            fields["edgesec.authz.detail"] = out.detail[:512]
+        if req is not None:
+            fields.update(
+                {"http.request.method": req.method, "url.path": req.path, "url.original": req.raw_uri[:2048]}
+            )
+            if req.host:
+                fields["url.domain"] = req.host
+        ip = _valid_ip(client_ip)
+        if ip:
+            fields["source.ip"] = ip
+        severity: Severity = "high" if glass else ("info" if allowed else "medium")
+        event = AuditEvent(
+            action="authz.break_glass" if glass else "authz.decision",
+            category=("web", "authentication") if out.status == 401 else ("web", "iam"),
+            type=("access", "allowed") if allowed else ("access", "denied"),
+            outcome="success" if allowed else "failure",
+            severity=severity,
+            part="authz",
+            message=f"{'allow' if allowed else 'deny'} {out.user or '-'} {req.method if req else '-'} "
+            f"{req.path if req else '-'}: {out.reason}",
+            fields={k: v for k, v in fields.items() if v is not None},
+        )
+        if not _audit_safely(event) and glass:
+            out.extra["audit_failed"] = True
+
+
+def _variants(path: str) -> Iterator[str]:
+    """Other spellings of ``path`` that case-insensitive or slash-lenient backends serve the same."""
+    seen = {path}
+    base = path.rstrip("/") or "/"
+    for v in (path.lower(), base, base + "/" if base != "/" else "/", base.lower()):
+        if v not in seen:
+            seen.add(v)
+            yield v
+
+
+def _valid_ip(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+def _audit_safely(event: AuditEvent) -> bool:
+    """Emit; a trail that cannot be written is reported, never a crash of the decision path."""
+    try:
+        emit(event)
+    except (OSError, EdgesecError):
+        return False
+    return True
+
+
+class _Metrics:
+    """Prometheus metrics of one service process (its own registry, so tests can build many apps)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.decisions = Counter(
+            "edgesec_authz_decisions", "ForwardAuth decisions by outcome", ["outcome"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "edgesec_authz_decision_seconds",
+            "Time to decide one /auth call",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "edgesec_authz_reloads",
+            "Policy and trust bundle reloads",
+            ["kind", "result"],
+            registry=self.registry,
+        )
+        self._engine_source: Any = None
+
+    def observe(self, out: Outcome, seconds: float) -> None:
+        label = "allow" if out.status == 200 else ("unauthenticated" if out.status == 401 else "deny")
+        self.decisions.labels(label).inc()
+        self.latency.observe(seconds)
+
+    def reload(self, kind: str, ok: bool) -> None:
+        self.reloads.labels(kind, "ok" if ok else "error").inc()
+
+
+def _engine_stats(authorizer: Authorizer) -> dict[str, float]:
+    engine = authorizer.policy.engine
+    stats: dict[str, float] = {}
+    for name in ("cache_hits", "cache_misses"):
+        v = getattr(engine, name, None)
+        if isinstance(v, int | float):
+            stats[name] = float(v)
+    return stats
+
+
+class _Watcher:
+    """Polls the policy and trust files; SIGHUP wakes it for an immediate reload."""
+
+    def __init__(self, authorizer: Authorizer, interval: float) -> None:
+        self.authorizer = authorizer
+        self.interval = interval
+        self._stop = threading.Event()
+        self._force = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edgesec-authz-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+
+    def hup(self) -> None:
+        # Runs in a signal handler: only set flags, the thread does the work.
+        self._force.set()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                if self._force.is_set():
+                    self._force.clear()
+                    self.authorizer.force_reload()
+                else:
+                    self.authorizer.check_reload()
+            except Exception:  # noqa: BLE001,S112 -- the watcher must survive; the next poll retries
+                continue
+
+
+def create_app(
+    settings: AuthzSettings,
+    *,
+    trust_dir: Path | None = None,
+    files: PolicyFiles | None = None,
+    watch: bool = True,
+    authorizer: Authorizer | None = None,
+) -> Any:
+    """The FastAPI app: ``/auth``, ``/healthz``, ``/readyz``, ``/metrics``."""
+    from fastapi import FastAPI, Request, Response
+    from fastapi.responses import JSONResponse
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    authz = authorizer or Authorizer(settings, files=files, trust_dir=trust_dir)
+    watcher = _Watcher(authz, settings.reload_interval_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        if watch:
+            watcher.start()
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGHUP, lambda *_: watcher.hup())
+        try:
+            yield
+        finally:
+            if watch:
+                watcher.stop()
+
+    app = FastAPI(title="edgesec authz", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.authorizer = authz
+    app.state.watcher = watcher
+
+    bodies = {200: b"", 401: b"unauthorized\n", 403: b"forbidden\n"}
+
+    def auth(request: Request) -> Response:
+        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        client = request.client.host if request.client else None
+        status, hdrs = authz.authorize(raw, client)
+        resp = Response(content=bodies.get(status, b""), status_code=status)
+        for k, v in hdrs:
+            resp.headers[k] = v
+        return resp
+
+    app.add_api_route(
+        "/auth",
+        auth,
+        methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        include_in_schema=False,
+    )
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> JSONResponse:
+        body = readiness(authz)
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        data = generate_latest(authz.metrics.registry)
+        extra = "".join(
+            f"# TYPE edgesec_authz_engine_{k} counter\nedgesec_authz_engine_{k}_total {v}\n"
+            for k, v in _engine_stats(authz).items()
+        )
+        return Response(content=data + extra.encode(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def app_from_environment() -> Any:
+    """uvicorn factory for ``serve --workers N``: each worker builds the app from the site config."""
+    from edgesec.authz.cli import trust_dir_of
+    from edgesec.config import load_config
+
+    cfg = load_config(None, None)
+    return create_app(cfg.settings.authz, trust_dir=trust_dir_of(cfg))
+
+
+def readiness(authz: Authorizer) -> dict[str, Any]:
+    """What ``/readyz`` answers: ready only with a policy and a fresh trust bundle and CRL."""
+    p = authz.policy
+    engine = p.engine
+    policy: dict[str, Any] = {
+        "ok": p.last_error is None,
+        "generation": p.generation,
+        "loaded_at": p.loaded_at,
+        "rules": getattr(engine, "rule_count", None),
+        "file": str(p.files.policy),
+    }
+    if p.last_error:
+        policy["error"] = p.last_error
+        policy["note"] = "the last good policy is still enforced"
+    body: dict[str, Any] = {"ready": True, "policy": policy}
+    if authz.trust is not None:
+        t = authz.trust.status()
+        body["trust"] = t
+        if not t["ok"]:
+            body["ready"] = False
+    return body

@@ -1,0 +1,151 @@
+"""The trust bundle as authz sees it: verify forwarded client certificates, watch the CRL's freshness.
+
+Verification is pki's :func:`~edgesec.pki.trust.verify_certificate` (chain to the site root, clientAuth,
+CRL of every CA below the root). A CRL past its nextUpdate is an alarm at once (``/readyz`` turns
+not-ready, one high-severity audit event) and a denial of every certificate after the configured grace.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from edgesec.auditing import AuditEvent, emit
+from edgesec.authz.identity import CertIdentity, IdentityRejected, identity_from_cert
+from edgesec.errors import EdgesecError
+from edgesec.pki.trust import TrustBundle, verify_certificate
+
+__all__ = ["TrustState"]
+
+
+class TrustState:
+    """The current trust bundle (reloaded when its files change) and its health."""
+
+    def __init__(
+        self, directory: Path, *, grace_hours: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.directory = Path(directory)
+        self.grace = dt.timedelta(hours=grace_hours)
+        self.clock = clock
+        self.bundle: TrustBundle | None = None
+        self.error: str | None = None
+        self.loaded_at = 0.0
+        self._lock = threading.Lock()
+        self._alarmed: set[str] = set()
+        self.reload()
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+
+    def reload(self) -> bool:
+        """Load the bundle from disk; on failure keep the previous one and record the error."""
+        try:
+            bundle = TrustBundle.load(self.directory, crl_grace=self.grace)
+        except EdgesecError as exc:
+            with self._lock:
+                self.error = exc.message
+            return False
+        with self._lock:
+            self.bundle = bundle
+            self.error = None
+            self.loaded_at = self.clock()
+        return True
+
+    def check(self) -> bool | None:
+        """Reload when the published files changed (``None`` when they did not); alarm on a stale CRL."""
+        b = self.bundle
+        changed: bool | None
+        if b is None or b.changed_on_disk():
+            changed = self.reload()
+        else:
+            changed = None
+        self._alarm_stale()
+        return changed
+
+    def verify(self, chain: Sequence[x509.Certificate], identity_source: str) -> CertIdentity:
+        """The identity of a verified client chain; raises :class:`IdentityRejected`."""
+        bundle = self.bundle
+        if bundle is None:
+            raise IdentityRejected("no-trust-bundle", f"no trust bundle loaded: {self.error}")
+        try:
+            v = verify_certificate(list(chain), purpose="client", trust=bundle, at=self._now())
+        except EdgesecError as exc:
+            msg = exc.message
+            reason = "cert-revoked" if "revoked" in msg else "crl-stale" if "stale" in msg else "cert-invalid"
+            raise IdentityRejected(reason, msg) from None
+        user = identity_from_cert(v.certificate, identity_source)
+        return CertIdentity(user=user, serial=v.serial, subject=v.subject, not_after=v.not_after.isoformat())
+
+    def status(self) -> dict[str, Any]:
+        """Health for ``/readyz``: ok only with a bundle whose every CRL is before its nextUpdate."""
+        bundle = self.bundle
+        out: dict[str, Any] = {"directory": str(self.directory), "ok": bundle is not None}
+        if self.error:
+            out["error"] = self.error
+        if bundle is None:
+            return out
+        now = self._now()
+        crls = []
+        for rl in bundle.crls.values():
+            stale = rl.next_update is not None and now > rl.next_update
+            denying = rl.next_update is not None and now > rl.next_update + self.grace
+            crls.append(
+                {
+                    "issuer": rl.crl.issuer.rfc4514_string(),
+                    "number": rl.number,
+                    "next_update": rl.next_update.isoformat() if rl.next_update else None,
+                    "stale": stale,
+                    "denying": denying,
+                }
+            )
+            if stale:
+                out["ok"] = False
+        if not crls:
+            out["ok"] = False
+            out["error"] = "the trust bundle has no CRL: no client certificate can be checked for revocation"
+        out["crls"] = crls
+        return out
+
+    def _alarm_stale(self) -> None:
+        """One high-severity audit event per stale CRL (per CRL number), before denials start."""
+        bundle = self.bundle
+        if bundle is None:
+            return
+        now = self._now()
+        for rl in bundle.crls.values():
+            if rl.next_update is None or now <= rl.next_update:
+                continue
+            key = f"{rl.issuer_fingerprint}:{rl.number}"
+            if key in self._alarmed:
+                continue
+            self._alarmed.add(key)
+            denying = now > rl.next_update + self.grace
+            try:
+                emit(
+                    AuditEvent(
+                        action="authz.crl.stale",
+                        category=("configuration",),
+                        type=("error",),
+                        outcome="failure",
+                        severity="critical" if denying else "high",
+                        part="authz",
+                        message=(
+                            f"CRL of {rl.crl.issuer.rfc4514_string()} passed nextUpdate "
+                            f"{rl.next_update.isoformat()}; "
+                            + (
+                                "client certificates are now denied"
+                                if denying
+                                else f"certificates are denied after {self.grace} grace"
+                            )
+                        ),
+                        fields={"edgesec.authz.crl_next_update": rl.next_update.isoformat()},
+                    )
+                )
+            except (OSError, EdgesecError):
+                self._alarmed.discard(key)
