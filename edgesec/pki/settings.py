@@ -22,6 +22,12 @@ class PkiSettings(BaseModel):
     client_days: int = Field(365, ge=1, le=3650, description="client certificate lifetime")
     signing_days: int = Field(730, ge=1, le=3650, description="signing certificate lifetime")
     crl_days: int = Field(7, ge=1, le=365, description="CRL nextUpdate, days after thisUpdate")
+    root_crl_days: int = Field(
+        365, ge=1, le=3650, description="the root's CRL nextUpdate (re-signed with the root key at rotation)"
+    )
+    crl_grace_hours: int = Field(
+        24, ge=0, le=720, description="how long past nextUpdate a CRL is still accepted by verify"
+    )
     trust_bundle_dir: str | None = Field(
         None,
         description="where the public trust bundle (CA certs + CRL) is published (default: <home>/trust)",

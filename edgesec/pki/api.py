@@ -1,0 +1,98 @@
+"""The public face of edgesec's PKI: what authz, the audit trail, model signing and the checks call.
+
+Verify a certificate a proxy forwarded (parse the bundle once, reload it when it changes)::
+
+    from edgesec.pki.api import TrustBundle, verify_certificate
+    from edgesec.errors import VerificationError
+
+    trust = TrustBundle.load("/var/lib/edgesec/trust")      # root + intermediates + CRLs
+    trust = trust.reload_if_changed()                       # cheap: a few stat() calls
+    try:
+        v = verify_certificate(chain, purpose="client", trust=trust)   # leaf first
+    except VerificationError as exc:
+        deny(exc.message)            # untrusted / expired / revoked / wrong purpose / CRL stale
+    user = v.common_name             # v.sans.emails, v.sans.uris, v.serial, v.fingerprint_sha256
+
+Issue and use certificates from the CA store (only pki reads the store)::
+
+    from edgesec.pki.api import CertificateAuthority
+
+    ca = CertificateAuthority.open(home, passphrase=b"...")   # or the EDGESEC_CA_PASSPHRASE env var
+    cert, key = ca.issue_signing("model-publisher")
+    cert, key = ca.leaf("model-publisher")                   # later: the current cert and its key
+    ca.export_pem("model-publisher", "/etc/edgesec/signing")  # cert.pem, chain.pem, fullchain.pem, key.pem
+    ca.revoke("alice", "key-compromise")                     # regenerates and publishes the CRL
+
+For a site configured through ``edgesec.toml`` use :func:`open_ca` / :func:`load_trust`, which honour
+``[pki] store_dir``, ``trust_bundle_dir``, ``crl_grace_hours`` and ``reload_hooks``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+from edgesec.config import LoadedConfig
+from edgesec.pki.builder import KEY_TYPES, PROFILES, NameConstraints, SubjectAltNames
+from edgesec.pki.secrets import PassphraseSource
+from edgesec.pki.store import CertificateAuthority, CertRecord, ClientRequest, PublishResult, load_csr
+from edgesec.pki.trust import (
+    Purpose,
+    TrustBundle,
+    VerifiedCertificate,
+    load_certificate_file,
+    load_certificates,
+    verify_certificate,
+)
+
+__all__ = [
+    "KEY_TYPES",
+    "PROFILES",
+    "CertRecord",
+    "CertificateAuthority",
+    "ClientRequest",
+    "NameConstraints",
+    "PublishResult",
+    "Purpose",
+    "SubjectAltNames",
+    "TrustBundle",
+    "VerifiedCertificate",
+    "load_certificate_file",
+    "load_certificates",
+    "load_csr",
+    "load_trust",
+    "open_ca",
+    "store_dir",
+    "trust_dir",
+    "verify_certificate",
+]
+
+
+def store_dir(cfg: LoadedConfig) -> Path:
+    """The CA store directory of a site (``[pki] store_dir``, default ``<home>/pki``)."""
+    return cfg.path_in_home(cfg.settings.pki.store_dir, "pki")
+
+
+def trust_dir(cfg: LoadedConfig) -> Path:
+    """The published trust bundle directory (``[pki] trust_bundle_dir``, default ``<home>/trust``)."""
+    return cfg.path_in_home(cfg.settings.pki.trust_bundle_dir, "trust")
+
+
+def open_ca(cfg: LoadedConfig, *, passphrase: PassphraseSource = None) -> CertificateAuthority:
+    """The site's CA store, as the config describes it."""
+    return CertificateAuthority.open(
+        store_dir(cfg), passphrase=passphrase, settings=cfg.settings.pki, trust_dir=trust_dir(cfg)
+    )
+
+
+def load_trust(
+    cfg: LoadedConfig | None = None, directory: str | os.PathLike[str] | None = None
+) -> TrustBundle:
+    """The site's published trust bundle (from ``directory``, else the config's trust bundle dir)."""
+    if cfg is None:
+        from edgesec._console import state
+
+        cfg = state().config()
+    d = Path(directory) if directory else trust_dir(cfg)
+    return TrustBundle.load(d, crl_grace=dt.timedelta(hours=cfg.settings.pki.crl_grace_hours))

@@ -1,0 +1,1421 @@
+"""The on-disk CA store: keys, certificates, the inventory, CRLs and trust-bundle publication.
+
+Layout of the store directory (0700)::
+
+    inventory.db        SQLite (WAL, synchronous=FULL): every certificate ever issued, leaf keys, CRLs
+    lock                flock taken around every write, shared by every process on the host
+    ca/root.pem         the root certificate
+    ca/root.key         the root key (encrypted PKCS#8) -- absent with an offline root
+    ca/intermediate-N.pem / .key   each intermediate the store ever had (N = 1, 2, ... after rotations)
+
+Crash safety: ``init`` builds the whole store in a temporary directory and renames it into place, so a
+killed ``init`` leaves no store at all; every later change is one SQLite transaction taken under the lock
+(new CA files are written atomically, before the transaction that refers to them), so a ``kill -9`` at
+any point leaves the previous consistent state or the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import getpass
+import json
+import os
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from edgesec import auditing
+from edgesec._fs import FileLock, atomic_write, ensure_private_dir, fsync_dir
+from edgesec.auditing import AuditEvent, emit
+from edgesec.errors import AlreadyExists, InputError, NotFound, OperationFailed, VerificationError
+from edgesec.pki import secrets
+from edgesec.pki.builder import (
+    KEY_TYPES,
+    PROFILES,
+    NameConstraints,
+    PrivateKey,
+    PublicKey,
+    SubjectAltNames,
+    build_certificate,
+    check_name,
+    check_public_key,
+    common_name,
+    describe_key,
+    generate_key,
+    signature_hash,
+    subject_name,
+)
+from edgesec.pki.settings import PkiSettings
+from edgesec.pki.trust import (
+    CA_BUNDLE_FILE,
+    CRL_FILE,
+    INTERMEDIATES_FILE,
+    MANIFEST_FILE,
+    ROOT_FILE,
+    TrustBundle,
+    cert_pem,
+    utcnow,
+)
+
+SCHEMA_VERSION = 1
+_CONSTANT_META = frozenset({"org", "site", "key_type", "name_constraints", "encrypted", "offline_root"})
+DB_FILE = "inventory.db"
+LOCK_FILE = "lock"
+CA_DIR = "ca"
+# Backdate notBefore a little so a client whose clock runs slightly behind still accepts a fresh cert.
+BACKDATE = dt.timedelta(minutes=5)
+
+REASONS: dict[str, x509.ReasonFlags] = {
+    "unspecified": x509.ReasonFlags.unspecified,
+    "key-compromise": x509.ReasonFlags.key_compromise,
+    "affiliation-changed": x509.ReasonFlags.affiliation_changed,
+    "superseded": x509.ReasonFlags.superseded,
+    "cessation-of-operation": x509.ReasonFlags.cessation_of_operation,
+    "privilege-withdrawn": x509.ReasonFlags.privilege_withdrawn,
+}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cas (
+    id INTEGER PRIMARY KEY,
+    role TEXT NOT NULL CHECK (role IN ('root', 'intermediate')),
+    serial TEXT NOT NULL,
+    fingerprint TEXT NOT NULL UNIQUE,
+    subject TEXT NOT NULL,
+    not_before TEXT NOT NULL,
+    not_after TEXT NOT NULL,
+    cert_pem TEXT NOT NULL,
+    key_file TEXT,
+    status TEXT NOT NULL CHECK (status IN ('active', 'retired')),
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS certs (
+    serial TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    sans TEXT NOT NULL,
+    key_type TEXT NOT NULL,
+    not_before TEXT NOT NULL,
+    not_after TEXT NOT NULL,
+    issuer_id INTEGER NOT NULL REFERENCES cas(id),
+    cert_pem TEXT NOT NULL,
+    key_pem TEXT,
+    key_encrypted INTEGER NOT NULL DEFAULT 0,
+    source TEXT NOT NULL,
+    current INTEGER NOT NULL,
+    revoked_at TEXT,
+    revocation_reason TEXT,
+    issued_at TEXT NOT NULL,
+    paths TEXT NOT NULL DEFAULT '[]'
+);
+CREATE UNIQUE INDEX IF NOT EXISTS certs_current_name ON certs(name) WHERE current = 1;
+CREATE INDEX IF NOT EXISTS certs_name ON certs(name);
+CREATE INDEX IF NOT EXISTS certs_revoked ON certs(issuer_id) WHERE revoked_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS crls (
+    id INTEGER PRIMARY KEY,
+    issuer_id INTEGER NOT NULL REFERENCES cas(id),
+    number INTEGER NOT NULL,
+    this_update TEXT NOT NULL,
+    next_update TEXT NOT NULL,
+    crl_pem TEXT NOT NULL,
+    entries INTEGER NOT NULL
+);
+"""
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).isoformat(timespec="seconds")
+
+
+def _parse_iso(s: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(s)
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def parse_serial(text: str) -> str | None:
+    """A serial typed by a person (hex, optional ``0x`` or colons) as our canonical lower-case hex."""
+    t = text.strip().lower().replace(":", "")
+    if t.startswith("0x"):
+        t = t[2:]
+    if not t or len(t) > 40 or any(c not in "0123456789abcdef" for c in t):
+        return None
+    return f"{int(t, 16):x}"
+
+
+@dataclass(frozen=True)
+class CertRecord:
+    """One row of the inventory: a certificate ever issued."""
+
+    name: str
+    profile: str
+    serial: str
+    subject: str
+    sans: list[str]
+    key_type: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    status: str  # valid | expired | revoked
+    current: bool
+    revoked_at: dt.datetime | None
+    revocation_reason: str | None
+    issued_at: dt.datetime
+    source: str  # generated | csr
+    has_key: bool
+    issuer: str
+    paths: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "profile": self.profile,
+            "serial": self.serial,
+            "subject": self.subject,
+            "sans": self.sans,
+            "key_type": self.key_type,
+            "not_before": _iso(self.not_before),
+            "not_after": _iso(self.not_after),
+            "status": self.status,
+            "current": self.current,
+            "revoked_at": _iso(self.revoked_at) if self.revoked_at else None,
+            "revocation_reason": self.revocation_reason,
+            "issued_at": _iso(self.issued_at),
+            "source": self.source,
+            "key_in_store": self.has_key,
+            "issuer": self.issuer,
+            "paths": self.paths,
+        }
+
+
+@dataclass(frozen=True)
+class ClientRequest:
+    """One row of a batch enrolment."""
+
+    id: str
+    email: str | None = None
+    uri: str | None = None
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What a trust-bundle publication wrote and which reload hooks ran."""
+
+    directory: Path
+    files: list[str]
+    hooks: list[dict[str, Any]]
+
+
+def _store_dir(path: Path) -> Path:
+    if (path / DB_FILE).exists() or path.name == "pki":
+        return path
+    return path / "pki"
+
+
+class CertificateAuthority:
+    """The site CA: open it with :meth:`open` (or create it with :meth:`init`), then issue, revoke, renew.
+
+    The object caches the decrypted intermediate key after the first signature; it is safe to use from
+    several threads, and several processes may use the same store at once (writes take a file lock).
+    """
+
+    def __init__(
+        self,
+        store_dir: Path,
+        *,
+        settings: PkiSettings | None = None,
+        trust_dir: Path | None = None,
+        passphrase: secrets.PassphraseSource = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.dir = Path(store_dir)
+        self.settings = settings or PkiSettings()
+        self.trust_dir = Path(trust_dir) if trust_dir else self.dir.parent / "trust"
+        self._passphrase_source = passphrase
+        self._passphrase: bytes | None = None
+        self._signer: tuple[int, x509.Certificate, PrivateKey] | None = None
+        self._tlock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self.clock = clock
+        self.hook_results: list[dict[str, Any]] = []
+        self._operator: str | None = None
+        self._meta_cache: dict[str, str] = {}
+
+    # --- opening -----------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        home_or_store_dir: str | os.PathLike[str],
+        *,
+        passphrase: secrets.PassphraseSource = None,
+        settings: PkiSettings | None = None,
+        trust_dir: str | os.PathLike[str] | None = None,
+    ) -> CertificateAuthority:
+        """Open an existing store (given the edgesec home or the store directory itself)."""
+        d = _store_dir(Path(home_or_store_dir))
+        if not (d / DB_FILE).is_file():
+            raise NotFound(f"no CA store in {d}", hint="run `edgesec pki init --org ORG` first")
+        ca = cls(
+            d, settings=settings, trust_dir=Path(trust_dir) if trust_dir else None, passphrase=passphrase
+        )
+        ca._check_schema()
+        return ca
+
+    @classmethod
+    def exists(cls, home_or_store_dir: str | os.PathLike[str]) -> bool:
+        return (_store_dir(Path(home_or_store_dir)) / DB_FILE).is_file()
+
+    def close(self) -> None:
+        with self._tlock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> CertificateAuthority:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(
+                self.dir / DB_FILE, timeout=60, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk when it returns (WAL fsync per transaction).
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._conn = conn
+        return self._conn
+
+    def _check_schema(self) -> None:
+        try:
+            row = self._db().execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"the CA inventory {self.dir / DB_FILE} is unreadable: {exc}") from None
+        if row is None or int(row[0]) != SCHEMA_VERSION:
+            raise InputError(f"the CA inventory {self.dir / DB_FILE} has an unknown schema version")
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """The file lock plus one immediate transaction: all or nothing, one writer at a time."""
+        with self._tlock, FileLock(self.dir / LOCK_FILE, timeout=120):
+            conn = self._db()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        # Settled at init and never changed afterwards: cache them.
+        if key in _CONSTANT_META and key in self._meta_cache:
+            return self._meta_cache[key]
+        row = self._db().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        if row and key in _CONSTANT_META:
+            self._meta_cache[key] = row[0]
+        return row[0] if row else default
+
+    # --- passphrase and keys -------------------------------------------------------------------------
+
+    def _get_passphrase(self) -> bytes | None:
+        if self._passphrase is None:
+            src = self._passphrase_source
+            if callable(src):
+                self._passphrase = src()
+            else:
+                self._passphrase = secrets.resolve_passphrase(src, config_file=self.settings.passphrase_file)
+        return self._passphrase
+
+    def _load_ca_key(self, path: Path, what: str) -> PrivateKey:
+        try:
+            pem = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"{what} not found: {path}") from None
+        except PermissionError:
+            raise InputError(f"{what} is not readable (permission denied): {path}") from None
+        pw = self._get_passphrase() if secrets.is_encrypted_pem(pem) else None
+        return secrets.load_key_pem(pem, pw, what=what)
+
+    def _active_intermediate(self) -> tuple[int, x509.Certificate, str | None]:
+        row = (
+            self._db()
+            .execute("SELECT id, cert_pem, key_file FROM cas WHERE role='intermediate' AND status='active'")
+            .fetchone()
+        )
+        if row is None:
+            raise OperationFailed("the CA store has no active intermediate")
+        return row[0], x509.load_pem_x509_certificate(row[1].encode()), row[2]
+
+    def signer(self) -> tuple[int, x509.Certificate, PrivateKey]:
+        """The active intermediate (id, certificate, decrypted key), cached after the first call."""
+        ca_id, cert, key_file = self._active_intermediate()
+        if self._signer is not None and self._signer[0] == ca_id:
+            return self._signer
+        if not key_file:
+            raise OperationFailed("the active intermediate's key is not in the store")
+        key = self._load_ca_key(self.dir / CA_DIR / key_file, "intermediate CA key")
+        if key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ) != cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ):
+            raise VerificationError("the intermediate CA key does not match its certificate")
+        self._signer = (ca_id, cert, key)
+        return self._signer
+
+    def root_certificate(self) -> x509.Certificate:
+        row = self._db().execute("SELECT cert_pem FROM cas WHERE role='root'").fetchone()
+        if row is None:
+            raise OperationFailed("the CA store has no root")
+        return x509.load_pem_x509_certificate(row[0].encode())
+
+    def intermediates(self, *, include_expired: bool = False) -> list[x509.Certificate]:
+        """Intermediates still in use, newest first (the active one first)."""
+        rows = self._db().execute(
+            "SELECT cert_pem FROM cas WHERE role='intermediate' ORDER BY status='active' DESC, id DESC"
+        )
+        now = self.clock()
+        out = []
+        for (pem,) in rows:
+            c = x509.load_pem_x509_certificate(pem.encode())
+            if include_expired or c.not_valid_after_utc > now:
+                out.append(c)
+        return out
+
+    def _load_root_key(self, offline_root: str | os.PathLike[str] | None) -> PrivateKey:
+        root = self.root_certificate()
+        if offline_root:
+            path = Path(offline_root) / _offline_key_name(root)
+            if not path.is_file():
+                raise NotFound(f"the root key for this CA is not in {offline_root} (expected {path.name})")
+        else:
+            row = self._db().execute("SELECT key_file FROM cas WHERE role='root'").fetchone()
+            if not row or not row[0]:
+                raise InputError(
+                    "this CA has an offline root: its key is not in the store",
+                    hint="mount the removable media and pass --offline-root DIR",
+                )
+            path = self.dir / CA_DIR / row[0]
+        key = self._load_ca_key(path, "root CA key")
+        if _spki(key.public_key()) != _spki(root.public_key()):
+            raise VerificationError(f"{path} is not the key of this CA's root")
+        return key
+
+    # --- init ------------------------------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        home_or_store_dir: str | os.PathLike[str],
+        *,
+        org: str,
+        site: str | None = None,
+        key_type: str = "ec-p256",
+        permit_dns: Sequence[str] = (),
+        permit_ip: Sequence[str] = (),
+        offline_root: str | os.PathLike[str] | None = None,
+        passphrase: bytes | str | None = None,
+        encrypt: bool = True,
+        settings: PkiSettings | None = None,
+        trust_dir: str | os.PathLike[str] | None = None,
+        publish: bool = True,
+    ) -> CertificateAuthority:
+        """Create a new CA (root + intermediate + first CRLs) and publish its trust bundle.
+
+        Refuses, changing nothing, when a store already exists.
+        """
+        settings = settings or PkiSettings()
+        d = _store_dir(Path(home_or_store_dir))
+        if key_type not in KEY_TYPES:
+            raise InputError(f"unknown key type {key_type!r}; expected one of {', '.join(KEY_TYPES)}")
+        org = _check_dn_value(org, "--org")
+        site = _check_dn_value(site, "--site") if site else None
+        constraints = NameConstraints.parse(permit_dns, permit_ip)
+        pw: bytes | None = None
+        if encrypt:
+            if passphrase is None:
+                raise InputError(
+                    "no CA passphrase given",
+                    hint=f"use --passphrase-file, ${secrets.ENV_PASSPHRASE}, systemd credentials, or --no-encrypt",
+                )
+            pw = secrets.check_new_passphrase(
+                passphrase.encode() if isinstance(passphrase, str) else passphrase
+            )
+        if d.exists() and any(d.iterdir()):
+            raise AlreadyExists(f"a CA store already exists in {d}; nothing was changed")
+        offline = Path(offline_root) if offline_root else None
+        if offline is not None and not offline.is_dir():
+            raise InputError(f"--offline-root directory does not exist: {offline}")
+
+        now = utcnow()
+        root_key = generate_key(key_type)
+        inter_key = generate_key(key_type)
+        root_name = subject_name(f"{org} Root CA", org, site)
+        inter_name = subject_name(f"{org} Intermediate CA 1", org, site)
+        root_after = now + dt.timedelta(days=settings.root_days)
+        root = build_certificate(
+            kind="root",
+            subject=root_name,
+            public_key=root_key.public_key(),
+            issuer=root_name,
+            issuer_key=root_key,
+            not_before=now - BACKDATE,
+            not_after=root_after,
+        )
+        inter = build_certificate(
+            kind="intermediate",
+            subject=inter_name,
+            public_key=inter_key.public_key(),
+            issuer=root_name,
+            issuer_key=root_key,
+            not_before=now - BACKDATE,
+            not_after=min(root_after, now + dt.timedelta(days=settings.intermediate_days)),
+            constraints=constraints,
+        )
+        d.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".pki-init-", dir=d.parent))
+        try:
+            os.chmod(tmp, 0o700)
+            cadir = ensure_private_dir(tmp / CA_DIR)
+            atomic_write(cadir / "root.pem", cert_pem(root), mode=0o644)
+            atomic_write(cadir / "intermediate-1.pem", cert_pem(inter), mode=0o644)
+            atomic_write(cadir / "intermediate-1.key", secrets.key_to_pem(inter_key, pw), mode=0o600)
+            root_key_file: str | None = "root.key"
+            if offline is not None:
+                root_key_file = None
+                atomic_write(
+                    offline / _offline_key_name(root), secrets.key_to_pem(root_key, pw), exclusive=True
+                )
+                atomic_write(
+                    offline / f"{_offline_key_name(root)[:-4]}.pem",
+                    cert_pem(root),
+                    mode=0o644,
+                    exclusive=True,
+                )
+            else:
+                atomic_write(cadir / "root.key", secrets.key_to_pem(root_key, pw), mode=0o600)
+            conn = sqlite3.connect(tmp / DB_FILE, isolation_level=None)
+            try:
+                os.chmod(tmp / DB_FILE, 0o600)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(_SCHEMA)
+                conn.execute("BEGIN")
+                meta = {
+                    "schema_version": str(SCHEMA_VERSION),
+                    "org": org,
+                    "site": site or "",
+                    "key_type": key_type,
+                    "name_constraints": json.dumps(constraints.to_json()),
+                    "encrypted": "1" if encrypt else "0",
+                    "offline_root": "1" if offline is not None else "0",
+                    "crl_number": "0",
+                    "created_at": _iso(now),
+                }
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+                _insert_ca(conn, root, "root", root_key_file, now)
+                _insert_ca(conn, inter, "intermediate", "intermediate-1.key", now)
+                conn.execute("COMMIT")
+                # Fold the WAL into the main file so the renamed store is self-contained.
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                conn.close()
+            fsync_dir(tmp)
+            try:
+                if d.exists():
+                    d.rmdir()  # an empty directory only (checked above); a non-empty one raises
+                os.rename(tmp, d)
+            except OSError:
+                raise AlreadyExists(f"a CA store already exists in {d}; nothing was changed") from None
+            fsync_dir(d.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        ca = cls(d, settings=settings, trust_dir=Path(trust_dir) if trust_dir else None, passphrase=pw)
+        ca._audit(
+            "pki.ca.initialized",
+            ("configuration",),
+            ("creation",),
+            f"CA {org} initialized ({key_type}, offline root: {offline is not None})",
+            {
+                "organization.name": org,
+                "file.x509.serial_number": f"{root.serial_number:x}",
+                "file.x509.subject.common_name": common_name(root_name),
+                "file.x509.not_after": root.not_valid_after_utc,
+                "edgesec.pki.key_type": key_type,
+                "edgesec.pki.name_constraints": constraints.to_json(),
+                "edgesec.pki.offline_root": offline is not None,
+                "edgesec.pki.encrypted": encrypt,
+            },
+        )
+        ca.generate_crl(root_key=root_key, publish=publish)
+        return ca
+
+    # --- issuing ---------------------------------------------------------------------------------------
+
+    def name_constraints(self) -> NameConstraints:
+        return NameConstraints.from_json(json.loads(self.meta("name_constraints") or "{}"))
+
+    def _days(self, profile: str) -> int:
+        return {
+            "server": self.settings.server_days,
+            "client": self.settings.client_days,
+            "signing": self.settings.signing_days,
+        }[profile]
+
+    def _issue_in_tx(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        profile: str,
+        name: str,
+        sans: SubjectAltNames,
+        public_key: PublicKey | None = None,
+        key_type: str | None = None,
+        days: int | None = None,
+        key_passphrase: bytes | None = None,
+        replaces: str | None = None,
+        source: str = "generated",
+    ) -> tuple[x509.Certificate, PrivateKey | None]:
+        check_name(name)
+        if profile not in PROFILES:
+            raise InputError(f"unknown profile {profile!r}; expected server, client or signing")
+        if profile == "server" and not (sans.dns or sans.ips):
+            raise InputError(
+                "a server certificate needs at least one DNS: or IP: SAN", hint="add --san DNS:host"
+            )
+        self.name_constraints().check(sans)
+        if replaces is None:
+            row = conn.execute("SELECT serial FROM certs WHERE name=? LIMIT 1", (name,)).fetchone()
+            if row is not None:
+                raise AlreadyExists(
+                    f"a certificate named {name!r} already exists (serial {row[0]})",
+                    hint=f"use `edgesec pki renew {name}` for a new certificate under the same name",
+                )
+        ca_id, ca_cert, ca_key = self.signer()
+        now = self.clock()
+        life = dt.timedelta(days=days if days is not None else self._days(profile))
+        not_after = min(now + life, ca_cert.not_valid_after_utc)
+        if not_after <= now:
+            raise OperationFailed(
+                "the intermediate CA has expired", hint="run `edgesec pki rotate-intermediate`"
+            )
+        key: PrivateKey | None = None
+        if public_key is None:
+            key = generate_key(key_type or self.settings.key_type)
+            public_key = key.public_key()
+        org = self.meta("org") or "edgesec"
+        site = self.meta("site") or None
+        cert = build_certificate(
+            kind=profile,  # type: ignore[arg-type]
+            subject=subject_name(name, org, site),
+            public_key=public_key,
+            issuer=ca_cert.subject,
+            issuer_key=ca_key,
+            not_before=now - BACKDATE,
+            not_after=not_after,
+            sans=sans,
+        )
+        if replaces is not None:
+            conn.execute("UPDATE certs SET current=0 WHERE name=? AND current=1", (name,))
+        conn.execute(
+            "INSERT INTO certs (serial, name, profile, subject, sans, key_type, not_before, not_after, issuer_id,"
+            " cert_pem, key_pem, key_encrypted, source, current, issued_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,1,?)",
+            (
+                f"{cert.serial_number:x}",
+                name,
+                profile,
+                cert.subject.rfc4514_string(),
+                json.dumps(sans.as_strings()),
+                describe_key(public_key),
+                _iso(cert.not_valid_before_utc),
+                _iso(cert.not_valid_after_utc),
+                ca_id,
+                cert_pem(cert).decode(),
+                secrets.key_to_pem(key, key_passphrase).decode() if key is not None else None,
+                1 if (key is not None and key_passphrase) else 0,
+                source,
+                _iso(now),
+            ),
+        )
+        return cert, key
+
+    def _audit_issued(
+        self, cert: x509.Certificate, profile: str, name: str, action: str = "pki.certificate.issued"
+    ) -> None:
+        emit(self._issued_event(cert, profile, name, action))
+
+    def _issued_event(
+        self, cert: x509.Certificate, profile: str, name: str, action: str = "pki.certificate.issued"
+    ) -> AuditEvent:
+        return self._event(
+            action,
+            ("iam",),
+            ("creation",),
+            f"{profile} certificate {name} issued (serial {cert.serial_number:x})",
+            {
+                "file.x509.serial_number": f"{cert.serial_number:x}",
+                "file.x509.subject.common_name": name,
+                "file.x509.not_after": cert.not_valid_after_utc,
+                "edgesec.pki.name": name,
+                "edgesec.pki.profile": profile,
+            },
+        )
+
+    def issue(
+        self,
+        profile: str,
+        name: str,
+        sans: SubjectAltNames | Sequence[str] = (),
+        *,
+        key_type: str | None = None,
+        days: int | None = None,
+        key_passphrase: bytes | None = None,
+    ) -> tuple[x509.Certificate, PrivateKey]:
+        """Generate a key and issue a ``profile`` certificate named ``name``; the key stays in the store."""
+        s = sans if isinstance(sans, SubjectAltNames) else SubjectAltNames.parse(list(sans))
+        with self._write() as conn:
+            cert, key = self._issue_in_tx(
+                conn,
+                profile=profile,
+                name=name,
+                sans=s,
+                key_type=key_type,
+                days=days,
+                key_passphrase=key_passphrase,
+            )
+        assert key is not None
+        self._audit_issued(cert, profile, name)
+        return cert, key
+
+    def issue_server(
+        self, name: str, sans: Sequence[str] | SubjectAltNames, **kw: Any
+    ) -> tuple[x509.Certificate, PrivateKey]:
+        """A serverAuth certificate; ``sans`` like ``["DNS:llm.branch.local", "IP:10.0.0.5"]``."""
+        return self.issue("server", name, sans, **kw)
+
+    def issue_client(
+        self, id: str, *, email: str | None = None, uri: str | None = None, **kw: Any
+    ) -> tuple[x509.Certificate, PrivateKey]:
+        """A clientAuth certificate: the identity is the CN ``id``, optionally an email and a URI SAN."""
+        items = ([f"email:{email}"] if email else []) + ([f"URI:{uri}"] if uri else [])
+        return self.issue("client", id, items, **kw)
+
+    def issue_signing(self, name: str, **kw: Any) -> tuple[x509.Certificate, PrivateKey]:
+        """A codeSigning certificate (model manifests, trail checkpoints, signed audit results)."""
+        return self.issue("signing", name, (), **kw)
+
+    def issue_clients(self, requests: Iterable[ClientRequest], **kw: Any) -> list[x509.Certificate]:
+        """Batch enrolment: every client certificate in one locked transaction, or none of them."""
+        reqs = list(requests)
+        seen: set[str] = set()
+        parsed: list[tuple[ClientRequest, SubjectAltNames]] = []
+        for i, r in enumerate(reqs, start=1):
+            try:
+                check_name(r.id)
+                items = ([f"email:{r.email}"] if r.email else []) + ([f"URI:{r.uri}"] if r.uri else [])
+                parsed.append((r, SubjectAltNames.parse(items)))
+            except InputError as exc:
+                raise InputError(f"entry {i}: {exc.message}", hint=exc.hint) from None
+            if r.id in seen:
+                raise InputError(f"entry {i}: {r.id!r} appears twice in the batch")
+            seen.add(r.id)
+        out: list[x509.Certificate] = []
+        with self._write() as conn:
+            for i, (r, sans) in enumerate(parsed, start=1):
+                try:
+                    cert, _ = self._issue_in_tx(conn, profile="client", name=r.id, sans=sans, **kw)
+                except (InputError, AlreadyExists) as exc:
+                    raise type(exc)(
+                        f"entry {i}: {exc.message}; no certificate of the batch was issued", hint=exc.hint
+                    ) from None
+                out.append(cert)
+        self._audit_many(
+            [self._issued_event(cert, "client", r.id) for r, cert in zip(reqs, out, strict=True)]
+        )
+        return out
+
+    def sign_csr(
+        self, csr_data: bytes, profile: str, *, name: str | None = None, days: int | None = None
+    ) -> x509.Certificate:
+        """Issue a certificate for a device-generated key. Refuses weak keys, CA requests, bad signatures
+        and names outside the name constraints; the key never enters the store."""
+        csr = load_csr(csr_data)
+        public_key = check_public_key(csr.public_key())
+        try:
+            bc = csr.extensions.get_extension_for_class(x509.BasicConstraints).value
+            if bc.ca:
+                raise InputError("the CSR requests a CA certificate; only end-entity certificates are signed")
+        except x509.ExtensionNotFound:
+            pass
+        try:
+            san_ext = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            sans = SubjectAltNames.from_extension(san_ext)
+        except x509.ExtensionNotFound:
+            sans = SubjectAltNames()
+        except ValueError:
+            raise InputError("the CSR's extensions are malformed") from None
+        cn = name or common_name(csr.subject)
+        if not cn:
+            raise InputError("the CSR has no common name; give --name")
+        try:
+            check_name(cn)
+        except InputError as exc:
+            raise InputError(f"the CSR's name is not usable: {exc.message}", hint="give --name") from None
+        with self._write() as conn:
+            cert, _ = self._issue_in_tx(
+                conn, profile=profile, name=cn, sans=sans, public_key=public_key, days=days, source="csr"
+            )
+        self._audit_issued(cert, profile, cn)
+        return cert
+
+    def renew(self, name: str, *, revoke_old: bool = False, days: int | None = None) -> x509.Certificate:
+        """A new certificate (and key, unless it came from a CSR) under the same name; history is kept."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT serial, profile, sans, key_type, cert_pem, source, key_encrypted FROM certs WHERE name=? AND current=1",
+                (name,),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no certificate named {name!r}")
+            old_serial, profile, sans_json, key_type, old_pem, source, key_enc = row
+            if key_enc:
+                raise InputError(
+                    "renewing a certificate with an encrypted leaf key is not supported; issue a new one"
+                )
+            old = x509.load_pem_x509_certificate(old_pem.encode())
+            pub = check_public_key(old.public_key()) if source == "csr" else None
+            kt = key_type if key_type in KEY_TYPES else None
+            cert, _ = self._issue_in_tx(
+                conn,
+                profile=profile,
+                name=name,
+                sans=SubjectAltNames.parse(json.loads(sans_json)),
+                public_key=pub,
+                key_type=kt,
+                days=days,
+                replaces=old_serial,
+                source=source,
+            )
+            if revoke_old:
+                self._mark_revoked(conn, old_serial, "superseded")
+        self._audit_issued(cert, profile, name, action="pki.certificate.renewed")
+        if revoke_old:
+            self._audit_revoked(old_serial, name, "superseded")
+            self.generate_crl()
+        return cert
+
+    # --- revocation and CRLs -------------------------------------------------------------------------
+
+    def _find(self, conn: sqlite3.Connection, name_or_serial: str) -> tuple[str, str]:
+        row = conn.execute(
+            "SELECT serial, name FROM certs WHERE name=? AND current=1", (name_or_serial,)
+        ).fetchone()
+        if row is None:
+            s = parse_serial(name_or_serial)
+            if s is not None:
+                row = conn.execute("SELECT serial, name FROM certs WHERE serial=?", (s,)).fetchone()
+        if row is None:
+            raise NotFound(f"no certificate with name or serial {name_or_serial!r}")
+        return row[0], row[1]
+
+    def _mark_revoked(self, conn: sqlite3.Connection, serial: str, reason: str) -> None:
+        if reason not in REASONS:
+            raise InputError(f"unknown revocation reason {reason!r}; expected one of {', '.join(REASONS)}")
+        cur = conn.execute(
+            "UPDATE certs SET revoked_at=?, revocation_reason=? WHERE serial=? AND revoked_at IS NULL",
+            (_iso(self.clock()), reason, serial),
+        )
+        if cur.rowcount != 1:
+            raise AlreadyExists(f"certificate {serial} is already revoked")
+
+    def _audit_revoked(self, serial: str, name: str, reason: str) -> None:
+        self._audit(
+            "pki.certificate.revoked",
+            ("iam",),
+            ("deletion",),
+            f"certificate {name} (serial {serial}) revoked: {reason}",
+            {
+                "file.x509.serial_number": serial,
+                "file.x509.subject.common_name": name,
+                "event.reason": reason,
+                "edgesec.pki.name": name,
+            },
+        )
+
+    def revoke(self, name_or_serial: str, reason: str = "unspecified", *, publish: bool = True) -> str:
+        """Revoke a certificate (the current one of a name, or any serial); regenerates and publishes the CRL.
+
+        Returns the serial revoked.
+        """
+        with self._write() as conn:
+            serial, name = self._find(conn, name_or_serial)
+            self._mark_revoked(conn, serial, reason)
+        self._audit_revoked(serial, name, reason)
+        self.generate_crl(publish=publish)
+        return serial
+
+    def generate_crl(
+        self,
+        *,
+        root_key: PrivateKey | None = None,
+        offline_root: str | os.PathLike[str] | None = None,
+        with_root: bool = False,
+        publish: bool = True,
+    ) -> dict[str, Any]:
+        """Sign a fresh CRL for every intermediate in use (and the root's, when its key is given or
+        ``with_root``), store them and publish the trust bundle. Only the intermediate key is needed
+        for the day-to-day CRL."""
+        if root_key is None and (with_root or offline_root):
+            root_key = self._load_root_key(offline_root)
+        now = self.clock()
+        out: dict[str, Any] = {"crls": []}
+        with self._write() as conn:
+            number = int(self.meta("crl_number") or "0") + 1
+            rows = conn.execute(
+                "SELECT id, cert_pem, key_file, status FROM cas WHERE role='intermediate' ORDER BY id"
+            ).fetchall()
+            for ca_id, pem, key_file, _status in rows:
+                cert = x509.load_pem_x509_certificate(pem.encode())
+                if cert.not_valid_after_utc <= now:
+                    continue
+                if self._signer is not None and self._signer[0] == ca_id:
+                    key = self._signer[2]
+                else:
+                    key = self._load_ca_key(self.dir / CA_DIR / key_file, "intermediate CA key")
+                revoked = conn.execute(
+                    "SELECT serial, revoked_at, revocation_reason FROM certs WHERE issuer_id=? AND revoked_at IS NOT NULL",
+                    (ca_id,),
+                ).fetchall()
+                crl = build_crl(
+                    cert, key, revoked, number, now, now + dt.timedelta(days=self.settings.crl_days)
+                )
+                self._store_crl(conn, ca_id, crl, number, len(revoked))
+                out["crls"].append(
+                    {"issuer": common_name(cert.subject), "number": number, "entries": len(revoked)}
+                )
+            if root_key is not None:
+                root_id, root = self._root_row(conn)
+                crl = build_crl(
+                    root, root_key, [], number, now, now + dt.timedelta(days=self.settings.root_crl_days)
+                )
+                self._store_crl(conn, root_id, crl, number, 0)
+                out["crls"].append({"issuer": common_name(root.subject), "number": number, "entries": 0})
+            conn.execute("UPDATE meta SET value=? WHERE key='crl_number'", (str(number),))
+        out["number"] = number
+        out["next_update"] = _iso(now + dt.timedelta(days=self.settings.crl_days))
+        self._audit(
+            "pki.crl.generated",
+            ("configuration",),
+            ("change",),
+            f"CRL number {number} generated",
+            {"edgesec.pki.crl_number": number, "edgesec.pki.crls": out["crls"]},
+        )
+        if publish:
+            pub = self.publish()
+            out["published"] = str(pub.directory)
+            out["hooks"] = pub.hooks
+        return out
+
+    def _root_row(self, conn: sqlite3.Connection) -> tuple[int, x509.Certificate]:
+        row = conn.execute("SELECT id, cert_pem FROM cas WHERE role='root'").fetchone()
+        return row[0], x509.load_pem_x509_certificate(row[1].encode())
+
+    def _store_crl(
+        self,
+        conn: sqlite3.Connection,
+        ca_id: int,
+        crl: x509.CertificateRevocationList,
+        number: int,
+        entries: int,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO crls (issuer_id, number, this_update, next_update, crl_pem, entries) VALUES (?,?,?,?,?,?)",
+            (
+                ca_id,
+                number,
+                _iso(crl.last_update_utc),
+                _iso(crl.next_update_utc or crl.last_update_utc),
+                crl.public_bytes(serialization.Encoding.PEM).decode(),
+                entries,
+            ),
+        )
+        # Keep only the latest few CRLs per CA: older ones are superseded and only cost space.
+        conn.execute(
+            "DELETE FROM crls WHERE issuer_id=? AND id NOT IN (SELECT id FROM crls WHERE issuer_id=? ORDER BY id DESC LIMIT 3)",
+            (ca_id, ca_id),
+        )
+
+    def current_crls(self) -> list[x509.CertificateRevocationList]:
+        """The latest CRL of the root and of every intermediate still valid."""
+        now = self.clock()
+        out = []
+        rows = self._db().execute(
+            "SELECT c.crl_pem, a.not_after FROM crls c JOIN cas a ON a.id = c.issuer_id"
+            " WHERE c.id IN (SELECT MAX(id) FROM crls GROUP BY issuer_id) ORDER BY a.role DESC, a.id"
+        )
+        for pem, not_after in rows:
+            if _parse_iso(not_after) > now:
+                out.append(x509.load_pem_x509_crl(pem.encode()))
+        return out
+
+    # --- rotation --------------------------------------------------------------------------------------
+
+    def rotate_intermediate(self, *, offline_root: str | os.PathLike[str] | None = None) -> x509.Certificate:
+        """A new intermediate signed by the root; the old one is retired but stays in the trust bundle
+        (with its CRL) until it expires, so every certificate it issued keeps working."""
+        root_key = self._load_root_key(offline_root)
+        pw = self._get_passphrase() if self.meta("encrypted") == "1" else None
+        if self.meta("encrypted") == "1" and not pw:
+            raise InputError("no CA passphrase given for the new intermediate key")
+        root = self.root_certificate()
+        now = self.clock()
+        key = generate_key(self.meta("key_type") or "ec-p256")
+        with self._write() as conn:
+            n = conn.execute("SELECT COUNT(*) FROM cas WHERE role='intermediate'").fetchone()[0] + 1
+            org = self.meta("org") or "edgesec"
+            cert = build_certificate(
+                kind="intermediate",
+                subject=subject_name(f"{org} Intermediate CA {n}", org, self.meta("site") or None),
+                public_key=key.public_key(),
+                issuer=root.subject,
+                issuer_key=root_key,
+                not_before=now - BACKDATE,
+                not_after=min(
+                    root.not_valid_after_utc, now + dt.timedelta(days=self.settings.intermediate_days)
+                ),
+                constraints=self.name_constraints(),
+            )
+            cadir = self.dir / CA_DIR
+            atomic_write(cadir / f"intermediate-{n}.pem", cert_pem(cert), mode=0o644, exclusive=True)
+            atomic_write(
+                cadir / f"intermediate-{n}.key", secrets.key_to_pem(key, pw), mode=0o600, exclusive=True
+            )
+            conn.execute("UPDATE cas SET status='retired' WHERE role='intermediate' AND status='active'")
+            _insert_ca(conn, cert, "intermediate", f"intermediate-{n}.key", now)
+        self._signer = None
+        self._audit(
+            "pki.intermediate.rotated",
+            ("configuration",),
+            ("change",),
+            f"intermediate rotated: {common_name(cert.subject)} is now active",
+            {
+                "file.x509.serial_number": f"{cert.serial_number:x}",
+                "file.x509.subject.common_name": common_name(cert.subject),
+                "file.x509.not_after": cert.not_valid_after_utc,
+            },
+        )
+        self.generate_crl(root_key=root_key)
+        return cert
+
+    # --- the trust bundle -------------------------------------------------------------------------------
+
+    def trust_bundle(self) -> TrustBundle:
+        """The bundle as the store would publish it now (without reading the published directory)."""
+        crls = [c.public_bytes(serialization.Encoding.PEM) for c in self.current_crls()]
+        return TrustBundle.from_parts([self.root_certificate()], self.intermediates(), crls)
+
+    def publish(self, *, run_hooks: bool = True) -> PublishResult:
+        """Write root, intermediates, CA bundle and CRLs (world-readable) to the trust directory, then run
+        the reload hooks. Each file is replaced atomically."""
+        root = self.root_certificate()
+        inters = self.intermediates()
+        crls = self.current_crls()
+        d = self.trust_dir
+        d.mkdir(parents=True, exist_ok=True)
+        root_pem = cert_pem(root)
+        inter_pem = b"".join(cert_pem(c) for c in inters)
+        crl_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in crls)
+        manifest = {
+            "format": 1,
+            "published_at": _iso(utcnow()),
+            "root": {
+                "subject": root.subject.rfc4514_string(),
+                "sha256": _fp(root),
+                "not_after": _iso(root.not_valid_after_utc),
+            },
+            "intermediates": [
+                {
+                    "subject": c.subject.rfc4514_string(),
+                    "sha256": _fp(c),
+                    "not_after": _iso(c.not_valid_after_utc),
+                }
+                for c in inters
+            ],
+            "crls": [
+                {
+                    "issuer": c.issuer.rfc4514_string(),
+                    "number": c.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number,
+                    "this_update": _iso(c.last_update_utc),
+                    "next_update": _iso(c.next_update_utc) if c.next_update_utc else None,
+                }
+                for c in crls
+            ],
+        }
+        with FileLock(self.dir / LOCK_FILE, timeout=120):
+            # The CRL goes first and the manifest last, so a reader that sees a new manifest sees its files.
+            atomic_write(d / CRL_FILE, crl_pem, mode=0o644)
+            atomic_write(d / INTERMEDIATES_FILE, inter_pem, mode=0o644)
+            atomic_write(d / ROOT_FILE, root_pem, mode=0o644)
+            atomic_write(d / CA_BUNDLE_FILE, root_pem + inter_pem, mode=0o644)
+            atomic_write(d / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n", mode=0o644)
+        hooks = self.run_reload_hooks() if run_hooks else []
+        return PublishResult(
+            d, [ROOT_FILE, INTERMEDIATES_FILE, CA_BUNDLE_FILE, CRL_FILE, MANIFEST_FILE], hooks
+        )
+
+    def run_reload_hooks(self) -> list[dict[str, Any]]:
+        """Run each configured hook (argv split like a shell, no shell); a failing hook raises after all ran."""
+        results: list[dict[str, Any]] = []
+        for hook in self.settings.reload_hooks:
+            argv = shlex.split(hook)
+            try:
+                p = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+                results.append({"hook": hook, "exit_code": p.returncode, "stderr": p.stderr.strip()[-500:]})
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                results.append({"hook": hook, "exit_code": None, "stderr": str(exc)})
+        self.hook_results = results
+        failed = [r for r in results if r["exit_code"] != 0]
+        if failed:
+            f = failed[0]
+            raise OperationFailed(
+                f"trust bundle published, but reload hook {f['hook']!r} failed: {f['stderr'] or f['exit_code']}",
+                hint="fix the hook, then run `edgesec pki crl` to publish and reload again",
+            )
+        return results
+
+    # --- reading the inventory -------------------------------------------------------------------------------
+
+    _COLS = (
+        "c.name, c.profile, c.serial, c.subject, c.sans, c.key_type, c.not_before, c.not_after, c.current,"
+        " c.revoked_at, c.revocation_reason, c.issued_at, c.source, c.key_pem IS NOT NULL, a.subject, c.paths"
+    )
+
+    def _record(self, row: Sequence[Any], now: dt.datetime) -> CertRecord:
+        not_after = _parse_iso(row[7])
+        status = "revoked" if row[9] else ("expired" if not_after <= now else "valid")
+        return CertRecord(
+            name=row[0],
+            profile=row[1],
+            serial=row[2],
+            subject=row[3],
+            sans=json.loads(row[4]),
+            key_type=row[5],
+            not_before=_parse_iso(row[6]),
+            not_after=not_after,
+            status=status,
+            current=bool(row[8]),
+            revoked_at=_parse_iso(row[9]) if row[9] else None,
+            revocation_reason=row[10],
+            issued_at=_parse_iso(row[11]),
+            source=row[12],
+            has_key=bool(row[13]),
+            issuer=row[14],
+            paths=json.loads(row[15]),
+        )
+
+    def list_certificates(
+        self, *, expiring_days: int | None = None, include_history: bool = True
+    ) -> list[CertRecord]:
+        """Every certificate ever issued (oldest first); with ``expiring_days``, only current valid ones
+        whose notAfter falls within that many days."""
+        now = self.clock()
+        q = f"SELECT {self._COLS} FROM certs c JOIN cas a ON a.id = c.issuer_id"  # noqa: S608 - constant columns
+        if not include_history:
+            q += " WHERE c.current = 1"
+        rows = self._db().execute(q + " ORDER BY c.issued_at, c.rowid").fetchall()
+        recs = [self._record(r, now) for r in rows]
+        if expiring_days is not None:
+            limit = now + dt.timedelta(days=expiring_days)
+            recs = [r for r in recs if r.current and r.status == "valid" and r.not_after <= limit]
+        return recs
+
+    def get(self, name_or_serial: str) -> CertRecord:
+        serial, _ = self._find(self._db(), name_or_serial)
+        row = (
+            self._db()
+            .execute(
+                f"SELECT {self._COLS} FROM certs c JOIN cas a ON a.id = c.issuer_id WHERE c.serial=?",  # noqa: S608
+                (serial,),
+            )
+            .fetchone()
+        )
+        return self._record(row, self.clock())
+
+    def certificate(self, name_or_serial: str) -> x509.Certificate:
+        serial, _ = self._find(self._db(), name_or_serial)
+        row = self._db().execute("SELECT cert_pem FROM certs WHERE serial=?", (serial,)).fetchone()
+        return x509.load_pem_x509_certificate(row[0].encode())
+
+    def leaf(self, name: str, *, key_passphrase: bytes | None = None) -> tuple[x509.Certificate, PrivateKey]:
+        """The current certificate named ``name`` and its private key (for signing or deployment)."""
+        row = (
+            self._db()
+            .execute("SELECT cert_pem, key_pem, source FROM certs WHERE name=? AND current=1", (name,))
+            .fetchone()
+        )
+        if row is None:
+            raise NotFound(f"no certificate named {name!r}")
+        if row[1] is None:
+            raise NotFound(f"the key of {name!r} is not in the store (it was issued from a CSR)")
+        key = secrets.load_key_pem(row[1].encode(), key_passphrase, what=f"key of {name}")
+        return x509.load_pem_x509_certificate(row[0].encode()), key
+
+    def chain_for(self, cert: x509.Certificate) -> list[x509.Certificate]:
+        """The intermediate(s) between ``cert`` and the root, nearest first."""
+        return [c for c in self.intermediates(include_expired=True) if c.subject == cert.issuer][:1]
+
+    # --- export ------------------------------------------------------------------------------------------------
+
+    def export_pem(
+        self, name: str, directory: str | os.PathLike[str], *, replace: bool = False
+    ) -> dict[str, str]:
+        """Write ``cert.pem``, ``chain.pem`` (intermediate), ``fullchain.pem`` (leaf + intermediate), ``ca.pem``
+        (root) and ``key.pem`` (0600, when the key is in the store) to ``directory``. Existing files are
+        refused unless ``replace``."""
+        rec = self.get(name)
+        cert = self.certificate(rec.serial)
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        chain = self.chain_for(cert)
+        files: dict[str, tuple[bytes, int]] = {
+            "cert.pem": (cert_pem(cert), 0o644),
+            "chain.pem": (b"".join(cert_pem(c) for c in chain), 0o644),
+            "fullchain.pem": (cert_pem(cert) + b"".join(cert_pem(c) for c in chain), 0o644),
+            "ca.pem": (cert_pem(self.root_certificate()), 0o644),
+        }
+        row = self._db().execute("SELECT key_pem FROM certs WHERE serial=?", (rec.serial,)).fetchone()
+        if row[0] is not None:
+            files["key.pem"] = (row[0].encode(), 0o600)
+        if not replace:
+            clash = [f for f in files if (d / f).exists()]
+            if clash:
+                raise AlreadyExists(
+                    f"refusing to overwrite {d / clash[0]}",
+                    hint="choose an empty directory or pass --replace",
+                )
+        written = {}
+        for fname, (data, mode) in files.items():
+            written[fname] = str(atomic_write(d / fname, data, mode=mode))
+        self._record_path(rec.serial, str(d.absolute()))
+        self._audit_export(rec, str(d.absolute()), "pem")
+        return written
+
+    def export_p12(
+        self,
+        name: str,
+        out: str | os.PathLike[str],
+        password: bytes,
+        *,
+        legacy: bool = False,
+        replace: bool = False,
+    ) -> Path:
+        """A PKCS#12 with key, certificate and full chain. AES-256-CBC + PBKDF2-SHA256 + HMAC-SHA256 by
+        default; ``legacy`` uses 3DES + SHA-1 (PBES1), which older macOS and Windows import."""
+        if not password:
+            raise InputError("a PKCS#12 file needs a password")
+        cert, key = self.leaf(name)
+        chain = [*self.chain_for(cert), self.root_certificate()]
+        if legacy:
+            enc = (
+                serialization.PrivateFormat.PKCS12.encryption_builder()
+                .kdf_rounds(2048)
+                .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+                .hmac_hash(hashes.SHA1())  # noqa: S303 - the legacy mode exists for importers that need SHA-1
+                .build(password)
+            )
+        else:
+            enc = (
+                serialization.PrivateFormat.PKCS12.encryption_builder()
+                .kdf_rounds(600_000)
+                .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+                .hmac_hash(hashes.SHA256())
+                .build(password)
+            )
+        data = pkcs12.serialize_key_and_certificates(name.encode(), key, cert, chain, enc)
+        p = Path(out)
+        atomic_write(p, data, mode=0o600, exclusive=not replace)
+        rec = self.get(name)
+        self._record_path(rec.serial, str(p.absolute()))
+        self._audit_export(rec, str(p.absolute()), "p12-legacy" if legacy else "p12")
+        return p
+
+    def _record_path(self, serial: str, path: str) -> None:
+        with self._write() as conn:
+            row = conn.execute("SELECT paths FROM certs WHERE serial=?", (serial,)).fetchone()
+            paths = json.loads(row[0])
+            if path not in paths:
+                paths.append(path)
+                conn.execute("UPDATE certs SET paths=? WHERE serial=?", (json.dumps(paths), serial))
+
+    def _audit_export(self, rec: CertRecord, path: str, fmt: str) -> None:
+        self._audit(
+            "pki.certificate.exported",
+            ("file",),
+            ("creation",),
+            f"certificate {rec.name} exported ({fmt}) to {path}",
+            {
+                "file.path": path,
+                "file.x509.serial_number": rec.serial,
+                "edgesec.pki.name": rec.name,
+                "edgesec.pki.format": fmt,
+            },
+        )
+
+    # --- audit ----------------------------------------------------------------------------------------------------
+
+    def _event(
+        self,
+        action: str,
+        category: tuple[str, ...],
+        type_: tuple[str, ...],
+        message: str,
+        fields: dict[str, Any],
+    ) -> AuditEvent:
+        if self._operator is None:
+            self._operator = _operator()
+        return AuditEvent(
+            action=action,
+            category=category,
+            type=type_,
+            message=message,
+            part="pki",
+            fields={"user.id": self._operator, **fields},
+        )
+
+    def _audit(
+        self,
+        action: str,
+        category: tuple[str, ...],
+        type_: tuple[str, ...],
+        message: str,
+        fields: dict[str, Any],
+    ) -> None:
+        emit(self._event(action, category, type_, message, fields))
+
+    def _audit_many(self, events: Sequence[AuditEvent]) -> None:
+        """One event per certificate of a batch, written as one group commit: durable on return, with one
+        fdatasync for the lot instead of one per event."""
+        if not events:
+            return
+        trail = auditing.current_trail()
+        site = getattr(auditing, "_site", None)
+        ticket = 0
+        for ev in events:
+            ticket = trail.submit(ev.to_document(site=site))
+        if trail.durability != "none":
+            trail.wait_durable(ticket)
+
+
+# --- helpers --------------------------------------------------------------------------------------------------
+
+
+def build_crl(
+    issuer: x509.Certificate,
+    key: PrivateKey,
+    revoked: Iterable[tuple[str, str, str | None]],
+    number: int,
+    this_update: dt.datetime,
+    next_update: dt.datetime,
+) -> x509.CertificateRevocationList:
+    """A CRL per RFC 5280: CRL number and AKI extensions; a reasonCode entry extension unless the reason is
+    unspecified (RFC 5280 5.3.1: absent rather than unspecified)."""
+    b = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.subject)
+        .last_update(this_update)
+        .next_update(next_update)
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
+    )
+    for serial, revoked_at, reason in revoked:
+        rb = (
+            x509.RevokedCertificateBuilder()
+            .serial_number(int(serial, 16))
+            .revocation_date(_parse_iso(revoked_at))
+        )
+        if reason and reason != "unspecified":
+            rb = rb.add_extension(x509.CRLReason(REASONS[reason]), critical=False)
+        b = b.add_revoked_certificate(rb.build())
+    return b.sign(key, signature_hash(key))
+
+
+def load_csr(data: bytes) -> x509.CertificateSigningRequest:
+    """A CSR from PEM or DER, with a valid self-signature; one line on anything else."""
+    try:
+        if b"-----BEGIN" in data:
+            csr = x509.load_pem_x509_csr(data)
+        else:
+            csr = x509.load_der_x509_csr(data)
+    except ValueError:
+        raise InputError("the file is not a valid PEM or DER certificate signing request") from None
+    try:
+        ok = csr.is_signature_valid
+    except (ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise InputError("the CSR's signature is invalid (it was altered or not signed by its key)")
+    return csr
+
+
+def _insert_ca(
+    conn: sqlite3.Connection, cert: x509.Certificate, role: str, key_file: str | None, now: dt.datetime
+) -> None:
+    conn.execute(
+        "INSERT INTO cas (role, serial, fingerprint, subject, not_before, not_after, cert_pem, key_file, status, created_at)"
+        " VALUES (?,?,?,?,?,?,?,?, 'active', ?)",
+        (
+            role,
+            f"{cert.serial_number:x}",
+            _fp(cert),
+            cert.subject.rfc4514_string(),
+            _iso(cert.not_valid_before_utc),
+            _iso(cert.not_valid_after_utc),
+            cert_pem(cert).decode(),
+            key_file,
+            _iso(now),
+        ),
+    )
+
+
+def _fp(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def _spki(key: PublicKey | Any) -> bytes:
+    return bytes(
+        key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+def _offline_key_name(root: x509.Certificate) -> str:
+    ski = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+    return f"edgesec-root-{ski[:16]}.key"
+
+
+def _check_dn_value(v: str, what: str) -> str:
+    v = v.strip() if isinstance(v, str) else ""
+    if not v or len(v) > 64 or any(ord(c) < 32 for c in v):
+        raise InputError(f"{what} must be 1-64 printable characters")
+    return v

@@ -1,0 +1,459 @@
+"""The published trust bundle and the one certificate verification function every part calls.
+
+The bundle is the public half of the site's trust, published by the CA store whenever it changes:
+
+* ``root.pem`` -- the root certificate;
+* ``intermediates.pem`` -- every intermediate still in use (old and new overlap after a rotation);
+* ``ca-bundle.pem`` -- root + intermediates (nginx ``ssl_client_certificate``, ``openssl verify -CAfile``);
+* ``crl.pem`` -- the current CRL of every CA in the bundle, concatenated (nginx ``ssl_crl``);
+* ``bundle.json`` -- what was published when: fingerprints, CRL numbers and nextUpdate times.
+
+:func:`verify_certificate` chains a certificate to the root with ``cryptography.x509.verification`` (path
+building, signatures, validity, basicConstraints, pathLen, name constraints) and then does what that API
+does not: the purpose (EKU) check and a CRL check of every certificate below the root against the bundle's
+CRLs, refusing when a needed CRL is missing, badly signed, or stale beyond the grace period.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import itertools
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import verification as xv
+
+from edgesec._fs import read_input_file
+from edgesec.errors import InputError, NotFound, VerificationError
+from edgesec.pki.builder import PURPOSE_EKU, SubjectAltNames, cert_sans, common_name
+
+Purpose = Literal["server", "client", "signing"]
+
+ROOT_FILE = "root.pem"
+INTERMEDIATES_FILE = "intermediates.pem"
+CA_BUNDLE_FILE = "ca-bundle.pem"
+CRL_FILE = "crl.pem"
+MANIFEST_FILE = "bundle.json"
+
+DEFAULT_CRL_GRACE = dt.timedelta(hours=24)
+_CACHE_SIZE = 4096
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _fp(cert: x509.Certificate) -> str:
+    return cert.fingerprint(_SHA256).hex()
+
+
+_SHA256 = hashes.SHA256()
+
+
+def split_pem(data: bytes, label: bytes) -> list[bytes]:
+    """Every ``-----BEGIN <label>-----`` block in ``data``."""
+    begin, end = b"-----BEGIN " + label + b"-----", b"-----END " + label + b"-----"
+    out: list[bytes] = []
+    pos = 0
+    while True:
+        i = data.find(begin, pos)
+        if i < 0:
+            return out
+        j = data.find(end, i)
+        if j < 0:
+            return out
+        out.append(data[i : j + len(end)] + b"\n")
+        pos = j + len(end)
+
+
+def load_certificates(data: bytes, *, what: str = "certificate file") -> list[x509.Certificate]:
+    """Certificates from PEM (one or many) or a single DER certificate; one line on garbage."""
+    try:
+        if b"-----BEGIN" in data:
+            certs = x509.load_pem_x509_certificates(data)
+        else:
+            certs = [x509.load_der_x509_certificate(data)]
+    except ValueError:
+        raise InputError(f"{what} is not a valid PEM or DER certificate") from None
+    if not certs:
+        raise InputError(f"{what} holds no certificate")
+    return certs
+
+
+def load_certificate_file(path: str | os.PathLike[str]) -> list[x509.Certificate]:
+    return load_certificates(read_input_file(Path(path), what="certificate file"), what=f"{path}")
+
+
+@dataclass(frozen=True)
+class RevocationList:
+    """One CA's CRL, parsed once: the revoked serials in a dict for O(1) look-ups."""
+
+    crl: x509.CertificateRevocationList
+    issuer_fingerprint: str
+    number: int
+    this_update: dt.datetime
+    next_update: dt.datetime | None
+    revoked: dict[int, tuple[dt.datetime, str | None]]
+
+
+@dataclass(frozen=True)
+class VerifiedCertificate:
+    """A certificate that chained to the site root, has the asked purpose, and is not revoked."""
+
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]  # leaf first, root last
+    purpose: Purpose
+    subject: str
+    common_name: str
+    serial: str  # lower-case hex, no leading zeros
+    not_before: dt.datetime
+    not_after: dt.datetime
+    sans: SubjectAltNames
+    fingerprint_sha256: str
+    issuer: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "purpose": self.purpose,
+            "subject": self.subject,
+            "common_name": self.common_name,
+            "serial": self.serial,
+            "not_before": self.not_before.isoformat(),
+            "not_after": self.not_after.isoformat(),
+            "sans": self.sans.as_strings(),
+            "fingerprint_sha256": self.fingerprint_sha256,
+            "issuer": self.issuer,
+            "chain": [c.subject.rfc4514_string() for c in self.chain],
+        }
+
+
+@dataclass
+class _ChainResult:
+    chain: tuple[x509.Certificate, ...]
+    valid_from: dt.datetime
+    valid_until: dt.datetime
+
+
+@dataclass
+class TrustBundle:
+    """The site's roots, intermediates and CRLs, parsed once; safe to share between threads.
+
+    Callers on a hot path (authz, on every request) load it once and call :meth:`reload_if_changed`
+    now and then; chain validation results are cached per certificate chain, while the time and CRL
+    checks run on every call.
+    """
+
+    roots: list[x509.Certificate]
+    intermediates: list[x509.Certificate]
+    crls: dict[str, RevocationList]  # by issuer certificate fingerprint
+    directory: Path | None = None
+    crl_grace: dt.timedelta = DEFAULT_CRL_GRACE
+    _stamp: tuple[int, ...] = ()
+    _store: xv.Store | None = None
+    _cache: OrderedDict[tuple[bytes, str], _ChainResult] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # --- loading -------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], *, crl_grace: dt.timedelta | None = None) -> TrustBundle:
+        """Read a published bundle; a missing root or CRL is a one-line :class:`NotFound`/InputError."""
+        d = Path(directory)
+        if not (d / ROOT_FILE).is_file():
+            raise NotFound(
+                f"no trust bundle in {d} (missing {ROOT_FILE})",
+                hint="run `edgesec pki init` to create the CA",
+            )
+        stamp = _stamp_of(d)
+        roots = load_certificates(
+            read_input_file(d / ROOT_FILE, what="trust bundle root"), what=str(d / ROOT_FILE)
+        )
+        inter: list[x509.Certificate] = []
+        if (d / INTERMEDIATES_FILE).is_file():
+            data = read_input_file(d / INTERMEDIATES_FILE, what="trust bundle intermediates")
+            if data.strip():
+                inter = load_certificates(data, what=str(d / INTERMEDIATES_FILE))
+        crl_pems: list[bytes] = []
+        if (d / CRL_FILE).is_file():
+            crl_pems = split_pem(read_input_file(d / CRL_FILE, what="trust bundle CRL"), b"X509 CRL")
+        bundle = cls.from_parts(roots, inter, crl_pems, crl_grace=crl_grace)
+        bundle.directory = d
+        bundle._stamp = stamp
+        return bundle
+
+    @classmethod
+    def from_parts(
+        cls,
+        roots: Sequence[x509.Certificate],
+        intermediates: Sequence[x509.Certificate],
+        crl_pems: Sequence[bytes],
+        *,
+        crl_grace: dt.timedelta | None = None,
+    ) -> TrustBundle:
+        cas = list(roots) + list(intermediates)
+        crls: dict[str, RevocationList] = {}
+        for pem in crl_pems:
+            try:
+                crl = x509.load_pem_x509_crl(pem)
+            except ValueError:
+                raise InputError("trust bundle CRL file holds a corrupt CRL") from None
+            issuer = _crl_issuer(crl, cas)
+            rl = _parse_crl(crl, issuer)
+            prev = crls.get(rl.issuer_fingerprint)
+            if prev is None or rl.number > prev.number:
+                crls[rl.issuer_fingerprint] = rl
+        return cls(
+            roots=list(roots),
+            intermediates=list(intermediates),
+            crls=crls,
+            crl_grace=DEFAULT_CRL_GRACE if crl_grace is None else crl_grace,
+        )
+
+    def changed_on_disk(self) -> bool:
+        return self.directory is not None and _stamp_of(self.directory) != self._stamp
+
+    def reload_if_changed(self) -> TrustBundle:
+        """This bundle, or a freshly loaded one when the published files changed (cheap: a few stat calls)."""
+        if self.directory is not None and self.changed_on_disk():
+            return TrustBundle.load(self.directory, crl_grace=self.crl_grace)
+        return self
+
+    @property
+    def store(self) -> xv.Store:
+        if self._store is None:
+            self._store = xv.Store(self.roots)
+        return self._store
+
+    def crl_for(self, issuer: x509.Certificate) -> RevocationList | None:
+        return self.crls.get(_fp(issuer))
+
+    # --- verification ------------------------------------------------------------------------------
+
+    def _chain(
+        self, leaf: x509.Certificate, extra: Sequence[x509.Certificate], at: dt.datetime
+    ) -> _ChainResult:
+        key = (leaf.fingerprint(_SHA256) + b"".join(c.fingerprint(_SHA256) for c in extra), "")
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+        if hit is not None and hit.valid_from <= at <= hit.valid_until:
+            return hit
+        # SAN and EKU are checked by us per purpose (clients may carry no SAN; signing certs carry
+        # codeSigning); everything else is the library's web-PKI profile.
+        ee = (
+            xv.ExtensionPolicy.webpki_defaults_ee()
+            .may_be_present(x509.ExtendedKeyUsage, xv.Criticality.AGNOSTIC, None)
+            .may_be_present(x509.SubjectAlternativeName, xv.Criticality.AGNOSTIC, None)
+        )
+        verifier = (
+            xv.PolicyBuilder()
+            .store(self.store)
+            .time(at)
+            .max_chain_depth(4)
+            .extension_policies(ca_policy=xv.ExtensionPolicy.webpki_defaults_ca(), ee_policy=ee)
+            .build_client_verifier()
+        )
+        try:
+            verified = verifier.verify(leaf, list(extra) + self.intermediates)
+        except xv.VerificationError as exc:
+            raise VerificationError(
+                _explain(leaf, list(extra) + self.intermediates, self.roots, at, exc)
+            ) from None
+        chain = tuple(verified.chain)
+        res = _ChainResult(
+            chain,
+            max(c.not_valid_before_utc for c in chain),
+            min(c.not_valid_after_utc for c in chain),
+        )
+        with self._lock:
+            self._cache[key] = res
+            if len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return res
+
+    def check_revocation(self, chain: Sequence[x509.Certificate], at: dt.datetime) -> None:
+        """CRL check of every certificate below the root (the chain is leaf first, root last)."""
+        for cert, issuer in itertools.pairwise(chain):
+            rl = self.crl_for(issuer)
+            who = common_name(issuer.subject) or issuer.subject.rfc4514_string()
+            if rl is None:
+                raise VerificationError(f"no CRL from {who} in the trust bundle: cannot check revocation")
+            if rl.next_update is not None and at > rl.next_update + self.crl_grace:
+                raise VerificationError(
+                    f"the CRL of {who} is stale (nextUpdate {rl.next_update.isoformat()} plus "
+                    f"{_hours(self.crl_grace)} h grace has passed)",
+                    hint="run `edgesec pki crl` to publish a fresh CRL",
+                )
+            if rl.this_update > at + dt.timedelta(minutes=5):
+                raise VerificationError(
+                    f"the CRL of {who} is not valid yet (thisUpdate {rl.this_update.isoformat()})"
+                )
+            hit = rl.revoked.get(cert.serial_number)
+            if hit is not None:
+                when, reason = hit
+                what = "certificate" if cert is chain[0] else f"CA certificate {common_name(cert.subject)}"
+                raise VerificationError(
+                    f"{what} {cert.serial_number:x} is revoked since {when.isoformat()}"
+                    + (f" ({reason})" if reason else "")
+                )
+
+
+def verify_certificate(
+    chain: Sequence[x509.Certificate] | x509.Certificate,
+    *,
+    purpose: Purpose,
+    trust: TrustBundle,
+    at: dt.datetime | None = None,
+) -> VerifiedCertificate:
+    """Verify a certificate (leaf first, then any intermediates) for ``purpose`` against the bundle.
+
+    Raises :class:`VerificationError` with a one-line reason: untrusted, expired, not yet valid, revoked,
+    wrong purpose, or no usable CRL.
+    """
+    if purpose not in PURPOSE_EKU:
+        raise InputError(f"unknown purpose {purpose!r}; expected server, client or signing")
+    certs = [chain] if isinstance(chain, x509.Certificate) else list(chain)
+    if not certs:
+        raise InputError("no certificate to verify")
+    leaf, extra = certs[0], certs[1:]
+    when = at if at is not None else utcnow()
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    _check_purpose(leaf, purpose)
+    res = trust._chain(leaf, extra, when)
+    trust.check_revocation(res.chain, when)
+    return VerifiedCertificate(
+        certificate=leaf,
+        chain=res.chain,
+        purpose=purpose,
+        subject=leaf.subject.rfc4514_string(),
+        common_name=common_name(leaf.subject),
+        serial=f"{leaf.serial_number:x}",
+        not_before=leaf.not_valid_before_utc,
+        not_after=leaf.not_valid_after_utc,
+        sans=_safe_sans(leaf),
+        fingerprint_sha256=_fp(leaf),
+        issuer=leaf.issuer.rfc4514_string(),
+    )
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def _check_purpose(leaf: x509.Certificate, purpose: str) -> None:
+    try:
+        bc = leaf.extensions.get_extension_for_class(x509.BasicConstraints).value
+        if bc.ca:
+            raise VerificationError("wrong purpose: a CA certificate is not an end-entity certificate")
+    except x509.ExtensionNotFound:
+        pass
+    except ValueError:
+        raise VerificationError("certificate has malformed extensions") from None
+    try:
+        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        raise VerificationError(
+            f"wrong purpose: certificate has no extendedKeyUsage, {purpose} needed"
+        ) from None
+    if PURPOSE_EKU[purpose] not in eku:
+        have = ", ".join(_EKU_NAMES.get(o.dotted_string, o.dotted_string) for o in eku)
+        raise VerificationError(f"wrong purpose: certificate is for {have or 'nothing'}, not {purpose}")
+
+
+_EKU_NAMES = {v.dotted_string: k for k, v in PURPOSE_EKU.items()}
+
+
+def _safe_sans(cert: x509.Certificate) -> SubjectAltNames:
+    try:
+        return cert_sans(cert)
+    except (InputError, ValueError):
+        return SubjectAltNames()
+
+
+def _explain(
+    leaf: x509.Certificate,
+    pool: Sequence[x509.Certificate],
+    roots: Sequence[x509.Certificate],
+    at: dt.datetime,
+    exc: Exception,
+) -> str:
+    """Turn the library's error into the one-line reason an operator needs."""
+    if at > leaf.not_valid_after_utc:
+        return f"certificate expired on {leaf.not_valid_after_utc.isoformat()}"
+    if at < leaf.not_valid_before_utc:
+        return f"certificate is not valid before {leaf.not_valid_before_utc.isoformat()}"
+    known = {c.subject for c in list(pool) + list(roots)}
+    if leaf.issuer not in known:
+        return f"untrusted: issuer {leaf.issuer.rfc4514_string()} is not a CA of this site"
+    for ca in pool:
+        if ca.subject == leaf.issuer and at > ca.not_valid_after_utc:
+            return f"issuing CA {common_name(ca.subject)} expired on {ca.not_valid_after_utc.isoformat()}"
+    msg = str(exc).split(" (encountered", 1)[0]
+    return f"untrusted: {msg}"
+
+
+def _crl_issuer(crl: x509.CertificateRevocationList, cas: Sequence[x509.Certificate]) -> x509.Certificate:
+    for ca in cas:
+        if ca.subject == crl.issuer:
+            try:
+                if crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+                    return ca
+            except TypeError:
+                continue
+    raise VerificationError(
+        f"trust bundle CRL from {crl.issuer.rfc4514_string()} is not signed by any CA in the bundle"
+    )
+
+
+def _parse_crl(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> RevocationList:
+    try:
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        number = 0
+    revoked: dict[int, tuple[dt.datetime, str | None]] = {}
+    for r in crl:
+        reason: str | None = None
+        for ext in r.extensions:
+            if isinstance(ext.value, x509.CRLReason):
+                reason = ext.value.reason.name
+        revoked[r.serial_number] = (r.revocation_date_utc, reason)
+    return RevocationList(
+        crl=crl,
+        issuer_fingerprint=_fp(issuer),
+        number=number,
+        this_update=crl.last_update_utc,
+        next_update=crl.next_update_utc,
+        revoked=revoked,
+    )
+
+
+def _stamp_of(d: Path) -> tuple[int, ...]:
+    out: list[int] = []
+    for name in (ROOT_FILE, INTERMEDIATES_FILE, CRL_FILE):
+        try:
+            st = (d / name).stat()
+            out += [st.st_mtime_ns, st.st_size, st.st_ino]
+        except FileNotFoundError:
+            out += [0, 0, 0]
+    return tuple(out)
+
+
+def _hours(td: dt.timedelta) -> int:
+    return int(td.total_seconds() // 3600)
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
