@@ -1,11 +1,246 @@
-"""``edgesec model sign|verify|scan``."""
+"""``edgesec model sign | verify | scan``.
+
+Exit codes: 0 the model verifies / scans clean; 1 it does not (tampered, untrusted signer, unsafe file);
+2 the input could not be used at all (no signature, unreadable files, bad options).
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+from cryptography.x509 import Certificate
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from edgesec._console import info, result, state, stderr
+from edgesec._fs import read_input_file
+from edgesec.checks.models.hashing import DEFAULT_SHARD_SIZE
+from edgesec.errors import InputError, UsageError
 
 model_app = typer.Typer(help="Sign, verify and scan model directories.", no_args_is_help=True)
+
+PROGRESS_MIN_BYTES = 256 * 1024 * 1024
+"""Below this a verification takes well under a second: no bar."""
 
 
 def mount(app: typer.Typer) -> None:
     app.add_typer(model_app, name="model")
+
+
+def _trust_dir(trust: Path | None) -> Path:
+    if trust is not None:
+        return trust
+    cfg = state().config()
+    return cfg.path_in_home(cfg.settings.pki.trust_bundle_dir, "trust")
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
+    """A byte progress bar on stderr for large jobs, only for a person at a terminal."""
+    st = state()
+    if st.json or st.quiet or not sys.stderr.isatty():
+        yield (lambda n: None), (lambda n: None)
+        return
+    bar = Progress(
+        TextColumn(label),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=stderr(),
+        transient=True,
+    )
+    task = bar.add_task(label, total=None, visible=False)
+
+    def total(n: int) -> None:
+        bar.update(task, total=n, visible=n >= PROGRESS_MIN_BYTES)
+
+    def tick(n: int) -> None:
+        bar.advance(task, n)
+
+    with bar:
+        yield tick, total
+
+
+@model_app.command("sign")
+def sign_cmd(
+    directory: Annotated[Path, typer.Argument(help="Model directory to sign.")],
+    cert: Annotated[
+        Path | None, typer.Option("--cert", help="Signing certificate (PEM, then its intermediates).")
+    ] = None,
+    key: Annotated[Path | None, typer.Option("--key", help="Its private key (PEM).")] = None,
+    key_passphrase_file: Annotated[
+        Path | None, typer.Option("--key-passphrase-file", help="File holding the key's passphrase.")
+    ] = None,
+    signer: Annotated[
+        str | None, typer.Option("--signer", help="A signing certificate from 'edgesec pki', by name.")
+    ] = None,
+    signature: Annotated[
+        Path | None, typer.Option("--signature", help="Where to write (default DIR/model.sig).")
+    ] = None,
+    hash_name: Annotated[str, typer.Option("--hash", help="sha256 (interoperable) or blake3.")] = "sha256",
+    shard_mib: Annotated[
+        int, typer.Option("--shard-size", help="Shard size in MiB.", min=1)
+    ] = DEFAULT_SHARD_SIZE >> 20,
+    ignore: Annotated[
+        list[str] | None, typer.Option("--ignore", help="Glob of paths to leave out (repeatable).")
+    ] = None,
+    follow_symlinks: Annotated[
+        bool, typer.Option("--follow-symlinks", help="Sign files that in-directory symlinks point to.")
+    ] = False,
+    trust: Annotated[
+        Path | None, typer.Option("--trust", help="Trust bundle directory (default: the site's).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, max=256, help="Hashing threads.")] = None,
+) -> None:
+    """Write a signed manifest of every file in DIR (OpenSSF model signing format)."""
+    from edgesec.checks.models.api import load_signing_files, sign_model
+
+    if signer and (cert or key):
+        raise UsageError("give either --signer NAME or --cert/--key, not both")
+    if signer:
+        key_obj, chain = _pki_signer(signer)
+    elif cert and key:
+        passphrase = None
+        if key_passphrase_file is not None:
+            passphrase = read_input_file(key_passphrase_file, what="passphrase file", limit=4096).strip()
+        key_obj, chain = load_signing_files(cert, key, passphrase=passphrase)
+    else:
+        raise UsageError("a signing certificate is needed: --signer NAME, or --cert FILE --key FILE")
+    from edgesec.pki.trust import TrustBundle
+
+    trust_dir = _trust_dir(trust)
+    bundle = TrustBundle.load(trust_dir) if (trust is not None or trust_dir.is_dir()) else None
+    if bundle is None:
+        info(f"no trust bundle at {trust_dir}: the signing certificate is not checked against the site root")
+    with _progress("signing") as (tick, _total):
+        res = sign_model(
+            directory,
+            key=key_obj,
+            chain=chain,
+            signature=signature,
+            algorithm=hash_name,
+            shard_size=shard_mib << 20,
+            ignore=ignore or [],
+            follow_symlinks=follow_symlinks,
+            trust=bundle,
+            workers=workers,
+            progress=tick,
+        )
+    m = res.manifest
+    result(
+        res.to_json(),
+        f"signed {len(m.files)} files ({m.total_bytes} bytes, {m.algorithm}) as {res.signer}\n"
+        f"signature: {res.signature}",
+    )
+
+
+def _pki_signer(name: str) -> tuple[EllipticCurvePrivateKey, list[Certificate]]:
+    """The key and chain of a ``signing`` certificate held by the site CA."""
+    try:
+        from edgesec.pki import api as pki_api
+    except ImportError:
+        raise UsageError(
+            "--signer needs the site PKI, which is not available here; use --cert/--key"
+        ) from None
+    return pki_api.signing_material(name)  # type: ignore[attr-defined,no-any-return]
+
+
+@model_app.command("verify")
+def verify_cmd(
+    directory: Annotated[Path, typer.Argument(help="Model directory to verify.")],
+    signature: Annotated[
+        Path | None, typer.Option("--signature", help="Signature file (default DIR/model.sig).")
+    ] = None,
+    trust: Annotated[
+        Path | None, typer.Option("--trust", help="Trust bundle directory (default: the site's).")
+    ] = None,
+    ignore: Annotated[
+        list[str] | None, typer.Option("--ignore", help="Glob of unsigned paths to tolerate (repeatable).")
+    ] = None,
+    no_symlinks: Annotated[bool, typer.Option("--no-symlinks", help="Refuse every symlink.")] = False,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, max=256, help="Hashing threads.")] = None,
+) -> None:
+    """Check DIR against its signature: trusted signer, every digest, nothing missing or added."""
+    from edgesec.checks.models.api import verify_model
+    from edgesec.pki.trust import TrustBundle
+
+    cfg = state().config()
+    bundle = TrustBundle.load(_trust_dir(trust))
+    patterns = [*cfg.settings.models.ignore, *(ignore or [])]
+    follow = cfg.settings.models.follow_symlinks and not no_symlinks
+    with _progress("verifying") as (tick, total):
+        res = verify_model(
+            directory,
+            trust=bundle,
+            signature=signature,
+            ignore=patterns,
+            follow_symlinks=follow,
+            workers=workers,
+            progress=tick,
+            on_total=total,
+        )
+
+    def human(con: Console) -> None:
+        for line in res.lines():
+            con.print(line, markup=False)
+        if res.ok:
+            m = res.manifest
+            assert m is not None and res.signer is not None
+            rate = res.bytes_hashed / res.seconds / 1e9 if res.seconds else 0.0
+            con.print(
+                f"OK {directory}: {len(m.files)} files, {res.bytes_hashed} bytes verified in {res.seconds:.2f} s "
+                f"({rate:.2f} GB/s); signed by {res.signer.subject}",
+                markup=False,
+            )
+        else:
+            n = 1 if res.trust_error else len(res.differences)
+            con.print(f"FAILED {directory}: {n} problem{'s' if n != 1 else ''}", markup=False)
+
+    result(res.to_json(), human, exit_code=0 if res.ok else 1)
+
+
+@model_app.command("scan")
+def scan_cmd(
+    path: Annotated[Path, typer.Argument(help="Model directory (or one file) to scan.")],
+    allow_format: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-format", help="Formats allowed (repeatable; default from [models] allowed_formats)."
+        ),
+    ] = None,
+) -> None:
+    """Flag files that can run code when loaded, or whose headers are malformed. Nothing is loaded."""
+    from edgesec.checks.models.scan import scan_path
+
+    cfg = state().config()
+    allowed = allow_format or cfg.settings.models.allowed_formats
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+    report = scan_path(path, allowed_formats=allowed, ignore=cfg.settings.models.ignore)
+
+    def human(con: Console) -> None:
+        for f in report.findings:
+            con.print(f.line(), markup=False)
+        bad = report.blocking()
+        verdict = "UNSAFE" if bad else "CLEAN"
+        con.print(
+            f"{verdict} {path}: {report.files_scanned} files scanned, {len(report.findings)} finding"
+            f"{'s' if len(report.findings) != 1 else ''}",
+            markup=False,
+        )
+
+    result(report.to_json(), human, exit_code=1 if report.blocking() else 0)
