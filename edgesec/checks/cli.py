@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgesec._console import info, result, state, warn
@@ -38,7 +39,12 @@ def _summary_printer(res: dict[str, Any], written: list[str]) -> Any:
             f = next((x for x in c["findings"] if x["status"] == c["status"]), c["findings"][0])
             more = len([x for x in c["findings"] if x["status"] == c["status"]]) - 1
             msg = f["message"] + (f" (+{more} more)" if more > 0 else "")
-            table.add_row(f"[{_STYLE.get(c['status'], '')}]{c['status']}[/]", c["severity"], c["id"], msg)
+            table.add_row(
+                f"[{_STYLE.get(c['status'], 'default')}]{c['status']}[/]",
+                c["severity"],
+                escape(c["id"]),
+                escape(msg),
+            )
         con.print(table)
         s = res["summary"]
         counts = ", ".join(f"{v} {k}" for k, v in s["by_status"].items() if v)
@@ -121,7 +127,12 @@ def checks_list(
     def human(con: Console) -> None:
         t = Table("id", "severity", "title", "controls")
         for row in rows:
-            t.add_row(str(row["id"]), str(row["severity"]), str(row["title"]), ", ".join(row["controls"]))
+            t.add_row(
+                escape(str(row["id"])),
+                str(row["severity"]),
+                escape(str(row["title"])),
+                escape(", ".join(row["controls"])),
+            )
         con.print(t)
         for p in problems:
             con.print(f"could not load {p['source']}: {p['message']}", markup=False)
