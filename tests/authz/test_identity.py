@@ -102,7 +102,7 @@ def test_traefik_info_vectors_describe_what_we_parsed(conformance: Path) -> None
     complete = parse_cert_header(e["pem_header.completeCheeseCrt"])[0]
     assert _info(minimal) == e["minimalCheeseCertAllInfo"]
     assert _info(complete) == e["completeCertAllInfo"]
-    two = [c for c in v["cases"] if c["description"] == "TLS with 2 certificates, with all info"][0]
+    two = next(c for c in v["cases"] if c["description"] == "TLS with 2 certificates, with all info")
     chain = parse_cert_header(f"{e['pem_header.minimalCheeseCrt']},{e['pem_header.completeCheeseCrt']}")
     assert ",".join(_info(c) for c in chain) == two["value"]
 
