@@ -1,7 +1,50 @@
-"""The ``gpu`` check family: driver/CUDA/cuDNN alignment, GPU isolation and health."""
+"""The ``gpu`` check family: driver/CUDA/cuDNN alignment, GPU isolation and GPU health.
+
+Checks read NVML through ``ctx.nvml`` (:mod:`edgesec.checks.gpu.nvml`: live, recording, replay) and the
+host through ``ctx.system``; without an NVIDIA driver every check that needs one SKIPs with the reason.
+Reference data (driver minimums, cuDNN matrix, branch end of life) is in ``policies/reference``.
+"""
 
 from __future__ import annotations
 
+from edgesec.checks.gpu.alignment import CudaDriverAlignment, CudnnAlignment, DriverBranchEol, ReferenceData
+from edgesec.checks.gpu.health import (
+    DcgmExporter,
+    EccErrors,
+    EccMode,
+    MemoryRemap,
+    PersistenceMode,
+    XidErrors,
+)
+from edgesec.checks.gpu.isolation import (
+    ComputeMode,
+    ContainerToolkit,
+    DeviceNodes,
+    GpuProcesses,
+    MigIsolation,
+    MpsSharing,
+    ProfilingAdminOnly,
+    VisibleDevices,
+)
 from edgesec.checks.interface import Check
 
-CHECKS: list[type[Check]] = []
+CHECKS: list[type[Check]] = [
+    ReferenceData,
+    CudaDriverAlignment,
+    CudnnAlignment,
+    DriverBranchEol,
+    MigIsolation,
+    ComputeMode,
+    GpuProcesses,
+    MpsSharing,
+    VisibleDevices,
+    DeviceNodes,
+    ProfilingAdminOnly,
+    ContainerToolkit,
+    EccMode,
+    EccErrors,
+    MemoryRemap,
+    XidErrors,
+    PersistenceMode,
+    DcgmExporter,
+]

@@ -219,4 +219,3 @@ class ReplayNvml:
         if k not in self.calls:
             raise ProbeNotRecorded(f"the recording has no answer for {k}")
         return _decode(fn, self.calls[k])
-

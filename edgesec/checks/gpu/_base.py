@@ -1,0 +1,49 @@
+"""What every gpu check shares: SKIP without a driver, per-GPU iteration, profile parameters."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
+
+from edgesec.checks.gpu.discovery import driver, gpu_count, gpu_uuid
+from edgesec.checks.gpu.nvml import NvmlError, NvmlUnavailable
+from edgesec.checks.interface import Check, CheckContext, Finding
+
+# Profiles where a shared GPU must be split with MIG and a driver past end of life FAILs.
+STRICT_PROFILES = frozenset({"bank", "clinic"})
+
+
+class GpuCheck(Check):
+    """A gpu check: turns "no NVIDIA driver" into one SKIP finding with the reason, never an ERROR."""
+
+    needs_driver: ClassVar[bool] = True
+
+    def run(self, ctx: CheckContext) -> Iterable[Finding]:
+        try:
+            if self.needs_driver:
+                driver(ctx)
+            return list(self.check(ctx))
+        except NvmlUnavailable as exc:
+            return [self.skipped(exc.message, evidence={"nvml": exc.message})]
+
+    @abstractmethod
+    def check(self, ctx: CheckContext) -> Iterable[Finding]: ...
+
+    def param(self, ctx: CheckContext, name: str, default: Any) -> Any:
+        return ctx.param(self.meta.id, name, default)
+
+    def strict(self, ctx: CheckContext) -> bool:
+        return ctx.profile in STRICT_PROFILES
+
+
+def gpus(ctx: CheckContext) -> Iterator[tuple[int, str, str]]:
+    """``(index, uuid, resource label)`` of every GPU NVML sees."""
+    assert ctx.nvml is not None
+    for i in range(gpu_count(ctx)):
+        uuid = gpu_uuid(ctx, i)
+        try:
+            name = str(ctx.nvml.call("nvmlDeviceGetName", i))
+        except NvmlError:
+            name = "GPU"
+        yield i, uuid, f"gpu{i} {name} {uuid}"
