@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,7 +194,11 @@ class _Compiler:
         fn = self._cache.get(regex)
         if fn is None:
             try:
-                fn = re.compile(regex).match
+                # casbin compiles the same pattern at request time, where a FutureWarning ("possible
+                # nested set") is just printed; it must not turn into a load failure here.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)
+                    fn = re.compile(regex).match
             except (re.error, OverflowError, RecursionError) as exc:
                 raise InputError(
                     f"{self.source}: rule {lineno}: {column} is not a valid regular expression "
