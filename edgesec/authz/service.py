@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
 from edgesec.auditing import AuditEvent, emit
 from edgesec.auditing.ecs import Severity
 from edgesec.authz.identity import (
@@ -427,8 +430,6 @@ def create_app(
     authorizer: Authorizer | None = None,
 ) -> Any:
     """The FastAPI app: ``/auth``, ``/healthz``, ``/readyz``, ``/metrics``."""
-    from fastapi import FastAPI, Request, Response
-    from fastapi.responses import JSONResponse
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     authz = authorizer or Authorizer(settings, files=files, trust_dir=trust_dir)
@@ -464,7 +465,7 @@ def create_app(
     app.add_api_route(
         "/auth",
         auth,
-        methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"],
         include_in_schema=False,
     )
 

@@ -134,3 +134,40 @@ def fwd(
 
 def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class running:  # noqa: N801 -- used as a context manager, reads like one
+    """Serve an ASGI app with real uvicorn on 127.0.0.1 in a thread: ``with running(app) as url``."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        import threading
+
+        import uvicorn
+
+        self.port = port or free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        import time
+
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
