@@ -144,7 +144,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class running:  # noqa: N801 -- used as a context manager, reads like one
+class running:
     """Serve an ASGI app with real uvicorn on 127.0.0.1 in a thread: ``with running(app) as url``."""
 
     def __init__(self, app: Any, port: int | None = None) -> None:

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 import httpx
+import pytest
 
 from edgesec import auditing
 from edgesec.auditing.trail import trail_files
@@ -31,7 +31,12 @@ def trail(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def test_allow_answers_all_four_headers_with_configured_names(make_authorizer, site_ca) -> None:  # type: ignore[no-untyped-def]
-    names = {"user": "X-Edge-User", "roles": "X-Edge-Roles", "tenant": "X-Edge-Tenant", "method": "X-Edge-Via"}
+    names = {
+        "user": "X-Edge-User",
+        "roles": "X-Edge-Roles",
+        "tenant": "X-Edge-Tenant",
+        "method": "X-Edge-Via",
+    }
     a = make_authorizer(headers=names)
     st, h = a.authorize(fwd("POST", "/v1/chat-messages", cert=site_ca.der_b64("alice")), "127.0.0.1")
     assert st == 200
@@ -90,7 +95,9 @@ def test_break_glass_use_is_a_high_severity_event(make_authorizer, site_ca, trai
     assert glass[0]["event"]["severity"] == 4 and glass[0]["user"]["id"] == "emergency-1"
 
 
-def test_break_glass_is_refused_when_its_audit_cannot_be_written(make_authorizer, site_ca, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_break_glass_is_refused_when_its_audit_cannot_be_written(
+    make_authorizer, site_ca, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     from edgesec.authz import service
 
     a = make_authorizer()
@@ -115,7 +122,9 @@ def test_any_internal_fault_is_a_denial(make_authorizer, site_ca, monkeypatch) -
     assert st == 403 and "X-User-ID" not in dict(h)
 
 
-def test_hot_reload_swaps_and_a_broken_file_keeps_the_last_good_policy(make_authorizer, site_ca, tmp_path, trail) -> None:  # type: ignore[no-untyped-def]
+def test_hot_reload_swaps_and_a_broken_file_keeps_the_last_good_policy(
+    make_authorizer, site_ca, tmp_path, trail
+) -> None:  # type: ignore[no-untyped-def]
     files = bank_files(tmp_path)
     a = make_authorizer(files=files)
     cert = site_ca.der_b64("alice")
@@ -167,7 +176,9 @@ def test_http_endpoints(make_authorizer, site_ca) -> None:  # type: ignore[no-un
         r = c.get("/readyz")
         assert r.status_code == 200 and r.json()["ready"] is True
         r = c.get("/auth", headers=dict(fwd("POST", "/v1/chat-messages", cert=site_ca.der_b64("alice"))))
-        assert r.status_code == 200 and r.headers["x-user-id"] == "alice" and r.headers["x-tenant"] == "branch"
+        assert (
+            r.status_code == 200 and r.headers["x-user-id"] == "alice" and r.headers["x-tenant"] == "branch"
+        )
         r = c.post("/auth", headers=dict(fwd("POST", "/console/api/apps", cert=site_ca.der_b64("alice"))))
         assert r.status_code == 403 and "x-user-id" not in r.headers
         r = c.get("/auth")
