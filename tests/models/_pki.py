@@ -61,7 +61,7 @@ def _build(
     key = ec.generate_private_key(ec.SECP256R1())
     sign_key = issuer.key if issuer else key
     issuer_name = issuer.cert.subject if issuer else _name(subject)
-    nb = not_before or NOW - dt.timedelta(days=1)
+    nb = not_before or NOW - dt.timedelta(days=365 if ca else 1)
     na = not_after or NOW + dt.timedelta(days=365)
     b = (
         x509.CertificateBuilder()

@@ -38,21 +38,19 @@ class ModelSignatureCheck(Check):
 
     def run(self, ctx: CheckContext) -> Iterator[Finding]:
         from edgesec.checks.models.api import verify_model
-        from edgesec.pki.trust import TrustBundle
+        from edgesec.pki.api import load_trust, trust_dir
 
         settings = ctx.config.settings
         dirs = settings.models.dirs
         if not dirs:
             yield self.skipped("no model directories configured ([models] dirs)")
             return
-        trust_dir = ctx.config.path_in_home(settings.pki.trust_bundle_dir, "trust")
         try:
-            trust = TrustBundle.load(trust_dir)
+            trust = load_trust(ctx.config)
         except EdgesecError as e:
+            where = str(trust_dir(ctx.config))
             for d in dirs:
-                yield self.failed(
-                    f"cannot verify: {e.message}", resource=d, evidence={"trust_bundle": str(trust_dir)}
-                )
+                yield self.failed(f"cannot verify: {e.message}", resource=d, evidence={"trust_bundle": where})
             return
         for d in dirs:
             try:

@@ -111,19 +111,19 @@ def sign_cmd(
 
     if signer and (cert or key):
         raise UsageError("give either --signer NAME or --cert/--key, not both")
+    passphrase = None
+    if key_passphrase_file is not None:
+        passphrase = read_input_file(key_passphrase_file, what="passphrase file", limit=4096).strip()
     if signer:
-        key_obj, chain = _pki_signer(signer)
+        key_obj, chain = _pki_signer(signer, passphrase)
     elif cert and key:
-        passphrase = None
-        if key_passphrase_file is not None:
-            passphrase = read_input_file(key_passphrase_file, what="passphrase file", limit=4096).strip()
         key_obj, chain = load_signing_files(cert, key, passphrase=passphrase)
     else:
         raise UsageError("a signing certificate is needed: --signer NAME, or --cert FILE --key FILE")
-    from edgesec.pki.trust import TrustBundle
+    from edgesec.pki.api import load_trust
 
     trust_dir = _trust_dir(trust)
-    bundle = TrustBundle.load(trust_dir) if (trust is not None or trust_dir.is_dir()) else None
+    bundle = load_trust(state().config(), trust_dir) if (trust is not None or trust_dir.is_dir()) else None
     if bundle is None:
         info(f"no trust bundle at {trust_dir}: the signing certificate is not checked against the site root")
     with _progress("signing") as (tick, _total):
@@ -148,15 +148,21 @@ def sign_cmd(
     )
 
 
-def _pki_signer(name: str) -> tuple[EllipticCurvePrivateKey, list[Certificate]]:
-    """The key and chain of a ``signing`` certificate held by the site CA."""
+def _pki_signer(name: str, passphrase: bytes | None) -> tuple[EllipticCurvePrivateKey, list[Certificate]]:
+    """The key and chain of a ``signing`` certificate held by the site CA (only pki reads the store)."""
+    from edgesec.pki.api import open_ca
+
+    ca = open_ca(state().config())
     try:
-        from edgesec.pki import api as pki_api
-    except ImportError:
-        raise UsageError(
-            "--signer needs the site PKI, which is not available here; use --cert/--key"
-        ) from None
-    return pki_api.signing_material(name)  # type: ignore[attr-defined,no-any-return]
+        cert, key = ca.leaf(name, key_passphrase=passphrase)
+        chain = [cert, *ca.chain_for(cert)]
+    finally:
+        ca.close()
+    if not isinstance(key, EllipticCurvePrivateKey):
+        raise InputError(
+            f"{name}: model signatures need an EC key (the OpenSSF format's certificate method is ECDSA)"
+        )
+    return key, chain
 
 
 @model_app.command("verify")
@@ -171,17 +177,23 @@ def verify_cmd(
     ignore: Annotated[
         list[str] | None, typer.Option("--ignore", help="Glob of unsigned paths to tolerate (repeatable).")
     ] = None,
-    no_symlinks: Annotated[bool, typer.Option("--no-symlinks", help="Refuse every symlink.")] = False,
+    follow_symlinks: Annotated[
+        bool | None,
+        typer.Option(
+            "--follow-symlinks/--no-follow-symlinks",
+            help="Accept in-directory symlinks the signer allowed (default: [models] follow_symlinks).",
+        ),
+    ] = None,
     workers: Annotated[int | None, typer.Option("--workers", min=1, max=256, help="Hashing threads.")] = None,
 ) -> None:
     """Check DIR against its signature: trusted signer, every digest, nothing missing or added."""
     from edgesec.checks.models.api import verify_model
-    from edgesec.pki.trust import TrustBundle
+    from edgesec.pki.api import load_trust
 
     cfg = state().config()
-    bundle = TrustBundle.load(_trust_dir(trust))
+    bundle = load_trust(cfg, _trust_dir(trust))
     patterns = [*cfg.settings.models.ignore, *(ignore or [])]
-    follow = cfg.settings.models.follow_symlinks and not no_symlinks
+    follow = cfg.settings.models.follow_symlinks if follow_symlinks is None else follow_symlinks
     with _progress("verifying") as (tick, total):
         res = verify_model(
             directory,
