@@ -117,7 +117,7 @@ def outbound_routes(
                     "protocol": rt.get("protocol"),
                 }
             )
-    ev["routes_seen"] = len(routes)
+    ev["stats"] = {"routes_seen": len(routes)}
     return out, ev
 
 
@@ -526,7 +526,7 @@ class ProxyEnv(_EgressCheck):
         if not hits:
             yield self.passed(
                 "no proxy variable found",
-                evidence={"files_scanned": scanned_files, "processes_scanned": procs},
+                evidence={"stats": {"files_scanned": scanned_files, "processes_scanned": procs}},
             )
 
 
@@ -596,7 +596,10 @@ class Connections(_EgressCheck):
         if not bad:
             yield self.passed(
                 "no established outbound connection to outside the allowed networks",
-                evidence={"connections_seen": len(rows), "allowed_networks": [str(n) for n in allowed]},
+                evidence={
+                    "stats": {"connections_seen": len(rows)},
+                    "allowed_networks": [str(n) for n in allowed],
+                },
             )
 
     @staticmethod

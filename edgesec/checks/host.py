@@ -207,7 +207,7 @@ class EdgesecFiles(Check):
             if seen >= self.LIMIT:
                 yield self.warned(msg + f" (stopped after {self.LIMIT} entries)", severity=Severity.LOW)
             else:
-                yield self.passed(msg, evidence={"roots": scanned_roots, "entries": seen})
+                yield self.passed(msg, evidence={"roots": scanned_roots, "stats": {"entries": seen}})
 
 
 CHECKS: list[type[Check]] = [TimeSync, Auditd, EdgesecFiles]

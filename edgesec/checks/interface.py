@@ -108,7 +108,8 @@ class Finding:
     """One result of a check, about one resource (or the host when ``resource`` is None).
 
     ``evidence`` holds what was observed (JSON-serialisable): versions and where they came from,
-    command output excerpts, file paths and modes. ``severity`` defaults to the check's.
+    command output excerpts, file paths and modes. ``severity`` defaults to the check's. Counters that
+    change on every run (entries scanned) go under ``evidence["stats"]``: the run-to-run diff ignores them.
     """
 
     check_id: str

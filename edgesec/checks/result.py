@@ -147,6 +147,13 @@ def _finding_map(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _stable(evidence: Any) -> Any:
+    """Evidence without its ``stats`` (counters such as processes scanned, which change every run)."""
+    if isinstance(evidence, dict):
+        return {k: v for k, v in evidence.items() if k != "stats"}
+    return evidence
+
+
 def diff(previous: Mapping[str, Any] | None, current: Mapping[str, Any], *, source: str) -> dict[str, Any]:
     """What changed between two results, compared only over checks that ran in both."""
     if previous is None:
@@ -183,7 +190,7 @@ def diff(previous: Mapping[str, Any] | None, current: Mapping[str, Any], *, sour
             fixed.append(ref)
         elif ps != cs:
             status_changes.append(ref)
-        elif p and c and p.get("evidence") != c.get("evidence"):
+        elif p and c and _stable(p.get("evidence")) != _stable(c.get("evidence")):
             changed.append({**ref, "evidence_before": p.get("evidence"), "evidence_after": c.get("evidence")})
     return {
         "against": previous.get("run", {}).get("id"),
