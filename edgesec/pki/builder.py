@@ -106,12 +106,20 @@ def check_name(name: str) -> str:
     return name
 
 
-def check_dns_name(value: str, *, allow_wildcard: bool = True) -> str:
-    """A DNS SAN in canonical form (lower case, no trailing dot). IDNs must be given as punycode."""
+def check_dns_name(value: str, *, allow_wildcard: bool = False) -> str:
+    """A DNS SAN in canonical form (lower case, no trailing dot). IDNs must be given as punycode.
+
+    Wildcards are refused by default: RFC 5280 does not define them (pkilint's PKIX linter flags them), and
+    a site CA knows every host name it certifies.
+    """
     v = value.strip().rstrip(".").lower() if isinstance(value, str) else ""
     if not v or len(v) > 253:
         raise InputError(f"invalid DNS name {value!r}")
     labels = v.split(".")
+    if labels[0] == "*" and not allow_wildcard:
+        raise InputError(
+            f"wildcard DNS name {value!r} is not allowed", hint="list each host name as its own SAN"
+        )
     if allow_wildcard and labels[0] == "*" and len(labels) > 1:
         labels = labels[1:]
     for label in labels:
