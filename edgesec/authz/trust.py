@@ -1,6 +1,6 @@
 """The trust bundle as authz sees it: verify forwarded client certificates, watch the CRL's freshness.
 
-Verification is pki's :func:`~edgesec.pki.trust.verify_certificate` (chain to the site root, clientAuth,
+Verification is pki's :func:`~edgesec.pki.api.verify_certificate` (chain to the site root, clientAuth,
 CRL of every CA below the root). A CRL past its nextUpdate is an alarm at once (``/readyz`` turns
 not-ready, one high-severity audit event) and a denial of every certificate after the configured grace.
 """
@@ -19,7 +19,7 @@ from cryptography import x509
 from edgesec.auditing import AuditEvent, emit
 from edgesec.authz.identity import CertIdentity, IdentityRejected, identity_from_cert
 from edgesec.errors import EdgesecError
-from edgesec.pki.trust import TrustBundle, verify_certificate
+from edgesec.pki.api import TrustBundle, verify_certificate
 
 __all__ = ["TrustState"]
 

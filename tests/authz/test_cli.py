@@ -1,0 +1,273 @@
+"""``edgesec authz`` commands: explain, test, lint, policy init, gen (validated against Traefik's schemas)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from edgesec._data import policies_root
+
+
+def test_explain_allow_deny_and_canonical_path(cli) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = cli(
+        "--json",
+        "authz",
+        "explain",
+        "--user",
+        "alice",
+        "--tenant",
+        "branch",
+        "--method",
+        "POST",
+        "--uri",
+        "/v1/chat-messages",
+    )
+    doc = json.loads(out)["result"]
+    assert code == 0 and doc["allowed"] is True and doc["roles"] == ["role:teller"]
+    assert doc["rule"] == ["role:teller", "branch", "/v1/chat-messages", "POST", "allow"]
+    code, out, _ = cli(
+        "--json",
+        "authz",
+        "explain",
+        "--user",
+        "dave",
+        "--tenant",
+        "branch",
+        "--method",
+        "DELETE",
+        "--uri",
+        "/audit/x/../logins",
+    )
+    doc = json.loads(out)["result"]
+    assert doc["allowed"] is False and doc["effect"] == "deny" and doc["path"] == "/audit/logins"
+    assert doc["rule"][-1] == "deny"
+    code, out, _ = cli(
+        "authz",
+        "explain",
+        "--user",
+        "alice",
+        "--tenant",
+        "branch",
+        "--method",
+        "GET",
+        "--uri",
+        "/a/..%2fadmin",
+    )
+    assert code == 0 and "DENY" in out and "encoded-slash" in out
+    code, _, err = cli("authz", "explain", "--user", "alice", "--method", "GET", "--uri", "/")
+    assert code == 2 and "--tenant" in err
+
+
+@pytest.mark.parametrize("site", ["bank", "clinic", "factory"])
+def test_shipped_policies_pass_their_tables_and_lint_clean(cli, tmp_path: Path, site: str) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = cli("authz", "policy", "init", str(tmp_path / "p"), "--example", site)
+    assert code == 0, err
+    code, out, err = cli(
+        "--json",
+        "authz",
+        "test",
+        str(tmp_path / "p" / "policy.tests.csv"),
+        "--policy-dir",
+        str(tmp_path / "p"),
+    )
+    doc = json.loads(out)["result"]
+    assert code == 0 and doc["failed"] == 0 and len(doc["cases"]) >= 10
+    assert {c["got"] for c in doc["cases"]} == {"allow", "deny"}
+    code, out, _ = cli("--json", "authz", "lint", "--policy-dir", str(tmp_path / "p"))
+    assert code == 0, out
+    assert [f for f in json.loads(out)["result"]["findings"] if f["level"] == "error"] == []
+
+
+def test_policy_table_mismatch_fails(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    table = tmp_path / "t.csv"
+    table.write_text(
+        "user,tenant,method,uri,expect\nalice,branch,GET,/console/api/apps,allow\n"
+        "alice,branch,POST,/v1/chat-messages,allow\n"
+    )
+    code, out, _ = cli("authz", "test", str(table))
+    assert code == 1 and "MISMATCH" in out and "1 mismatched" in out
+    table.write_text("alice,branch,GET,/x\n")
+    code, _, err = cli("authz", "test", str(table))
+    assert code == 2 and "5 columns" in err
+    code, _, err = cli("authz", "test", str(tmp_path / "missing.csv"))
+    assert code == 2
+
+
+def test_policy_init_refuses_to_overwrite(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    d = tmp_path / "site"
+    assert cli("authz", "policy", "init", str(d))[0] == 0
+    (d / "policy.csv").write_text("# mine\n")
+    code, _, err = cli("authz", "policy", "init", str(d))
+    assert code == 1 and "already" in err
+    assert (d / "policy.csv").read_text() == "# mine\n"
+    assert cli("authz", "policy", "init", str(tmp_path / "x"), "--example", "zoo")[0] == 2
+
+
+def test_lint_finds_dead_shadowed_and_roleless(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    d = tmp_path / "p"
+    assert cli("authz", "policy", "init", str(d))[0] == 0
+    (d / "policy.csv").write_text(
+        "p, role:teller, branch, /v1/chat-messages, POST, allow\n"
+        "p, role:teller, branch, /v1/chat-messages, POST, deny\n"  # shadows line 1
+        "p, role:ghost, branch, /v1/x, GET, allow\n"  # nobody holds role:ghost
+        "p, role:teller, branch, /v1/../admin, GET, allow\n"  # never a canonical path
+        "p, role:teller, branch, /v1/y, get, allow\n"  # matches no method
+        "p, role:teller, branch, v1/z, GET, allow\n"  # no leading slash
+        "p, role:teller, branch, /v1/a/*, GET, allow\n"
+        "p, role:teller, branch, /v1/a/b, GET, allow\n"  # covered by the previous line
+        "g, alice, role:teller, branch\n"
+        "g, bob, role:unused, branch\n"  # bob's role grants nothing
+    )
+    code, out, _ = cli("--json", "authz", "lint", "--policy-dir", str(d))
+    assert code == 1
+    found = {(f["line"], f["code"]) for f in json.loads(out)["result"]["findings"]}
+    assert (1, "shadowed") in found
+    assert (3, "never-matches") in found
+    assert (4, "never-matches") in found
+    assert (5, "never-matches") in found
+    assert (6, "never-matches") in found
+    assert (8, "redundant") in found
+    assert (10, "empty-role") in found
+
+
+def test_broken_policy_is_one_line_error(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    d = tmp_path / "p"
+    assert cli("authz", "policy", "init", str(d))[0] == 0
+    (d / "policy.csv").write_bytes(b"p, role:x\n\xff\xfe")
+    for cmd in (["lint"], ["explain", "--user", "a", "--tenant", "b", "--method", "GET", "--uri", "/"]):
+        code, out, err = cli("authz", *cmd, "--policy-dir", str(d))
+        assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+
+
+GEN = [
+    "--server-name",
+    "dify.branch.local",
+    "--backend",
+    "http://127.0.0.1:8080",
+    "--cert",
+    "/etc/edgesec/proxy.crt",
+    "--key",
+    "/etc/edgesec/proxy.key",
+]
+
+
+def test_gen_traefik_validates_against_the_schemas(cli, tmp_path: Path, conformance: Path) -> None:  # type: ignore[no-untyped-def]
+    out_dir = tmp_path / "traefik"
+    code, out, err = cli("authz", "gen", "traefik", *GEN, "--trusted-ip", "10.0.0.0/8", "--out", str(out_dir))
+    assert code == 0, err
+    dyn = yaml.safe_load((out_dir / "edgesec-dynamic.yml").read_text())
+    static = yaml.safe_load((out_dir / "edgesec-static.yml").read_text())
+    dyn_schema = json.loads((conformance / "traefik" / "traefik-v3-file-provider.schema.json").read_text())
+    static_schema = json.loads((conformance / "traefik" / "traefik-v3-static.schema.json").read_text())
+    jsonschema.validate(dyn, dyn_schema)
+    jsonschema.validate(static, static_schema)
+    fa = dyn["http"]["middlewares"]["edgesec-forward-auth"]["forwardAuth"]
+    assert fa["trustForwardHeader"] is True
+    assert fa["authResponseHeaders"] == ["X-User-ID", "X-Roles", "X-Tenant", "X-Auth-Method"]
+    assert fa["address"] == "http://127.0.0.1:9091/auth"
+    assert dyn["http"]["middlewares"]["edgesec-client-cert"]["passTLSClientCert"]["pem"] is True
+    router = dyn["http"]["routers"]["edgesec-app"]
+    assert router["middlewares"] == ["edgesec-client-cert", "edgesec-forward-auth"]
+    opts = dyn["tls"]["options"][router["tls"]["options"]]
+    assert opts["clientAuth"]["clientAuthType"] == "RequireAndVerifyClientCert"
+    assert opts["clientAuth"]["caFiles"][0].endswith("ca-bundle.pem")
+    assert static["entryPoints"]["websecure"]["forwardedHeaders"]["trustedIPs"] == ["10.0.0.0/8"]
+    # A mangled config must fail the same validation (the check can fail).
+    dyn["http"]["middlewares"]["edgesec-forward-auth"]["forwardAuth"]["trustForwardHeader"] = "yes"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(dyn, dyn_schema)
+    code, _, err = cli("authz", "gen", "traefik", *GEN, "--out", str(out_dir))
+    assert code == 1 and "overwrite" in err
+
+
+def test_gen_uses_configured_header_names(cli, tmp_path: Path, home: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text('[authz]\nport = 9500\n[authz.headers]\nuser = "X-Edge-User"\n')
+    cfg.chmod(0o600)
+    code, out, err = cli("--config", str(cfg), "authz", "gen", "caddy", *GEN)
+    assert code == 0, err
+    assert "copy_headers X-Edge-User X-Roles X-Tenant X-Auth-Method" in out
+    assert "request_header -X-Edge-User" in out and "127.0.0.1:9500" in out
+    code, out, _ = cli("--config", str(cfg), "authz", "gen", "nginx", *GEN)
+    assert "auth_request_set $edgesec_x_edge_user $upstream_http_x_edge_user;" in out
+    assert "proxy_set_header X-Edge-User $edgesec_x_edge_user;" in out
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--backend", "http://127.0.0.1:8080/path"],
+        ["--server-name", "a b"],
+        ["--backend", "ftp://x"],
+        ["--cert", "/tmp/a;b"],
+        ["--listen", "nope"],
+    ],
+)
+def test_gen_rejects_bad_input(cli, bad: list[str]) -> None:  # type: ignore[no-untyped-def]
+    args = list(GEN)
+    for i in range(0, len(bad), 2):
+        if bad[i] in args:
+            args[args.index(bad[i]) + 1] = bad[i + 1]
+        else:
+            args += bad[i : i + 2]
+    code, _, err = cli("authz", "gen", "caddy", *args)
+    assert code == 2 and "Traceback" not in err
+
+
+@pytest.mark.real("caddy")
+def test_generated_caddyfile_is_accepted_by_caddy(cli, tmp_path: Path, site_ca) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "Caddyfile"
+    ca = str(site_ca.files / "ca-bundle.pem")
+    assert cli("authz", "gen", "caddy", *GEN, "--ca", ca, "--out", str(out))[0] == 0
+    p = subprocess.run(
+        ["caddy", "adapt", "--config", str(out), "--adapter", "caddyfile"], capture_output=True, text=True
+    )
+    assert p.returncode == 0, p.stderr
+    assert "require_and_verify" in p.stdout
+
+
+def test_cli_subprocess_once(tmp_path: Path) -> None:
+    """The real console entry point, once, in a subprocess."""
+    exe = shutil.which("edgesec")
+    argv = [exe] if exe else [sys.executable, "-m", "edgesec"]
+    p = subprocess.run(
+        [
+            *argv,
+            "authz",
+            "test",
+            str(policies_root() / "casbin" / "clinic.tests.csv"),
+            "--policy-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 2 and "model.conf" in p.stderr  # the empty dir has no policy
+    p = subprocess.run(
+        [
+            *argv,
+            "--json",
+            "authz",
+            "explain",
+            "--user",
+            "dr-chen",
+            "--tenant",
+            "clinic",
+            "--method",
+            "POST",
+            "--uri",
+            "/v1/chat-messages",
+        ],
+        capture_output=True,
+        text=True,
+        env={"EDGESEC_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    # Default policy is the bank example: dr-chen is unknown there.
+    assert p.returncode == 0 and json.loads(p.stdout)["result"]["allowed"] is False
