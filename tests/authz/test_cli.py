@@ -142,7 +142,7 @@ def test_broken_policy_is_one_line_error(cli, tmp_path: Path) -> None:  # type: 
     assert cli("authz", "policy", "init", str(d))[0] == 0
     (d / "policy.csv").write_bytes(b"p, role:x\n\xff\xfe")
     for cmd in (["lint"], ["explain", "--user", "a", "--tenant", "b", "--method", "GET", "--uri", "/"]):
-        code, out, err = cli("authz", *cmd, "--policy-dir", str(d))
+        code, _out, err = cli("authz", *cmd, "--policy-dir", str(d))
         assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
 
 
@@ -160,7 +160,7 @@ GEN = [
 
 def test_gen_traefik_validates_against_the_schemas(cli, tmp_path: Path, conformance: Path) -> None:  # type: ignore[no-untyped-def]
     out_dir = tmp_path / "traefik"
-    code, out, err = cli("authz", "gen", "traefik", *GEN, "--trusted-ip", "10.0.0.0/8", "--out", str(out_dir))
+    code, _out, err = cli("authz", "gen", "traefik", *GEN, "--trusted-ip", "10.0.0.0/8", "--out", str(out_dir))
     assert code == 0, err
     dyn = yaml.safe_load((out_dir / "edgesec-dynamic.yml").read_text())
     static = yaml.safe_load((out_dir / "edgesec-static.yml").read_text())
