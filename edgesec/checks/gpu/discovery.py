@@ -396,8 +396,9 @@ def _toolkits(ctx: CheckContext, inv: Inventory) -> None:
         r = sys_.run([cand, "--version"], 10.0)
         m = _NVCC_RE.search(r.stdout)
         if r.ok and m:
-            v = Version.parse(m.group(2))
-            inv.runtimes.append(Found("runtime", v, "nvcc", f"{cand} --version", v.major))
+            # "release 13.0" is the toolkit; "V13.0.88" is the compiler's own build number.
+            v = Version.parse(m.group(1))
+            inv.runtimes.append(Found("runtime", v, "nvcc", f"{cand} --version", v.major, note=f"nvcc V{m.group(2)}"))
         break  # the first nvcc found is the one builds use
 
 
