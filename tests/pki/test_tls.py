@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import http.client
-import os
 import socket
 import ssl
 import threading
