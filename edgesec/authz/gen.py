@@ -273,6 +273,8 @@ server {{
         # Set from authz's answer: this replaces any copy the client sent.
 {pass_vars}
         proxy_set_header {site.cert_header} "";
+        proxy_set_header X-Original-URI "";
+        proxy_set_header X-Original-Method "";
         proxy_set_header Host $host;
         proxy_set_header X-Forwarded-For $remote_addr;
         proxy_pass {site.backend};
