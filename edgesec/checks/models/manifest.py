@@ -402,7 +402,12 @@ def compare(
                 out.differences.append(Difference("missing", name, "signed but not present"))
         elif entry.size is not None and listing.files[name] != entry.size:
             out.differences.append(
-                Difference("size", name, f"signed {entry.size} bytes, found {listing.files[name]}")
+                Difference(
+                    "size",
+                    name,
+                    f"signed {entry.size} bytes, found {listing.files[name]}",
+                    expected=entry.digest,
+                )
             )
     for name, size in listing.files.items():
         if name in m.files:

@@ -673,10 +673,15 @@ def check_gguf(path: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         n_tensors = r.u64("tensor count")
         n_kv = r.u64("metadata count")
         # Each tensor info takes at least 8+4+8+4+8 bytes, each key/value at least 8+4+1.
-        if n_tensors > GGUF_MAX_TENSORS or n_tensors * 32 > r.left:
-            raise _Bad(f"tensor count {n_tensors} is absurd for a file of {size} bytes")
-        if n_kv > GGUF_MAX_KV or n_kv * 13 > r.left:
-            raise _Bad(f"metadata count {n_kv} is absurd for a file of {size} bytes")
+        if n_tensors > GGUF_MAX_TENSORS:
+            raise _Bad(f"tensor count {n_tensors} is absurd (bound {GGUF_MAX_TENSORS})")
+        if n_kv > GGUF_MAX_KV:
+            raise _Bad(f"metadata count {n_kv} is absurd (bound {GGUF_MAX_KV})")
+        if n_tensors * 32 + n_kv * 13 > r.left:
+            raise _Bad(
+                f"truncated: {n_tensors} tensor infos and {n_kv} metadata entries cannot fit in the {r.left} "
+                "bytes that remain"
+            )
         alignment = 32
         for i in range(n_kv):
             key = r.string(f"metadata key {i}")
@@ -936,9 +941,15 @@ FORMAT_OF = {
 
 
 def scan_file(
-    path: Path, rel: str, root: Path, allowed_formats: Sequence[str]
+    path: Path, rel: str, root: Path, allowed_formats: Sequence[str], onnx_data: frozenset[str] = frozenset()
 ) -> tuple[str, list[ScanFinding]]:
-    """Detect the format of one file and run its checks."""
+    """Detect the format of one file and run its checks.
+
+    ``onnx_data`` holds the real paths of files an ONNX model in the directory names as its external data:
+    raw tensor bytes, whatever their suffix (``weights.bin`` is common), and not pickles.
+    """
+    if os.path.realpath(path) in onnx_data:
+        return "onnx-data", []
     try:
         with open(path, "rb") as f:
             head = f.read(16)
@@ -1015,18 +1026,35 @@ def scan_path(path: Path, *, allowed_formats: Sequence[str], ignore: Sequence[st
         report.findings = findings
         return report
     patterns = [*GIT_PATHS, *ignore]
+    files: list[tuple[Path, str]] = []
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames.sort()
         for name in sorted(filenames):
             full = Path(dirpath) / name
             rel = full.relative_to(path).as_posix()
-            if is_ignored(rel, patterns):
-                continue
-            st = full.lstat()
-            if not stat.S_ISREG(st.st_mode):
+            if is_ignored(rel, patterns) or not stat.S_ISREG(full.lstat().st_mode):
                 continue  # symlinks and special files are verify's business (and never followed here)
-            fmt, findings = scan_file(full, rel, path, allowed_formats)
-            report.files_scanned += 1
-            report.formats[rel] = fmt
-            report.findings.extend(findings)
+            files.append((full, rel))
+    onnx_data = frozenset(_onnx_data_files(path, [f for f, _ in files if f.suffix.lower() == ".onnx"]))
+    for full, rel in files:
+        fmt, findings = scan_file(full, rel, path, allowed_formats, onnx_data)
+        report.files_scanned += 1
+        report.formats[rel] = fmt
+        report.findings.extend(findings)
     return report
+
+
+def _onnx_data_files(root: Path, models: Sequence[Path]) -> set[str]:
+    real_root = os.path.realpath(root)
+    out: set[str] = set()
+    for m in models:
+        try:
+            with open(m, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                locations = onnx_external_locations(buf)
+        except (_Bad, OSError, ValueError):
+            continue  # reported when the model itself is scanned
+        for _, loc in locations:
+            target = os.path.realpath(m.parent / loc)
+            if target.startswith(real_root + os.sep):
+                out.add(target)
+    return out

@@ -1,0 +1,370 @@
+"""``edgesec model scan``: unsafe formats and malformed headers, found without loading anything."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edgesec.checks.models import scan
+from tests.models.conftest import make_gguf, make_safetensors
+
+ALLOWED = ["safetensors", "gguf", "onnx"]
+
+
+def findings(path: Path, allowed: list[str] = ALLOWED) -> list[scan.ScanFinding]:
+    return scan.scan_path(path, allowed_formats=allowed).findings
+
+
+def one_line(path: Path, allowed: list[str] = ALLOWED) -> str:
+    lines = [f.line() for f in findings(path, allowed)]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+# --- pickles -------------------------------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this runs ``touch`` on the marker file (it is never unpickled here)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_malicious_pickle_is_flagged_and_never_runs(tmp_path: Path, cli, protocol: int) -> None:
+    marker = tmp_path / "PWNED"
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker), protocol=protocol))
+    code, out, _ = cli("model", "scan", str(model))
+    assert code == 1
+    assert "CRITICAL pytorch_model.bin: pickle imports posix.system, which runs code when loaded" in out
+    assert "HIGH pytorch_model.bin: format pickle is not allowed by the site policy" in out
+    assert not marker.exists()
+
+
+def test_zip_wrapped_pickle(tmp_path: Path) -> None:
+    marker = tmp_path / "PWNED"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps(_Payload(marker), protocol=2))
+        z.writestr("archive/version", "3\n")
+        z.writestr("archive/data/0", b"\x00" * 64)
+    p = tmp_path / "model.pt"
+    p.write_bytes(buf.getvalue())
+    lines = [f.line() for f in findings(p)]
+    assert "HIGH model.pt: format a zip-wrapped pickle (PyTorch) is not allowed by the site policy" in lines
+    assert (
+        "CRITICAL model.pt:archive/data.pkl: pickle imports posix.system, which runs code when loaded"
+        in lines
+    )
+    assert not marker.exists()
+
+
+def test_weights_only_pickle_passes_the_allowlist(tmp_path: Path) -> None:
+    # What torch writes for a tensor: only allowlisted globals (hand-assembled, torch is not needed).
+    data = (
+        b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01X\x01\x00\x00\x00wq\x02ctorch._utils\n_rebuild_tensor_v2\n"
+        b"q\x03(X\x01\x00\x00\x000ctorch\nFloatStorage\nq\x04K\x00K\x04\x85K\x01\x85\x89h\x00)Rtq\x05Rq\x06s."
+    )
+    p = tmp_path / "weights.pth"
+    p.write_bytes(data)
+    assert [f.rule for f in findings(p)] == ["format-policy"]
+    assert findings(p, [*ALLOWED, "pickle"]) == []  # a site that allows pickles still gets the import check
+
+
+def test_unknown_import_is_high_and_computed_import_is_critical(tmp_path: Path) -> None:
+    p = tmp_path / "a.pkl"
+    p.write_bytes(b"\x80\x02cmylib.models\nNet\nq\x00)R.")
+    assert (
+        one_line(p, ["pickle"])
+        == "HIGH a.pkl: pickle imports mylib.models.Net, which is outside the weights-only allowlist"
+    )
+    # STACK_GLOBAL whose operands are not constants pushed just before it.
+    p.write_bytes(b"\x80\x04N\x93.")
+    assert "computed at load time" in one_line(p, ["pickle"])
+
+
+def test_hostile_lengths_in_a_pickle_cost_nothing(tmp_path: Path) -> None:
+    p = tmp_path / "a.pkl"
+    p.write_bytes(b"\x80\x04\x8e" + struct.pack("<Q", 1 << 60) + b".")
+    line = one_line(p, ["pickle"])
+    assert line.startswith("HIGH a.pkl: pickle stream is malformed")
+
+
+@given(st.binary(max_size=512))
+def test_pickle_scanner_never_crashes(data: bytes) -> None:
+    out = scan.scan_pickle_stream(io.BytesIO(data), len(data), "fuzz.pkl")
+    assert all(f.severity in scan.SEVERITIES for f in out)
+
+
+# --- safetensors --------------------------------------------------------------------------------------
+
+
+def _st(header: dict | bytes, data: bytes, *, n: int | None = None) -> bytes:
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return struct.pack("<Q", len(raw) if n is None else n) + raw + data
+
+
+GOOD = {
+    "a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+    "b": {"dtype": "I8", "shape": [4], "data_offsets": [16, 20]},
+}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x01\x02\x03", "truncated: 3 bytes, no header length"),
+        (_st(GOOD, b"\x00" * 20, n=1 << 40), "header length 1099511627776 exceeds the 100000000-byte bound"),
+        (_st(GOOD, b"", n=5000), "header length 5000 runs past the end of the file"),
+        (_st(b"{not json", b""), "header is not valid JSON"),
+        (_st(b"[1, 2]", b""), "header is not a JSON object"),
+        (_st(GOOD, b"\x00" * 12), "tensors end at byte 20 of the data section but it holds 12: truncated"),
+        (_st(GOOD, b"\x00" * 24), "4 bytes after the last tensor are not described by the header"),
+        (
+            _st({**GOOD, "b": {"dtype": "I8", "shape": [4], "data_offsets": [18, 22]}}, b"\x00" * 22),
+            "leaves a gap of 2 bytes",
+        ),
+        (
+            _st({**GOOD, "b": {"dtype": "I8", "shape": [4], "data_offsets": [12, 16]}}, b"\x00" * 16),
+            "overlaps the previous tensor",
+        ),
+        (
+            _st({**GOOD, "b": {"dtype": "I8", "shape": [8], "data_offsets": [16, 20]}}, b"\x00" * 20),
+            "I8 x [8] is 8 bytes but data_offsets span 4",
+        ),
+        (
+            _st({**GOOD, "b": {"dtype": "Q4", "shape": [4], "data_offsets": [16, 20]}}, b"\x00" * 20),
+            "unknown dtype 'Q4'",
+        ),
+        (_st(b'{"a": 1, "a": 2}', b""), "duplicate key 'a'"),
+        (_st({**GOOD, "__metadata__": {"k": 1}}, b"\x00" * 20), "__metadata__ must map strings to strings"),
+        (
+            _st({"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [16, 0]}}, b"\x00" * 16),
+            "data_offsets must be",
+        ),
+    ],
+)
+def test_safetensors_header_validation(tmp_path: Path, content: bytes, message: str) -> None:
+    p = tmp_path / "m.safetensors"
+    p.write_bytes(content)
+    line = one_line(p)
+    assert line.startswith("HIGH m.safetensors: invalid safetensors file: ")
+    assert message in line
+
+
+def test_real_safetensors_is_clean(tmp_path: Path) -> None:
+    p = make_safetensors(tmp_path / "m.safetensors", mib=0.1)
+    assert findings(p) == []
+    assert scan.check_safetensors(p)["tensors"] == 3
+
+
+@given(st.binary(max_size=256))
+def test_safetensors_validator_never_crashes(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    p = tmp_path_factory.getbasetemp() / "fuzz.safetensors"
+    p.write_bytes(data)
+    scan.scan_file(p, "fuzz.safetensors", p.parent, ALLOWED)
+
+
+# --- GGUF ---------------------------------------------------------------------------------------------
+
+SAFE_TEMPLATE = (
+    "{%- set ns = namespace(system='') -%}{%- for m in messages -%}{%- if m['role'] == 'system' -%}"
+    "{%- set ns.system = m['content'] | trim -%}{%- elif m.role not in ['user', 'assistant'] -%}"
+    "{{ raise_exception('bad role') }}{%- else -%}<|{{ m['role'] }}|>{{ m['content'].strip() }}{%- endif -%}"
+    "{%- endfor -%}{%- if add_generation_prompt -%}<|assistant|>{%- endif -%}"
+)
+
+
+def test_real_gguf_with_a_normal_chat_template_is_clean(tmp_path: Path) -> None:
+    p = make_gguf(tmp_path / "m.gguf", template=SAFE_TEMPLATE)
+    assert findings(p) == []
+
+
+@pytest.mark.parametrize(
+    ("template", "reason"),
+    [
+        ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "reads attribute '__class__'"),
+        (
+            "{{ self._TemplateReference__context.cycler.__init__.__globals__.os.popen('id').read() }}",
+            "reads attribute '_TemplateReference__context'",
+        ),
+        ("{{ ''|attr('__cla' + 'ss__') }}", "uses the 'attr' filter"),
+        ("{{ lipsum.__globals__['os'].popen('id') }}", "uses the global 'lipsum'"),
+        ("{{ x['__globals__'] }}", "holds the string '__globals__'"),
+    ],
+)
+def test_gguf_chat_template_reaching_python_internals(tmp_path: Path, template: str, reason: str) -> None:
+    p = make_gguf(tmp_path / "m.gguf", template=template)
+    line = one_line(p)
+    assert line.startswith("CRITICAL m.gguf: tokenizer.chat_template reaches for Python internals: ")
+    assert reason in line
+
+
+def _gguf_header(version: int = 3, n_tensors: int = 0, n_kv: int = 0) -> bytes:
+    return b"GGUF" + struct.pack("<IQQ", version, n_tensors, n_kv)
+
+
+def _gstr(s: bytes) -> bytes:
+    return struct.pack("<Q", len(s)) + s
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"GGU", "truncated: magic needs 4 bytes"),
+        (b"GGML" + b"\x00" * 20, "not a GGUF file (bad magic)"),
+        (_gguf_header(version=1), "unsupported GGUF version 1"),
+        (_gguf_header(version=0x03000000), "big-endian GGUF is not supported"),
+        (_gguf_header(n_tensors=1 << 60), "tensor count 1152921504606846976 is absurd (bound 1048576)"),
+        (_gguf_header(n_kv=1 << 40) + b"\x00" * 64, "metadata count 1099511627776 is absurd (bound 1048576)"),
+        (
+            _gguf_header(n_kv=1) + struct.pack("<Q", 1 << 62) + b"x" * 16,
+            "string length 4611686018427387904 exceeds",
+        ),
+        (_gguf_header(n_kv=1) + struct.pack("<Q", 1000) + b"x" * 16, "runs past the end of the file"),
+        (
+            _gguf_header(n_kv=1) + _gstr(b"tokens") + struct.pack("<IIQ", 9, 4, 1 << 50) + b"\x00" * 8,
+            "array count 1125899906842624 cannot fit",
+        ),
+        (_gguf_header(n_kv=1) + _gstr(b"k") + struct.pack("<I", 77), "unknown value type 77"),
+        (
+            _gguf_header(n_tensors=1) + _gstr(b"t") + struct.pack("<I", 9) + b"\x00" * 40,
+            "9 dimensions (1..4 allowed)",
+        ),
+        (
+            _gguf_header(n_tensors=1) + _gstr(b"t") + struct.pack("<IQIQ", 1, 64, 0, 0) + b"\x00" * 16,
+            "ends at 256 but the data section holds",
+        ),
+    ],
+)
+def test_gguf_header_validation(tmp_path: Path, content: bytes, message: str) -> None:
+    p = tmp_path / "m.gguf"
+    p.write_bytes(content)
+    line = one_line(p)
+    assert line.startswith("HIGH m.gguf: invalid gguf file: ")
+    assert message in line
+
+
+def test_truncated_real_gguf(tmp_path: Path) -> None:
+    p = make_gguf(tmp_path / "m.gguf", template=SAFE_TEMPLATE)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) - 100])
+    assert "truncated" in one_line(p)
+    p.write_bytes(data[:40])  # inside the metadata
+    assert "truncated" in one_line(p)
+
+
+@given(st.binary(max_size=256))
+def test_gguf_validator_never_crashes(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    p = tmp_path_factory.getbasetemp() / "fuzz.gguf"
+    p.write_bytes(b"GGUF" + data)
+    scan.scan_file(p, "fuzz.gguf", p.parent, ALLOWED)
+
+
+# --- ONNX ---------------------------------------------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(num: int, payload: bytes) -> bytes:
+    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _onnx(location: str) -> bytes:
+    """A ModelProto with one initializer stored as external data (field numbers from onnx.proto)."""
+    entry = _field(1, b"location") + _field(2, location.encode())
+    tensor = _field(8, b"weight") + _field(13, entry) + _varint(14 << 3 | 0) + _varint(1)
+    graph = _field(2, b"g") + _field(5, tensor)
+    return _varint(1 << 3 | 0) + _varint(8) + _field(7, graph)
+
+
+@pytest.mark.parametrize("location", ["../../etc/passwd", "/etc/shadow", "sub/../../outside.bin"])
+def test_onnx_external_data_escaping_the_model(tmp_path: Path, location: str) -> None:
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "model.onnx").write_bytes(_onnx(location))
+    line = one_line(d)
+    assert (
+        line
+        == f"CRITICAL model.onnx: tensor 'weight' loads external data from {location!r}, outside the model directory"
+    )
+
+
+def test_onnx_external_data_inside_and_symlinked_out(tmp_path: Path) -> None:
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "model.onnx").write_bytes(_onnx("weights.bin"))
+    (d / "weights.bin").write_bytes(b"\x00" * 16)
+    assert findings(d) == []
+    (d / "weights.bin").unlink()
+    assert "external data 'weights.bin' is missing" in one_line(d)
+    (tmp_path / "elsewhere.bin").write_bytes(b"x")
+    (d / "weights.bin").symlink_to(tmp_path / "elsewhere.bin")
+    assert "outside the model directory" in one_line(d)
+
+
+def test_truncated_onnx(tmp_path: Path) -> None:
+    p = tmp_path / "model.onnx"
+    p.write_bytes(_onnx("w.bin")[:-5])
+    assert "truncated or not ONNX" in one_line(p)
+
+
+# --- the command and the format policy ----------------------------------------------------------------
+
+
+def test_scan_clean_model(cli, model_dir: Path) -> None:
+    code, out, _ = cli("model", "scan", str(model_dir))
+    assert code == 0
+    assert out.strip().splitlines()[-1] == f"CLEAN {model_dir}: 5 files scanned, 0 findings"
+
+
+def test_scan_policy_code_and_unknown_files(cli, model_dir: Path) -> None:
+    (model_dir / "modeling_tiny.py").write_text("import os\n")
+    (model_dir / "weights.xyz").write_bytes(b"\x00\x01")
+    code, out, _ = cli("--json", "model", "scan", str(model_dir))
+    assert code == 1
+    res = json.loads(out)["result"]
+    rules = {(f["path"], f["rule"], f["severity"]) for f in res["findings"]}
+    assert rules == {("modeling_tiny.py", "code-file", "high"), ("weights.xyz", "unknown-format", "low")}
+    (model_dir / "modeling_tiny.py").unlink()
+    assert cli("model", "scan", str(model_dir))[0] == 0  # a low finding does not block
+    # The format policy comes from the site config or the command line.
+    assert cli("model", "scan", str(model_dir), "--allow-format", "safetensors")[0] == 1
+
+
+def test_scan_missing_path(cli, tmp_path: Path) -> None:
+    code, _, err = cli("model", "scan", str(tmp_path / "nope"))
+    assert code == 2 and "no such file or directory" in err
+
+
+def test_tokenizer_config_template(tmp_path: Path) -> None:
+    p = tmp_path / "tokenizer_config.json"
+    p.write_text(json.dumps({"chat_template": "{{ cycler.__init__.__globals__.os.popen('id') }}"}))
+    assert one_line(p).startswith(
+        "CRITICAL tokenizer_config.json: chat_template reaches for Python internals"
+    )
+    p.write_text(json.dumps({"chat_template": [{"name": "default", "template": SAFE_TEMPLATE}]}))
+    assert findings(p) == []
