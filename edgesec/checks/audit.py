@@ -138,7 +138,7 @@ def run_audit(cfg: LoadedConfig, opts: AuditOptions) -> dict[str, Any]:
     )
     # Wall time from the monotonic clock: a replayed run's clock is frozen at the recorded start.
     finished = started + dt.timedelta(seconds=time.monotonic() - t0)
-    run_id = history.new_run_id(started)
+    run_id = history.new_run_id()
     host = system.hostname() if mode == "live" else _replay_hostname(system)
     result = build_result(
         run_id=run_id,

@@ -1,6 +1,7 @@
 """Run history: every audit result is kept under ``<home>/checks/history/<run-id>.json``.
 
-Run ids sort by time (``20261129T090000Z-1a2b3c``), so the previous run is the last name before this one.
+Run ids sort by the wall-clock time they were made, to the microsecond (``20261129T090000.123456Z-1a2b3c``;
+a replayed run's clock is frozen, so the id never uses it), and the previous run is the last one stored.
 Writes are atomic and exclusive (a result is never replaced); the oldest runs beyond ``history_keep`` are
 pruned after a new one is stored.
 """
@@ -21,8 +22,8 @@ def history_dir(home: Path) -> Path:
     return home / "checks" / "history"
 
 
-def new_run_id(now: dt.datetime) -> str:
-    return f"{now.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+def new_run_id() -> str:
+    return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S.%fZ}-{secrets.token_hex(3)}"
 
 
 def runs(home: Path) -> list[Path]:

@@ -30,7 +30,7 @@ def render(result: Mapping[str, Any], lang: str = "en") -> str:
     families: dict[str, list[Mapping[str, Any]]] = {}
     for c in result["checks"]:
         families.setdefault(c["family"], []).append(c)
-    root = ET.Element("testsuites", {"name": f"edgesec audit {run['profile']}"})
+    root = ET.Element("testsuites")
     for i, (fam, checks) in enumerate(sorted(families.items())):
         counts = {s: sum(1 for c in checks if c["status"] == s) for s in ("FAIL", "ERROR", "SKIP")}
         suite = ET.SubElement(
