@@ -398,7 +398,9 @@ def _toolkits(ctx: CheckContext, inv: Inventory) -> None:
         if r.ok and m:
             # "release 13.0" is the toolkit; "V13.0.88" is the compiler's own build number.
             v = Version.parse(m.group(1))
-            inv.runtimes.append(Found("runtime", v, "nvcc", f"{cand} --version", v.major, note=f"nvcc V{m.group(2)}"))
+            inv.runtimes.append(
+                Found("runtime", v, "nvcc", f"{cand} --version", v.major, note=f"nvcc V{m.group(2)}")
+            )
         break  # the first nvcc found is the one builds use
 
 
@@ -416,7 +418,9 @@ def _processes(ctx: CheckContext, inv: Inventory) -> None:
             parts = line.split(None, 5)
             if len(parts) == 6 and parts[5].startswith("/") and ".so" in parts[5]:
                 p = parts[5].removesuffix(" (deleted)")
-                if "cudart" in p or "cudnn" in p or "torch_cuda" in p or "/libcuda.so" in p:
+                # The runtime and cuDNN, not libcuda.so: the driver library is loaded by NVML users too
+                # (this audit among them) and says nothing about the CUDA a process was built with.
+                if "cudart" in p or "cudnn" in p or "torch_cuda" in p:
                     libs.add(p)
         if not libs:
             continue
@@ -472,7 +476,8 @@ def _from_loaded_lib(ctx: CheckContext, inv: Inventory, pid: int, info: ProcInfo
                 v = Version.parse(".".join(wheel[1].split(".")[:3]))
         inv.cudnn.append(Found("cudnn", v, "process", f"{who}: {lib}", major, pkg, pid))
         return
-    if _TORCH_CUDA_RE.search(lib) and site:
+    if _TORCH_CUDA_RE.search(lib) and site and not any(_CUDART_RE.search(x) for x in info.libs):
+        # torch with its runtime mapped is judged by that runtime; this covers a statically linked one.
         tv = torch_cuda(ctx, site)
         if tv:
             inv.runtimes.append(

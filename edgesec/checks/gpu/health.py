@@ -216,7 +216,9 @@ class XidErrors(GpuCheck):
         hw = sorted({h["xid"] for h in hits if h["xid"] in HARDWARE_XIDS})
         other = sorted({h["xid"] for h in hits if h["xid"] not in HARDWARE_XIDS})
         if not hits and ctx.system.read_text("/proc/driver/nvidia/version", 4096) is None:
-            yield self.skipped("no NVIDIA kernel module loaded (/proc/driver/nvidia/version absent)", evidence=ev)
+            yield self.skipped(
+                "no NVIDIA kernel module loaded (/proc/driver/nvidia/version absent)", evidence=ev
+            )
         elif hw:
             yield self.failed(
                 f"{len(hits)} Xid error(s) in the kernel log, hardware/driver Xid(s) {', '.join(map(str, hw))}",

@@ -214,11 +214,19 @@ def services_on(ctx: CheckContext, index: int, uuid: str) -> set[str]:
 def owners_on(ctx: CheckContext, index: int) -> set[str]:
     """Distinct owners (unit, container or user) of processes on a GPU outside MIG instances."""
     out = set()
+    assignments = ctx.config.settings.gpu.assignments
     for p in gpu_processes(ctx):
         if p.gpu == index and p.mig_uuid is None:
-            i = p.info
-            out.add(i.unit or (f"container {i.container}" if i.container else f"user {i.user or i.uid}"))
+            out.add(owner_name(assignments, p.info))
     return out
+
+
+def owner_name(assignments: Iterable[GpuAssignment], i: ProcInfo) -> str:
+    """A process's owner as a report names it: its assigned service, else unit, container or user."""
+    for a in assignments:
+        if identifies(a, i):
+            return a.service
+    return i.unit or (f"container {i.container}" if i.container else f"user {i.user or i.uid}")
 
 
 class MigIsolation(GpuCheck):
@@ -372,9 +380,7 @@ class MpsSharing(GpuCheck):
         assignments = ctx.config.settings.gpu.assignments
         by_gpu: dict[int, set[str]] = {}
         for p in clients:
-            names = [a.service for a in assignments if identifies(a, p.info)]
-            key = names[0] if names else (p.info.unit or f"user {p.info.user or p.info.uid}")
-            by_gpu.setdefault(p.gpu, set()).add(key)
+            by_gpu.setdefault(p.gpu, set()).add(owner_name(assignments, p.info))
         shared = {g: s for g, s in by_gpu.items() if len(s) > 1}
         if shared:
             for g, s in sorted(shared.items()):
