@@ -57,7 +57,7 @@ MAX_ROLE_HOPS: Final = 9
 #: Decisions kept per loaded policy; at ~300 bytes each the cache stays under ~20 MB.
 DEFAULT_CACHE_SIZE: Final = 65_536
 
-_REGEX_META: Final = frozenset(".^$*+?{}[]\\|()")
+_META_RE: Final = re.compile(r"[.^$*+?{}\[\]\\|()]")
 _QUANTIFIERS: Final = frozenset("*+?{")
 
 # Effect codes of a rule (casbin's ``p.eft`` column).
@@ -101,7 +101,8 @@ class Decision:
 @dataclass(frozen=True, slots=True)
 class _Rule:
     index: int  # position in the policy: casbin's explain picks by it
-    obj_match: Callable[[str], Any] | None  # None: the exact-literal dictionary already matched
+    obj_match: Callable[[str, int], Any] | None  # None: the exact-literal dictionary already matched
+    start: int  # where obj_match starts: the length of the literal prefix the bucket matched
     act_match: Callable[[str], bool]
     eft: int
     line: tuple[str, ...]
@@ -144,7 +145,7 @@ class _RuleSet:
                 if bucket:
                     for rule in bucket:
                         om = rule.obj_match
-                        if (om is None or om(obj)) and rule.act_match(act):
+                        if (om is None or om(obj, rule.start)) and rule.act_match(act):
                             out.append(rule)
 
 
@@ -157,29 +158,36 @@ def _literal_prefix(regex: str) -> tuple[str, bool]:
     """
     if "|" in regex or "(?" in regex:
         return "", False
-    out: list[str] = []
-    for ch in regex:
-        if ch in _REGEX_META:
-            if ch in _QUANTIFIERS and out:
-                out.pop()
-            return "".join(out), False
-        out.append(ch)
-    return "".join(out), True
+    meta = _META_RE.search(regex)
+    if meta is None:
+        return regex, True
+    end = meta.start()
+    if regex[end] in _QUANTIFIERS and end:
+        end -= 1
+    return regex[:end], False
 
 
 def _key_match2_regex(pattern: str) -> str:
     # The same steps as casbin.util.key_match2, so the same regular expression.
     key2 = pattern.replace("/*", "/.*")
-    key2 = str(KEY_MATCH2_PATTERN.sub(r"\g<1>[^\/]+\g<2>", key2, 0))
+    if ":" in key2:  # the substitution needs a ":" to change anything (and it is slow)
+        key2 = str(KEY_MATCH2_PATTERN.sub(_km2_repl, key2, 0))
     if key2 == "*":
         key2 = "(.*)"
     return "^" + key2 + "$"
 
 
+def _km2_repl(m: re.Match[str]) -> str:
+    # casbin's template r"\g<1>[^\/]+\g<2>" as a function: the same text, without re-parsing the
+    # template on every call.
+    return m.group(1) + "[^\\/]+" + m.group(2)
+
+
 def _key_match5_regex(pattern: str) -> str:
     # The same steps as casbin.util.key_match5 (the request's query string is cut off by the caller).
     key2 = pattern.replace("/*", "/.*")
-    key2 = str(KEY_MATCH5_PATTERN.sub(r"[^/]+", key2, 0))
+    if "{" in key2:
+        key2 = str(KEY_MATCH5_PATTERN.sub(r"[^/]+", key2, 0))
     return "^" + key2 + "$"
 
 
@@ -188,9 +196,9 @@ class _Compiler:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._cache: dict[str, Callable[[str], Any]] = {}
+        self._cache: dict[str, Callable[..., Any]] = {}
 
-    def matcher(self, regex: str, lineno: int, column: str) -> Callable[[str], Any]:
+    def matcher(self, regex: str, lineno: int, column: str) -> Callable[..., Any]:
         fn = self._cache.get(regex)
         if fn is None:
             try:
@@ -322,12 +330,25 @@ def _load_policy_into(model: Model, policy_path: Path) -> None:
         raise InputError(f"casbin policy is not UTF-8 text: {policy_path}") from None
     # casbin reads the file line by line on b"\n" and strips each line; splitting the decoded text on
     # "\n" gives the same lines (a "\n" byte never occurs inside a UTF-8 sequence).
-    for lineno, line in enumerate(text.split("\n"), start=1):
+    sections = model.model
+    for lineno, raw_line in enumerate(text.split("\n"), start=1):
+        line = raw_line.strip()
+        if not line or line[0] == "#":
+            continue
         try:
-            load_policy_line(line.strip(), model)
+            if "(" in line or "[" in line or ")" in line or "]" in line:
+                load_policy_line(line, model)  # casbin's tokenizer keeps "(a, b)" in one field
+                continue
+            # Without brackets casbin's tokenizer is a split on "," with each field stripped.
+            tokens = [t.strip() for t in line.split(",")]
+            key = tokens[0]
+            sec = sections.get(key[0])
+            if sec is not None and key in sec:
+                sec[key].policy.append(tokens[1:])
         except IndexError:
             raise InputError(
-                f"{policy_path}:{lineno}: unbalanced brackets in a policy line", hint=line.strip()[:120]
+                f"{policy_path}:{lineno}: malformed policy line (unbalanced brackets or no type)",
+                hint=line[:120],
             ) from None
 
 
@@ -430,25 +451,31 @@ class PolicyEngine:
             if ruleset is None:
                 ruleset = rules[(dom, sub)] = _RuleSet(family.obj_kind != "equal")
             kind = family.obj_kind
+            row = tuple(line)
             if kind == "equal":
-                ruleset.exact.setdefault(obj, []).append(_Rule(index, None, act_fn, eft, tuple(line)))
+                ruleset.exact.setdefault(obj, []).append(_Rule(index, None, 0, act_fn, eft, row))
                 continue
             if kind == "regexMatch":
-                regex = obj
-                body = regex[1:] if regex.startswith("^") else regex
-                prefix, _whole = _literal_prefix(body)
-                # re.match is unanchored at the end: even a pure literal needs the prefix test only,
-                # but we keep the regex (cheap) rather than reason about it.
-                fn = compiler.matcher(regex, index + 1, "the path pattern")
-                ruleset.prefixed.setdefault(prefix, []).append(_Rule(index, fn, act_fn, eft, tuple(line)))
-                continue
-            regex = _key_match2_regex(obj) if kind == "keyMatch2" else _key_match5_regex(obj)
-            prefix, whole = _literal_prefix(regex[1:-1])
-            if whole:
-                ruleset.exact.setdefault(prefix, []).append(_Rule(index, None, act_fn, eft, tuple(line)))
+                # re.match: anchored at the start (a leading "^" changes nothing), not at the end.
+                full, body, tail = obj, obj[1:] if obj.startswith("^") else obj, ""
             else:
-                fn = compiler.matcher(regex, index + 1, "the path pattern")
-                ruleset.prefixed.setdefault(prefix, []).append(_Rule(index, fn, act_fn, eft, tuple(line)))
+                full = _key_match2_regex(obj) if kind == "keyMatch2" else _key_match5_regex(obj)
+                body, tail = full[1:-1], "$"
+            prefix, whole = _literal_prefix(body)
+            if whole and tail:
+                # "^literal$": a dictionary lookup (the "$"-before-newline case is handled there).
+                ruleset.exact.setdefault(prefix, []).append(_Rule(index, None, 0, act_fn, eft, row))
+                continue
+            if prefix:
+                # The bucket lookup has already matched the literal prefix character for character, so
+                # only the rest of the regex runs, from where the prefix ends. match(s, pos) keeps "^",
+                # "\b" and lookbehind seeing the real string, so this is the same test as the full
+                # regex; and the rests repeat ("[^\/]+$", ".*$"), so one compile serves many rules.
+                # Validity is the same too: the prefix is plain characters, without groups or flags.
+                fn = compiler.matcher(body[len(prefix) :] + tail, index + 1, "the path pattern")
+            else:
+                fn = compiler.matcher(full, index + 1, "the path pattern")
+            ruleset.prefixed.setdefault(prefix, []).append(_Rule(index, fn, len(prefix), act_fn, eft, row))
         for ruleset in rules.values():
             ruleset.seal()
         self._rules = rules
