@@ -112,6 +112,8 @@ class MemoryRemap(GpuCheck):
     def check(self, ctx: CheckContext) -> Iterable[Finding]:
         for i, uuid, label in gpus(ctx):
             rows = nvml_or(ctx, "nvmlDeviceGetRemappedRows", i)
+            # Asked on every GPU: Ampere and later answer NotSupported, which the evidence records.
+            pend = nvml_or(ctx, "nvmlDeviceGetRetiredPagesPendingStatus", i)
             if isinstance(rows, list) and len(rows) == 4:
                 corr, unc, pending, failure = (int(x) for x in rows)
                 ev = {
@@ -120,7 +122,10 @@ class MemoryRemap(GpuCheck):
                         "uncorrectable": unc,
                         "pending": pending,
                         "failure": failure,
-                    }
+                    },
+                    "retired_pages_pending": "not supported (row remapping replaces it)"
+                    if pend is None
+                    else pend,
                 }
                 if failure:
                     yield self.failed(
@@ -137,8 +142,7 @@ class MemoryRemap(GpuCheck):
                         evidence=ev,
                     )
                 continue
-            # Pre-Ampere GPUs retire pages instead (Hopper answers NotSupported here).
-            pend = nvml_or(ctx, "nvmlDeviceGetRetiredPagesPendingStatus", i)
+            # Pre-Ampere GPUs retire pages instead.
             if pend is None:
                 yield self.skipped(
                     f"{label}: neither row remapping nor page retirement is reported", resource=uuid
