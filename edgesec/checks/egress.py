@@ -428,7 +428,7 @@ class Dns(_EgressCheck):
 
 _PROXY_VARS = ("http_proxy", "https_proxy", "ftp_proxy", "all_proxy", "rsync_proxy", "grpc_proxy")
 _ASSIGN_RE = re.compile(
-    r"""(?:^|[\s"';])(?:export\s+)?(?P<name>(?i:(?:http|https|ftp|all|rsync|grpc)_proxy))=(?P<value>"[^"]*"|'[^']*'|[^\s"';]*)""",
+    r"""(?:^|[\s"';=])(?:export\s+)?(?P<name>(?i:(?:http|https|ftp|all|rsync|grpc)_proxy))=(?P<value>"[^"]*"|'[^']*'|[^\s"';]*)""",
     re.MULTILINE,
 )
 _APT_PROXY_RE = re.compile(r"""Acquire::(?:https?|ftp)::Proxy\s+"([^"]+)"\s*;""", re.IGNORECASE)

@@ -51,7 +51,7 @@ def test_workers_bound_parallelism_and_every_check_gets_an_outcome() -> None:
 
 
 def _json_run(cli, *args: str) -> tuple[int, dict]:  # type: ignore[no-untyped-def]
-    code, out, err = cli("--json", "audit", *args)
+    code, out, _err = cli("--json", "audit", *args)
     doc = json.loads(out)
     return code, doc
 
@@ -123,6 +123,7 @@ def test_framework_scoring(cli, use_checks, demo_profile: Path, home: Path) -> N
     use_checks(FileState, Passes)
     _write_state(home, a="bad")
     code, doc = _json_run(cli, "--profile", str(demo_profile))
+    assert code == 1
     (fw,) = doc["result"]["result"]["frameworks"]
     status = {c["id"]: c["status"] for c in fw["controls"]}
     assert status == {"1.3.2": "failed", "10.6.1": "passed", "99": "not_assessed"}

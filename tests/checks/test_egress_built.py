@@ -1,0 +1,285 @@
+"""Egress checks on built systems: each kind of evidence parsed from real tool output shapes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edgesec.checks import egress
+from edgesec.checks.interface import CheckContext, Finding
+from edgesec.checks.probes import BuiltSystem, FileStat, FixedClock
+from edgesec.checks.settings import ChecksSettings
+from edgesec.config import load_config
+
+ROUTES_OPEN = [
+    {"dst": "default", "gateway": "198.51.100.1", "dev": "eth0", "flags": []},
+    {"dst": "198.51.100.0/24", "dev": "eth0", "protocol": "kernel", "scope": "link", "flags": []},
+    {"type": "local", "dst": "127.0.0.1", "dev": "lo", "table": "local", "flags": []},
+]
+ROUTES_SEALED = [
+    {"dst": "198.51.100.0/24", "dev": "eth0", "protocol": "kernel", "scope": "link", "flags": []}
+]
+NFT_OUTPUT_DROP = {
+    "nftables": [
+        {"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+        {"table": {"family": "inet", "name": "edge", "handle": 1}},
+        {
+            "chain": {
+                "family": "inet",
+                "table": "edge",
+                "name": "out",
+                "handle": 1,
+                "type": "filter",
+                "hook": "output",
+                "prio": 0,
+                "policy": "drop",
+            }
+        },
+        {
+            "rule": {
+                "family": "inet",
+                "table": "edge",
+                "chain": "out",
+                "handle": 2,
+                "expr": [
+                    {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "lo"}},
+                    {"accept": None},
+                ],
+            }
+        },
+    ]
+}
+
+
+def ctx_for(system: BuiltSystem, **checks: Any) -> CheckContext:
+    cfg = load_config()
+    if checks:
+        cfg = type(cfg)(
+            settings=cfg.settings.model_copy(
+                update={
+                    "checks": ChecksSettings.model_validate({**cfg.settings.checks.model_dump(), **checks})
+                }
+            ),
+            path=None,
+            home=cfg.home,
+            home_source="test",
+        )
+    return CheckContext(system=system, clock=FixedClock(dt.datetime(2026, 11, 29, tzinfo=dt.UTC)), config=cfg)
+
+
+def routes_system(v4: list[Any], nft: dict[str, Any] | None = None, **kw: Any) -> BuiltSystem:
+    cmds: dict[tuple[str, ...], Any] = {
+        ("ip", "-j", "-4", "route", "show", "table", "all"): json.dumps(v4),
+        ("ip", "-j", "-6", "route", "show", "table", "all"): "[]",
+        ("ip", "-j", "-4", "rule", "show"): json.dumps([{"priority": 0, "src": "all", "table": "local"}]),
+        ("ip", "-j", "-6", "rule", "show"): "[]",
+    }
+    if nft is not None:
+        cmds[("nft", "-j", "list", "ruleset")] = json.dumps(nft)
+    cmds.update(kw.pop("commands", {}))
+    return BuiltSystem(commands=cmds, **kw)
+
+
+def statuses(findings: list[Finding]) -> dict[str | None, str]:
+    return {f.resource: f.status.value for f in findings}
+
+
+def test_routes_open_sealed_and_firewalled() -> None:
+    open_ = list(egress.Routes().run(ctx_for(routes_system(ROUTES_OPEN))))
+    assert statuses(open_) == {"IPv4": "FAIL", "IPv6": "PASS"}
+    assert "default via 198.51.100.1" in open_[0].message
+    assert open_[0].evidence["outbound_routes"][0]["gateway"] == "198.51.100.1"
+    sealed = list(egress.Routes().run(ctx_for(routes_system(ROUTES_SEALED))))
+    assert statuses(sealed) == {"IPv4": "PASS", "IPv6": "PASS"}
+    dropped = list(egress.Routes().run(ctx_for(routes_system(ROUTES_OPEN, NFT_OUTPUT_DROP))))
+    assert statuses(dropped)["IPv4"] == "PASS" and "firewall drops" in dropped[0].message
+    assert dropped[0].evidence["firewall_exceptions"]  # the lo accept rule is listed
+
+
+def test_split_default_and_gateway_routes_to_other_networks() -> None:
+    routes = [
+        {"dst": "0.0.0.0/1", "dev": "tun0", "flags": []},
+        {"dst": "10.20.0.0/16", "gateway": "198.51.100.1", "dev": "eth0", "table": "100", "flags": []},
+    ]
+    f = list(egress.Routes().run(ctx_for(routes_system(routes))))
+    assert {r["dst"] for r in f[0].evidence["outbound_routes"]} == {"0.0.0.0/1", "10.20.0.0/16"}
+    # The gateway route is to an allowed (site) network: only the split default remains.
+    f = list(egress.Routes().run(ctx_for(routes_system(routes), allowed_networks=["10.0.0.0/8"])))
+    assert [r["dst"] for r in f[0].evidence["outbound_routes"]] == ["0.0.0.0/1"]
+
+
+def test_iptables_policy_and_forwarding() -> None:
+    save = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT DROP [0:0]\n-A OUTPUT -o lo -j ACCEPT\nCOMMIT\n"
+    sys_ = routes_system(
+        ROUTES_OPEN,
+        commands={("iptables-save",): save},
+        files={"/proc/sys/net/ipv4/ip_forward": "1\n", "/proc/sys/net/ipv6/conf/all/forwarding": "0\n"},
+    )
+    f = {x.resource: x for x in egress.Firewall().run(ctx_for(sys_))}
+    assert f["IPv4 output"].status.value == "PASS"
+    assert f["IPv4 forward"].status.value == "FAIL"
+    assert f["IPv6 output"].status.value == "WARN"  # accepted, but no v6 route out today
+    assert f["IPv6 forward"].status.value == "PASS"
+
+
+def test_firewall_unreadable_skips() -> None:
+    f = list(egress.Firewall().run(ctx_for(routes_system(ROUTES_OPEN))))
+    assert [x.status.value for x in f] == ["SKIP"]
+
+
+def test_dns_resolvers() -> None:
+    sys_ = BuiltSystem(
+        files={
+            "/etc/resolv.conf": "search site\nnameserver 127.0.0.53\nnameserver 8.8.8.8\n",
+            "/run/systemd/resolve/resolv.conf": "nameserver 10.1.2.3\n",
+        }
+    )
+    f = statuses(list(egress.Dns().run(ctx_for(sys_, allowed_networks=["10.0.0.0/8"]))))
+    assert f == {"127.0.0.53": "PASS", "8.8.8.8": "FAIL", "10.1.2.3": "PASS"}
+
+
+def test_proxy_everywhere_and_credentials_redacted() -> None:
+    sys_ = BuiltSystem(
+        files={
+            "/etc/environment": 'LANG=C\nhttps_proxy="http://user:secret@proxy.example:3128"\n',
+            "/etc/systemd/system/vllm.service.d/proxy.conf": "[Service]\nEnvironment=HTTP_PROXY=http://10.9.9.9:8080\n",
+            "/etc/apt/apt.conf.d/90proxy": 'Acquire::http::Proxy "http://10.9.9.9:3142";\n',
+            "/proc/4242/environ": "PATH=/usr/bin\0ALL_PROXY=socks5://10.9.9.9:1080\0",
+            "/proc/4242/comm": "python3\n",
+            "/proc/1/environ": "HOME=/\0no_proxy=localhost\0",
+        },
+        environ={"PATH": "/usr/bin"},
+    )
+    f = list(egress.ProxyEnv().run(ctx_for(sys_)))
+    by = {x.resource: x for x in f}
+    assert set(by) == {
+        "/etc/environment",
+        "/etc/systemd/system/vllm.service.d/proxy.conf",
+        "/etc/apt/apt.conf.d/90proxy",
+        "pid 4242 (python3)",
+    }
+    assert all(x.status.value == "FAIL" for x in f)
+    assert by["/etc/environment"].evidence["variables"]["https_proxy"] == "http://***@proxy.example:3128"
+    assert "secret" not in json.dumps([x.to_dict() for x in f])
+
+
+def test_no_proxy_passes() -> None:
+    f = list(egress.ProxyEnv().run(ctx_for(BuiltSystem(files={"/proc/1/environ": "A=1\0"}))))
+    assert [x.status.value for x in f] == ["PASS"]
+
+
+def test_connections_outbound_only() -> None:
+    # 198.51.100.2:40000 -> 203.0.113.10:443 established (outbound); 0.0.0.0:22 listening;
+    # 198.51.100.2:22 <- 203.0.113.20:50000 established inbound (local port is listening); loopback.
+    tcp = (
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+        "   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1\n"
+        "   1: 0264 33C6:9C40 0A7100CB:01BB 01 00000000:00000000 00:00000000 00000000  1000        0 2\n"
+        "   2: 026433C6:0016 147100CB:C350 01 00000000:00000000 00:00000000 00000000     0        0 3\n"
+        "   3: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 4\n"
+    ).replace("0264 33C6", "026433C6")
+    sys_ = BuiltSystem(files={"/proc/net/tcp": tcp, "/proc/net/tcp6": "header\n"})
+    f = list(egress.Connections().run(ctx_for(sys_)))
+    assert [(x.status.value, x.resource) for x in f] == [("FAIL", "203.0.113.10:443")]
+    assert f[0].evidence["local"] == "198.51.100.2:40000" and f[0].evidence["uid"] == 1000
+    f = list(egress.Connections().run(ctx_for(sys_, allowed_networks=["203.0.113.0/24"])))
+    assert [x.status.value for x in f] == ["PASS"]
+
+
+def test_interfaces() -> None:
+    links = [
+        {"ifname": "lo", "link_type": "loopback", "flags": ["LOOPBACK", "UP"], "operstate": "UNKNOWN"},
+        {
+            "ifname": "wg0",
+            "link_type": "none",
+            "flags": ["POINTOPOINT", "UP"],
+            "operstate": "UNKNOWN",
+            "linkinfo": {"info_kind": "wireguard"},
+        },
+        {"ifname": "wlan0", "link_type": "ether", "flags": ["BROADCAST"], "operstate": "DOWN"},
+    ]
+    sys_ = BuiltSystem(
+        commands={("ip", "-j", "-d", "link", "show"): json.dumps(links)},
+        stats={"/sys/class/net/wlan0/wireless": FileStat(0o40755, 0, 0, 0, 0.0, True, False)},
+    )
+    f = statuses(list(egress.Interfaces().run(ctx_for(sys_))))
+    assert f == {"wg0": "FAIL", "wlan0": "WARN"}
+
+
+def test_telemetry_switches() -> None:
+    sys_ = BuiltSystem(
+        files={
+            "/proc/10/cmdline": "/usr/bin/python3\0-m\0vllm.entrypoints.openai.api_server\0",
+            "/proc/10/environ": "HF_HUB_OFFLINE=1\0",
+            "/proc/11/cmdline": "/opt/llama/llama-server\0-m\0/models/x.gguf\0",
+            "/proc/11/environ": "",
+            "/proc/12/cmdline": "/usr/bin/text-generation-launcher\0",
+            "/proc/12/environ": "HF_HUB_OFFLINE=1\0HF_HUB_DISABLE_TELEMETRY=true\0",
+        }
+    )
+    f = {x.resource: x for x in egress.Telemetry().run(ctx_for(sys_))}
+    assert f["pid 10 (vllm)"].status.value == "FAIL"
+    assert (
+        "VLLM_NO_USAGE_STATS" in f["pid 10 (vllm)"].message and "DO_NOT_TRACK" in f["pid 10 (vllm)"].message
+    )
+    assert f["pid 11 (llama-server)"].status.value == "PASS"
+    assert f["pid 12 (text-generation)"].status.value == "PASS"
+    assert [x.status.value for x in egress.Telemetry().run(ctx_for(BuiltSystem()))] == ["SKIP"]
+
+
+def test_active_probe_is_opt_in() -> None:
+    sys_ = BuiltSystem(
+        network={("203.0.113.10", 443, "tcp"): {"outcome": "reachable", "detail": "TCP handshake"}}
+    )
+    f = list(egress.ActiveProbe().run(ctx_for(sys_)))
+    assert [x.status.value for x in f] == ["SKIP"] and "opt-in" in f[0].message
+    targets = [{"host": "203.0.113.10", "port": 443}, {"host": "203.0.113.11", "port": 53, "protocol": "dns"}]
+    f = statuses(list(egress.ActiveProbe().run(ctx_for(sys_, probe_targets=targets))))
+    assert f == {"tcp://203.0.113.10:443": "FAIL", "dns://203.0.113.11:53": "PASS"}
+
+
+@given(st.text(max_size=400))
+def test_parsers_never_crash_on_garbage(text: str) -> None:
+    sys_ = BuiltSystem(
+        files={
+            "/proc/net/tcp": text,
+            "/etc/resolv.conf": text,
+            "/proc/7/environ": text,
+            "/proc/7/cmdline": text,
+        },
+        commands={
+            ("ip", "-j", "-4", "route", "show", "table", "all"): text,
+            ("ip", "-j", "-6", "route", "show", "table", "all"): text,
+            ("nft", "-j", "list", "ruleset"): text,
+            ("iptables-save",): text,
+            ("ip", "-j", "-d", "link", "show"): text,
+        },
+    )
+    ctx = ctx_for(sys_)
+    for cls in egress.CHECKS:
+        found = list(cls().run(ctx))
+        assert found and all(x.status.value in ("PASS", "FAIL", "WARN", "SKIP") for x in found)
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+        max_leaves=30,
+    )
+)
+def test_route_and_nft_json_of_any_shape(doc: Any) -> None:
+    sys_ = routes_system(
+        [],
+        commands={
+            ("nft", "-j", "list", "ruleset"): json.dumps(doc),
+            ("ip", "-j", "-4", "route", "show", "table", "all"): json.dumps(doc),
+        },
+    )
+    for cls in (egress.Routes, egress.Firewall):
+        found = list(cls().run(ctx_for(sys_)))
+        assert found and all(x.status.value in ("PASS", "FAIL", "WARN", "SKIP") for x in found)

@@ -1,0 +1,74 @@
+"""Host checks on built systems (auditd, time sync: kernel facts this machine may not provide) and on a
+real temporary home (world-writable files)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgesec.checks import host
+from edgesec.checks.probes import BuiltSystem, CommandResult, LiveSystem
+from tests.checks.test_egress_built import ctx_for
+
+CHRONY_OK = """Reference ID    : 0A000001 (10.0.0.1)
+Stratum         : 3
+System time     : 0.000012345 seconds fast of NTP time
+Leap status     : Normal
+"""
+CHRONY_UNSYNC = CHRONY_OK.replace("Normal", "Not synchronised")
+CHRONY_OFF = CHRONY_OK.replace("0.000012345", "2.5")
+
+
+def test_time_sync() -> None:
+    none = list(host.TimeSync().run(ctx_for(BuiltSystem(files={"/proc/1/comm": "systemd\n"}))))
+    assert none[0].status.value == "FAIL" and "no time synchronisation daemon" in none[0].message
+    for out, want in ((CHRONY_OK, "PASS"), (CHRONY_UNSYNC, "FAIL"), (CHRONY_OFF, "FAIL")):
+        sys_ = BuiltSystem(
+            files={"/proc/77/comm": "chronyd\n"}, commands={("chronyc", "-n", "tracking"): out}
+        )
+        (f,) = host.TimeSync().run(ctx_for(sys_))
+        assert f.status.value == want, (out, f.message)
+    sys_ = BuiltSystem(
+        files={"/proc/5/comm": "systemd-timesyn\n"},
+        commands={("timedatectl", "show", "-p", "NTPSynchronized", "--value"): "no\n"},
+    )
+    (f,) = host.TimeSync().run(ctx_for(sys_))
+    assert f.status.value == "FAIL" and "not synchronised" in f.message
+
+
+def test_auditd() -> None:
+    (f,) = host.Auditd().run(ctx_for(BuiltSystem(files={"/proc/1/comm": "init\n"})))
+    assert f.status.value == "FAIL" and "not running" in f.message
+    running = {"/proc/300/comm": "auditd\n"}
+    status = "enabled 1\nfailure 1\npid 300\nrate_limit 0\n"
+    sys_ = BuiltSystem(
+        files=running,
+        commands={
+            ("auditctl", "-s"): status,
+            ("auditctl", "-l"): "-w /etc/edgesec -p wa -k edgesec\n-a always,exit -F arch=b64 -S execve\n",
+        },
+    )
+    (f,) = host.Auditd().run(ctx_for(sys_))
+    assert f.status.value == "PASS" and "2 rules" in f.message
+    sys_ = BuiltSystem(files=running, commands={("auditctl", "-s"): status, ("auditctl", "-l"): "No rules\n"})
+    assert next(iter(host.Auditd().run(ctx_for(sys_)))).status.value == "WARN"
+    sys_ = BuiltSystem(files=running, commands={("auditctl", "-s"): status.replace("enabled 1", "enabled 0")})
+    assert next(iter(host.Auditd().run(ctx_for(sys_)))).status.value == "FAIL"
+    sys_ = BuiltSystem(
+        files=running, commands={("auditctl", "-s"): CommandResult(("auditctl", "-s"), 1, "", "denied")}
+    )
+    assert next(iter(host.Auditd().run(ctx_for(sys_)))).status.value == "PASS"
+
+
+def test_world_writable_edgesec_files(home: Path) -> None:
+    (home / "checks").mkdir()
+    (home / "checks" / "waivers.json").write_text("{}")
+    (home / "ok.txt").write_text("x")
+    ctx = ctx_for(LiveSystem())
+    (f,) = host.EdgesecFiles().run(ctx)
+    assert f.status.value == "PASS"
+    os.chmod(home / "checks" / "waivers.json", 0o666)
+    os.chmod(home / "checks", 0o777)
+    bad = {x.resource: x for x in host.EdgesecFiles().run(ctx)}
+    assert set(bad) == {str(home / "checks"), str(home / "checks" / "waivers.json")}
+    assert bad[str(home / "checks" / "waivers.json")].evidence["mode"] == "0666"
