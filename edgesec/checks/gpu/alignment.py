@@ -85,13 +85,6 @@ def judge_runtime(check: GpuCheck, ref: Reference, drv: Driver, rt: Found, base:
             severity=Severity.MEDIUM,
         )
     ev["compat_floor"] = {"cuda_major": floor.cuda_major, "driver": floor.floor, **_row_evidence(floor)}
-    if drv.version < Version.parse(floor.floor):
-        return check.failed(
-            f"{label} cannot run on driver {drv.version}: CUDA {rt.version.major}.x needs at least "
-            f"{floor.floor} (minor-version compatibility floor)",
-            resource=rt.where,
-            evidence=ev,
-        )
     md = ref.min_driver(rt.version)
     if md is not None:
         ev["toolkit_min_driver"] = {
@@ -100,14 +93,24 @@ def judge_runtime(check: GpuCheck, ref: Reference, drv: Driver, rt: Found, base:
             "exact_row": md.exact,
             **_row_evidence(md.row),
         }
-        if drv.version < md.min_driver:
-            return check.warned(
-                f"{label} runs on driver {drv.version} only through minor-version compatibility: the toolkit "
-                f"wants {md.min_driver} (row {md.row.cuda}); features are limited and PTX JIT may fail",
-                resource=rt.where,
-                evidence=ev,
-                severity=Severity.MEDIUM,
-            )
+    # At or above the toolkit's own minimum the runtime runs natively, whatever the family floor says
+    # (CUDA 11.0.2 on 450.51.05 is below the 11.x compat floor 450.80.02 and still fine).
+    native = md is not None and drv.version >= md.min_driver
+    if not native and drv.version < Version.parse(floor.floor):
+        return check.failed(
+            f"{label} cannot run on driver {drv.version}: CUDA {rt.version.major}.x needs at least "
+            f"{floor.floor} (minor-version compatibility floor)",
+            resource=rt.where,
+            evidence=ev,
+        )
+    if md is not None and not native:
+        return check.warned(
+            f"{label} runs on driver {drv.version} only through minor-version compatibility: the toolkit "
+            f"wants {md.min_driver} (row {md.row.cuda}); features are limited and PTX JIT may fail",
+            resource=rt.where,
+            evidence=ev,
+            severity=Severity.MEDIUM,
+        )
     if rt.version.major_minor() > drv.cuda:
         return check.warned(
             f"{label} is newer than the CUDA {drv.cuda} that driver {drv.version} reports",

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from functools import total_ordering
 
-_DOTTED_RE = re.compile(r"^\s*[vV]?(\d{1,6}(?:\.\d{1,6}){0,3})\s*$")
+_DOTTED_RE = re.compile(r"^\s*[vV]?([0-9]{1,6}(?:\.[0-9]{1,6}){0,3})\s*$")
 
 
 @total_ordering
