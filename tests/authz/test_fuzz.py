@@ -107,8 +107,8 @@ wild = st.builds(
             ("X-Forwarded-Uri", uri),
             ("X-Forwarded-Host", host),
             ("X-Forwarded-Tls-Client-Cert", cert),
-        ]
-        + extra,
+            *extra,
+        ],
         order,
     ),
     st.one_of(st.sampled_from(METHODS), VALUE_TEXT),
