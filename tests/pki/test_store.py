@@ -51,7 +51,7 @@ def test_init_layout_permissions_and_profiles(ca: CertificateAuthority, home: Pa
         assert ku.critical and ku.value.key_cert_sign and ku.value.crl_sign and not ku.value.digital_signature
     assert 3640 <= (root.not_valid_after_utc - root.not_valid_before_utc).days <= 3651
     assert 1820 <= (inter.not_valid_after_utc - inter.not_valid_before_utc).days <= 1826
-    cert, key = ca.issue_client("alice")
+    cert, _ = ca.issue_client("alice")
     assert cert.serial_number.bit_length() >= 64 and cert.serial_number > 0
     ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
