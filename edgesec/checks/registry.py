@@ -25,6 +25,8 @@ BUILTIN_FAMILY_MODULES: tuple[str, ...] = (
     "edgesec.checks.gpu",
     "edgesec.checks.models",
     "edgesec.checks.authz",
+    "edgesec.checks.site_authz",
+    "edgesec.checks.site_auditing",
 )
 ENTRY_POINT_GROUP = "edgesec.checks"
 
