@@ -108,21 +108,44 @@ class _Rule:
     line: tuple[str, ...]
 
 
-class _RuleSet:
-    """The rules of one (tenant, subject): literal paths in a dict, the rest by literal prefix."""
+class _Dir:
+    """Rules whose literal prefix is ``<this directory>/<tail>``, by tail (tails hold no "/")."""
 
-    __slots__ = ("dollar", "exact", "lengths", "prefixed")
+    __slots__ = ("lengths", "tails")
+
+    def __init__(self) -> None:
+        self.tails: dict[str, list[_Rule]] = {}
+        self.lengths: tuple[int, ...] = ()
+
+
+class _RuleSet:
+    """The rules of one (tenant, subject).
+
+    Literal paths sit in ``exact``. Every other rule is filed by its literal prefix, split at the last
+    "/" into a directory and a tail: a request visits only the directories it passes through (one
+    lookup per "/" in its path) and, in each, the few tail lengths present -- never a scan of the
+    rules, however many one subject holds.
+    """
+
+    __slots__ = ("dirs", "dollar", "exact")
 
     def __init__(self, dollar: bool) -> None:
         # ``dollar``: the exact entries stand for regexes "^literal$", whose "$" also matches before a
         # final newline; False when the matcher is plain equality.
         self.dollar = dollar
         self.exact: dict[str, list[_Rule]] = {}
-        self.prefixed: dict[str, list[_Rule]] = {}
-        self.lengths: tuple[int, ...] = ()
+        self.dirs: dict[str, _Dir] = {}
+
+    def add_prefixed(self, prefix: str, rule: _Rule) -> None:
+        cut = prefix.rfind("/") + 1
+        d = self.dirs.get(prefix[:cut])
+        if d is None:
+            d = self.dirs[prefix[:cut]] = _Dir()
+        d.tails.setdefault(prefix[cut:], []).append(rule)
 
     def seal(self) -> None:
-        self.lengths = tuple(sorted({len(p) for p in self.prefixed}))
+        for d in self.dirs.values():
+            d.lengths = tuple(sorted({len(t) for t in d.tails}))
 
     def collect(self, obj: str, act: str, out: list[_Rule]) -> None:
         exact = self.exact
@@ -135,18 +158,67 @@ class _RuleSet:
                 for rule in hits:
                     if rule.act_match(act):
                         out.append(rule)
-        if self.lengths:
-            n = len(obj)
-            prefixed = self.prefixed
-            for length in self.lengths:
-                if length > n:
-                    break
-                bucket = prefixed.get(obj[:length])
-                if bucket:
-                    for rule in bucket:
-                        om = rule.obj_match
-                        if (om is None or om(obj, rule.start)) and rule.act_match(act):
-                            out.append(rule)
+        dirs = self.dirs
+        if not dirs:
+            return
+        n = len(obj)
+        pos = -1  # first the "" directory (prefixes without a "/"), then one per "/" in the path
+        while True:
+            d = dirs.get(obj[: pos + 1])
+            if d is not None:
+                base = pos + 1
+                tails = d.tails
+                for length in d.lengths:
+                    if base + length > n:
+                        break
+                    bucket = tails.get(obj[base : base + length])
+                    if bucket:
+                        for rule in bucket:
+                            om = rule.obj_match
+                            if (om is None or om(obj, rule.start)) and rule.act_match(act):
+                                out.append(rule)
+            pos = obj.find("/", pos + 1)
+            if pos < 0:
+                return
+
+
+class _Tenant:
+    """Everything one tenant's decisions read: its role graph and its rules by subject."""
+
+    __slots__ = ("graph", "roles", "rules")
+
+    def __init__(self) -> None:
+        self.graph: dict[str, tuple[str, ...]] = {}
+        self.rules: dict[str, _RuleSet] = {}
+        # Role closures of the names in ``graph``, filled on first use; bounded by the policy's size
+        # because a name outside the graph has no roles and is never stored.
+        self.roles: dict[str, tuple[str, ...]] = {}
+
+    def roles_of(self, user: str) -> tuple[str, ...]:
+        roles = self.roles.get(user)
+        if roles is not None:
+            return roles
+        graph = self.graph
+        if user not in graph:
+            return ()
+        seen = {user}
+        out: list[str] = []
+        frontier = [user]
+        # Depth 0 is the user; casbin's has_link reaches names at most MAX_ROLE_HOPS links away.
+        for _ in range(MAX_ROLE_HOPS):
+            nxt: list[str] = []
+            for name in frontier:
+                for role in graph.get(name, ()):
+                    if role not in seen:
+                        seen.add(role)
+                        nxt.append(role)
+            if not nxt:
+                break
+            nxt.sort()
+            out.extend(nxt)
+            frontier = nxt
+        roles = self.roles[user] = tuple(out)
+        return roles
 
 
 def _literal_prefix(regex: str) -> tuple[str, bool]:
@@ -389,11 +461,9 @@ class PolicyEngine:
         self.cache_misses: int = 0
         self._cache_size = DEFAULT_CACHE_SIZE
         self._cache: dict[tuple[str, str, str, str], Decision] = {}
-        self._roles_cache: dict[tuple[str, str], tuple[str, ...]] = {}
         # indexed mode
         self._family: _Family | None = None
-        self._rules: dict[tuple[str, str], _RuleSet] = {}
-        self._links: dict[str, dict[str, tuple[str, ...]]] = {}
+        self._tenants: dict[str, _Tenant] = {}
         # fallback mode
         self._enforcer: casbin.Enforcer | None = None
         self._r_tokens: tuple[str, ...] = ()
@@ -431,7 +501,7 @@ class PolicyEngine:
         compiler = _Compiler(source)
         policy = model.model["p"]["p"].policy
         self.rule_count = len(policy)
-        rules: dict[tuple[str, str], _RuleSet] = {}
+        tenants: dict[str, _Tenant] = {}
         act_fns: dict[str, Callable[[str], bool]] = {}
         for index, line in enumerate(policy):
             sub, dom, obj, act = line[0], line[1], line[2], line[3]
@@ -447,9 +517,12 @@ class PolicyEngine:
                 else:
                     act_fn = _equal_to(act)
                 act_fns[act] = act_fn
-            ruleset = rules.get((dom, sub))
+            tenant = tenants.get(dom)
+            if tenant is None:
+                tenant = tenants[dom] = _Tenant()
+            ruleset = tenant.rules.get(sub)
             if ruleset is None:
-                ruleset = rules[(dom, sub)] = _RuleSet(family.obj_kind != "equal")
+                ruleset = tenant.rules[sub] = _RuleSet(family.obj_kind != "equal")
             kind = family.obj_kind
             row = tuple(line)
             if kind == "equal":
@@ -475,10 +548,10 @@ class PolicyEngine:
                 fn = compiler.matcher(body[len(prefix) :] + tail, index + 1, "the path pattern")
             else:
                 fn = compiler.matcher(full, index + 1, "the path pattern")
-            ruleset.prefixed.setdefault(prefix, []).append(_Rule(index, fn, len(prefix), act_fn, eft, row))
-        for ruleset in rules.values():
-            ruleset.seal()
-        self._rules = rules
+            ruleset.add_prefixed(prefix, _Rule(index, fn, len(prefix), act_fn, eft, row))
+        for tenant in tenants.values():
+            for ruleset in tenant.rules.values():
+                ruleset.seal()
         links: dict[str, dict[str, list[str]]] = {}
         count = 0
         for g_line in model.model["g"]["g"].policy:
@@ -488,7 +561,12 @@ class PolicyEngine:
                 targets.append(role)
             count += 1
         self.role_link_count = count
-        self._links = {dom: {u: tuple(rs) for u, rs in users.items()} for dom, users in links.items()}
+        for dom, users in links.items():
+            tenant = tenants.get(dom)
+            if tenant is None:
+                tenant = tenants[dom] = _Tenant()
+            tenant.graph = {u: tuple(rs) for u, rs in users.items()}
+        self._tenants = tenants
 
     def _load_fallback(self, model: Model, why: str) -> None:
         r_tokens = tuple(t.removeprefix("r_") for t in model.model["r"]["r"].tokens)
@@ -518,38 +596,10 @@ class PolicyEngine:
 
     def roles_for(self, user: str, tenant: str) -> tuple[str, ...]:
         """The roles ``user`` holds in ``tenant``, directly or through roles (casbin's 9-hop bound)."""
-        key = (user, tenant)
-        roles = self._roles_cache.get(key)
-        if roles is None:
-            roles = self._compute_roles(user, tenant)
-            if len(self._roles_cache) >= max(self._cache_size, 1):
-                self._roles_cache.clear()
-            self._roles_cache[key] = roles
-        return roles
-
-    def _compute_roles(self, user: str, tenant: str) -> tuple[str, ...]:
         if self._enforcer is not None:
             return self._fallback_roles(user, tenant)
-        graph = self._links.get(tenant)
-        if not graph:
-            return ()
-        seen = {user}
-        out: list[str] = []
-        frontier = [user]
-        # Depth 0 is the user; casbin's has_link reaches names at most MAX_ROLE_HOPS links away.
-        for _ in range(MAX_ROLE_HOPS):
-            nxt: list[str] = []
-            for name in frontier:
-                for role in graph.get(name, ()):
-                    if role not in seen:
-                        seen.add(role)
-                        nxt.append(role)
-            if not nxt:
-                break
-            nxt.sort()
-            out.extend(nxt)
-            frontier = nxt
-        return tuple(out)
+        t = self._tenants.get(tenant)
+        return () if t is None else t.roles_of(user)
 
     def _fallback_roles(self, user: str, tenant: str) -> tuple[str, ...]:
         assert self._enforcer is not None
@@ -579,31 +629,37 @@ class PolicyEngine:
             decision = self._decide_fallback(user, tenant, path, method)
         else:
             decision = self._decide_indexed(user, tenant, path, method)
-        cache = self._cache
-        if len(cache) >= self._cache_size:
-            # Oldest first (dicts keep insertion order); a bounded cache cannot be grown by a flood of
-            # distinct requests.
-            try:
-                del cache[next(iter(cache))]
-            except (StopIteration, KeyError, RuntimeError):
-                cache.clear()
         if self._cache_size:
+            cache = self._cache
+            if len(cache) >= self._cache_size:
+                # Oldest first (dicts keep insertion order): a flood of distinct requests cannot grow
+                # the cache. Another thread may evict the same entry at the same moment.
+                try:
+                    del cache[next(iter(cache))]
+                except (StopIteration, KeyError, RuntimeError):
+                    cache.clear()
             cache[key] = decision
         return decision
 
     def _decide_indexed(self, user: str, tenant: str, path: str, method: str) -> Decision:
         family = self._family
         assert family is not None
-        roles = self.roles_for(user, tenant)
+        t = self._tenants.get(tenant)
+        if t is None:
+            return Decision(False, None, (), "default-deny")
+        roles = t.roles_of(user)
         obj = path
         if family.obj_kind == "keyMatch5":
             q = obj.find("?")
             if q != -1:
                 obj = obj[:q]
         matched: list[_Rule] = []
-        rules = self._rules
-        for subject in (user, *roles):
-            ruleset = rules.get((tenant, subject))
+        rules = t.rules
+        ruleset = rules.get(user)
+        if ruleset is not None:
+            ruleset.collect(obj, method, matched)
+        for subject in roles:
+            ruleset = rules.get(subject)
             if ruleset is not None:
                 ruleset.collect(obj, method, matched)
         if not matched:
@@ -632,9 +688,10 @@ class PolicyEngine:
 
     # ------------------------------------------------------------------ introspection
 
-    def rules_for_tenant(self, tenant: str) -> Iterable[tuple[str, ...]]:
+    def rules_for_tenant(self, tenant: str) -> list[tuple[str, ...]]:
         """The policy lines of ``tenant`` (indexed mode), in policy order."""
-        found = [r for (dom, _sub), rs in self._rules.items() if dom == tenant for r in _all_rules(rs)]
+        t = self._tenants.get(tenant)
+        found = [r for rs in t.rules.values() for r in _all_rules(rs)] if t is not None else []
         return [r.line for r in sorted(found, key=lambda r: r.index)]
 
     def stats(self) -> dict[str, Any]:
@@ -653,8 +710,9 @@ class PolicyEngine:
 def _all_rules(ruleset: _RuleSet) -> Iterable[_Rule]:
     for bucket in ruleset.exact.values():
         yield from bucket
-    for bucket in ruleset.prefixed.values():
-        yield from bucket
+    for d in ruleset.dirs.values():
+        for bucket in d.tails.values():
+            yield from bucket
 
 
 def _truthy(fn: Callable[[str], Any]) -> Callable[[str], bool]:
