@@ -23,7 +23,7 @@ def pw_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def inited(cli, pw_file: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    code, out, err = cli(
+    code, _out, err = cli(
         "pki", "init", "--org", "Acme Clinic", "--site", "ward-3", "--passphrase-file", str(pw_file)
     )
     assert code == 0, err
