@@ -83,9 +83,9 @@ def _targets(reports: list[str], out: str | None) -> list[tuple[str, Path]]:
         return [(reports[0], Path(out))]
     base = Path(out) if out else Path.cwd()
     if out and not base.is_dir():
-        if base.exists() or not base.parent.is_dir():
+        if base.exists():
             raise InputError(f"--out {out}: with several reports --out must be a directory")
-        base.mkdir(mode=0o755)
+        base.mkdir(mode=0o755, parents=True)
     return [(name, base / r[name].filename) for name in reports]
 
 

@@ -4,7 +4,8 @@
 SHA-256 of the result bytes, the signature over those bytes, the signing certificate and its chain. The
 certificate must carry the codeSigning EKU (the PKI's ``signing`` profile). ``edgesec evidence verify
 RESULT`` checks the digest, the signature, that the certificate was valid when the result was signed,
-and -- with ``--trust`` (a PEM bundle, e.g. the published trust bundle) -- that it chains to the site CA.
+and that it chains to the site CA and was not revoked (the site's published trust bundle by default,
+or ``--trust`` naming a bundle directory or a PEM file of CA certificates).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edgesec._fs import atomic_write, read_input_file
 from edgesec.config import LoadedConfig
-from edgesec.errors import InputError, UsageError, VerificationError
+from edgesec.errors import InputError, NotFound, UsageError, VerificationError
 
 SIG_FORMAT = "edgesec.detached-signature"
 SIG_VERSION = 1
@@ -101,18 +101,16 @@ def _algorithm(pub: Any) -> str:
 def load_signer(cfg: LoadedConfig, *, cert: str | None, key: str | None, name: str | None) -> Signer:
     """The signing credentials: files (``--sign-cert``/``--sign-key``) or a name in the site PKI."""
     if name:
-        try:
-            pki_api = importlib.import_module("edgesec.pki.api")
-        except ImportError:
-            raise UsageError("--sign-name needs the site PKI, which is not part of this build") from None
-        get = getattr(pki_api, "signing_credentials", None)
-        if get is None:
-            raise UsageError(
-                "this build's PKI cannot hand out signing credentials by name; use --sign-cert/--sign-key"
-            )
-        cert_pem, key_pem, chain_pem = get(cfg, name)
-        certs = _load_certs(cert_pem + b"".join(chain_pem), f"signing certificate {name}")
-        key_bytes = key_pem
+        from edgesec.pki.api import open_ca
+
+        ca = open_ca(cfg)
+        leaf_cert, leaf_key = ca.leaf(name)
+        if not isinstance(
+            leaf_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+        ):
+            raise InputError(f"signing key of {name} has an unsupported type {type(leaf_key).__name__}")
+        _check_signing_cert(leaf_cert, f"certificate {name}")
+        return Signer(leaf_cert, ca.chain_for(leaf_cert), leaf_key)
     else:
         if not cert or not key:
             raise UsageError("--sign needs --sign-cert and --sign-key, or --sign-name NAME")
@@ -171,7 +169,12 @@ def _chain_to(
     raise VerificationError("certificate chain is too long")
 
 
-def verify(result_path: Path, sig_path: Path | None = None, trust: Path | None = None) -> dict[str, Any]:
+def verify(
+    result_path: Path,
+    sig_path: Path | None = None,
+    trust: Path | None = None,
+    cfg: LoadedConfig | None = None,
+) -> dict[str, Any]:
     """Verify a signed result; returns what was checked, raises VerificationError (exit 1) if it is bad."""
     data = read_input_file(result_path, what="result")
     sig_path = sig_path or Path(str(result_path) + ".sig")
@@ -208,10 +211,32 @@ def verify(result_path: Path, sig_path: Path | None = None, trust: Path | None =
         "signed_at": signed_at.isoformat(),
         "chain_verified": False,
     }
-    if trust is not None:
+    if trust is not None and trust.is_file():
         anchors = _load_certs(read_input_file(trust, what="trust bundle"), str(trust))
         out["chain"] = _chain_to(leaf, chain, anchors, signed_at)
         out["chain_verified"] = True
+        out["trust"] = str(trust)
+    elif trust is not None or cfg is not None:
+        from edgesec.pki.api import TrustBundle, load_trust, verify_certificate
+
+        if trust is not None:
+            if not trust.is_dir():
+                raise InputError(f"trust bundle not found: {trust}")
+            bundle = TrustBundle.load(trust)
+        else:
+            assert cfg is not None
+            try:
+                bundle = load_trust(cfg)
+            except NotFound:
+                out["chain_note"] = "no site trust bundle here: give --trust to check the signer's chain"
+                return out
+        # The chain and the CRL are judged as of the signing time: a later expiry or CRL update does not
+        # make old evidence unverifiable, but a certificate revoked before signing fails.
+        v = verify_certificate([leaf, *chain], purpose="signing", trust=bundle, at=signed_at)
+        out["chain"] = [leaf.subject.rfc4514_string(), *[c.subject.rfc4514_string() for c in chain]]
+        out["chain_verified"] = True
+        out["trust"] = str(trust) if trust else "site trust bundle"
+        out["signer_serial"] = str(getattr(v, "serial", ""))
     return out
 
 
@@ -225,12 +250,25 @@ def mount_cli(app: typer.Typer) -> None:
             str | None, typer.Option("--signature", help="The .sig file, if elsewhere.")
         ] = None,
         trust: Annotated[
-            str | None, typer.Option("--trust", help="PEM bundle of the site CA to chain the signer to.")
+            str | None,
+            typer.Option(
+                "--trust",
+                help="CA certificates (PEM file) or a trust bundle directory (default: the site's).",
+            ),
         ] = None,
     ) -> None:
         """Verify a signed audit result: exit 0 valid, 1 tampered or untrusted, 2 unreadable."""
+        from edgesec._console import state
+
         doc = verify(
-            Path(result_file), Path(signature) if signature else None, Path(trust) if trust else None
+            Path(result_file),
+            Path(signature) if signature else None,
+            Path(trust) if trust else None,
+            cfg=state().config(),
         )
-        chain = " -> ".join(doc.get("chain", [])) if doc["chain_verified"] else "not checked (no --trust)"
+        chain = (
+            " -> ".join(doc.get("chain", []))
+            if doc["chain_verified"]
+            else doc.get("chain_note", "not checked")
+        )
         emit_result(doc, f"OK: {result_file} signed by {doc['signer']} at {doc['signed_at']}; chain: {chain}")

@@ -92,7 +92,6 @@ def systemd_units(cfg: LoadedConfig, job: PeriodicJob) -> dict[str, str]:
     writable = " ".join(sorted(set(job.writable)))
     service = f"""[Unit]
 Description={job.description}
-Documentation=man:edgesec(1)
 After=network.target
 
 [Service]

@@ -1,0 +1,150 @@
+"""Signed evidence: ``audit --sign`` with the site's signing certificate, ``evidence verify`` later."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.checks.conftest import Passes
+
+
+@pytest.fixture
+def site_signer(cli, home: Path) -> str:  # type: ignore[no-untyped-def]
+    code, _, err = cli("pki", "init", "--no-encrypt")
+    assert code == 0, err
+    code, _, err = cli("pki", "issue", "signing", "auditor")
+    assert code == 0, err
+    return "auditor"
+
+
+def test_signed_result_verifies_and_tampering_is_caught(
+    cli, use_checks, demo_profile, site_signer, home, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    use_checks(Passes)
+    out = tmp_path / "result.json"
+    code, _, err = cli(
+        "audit",
+        "--profile",
+        str(demo_profile),
+        "--report",
+        "json",
+        "--out",
+        str(out),
+        "--sign",
+        "--sign-name",
+        site_signer,
+    )
+    assert code == 0, err
+    sig = json.loads((tmp_path / "result.json.sig").read_text())
+    assert sig["format"] == "edgesec.detached-signature" and sig["algorithm"] == "ecdsa-sha256"
+    code, stdout, err = cli("--json", "evidence", "verify", str(out))
+    assert code == 0, err
+    doc = json.loads(stdout)["result"]
+    assert doc["chain_verified"] is True and doc["signer"].startswith("CN=auditor")
+    # A PEM file of the site root works as the trust anchor too.
+    code, stdout, err = cli(
+        "--json", "evidence", "verify", str(out), "--trust", str(home / "trust" / "root.pem")
+    )
+    assert code == 0, err
+    # One changed byte: exit 1, one line.
+    text = out.read_text()
+    out.write_text(text.replace('"PASS"', '"FAIL"', 1))
+    code, _, err = cli("evidence", "verify", str(out))
+    assert code == 1 and "modified after signing" in err
+    out.write_text(text)
+    # A real signature, but over other bytes (another run): the digest matches, the signature does not.
+    other = tmp_path / "other.json"
+    code, _, err = cli(
+        "audit",
+        "--profile",
+        str(demo_profile),
+        "--report",
+        "json",
+        "--out",
+        str(other),
+        "--sign",
+        "--sign-name",
+        site_signer,
+    )
+    assert code == 0, err
+    swapped = {**sig, "signature": json.loads((tmp_path / "other.json.sig").read_text())["signature"]}
+    (tmp_path / "bad.sig").write_text(json.dumps(swapped))
+    code, _, err = cli("evidence", "verify", str(out), "--signature", str(tmp_path / "bad.sig"))
+    assert code == 1 and "signature" in err and "invalid" in err
+    # Unreadable input: exit 2.
+    code, _, err = cli("evidence", "verify", str(tmp_path / "nope.json"))
+    assert code == 2
+    (tmp_path / "junk.sig").write_text("not json")
+    code, _, err = cli("evidence", "verify", str(out), "--signature", str(tmp_path / "junk.sig"))
+    assert code == 2
+
+
+def test_foreign_ca_is_rejected(cli, use_checks, demo_profile, site_signer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    use_checks(Passes)
+    out = tmp_path / "result.json"
+    code, _, err = cli(
+        "audit",
+        "--profile",
+        str(demo_profile),
+        "--report",
+        "json",
+        "--out",
+        str(out),
+        "--sign",
+        "--sign-name",
+        site_signer,
+    )
+    assert code == 0, err
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Other Root")])
+    now = dt.datetime.now(dt.UTC)
+    other = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=10))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = tmp_path / "other.pem"
+    pem.write_bytes(other.public_bytes(serialization.Encoding.PEM))
+    code, _, err = cli("evidence", "verify", str(out), "--trust", str(pem))
+    assert code == 1 and "does not chain" in err
+
+
+def test_sign_refuses_a_non_signing_certificate(cli, use_checks, demo_profile, site_signer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    use_checks(Passes)
+    code, _, err = cli("pki", "issue", "server", "web.site.internal", "--san", "DNS:web.site.internal")
+    assert code == 0, err
+    code, _, err = cli("pki", "export", "web.site.internal", "--pem", str(tmp_path / "web"))
+    assert code == 0, err
+    code, _, err = cli(
+        "audit",
+        "--profile",
+        str(demo_profile),
+        "--report",
+        "json",
+        "--out",
+        str(tmp_path / "r.json"),
+        "--sign",
+        "--sign-cert",
+        str(tmp_path / "web" / "cert.pem"),
+        "--sign-key",
+        str(tmp_path / "web" / "key.pem"),
+    )
+    assert code == 1 and "codeSigning" in err
+    assert not (tmp_path / "r.json").exists()  # refused before anything ran or was written
+    code, _, err = cli("audit", "--profile", str(demo_profile), "--sign")
+    assert code == 2 and "--sign-cert" in err

@@ -1,0 +1,71 @@
+"""``edgesec schedule install``: hardened systemd units (verified by systemd-analyze) or a cron.d file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+def test_systemd_units_are_hardened_and_verify(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = cli("--json", "schedule", "install", "--systemd", "--dir", str(tmp_path))
+    assert code == 0, err
+    doc = json.loads(out)["result"]
+    assert "audit" in doc["jobs"]
+    service = (tmp_path / "edgesec-audit.service").read_text()
+    timer = (tmp_path / "edgesec-audit.timer").read_text()
+    for line in (
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=CAP_NET_ADMIN",
+    ):
+        assert line in service
+    assert "audit --report json --report prom" in service and "--prom-textfile" in service
+    assert "OnCalendar=*-*-* 02:30:00" in timer and "Persistent=yes" in timer
+    if shutil.which("systemd-analyze"):
+        assert doc["verify"]["ran"] is True and doc["verify"]["problems"] == []
+    # Safe to re-run: identical files are left alone; a changed one is refused, nothing overwritten.
+    code, out, err = cli("--json", "schedule", "install", "--systemd", "--dir", str(tmp_path))
+    assert code == 0 and json.loads(out)["result"]["written"] == []
+    (tmp_path / "edgesec-audit.timer").write_text(timer + "# local edit\n")
+    code, _, err = cli("schedule", "install", "--systemd", "--dir", str(tmp_path))
+    assert code == 1 and "refusing to overwrite" in err
+    assert (tmp_path / "edgesec-audit.timer").read_text().endswith("# local edit\n")
+
+
+@pytest.mark.real("systemd-analyze")
+def test_systemd_analyze_accepts_the_service(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = cli("schedule", "install", "--systemd", "--dir", str(tmp_path))
+    assert code == 0, err
+    cp = subprocess.run(
+        [
+            "systemd-analyze",
+            "verify",
+            str(tmp_path / "edgesec-audit.service"),
+            str(tmp_path / "edgesec-audit.timer"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "edgesec-audit" not in cp.stderr, cp.stderr
+
+
+def test_cron_file(cli, tmp_path: Path, home: Path) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = cli("schedule", "install", "--cron", "--dir", str(tmp_path))
+    assert code == 0, err
+    text = (tmp_path / "edgesec").read_text()
+    (line,) = [ln for ln in text.splitlines() if ln and not ln.startswith("#") and "=" not in ln.split()[0]]
+    fields = line.split()
+    assert fields[:5] == ["30", "2", "*", "*", "*"] and fields[5] == "root"
+    assert f"--home {home}" in line and "audit" in line
+
+
+def test_schedule_usage_errors(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert cli("schedule", "install", "--dir", str(tmp_path))[0] == 2
+    assert cli("schedule", "install", "--systemd", "--cron", "--dir", str(tmp_path))[0] == 2
+    assert cli("schedule", "install", "--cron", "--dir", str(tmp_path / "missing"))[0] == 2
