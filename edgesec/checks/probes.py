@@ -244,7 +244,7 @@ def active_probe(host: str, port: int, protocol: str, timeout: float) -> dict[st
     except socket.gaierror as exc:
         return {"outcome": "blocked", "detail": f"name does not resolve: {exc.strerror}"}
     family, stype, proto, _canon, addr = infos[0]
-    peer = f"{addr[0]!s}:{addr[1]}"
+    peer = ":".join((str(addr[0]), str(addr[1])))
     with socket.socket(family, stype, proto) as s:
         s.settimeout(timeout)
         try:
