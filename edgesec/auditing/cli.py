@@ -179,3 +179,210 @@ def _print_lines(lines: list[str]) -> Any:
             con.print(line, markup=False)
 
     return show
+
+
+def _write_out(out: str, files: dict[str, str], force: bool) -> list[str]:
+    """Write generated files into ``out``; refuse to replace a different existing file."""
+    from edgesec._fs import atomic_write
+    from edgesec.errors import AlreadyExists
+
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in files.items():
+        target = d / name
+        if target.exists() and not force:
+            if target.read_text(encoding="utf-8", errors="replace") == text:
+                written.append(str(target))
+                continue  # same content: re-running is a no-op
+            raise AlreadyExists(
+                f"refusing to overwrite {target}", hint="use --force, or another --out directory"
+            )
+        atomic_write(target, text, mode=0o640)
+        written.append(str(target))
+    return written
+
+
+@gen_app.command("syslog-ng")
+def gen_syslog_ng(
+    out: Annotated[str, typer.Option("--out", help="Directory for syslog-ng.conf.")],
+    es: Annotated[
+        list[str] | None, typer.Option("--es", help="Elasticsearch URL (repeatable); default from config.")
+    ] = None,
+    ca: Annotated[
+        str | None, typer.Option("--ca", help="CA bundle verifying Elasticsearch (the site trust bundle).")
+    ] = None,
+    cert: Annotated[
+        str | None, typer.Option("--cert", help="Client certificate syslog-ng presents (site PKI).")
+    ] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Its private key.")] = None,
+    audit_log: Annotated[
+        str, typer.Option("--audit-log", help="auditd log file; '' to leave auditd out.")
+    ] = "/var/log/audit/audit.log",
+    journald: Annotated[
+        bool, typer.Option("--journald/--no-journald", help="Also ship the systemd journal.")
+    ] = False,
+    network_port: Annotated[
+        int | None,
+        typer.Option("--network-port", help="Also accept RFC 5425 syslog over TLS from other hosts."),
+    ] = None,
+    trusted_dn: Annotated[
+        list[str] | None, typer.Option("--trusted-dn", help="Accepted client DN pattern (repeatable).")
+    ] = None,
+    slog: Annotated[
+        bool, typer.Option("--slog", help="Also write the syslog-ng-mod-slog secure-logging variant.")
+    ] = False,
+    buffer_dir: Annotated[
+        str, typer.Option("--buffer-dir", help="Disk buffer directory.")
+    ] = "/var/lib/syslog-ng/edgesec",
+    force: Annotated[bool, typer.Option("--force", help="Replace existing files in --out.")] = False,
+) -> None:
+    """Generate a complete syslog-ng 3.38 config: sources, ECS mapping, archive, Elasticsearch over mTLS."""
+    from edgesec.auditing.syslogng import NetworkSource, PipelineOptions, render
+
+    cfg = state().config()
+    a = cfg.settings.auditing
+    trust = cfg.path_in_home(cfg.settings.pki.trust_bundle_dir, "trust")
+    trail = cfg.path_in_home(a.trail_dir, "audit") / "trail.jsonl"
+    network = None
+    if network_port is not None:
+        network = NetworkSource(
+            port=network_port,
+            ca_file=ca or str(trust / "ca-bundle.pem"),
+            cert_file=cert or "/etc/edgesec/syslog/server.pem",
+            key_file=key or "/etc/edgesec/syslog/server.key",
+            trusted_dn=tuple(trusted_dn or ()),
+        )
+    opts = PipelineOptions(
+        trail_file=str(trail.absolute()),
+        audit_log=audit_log or None,
+        journald=journald,
+        network=network,
+        local_syslog=a.syslog if a.syslog != "off" else "tcp",
+        local_syslog_port=a.syslog_port,
+        local_syslog_socket=a.syslog_socket if a.syslog_socket != "/dev/log" else "/run/edgesec/syslog.sock",
+        es_urls=tuple(es or a.elasticsearch_urls or ["https://127.0.0.1:9200"]),
+        ca_file=ca or str((trust / "ca-bundle.pem").absolute()),
+        cert_file=cert or "/etc/edgesec/syslog-ng/client.pem",
+        key_file=key or "/etc/edgesec/syslog-ng/client.key",
+        index_prefix=a.index_prefix,
+        archive_dir=a.archive_dir,
+        disk_buffer_dir=buffer_dir,
+        site=cfg.settings.site.name,
+        slog=slog,
+    )
+    files = _write_out(out, render(opts), force)
+    result(
+        {"files": files},
+        _print_lines([f"wrote {f}" for f in files] + ["check it: syslog-ng --syntax-only -f " + files[0]]),
+    )
+
+
+def _elastic_options() -> Any:
+    from edgesec.auditing.elastic import ElasticOptions, retention_for
+
+    cfg = state().config()
+    a = cfg.settings.auditing
+    days, why = retention_for(cfg.settings.site.profile, a.retention_days)
+    return ElasticOptions(index_prefix=a.index_prefix, retention_days=days, retention_reason=why)
+
+
+@gen_app.command("elastic")
+def gen_elastic(
+    out: Annotated[str, typer.Option("--out", help="Directory for the templates, ILM policy and pipeline.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace existing files in --out.")] = False,
+) -> None:
+    """Generate composable index templates (ECS mappings), the ILM policy and the ingest pipeline."""
+    from edgesec.auditing.elastic import render_files
+
+    o = _elastic_options()
+    files = _write_out(out, render_files(o), force)
+    result(
+        {"files": files, "retention_days": o.retention_days, "retention_reason": o.retention_reason},
+        _print_lines(
+            [f"wrote {f}" for f in files] + [f"retention {o.retention_days} days: {o.retention_reason}"]
+        ),
+    )
+
+
+EsOpt = Annotated[str | None, typer.Option("--es", help="Elasticsearch URL (default: first configured).")]
+CaOpt = Annotated[str | None, typer.Option("--ca", help="CA bundle verifying Elasticsearch.")]
+CertOpt = Annotated[str | None, typer.Option("--cert", help="Client certificate (mutual TLS).")]
+KeyOpt = Annotated[str | None, typer.Option("--key", help="Its private key.")]
+
+
+def _client(es: str | None, ca: str | None, cert: str | None, key: str | None) -> Any:
+    from edgesec.auditing.elastic import make_client
+
+    cfg = state().config()
+    url = es or next(iter(cfg.settings.auditing.elasticsearch_urls), None)
+    if not url:
+        raise InputError("no Elasticsearch URL", hint="pass --es URL or set [auditing] elasticsearch_urls")
+    if ca is None:
+        bundle = cfg.path_in_home(cfg.settings.pki.trust_bundle_dir, "trust") / "ca-bundle.pem"
+        ca = str(bundle) if bundle.is_file() else None
+    return make_client(url, ca=ca, cert=cert, key=key)
+
+
+@auditlog_app.command("push")
+def push_cmd(es: EsOpt = None, ca: CaOpt = None, cert: CertOpt = None, key: KeyOpt = None) -> None:
+    """Install the index templates, ILM policy and ingest pipeline (safe to re-run)."""
+    from edgesec.auditing.elastic import push
+
+    client = _client(es, ca, cert, key)
+    try:
+        done = push(client, _elastic_options())
+    finally:
+        client.close()
+    result({"installed": done}, _print_lines([f"PUT {d['path']}" for d in done]))
+
+
+@auditlog_app.command("ship")
+def ship_cmd(
+    es: EsOpt = None,
+    ca: CaOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    trail: TrailOpt = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, max=10000, help="Records per bulk request.")] = 500,
+    state_file: Annotated[str | None, typer.Option("--state", help="Resume state file.")] = None,
+) -> None:
+    """Bulk-index the trail, resuming after the last acknowledged record; ids make reruns harmless."""
+    from edgesec.auditing.elastic import ship
+
+    cfg = state().config()
+    d = _trail_dir(trail)
+    if not d.is_dir():
+        raise NotFound(f"no audit trail at {d}")
+    sp = Path(state_file or cfg.settings.auditing.ship_state or d / "ship.state")
+    client = _client(es, ca, cert, key)
+    try:
+        rep = ship(client, d, sp, prefix=cfg.settings.auditing.index_prefix, batch=batch)
+    finally:
+        client.close()
+    result(
+        rep,
+        f"shipped records {rep['from'] + 1}..{rep['to']}: {rep['created']} new, {rep['already_present']} already present",
+    )
+
+
+@auditlog_app.command("lint")
+def lint_cmd(config: Annotated[str, typer.Argument(help="A syslog-ng configuration file.")]) -> None:
+    """Flag known mistakes in a syslog-ng config (Beats port, _type, no disk buffer, no TLS checks...)."""
+    from edgesec._fs import read_input_file
+    from edgesec.auditing.lint import ERROR, lint_config
+
+    raw = read_input_file(Path(config), what="syslog-ng config", limit=8 * 1024 * 1024)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{config}: not UTF-8 text") from None
+    findings = lint_config(text)
+    errors = sum(1 for f in findings if f.severity == ERROR)
+    lines = [f"{config}:{f.line}: {f.severity}: [{f.rule}] {f.message}\n  fix: {f.fix}" for f in findings]
+    lines.append(f"{len(findings)} finding(s), {errors} error(s)")
+    result(
+        {"findings": [f.to_dict() for f in findings], "errors": errors},
+        _print_lines(lines),
+        exit_code=1 if errors else 0,
+    )

@@ -1,0 +1,256 @@
+"""Check an existing syslog-ng configuration for the mistakes that lose or corrupt audit logs.
+
+A pattern scan over the config text (comments stripped), not a full parser: each rule names a
+mistake seen in configs copied from blogs and answers, why it matters, and the fix.
+
+Rules:
+
+* ``beats-port`` -- ``tcp()``/``network()``/``syslog()`` to port 5044: that is Logstash's Beats
+  (Lumberjack) input, which cannot read syslog-ng's output;
+* ``es-type`` -- ``elasticsearch-http()`` with a non-empty ``type()``: Elasticsearch 8 rejects ``_type``;
+* ``es-type-missing`` -- ``elasticsearch-http()`` without ``type()``: 3.38 requires it (``type("")``);
+* ``no-disk-buffer`` -- an Elasticsearch/HTTP/network destination without ``disk-buffer()``: an outage
+  longer than the memory queue loses logs;
+* ``disk-buffer-unreliable`` -- ``disk-buffer()`` without ``reliable(yes)``: a crash loses what is in memory;
+* ``tls-no-verify`` -- ``peer-verify(no)``/``optional-untrusted``/``optional-trusted``: a man in the middle
+  reads or drops the audit stream;
+* ``http-no-tls`` -- an ``http://`` URL for Elasticsearch: logs cross the network in clear text;
+* ``no-archive`` -- no ``file()`` destination: no local copy when the central cluster is unreachable;
+* ``literal-template-name`` -- ``template("name")`` where ``name`` is a defined template: 3.38 sends
+  the word itself; use ``template("$(template name)")``;
+* ``format-json-cast`` -- ``format-json`` without ``--no-cast`` or type hints sends every number as a
+  string (a warning: ES coerces, but ECS ``long`` fields become strings in ``_source``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+ERROR = "error"
+WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class LintFinding:
+    """One mistake: rule id, severity, line (1-based), message and fix."""
+
+    rule: str
+    severity: str
+    line: int
+    message: str
+    fix: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "rule": self.rule,
+            "severity": self.severity,
+            "line": self.line,
+            "message": self.message,
+            "fix": self.fix,
+        }
+
+
+def _strip_comments(text: str) -> str:
+    """Remove ``#`` comments outside quoted strings, keeping line numbers."""
+    out = []
+    for line in text.splitlines():
+        q: str | None = None
+        cut = len(line)
+        i = 0
+        while i < len(line):
+            c = line[i]
+            if q:
+                if c == "\\" and q == '"':
+                    i += 2
+                    continue
+                if c == q:
+                    q = None
+            elif c in "\"'":
+                q = c
+            elif c == "#":
+                cut = i
+                break
+            i += 1
+        out.append(line[:cut])
+    return "\n".join(out)
+
+
+def _blocks(text: str, keyword: str) -> list[tuple[int, str]]:
+    """``keyword( ... )`` calls with balanced parentheses: (start line, body)."""
+    found = []
+    for m in re.finditer(r"(?<![\w-])" + re.escape(keyword) + r"\s*\(", text):
+        depth, i, q = 1, m.end(), None
+        while i < len(text) and depth:
+            c = text[i]
+            if q:
+                if c == "\\" and q == '"':
+                    i += 1
+                elif c == q:
+                    q = None
+            elif c in "\"'":
+                q = c
+            elif c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+            i += 1
+        found.append((text.count("\n", 0, m.start()) + 1, text[m.end() : i - 1]))
+    return found
+
+
+def _line_of(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+def lint_config(text: str) -> list[LintFinding]:
+    """Every finding in a syslog-ng configuration text, in line order."""
+    t = _strip_comments(text)
+    f: list[LintFinding] = []
+
+    for kw in ("tcp", "network", "syslog", "tcp6"):
+        for line, body in _blocks(t, kw):
+            if re.search(r"\bport\s*\(\s*\"?5044\"?\s*\)", body) or re.search(
+                r"^\s*\"[^\"]+\"\s+port\s*\(\s*5044", body
+            ):
+                f.append(
+                    LintFinding(
+                        "beats-port",
+                        ERROR,
+                        line,
+                        f"{kw}() to port 5044: that is Logstash's Beats (Lumberjack) input, which cannot read syslog",
+                        "send to Elasticsearch with http()/elasticsearch-http(), or to a Logstash tcp input with the json_lines codec",
+                    )
+                )
+
+    es_blocks = _blocks(t, "elasticsearch-http")
+    for line, body in es_blocks:
+        m = re.search(r"\btype\s*\(\s*\"([^\"]*)\"\s*\)", body)
+        if m is None:
+            f.append(
+                LintFinding(
+                    "es-type-missing",
+                    ERROR,
+                    line,
+                    "elasticsearch-http() without type(): syslog-ng 3.38 requires it",
+                    'add type("") -- an empty type omits _type, which Elasticsearch 8 rejects',
+                )
+            )
+        elif m.group(1):
+            f.append(
+                LintFinding(
+                    "es-type",
+                    ERROR,
+                    line,
+                    f'elasticsearch-http() with type("{m.group(1)}"): Elasticsearch 8 rejects _type in bulk requests',
+                    'use type("")',
+                )
+            )
+    outputs = [(ln, b, "elasticsearch-http") for ln, b in es_blocks] + [
+        (ln, b, "http") for ln, b in _blocks(t, "http")
+    ]
+    for kw in ("network", "syslog", "tcp", "tcp6"):
+        for ln, b in _blocks(t, kw):
+            # Destinations only: a source has no remote address as its first argument.
+            if re.match(r"\s*\"", b) and _in_destination(t, ln):
+                outputs.append((ln, b, kw))
+    for line, body, kw in outputs:
+        if "disk-buffer" not in body:
+            f.append(
+                LintFinding(
+                    "no-disk-buffer",
+                    ERROR,
+                    line,
+                    f"{kw}() destination without disk-buffer(): logs are lost when the target is down longer than the memory queue lasts",
+                    "add disk-buffer(reliable(yes) dir(...) disk-buf-size(...))",
+                )
+            )
+        else:
+            for _, db in _blocks(body, "disk-buffer"):
+                if not re.search(r"\breliable\s*\(\s*(yes|1|on)\s*\)", db):
+                    f.append(
+                        LintFinding(
+                            "disk-buffer-unreliable",
+                            WARNING,
+                            line,
+                            f"{kw}() disk-buffer() without reliable(yes): what is in memory is lost on a crash",
+                            "use disk-buffer(reliable(yes) ...)",
+                        )
+                    )
+        for m in re.finditer(r"\burl\s*\(([^)]*)\)", body):
+            if "http://" in m.group(1):
+                f.append(
+                    LintFinding(
+                        "http-no-tls",
+                        ERROR,
+                        line,
+                        f"{kw}() sends audit logs over plain http://",
+                        "use https:// with tls(ca-file() cert-file() key-file() peer-verify(yes))",
+                    )
+                )
+
+    for m in re.finditer(
+        r"\bpeer-verify\s*\(\s*\"?(no|optional-untrusted|optional-trusted|0|off)\"?\s*\)", t
+    ):
+        f.append(
+            LintFinding(
+                "tls-no-verify",
+                ERROR,
+                _line_of(t, m.start()),
+                f"peer-verify({m.group(1)}): the other side is not verified",
+                "use peer-verify(yes) on destinations and peer-verify(required-trusted) with trusted-dn() on sources",
+            )
+        )
+
+    if not any(_in_destination(t, ln) for ln, _ in _blocks(t, "file")):
+        f.append(
+            LintFinding(
+                "no-archive",
+                WARNING,
+                1,
+                "no file() destination: no local archive while the central cluster is unreachable",
+                "add a file() destination with date macros in the path and perm(0600)",
+            )
+        )
+
+    names = set(re.findall(r"(?<![\w-])template\s+([A-Za-z_][\w-]*)\s*\{", t))
+    for m in re.finditer(r"(?<![\w-])template\s*\(\s*\"([A-Za-z_][\w-]*)\"\s*\)", t):
+        if m.group(1) in names:
+            f.append(
+                LintFinding(
+                    "literal-template-name",
+                    ERROR,
+                    _line_of(t, m.start()),
+                    f'template("{m.group(1)}") is sent as the literal text "{m.group(1)}" in 3.38',
+                    f'use template("$(template {m.group(1)})")',
+                )
+            )
+
+    for m in re.finditer(r"\$\(format-json\b([^)]*)", t):
+        args = m.group(1)
+        if "--no-cast" not in args and not re.search(
+            r"\b(int64|int32|double|boolean|datetime)\(", t[m.start() : m.start() + 4000]
+        ):
+            f.append(
+                LintFinding(
+                    "format-json-cast",
+                    WARNING,
+                    _line_of(t, m.start()),
+                    "format-json sends every value as a string in 3.38",
+                    "add type hints such as int64(${PID}) or --no-cast",
+                )
+            )
+    return sorted(f, key=lambda x: (x.line, x.rule))
+
+
+def _in_destination(text: str, line: int) -> bool:
+    """Whether ``line`` is inside a ``destination NAME { ... }`` block (by brace depth)."""
+    lines = text.splitlines()
+    upto = "\n".join(lines[: line - 1]) + "\n" + (lines[line - 1] if line - 1 < len(lines) else "")
+    last = None
+    for m in re.finditer(r"(?<![\w-])(source|destination|log|parser|rewrite|filter|options)\b[^{;]*\{", upto):
+        last = m
+    if last is None or last.group(1) != "destination":
+        return False
+    seg = upto[last.end() :]
+    return seg.count("{") >= seg.count("}")
