@@ -1362,20 +1362,32 @@ def build_crl(
 
 
 def load_csr(data: bytes) -> x509.CertificateSigningRequest:
-    """A CSR from PEM or DER, with a valid self-signature; one line on anything else."""
+    """A CSR from PEM or DER, with a valid self-signature and parseable subject, key and extensions; one
+    line on anything else."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+
     try:
         if b"-----BEGIN" in data:
             csr = x509.load_pem_x509_csr(data)
         else:
             csr = x509.load_der_x509_csr(data)
-    except ValueError:
+    except (ValueError, UnsupportedAlgorithm):
         raise InputError("the file is not a valid PEM or DER certificate signing request") from None
     try:
+        csr.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise InputError(f"the CSR's public key is unsupported or malformed: {exc}") from None
+    try:
         ok = csr.is_signature_valid
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         ok = False
     if not ok:
         raise InputError("the CSR's signature is invalid (it was altered or not signed by its key)")
+    try:
+        csr.subject.rfc4514_string()
+        list(csr.extensions)
+    except (ValueError, UnsupportedAlgorithm):
+        raise InputError("the CSR's subject or extensions are malformed") from None
     return csr
 
 

@@ -91,7 +91,7 @@ def test_concurrent_issuers(home: Path) -> None:
     CertificateAuthority.init(home, org="Clinic", passphrase=PASSPHRASE).close()
     procs = [_worker(home, "a", 25), _worker(home, "b", 25), _worker(home, "c", 5, batch=10)]
     for p in procs:
-        out, err = p.communicate(timeout=120)
+        _out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
     assert assert_consistent(home) == 25 + 25 + 50
 
