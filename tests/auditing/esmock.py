@@ -25,10 +25,11 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
@@ -88,6 +89,71 @@ class RestSpec:
                     return f"{method} {path}: content type {ctype} not accepted by {name}"
             return None
         return f"{method} {path}: " + ("method not allowed" if matched_path else "no such API")
+
+
+def _ts_props(text: str, start: str) -> dict[str, bool]:
+    """Properties of a TypeScript class/body block in the ES spec: name -> required."""
+    i = text.index(start)
+    depth, j = 0, i
+    while True:
+        c = text[j]
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                break
+        j += 1
+    block = re.sub(r"/\*\*.*?\*/", "", text[i:j], flags=re.S)
+    props = {}
+    for m in re.finditer(r"^\s{2,4}([A-Za-z_@][\w]*)(\??):", block, flags=re.M):
+        props[m.group(1)] = m.group(2) != "?"
+    return props
+
+
+class BodySpec:
+    """Body shapes of the PUT APIs ``push`` calls, from the spec's TypeScript request definitions."""
+
+    FILES: ClassVar[dict[str, str]] = {
+        "/_component_template/": "cluster_put_component_template_ClusterPutComponentTemplateRequest.ts",
+        "/_index_template/": "indices_put_index_template_IndicesPutIndexTemplateRequest.ts",
+        "/_ilm/policy/": "ilm_put_lifecycle_PutLifecycleRequest.ts",
+        "/_ingest/pipeline/": "ingest_put_pipeline_PutPipelineRequest.ts",
+    }
+
+    def __init__(self, ts_dir: Path) -> None:
+        self.bodies = {k: _ts_props((ts_dir / f).read_text(), "body: {") for k, f in self.FILES.items()}
+        phase = (ts_dir / "ilm__types_Phase.ts").read_text()
+        self.phases = _ts_props(phase, "export class Phases {")
+        self.phase = _ts_props(phase, "export class Phase {")
+        self.actions = _ts_props(phase, "export class Actions {")
+
+    def check(self, path: str, body: Any) -> str | None:
+        for prefix, props in self.bodies.items():
+            if not path.startswith(prefix):
+                continue
+            if not isinstance(body, dict):
+                return f"PUT {path}: body is not an object"
+            extra = set(body) - set(props)
+            missing = {k for k, req in props.items() if req} - set(body)
+            if extra or missing:
+                return f"PUT {path}: unknown keys {sorted(extra)}, missing {sorted(missing)}"
+            if prefix == "/_ilm/policy/":
+                pol = body.get("policy") or {}
+                for name, ph in (pol.get("phases") or {}).items():
+                    if name not in self.phases:
+                        return f"PUT {path}: unknown ILM phase {name}"
+                    if set(ph) - set(self.phase):
+                        return f"PUT {path}: unknown keys in phase {name}"
+                    bad = set(ph.get("actions") or {}) - set(self.actions)
+                    if bad:
+                        return f"PUT {path}: unknown ILM actions {sorted(bad)}"
+            if prefix == "/_index_template/" and not body.get("index_patterns"):
+                return f"PUT {path}: an index template needs index_patterns"
+            if prefix == "/_ingest/pipeline/" and not isinstance(body.get("processors"), list):
+                return f"PUT {path}: a pipeline needs a processors list"
+            return None
+        return None
 
 
 class EcsSchema:
@@ -205,6 +271,7 @@ class FakeElasticsearch:
     ) -> None:
         self.spec = RestSpec(conformance / "elasticsearch")
         self.ecs = EcsSchema(conformance / "ecs")
+        self.bodies = BodySpec(conformance / "elasticsearch" / "ts-8.19")
         self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca))
         self.ctx.load_cert_chain(str(cert), str(key))
         self.ctx.verify_mode = ssl.CERT_REQUIRED
@@ -219,7 +286,9 @@ class FakeElasticsearch:
         self.bad_bodies: list[bytes] = []
         self.conflicts = 0
         self.client_subjects: set[str] = set()
-        self.reject_ids: set[str] = set()  # ids answered as mapping errors (to test dead-letter handling)
+        self.reject_ids: set[str] = set()
+        self.handshake_failures = 0
+        self.bulk_delay = 0.0  # seconds each bulk request takes (to kill a client mid-run)  # ids answered as mapping errors (to test dead-letter handling)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._conns: set[socket.socket] = set()
@@ -240,6 +309,9 @@ class FakeElasticsearch:
             daemon_threads = True
             allow_reuse_address = True
             request_queue_size = 128
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                outer.handshake_failures += 1  # a client without a valid certificate: refused, quietly
 
             def get_request(self) -> tuple[socket.socket, Any]:
                 sock, addr = self.socket.accept()
@@ -312,12 +384,17 @@ class FakeElasticsearch:
                 "tagline": "You Know, for Search",
             }
         if u.path.endswith("/_bulk"):
+            if self.bulk_delay:
+                time.sleep(self.bulk_delay)
             return self._bulk(body, u.path)
         if method == "PUT":
             try:
                 doc = json.loads(body)
             except ValueError:
                 return self._bad(400, f"PUT {u.path}: body is not JSON")
+            why = self.bodies.check(u.path, doc)
+            if why:
+                return self._bad(400, why)
             with self.lock:
                 self.resources[u.path] = doc
             return 200, {"acknowledged": True}
