@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -58,9 +57,8 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="worker processes (default: authz.workers)")] = None,
 ) -> None:
     """Run the ForwardAuth service (/auth, /healthz, /readyz, /metrics)."""
-    import uvicorn
-
     from edgesec import auditing
+    from edgesec.authz.server import run_server
 
     cfg = state().config()
     s = cfg.settings.authz
@@ -78,23 +76,7 @@ def serve(
         warn(f"trust bundle: {trust.error} (client certificates are refused until it loads)")
     auditing.current_trail()
     info(f"edgesec authz listening on http://{h}:{p} ({w} worker{'s' if w > 1 else ''})")
-    if w == 1:
-        uvicorn.run(app, host=h, port=p, log_level="warning", access_log=False, server_header=False)
-    else:
-        # Worker processes rebuild the app from the same config through the factory.
-        if cfg.path is not None:
-            os.environ["EDGESEC_CONFIG"] = str(cfg.path)
-        os.environ["EDGESEC_HOME"] = str(cfg.home)
-        uvicorn.run(
-            "edgesec.authz.service:app_from_environment",
-            factory=True,
-            host=h,
-            port=p,
-            workers=w,
-            log_level="warning",
-            access_log=False,
-            server_header=False,
-        )
+    run_server(app, h, p, w)
     result({"host": h, "port": p, "workers": w, "stopped": True}, None)
 
 

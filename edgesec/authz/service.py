@@ -490,15 +490,6 @@ def create_app(
     return app
 
 
-def app_from_environment() -> Any:
-    """uvicorn factory for ``serve --workers N``: each worker builds the app from the site config."""
-    from edgesec.authz.cli import trust_dir_of
-    from edgesec.config import load_config
-
-    cfg = load_config(None, None)
-    return create_app(cfg.settings.authz, trust_dir=trust_dir_of(cfg))
-
-
 def readiness(authz: Authorizer) -> dict[str, Any]:
     """What ``/readyz`` answers: ready only with a policy and a fresh trust bundle and CRL."""
     p = authz.policy

@@ -1,0 +1,94 @@
+"""Running the service: one process, or a small pre-fork supervisor for ``--workers N``.
+
+uvicorn's own multi-worker supervisor answers SIGHUP by restarting every worker, which drops the
+keep-alive connections a proxy has open (a failed forward-auth call is a failed user request). Here the
+parent binds the socket once, forks N workers that share it, and forwards SIGHUP to them: each worker
+reloads its policy and trust bundle in place, and no connection is closed. A worker that dies is
+replaced; SIGTERM/SIGINT stop the workers gracefully.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from types import FrameType
+from typing import Any
+
+__all__ = ["run_server"]
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _server(app: Any, host: str, port: int) -> Any:
+    import uvicorn
+
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, server_header=False, lifespan="on"
+    )
+    return uvicorn.Server(config)
+
+
+def run_server(app: Any, host: str, port: int, workers: int) -> None:
+    """Serve ``app`` until SIGTERM/SIGINT; with ``workers > 1`` in forked worker processes."""
+    if workers <= 1:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the lifespan installs the reload handler
+        _server(app, host, port).run()
+        return
+    sock = _bind(host, port)
+    children: dict[int, int] = {}  # pid -> slot
+    stopping = False
+
+    def spawn(slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, signal.SIG_DFL)
+                # Until the app's lifespan installs its reload handler, a SIGHUP must not kill the worker.
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                _server(app, host, port).run(sockets=[sock])
+            except BaseException:  # noqa: BLE001 -- a worker must never return into the parent's loop
+                code = 1
+            os._exit(code)
+        children[pid] = slot
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+            signum = signal.SIGTERM
+        for pid in list(children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    for slot in range(workers):
+        spawn(slot)
+    try:
+        while children:
+            try:
+                pid, _status = os.wait()
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            slot = children.pop(pid, -1)
+            if slot >= 0 and not stopping:
+                time.sleep(0.5)  # a crash loop must not spin the CPU
+                spawn(slot)
+    finally:
+        sock.close()

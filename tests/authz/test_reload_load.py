@@ -1,0 +1,132 @@
+"""Hot reload under load: ``wrk`` hammers a real ``edgesec authz serve`` while the policy is rewritten,
+broken and SIGHUP'd; not one request may fail or change its answer."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.authz.conftest import HOST, SiteCA, bank_files, free_port
+
+LUA = """
+wrk.method = "GET"
+wrk.headers["X-Forwarded-Method"] = "POST"
+wrk.headers["X-Forwarded-Uri"] = "/v1/chat-messages"
+wrk.headers["X-Forwarded-Host"] = "{host}"
+wrk.headers["X-Forwarded-Proto"] = "https"
+wrk.headers["X-Forwarded-Tls-Client-Cert"] = "{cert}"
+"""
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"serve exited: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("serve did not start")
+
+
+@pytest.mark.real("wrk")
+@pytest.mark.slow
+def test_reload_under_wrk_load_fails_no_request(site_ca: SiteCA, tmp_path: Path, home: Path) -> None:
+    files = bank_files(tmp_path)
+    port = free_port()
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text(
+        f"""
+[authz]
+port = {port}
+policy_dir = "{files.policy.parent}"
+trust_dir = "{site_ca.trust}"
+identity_order = ["cert"]
+reload_interval_s = 0.1
+[authz.tenant_hosts]
+"{HOST}" = "branch"
+"""
+    )
+    cfg.chmod(0o600)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgesec", "--config", str(cfg), "authz", "serve"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "EDGESEC_HOME": str(home)},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc)
+        lua = tmp_path / "auth.lua"
+        lua.write_text(LUA.format(host=HOST, cert=site_ca.der_b64("alice")))
+        good = files.policy.read_text()
+        stop = threading.Event()
+        changes = {"writes": 0, "broken": 0, "hups": 0}
+
+        def churn() -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                tmp = files.policy.with_suffix(".tmp")
+                if i % 5 == 0:
+                    files.policy.write_text(good + "\np, role:teller, branch\n")  # broken: last good stays
+                    changes["broken"] += 1
+                else:
+                    tmp.write_text(good + f"\np, role:teller, branch, /extra/{i}, GET, allow\n")
+                    os.replace(tmp, files.policy)
+                    changes["writes"] += 1
+                if i % 3 == 0:
+                    proc.send_signal(signal.SIGHUP)
+                    changes["hups"] += 1
+                time.sleep(0.15)
+
+        t = threading.Thread(target=churn)
+        t.start()
+        try:
+            w = subprocess.run(
+                ["wrk", "-t1", "-c4", "-d4s", "--timeout", "5s", "-s", str(lua), f"{url}/auth"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            stop.set()
+            t.join()
+        assert w.returncode == 0, w.stderr
+        out = w.stdout
+        assert "requests in" in out, out
+        requests = int(out.split(" requests in")[0].split()[-1])
+        assert requests > 100, out
+        assert "Non-2xx" not in out, out
+        assert "Socket errors" not in out, out
+        assert changes["writes"] >= 5 and changes["broken"] >= 1 and changes["hups"] >= 2
+        files.policy.write_text(good)
+        time.sleep(0.5)
+        ready = httpx.get(url + "/readyz", timeout=5).json()
+        assert ready["policy"]["ok"] is True and ready["policy"]["generation"] > 3
+        metrics = httpx.get(url + "/metrics", timeout=5).text
+        assert 'edgesec_authz_reloads_total{kind="policy",result="error"}' in metrics
+        assert 'edgesec_authz_decisions_total{outcome="deny"}' not in metrics or (
+            'edgesec_authz_decisions_total{outcome="deny"} 0.0' in metrics
+        )
+        print(f"wrk: {requests} requests, 0 failed, while {changes} policy changes")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
+        if proc.stderr is not None:
+            proc.stderr.close()
