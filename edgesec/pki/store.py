@@ -72,6 +72,8 @@ from edgesec.pki.trust import (
 SCHEMA_VERSION = 1
 _CONSTANT_META = frozenset({"org", "site", "key_type", "name_constraints", "encrypted", "offline_root"})
 DB_FILE = "inventory.db"
+STATUS_FILE = "status.json"
+STATUS_WINDOW_DAYS = 120
 LOCK_FILE = "lock"
 CA_DIR = "ca"
 # Backdate notBefore a little so a client whose clock runs slightly behind still accepts a fresh cert.
@@ -124,6 +126,7 @@ CREATE TABLE IF NOT EXISTS certs (
 CREATE UNIQUE INDEX IF NOT EXISTS certs_current_name ON certs(name) WHERE current = 1;
 CREATE INDEX IF NOT EXISTS certs_name ON certs(name);
 CREATE INDEX IF NOT EXISTS certs_revoked ON certs(issuer_id) WHERE revoked_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS certs_expiry ON certs(not_after) WHERE current = 1 AND revoked_at IS NULL;
 CREATE TABLE IF NOT EXISTS crls (
     id INTEGER PRIMARY KEY,
     issuer_id INTEGER NOT NULL REFERENCES cas(id),
@@ -327,6 +330,33 @@ class CertificateAuthority:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            self._write_status(conn)
+
+    def _write_status(self, conn: sqlite3.Connection) -> None:
+        """Refresh ``status.json``: what the pki checks read (they see the host only through file probes,
+        not SQLite). Derived data, rewritten after every committed change, so not fsynced."""
+        now = self.clock()
+        horizon = now + dt.timedelta(days=STATUS_WINDOW_DAYS)
+        rows = conn.execute(
+            "SELECT name, serial, profile, not_after FROM certs WHERE current = 1 AND revoked_at IS NULL"
+            " AND not_after < ? ORDER BY not_after",
+            (_iso(horizon),),
+        ).fetchall()
+        counts = dict(
+            conn.execute(
+                "SELECT key_type, COUNT(*) FROM certs WHERE current = 1 AND revoked_at IS NULL AND not_after > ?"
+                " GROUP BY key_type",
+                (_iso(now),),
+            ).fetchall()
+        )
+        doc = {
+            "format": 1,
+            "written_at": _iso(now),
+            "window_days": STATUS_WINDOW_DAYS,
+            "expiring": [{"name": r[0], "serial": r[1], "profile": r[2], "not_after": r[3]} for r in rows],
+            "valid_by_key_type": counts,
+        }
+        atomic_write(self.dir / STATUS_FILE, json.dumps(doc, indent=1) + "\n", mode=0o600, durable=False)
 
     def meta(self, key: str, default: str | None = None) -> str | None:
         # Settled at init and never changed afterwards: cache them.

@@ -1,0 +1,88 @@
+"""The ``pki`` check family against real stores on disk (read through the live file probe)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+from edgesec.checks.interface import CheckContext, Finding, Status
+from edgesec.checks.pki import CHECKS
+from edgesec.checks.probes import FixedClock, LiveSystem
+from edgesec.config import load_config
+from edgesec.pki.api import CertificateAuthority
+from edgesec.pki.trust import utcnow
+
+from .conftest import PASSPHRASE
+
+
+def _run(home: Path, at: dt.datetime | None = None) -> dict[str, list[Finding]]:
+    ctx = CheckContext(
+        system=LiveSystem(), clock=FixedClock(at or utcnow()), config=load_config(None, str(home))
+    )
+    return {c.meta.id: list(c().run(ctx)) for c in CHECKS}
+
+
+def _statuses(fs: list[Finding]) -> set[Status]:
+    return {f.status for f in fs}
+
+
+def test_skip_without_ca(home: Path) -> None:
+    for cid, fs in _run(home).items():
+        assert [f.status for f in fs] == [Status.SKIP], cid
+        assert "pki init" in fs[0].message
+
+
+def test_healthy_ca(ca: CertificateAuthority, home: Path) -> None:
+    ca.issue_client("alice")
+    res = _run(home)
+    assert _statuses(res["pki.ca-validity"]) == {Status.PASS}
+    assert _statuses(res["pki.crl-freshness"]) == {Status.PASS}
+    assert _statuses(res["pki.weak-algorithms"]) == {Status.PASS}
+    assert _statuses(res["pki.leaf-expiry"]) == {Status.PASS}
+    kp = res["pki.key-protection"]
+    assert {f.status for f in kp if f.resource and f.resource.endswith("intermediate-1.key")} == {Status.PASS}
+    assert any(f.status == Status.WARN and "root key is online" in f.message for f in kp)
+
+
+def test_offline_root_no_warning(home: Path, tmp_path: Path) -> None:
+    media = tmp_path / "usb"
+    media.mkdir()
+    CertificateAuthority.init(home, org="Bank", offline_root=media, passphrase=PASSPHRASE)
+    assert _statuses(_run(home)["pki.key-protection"]) == {Status.PASS}
+
+
+def test_problems_found(home: Path) -> None:
+    ca = CertificateAuthority.init(home, org="Lab", encrypt=False)
+    ca.issue_client("soon", days=10)
+    real = ca.clock
+    ca.clock = lambda: utcnow() - dt.timedelta(days=20)
+    ca.issue_client("gone", days=5)
+    ca.clock = real
+    ca.issue_client("fine")
+    os.chmod(ca.dir / "ca" / "intermediate-1.key", 0o644)
+    res = _run(home)
+    kp = res["pki.key-protection"]
+    assert any(f.status == Status.FAIL and "mode 644" in f.message for f in kp)
+    assert any(f.status == Status.FAIL and "unencrypted" in f.message for f in kp)
+    le = {f.resource: f.status for f in res["pki.leaf-expiry"]}
+    assert le == {"client:soon": Status.WARN, "client:gone": Status.FAIL}
+    # eight days on the weekly CRL has expired; three years on the intermediate is near its end
+    assert any(f.status == Status.FAIL and "expired" in f.message
+               for f in _run(home, utcnow() + dt.timedelta(days=8))["pki.crl-freshness"])  # fmt: skip
+    assert any(f.status == Status.WARN
+               for f in _run(home, utcnow() + dt.timedelta(days=6, hours=12))["pki.crl-freshness"])  # fmt: skip
+    later = _run(home, utcnow() + dt.timedelta(days=5 * 365 - 100))["pki.ca-validity"]
+    assert any(
+        f.status == Status.WARN and f.resource and f.resource.startswith("intermediate") for f in later
+    )
+    gone = _run(home, utcnow() + dt.timedelta(days=6 * 365))["pki.ca-validity"]
+    assert any(f.status == Status.FAIL and "expired" in f.message for f in gone)
+
+
+def test_unpublished_rotation_detected(ca: CertificateAuthority, home: Path) -> None:
+    (ca.trust_dir / "intermediates.pem").write_text("")
+    res = _run(home)["pki.crl-freshness"]
+    assert any(f.status == Status.FAIL and "lacks the active intermediate" in f.message for f in res)
+    ca.publish()
+    assert _statuses(_run(home)["pki.crl-freshness"]) == {Status.PASS}
