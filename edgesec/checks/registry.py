@@ -68,11 +68,12 @@ class Catalog:
         except CheckDefinitionError as exc:
             self.problems.append(LoadProblem(source, exc.message))
             return
-        if meta.id in self.checks and self.checks[meta.id] is not cls:
-            self.problems.append(
-                LoadProblem(source, f"check id {meta.id} is already defined by {self.origin[meta.id]}")
-            )
-            return
+        if meta.id in self.checks:
+            if self.checks[meta.id] is not cls:
+                self.problems.append(
+                    LoadProblem(source, f"check id {meta.id} is already defined by {self.origin[meta.id]}")
+                )
+            return  # the same class seen twice keeps its first origin
         self.checks[meta.id] = cls
         self.origin[meta.id] = source
 

@@ -1,7 +1,7 @@
 """The canonical audit result: one versioned JSON document every report is rendered from.
 
-Schema ``edgesec.audit-result`` version 1 (documented in ``docs/audit-result.md`` of the package data:
-see :data:`SCHEMA_DOC`). Top-level keys:
+Schema ``edgesec.audit-result`` version 1, documented field by field as a JSON Schema shipped in the
+package (``edgesec/checks/reports/audit-result.schema.json``; :func:`json_schema` loads it). Top-level keys:
 
 * ``schema``, ``schema_version`` -- ``"edgesec.audit-result"``, ``1``;
 * ``run`` -- id, start/end (UTC ISO 8601), duration, host, edgesec version, profile, ``only`` filters,
@@ -29,6 +29,16 @@ from edgesec.checks.interface import Severity, Status
 
 SCHEMA = "edgesec.audit-result"
 SCHEMA_VERSION = 1
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of this result version."""
+    import json
+    from importlib import resources
+
+    text = (resources.files("edgesec.checks.reports") / "audit-result.schema.json").read_text("utf-8")
+    return json.loads(text)  # type: ignore[no-any-return]
+
 
 # Worst first: the status of a check is the worst of its findings.
 STATUS_ORDER: tuple[Status, ...] = (

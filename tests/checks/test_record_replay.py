@@ -31,6 +31,12 @@ def test_record_then_replay_gives_the_same_findings(cli, tmp_path: Path) -> None
     assert replay == live
     res = json.loads(replay_out)["result"]["result"]
     assert res["run"]["mode"] == "replay" and res["run"]["started"] == doc["clock"]
+    import jsonschema
+
+    from edgesec.checks.result import json_schema
+
+    for out in (live_out, replay_out):
+        jsonschema.Draft202012Validator(json_schema()).validate(json.loads(out)["result"]["result"])
 
 
 def test_replay_of_an_incomplete_recording_is_an_error_not_a_guess(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

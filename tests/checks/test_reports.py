@@ -99,3 +99,17 @@ def test_html_escapes_and_is_self_contained(full_result: dict[str, Any], lang: s
     assert "default-src 'none'" in page
     assert ("结论" in page) == (lang == "zh-CN")
     assert "demo.raises" in page and "w1" in page
+
+
+def test_result_matches_its_published_schema(full_result: dict[str, Any]) -> None:
+    import jsonschema
+
+    from edgesec.checks.result import json_schema
+
+    schema = json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(full_result)
+    broken = json.loads(json.dumps(full_result))
+    broken["checks"][0]["findings"][0]["status"] = "MAYBE"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema).validate(broken)
