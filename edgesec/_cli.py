@@ -73,8 +73,9 @@ def _mount_parts() -> None:
     from edgesec.checks import cli as checks_cli
     from edgesec.checks.models import cli as models_cli
     from edgesec.pki import cli as pki_cli
+    from edgesec.site import cli as site_cli
 
-    for part in (_config_cli, pki_cli, authz_cli, auditing_cli, checks_cli, models_cli):
+    for part in (_config_cli, pki_cli, authz_cli, auditing_cli, checks_cli, models_cli, site_cli):
         part.mount(app)
 
 
