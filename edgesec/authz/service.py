@@ -88,6 +88,7 @@ class Authorizer:
         self._cert_header = settings.cert_header.lower()
         self._cookie = settings.jwt.cookie
         self.metrics = _Metrics()
+        self.metrics.engine_stats = lambda: _stats_of(self.policy.engine)
         self._rand = random.Random()  # noqa: S311 -- sampling, not security
 
     # -- reload -----------------------------------------------------------------------------------
@@ -153,6 +154,7 @@ class Authorizer:
             out.reason, out.detail = exc.reason, str(exc)
             return
         out.request = req
+        out.extra["forwarded_for"] = hdrs.get("x-forwarded-for")
         cert: CertIdentity | None = None
         token: TokenIdentity | None = None
         try:
@@ -291,9 +293,15 @@ class Authorizer:
             )
             if req.host:
                 fields["url.domain"] = req.host
-        ip = _valid_ip(client_ip)
-        if ip:
-            fields["source.ip"] = ip
+        # The proxy appends the address it saw to X-Forwarded-For: its last entry is the client; the
+        # peer of this connection is the proxy itself.
+        peer = _valid_ip(client_ip)
+        xff = out.extra.get("forwarded_for")
+        source = _valid_ip(xff.rsplit(",", 1)[-1].strip()) if isinstance(xff, str) and xff else None
+        if source or peer:
+            fields["source.ip"] = source or peer
+        if peer:
+            fields["client.ip"] = peer
         severity: Severity = "high" if glass else ("info" if allowed else "medium")
         event = AuditEvent(
             action="authz.break_glass" if glass else "authz.decision",
@@ -360,7 +368,8 @@ class _Metrics:
             ["kind", "result"],
             registry=self.registry,
         )
-        self._engine_source: Any = None
+        self.engine_stats: Any = dict
+        self.registry.register(_EngineCollector(lambda: self.engine_stats()))
 
     def observe(self, out: Outcome, seconds: float) -> None:
         label = "allow" if out.status == 200 else ("unauthenticated" if out.status == 401 else "deny")
@@ -371,14 +380,31 @@ class _Metrics:
         self.reloads.labels(kind, "ok" if ok else "error").inc()
 
 
-def _engine_stats(authorizer: Authorizer) -> dict[str, float]:
-    engine = authorizer.policy.engine
-    stats: dict[str, float] = {}
-    for name in ("cache_hits", "cache_misses"):
-        v = getattr(engine, name, None)
-        if isinstance(v, int | float):
-            stats[name] = float(v)
-    return stats
+def _stats_of(engine: Any) -> dict[str, Any]:
+    stats = getattr(engine, "stats", None)
+    return dict(stats()) if callable(stats) else {}
+
+
+class _EngineCollector:
+    """The current engine's cache counters (they restart with each reloaded engine: a counter reset)."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        stats = self._source()
+        for name, help_text in (
+            ("cache_hits", "Decision cache hits"),
+            ("cache_misses", "Decision cache misses"),
+        ):
+            v = stats.get(name)
+            if isinstance(v, int | float):
+                yield CounterMetricFamily(f"edgesec_authz_engine_{name}", help_text, value=float(v))
+        rules = stats.get("rules")
+        if isinstance(rules, int):
+            yield GaugeMetricFamily("edgesec_authz_policy_rules", "Rules in the enforced policy", value=rules)
 
 
 class _Watcher:
@@ -480,12 +506,7 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
-        data = generate_latest(authz.metrics.registry)
-        extra = "".join(
-            f"# TYPE edgesec_authz_engine_{k} counter\nedgesec_authz_engine_{k}_total {v}\n"
-            for k, v in _engine_stats(authz).items()
-        )
-        return Response(content=data + extra.encode(), media_type=CONTENT_TYPE_LATEST)
+        return Response(content=generate_latest(authz.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

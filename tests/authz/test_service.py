@@ -64,7 +64,13 @@ def test_nginx_style_headers(make_authorizer, site_ca) -> None:  # type: ignore[
 def test_denials_are_audited_and_allows_sampled(make_authorizer, site_ca, trail) -> None:  # type: ignore[no-untyped-def]
     a = make_authorizer()
     a.authorize(fwd("POST", "/v1/chat-messages", cert=site_ca.der_b64("alice")), "10.1.2.3")
-    a.authorize(fwd("DELETE", "/console/api/apps/7", cert=site_ca.der_b64("alice")), "10.1.2.3")
+    a.authorize(
+        [
+            *fwd("DELETE", "/console/api/apps/7", cert=site_ca.der_b64("alice")),
+            ("X-Forwarded-For", "1.1.1.1, 192.0.2.7"),
+        ],
+        "10.1.2.3",
+    )
     a.authorize(fwd("GET", "/v1/parameters"), "10.1.2.4")
     evs = [e for e in events(trail) if e["event"]["action"] == "authz.decision"]
     assert len(evs) == 2  # the allow is not sampled at rate 0
@@ -72,7 +78,7 @@ def test_denials_are_audited_and_allows_sampled(make_authorizer, site_ca, trail)
     assert deny["event"]["outcome"] == "failure"
     assert deny["user"]["id"] == "alice" and deny["user"]["roles"] == ["role:teller"]
     assert deny["http"]["request"]["method"] == "DELETE" and deny["url"]["path"] == "/console/api/apps/7"
-    assert deny["source"]["ip"] == "10.1.2.3"
+    assert deny["source"]["ip"] == "192.0.2.7" and deny["client"]["ip"] == "10.1.2.3"
     assert deny["tls"]["client"]["x509"]["serial_number"] == f"{site_ca.certs['alice'].serial_number:x}"
     assert deny["edgesec"]["authz"]["tenant"] == "branch"
     assert deny["edgesec"]["authz"]["decision"] == "deny"
