@@ -27,7 +27,7 @@ def _audit_commands() -> list[list[str]]:
 @pytest.mark.parametrize("argv", _audit_commands(), ids=lambda a: " ".join(a[:3]))
 def test_readme_audit_command(cli, argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.chdir(tmp_path)
-    code, out, err = cli(*argv)
+    code, _out, err = cli(*argv)
     assert code in (0, 1), (argv, err)
     assert "Traceback" not in err
     if "--report" in argv:
