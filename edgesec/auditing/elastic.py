@@ -283,7 +283,9 @@ def make_client(url: str, *, ca: str | None, cert: str | None, key: str | None, 
             raise InputError(f"{what} not found: {p}")
     if url.startswith("https://") and not ca:
         raise InputError("an https Elasticsearch URL needs --ca (the site trust bundle)")
-    tls: dict[str, Any] = {k: v for k, v in (("ca_certs", ca), ("client_cert", cert), ("client_key", key)) if v}
+    tls: dict[str, Any] = {
+        k: v for k, v in (("ca_certs", ca), ("client_cert", cert), ("client_key", key)) if v
+    }
     return elasticsearch.Elasticsearch(
         url,
         **tls,

@@ -18,8 +18,9 @@ Rules:
 * ``no-archive`` -- no ``file()`` destination: no local copy when the central cluster is unreachable;
 * ``literal-template-name`` -- ``template("name")`` where ``name`` is a defined template: 3.38 sends
   the word itself; use ``template("$(template name)")``;
-* ``format-json-cast`` -- ``format-json`` without ``--no-cast`` or type hints sends every number as a
-  string (a warning: ES coerces, but ECS ``long`` fields become strings in ``_source``).
+* ``format-json-cast`` -- a numeric ECS field (``process.pid``, ``event.sequence``...) given to
+  ``format-json`` without a type hint is sent as a string (a warning: ES coerces it, but ``_source``
+  then disagrees with the mapping).
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ def _strip_comments(text: str) -> str:
     return "\n".join(out)
 
 
-def _blocks(text: str, keyword: str) -> list[tuple[int, str]]:
-    """``keyword( ... )`` calls with balanced parentheses: (start line, body)."""
+def _blocks(text: str, keyword: str) -> list[tuple[int, str, int]]:
+    """``keyword( ... )`` calls with balanced parentheses: (start line, body, offset)."""
     found = []
     for m in re.finditer(r"(?<![\w-])" + re.escape(keyword) + r"\s*\(", text):
         depth, i, q = 1, m.end(), None
@@ -95,7 +96,7 @@ def _blocks(text: str, keyword: str) -> list[tuple[int, str]]:
             elif c == ")":
                 depth -= 1
             i += 1
-        found.append((text.count("\n", 0, m.start()) + 1, text[m.end() : i - 1]))
+        found.append((text.count("\n", 0, m.start()) + 1, text[m.end() : i - 1], m.start()))
     return found
 
 
@@ -109,7 +110,7 @@ def lint_config(text: str) -> list[LintFinding]:
     f: list[LintFinding] = []
 
     for kw in ("tcp", "network", "syslog", "tcp6"):
-        for line, body in _blocks(t, kw):
+        for line, body, _ in _blocks(t, kw):
             if re.search(r"\bport\s*\(\s*\"?5044\"?\s*\)", body) or re.search(
                 r"^\s*\"[^\"]+\"\s+port\s*\(\s*5044", body
             ):
@@ -124,7 +125,7 @@ def lint_config(text: str) -> list[LintFinding]:
                 )
 
     es_blocks = _blocks(t, "elasticsearch-http")
-    for line, body in es_blocks:
+    for line, body, _ in es_blocks:
         m = re.search(r"\btype\s*\(\s*\"([^\"]*)\"\s*\)", body)
         if m is None:
             f.append(
@@ -146,13 +147,12 @@ def lint_config(text: str) -> list[LintFinding]:
                     'use type("")',
                 )
             )
-    outputs = [(ln, b, "elasticsearch-http") for ln, b in es_blocks] + [
-        (ln, b, "http") for ln, b in _blocks(t, "http")
+    outputs = [(ln, b, "elasticsearch-http") for ln, b, _ in es_blocks] + [
+        (ln, b, "http") for ln, b, _ in _blocks(t, "http")
     ]
     for kw in ("network", "syslog", "tcp", "tcp6"):
-        for ln, b in _blocks(t, kw):
-            # Destinations only: a source has no remote address as its first argument.
-            if re.match(r"\s*\"", b) and _in_destination(t, ln):
+        for ln, b, pos in _blocks(t, kw):
+            if _in_destination(t, pos):
                 outputs.append((ln, b, kw))
     for line, body, kw in outputs:
         if "disk-buffer" not in body:
@@ -166,7 +166,7 @@ def lint_config(text: str) -> list[LintFinding]:
                 )
             )
         else:
-            for _, db in _blocks(body, "disk-buffer"):
+            for _, db, _ in _blocks(body, "disk-buffer"):
                 if not re.search(r"\breliable\s*\(\s*(yes|1|on)\s*\)", db):
                     f.append(
                         LintFinding(
@@ -202,7 +202,7 @@ def lint_config(text: str) -> list[LintFinding]:
             )
         )
 
-    if not any(_in_destination(t, ln) for ln, _ in _blocks(t, "file")):
+    if not any(_in_destination(t, pos) for _, _, pos in _blocks(t, "file")):
         f.append(
             LintFinding(
                 "no-archive",
@@ -226,31 +226,27 @@ def lint_config(text: str) -> list[LintFinding]:
                 )
             )
 
-    for m in re.finditer(r"\$\(format-json\b([^)]*)", t):
-        args = m.group(1)
-        if "--no-cast" not in args and not re.search(
-            r"\b(int64|int32|double|boolean|datetime)\(", t[m.start() : m.start() + 4000]
-        ):
-            f.append(
-                LintFinding(
-                    "format-json-cast",
-                    WARNING,
-                    _line_of(t, m.start()),
-                    "format-json sends every value as a string in 3.38",
-                    "add type hints such as int64(${PID}) or --no-cast",
-                )
+    numeric = r"(process\.pid|process\.ppid|event\.sequence|event\.severity|source\.port|destination\.port|file\.size|http\.response\.status_code)"
+    for m in re.finditer(r"--pair\s+" + numeric + r"=(?!int64\(|int32\(|double\()", t):
+        f.append(
+            LintFinding(
+                "format-json-cast",
+                WARNING,
+                _line_of(t, m.start()),
+                f"format-json sends {m.group(1)} as a string in 3.38 (ECS says long)",
+                f"give it a type hint: --pair {m.group(1)}=int64(...)",
             )
+        )
     return sorted(f, key=lambda x: (x.line, x.rule))
 
 
-def _in_destination(text: str, line: int) -> bool:
-    """Whether ``line`` is inside a ``destination NAME { ... }`` block (by brace depth)."""
-    lines = text.splitlines()
-    upto = "\n".join(lines[: line - 1]) + "\n" + (lines[line - 1] if line - 1 < len(lines) else "")
+def _in_destination(text: str, pos: int) -> bool:
+    """Whether offset ``pos`` is inside a ``destination NAME { ... }`` block (by brace depth)."""
+    upto = text[:pos]
     last = None
     for m in re.finditer(r"(?<![\w-])(source|destination|log|parser|rewrite|filter|options)\b[^{;]*\{", upto):
         last = m
     if last is None or last.group(1) != "destination":
         return False
     seg = upto[last.end() :]
-    return seg.count("{") >= seg.count("}")
+    return seg.count("}") == 0 or seg.count("{") >= seg.count("}")

@@ -197,3 +197,29 @@ def test_pipeline_delivers_ecs_without_loss(rig: Rig, conformance: Path) -> None
     archived = b"".join(p.read_bytes() for d in day_dirs for p in d.glob("audit.log"))
     assert len({json.loads(ln)["event"]["hash"] for ln in archived.splitlines()}) == 800
     assert es.violations == []
+
+
+def test_checkpoint_reaches_its_index(rig: Rig, cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    emit_many(rig.trail, 0, 20)
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text(
+        f'[auditing]\ntrail_dir = "{rig.trail}"\nsyslog = "tcp"\nsyslog_port = {rig.syslog_port}\n'
+        f'checkpoint_cert = "{rig.pki.signing.cert}"\ncheckpoint_key = "{rig.pki.signing.key}"\n'
+    )
+    code, _, err = cli("--config", str(cfg), "auditlog", "checkpoint")
+    assert code == 0, err
+    wait_for(lambda: rig.es.count("edgesec-checkpoint-") == 1, 30, "the checkpoint", rig)
+    doc = next(iter(rig.es.docs("edgesec-checkpoint-").values()))
+    assert (
+        doc["event"]["action"] == "trail.checkpoint"
+        and doc["event"]["hash"] == doc["edgesec"]["checkpoint"]["hash"]
+    )
+    assert str(doc["edgesec"]["checkpoint"]["seq"]) == "20"
+    # The off-host copy is a checkpoint `verify` accepts.
+    from edgesec.auditing.checkpoint import parse_checkpoint
+
+    cp = parse_checkpoint(doc["message"].encode(), "es")
+    assert cp.seq == 20
+    archived = list(rig.archive.glob("*/*/*/checkpoint.log"))
+    assert archived and b'"seq":20' in archived[0].read_bytes()
+    assert rig.es.violations == []

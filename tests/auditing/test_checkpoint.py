@@ -1,0 +1,178 @@
+"""Signed checkpoints: sent off the host as RFC 5424, and truncation after a checkpoint is caught."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from edgesec import auditing
+from edgesec.auditing.checkpoint import load_signer, make_checkpoint, parse_checkpoint, verify_checkpoint
+from edgesec.auditing.ecs import AuditEvent
+from edgesec.auditing.syslog import BOM, format_rfc5424
+from edgesec.errors import InputError, VerificationError
+
+from .sitepki import SitePki, make_site_pki
+
+RFC5424 = re.compile(
+    rb"^<(?P<pri>\d{1,3})>1 (?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z) (?P<host>\S+) edgesec (?P<proc>\S+) (?P<msgid>\S+) "
+    rb"(?P<sd>-|\[edgesec@32473(?: [a-z]+=\"(?:[^\"\\\]]|\\.)*\")+\]) (?P<msg>.*)$",
+    re.S,
+)
+
+
+class SyslogCatcher:
+    """A loopback TCP receiver that reads octet-counted RFC 5424 messages (RFC 6587 3.4.1)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.messages: list[bytes] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            buf = b""
+            with conn:
+                while chunk := conn.recv(65536):
+                    buf += chunk
+                while buf:
+                    n, _, rest = buf.partition(b" ")
+                    size = int(n)
+                    self.messages.append(rest[:size])
+                    buf = rest[size:]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> SitePki:
+    return make_site_pki(tmp_path_factory.mktemp("pki"))
+
+
+def fill(trail: Path, n: int) -> None:
+    with auditing.configured(trail, durability="fsync"):
+        for i in range(n):
+            auditing.emit(
+                AuditEvent(
+                    action="test.cp",
+                    category=("host",),
+                    type=("info",),
+                    part="test",
+                    fields={"edgesec.test.i": i},
+                )
+            )
+
+
+def config(tmp_path: Path, pki: SitePki, trail: Path, port: int) -> Path:
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text(
+        f'[auditing]\ntrail_dir = "{trail}"\nsyslog = "tcp"\nsyslog_port = {port}\n'
+        f'checkpoint_cert = "{pki.signing.cert}"\ncheckpoint_key = "{pki.signing.key}"\n'
+        f'[pki]\ntrust_bundle_dir = "{pki.trust}"\n'
+    )
+    return cfg
+
+
+def test_checkpoint_sent_and_truncation_caught(cli, pki: SitePki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    trail = tmp_path / "trail"
+    fill(trail, 40)
+    catcher = SyslogCatcher()
+    cfg = config(tmp_path, pki, trail, catcher.port)
+    try:
+        code, out, err = cli("--config", str(cfg), "--json", "auditlog", "checkpoint")
+        assert code == 0, err
+        res = json.loads(out)["result"]
+        assert res["seq"] == 40 and res["sent"] is True
+        deadline = 50
+        while not catcher.messages and deadline:
+            threading.Event().wait(0.05)
+            deadline -= 1
+    finally:
+        catcher.close()
+    msg = catcher.messages[0]
+    m = RFC5424.match(msg)
+    assert m, msg[:200]
+    assert int(m["pri"]) == 13 * 8 + 6 and m["msgid"] == b"checkpoint"
+    assert b'seq="40"' in m["sd"]
+    assert m["msg"].startswith(BOM)
+    # The copy that left the host is what an auditor verifies against.
+    offsite = tmp_path / "offsite.json"
+    offsite.write_bytes(m["msg"][len(BOM) :])
+    cp = parse_checkpoint(offsite.read_bytes(), "offsite")
+    assert cp.seq == 40 and cp.doc["site"] == "edge-site"
+
+    args = (
+        "--config",
+        str(cfg),
+        "auditlog",
+        "verify",
+        "--checkpoint",
+        str(offsite),
+        "--no-local-checkpoints",
+    )
+    code, out, err = cli(*args)
+    assert code == 0, err
+    assert "1 checkpoint(s) covered" in out
+    # Truncate the last three records: the shorter chain is valid, the checkpoint is not covered.
+    cur = trail / "trail.jsonl"
+    lines = cur.read_bytes().splitlines(keepends=True)
+    cur.write_bytes(b"".join(lines[:-3]))
+    code, out, err = cli("--json", *args)
+    assert code == 1
+    doc = json.loads(out)
+    assert doc["error"]["details"]["problem"] == "truncated" and doc["error"]["details"]["seq"] == 40
+    assert "trail ends at record 37" in doc["error"]["message"]
+    # The local copy (checkpoints/) catches it too.
+    code, _, err = cli("--config", str(cfg), "auditlog", "verify")
+    assert code == 1 and "truncated" in err
+
+
+def test_altered_or_foreign_checkpoints_refused(pki: SitePki, tmp_path: Path) -> None:
+    from edgesec.pki.trust import TrustBundle, verify_certificate
+
+    bundle = TrustBundle.load(pki.trust)
+
+    def site(cert):  # type: ignore[no-untyped-def]
+        verify_certificate(cert, purpose="signing", trust=bundle)
+
+    cert, key = load_signer(pki.signing.cert, pki.signing.key)
+    cp = make_checkpoint(7, "ab" * 32, cert, key)
+    verify_checkpoint(cp, site)
+    forged = dict(cp.doc, seq=6)
+    with pytest.raises(VerificationError, match="signature is invalid"):
+        verify_checkpoint(parse_checkpoint(json.dumps(forged).encode(), "x"), site)
+    rcert, rkey = load_signer(pki.other_signing.cert, pki.other_signing.key)
+    with pytest.raises(VerificationError):
+        verify_checkpoint(make_checkpoint(7, "ab" * 32, rcert, rkey), site)
+    with pytest.raises(VerificationError, match="not a signing certificate"):
+        load_signer(pki.client.cert, pki.client.key)
+    with pytest.raises(InputError, match="does not belong"):
+        load_signer(pki.signing.cert, pki.client.key)
+    with pytest.raises(InputError, match="not a checkpoint"):
+        parse_checkpoint(b"{nope", "garbage")
+
+
+def test_checkpoint_without_signer_is_a_usage_error(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    fill(tmp_path / "t", 2)
+    code, _, err = cli("auditlog", "checkpoint", "--trail", str(tmp_path / "t"))
+    assert code == 2 and "no signing certificate" in err
+
+
+def test_rfc5424_escaping() -> None:
+    msg = format_rfc5424("body", msgid="audit", params={"action": 'a"b]c\\d'}, hostname="h o\tst", procid=12)
+    assert b'action="a\\"b\\]c\\\\d"' in msg
+    assert b" hoost " not in msg and b" host " in msg  # spaces and controls removed from HOSTNAME
+    assert RFC5424.match(msg)
