@@ -95,7 +95,7 @@ class Pipeline(Check):
                     f"edgesec auditlog lint finds problems in {path}: {msg}", resource=path, evidence=ev
                 )
                 ok = False
-            if f'"{trail_file}"' not in text and f"'{trail_file}'" not in text:
+            if not reads_trail(text, trail_dir(ctx)):
                 yield self.failed(
                     f"{path} does not read this host's trail {trail_file}", resource=path, evidence=ev
                 )
@@ -106,6 +106,17 @@ class Pipeline(Check):
                     resource=path,
                     evidence=ev,
                 )
+
+
+def reads_trail(conf: str, directory: str) -> bool:
+    """Does a syslog-ng config read the trail in ``directory`` (its current file, or every trail file)?"""
+    d = directory.rstrip("/")
+    for q in ('"', "'"):
+        if f"{q}{d}/trail.jsonl{q}" in conf:
+            return True
+        if re.search(rf"base-dir\(\s*{q}{re.escape(d)}/?{q}\s*\)", conf) and "trail" in conf:
+            return True
+    return False
 
 
 def _first_problem(doc: dict[str, object]) -> str:
@@ -162,10 +173,13 @@ class TrailIntact(Check):
             return
         res = doc.get("result") if isinstance(doc.get("result"), dict) else {}
         assert isinstance(res, dict)
-        ev["verify"] = {k: res.get(k) for k in ("records", "first_seq", "head_seq", "anchors_checked")}
+        covered = res.get("checkpoints_checked", res.get("anchors_checked"))
+        ev["verify"] = {k: res.get(k) for k in ("records", "first_seq", "head_seq")} | {
+            "checkpoints": covered
+        }
         ev["stats"] = {"records": res.get("records")}
         cps = sorted(n for n in (ctx.system.listdir(f"{d}/checkpoints") or []) if n.endswith(".json"))
-        if not res.get("anchors_checked") or not cps:
+        if not covered or not cps:
             yield self.warned(
                 f"trail intact ({res.get('records')} records) but no signed checkpoint covers it: a cut-off tail "
                 "would go unnoticed",

@@ -170,7 +170,13 @@ class DemoSite:
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.config.exists():
             raise InputError(f"{self.dir} already holds a demo site", hint="choose an empty directory")
-        for d in (self.logs, self.dir / "run", self.dir / "secrets", self.dir / "certs"):
+        for d in (
+            self.logs,
+            self.dir / "run",
+            self.dir / "secrets",
+            self.dir / "certs",
+            self.dir / "offline-root",
+        ):
             ensure_private_dir(d)
         for name in ("lb", "authz-a", "authz-b", "nginx", "caddy", "backend", "syslog", "es"):
             self.ports[name] = free_port()
