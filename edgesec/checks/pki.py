@@ -304,11 +304,12 @@ class WeakAlgorithms(Check):
                 yield self.passed("strong key and signature", resource=res)
         status = _status(ctx, site)
         if status is not None:
-            weak = {k: v for k, v in status.get("valid_by_key_type", {}).items()
-                    if k not in ("ec-p256", "ec-p384", "ec-p521", "rsa-2048", "rsa-3072", "rsa-4096")}  # fmt: skip
+            weak = [k for k in status.get("valid_key_types", [])
+                    if k not in ("ec-p256", "ec-p384", "ec-p521", "rsa-2048", "rsa-3072", "rsa-4096")]  # fmt: skip
             if weak:
                 yield self.failed(
-                    f"valid leaf certificates with weak or unusual keys: {weak}", resource=site.store
+                    f"valid leaf certificates with weak or unusual keys: {', '.join(weak)}",
+                    resource=site.store,
                 )
 
 

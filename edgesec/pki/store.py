@@ -260,6 +260,8 @@ class CertificateAuthority:
         self.hook_results: list[dict[str, Any]] = []
         self._operator: str | None = None
         self._meta_cache: dict[str, str] = {}
+        self._status_needed = True
+        self._status_types: set[str] | None = None
 
     # --- opening -----------------------------------------------------------------------------------
 
@@ -319,9 +321,14 @@ class CertificateAuthority:
             raise InputError(f"the CA inventory {self.dir / DB_FILE} has an unknown schema version")
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """The file lock plus one immediate transaction: all or nothing, one writer at a time."""
+    def _write(self, *, issuing: bool = False) -> Iterator[sqlite3.Connection]:
+        """The file lock plus one immediate transaction: all or nothing, one writer at a time.
+
+        ``status.json`` is refreshed after the commit, except after plain issuance that changes nothing the
+        checks read (a certificate expiring beyond the status window, of a key type already listed).
+        """
         with self._tlock, FileLock(self.dir / LOCK_FILE, timeout=120):
+            self._status_needed = not issuing
             conn = self._db()
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -330,7 +337,8 @@ class CertificateAuthority:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-            self._write_status(conn)
+            if self._status_needed:
+                self._write_status(conn)
 
     def _write_status(self, conn: sqlite3.Connection) -> None:
         """Refresh ``status.json``: what the pki checks read (they see the host only through file probes,
@@ -342,19 +350,20 @@ class CertificateAuthority:
             " AND not_after < ? ORDER BY not_after",
             (_iso(horizon),),
         ).fetchall()
-        counts = dict(
-            conn.execute(
-                "SELECT key_type, COUNT(*) FROM certs WHERE current = 1 AND revoked_at IS NULL AND not_after > ?"
-                " GROUP BY key_type",
+        types = sorted(
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT key_type FROM certs WHERE current = 1 AND revoked_at IS NULL AND not_after > ?",
                 (_iso(now),),
-            ).fetchall()
+            )
         )
+        self._status_types = set(types)
         doc = {
             "format": 1,
             "written_at": _iso(now),
             "window_days": STATUS_WINDOW_DAYS,
             "expiring": [{"name": r[0], "serial": r[1], "profile": r[2], "not_after": r[3]} for r in rows],
-            "valid_by_key_type": counts,
+            "valid_key_types": types,
         }
         atomic_write(self.dir / STATUS_FILE, json.dumps(doc, indent=1) + "\n", mode=0o600, durable=False)
 
@@ -667,6 +676,12 @@ class CertificateAuthority:
             not_after=not_after,
             sans=sans,
         )
+        if (
+            self._status_types is None
+            or describe_key(public_key) not in self._status_types
+            or cert.not_valid_after_utc < now + dt.timedelta(days=STATUS_WINDOW_DAYS)
+        ):
+            self._status_needed = True
         if replaces is not None:
             conn.execute("UPDATE certs SET current=0 WHERE name=? AND current=1", (name,))
         conn.execute(
@@ -725,7 +740,7 @@ class CertificateAuthority:
     ) -> tuple[x509.Certificate, PrivateKey]:
         """Generate a key and issue a ``profile`` certificate named ``name``; the key stays in the store."""
         s = sans if isinstance(sans, SubjectAltNames) else SubjectAltNames.parse(list(sans))
-        with self._write() as conn:
+        with self._write(issuing=True) as conn:
             cert, key = self._issue_in_tx(
                 conn,
                 profile=profile,
@@ -772,7 +787,7 @@ class CertificateAuthority:
                 raise InputError(f"entry {i}: {r.id!r} appears twice in the batch")
             seen.add(r.id)
         out: list[x509.Certificate] = []
-        with self._write() as conn:
+        with self._write(issuing=True) as conn:
             for i, (r, sans) in enumerate(parsed, start=1):
                 try:
                     cert, _ = self._issue_in_tx(conn, profile="client", name=r.id, sans=sans, **kw)
@@ -813,7 +828,7 @@ class CertificateAuthority:
             check_name(cn)
         except InputError as exc:
             raise InputError(f"the CSR's name is not usable: {exc.message}", hint="give --name") from None
-        with self._write() as conn:
+        with self._write(issuing=True) as conn:
             cert, _ = self._issue_in_tx(
                 conn, profile=profile, name=cn, sans=sans, public_key=public_key, days=days, source="csr"
             )
@@ -1292,7 +1307,7 @@ class CertificateAuthority:
         return p
 
     def _record_path(self, serial: str, path: str) -> None:
-        with self._write() as conn:
+        with self._write(issuing=True) as conn:
             row = conn.execute("SELECT paths FROM certs WHERE serial=?", (serial,)).fetchone()
             paths = json.loads(row[0])
             if path not in paths:
