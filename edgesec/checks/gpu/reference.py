@@ -267,6 +267,9 @@ def _rows(path: Path, doc: dict[str, Any], key: str, model: type[BaseModel]) -> 
 def load_reference(directory: Path | None = None) -> Reference:
     """Load and validate the tables from ``directory`` (default: the shipped ``policies/reference``)."""
     d = directory if directory is not None else policies_root() / "reference"
+    # Evidence names shipped tables by their place in policies/, the same on every host; a site's own
+    # directory by its path.
+    names = tuple(f"policies/reference/{f}" if directory is None else str(d / f) for f in FILES)
     cuda = _load_file(d / "nvidia-cuda.toml")
     cudnn = _load_file(d / "nvidia-cudnn.toml")
     branches = _load_file(d / "nvidia-driver-branches.toml")
@@ -275,7 +278,7 @@ def load_reference(directory: Path | None = None) -> Reference:
         _rows(d / "nvidia-cuda.toml", cuda, "compat", CompatRow),
         _rows(d / "nvidia-cudnn.toml", cudnn, "cudnn", CudnnRow),
         _rows(d / "nvidia-driver-branches.toml", branches, "branch", BranchRow),
-        tuple(str(d / f) for f in FILES),
+        names,
     )
     if not ref.toolkit or not ref.compat or not ref.cudnn or not ref.branches:
         raise ConfigError(f"reference tables in {d} are incomplete: every table needs at least one row")
