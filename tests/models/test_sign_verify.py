@@ -300,3 +300,19 @@ def test_signer_from_the_site_pki(cli, model_dir: Path, home: Path) -> None:
     assert code == 0, err
     code, out = lines(cli, model_dir)
     assert code == 1 and "revoked" in out[0]
+
+
+def test_progress_bar_for_a_person_at_a_terminal(cli, model_dir: Path, signer: Signer, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    from edgesec.checks.models import cli as model_cli
+
+    assert sign(cli, model_dir, signer)[0] == 0
+    monkeypatch.setattr(model_cli, "PROGRESS_MIN_BYTES", 0)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setenv("TERM", "xterm")
+    code, out, err = cli("model", "verify", str(model_dir))
+    assert code == 0 and out.startswith("OK ")
+    assert "verifying" in err  # the bar was drawn on stderr, never on stdout
+    code, out, err = cli("--json", "model", "verify", str(model_dir))
+    assert code == 0 and "verifying" not in err  # never with --json
