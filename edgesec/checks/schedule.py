@@ -1,9 +1,10 @@
 """``edgesec schedule install``: hardened systemd timers/services or crontab lines for periodic jobs.
 
-Jobs come from the parts: this module contributes the nightly audit; any part may contribute more by
-providing a module ``edgesec.<part>.jobs`` with ``periodic_jobs(cfg: LoadedConfig) -> list[PeriodicJob]``
-(CRL renewal in pki, trail checkpoints and shipping in auditing). Only jobs the config enables are listed
-by their part. Files are never overwritten with different content: a changed existing unit is refused.
+Jobs come from the parts: this module contributes the nightly audit and, for a part that does not
+provide its own module ``edgesec.<part>.jobs`` with ``periodic_jobs(cfg: LoadedConfig) ->
+list[PeriodicJob]``, the part's default jobs when its config enables them: CRL renewal when a CA store
+exists (``pki crl``, daily), signed trail checkpoints when ``[auditing] checkpoint_cert``/``_key`` are set
+(hourly), and shipping when ``[auditing] elasticsearch_urls`` is set (every 5 minutes). Files are never overwritten with different content: a changed existing unit is refused.
 """
 
 from __future__ import annotations
@@ -58,13 +59,64 @@ def audit_job(cfg: LoadedConfig) -> PeriodicJob:
     )
 
 
+def default_part_jobs(cfg: LoadedConfig, part: str) -> list[PeriodicJob]:
+    """The periodic jobs of a part that has no ``jobs`` module of its own, enabled by its config."""
+    st = cfg.settings
+    home = str(cfg.home)
+    if part == "pki":
+        store = cfg.path_in_home(st.pki.store_dir, "pki")
+        if not store.is_dir():
+            return []  # no CA here: nothing to renew
+        trust = str(cfg.path_in_home(st.pki.trust_bundle_dir, "trust"))
+        # Daily, well inside the CRL's nextUpdate window, so an expired CRL never locks clients out.
+        return [
+            PeriodicJob(
+                name="pki-crl",
+                description="edgesec CRL renewal and trust bundle publication",
+                args=("--quiet", "pki", "crl"),
+                on_calendar="*-*-* 03:10:00",
+                cron="10 3 * * *",
+                writable=(home, str(store), trust),
+            )
+        ]
+    if part == "auditing":
+        jobs = []
+        trail = str(cfg.path_in_home(st.auditing.trail_dir, "audit"))
+        if st.auditing.checkpoint_cert and st.auditing.checkpoint_key:
+            jobs.append(
+                PeriodicJob(
+                    name="trail-checkpoint",
+                    description="edgesec signed audit-trail checkpoint",
+                    args=("--quiet", "auditlog", "checkpoint"),
+                    on_calendar="hourly",
+                    cron="5 * * * *",
+                    writable=(home, trail),
+                )
+            )
+        if st.auditing.elasticsearch_urls:
+            jobs.append(
+                PeriodicJob(
+                    name="trail-ship",
+                    description="edgesec audit-trail shipping to Elasticsearch",
+                    args=("--quiet", "auditlog", "ship"),
+                    on_calendar="*:0/5",
+                    cron="*/5 * * * *",
+                    writable=(home, trail),
+                )
+            )
+        return jobs
+    return []
+
+
 def all_jobs(cfg: LoadedConfig) -> list[PeriodicJob]:
     jobs = [audit_job(cfg)]
     for mod_name in JOB_PARTS:
+        part = mod_name.split(".")[1]
         try:
             mod = importlib.import_module(mod_name)
         except ModuleNotFoundError as exc:
             if exc.name == mod_name:
+                jobs.extend(default_part_jobs(cfg, part))
                 continue
             raise
         jobs.extend(mod.periodic_jobs(cfg))
@@ -89,7 +141,8 @@ def _cmdline(cfg: LoadedConfig, job: PeriodicJob) -> str:
 
 def systemd_units(cfg: LoadedConfig, job: PeriodicJob) -> dict[str, str]:
     caps = " ".join(job.capabilities)
-    writable = " ".join(sorted(set(job.writable)))
+    # "-": a path that does not exist yet must not stop the unit from starting.
+    writable = " ".join(f"-{w}" for w in sorted(set(job.writable)))
     service = f"""[Unit]
 Description={job.description}
 After=network.target

@@ -69,3 +69,29 @@ def test_schedule_usage_errors(cli, tmp_path: Path) -> None:  # type: ignore[no-
     assert cli("schedule", "install", "--dir", str(tmp_path))[0] == 2
     assert cli("schedule", "install", "--systemd", "--cron", "--dir", str(tmp_path))[0] == 2
     assert cli("schedule", "install", "--cron", "--dir", str(tmp_path / "missing"))[0] == 2
+
+
+def test_jobs_the_config_enables(cli, tmp_path: Path, home: Path) -> None:  # type: ignore[no-untyped-def]
+    units = tmp_path / "units"
+    units.mkdir()
+    # Nothing set up: only the audit.
+    code, out, _ = cli("--json", "schedule", "install", "--systemd", "--dir", str(units))
+    assert json.loads(out)["result"]["jobs"] == ["audit"]
+    # A CA and an Elasticsearch target: CRL renewal and shipping join it.
+    assert cli("pki", "init", "--no-encrypt")[0] == 0
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text('[auditing]\nelasticsearch_urls = ["https://127.0.0.1:9200"]\n')
+    units2 = tmp_path / "units2"
+    units2.mkdir()
+    code, out, err = cli(
+        "--json", "--config", str(cfg), "schedule", "install", "--systemd", "--dir", str(units2)
+    )
+    assert code == 0, err
+    assert json.loads(out)["result"]["jobs"] == ["audit", "pki-crl", "trail-ship"]
+    crl = (units2 / "edgesec-pki-crl.service").read_text()
+    assert "pki crl" in crl and f"--config {cfg}" in crl
+    assert "OnCalendar=*:0/5" in (units2 / "edgesec-trail-ship.timer").read_text()
+    code, _, err = cli("--config", str(cfg), "schedule", "install", "--cron", "--dir", str(tmp_path))
+    assert code == 0, err
+    cron = (tmp_path / "edgesec").read_text()
+    assert "*/5 * * * * root" in cron and "10 3 * * * root" in cron
