@@ -71,6 +71,8 @@ def serve(
     from edgesec.authz.service import create_app
 
     app = create_app(s, trust_dir=trust_dir_of(cfg))
+    for note in app.state.authorizer.notes:
+        warn(note)
     trust = app.state.authorizer.trust
     if trust is not None and trust.error:
         warn(f"trust bundle: {trust.error} (client certificates are refused until it loads)")

@@ -16,15 +16,21 @@ import time
 from types import FrameType
 from typing import Any
 
+from edgesec.errors import OperationFailed
+
 __all__ = ["run_server"]
 
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise OperationFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)
     return sock
 
@@ -40,11 +46,14 @@ def _server(app: Any, host: str, port: int) -> Any:
 
 def run_server(app: Any, host: str, port: int, workers: int) -> None:
     """Serve ``app`` until SIGTERM/SIGINT; with ``workers > 1`` in forked worker processes."""
+    sock = _bind(host, port)
     if workers <= 1:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the lifespan installs the reload handler
-        _server(app, host, port).run()
+        try:
+            _server(app, host, port).run(sockets=[sock])
+        finally:
+            sock.close()
         return
-    sock = _bind(host, port)
     children: dict[int, int] = {}  # pid -> slot
     stopping = False
 

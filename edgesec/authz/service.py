@@ -81,7 +81,14 @@ class Authorizer:
                     "authz: client certificates are enabled but no trust bundle directory is set"
                 )
             self.trust = TrustState(trust_dir, grace_hours=settings.crl_grace_hours, clock=clock)
-        self.jwt: JwtVerifier | None = JwtVerifier(settings.jwt) if "jwt" in settings.identity_order else None
+        self.notes: list[str] = []
+        self.jwt: JwtVerifier | None = None
+        if "jwt" in settings.identity_order:
+            if settings.jwt.jwks_file or settings.jwt.public_key_files:
+                self.jwt = JwtVerifier(settings.jwt)
+            else:
+                # The default order names jwt; with no key configured no token could ever verify.
+                self.notes.append("bearer tokens are not accepted: no [authz.jwt] key is configured")
         h = settings.headers
         self._names = (h.user, h.roles, h.tenant, h.method)
         self._break_glass = frozenset(settings.break_glass_roles)
@@ -526,6 +533,8 @@ def readiness(authz: Authorizer) -> dict[str, Any]:
         policy["error"] = p.last_error
         policy["note"] = "the last good policy is still enforced"
     body: dict[str, Any] = {"ready": True, "policy": policy}
+    if authz.notes:
+        body["notes"] = list(authz.notes)
     if authz.trust is not None:
         t = authz.trust.status()
         body["trust"] = t

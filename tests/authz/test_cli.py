@@ -160,7 +160,9 @@ GEN = [
 
 def test_gen_traefik_validates_against_the_schemas(cli, tmp_path: Path, conformance: Path) -> None:  # type: ignore[no-untyped-def]
     out_dir = tmp_path / "traefik"
-    code, _out, err = cli("authz", "gen", "traefik", *GEN, "--trusted-ip", "10.0.0.0/8", "--out", str(out_dir))
+    code, _out, err = cli(
+        "authz", "gen", "traefik", *GEN, "--trusted-ip", "10.0.0.0/8", "--out", str(out_dir)
+    )
     assert code == 0, err
     dyn = yaml.safe_load((out_dir / "edgesec-dynamic.yml").read_text())
     static = yaml.safe_load((out_dir / "edgesec-static.yml").read_text())
@@ -271,3 +273,14 @@ def test_cli_subprocess_once(tmp_path: Path) -> None:
     )
     # Default policy is the bank example: dr-chen is unknown there.
     assert p.returncode == 0 and json.loads(p.stdout)["result"]["allowed"] is False
+
+
+def test_serve_on_a_busy_port_is_one_line(cli) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        code, _, err = cli("authz", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1")
+    assert code == 1 and "cannot listen" in err and "Traceback" not in err

@@ -67,7 +67,7 @@ def test_denials_are_audited_and_allows_sampled(make_authorizer, site_ca, trail)
     a.authorize(
         [
             *fwd("DELETE", "/console/api/apps/7", cert=site_ca.der_b64("alice")),
-            ("X-Forwarded-For", "1.1.1.1, 192.0.2.7"),
+            ("X-Forwarded-For", "198.51.100.1, 192.0.2.7"),
         ],
         "10.1.2.3",
     )
