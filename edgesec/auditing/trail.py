@@ -146,6 +146,7 @@ class Trail:
         self.rotate_daily = rotate_daily
         # (inode, first sequence, UTC date of the first record) of the current file, cached per inode.
         self._first: tuple[int, int, str] | None = None
+        self._dir_ready = False
         self.path = self.dir / CURRENT
         self.durability = durability
         self.interval = group_commit_ms / 1000.0
@@ -248,7 +249,9 @@ class Trail:
         return 0, GENESIS
 
     def _write_batch(self, docs: list[dict[str, Any]], *, sync: bool) -> list[dict[str, Any]]:
-        ensure_private_dir(self.dir)
+        if not self._dir_ready:  # once per Trail: a mkdir+stat per record costs more than the write
+            ensure_private_dir(self.dir)
+            self._dir_ready = True
         with self._mutex, FileLock(self.dir / LOCK):
             fd = self._current_fd()
             head, extra = self._read_head(fd)
