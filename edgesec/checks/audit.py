@@ -99,7 +99,9 @@ def run_audit(cfg: LoadedConfig, opts: AuditOptions) -> dict[str, Any]:
     if opts.record and opts.replay:
         raise InputError("--record and --replay cannot be used together")
     profile = choose_profile(cfg, opts.profile)
-    fail_on = Severity.parse(opts.fail_on or profile.fail_on or cfg.settings.checks.fail_on)
+    # --fail-on, then the site's own [checks] fail_on if it set one, then the profile's, then the default.
+    site_fail_on = cfg.settings.checks.fail_on if cfg.source_of("checks.fail_on") != "default" else None
+    fail_on = Severity.parse(opts.fail_on or site_fail_on or profile.fail_on or cfg.settings.checks.fail_on)
     waivers = collect_waivers(cfg, opts.waivers_file)
     baseline = history.load_result(opts.baseline) if opts.baseline else None
     catalog = opts.catalog or load_catalog()

@@ -176,8 +176,18 @@ class EdgesecFiles(Check):
         if cfg.path:
             out.append(str(cfg.path))
         out.append("/etc/edgesec")
-        if cfg.settings.authz.policy_dir:
-            out.append(str(Path(cfg.settings.authz.policy_dir).expanduser()))
+        st = cfg.settings
+        # Everything edgesec reads to reach a verdict or writes as evidence, wherever the config put it.
+        for configured in (
+            st.authz.policy_dir,
+            st.pki.store_dir,
+            st.pki.trust_bundle_dir,
+            st.auditing.trail_dir,
+            st.checks.waivers_file,
+            st.checks.prom_textfile,
+        ):
+            if configured:
+                out.append(str(Path(configured).expanduser()))
         return list(dict.fromkeys(out))
 
     def run(self, ctx: CheckContext) -> Iterator[Finding]:

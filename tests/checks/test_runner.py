@@ -259,3 +259,17 @@ def test_checks_list(cli) -> None:  # type: ignore[no-untyped-def]
     assert {"egress.routes", "host.time-sync", "host.auditd", "host.edgesec-files"} <= {
         r["id"] for r in json.loads(out)["result"]["checks"]
     }
+
+
+def test_fail_on_precedence(cli, use_checks, demo_profile: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    use_checks(LowFail)
+    prof = tmp_path / "strict.toml"
+    prof.write_text(
+        demo_profile.read_text().replace('select = ["demo"]', 'fail_on = "low"\nselect = ["demo"]')
+    )
+    assert cli("audit", "--profile", str(demo_profile))[0] == 0  # default high
+    assert cli("audit", "--profile", str(prof))[0] == 1  # the profile says low
+    assert cli("audit", "--profile", str(prof), "--fail-on", "critical")[0] == 0  # the flag wins
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text('[checks]\nfail_on = "high"\n')
+    assert cli("--config", str(cfg), "audit", "--profile", str(prof))[0] == 0  # the site's own setting wins
