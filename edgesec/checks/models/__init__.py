@@ -68,7 +68,7 @@ class ModelSignatureCheck(Check):
             evidence["differences"] = evidence["differences"][:MAX_EVIDENCE]
             if res.ok:
                 yield self.passed(
-                    f"{len(res.manifest.files) if res.manifest else 0} files verified, signed by "
+                    f"{len(res.manifest.files) if res.manifest else 0} file(s) verified, signed by "
                     f"{res.signer.subject if res.signer else '?'}",
                     resource=d,
                     evidence=evidence,

@@ -143,7 +143,7 @@ def sign_cmd(
     m = res.manifest
     result(
         res.to_json(),
-        f"signed {len(m.files)} files ({m.total_bytes} bytes, {m.algorithm}) as {res.signer}\n"
+        f"signed {len(m.files)} file{'s' if len(m.files) != 1 else ''} ({m.total_bytes} bytes, {m.algorithm}) as {res.signer}\n"
         f"signature: {res.signature}",
     )
 
