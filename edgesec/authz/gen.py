@@ -137,6 +137,9 @@ def traefik_dynamic(site: ProxySite) -> dict[str, Any]:
                         # deletes it otherwise); the entrypoint's trustedIPs strips client copies.
                         "trustForwardHeader": True,
                         "authResponseHeaders": list(site.identity_headers),
+                        # Only what authz reads (Traefik adds its managed X-Forwarded-* itself): other
+                        # client headers never reach the decision.
+                        "authRequestHeaders": ["Authorization", "Cookie", site.cert_header],
                     }
                 },
             },

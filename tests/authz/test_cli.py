@@ -174,6 +174,7 @@ def test_gen_traefik_validates_against_the_schemas(cli, tmp_path: Path, conforma
     assert fa["trustForwardHeader"] is True
     assert fa["authResponseHeaders"] == ["X-User-ID", "X-Roles", "X-Tenant", "X-Auth-Method"]
     assert fa["address"] == "http://127.0.0.1:9091/auth"
+    assert "X-Forwarded-Tls-Client-Cert" in fa["authRequestHeaders"]
     assert dyn["http"]["middlewares"]["edgesec-client-cert"]["passTLSClientCert"]["pem"] is True
     router = dyn["http"]["routers"]["edgesec-app"]
     assert router["middlewares"] == ["edgesec-client-cert", "edgesec-forward-auth"]
