@@ -13,7 +13,7 @@ from rich.table import Table
 
 from edgesec._console import info, result, state, warn
 from edgesec._fs import atomic_write
-from edgesec.errors import InputError, UsageError
+from edgesec.errors import AlreadyExists, InputError, UsageError
 
 checks_app = typer.Typer(help="List the checks and profiles.", no_args_is_help=True)
 waiver_app = typer.Typer(
@@ -73,6 +73,26 @@ def _summary_printer(res: dict[str, Any], written: list[str]) -> Any:
     return human
 
 
+_MARKERS = (b"edgesec",)
+
+
+def _refuse_foreign(path: Path) -> None:
+    """Replace an earlier edgesec report in place, but never a file edgesec did not write."""
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise InputError(f"{path} is a directory; give a file name or several --report formats")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8192)
+    except OSError as exc:
+        raise InputError(f"cannot read existing {path}: {exc.strerror}") from None
+    if not any(m in head for m in _MARKERS):
+        raise AlreadyExists(
+            f"refusing to overwrite {path}: it is not an edgesec report", hint="choose another --out"
+        )
+
+
 def _targets(reports: list[str], out: str | None) -> list[tuple[str, Path]]:
     from edgesec.checks.reports import renderers
 
@@ -87,6 +107,13 @@ def _targets(reports: list[str], out: str | None) -> list[tuple[str, Path]]:
             raise InputError(f"--out {out}: with several reports --out must be a directory")
         base.mkdir(mode=0o755, parents=True)
     return [(name, base / r[name].filename) for name in reports]
+
+
+def _checked_targets(reports: list[str], out: str | None) -> list[tuple[str, Path]]:
+    targets = _targets(reports, out)
+    for _name, path in targets:
+        _refuse_foreign(path)
+    return targets
 
 
 @checks_app.command("list")
@@ -209,7 +236,9 @@ def audit(
         raise UsageError("--timeout must be between 0 and 3600 seconds")
     if sign and "json" not in reports:
         reports.append("json")
-    targets = _targets(reports, out)
+    targets = _checked_targets(reports, out)
+    if prom_textfile:
+        _refuse_foreign(Path(prom_textfile))
     signer = None
     if sign:
         from edgesec.checks.evidence import load_signer

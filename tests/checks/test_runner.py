@@ -273,3 +273,19 @@ def test_fail_on_precedence(cli, use_checks, demo_profile: Path, tmp_path: Path)
     cfg = tmp_path / "edgesec.toml"
     cfg.write_text('[checks]\nfail_on = "high"\n')
     assert cli("--config", str(cfg), "audit", "--profile", str(prof))[0] == 0  # the site's own setting wins
+
+
+def test_reports_never_replace_a_foreign_file(cli, use_checks, demo_profile: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    use_checks(Passes)
+    precious = tmp_path / "notes.txt"
+    precious.write_text("quarterly notes")
+    code, _, err = cli("audit", "--profile", str(demo_profile), "--report", "json", "--out", str(precious))
+    assert code == 1 and "refusing to overwrite" in err
+    assert precious.read_text() == "quarterly notes"
+    out = tmp_path / "r.json"
+    for _ in range(2):  # an earlier edgesec report is replaced
+        assert cli("audit", "--profile", str(demo_profile), "--report", "json", "--out", str(out))[0] == 0
+    code, _, err = cli(
+        "audit", "--profile", str(demo_profile), "--report", "json", "--report", "html", "--out", str(out)
+    )
+    assert code == 2 and "directory" in err
