@@ -167,6 +167,20 @@ KeyTypeOpt = Annotated[
     str | None, typer.Option("--key-type", help="Leaf key type (default: [pki] key_type).")
 ]
 DaysOpt = Annotated[int | None, typer.Option("--days", min=1, max=3650, help="Lifetime in days.")]
+KeyPassOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--key-passphrase-file", help="Encrypt the leaf key in the store with the passphrase in this file."
+    ),
+]
+
+
+def _key_pw(path: str | None) -> bytes | None:
+    return (
+        secrets.check_new_passphrase(secrets.read_passphrase_file(path, what="key passphrase file"))
+        if path
+        else None
+    )
 
 
 @issue_app.command("server")
@@ -177,11 +191,13 @@ def issue_server_cmd(
     ] = None,
     key_type: KeyTypeOpt = None,
     days: DaysOpt = None,
+    key_passphrase_file: KeyPassOpt = None,
     passphrase_file: PassFile = None,
 ) -> None:
     """A TLS server certificate (serverAuth)."""
+    kp = _key_pw(key_passphrase_file)
     ca = _ca(passphrase_file)
-    cert, _ = ca.issue_server(name, san or [], key_type=key_type, days=days)
+    cert, _ = ca.issue_server(name, san or [], key_type=key_type, days=days, key_passphrase=kp)
     _issued(ca, cert, "server")
 
 
@@ -195,15 +211,17 @@ def issue_client_cmd(
     ] = None,
     key_type: KeyTypeOpt = None,
     days: DaysOpt = None,
+    key_passphrase_file: KeyPassOpt = None,
     passphrase_file: PassFile = None,
 ) -> None:
     """A mutual-TLS client certificate (clientAuth), or a batch of them from a CSV file."""
+    kp = _key_pw(key_passphrase_file)
     if from_file:
         if id or email or uri:
             raise UsageError("give either ID [--email] [--uri] or --from-file, not both")
         reqs = read_clients_csv(from_file)
         ca = _ca(passphrase_file)
-        certs = ca.issue_clients(reqs, key_type=key_type, days=days)
+        certs = ca.issue_clients(reqs, key_type=key_type, days=days, key_passphrase=kp)
         recs = [ca.get(f"{c.serial_number:x}").to_json() for c in certs]
         result(
             {"issued": len(recs), "certificates": recs},
@@ -213,7 +231,7 @@ def issue_client_cmd(
     if not id:
         raise UsageError("missing client ID (or --from-file FILE)")
     ca = _ca(passphrase_file)
-    cert, _ = ca.issue_client(id, email=email, uri=uri, key_type=key_type, days=days)
+    cert, _ = ca.issue_client(id, email=email, uri=uri, key_type=key_type, days=days, key_passphrase=kp)
     _issued(ca, cert, "client")
 
 
@@ -222,11 +240,13 @@ def issue_signing_cmd(
     name: Annotated[str, typer.Argument(help="Certificate name (its CN).")],
     key_type: KeyTypeOpt = None,
     days: DaysOpt = None,
+    key_passphrase_file: KeyPassOpt = None,
     passphrase_file: PassFile = None,
 ) -> None:
     """A code-signing certificate (codeSigning) for model manifests and signed audit results."""
+    kp = _key_pw(key_passphrase_file)
     ca = _ca(passphrase_file)
-    cert, _ = ca.issue_signing(name, key_type=key_type, days=days)
+    cert, _ = ca.issue_signing(name, key_type=key_type, days=days, key_passphrase=kp)
     _issued(ca, cert, "signing")
 
 
@@ -423,6 +443,10 @@ def export_cmd(
     replace: Annotated[
         bool, typer.Option("--replace", help="Replace files a previous export wrote.")
     ] = False,
+    key_passphrase_file: Annotated[
+        str | None,
+        typer.Option("--key-passphrase-file", help="Passphrase of an encrypted leaf key (for --p12)."),
+    ] = None,
 ) -> None:
     """Export a certificate for deployment (a proxy, a model publisher, a browser)."""
     if bool(pem) == bool(p12):
@@ -438,7 +462,14 @@ def export_cmd(
         )
     else:
         assert p12 is not None
-        p = ca.export_p12(name, p12, _p12_password(password_file), legacy=legacy, replace=replace)
+        kp = (
+            secrets.read_passphrase_file(key_passphrase_file, what="key passphrase file")
+            if key_passphrase_file
+            else None
+        )
+        p = ca.export_p12(
+            name, p12, _p12_password(password_file), legacy=legacy, replace=replace, key_passphrase=kp
+        )
         result(
             {"file": str(p), "legacy": legacy},
             f"exported {name} to {p} ({'legacy 3DES' if legacy else 'AES-256'} PKCS#12)",

@@ -1038,7 +1038,14 @@ class CertificateAuthority:
         now = self.clock()
         key = generate_key(self.meta("key_type") or "ec-p256")
         with self._write() as conn:
-            n = conn.execute("SELECT COUNT(*) FROM cas WHERE role='intermediate'").fetchone()[0] + 1
+            # Files of a rotation killed before its commit may exist: never reuse their number.
+            on_disk = [
+                int(p.stem.split("-", 1)[1])
+                for p in (self.dir / CA_DIR).glob("intermediate-*.pem")
+                if p.stem.split("-", 1)[1].isdigit()
+            ]
+            in_db = conn.execute("SELECT COUNT(*) FROM cas WHERE role='intermediate'").fetchone()[0]
+            n = max([in_db, *on_disk]) + 1
             org = self.meta("org") or "edgesec"
             cert = build_certificate(
                 kind="intermediate",
@@ -1275,12 +1282,13 @@ class CertificateAuthority:
         *,
         legacy: bool = False,
         replace: bool = False,
+        key_passphrase: bytes | None = None,
     ) -> Path:
         """A PKCS#12 with key, certificate and full chain. AES-256-CBC + PBKDF2-SHA256 + HMAC-SHA256 by
         default; ``legacy`` uses 3DES + SHA-1 (PBES1), which older macOS and Windows import."""
         if not password:
             raise InputError("a PKCS#12 file needs a password")
-        cert, key = self.leaf(name)
+        cert, key = self.leaf(name, key_passphrase=key_passphrase)
         chain = [*self.chain_for(cert), self.root_certificate()]
         if legacy:
             enc = (

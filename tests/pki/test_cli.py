@@ -217,3 +217,35 @@ def test_real_subprocess(tmp_path: Path, pw_file: Path) -> None:
     assert p.returncode == 0 and json.loads(p.stdout)["result"][0]["name"] == "alice"
     p = edgesec("pki", "init", "--org", "Clinic")
     assert p.returncode == 1 and p.stderr.count("\n") <= 2 and "Traceback" not in p.stderr
+
+
+def test_encrypted_leaf_key(inited, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cli = inited
+    kp = tmp_path / "leaf.pass"
+    kp.write_text("leaf key passphrase\n")
+    assert cli("pki", "issue", "signing", "models", "--key-passphrase-file", str(kp))[0] == 0
+    assert cli("pki", "export", "models", "--pem", str(tmp_path / "m"))[0] == 0
+    assert (tmp_path / "m" / "key.pem").read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    pw = tmp_path / "p12.pass"
+    pw.write_text("p12-secret\n")
+    code, _, err = cli(
+        "pki", "export", "models", "--p12", str(tmp_path / "m.p12"), "--password-file", str(pw)
+    )
+    assert code == 2 and "encrypted and no passphrase" in _one_line_error(err)
+    code, _, err = cli("pki", "export", "models", "--p12", str(tmp_path / "m.p12"), "--password-file", str(pw),
+                       "--key-passphrase-file", str(kp))  # fmt: skip
+    assert code == 0, err
+
+
+def test_failing_reload_hook_is_reported(cli, pw_file: Path, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text('[pki]\nreload_hooks = ["sh -c \\"echo nginx not running >&2; exit 3\\""]\n')
+    code, _, err = cli(
+        "--config", str(cfg), "pki", "init", "--org", "Bank", "--passphrase-file", str(pw_file)
+    )
+    assert code == 1 and "reload hook" in _one_line_error(err) and "nginx not running" in err
+    # the CA and its bundle were created all the same; the operator fixes the hook and republishes
+    assert (home / "trust" / "crl.pem").is_file()
+    cfg.write_text('[pki]\nreload_hooks = ["true"]\n')
+    code, out, err = cli("--config", str(cfg), "--json", "pki", "publish")
+    assert code == 0 and json.loads(out)["result"]["hooks"][0]["exit_code"] == 0
