@@ -368,3 +368,18 @@ def test_tokenizer_config_template(tmp_path: Path) -> None:
     )
     p.write_text(json.dumps({"chat_template": [{"name": "default", "template": SAFE_TEMPLATE}]}))
     assert findings(p) == []
+
+
+def test_numpy_arrays(tmp_path: Path) -> None:
+    import numpy as np
+
+    p = tmp_path / "a.npy"
+    np.save(p, np.arange(10))
+    assert [f.rule for f in findings(p)] == ["format-policy"]
+    assert findings(p, [*ALLOWED, "numpy"]) == []
+    marker = tmp_path / "PWNED"
+    np.save(p, np.array([_Payload(marker), 1], dtype=object), allow_pickle=True)
+    lines = [f.line() for f in findings(p, [*ALLOWED, "numpy"])]
+    assert lines[0].startswith("CRITICAL a.npy: array of Python objects")
+    assert "CRITICAL a.npy: pickle imports posix.system, which runs code when loaded" in lines
+    assert not marker.exists()

@@ -110,6 +110,8 @@ def detect(path: Path, head: bytes) -> str:
     """The file's format from its content first (a renamed pickle is still a pickle), then its name."""
     if head.startswith(b"GGUF"):
         return "gguf"
+    if head.startswith(b"\x93NUMPY"):
+        return "numpy"
     if head[:4] == b"PK\x03\x04":
         return "pickle-zip" if path.suffix.lower() in PICKLE_SUFFIXES or _zip_has_pickle(path) else "zip"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
@@ -929,6 +931,42 @@ def check_onnx(path: Path, rel: str, root: Path) -> list[ScanFinding]:
     return out
 
 
+# --- numpy ------------------------------------------------------------------------------------------
+
+
+def check_numpy(path: Path, rel: str) -> list[ScanFinding]:
+    """A ``.npy`` whose dtype holds Python objects is a pickle after its header: scan that pickle."""
+    import ast
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(10)
+        if len(head) < 10:
+            raise _Bad("truncated header")
+        major = head[6]
+        if major == 1:
+            (hlen,) = struct.unpack("<H", head[8:10])
+        elif major in (2, 3):
+            (hlen,) = struct.unpack("<I", head[8:10] + f.read(2))
+        else:
+            raise _Bad(f"unsupported .npy version {major}")
+        if hlen > 1 << 20 or f.tell() + hlen > size:
+            raise _Bad(f"header length {hlen} is out of bounds")
+        try:
+            header = ast.literal_eval(f.read(hlen).decode("latin-1"))  # literals only: nothing is evaluated
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            raise _Bad("header is not a Python literal") from None
+        if not isinstance(header, dict) or "descr" not in header:
+            raise _Bad("header has no descr")
+        if "O" not in repr(header["descr"]):
+            return []
+        out = [
+            ScanFinding(rel, "numpy-object", "critical",
+                        "array of Python objects: loading it (allow_pickle=True) unpickles what follows the header")
+        ]  # fmt: skip
+        return out + scan_pickle_stream(f, size, rel)
+
+
 # --- driver -----------------------------------------------------------------------------------------
 
 FORMAT_OF = {
@@ -937,6 +975,7 @@ FORMAT_OF = {
     "safetensors": "safetensors",
     "gguf": "gguf",
     "onnx": "onnx",
+    "numpy": "numpy",
 }
 
 
@@ -981,6 +1020,8 @@ def scan_file(
             out += _template_findings(rel, templates)
         elif fmt == "onnx":
             out += check_onnx(path, rel, root)
+        elif fmt == "numpy":
+            out += check_numpy(path, rel)
         elif fmt == "tokenizer-config":
             out += _tokenizer_config(path, rel)
         elif fmt == "python":
