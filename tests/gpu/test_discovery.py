@@ -228,3 +228,21 @@ def test_a_subprocess_audit_on_this_host(tmp_path: Path) -> None:
     st = {c["id"]: {f["status"] for f in c["findings"]} for c in doc["checks"]}
     assert st["gpu.reference-data"] == {"PASS"}
     assert all(v == {"SKIP"} for k, v in st.items() if k != "gpu.reference-data"), st
+
+
+def test_torch_cuda_from_metadata_when_version_py_says_nothing() -> None:
+    site = "/usr/local/lib/python3.11/site-packages"
+    files = {
+        f"{site}/torch-2.5.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: torch\nVersion: 2.5.1+cu124\n",
+        f"{site}/torch/version.py": "__version__ = '2.5.1'\n",
+    }
+    inv = inventory(built_ctx(files))
+    assert [(r.source, str(r.version), r.package) for r in inv.runtimes] == [("torch", "12.4", "torch-2.5.1")]
+    pinned = {
+        f"{site}/torch-2.6.0.dist-info/METADATA": (
+            "Name: torch\nVersion: 2.6.0\nRequires-Dist: filelock\n"
+            "Requires-Dist: nvidia-cuda-runtime-cu12==12.6.77; platform_system == 'Linux'\n"
+        ),
+    }
+    inv = inventory(built_ctx(pinned))
+    assert [(r.source, str(r.version)) for r in inv.runtimes] == [("torch", "12.6")]

@@ -427,3 +427,15 @@ def test_dcgm_exporter_on_loopback_with_real_curl(tmp_path: Path, exporter: tupl
     body[0] = b"node_load1 0.5\n"
     f = run("gpu.dcgm-exporter", ctx)
     assert [x.status for x in f] == [Status.FAIL] and "no DCGM_FI_" in f[0].message
+
+
+def test_a_lost_gpu_is_a_failure_not_a_crash() -> None:
+    c = base().nvml("nvmlDeviceGetEccMode", 0, error="GpuIsLost")
+    f = run("gpu.ecc", context(c))
+    assert [x.status for x in f] == [Status.FAIL] and "lost" in f[0].message
+
+
+def test_nvml_refusing_a_query_skips_with_the_reason() -> None:
+    c = base().nvml("nvmlDeviceGetPersistenceMode", 0, error="NoPermission")
+    f = run("gpu.persistence", context(c))
+    assert [x.status for x in f] == [Status.SKIP] and "run as root" in f[0].message

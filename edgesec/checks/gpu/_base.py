@@ -26,6 +26,17 @@ class GpuCheck(Check):
             return list(self.check(ctx))
         except NvmlUnavailable as exc:
             return [self.skipped(exc.message, evidence={"nvml": exc.message})]
+        except NvmlError as exc:
+            # A lost GPU is a finding about the GPU, not a broken check; missing rights are a reason to skip.
+            if exc.name == "GpuIsLost":
+                return [
+                    self.failed(
+                        f"a GPU is lost (fallen off the bus): {exc.message}", evidence={"nvml": exc.message}
+                    )
+                ]
+            if exc.name == "NoPermission":
+                return [self.skipped(f"NVML refused the query (run as root): {exc.message}")]
+            raise
 
     @abstractmethod
     def check(self, ctx: CheckContext) -> Iterable[Finding]: ...

@@ -518,9 +518,22 @@ def torch_cuda(ctx: CheckContext, site: str) -> tuple[Version, str] | None:
                     return Version.parse(m.group(1)).major_minor(), version
                 except ValueError:
                     pass
-            tag = cuda_from_torch_tag(version)
+            # No version.py answer: the package metadata. Its Version carries the local tag (+cu124)
+            # even when the dist-info directory name does not; Requires-Dist pins the runtime wheel.
+            meta = ctx.system.read_text(f"{site}/{name}-{version}.dist-info/METADATA", 65536) or ""
+            mv = re.search(r"^Version:\s*(\S+)", meta, re.MULTILINE)
+            full = mv.group(1) if mv else version
+            tag = cuda_from_torch_tag(full)
             if tag:
-                return tag, version
+                return tag, full
+            rd = re.search(
+                r"^Requires-Dist:\s*nvidia-cuda-runtime(?:-cu\d+)?\s*==\s*([0-9.]+)", meta, re.MULTILINE
+            )
+            if rd:
+                try:
+                    return Version.parse(rd.group(1)).major_minor(), full
+                except ValueError:
+                    return None
             return None
         return None
 

@@ -428,6 +428,7 @@ class VisibleDevices(GpuCheck):
             "or MIG instance in the service's unit or container spec."
         ),
         controls=_ISOLATION_CONTROLS,
+        timeout_s=120.0,  # waits for the process inventory the alignment checks build
     )
 
     def check(self, ctx: CheckContext) -> Iterable[Finding]:
