@@ -123,15 +123,27 @@ def bench_e2e(tmp: Path, n: int) -> dict[str, float]:
     bodies = []
     for k in range(0, len(lines), 500):
         chunk = lines[k : k + 500]
-        bodies.append(b"".join(b'{"create":{"_index":"base-audit-x","_id":"%d"}}\n' % (k + j) + ln + b"\n" for j, ln in enumerate(chunk)))
+        bodies.append(
+            b"".join(
+                b'{"create":{"_index":"base-audit-x","_id":"%d"}}\n' % (k + j) + ln + b"\n"
+                for j, ln in enumerate(chunk)
+            )
+        )
     t0 = time.perf_counter()
     for body in bodies:
-        req = urllib.request.Request(es.url + "/_bulk", data=body, method="POST", headers={"Content-Type": "application/x-ndjson"})
+        req = urllib.request.Request(
+            es.url + "/_bulk", data=body, method="POST", headers={"Content-Type": "application/x-ndjson"}
+        )
         with urllib.request.urlopen(req, context=ctx) as r:
             r.read()
     direct = len(lines) / (time.perf_counter() - t0)
     es.stop()
-    return {"pipeline_eps": pipeline, "direct_eps": direct, "events": float(n), "violations": float(len(violations))}
+    return {
+        "pipeline_eps": pipeline,
+        "direct_eps": direct,
+        "events": float(n),
+        "violations": float(len(violations)),
+    }
 
 
 def main() -> int:
@@ -147,11 +159,15 @@ def main() -> int:
         fsync = bench_emit(tmp, n_emit, "fsync")
         bare = bench_bare(tmp, n_emit, 1)
         results.update(emit_fsync_eps=fsync, bare_fsync_eps=bare, emit_fsync_ratio=fsync / bare)
-        print(f"emit() fsync:  {fsync:9.0f} events/s   bare dumps+append+fdatasync: {bare:9.0f}/s   ratio {fsync / bare:.2f} (target >= 0.5)")
+        print(
+            f"emit() fsync:  {fsync:9.0f} events/s   bare dumps+append+fdatasync: {bare:9.0f}/s   ratio {fsync / bare:.2f} (target >= 0.5)"
+        )
         group = bench_emit(tmp, n_emit * 10, "group")
         bare_g = bench_bare(tmp, n_emit * 10, 200)
         results.update(emit_group_eps=group, bare_group_eps=bare_g, emit_group_ratio=group / bare_g)
-        print(f"emit() group:  {group:9.0f} events/s   bare, fdatasync per 200:     {bare_g:9.0f}/s   ratio {group / bare_g:.2f}")
+        print(
+            f"emit() group:  {group:9.0f} events/s   bare, fdatasync per 200:     {bare_g:9.0f}/s   ratio {group / bare_g:.2f}"
+        )
         if shutil.which("syslog-ng"):
             e2e = bench_e2e(tmp / "e2e", n_e2e)
             results.update({f"e2e_{k}": v for k, v in e2e.items()})

@@ -84,11 +84,11 @@ def load_signer(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ):
         raise InputError(f"the key {key_path} does not belong to the certificate {cert_path}")
-    _require_signing_purpose(cert)
+    require_signing_purpose(cert)
     return cert, key
 
 
-def _require_signing_purpose(cert: x509.Certificate) -> None:
+def require_signing_purpose(cert: x509.Certificate) -> None:
     try:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
@@ -189,7 +189,7 @@ def verify_checkpoint(cp: Checkpoint, cert_verifier: CertVerifier | None) -> x50
         raise VerificationError("checkpoint certificate or signature is malformed") from None
     body = {k: v for k, v in cp.doc.items() if k != "signature"}
     _verify_sig(cert, cp.doc["algorithm"], sig, canonical(body).encode("utf-8"))
-    _require_signing_purpose(cert)
+    require_signing_purpose(cert)
     if cert_verifier is not None:
         cert_verifier(cert)
     return cert

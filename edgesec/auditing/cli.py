@@ -35,18 +35,14 @@ def _trail_dir(trail: str | None) -> Path:
 
 def _cert_verifier(trust_dir: str | None) -> Any:
     """The site's check of a checkpoint certificate: chain to the published trust bundle, CRL, purpose."""
-    from edgesec.pki.trust import TrustBundle, verify_certificate
+    from edgesec.pki.api import load_trust, verify_certificate
 
-    if trust_dir:
-        d = Path(trust_dir)
-    else:
-        cfg = state().config()
-        d = cfg.path_in_home(cfg.settings.pki.trust_bundle_dir, "trust")
+    cfg = state().config()
     try:
-        bundle = TrustBundle.load(d)
-    except NotFound:
+        bundle = load_trust(cfg, trust_dir)
+    except NotFound as exc:
         raise NotFound(
-            f"no trust bundle in {d} to check checkpoint certificates against",
+            f"cannot check checkpoint certificates: {exc.message}",
             hint="publish the site PKI (`edgesec pki init`) or pass --trust DIR",
         ) from None
 
@@ -130,6 +126,9 @@ def checkpoint_cmd(
         str | None, typer.Option("--cert", help="Signing certificate (PEM); default from config.")
     ] = None,
     key: Annotated[str | None, typer.Option("--key", help="Its private key (PEM).")] = None,
+    signer: Annotated[
+        str | None, typer.Option("--signer", help="Name of a signing certificate in the site CA store.")
+    ] = None,
     send: Annotated[
         bool, typer.Option("--send/--no-send", help="Send it off the host through syslog.")
     ] = True,
@@ -142,13 +141,16 @@ def checkpoint_cmd(
     cfg = state().config()
     a = cfg.settings.auditing
     cert_path, key_path = cert or a.checkpoint_cert, key or a.checkpoint_key
-    if not cert_path or not key_path:
+    if signer:
+        c, k = _signer_from_store(signer)
+    elif cert_path and key_path:
+        c, k = load_signer(Path(cert_path), Path(key_path))
+    else:
         raise InputError(
             "no signing certificate for checkpoints",
-            hint="issue one with `edgesec pki issue-signing NAME`, export it, and pass --cert/--key"
-            " or set [auditing] checkpoint_cert/checkpoint_key",
+            hint="issue one with `edgesec pki issue signing NAME` and pass --signer NAME (or --cert/--key,"
+            " or set [auditing] checkpoint_cert/checkpoint_key)",
         )
-    c, k = load_signer(Path(cert_path), Path(key_path))
     d = _trail_dir(trail)
     # Only a verified head is worth signing: a checkpoint over a broken chain would bless the damage.
     rep = verify_trail(d)
@@ -171,6 +173,24 @@ def checkpoint_cmd(
         {"seq": cp.seq, "hash": cp.hash, "file": str(path), "sent": sent, "checkpoint": cp.doc},
         f"checkpoint at record {cp.seq} ({cp.hash[:16]}) -> {path}" + (" (sent to syslog)" if sent else ""),
     )
+
+
+def _signer_from_store(name: str) -> Any:
+    """A signing certificate and key by name, through the PKI's API (only pki reads the CA store)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    from edgesec.auditing.checkpoint import require_signing_purpose
+    from edgesec.pki.api import open_ca
+
+    ca = open_ca(state().config())
+    try:
+        cert, key = ca.leaf(name)
+    finally:
+        ca.close()
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+        raise InputError(f"the key of {name} cannot sign checkpoints")
+    require_signing_purpose(cert)
+    return cert, key
 
 
 def _print_lines(lines: list[str]) -> Any:

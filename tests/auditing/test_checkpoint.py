@@ -176,3 +176,32 @@ def test_rfc5424_escaping() -> None:
     assert b'action="a\\"b\\]c\\\\d"' in msg
     assert b" hoost " not in msg and b" host " in msg  # spaces and controls removed from HOSTNAME
     assert RFC5424.match(msg)
+
+
+def test_checkpoint_by_signer_name_from_the_site_ca(cli, pki: SitePki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    trail = tmp_path / "trail"
+    fill(trail, 5)
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text(
+        f'[auditing]\ntrail_dir = "{trail}"\n[pki]\nstore_dir = "{pki.store}"\ntrust_bundle_dir = "{pki.trust}"\n'
+    )
+    code, out, err = cli(
+        "--config", str(cfg), "--json", "auditlog", "checkpoint", "--signer", "trail-signer", "--no-send"
+    )
+    assert code == 0, err
+    assert json.loads(out)["result"]["seq"] == 5
+    code, out, err = cli("--config", str(cfg), "auditlog", "verify")
+    assert code == 0 and "1 checkpoint(s) covered" in out, err
+    code, _, err = cli(
+        "--config", str(cfg), "auditlog", "checkpoint", "--signer", "syslog-ng-client", "--no-send"
+    )
+    assert code == 1 and "not a signing certificate" in err
+    code, _, err = cli("--config", str(cfg), "auditlog", "checkpoint", "--signer", "nobody", "--no-send")
+    assert code == 2 and "nobody" in err
+    # A checkpoint signed by a CA the site does not trust is refused by verify.
+    from edgesec.auditing.checkpoint import load_signer, make_checkpoint, store_checkpoint
+
+    rc, rk = load_signer(pki.other_signing.cert, pki.other_signing.key)
+    store_checkpoint(trail, make_checkpoint(5, "00" * 32, rc, rk))
+    code, _, err = cli("--config", str(cfg), "auditlog", "verify")
+    assert code == 1 and "checkpoint" in err
