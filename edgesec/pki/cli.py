@@ -222,7 +222,7 @@ def issue_client_cmd(
         reqs = read_clients_csv(from_file)
         ca = _ca(passphrase_file)
         certs = ca.issue_clients(reqs, key_type=key_type, days=days, key_passphrase=kp)
-        recs = [ca.get(f"{c.serial_number:x}").to_json() for c in certs]
+        recs = [r.to_json() for r in ca.records([f"{c.serial_number:x}" for c in certs])]
         result(
             {"issued": len(recs), "certificates": recs},
             f"issued {len(recs)} client certificates from {from_file}",
@@ -349,11 +349,15 @@ def crl_cmd(
     offline_root: Annotated[
         str | None, typer.Option("--offline-root", help="Directory holding the root key.")
     ] = None,
+    days: Annotated[
+        int | None,
+        typer.Option("--days", min=1, max=365, help="nextUpdate in days (default: [pki] crl_days)."),
+    ] = None,
     passphrase_file: PassFile = None,
 ) -> None:
     """Sign fresh CRLs (the intermediate's key suffices) and publish the trust bundle. Run it from cron."""
     ca = _ca(passphrase_file)
-    out = ca.generate_crl(with_root=root or bool(offline_root), offline_root=offline_root)
+    out = ca.generate_crl(with_root=root or bool(offline_root), offline_root=offline_root, days=days)
     result(out, f"CRL number {out['number']} published to {ca.trust_dir} (next update {out['next_update']})")
 
 

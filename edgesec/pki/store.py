@@ -928,10 +928,14 @@ class CertificateAuthority:
         offline_root: str | os.PathLike[str] | None = None,
         with_root: bool = False,
         publish: bool = True,
+        days: int | None = None,
     ) -> dict[str, Any]:
         """Sign a fresh CRL for every intermediate in use (and the root's, when its key is given or
         ``with_root``), store them and publish the trust bundle. Only the intermediate key is needed
-        for the day-to-day CRL."""
+        for the day-to-day CRL. ``days`` overrides ``[pki] crl_days`` for the nextUpdate."""
+        crl_days = days if days is not None else self.settings.crl_days
+        if not 1 <= crl_days <= 365:
+            raise InputError("the CRL lifetime must be 1 to 365 days")
         if root_key is None and (with_root or offline_root):
             root_key = self._load_root_key(offline_root)
         now = self.clock()
@@ -953,9 +957,7 @@ class CertificateAuthority:
                     "SELECT serial, revoked_at, revocation_reason FROM certs WHERE issuer_id=? AND revoked_at IS NOT NULL",
                     (ca_id,),
                 ).fetchall()
-                crl = build_crl(
-                    cert, key, revoked, number, now, now + dt.timedelta(days=self.settings.crl_days)
-                )
+                crl = build_crl(cert, key, revoked, number, now, now + dt.timedelta(days=crl_days))
                 self._store_crl(conn, ca_id, crl, number, len(revoked))
                 out["crls"].append(
                     {"issuer": common_name(cert.subject), "number": number, "entries": len(revoked)}
@@ -969,7 +971,7 @@ class CertificateAuthority:
                 out["crls"].append({"issuer": common_name(root.subject), "number": number, "entries": 0})
             conn.execute("UPDATE meta SET value=? WHERE key='crl_number'", (str(number),))
         out["number"] = number
-        out["next_update"] = _iso(now + dt.timedelta(days=self.settings.crl_days))
+        out["next_update"] = _iso(now + dt.timedelta(days=crl_days))
         self._audit(
             "pki.crl.generated",
             ("configuration",),
@@ -1202,6 +1204,19 @@ class CertificateAuthority:
             limit = now + dt.timedelta(days=expiring_days)
             recs = [r for r in recs if r.current and r.status == "valid" and r.not_after <= limit]
         return recs
+
+    def records(self, serials: Sequence[str]) -> list[CertRecord]:
+        """Inventory records of many serials in one query (order kept; unknown serials are skipped)."""
+        now = self.clock()
+        q = f"SELECT {self._COLS}, c.serial FROM certs c JOIN cas a ON a.id = c.issuer_id"  # noqa: S608
+        by_serial = {}
+        conn = self._db()
+        for i in range(0, len(serials), 500):
+            chunk = list(serials[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(f"{q} WHERE c.serial IN ({marks})", chunk):
+                by_serial[row[-1]] = self._record(row, now)
+        return [by_serial[s] for s in serials if s in by_serial]
 
     def get(self, name_or_serial: str) -> CertRecord:
         serial, _ = self._find(self._db(), name_or_serial)

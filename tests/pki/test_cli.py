@@ -249,3 +249,24 @@ def test_failing_reload_hook_is_reported(cli, pw_file: Path, home: Path, tmp_pat
     cfg.write_text('[pki]\nreload_hooks = ["true"]\n')
     code, out, err = cli("--config", str(cfg), "--json", "pki", "publish")
     assert code == 0 and json.loads(out)["result"]["hooks"][0]["exit_code"] == 0
+
+
+def test_crl_command(inited, home: Path) -> None:  # type: ignore[no-untyped-def]
+    from cryptography import x509
+
+    from edgesec.pki.trust import split_pem
+
+    cli = inited
+    code, out, _ = cli("--json", "pki", "crl", "--days", "2")
+    doc = json.loads(out)["result"]
+    assert code == 0 and doc["number"] == 2
+    crls = [
+        x509.load_pem_x509_crl(p) for p in split_pem((home / "trust" / "crl.pem").read_bytes(), b"X509 CRL")
+    ]
+    inter = [c for c in crls if "Intermediate" in c.issuer.rfc4514_string()][0]
+    assert inter.next_update_utc is not None and (inter.next_update_utc - inter.last_update_utc).days == 2
+    assert inter.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 2
+    code, _, err = cli("pki", "crl", "--root")  # the root key is in the store here
+    assert code == 0, err
+    code, out, _ = cli("--json", "pki", "status")
+    assert code == 0 and len(json.loads(out)["result"]["crls"]) == 2
