@@ -263,7 +263,7 @@ def test_crl_command(inited, home: Path) -> None:  # type: ignore[no-untyped-def
     crls = [
         x509.load_pem_x509_crl(p) for p in split_pem((home / "trust" / "crl.pem").read_bytes(), b"X509 CRL")
     ]
-    inter = [c for c in crls if "Intermediate" in c.issuer.rfc4514_string()][0]
+    inter = next(c for c in crls if "Intermediate" in c.issuer.rfc4514_string())
     assert inter.next_update_utc is not None and (inter.next_update_utc - inter.last_update_utc).days == 2
     assert inter.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 2
     code, _, err = cli("pki", "crl", "--root")  # the root key is in the store here
