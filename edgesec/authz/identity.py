@@ -63,6 +63,7 @@ class CertIdentity:
     serial: str
     subject: str
     not_after: str
+    not_after_ts: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,6 @@ _FORBIDDEN_ESCAPES = {
 # RFC 3986 pchar minus ';' (path parameters are refused), and '%' handled as escapes.
 _PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,=:@/%]*")
 _QUERY_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%\[\]]*")
-_HEX = frozenset("0123456789abcdefABCDEF")
 _HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?")
 _MAX_URI = 8192
 
@@ -122,6 +121,22 @@ def _check_ascii(value: str, what: str) -> None:
             )
 
 
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _decode_escape(m: re.Match[str]) -> str:
+    up = m.group(1).upper()
+    cls = _FORBIDDEN_ESCAPES.get(up)
+    if cls is not None:
+        raise RequestRejected(cls, f"%{up} in the path")
+    code = int(up, 16)
+    if code < 0x20 or code == 0x7F:
+        raise RequestRejected("encoded-control", f"%{up} (control character) in the path")
+    c = chr(code)
+    return c if c in _UNRESERVED else "%" + up
+
+
 def canonical_path(path: str) -> str:
     """The canonical form of a raw (still escaped) absolute path; raises :class:`RequestRejected`.
 
@@ -139,29 +154,14 @@ def canonical_path(path: str) -> str:
         raise RequestRejected("fragment", "'#' fragment in the forwarded URI")
     if not _PATH_CHARS.fullmatch(path):
         raise RequestRejected("bad-character", "the path holds characters outside RFC 3986")
-    out: list[str] = []
-    i = 0
-    n = len(path)
-    while i < n:
-        ch = path[i]
-        if ch != "%":
-            out.append(ch)
-            i += 1
-            continue
-        pair = path[i + 1 : i + 3]
-        if len(pair) != 2 or pair[0] not in _HEX or pair[1] not in _HEX:
+    if "%" in path:
+        if _BAD_ESCAPE.search(path):
             raise RequestRejected("bad-escape", "malformed percent-escape in the path")
-        up = pair.upper()
-        cls = _FORBIDDEN_ESCAPES.get(up)
-        if cls is not None:
-            raise RequestRejected(cls, f"%{up} in the path")
-        code = int(up, 16)
-        if code < 0x20 or code == 0x7F:
-            raise RequestRejected("encoded-control", f"%{up} (control character) in the path")
-        c = chr(code)
-        out.append(c if c in _UNRESERVED else "%" + up)
-        i += 3
-    decoded = "".join(out)
+        decoded = _ESCAPE.sub(_decode_escape, path)
+    else:
+        decoded = path
+    if "/." not in decoded and "//" not in decoded:
+        return decoded  # already canonical: the common case costs two scans
     segments: list[str] = []
     for seg in decoded.split("/")[1:]:
         if seg in ("", "."):

@@ -29,7 +29,6 @@ from edgesec.authz.identity import (
     IdentityRejected,
     JwtVerifier,
     TokenIdentity,
-    parse_cert_header,
 )
 from edgesec.authz.policy import PolicyFiles, PolicyHolder, policy_files
 from edgesec.authz.request import ForwardedRequest, RequestRejected, collect_headers, parse_forwarded
@@ -166,8 +165,7 @@ class Authorizer:
         token: TokenIdentity | None = None
         try:
             if self.trust is not None and self._cert_header in hdrs:
-                chain = parse_cert_header(hdrs[self._cert_header])
-                cert = self.trust.verify(chain, self.settings.cert_identity)
+                cert = self.trust.verify_header(hdrs[self._cert_header], self.settings.cert_identity)
                 out.serial = cert.serial
             if self.jwt is not None:
                 raw_token = self._token(hdrs)

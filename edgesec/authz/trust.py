@@ -17,11 +17,14 @@ from typing import Any
 from cryptography import x509
 
 from edgesec.auditing import AuditEvent, emit
-from edgesec.authz.identity import CertIdentity, IdentityRejected, identity_from_cert
+from edgesec.authz.identity import CertIdentity, IdentityRejected, identity_from_cert, parse_cert_header
 from edgesec.errors import EdgesecError
 from edgesec.pki.api import TrustBundle, verify_certificate
 
 __all__ = ["TrustState"]
+
+_CACHE_TTL_S = 1.0
+_CACHE_MAX = 4096
 
 
 class TrustState:
@@ -38,6 +41,7 @@ class TrustState:
         self.loaded_at = 0.0
         self._lock = threading.Lock()
         self._alarmed: set[str] = set()
+        self._cache: dict[tuple[str, str], tuple[TrustBundle | None, float, CertIdentity]] = {}
         self.reload()
 
     def _now(self) -> dt.datetime:
@@ -68,6 +72,25 @@ class TrustState:
         self._alarm_stale()
         return changed
 
+    def verify_header(self, value: str, identity_source: str) -> CertIdentity:
+        """The identity of the client certificate header ``value``; raises :class:`IdentityRejected`.
+
+        A verified identity is remembered for at most a second (and never past the certificate's
+        notAfter), per header value and per loaded bundle: a proxy sends the same header for every
+        request of a client, and a new CRL (a new bundle) takes effect at once.
+        """
+        bundle = self.bundle
+        now = self.clock()
+        key = (value, identity_source)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is bundle and now < hit[1]:
+            return hit[2]
+        ident = self.verify(parse_cert_header(value), identity_source)
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[key] = (bundle, min(now + _CACHE_TTL_S, ident.not_after_ts), ident)
+        return ident
+
     def verify(self, chain: Sequence[x509.Certificate], identity_source: str) -> CertIdentity:
         """The identity of a verified client chain; raises :class:`IdentityRejected`."""
         bundle = self.bundle
@@ -80,7 +103,13 @@ class TrustState:
             reason = "cert-revoked" if "revoked" in msg else "crl-stale" if "stale" in msg else "cert-invalid"
             raise IdentityRejected(reason, msg) from None
         user = identity_from_cert(v.certificate, identity_source)
-        return CertIdentity(user=user, serial=v.serial, subject=v.subject, not_after=v.not_after.isoformat())
+        return CertIdentity(
+            user=user,
+            serial=v.serial,
+            subject=v.subject,
+            not_after=v.not_after.isoformat(),
+            not_after_ts=v.not_after.timestamp(),
+        )
 
     def status(self) -> dict[str, Any]:
         """Health for ``/readyz``: ok only with a bundle whose every CRL is before its nextUpdate."""

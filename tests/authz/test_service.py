@@ -226,3 +226,26 @@ def test_missing_trust_bundle_is_not_ready_and_refuses_certs(site_ca, tmp_path) 
     app = create_app(settings(), authorizer=a, watch=False)
     with running(app) as url, httpx.Client(base_url=url) as c:
         assert c.get("/readyz").status_code == 503
+
+
+def test_revocation_takes_effect_on_the_next_reload(make_authorizer, site_ca) -> None:  # type: ignore[no-untyped-def]
+    """A remembered identity never outlives the bundle it was verified against."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    cert, _ = site_ca.ca.issue_client("teller-tom")
+    site_ca.ca.publish(run_hooks=False)
+    a = make_authorizer(files=None)
+    a.policy.files.policy.write_text(
+        a.policy.files.policy.read_text() + "\ng, teller-tom, role:teller, branch\n"
+    )
+    a.policy.check()
+    header = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+    req = fwd("POST", "/v1/chat-messages", cert=header)
+    assert a.authorize(req, None)[0] == 200
+    assert a.authorize(req, None)[0] == 200  # from the identity cache
+    site_ca.ca.revoke("teller-tom", "key-compromise")
+    a.check_reload()
+    st, _ = a.authorize(req, None)
+    assert st == 401
