@@ -41,7 +41,8 @@ class Control(BaseModel):
     id: str = Field(min_length=1, max_length=64)
     title: str = Field(min_length=1)
     title_zh: str | None = None
-    checks: list[str] = Field(min_length=1)
+    # Patterns naming the checks; checks whose metadata references this control are added to them.
+    checks: list[str] = Field(default_factory=list)
 
 
 class Framework(BaseModel):

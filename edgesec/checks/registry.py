@@ -32,7 +32,7 @@ ENTRY_POINT_GROUP = "edgesec.checks"
 
 # Families the runner knows about even when no check of theirs is installed, so a profile that selects
 # them gets a SKIP with a reason instead of silence.
-KNOWN_FAMILIES: tuple[str, ...] = ("egress", "host", "pki", "gpu", "models", "authz")
+KNOWN_FAMILIES: tuple[str, ...] = ("egress", "host", "pki", "gpu", "models", "authz", "auditing")
 
 
 @dataclass(frozen=True)

@@ -90,9 +90,16 @@ def summarize(checks: list[dict[str, Any]], fail_on: Severity) -> dict[str, Any]
 
 
 def score_frameworks(
-    frameworks: Iterable[Mapping[str, Any]], check_status: Mapping[str, str], available: Iterable[str]
+    frameworks: Iterable[Mapping[str, Any]],
+    check_status: Mapping[str, str],
+    available: Iterable[str],
+    meta_controls: Mapping[str, Iterable[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """Score each framework as the share of its mapped controls whose checks all pass.
+
+    A control's checks are those the profile names (ids, families, patterns) plus every check whose own
+    metadata references ``<framework id>:<control id>``, so a new check that declares its controls counts
+    without editing every profile.
 
     A control *passes* when every mapped check that ran is PASS or WAIVED and at least one of them ran
     (was not SKIP); it *fails* when any is FAIL, WARN or ERROR; otherwise it is *not assessed* (its checks
@@ -106,7 +113,9 @@ def score_frameworks(
     for fw in frameworks:
         controls = []
         for ctl in fw["controls"]:
-            ids = expand(ctl["checks"], avail)
+            ref = f"{fw['id']}:{ctl['id']}"
+            by_meta = [cid for cid, refs in (meta_controls or {}).items() if ref in refs]
+            ids = sorted(set(expand(ctl["checks"], avail)) | set(by_meta))
             statuses = {i: check_status[i] for i in ids if i in check_status}
             ran = {i: s for i, s in statuses.items() if s != "SKIP"}
             if any(s in FAILING for s in ran.values()):

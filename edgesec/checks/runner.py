@@ -284,7 +284,10 @@ def build_result(
         "summary": summarize(checks_out, fail_on),
         "checks": checks_out,
         "frameworks": score_frameworks(
-            [fw.model_dump() for fw in profile.frameworks], status_of, list(catalog.checks)
+            [fw.model_dump() for fw in profile.frameworks],
+            status_of,
+            list(catalog.checks),
+            {cid: cls.meta.controls for cid, cls in catalog.checks.items()},
         ),
         "waivers": waiver_out,
         "changes": None,

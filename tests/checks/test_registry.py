@@ -97,10 +97,10 @@ def test_meta_validation() -> None:
 def test_shipped_profiles_are_valid_and_map_real_checks() -> None:
     assert set(available_profiles()) >= {"baseline", "bank", "clinic", "factory"}
     cat = load_catalog(entry_points=False)
-    families = {"pki", "gpu", "models", "authz"}  # owned by other parts; mapped by pattern
+    families = {"pki", "gpu", "models", "authz", "auditing"}  # owned by other parts; mapped by pattern
     frameworks = {
         "bank": {"pci-dss-4.0", "mlps-2.0-l3"},
-        "clinic": {"hipaa-164.312", "mlps-2.0-l3"},
+        "clinic": {"hipaa", "mlps-2.0-l3"},
         "factory": {"iec-62443-3-3", "mlps-2.0-l3"},
         "baseline": set(),
     }
@@ -113,6 +113,17 @@ def test_shipped_profiles_are_valid_and_map_real_checks() -> None:
                     assert expand([pat], cat.checks) or pat.split(".")[0] in families, (name, ctl.id, pat)
         for cid in prof.checks:
             assert cid in cat.checks or cid in families, (name, cid)
+    # Every control a check's metadata names exists in the profiles that score that framework.
+    for name in ("bank", "clinic", "factory"):
+        prof = load_profile(name)
+        known = {f"{fw.id}:{c.id}" for fw in prof.frameworks for c in fw.controls}
+        fw_ids = {fw.id for fw in prof.frameworks}
+        for cid, cls in cat.checks.items():
+            if cid.split(".")[0] not in ("egress", "host"):
+                continue  # other parts' checks are theirs to map
+            for ref in cls.meta.controls:
+                if ref.split(":")[0] in fw_ids:
+                    assert ref in known, (name, cid, ref)
 
 
 def test_bad_profiles_are_config_errors(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

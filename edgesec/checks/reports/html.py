@@ -70,6 +70,14 @@ STRINGS: dict[str, dict[str, str]] = {
         "other_results": "Passed and not applicable",
         "blocking": "Blocking findings",
         "control_status": "Control",
+        "method": "score = controls passed / controls mapped. A control passes when every mapped check that ran "
+        "is PASS or WAIVED and at least one ran; FAIL, WARN or ERROR fails it; a control whose checks were all "
+        "skipped or are not installed is not assessed, which counts as not passed.",
+        "sev_critical": "critical",
+        "sev_high": "high",
+        "sev_medium": "medium",
+        "sev_low": "low",
+        "sev_info": "info",
     },
     "zh-CN": {
         "title": "edgesec 安全审计报告",
@@ -129,6 +137,14 @@ STRINGS: dict[str, dict[str, str]] = {
         "other_results": "通过及不适用的检查",
         "blocking": "导致失败的发现",
         "control_status": "控制项",
+        "method": "得分 = 通过的控制项数 / 映射的控制项数。控制项所映射且已执行的检查全部为“通过”或“豁免”（且至少执行了一项）时，"
+        "该控制项通过；任一检查为“不通过”、“警告”或“错误”时，该控制项未通过；所映射的检查全部跳过或未安装时，"
+        "该控制项为“未评估”，按未通过计。",
+        "sev_critical": "严重",
+        "sev_high": "高",
+        "sev_medium": "中",
+        "sev_low": "低",
+        "sev_info": "信息",
     },
 }
 
