@@ -449,6 +449,9 @@ dirs = ["{self.model_dir}"]
                         if not chunk:
                             break
                         chunks.append(chunk)
+        if not chunks:
+            # TLS 1.3: a refused client certificate shows up after the handshake, as a closed connection.
+            raise ConnectionError(f"{proxy} closed the connection without an answer")
         return parse_response(b"".join(chunks))
 
     def checkpoint(self) -> dict[str, Any]:
