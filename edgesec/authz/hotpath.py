@@ -8,8 +8,9 @@ not the decision itself:
   app, run inline on the event loop (it never waits on I/O; see the audit point below). Everything
   else (``/healthz``, ``/readyz``, ``/metrics``, and the lifespan that starts the policy watcher) goes
   to the FastAPI app of :func:`edgesec.authz.service.create_app`.
-* **Verified certificates are cached** by the certificate chain (DER identity: ``Certificate``
-  hashes and compares its DER encoding), in :class:`CertVerifyCache`. A cached verification is
+* **Verified certificates are cached** by the forwarded header value (or, for a parsed chain, by
+  the certificates' DER encoding, which ``Certificate`` hashes and compares), in
+  :class:`CertVerifyCache`; a hit skips parsing and verification. A cached verification is
   dropped, whichever comes first:
 
   1. at once when the trust bundle or its CRLs are reloaded (any new bundle clears the cache). The
@@ -42,7 +43,7 @@ from typing import Any
 from cryptography import x509
 
 from edgesec import auditing
-from edgesec.authz.identity import CertIdentity
+from edgesec.authz.identity import CertIdentity, parse_cert_header
 from edgesec.authz.policy import PolicyFiles
 from edgesec.authz.service import Authorizer, Outcome, create_app
 from edgesec.authz.settings import AuthzSettings
@@ -91,7 +92,7 @@ class CertVerifyCache:
         self._lock = threading.Lock()
         self._bundle: object = None
         self._bundle_deadline = float("inf")  # wall-clock time when the first CRL passes nextUpdate+grace
-        self._entries: dict[tuple[tuple[x509.Certificate, ...], str], tuple[CertIdentity, float]] = {}
+        self._entries: dict[tuple[Any, ...], tuple[CertIdentity, float]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -117,8 +118,21 @@ class CertVerifyCache:
 
     def verify(self, chain: Sequence[x509.Certificate], identity_source: str) -> CertIdentity:
         """The identity of a verified chain; raises ``IdentityRejected`` (never cached)."""
+        return self._cached(
+            ("chain", tuple(chain), identity_source), lambda: self._trust.verify(chain, identity_source)
+        )
+
+    def verify_header(self, value: str, identity_source: str) -> CertIdentity:
+        """The identity of a client-certificate header value (keyed by the value: no parsing on a hit)."""
+        inner = getattr(self._trust, "verify_header", None)
+        if inner is not None:
+            miss: Callable[[], CertIdentity] = lambda: inner(value, identity_source)  # noqa: E731
+        else:
+            miss = lambda: self._trust.verify(parse_cert_header(value), identity_source)  # noqa: E731
+        return self._cached(("header", value, identity_source), miss)
+
+    def _cached(self, key: tuple[Any, ...], verify: Callable[[], CertIdentity]) -> CertIdentity:
         self._sync_bundle()
-        key = (tuple(chain), identity_source)
         now = self._monotonic()
         entries = self._entries
         hit = entries.get(key)
@@ -126,7 +140,7 @@ class CertVerifyCache:
             self.hits += 1
             return hit[0]
         self.misses += 1
-        identity = self._trust.verify(chain, identity_source)
+        identity = verify()
         if not self.max_entries:
             return identity
         wall = self._trust.clock()
@@ -206,7 +220,6 @@ def create_hot_app(
     if authz.trust is not None and cert_cache_ttl_s > 0:
         authz.trust = CertVerifyCache(authz.trust, ttl_s=cert_cache_ttl_s)  # type: ignore[assignment]
     inner = create_app(settings, trust_dir=trust_dir, files=files, watch=watch, authorizer=authz)
-    authorize = authz.authorize
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != "/auth":
@@ -214,7 +227,7 @@ def create_hot_app(
             return
         raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         client = scope.get("client")
-        status, hdrs = authorize(raw, client[0] if client else None)
+        status, hdrs = authz.authorize(raw, client[0] if client else None)
         body = _BODIES.get(status, b"")
         try:
             out = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in hdrs]
