@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class HeaderNames(BaseModel):
@@ -40,6 +40,27 @@ class AuthzSettings(BaseModel):
     """Settings of the ForwardAuth service."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("tenant_hosts")
+    @classmethod
+    def _hosts_lower(cls, v: dict[str, str]) -> dict[str, str]:
+        # Forwarded hosts are compared lower-case and without a trailing dot or port.
+        out = {}
+        for host, tenant in v.items():
+            key = host.strip().lower().rstrip(".")
+            if not key or ":" in key or "/" in key or " " in key:
+                raise ValueError(f"tenant_hosts key {host!r} must be a bare host name")
+            if not tenant:
+                raise ValueError(f"tenant_hosts[{host!r}] is empty")
+            out[key] = tenant
+        return out
+
+    @field_validator("identity_order")
+    @classmethod
+    def _order(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("identity_order must name cert and/or jwt, each once")
+        return v
 
     host: str = "127.0.0.1"
     port: int = Field(9091, ge=1, le=65535)
