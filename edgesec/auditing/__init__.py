@@ -7,7 +7,8 @@ Every part records what it did through one function::
                     fields={"file.x509.serial_number": serial}))
 
 ``emit()`` appends to the host's hash-chained trail (see :mod:`edgesec.auditing.trail`) with the
-durability the site config sets (``[auditing] durability``; default ``fsync``: durable on return).
+durability the site config sets (``[auditing] durability``; default ``fsync``: durable on return),
+and, with ``[auditing] syslog = "unix" | "tcp" | "tls"``, also sends each record as RFC 5424.
 Nothing else in edgesec knows about syslog or Elasticsearch.
 """
 
@@ -57,10 +58,11 @@ def configure(
 
 def _from_config() -> Trail:
     from edgesec._console import state
+    from edgesec.auditing.syslog import Forwarder, sender_from_settings
 
     cfg = state().config()
     a = cfg.settings.auditing
-    return configure(
+    trail = configure(
         cfg.path_in_home(a.trail_dir, "audit"),
         durability=a.durability,
         group_commit_ms=a.group_commit_ms,
@@ -68,6 +70,10 @@ def _from_config() -> Trail:
         rotate_bytes=a.rotate_bytes,
         rotate_daily=a.rotate_daily,
     )
+    sender = sender_from_settings(a)
+    if sender is not None:
+        trail.listeners.append(Forwarder(sender))
+    return trail
 
 
 def current_trail() -> Trail:

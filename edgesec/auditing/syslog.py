@@ -180,10 +180,20 @@ class SyslogSender:
                         raise OperationFailed(f"cannot send to syslog ({self.mode} {where}): {exc}") from None
 
     def close_locked(self) -> None:
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.close()
-            self._sock = None
+        if self._sock is None:
+            return
+        sock, self._sock = self._sock, None
+        if not self._dgram:
+            # Half-close, then read what the receiver still sent (TLS 1.3 session tickets): closing a
+            # socket with unread input makes the kernel send a reset, and the receiver may then drop
+            # our last messages unread.
+            with contextlib.suppress(OSError, ssl.SSLError):
+                sock.shutdown(socket.SHUT_WR)
+                sock.settimeout(1.0)
+                while sock.recv(4096):
+                    pass
+        with contextlib.suppress(OSError):
+            sock.close()
 
     def close(self) -> None:
         with self._lock:
@@ -215,3 +225,30 @@ def sender_from_settings(settings: Any) -> SyslogSender | None:
         tls = tls_context(settings.syslog_tls_ca, settings.syslog_tls_cert, settings.syslog_tls_key)
     path = str(Path(settings.syslog_socket))
     return SyslogSender(mode, socket_path=path, host=settings.syslog_host, port=settings.syslog_port, tls=tls)
+
+
+class Forwarder:
+    """A trail listener that sends every written record to syslog as RFC 5424.
+
+    The trail stays the record of truth: a receiver that is down does not fail ``emit()``. Failures
+    are counted (``failures``) and the last one kept (``last_error``); ``auditlog verify`` and the
+    auditing checks read the trail itself, and syslog-ng also tails the trail file, so nothing is lost.
+    """
+
+    def __init__(self, sender: SyslogSender) -> None:
+        self.sender = sender
+        self.sent = 0
+        self.failures = 0
+        self.last_error: str | None = None
+
+    def close(self) -> None:
+        self.sender.close()
+
+    def __call__(self, docs: list[dict[str, Any]], lines: list[bytes]) -> None:
+        for doc, line in zip(docs, lines, strict=True):
+            try:
+                self.sender.send(record_message(doc, line.decode("utf-8").rstrip("\n")))
+                self.sent += 1
+            except OperationFailed as exc:
+                self.failures += 1
+                self.last_error = exc.message

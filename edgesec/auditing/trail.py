@@ -32,7 +32,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,6 +147,8 @@ class Trail:
         # (inode, first sequence, UTC date of the first record) of the current file, cached per inode.
         self._first: tuple[int, int, str] | None = None
         self._dir_ready = False
+        # Called with (records, their lines) after each durable write: the RFC 5424 forwarder.
+        self.listeners: list[Callable[[list[dict[str, Any]], list[bytes]], None]] = []
         self.path = self.dir / CURRENT
         self.durability = durability
         self.interval = group_commit_ms / 1000.0
@@ -282,6 +284,10 @@ class Trail:
                 os.fdatasync(fd)
             st = os.fstat(fd)
             self._head = _Head(seq, prev, st.st_size, st.st_ino)
+        # Outside the file lock: a slow receiver must not hold up other writers.
+        if self.listeners and out:
+            for listener in self.listeners:
+                listener(written, out)
         return written
 
     # -- rotation --------------------------------------------------------------------------------
@@ -430,6 +436,10 @@ class Trail:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+        for listener in self.listeners:
+            closer = getattr(listener, "close", None)
+            if callable(closer):
+                closer()
 
     def _after_fork(self) -> None:
         # A forked child inherits no writer thread and must not share our fd's cached head.

@@ -1,0 +1,137 @@
+"""RFC 5424 output of emit(): Unix datagram socket and mutual TLS, configured in the site config."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import threading
+from pathlib import Path
+
+import pytest
+
+from edgesec import auditing
+from edgesec.auditing.ecs import AuditEvent
+from edgesec.auditing.syslog import BOM, Forwarder
+
+from .sitepki import SitePki, make_site_pki
+from .test_checkpoint import RFC5424
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> SitePki:
+    return make_site_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _emit_via_config(cli, cfg: Path, n: int) -> None:  # type: ignore[no-untyped-def]
+    # The CLI loads the config; emit() inside the same state configures the trail from it.
+    from edgesec._console import AppState, reset_state, set_state
+
+    st = AppState(config_path=str(cfg))
+    token = set_state(st)
+    try:
+        auditing._trail = None
+        for i in range(n):
+            auditing.emit(
+                AuditEvent(
+                    action="test.syslog",
+                    category=("host",),
+                    type=("info",),
+                    part="test",
+                    fields={"user.id": f"u{i}"},
+                )
+            )
+    finally:
+        reset_state(token)
+
+
+def _check(messages: list[bytes], trail: Path, n: int) -> None:
+    lines = (trail / "trail.jsonl").read_bytes().splitlines()
+    assert len(messages) == n == len(lines)
+    for msg, line in zip(messages, lines, strict=True):
+        m = RFC5424.match(msg)
+        assert m, msg[:120]
+        assert m["msgid"] == b"audit"
+        body = m["msg"]
+        assert body.startswith(BOM) and body[len(BOM) :] == line
+        doc = json.loads(line)
+        assert f'seq="{doc["event"]["sequence"]}"'.encode() in m["sd"]
+        assert f'hash="{doc["event"]["hash"]}"'.encode() in m["sd"]
+
+
+def test_unix_datagram(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sock_path = tmp_path / "log.sock"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(str(sock_path))
+    srv.settimeout(5)
+    trail = tmp_path / "trail"
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text(f'[auditing]\ntrail_dir = "{trail}"\nsyslog = "unix"\nsyslog_socket = "{sock_path}"\n')
+    _emit_via_config(cli, cfg, 5)
+    got = [srv.recv(65536) for _ in range(5)]
+    auditing.current_trail().close()
+    srv.close()
+    _check(got, trail, 5)
+
+
+def test_mutual_tls(cli, pki: SitePki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca_bundle))
+    ctx.load_cert_chain(str(pki.server.cert), str(pki.server.key))
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    port = lsock.getsockname()[1]
+    received: list[bytes] = []
+    peers: list[str] = []
+
+    def serve() -> None:
+        buf = b""
+        lsock.settimeout(10)
+        while True:  # the sender may reconnect; read every connection until the listener closes
+            try:
+                conn, _ = lsock.accept()
+            except OSError:
+                break
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                peers.append(str(tls.getpeercert()["subject"]))
+                while chunk := tls.recv(65536):
+                    buf += chunk
+        while buf:  # octet counting: LEN SP MSG
+            n, _, rest = buf.partition(b" ")
+            received.append(rest[: int(n)])
+            buf = rest[int(n) :]
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    trail = tmp_path / "trail"
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text(
+        f'[auditing]\ntrail_dir = "{trail}"\nsyslog = "tls"\nsyslog_host = "127.0.0.1"\nsyslog_port = {port}\n'
+        f'syslog_tls_ca = "{pki.ca_bundle}"\nsyslog_tls_cert = "{pki.client.cert}"\nsyslog_tls_key = "{pki.client.key}"\n'
+    )
+    _emit_via_config(cli, cfg, 4)
+    fwd = auditing.current_trail().listeners[0]
+    assert isinstance(fwd, Forwarder) and fwd.sent == 4
+    auditing.current_trail().close()
+    lsock.shutdown(socket.SHUT_RDWR)
+    lsock.close()
+    t.join(10)
+    assert len(peers) == 1, peers  # one connection for every record
+    assert peers and "syslog-ng-client" in peers[0]
+    _check(received, trail, 4)
+
+
+def test_receiver_down_never_fails_emit(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nobody listens
+    trail = tmp_path / "trail"
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text(f'[auditing]\ntrail_dir = "{trail}"\nsyslog = "tcp"\nsyslog_port = {port}\n')
+    _emit_via_config(cli, cfg, 3)
+    fwd = auditing.current_trail().listeners[0]
+    assert isinstance(fwd, Forwarder) and fwd.failures == 3 and fwd.sent == 0
+    assert "cannot send to syslog" in (fwd.last_error or "")
+    assert len((trail / "trail.jsonl").read_bytes().splitlines()) == 3  # the trail has every record
+    auditing.current_trail().close()
