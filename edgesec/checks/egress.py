@@ -132,17 +132,39 @@ def policy_rules(ctx: CheckContext, version: int) -> list[dict[str, Any]]:
 
 @dataclass
 class FirewallView:
-    """Whether output/forward traffic is dropped by default, per IP version, and why we think so."""
+    """Whether output/forward traffic is dropped by default, per IP version, and why we think so.
+
+    A base chain "drops by default" when its policy is drop (or its last rule drops everything). Its
+    accept rules are classified: return traffic (``ct state established,related``), loopback and
+    destinations inside the allowed networks are safe; anything else (a port, an outside address, an
+    interface) is a *hole* that lets traffic out. Traffic is blocked when at least one base chain on the
+    hook drops by default with no hole: every base chain must accept a packet for it to leave.
+    """
 
     output_drop: dict[int, bool] = field(default_factory=lambda: {4: False, 6: False})
     forward_drop: dict[int, bool] = field(default_factory=lambda: {4: False, 6: False})
+    output_holes: dict[int, list[str]] = field(default_factory=lambda: {4: [], 6: []})
     sources: list[str] = field(default_factory=list)
     detail: list[str] = field(default_factory=list)
     exceptions: list[str] = field(default_factory=list)
     readable: bool = False
 
+    def add_chain(self, hook: str, versions: Iterable[int], drop: bool, holes: list[str]) -> None:
+        target = self.output_drop if hook == "output" else self.forward_drop
+        for v in versions:
+            if drop and not holes:
+                target[v] = True
+            elif drop and hook == "output":
+                self.output_holes[v].extend(holes)
+
+    def finish(self) -> None:
+        for v in (4, 6):
+            if self.output_drop[v]:
+                self.output_holes[v] = []  # another chain drops what this one's holes let through
+
 
 _FAMILY_VERSIONS = {"ip": (4,), "ip6": (6,), "inet": (4, 6)}
+_SAFE_CT = {"established", "related"}
 
 
 def _rule_verdict(expr: list[Any]) -> tuple[str | None, bool]:
@@ -170,50 +192,121 @@ def _describe_match(expr: list[Any]) -> str:
     return " and ".join(parts)[:300] or "(any)"
 
 
-def read_firewall(ctx: CheckContext) -> FirewallView:
+def _nft_networks(right: Any) -> list[Net] | None:
+    """The networks an nft match's right-hand side names, or None if it is not a plain address list."""
+    items = right.get("set") if isinstance(right, dict) and "set" in right else right
+    if not isinstance(items, list):
+        items = [items]
+    out: list[Net] = []
+    for it in items:
+        try:
+            if isinstance(it, str):
+                out.append(ipaddress.ip_network(it, strict=False))
+            elif isinstance(it, dict) and isinstance(it.get("prefix"), dict):
+                p = it["prefix"]
+                out.append(ipaddress.ip_network(f"{p.get('addr')}/{p.get('len')}", strict=False))
+            else:
+                return None
+        except ValueError:
+            return None
+    return out
+
+
+def nft_accept_is_safe(expr: list[Any], allowed: list[Net]) -> bool:
+    """True when an accept rule cannot let new traffic leave the site (see :class:`FirewallView`)."""
+    for e in expr:
+        if not isinstance(e, dict) or not isinstance(e.get("match"), dict):
+            continue
+        m = e["match"]
+        left, right, op = m.get("left"), m.get("right"), m.get("op", "==")
+        if op not in ("==", "in"):
+            continue
+        if not isinstance(left, dict):
+            continue
+        ct, meta, payload = left.get("ct"), left.get("meta"), left.get("payload")
+        if isinstance(ct, dict) and ct.get("key") == "state":
+            states = set(right if isinstance(right, list) else [right])
+            if states and {str(x) for x in states} <= _SAFE_CT:
+                return True
+        if isinstance(meta, dict) and meta.get("key") in ("oifname", "oif") and right in ("lo", 1):
+            return True
+        if isinstance(payload, dict) and payload.get("field") == "daddr":
+            nets = _nft_networks(right)
+            if nets and all(_net_internal(n, allowed) for n in nets):
+                return True
+    return False
+
+
+def iptables_accept_is_safe(line: str, allowed: list[Net]) -> bool:
+    toks = line.split()
+    if "-o" in toks and toks[toks.index("-o") + 1 : toks.index("-o") + 2] == ["lo"]:
+        return True
+    for flag in ("--ctstate", "--state"):
+        if flag in toks and toks.index(flag) + 1 < len(toks):
+            states = {x.lower() for x in toks[toks.index(flag) + 1].split(",")}
+            if states <= _SAFE_CT:
+                return True
+    if "-d" in toks and toks.index("-d") + 1 < len(toks):
+        try:
+            nets = [ipaddress.ip_network(x, strict=False) for x in toks[toks.index("-d") + 1].split(",")]
+        except ValueError:
+            return False
+        return all(_net_internal(n, allowed) for n in nets)
+    return False
+
+
+def read_firewall(ctx: CheckContext, allowed: list[Net] | None = None) -> FirewallView:
+    allowed = allowed if allowed is not None else allowed_networks(ctx)
     fw = FirewallView()
     r = ctx.system.run(["nft", "-j", "list", "ruleset"])
     doc = _json(r.stdout) if r.ok else None
     if isinstance(doc, dict) and isinstance(doc.get("nftables"), list):
         fw.readable = True
         fw.sources.append("nft -j list ruleset")
-        chains: dict[tuple[str, str, str], dict[str, Any]] = {}
-        rules: dict[tuple[str, str, str], list[list[Any]]] = {}
+        chains: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
+        rules: dict[tuple[Any, Any, Any], list[list[Any]]] = {}
         for item in doc["nftables"]:
-            if "chain" in item:
+            if not isinstance(item, dict):
+                continue
+            if isinstance(item.get("chain"), dict):
                 c = item["chain"]
                 chains[(c.get("family"), c.get("table"), c.get("name"))] = c
-            elif "rule" in item:
+            elif isinstance(item.get("rule"), dict):
                 ru = item["rule"]
+                expr = ru.get("expr", [])
                 rules.setdefault((ru.get("family"), ru.get("table"), ru.get("chain")), []).append(
-                    ru.get("expr", [])
+                    expr if isinstance(expr, list) else []
                 )
         for k, c in chains.items():
             hook = c.get("hook")
             if hook not in ("output", "forward") or c.get("type", "filter") != "filter":
                 continue
-            versions = _FAMILY_VERSIONS.get(c.get("family", ""), ())
+            versions = _FAMILY_VERSIONS.get(str(c.get("family", "")), ())
             rs = rules.get(k, [])
             drop = c.get("policy") == "drop"
             if rs:
                 last_verdict, last_uncond = _rule_verdict(rs[-1])
                 if last_verdict in ("drop", "reject") and last_uncond:
                     drop = True
+            holes: list[str] = []
+            name = f"nft {c.get('family')} {c.get('table')} {c.get('name')}"
             if drop:
                 for ex in rs:
                     v, uncond = _rule_verdict(ex)
+                    jumps = any(isinstance(e, dict) and ("jump" in e or "goto" in e) for e in ex)
                     if v == "accept" and uncond:
-                        drop = False  # an "accept everything" rule undoes the policy
-                    elif v == "accept" and hook == "output":
-                        fw.exceptions.append(
-                            f"{c.get('family')} {c.get('table')} {c.get('name')}: accept {_describe_match(ex)}"
-                        )
+                        holes.append(f"{name}: accept (every packet)")
+                    elif v == "accept" or jumps:
+                        desc = f"{name}: {'accept' if v == 'accept' else 'jump'} {_describe_match(ex)}"
+                        fw.exceptions.append(desc)
+                        if hook == "output" and (jumps or not nft_accept_is_safe(ex, allowed)):
+                            holes.append(desc)
             fw.detail.append(
-                f"nft {c.get('family')} {c.get('table')} {c.get('name')} hook {hook} policy {c.get('policy', 'accept')}{' (drops by default)' if drop else ''}"
+                f"{name} hook {hook} policy {c.get('policy', 'accept')}"
+                + (" (drops by default)" if drop else "")
+                + (f", {len(holes)} rule(s) let traffic out" if holes else "")
             )
-            target = fw.output_drop if hook == "output" else fw.forward_drop
-            for ver in versions:
-                target[ver] = target[ver] or drop
+            fw.add_chain(str(hook), versions, drop, holes)
     for version, cmd in ((4, "iptables-save"), (6, "ip6tables-save")):
         r = ctx.system.run([cmd])
         if not r.ok or not r.stdout.strip():
@@ -221,25 +314,44 @@ def read_firewall(ctx: CheckContext) -> FirewallView:
         fw.readable = True
         fw.sources.append(cmd)
         table = None
+        policy: dict[str, str] = {}
+        accepts: dict[str, list[str]] = {"OUTPUT": [], "FORWARD": []}
+        final_drop: dict[str, bool] = {"OUTPUT": False, "FORWARD": False}
         for line in r.stdout.splitlines():
             if line.startswith("*"):
                 table = line[1:].strip()
-            elif table == "filter" and line.startswith(":"):
+            elif table != "filter":
+                continue
+            elif line.startswith(":"):
                 parts = line[1:].split()
-                if len(parts) >= 2 and parts[0] in ("OUTPUT", "FORWARD"):
-                    drop = parts[1] in ("DROP", "REJECT")
-                    fw.detail.append(f"{cmd} filter {parts[0]} policy {parts[1]}")
-                    target = fw.output_drop if parts[0] == "OUTPUT" else fw.forward_drop
-                    target[version] = target[version] or drop
-            elif (
-                table == "filter"
-                and re.match(r"^-A (OUTPUT|FORWARD) .*-j (DROP|REJECT)\s*$", line)
-                and line.count(" ") <= 3
-            ):
-                chain = line.split()[1]
-                target = fw.output_drop if chain == "OUTPUT" else fw.forward_drop
-                target[version] = True
-                fw.detail.append(f"{cmd}: {line.strip()}")
+                if len(parts) >= 2 and parts[0] in accepts:
+                    policy[parts[0]] = parts[1]
+            elif m := re.match(r"^-A (OUTPUT|FORWARD) (.*)$", line):
+                chain, rest = m.group(1), m.group(2).strip()
+                if re.fullmatch(r"-j (DROP|REJECT)", rest):
+                    final_drop[chain] = True
+                elif not final_drop[chain] and re.search(r"-j (ACCEPT|[A-Za-z][\w-]*)\s*$", rest):
+                    target = rest.split("-j", 1)[1].split()[0]
+                    if target not in ("DROP", "REJECT", "LOG", "RETURN"):
+                        accepts[chain].append(rest)
+        for chain in ("OUTPUT", "FORWARD"):
+            if chain not in policy:
+                continue
+            drop = policy[chain] in ("DROP", "REJECT") or final_drop[chain]
+            holes = [
+                f"{cmd} {chain}: {a}"
+                for a in accepts[chain]
+                if not (a.endswith("-j ACCEPT") and iptables_accept_is_safe(a, allowed))
+            ]
+            if drop:
+                fw.exceptions.extend(f"{cmd} {chain}: {a}" for a in accepts[chain])
+            fw.detail.append(
+                f"{cmd} filter {chain} policy {policy[chain]}"
+                + (" (drops by default)" if drop else "")
+                + (f", {len(holes)} rule(s) let traffic out" if drop and holes and chain == "OUTPUT" else "")
+            )
+            fw.add_chain(chain.lower(), (version,), drop, holes if chain == "OUTPUT" else [])
+    fw.finish()
     return fw
 
 
@@ -276,7 +388,7 @@ class Routes(_EgressCheck):
 
     def evaluate(self, ctx: CheckContext) -> Iterator[Finding]:
         allowed = allowed_networks(ctx)
-        fw = read_firewall(ctx)
+        fw = read_firewall(ctx, allowed)
         for version in (4, 6):
             routes, ev = outbound_routes(ctx, version, allowed)
             rules = policy_rules(ctx, version)
@@ -287,6 +399,7 @@ class Routes(_EgressCheck):
                 "firewall": fw.detail,
                 "firewall_output_drops": fw.output_drop[version],
                 "firewall_exceptions": fw.exceptions,
+                "firewall_holes": fw.output_holes[version],
                 "allowed_networks": [str(n) for n in allowed],
             }
             res = f"IPv{version}"
@@ -304,10 +417,14 @@ class Routes(_EgressCheck):
                     f"{r['dst']} via {r['gateway'] or 'link'} dev {r['dev']} (table {r['table']})"
                     for r in routes[:4]
                 )
+                holes = fw.output_holes[version]
+                why = (
+                    f"the firewall drops by default but lets traffic out through {len(holes)} rule(s): {holes[0]}"
+                    if holes
+                    else "no firewall drops outbound traffic"
+                )
                 yield self.failed(
-                    f"IPv{version} egress is open: {desc}; no firewall drops outbound traffic",
-                    resource=res,
-                    evidence=evidence,
+                    f"IPv{version} egress is open: {desc}; {why}", resource=res, evidence=evidence
                 )
 
 
@@ -328,8 +445,8 @@ class Firewall(_EgressCheck):
     )
 
     def evaluate(self, ctx: CheckContext) -> Iterator[Finding]:
-        fw = read_firewall(ctx)
         allowed = allowed_networks(ctx)
+        fw = read_firewall(ctx, allowed)
         if not fw.readable:
             have = [t for t in ("nft", "iptables-save") if ctx.system.which(t)]
             if not have:
@@ -341,8 +458,17 @@ class Firewall(_EgressCheck):
             except _Unavailable:
                 routes = []
             res = f"IPv{version} output"
+            holes = fw.output_holes[version]
             if fw.output_drop[version]:
                 yield self.passed(f"IPv{version} output is dropped by default", resource=res, evidence=ev)
+            elif holes:
+                yield self.failed(
+                    f"IPv{version} output is dropped by default but {len(holes)} rule(s) let traffic leave the "
+                    f"site: {'; '.join(holes[:3])}",
+                    resource=res,
+                    evidence={**ev, "holes": holes},
+                    severity=None if routes else Severity.MEDIUM,
+                )
             elif routes:
                 yield self.failed(
                     f"IPv{version} output is accepted by default and a route out exists",

@@ -283,3 +283,95 @@ def test_route_and_nft_json_of_any_shape(doc: Any) -> None:
     for cls in (egress.Routes, egress.Firewall):
         found = list(cls().run(ctx_for(sys_)))
         assert found and all(x.status.value in ("PASS", "FAIL", "WARN", "SKIP") for x in found)
+
+
+def _nft_drop_with(*rules: list[Any]) -> dict[str, Any]:
+    doc = json.loads(json.dumps(NFT_OUTPUT_DROP))
+    for i, expr in enumerate(rules):
+        doc["nftables"].append(
+            {"rule": {"family": "inet", "table": "edge", "chain": "out", "handle": 10 + i, "expr": expr}}
+        )
+    return doc
+
+
+CT_EST = [
+    {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}},
+    {"accept": None},
+]
+TO_SITE = [
+    {
+        "match": {
+            "op": "==",
+            "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+            "right": {"prefix": {"addr": "10.0.0.0", "len": 8}},
+        }
+    },
+    {"accept": None},
+]
+PORT_443 = [
+    {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 443}},
+    {"accept": None},
+]
+TO_OUTSIDE = [
+    {
+        "match": {
+            "op": "==",
+            "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+            "right": {"set": ["10.1.1.1", "8.8.8.8"]},
+        }
+    },
+    {"accept": None},
+]
+
+
+def test_drop_policy_with_holes_is_still_open() -> None:
+    safe = routes_system(ROUTES_OPEN, _nft_drop_with(CT_EST, TO_SITE))
+    f = statuses(list(egress.Routes().run(ctx_for(safe, allowed_networks=["10.0.0.0/8"]))))
+    assert f["IPv4"] == "PASS"
+    # Without 10/8 allowed, the site rule itself is a way out.
+    f = list(egress.Routes().run(ctx_for(safe)))
+    assert f[0].status.value == "FAIL" and "lets traffic out through 1 rule" in f[0].message
+    for hole in (PORT_443, TO_OUTSIDE):
+        sys_ = routes_system(ROUTES_OPEN, _nft_drop_with(CT_EST, hole))
+        routes = list(egress.Routes().run(ctx_for(sys_, allowed_networks=["10.0.0.0/8"])))
+        assert routes[0].status.value == "FAIL", hole
+        fw = {x.resource: x for x in egress.Firewall().run(ctx_for(sys_, allowed_networks=["10.0.0.0/8"]))}
+        assert fw["IPv4 output"].status.value == "FAIL" and fw["IPv4 output"].evidence["holes"]
+
+
+def test_a_second_chain_without_holes_blocks() -> None:
+    doc = _nft_drop_with(PORT_443)
+    doc["nftables"] += [
+        {"table": {"family": "ip", "name": "strict", "handle": 2}},
+        {
+            "chain": {
+                "family": "ip",
+                "table": "strict",
+                "name": "out",
+                "handle": 1,
+                "type": "filter",
+                "hook": "output",
+                "prio": 10,
+                "policy": "drop",
+            }
+        },
+    ]
+    f = statuses(list(egress.Routes().run(ctx_for(routes_system(ROUTES_OPEN, doc)))))
+    assert f["IPv4"] == "PASS"
+
+
+def test_iptables_accept_rules_are_classified() -> None:
+    base = (
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [0:0]\n-A OUTPUT -o lo -j ACCEPT\n"
+    )
+    base += (
+        "-A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n-A OUTPUT -d 10.2.0.0/16 -j ACCEPT\n"
+    )
+    ok = routes_system(ROUTES_OPEN, commands={("iptables-save",): base + "COMMIT\n"})
+    assert statuses(list(egress.Routes().run(ctx_for(ok, allowed_networks=["10.0.0.0/8"]))))["IPv4"] == "PASS"
+    holed = routes_system(
+        ROUTES_OPEN,
+        commands={("iptables-save",): base + "-A OUTPUT -p udp -m udp --dport 53 -j ACCEPT\nCOMMIT\n"},
+    )
+    (v4, _v6) = egress.Routes().run(ctx_for(holed, allowed_networks=["10.0.0.0/8"]))
+    assert v4.status.value == "FAIL" and "--dport 53" in v4.message

@@ -157,6 +157,23 @@ def test_nft_output_drop_passes(lab: Lab) -> None:
     assert _statuses(checks["egress.firewall"])["IPv4 output"] == "PASS"
 
 
+def test_a_hole_in_the_drop_policy_is_found_and_really_open(lab: Lab) -> None:
+    sh("ip", "-n", lab.site, "route", "add", "default", "via", "198.51.100.1")
+    ruleset = (
+        "table inet edge {\n chain out {\n  type filter hook output priority 0; policy drop;\n"
+        '  oifname "lo" accept\n  ct state established,related accept\n'
+        f"  tcp dport {PORT} accept\n }}\n}}\n"
+    )
+    sh("ip", "netns", "exec", lab.site, "nft", "-f", "-", input_=ruleset)
+    checks = lab.audit("egress.routes", "egress.probe", "egress.firewall")
+    v4 = next(f for f in checks["egress.routes"]["findings"] if f["resource"] == "IPv4")
+    assert v4["status"] == "FAIL" and "lets traffic out through 1 rule" in v4["message"]
+    # The active probe confirms the analysis with a real connection into the outside namespace.
+    probe = checks["egress.probe"]["findings"][0]
+    assert probe["status"] == "FAIL" and probe["evidence"]["outcome"] == "reachable"
+    assert _statuses(checks["egress.firewall"])["IPv4 output"] == "FAIL"
+
+
 def test_no_default_route_passes(lab: Lab) -> None:
     checks = lab.audit("egress.routes", "egress.probe")
     assert _statuses(checks["egress.routes"]) == {"IPv4": "PASS", "IPv6": "PASS"}
