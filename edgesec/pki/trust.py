@@ -281,7 +281,12 @@ class TrustBundle:
         return res
 
     def check_revocation(self, chain: Sequence[x509.Certificate], at: dt.datetime) -> None:
-        """CRL check of every certificate below the root (the chain is leaf first, root last)."""
+        """CRL check of every certificate below the root (the chain is leaf first, root last).
+
+        The CRL must be fresh at ``at`` or now, whichever is later: verifying a past signature (``at`` =
+        signing time) still needs today's CRL, and a CRL issued after ``at`` only knows more.
+        """
+        at = max(at, utcnow())
         for cert, issuer in itertools.pairwise(chain):
             rl = self.crl_for(issuer)
             who = common_name(issuer.subject) or issuer.subject.rfc4514_string()
@@ -292,10 +297,6 @@ class TrustBundle:
                     f"the CRL of {who} is stale (nextUpdate {rl.next_update.isoformat()} plus "
                     f"{_hours(self.crl_grace)} h grace has passed)",
                     hint="run `edgesec pki crl` to publish a fresh CRL",
-                )
-            if rl.this_update > at + dt.timedelta(minutes=5):
-                raise VerificationError(
-                    f"the CRL of {who} is not valid yet (thisUpdate {rl.this_update.isoformat()})"
                 )
             hit = rl.revoked.get(cert.serial_number)
             if hit is not None:

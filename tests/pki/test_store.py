@@ -313,3 +313,16 @@ def test_export_pem_refuses_overwrite(ca: CertificateAuthority, tmp_path: Path) 
         ca.export_pem("models", tmp_path / "out")
     ca.export_pem("models", tmp_path / "out", replace=True)
     assert ca.get("models").paths == [str((tmp_path / "out").absolute())]
+
+
+def test_verify_at_a_past_time_uses_todays_crl(ca: CertificateAuthority, trust: TrustBundle) -> None:
+    """Model and evidence signatures are verified at their signing time, against the current CRL."""
+    cert, _ = ca.issue_signing("models")
+    signed_at = utcnow() + dt.timedelta(minutes=1)
+    ca.clock = lambda: utcnow() + dt.timedelta(days=3)  # three days later cron renews the CRL
+    ca.generate_crl()
+    fresh = trust.reload_if_changed()
+    verify_certificate(cert, purpose="signing", trust=fresh, at=signed_at)
+    ca.revoke("models", "key-compromise")
+    with pytest.raises(VerificationError, match="revoked"):
+        verify_certificate(cert, purpose="signing", trust=fresh.reload_if_changed(), at=signed_at)
