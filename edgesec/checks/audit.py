@@ -170,8 +170,30 @@ def run_audit(cfg: LoadedConfig, opts: AuditOptions) -> dict[str, Any]:
             history.store(cfg.home, result, cfg.settings.checks.history_keep)
     else:
         result["changes"] = diff(baseline, result, source=f"baseline {opts.baseline}" if baseline else "none")
-    _emit_events(result)
+    _emit_events(result, _newly_expired(cfg, result))
     return result
+
+
+def _newly_expired(cfg: LoadedConfig, result: dict[str, Any]) -> set[str]:
+    """Expired waivers not announced before: the expiry event is recorded once, not on every nightly run."""
+    import json
+
+    from edgesec._fs import atomic_write
+
+    expired = {w["id"] for w in result["waivers"] if w["state"] == "expired"}
+    if not expired:
+        return set()
+    d = ensure_private_dir(cfg.home / "checks")
+    seen_path = d / "waivers-expired.json"
+    with locked(d / "waivers.lock", timeout=30):
+        try:
+            seen = set(json.loads(seen_path.read_text()))
+        except (OSError, ValueError, TypeError):
+            seen = set()
+        new = expired - seen
+        if new:
+            atomic_write(seen_path, json.dumps(sorted(seen | new)) + "\n", mode=0o600)
+    return new
 
 
 def _replay_hostname(system: SystemProbe) -> str:
@@ -183,13 +205,13 @@ def _replay_hostname(system: SystemProbe) -> str:
         return "replayed-host"
 
 
-def _emit_events(result: dict[str, Any]) -> None:
+def _emit_events(result: dict[str, Any], newly_expired: set[str]) -> None:
     from edgesec.auditing import AuditEvent, emit
 
     s = result["summary"]
     run = result["run"]
     for w in result["waivers"]:
-        if w["state"] == "expired":
+        if w["id"] in newly_expired:
             emit(
                 AuditEvent(
                     action="checks.waiver.expired",

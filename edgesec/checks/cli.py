@@ -269,7 +269,10 @@ def audit(
     if prom_textfile:
         atomic_write(Path(prom_textfile), rend["prom"].render(res, language), mode=0o644)
         written.append(prom_textfile)
+    known = {c["id"] for c in res["checks"]}
     for w in res["waivers"]:
+        if w["check"] not in known and not res["run"]["only"]:
+            warn(f"waiver {w['id']} names check {w['check']}, which did not run: it waives nothing")
         if w["state"] == "expired":
             warn(f"waiver {w['id']} for {w['check']} expired on {w['expires']}: it no longer waives anything")
         elif w["days_left"] <= 14:

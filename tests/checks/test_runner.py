@@ -176,7 +176,13 @@ def test_waivers_valid_and_expired(cli, use_checks, demo_profile: Path, home: Pa
     assert "w-old" in err and "expired" in err
     trail = [json.loads(x) for x in (home / "audit" / "trail.jsonl").read_text().splitlines()]
     actions = [r["event"]["action"] for r in trail]
-    assert "checks.waiver.expired" in actions and "checks.audit.completed" in actions
+    assert actions.count("checks.waiver.expired") == 1 and "checks.audit.completed" in actions
+    # The expiry is an audit event once, not on every later run; the report still shows it.
+    code, out, err = cli("--json", "audit", "--profile", str(demo_profile), "--waivers", str(wf))
+    trail = [json.loads(x) for x in (home / "audit" / "trail.jsonl").read_text().splitlines()]
+    assert [r["event"]["action"] for r in trail].count("checks.waiver.expired") == 1
+    assert [r["event"]["action"] for r in trail].count("checks.audit.completed") == 2
+    assert {w["id"]: w["state"] for w in json.loads(out)["result"]["result"]["waivers"]}["w-old"] == "expired"
 
 
 def test_waiver_add_and_list(cli, use_checks, demo_profile: Path, home: Path) -> None:  # type: ignore[no-untyped-def]
