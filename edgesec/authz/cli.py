@@ -73,6 +73,9 @@ def serve(
     app = create_app(s, trust_dir=trust_dir_of(cfg))
     for note in app.state.authorizer.notes:
         warn(note)
+    engine = app.state.authorizer.policy.engine
+    if not engine.indexed:
+        warn(f"policy engine: {engine.note}")
     trust = app.state.authorizer.trust
     if trust is not None and trust.error:
         warn(f"trust bundle: {trust.error} (client certificates are refused until it loads)")

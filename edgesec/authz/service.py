@@ -525,6 +525,8 @@ def readiness(authz: Authorizer) -> dict[str, Any]:
         "generation": p.generation,
         "loaded_at": p.loaded_at,
         "rules": getattr(engine, "rule_count", None),
+        "indexed": getattr(engine, "indexed", None),
+        "engine": getattr(engine, "note", ""),
         "file": str(p.files.policy),
     }
     if p.last_error:

@@ -181,6 +181,7 @@ def test_http_endpoints(make_authorizer, site_ca) -> None:  # type: ignore[no-un
         assert c.get("/healthz").json() == {"status": "ok"}
         r = c.get("/readyz")
         assert r.status_code == 200 and r.json()["ready"] is True
+        assert r.json()["policy"]["indexed"] is True and r.json()["policy"]["rules"] == 18
         r = c.get("/auth", headers=dict(fwd("POST", "/v1/chat-messages", cert=site_ca.der_b64("alice"))))
         assert (
             r.status_code == 200 and r.headers["x-user-id"] == "alice" and r.headers["x-tenant"] == "branch"
