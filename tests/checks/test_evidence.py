@@ -148,3 +148,55 @@ def test_sign_refuses_a_non_signing_certificate(cli, use_checks, demo_profile, s
     assert not (tmp_path / "r.json").exists()  # refused before anything ran or was written
     code, _, err = cli("audit", "--profile", str(demo_profile), "--sign")
     assert code == 2 and "--sign-cert" in err
+
+
+def test_sign_with_exported_files(cli, use_checks, demo_profile, site_signer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    use_checks(Passes)
+    code, _, err = cli("pki", "export", site_signer, "--pem", str(tmp_path / "signer"))
+    assert code == 0, err
+    out = tmp_path / "r.json"
+    code, _, err = cli(
+        "audit",
+        "--profile",
+        str(demo_profile),
+        "--report",
+        "json",
+        "--out",
+        str(out),
+        "--sign",
+        "--sign-cert",
+        str(tmp_path / "signer" / "fullchain.pem"),
+        "--sign-key",
+        str(tmp_path / "signer" / "key.pem"),
+    )
+    assert code == 0, err
+    assert (
+        len(json.loads((tmp_path / "r.json.sig").read_text())["chain"]) == 1
+    )  # the intermediate rides along
+    code, stdout, err = cli("--json", "evidence", "verify", str(out))
+    assert code == 0 and json.loads(stdout)["result"]["chain_verified"] is True, err
+    # A key that does not belong to the certificate is refused before anything runs.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    other = tmp_path / "other.key"
+    other.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    code, _, err = cli(
+        "audit",
+        "--profile",
+        str(demo_profile),
+        "--report",
+        "json",
+        "--out",
+        str(tmp_path / "x.json"),
+        "--sign",
+        "--sign-cert",
+        str(tmp_path / "signer" / "cert.pem"),
+        "--sign-key",
+        str(other),
+    )
+    assert code == 2 and "does not match" in err
