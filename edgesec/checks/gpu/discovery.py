@@ -408,7 +408,10 @@ def _processes(ctx: CheckContext, inv: Inventory) -> None:
     sys_ = ctx.system
     unreadable = 0
     for maps_path in sys_.glob("/proc/[0-9]*/maps"):
-        pid = int(maps_path.split("/")[2])
+        name = maps_path.split("/")[2]
+        if not name.isdigit():
+            continue
+        pid = int(name)
         text = sys_.read_text(maps_path, 4 << 20)
         if text is None:
             unreadable += 1

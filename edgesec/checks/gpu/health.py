@@ -278,13 +278,18 @@ def _listeners(ctx: CheckContext, port: int) -> list[str]:
             f = line.split()
             if len(f) > 3 and f[3] == "0A":  # LISTEN
                 addr, _, p = f[1].rpartition(":")
-                if int(p, 16) == port:
-                    out.append(_addr(addr))
+                try:
+                    if int(p, 16) == port:
+                        out.append(_addr(addr))
+                except ValueError:
+                    continue  # not a socket line: the kernel never writes one, a replayed file might
     return sorted(set(out))
 
 
 def _addr(hexaddr: str) -> str:
     raw = bytes.fromhex(hexaddr)
+    if len(raw) not in (4, 16):
+        raise ValueError(f"not an address: {hexaddr!r}")
     if len(raw) == 4:
         return str(ipaddress.IPv4Address(raw[::-1]))
     # tcp6: four little-endian 32-bit words

@@ -99,9 +99,10 @@ def all_comms(ctx: CheckContext) -> dict[int, str]:
     def compute() -> dict[int, str]:
         out = {}
         for path in ctx.system.glob("/proc/[0-9]*/comm"):
-            text = ctx.system.read_text(path, 256)
+            name = path.split("/")[2]
+            text = ctx.system.read_text(path, 256) if name.isdigit() else None
             if text is not None:
-                out[int(path.split("/")[2])] = text.strip()
+                out[int(name)] = text.strip()
         return out
 
     return cached(ctx, "comms", compute)
