@@ -88,9 +88,10 @@ def verify_cmd(
         files += local_checkpoints(d)
     anchors = []
     if files:
+        # Read every checkpoint first: a missing or garbled file is an input error (exit 2).
+        cps = [(f, parse_checkpoint(read_input_file(f, what="checkpoint"), str(f))) for f in files]
         checker = _cert_verifier(trust)
-        for f in files:
-            cp = parse_checkpoint(read_input_file(f, what="checkpoint"), str(f))
+        for f, cp in cps:
             try:
                 verify_checkpoint(cp, checker)
             except VerificationError as exc:

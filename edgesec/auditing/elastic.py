@@ -12,7 +12,8 @@ Generated objects (``render(...)`` is pure; ``push`` installs them with elastics
   three months immediately available), deleted after the retention the site profile requires;
 * ingest pipeline ``<prefix>-ingest``: sets ``event.ingested``; any failure moves the document to
   ``<prefix>-deadletter-ingest`` with the reason, because syslog-ng 3.38 does not read bulk responses
-  and a rejected document would otherwise vanish.
+  and a rejected document would otherwise vanish; for the same reason every index sets
+  ``index.mapping.ignore_malformed`` (a malformed value is kept but not indexed, never the document lost).
 
 ``ship`` bulk-indexes the trail itself (a backfill, or a site without syslog-ng): ``create`` actions
 with the record's hash as ``_id`` into the same index syslog-ng would use, so the two paths and any
@@ -231,6 +232,9 @@ def render(o: ElasticOptions) -> dict[str, dict[str, Any]]:
             "index.number_of_shards": o.shards,
             "index.number_of_replicas": o.replicas,
             "index.lifecycle.name": ilm_name(o),
+            # A value of the wrong type is kept in _source and left unindexed instead of rejecting the
+            # whole document: syslog-ng 3.38 cannot see a per-item rejection, so it would be lost.
+            "index.mapping.ignore_malformed": True,
         }
         if kind != "deadletter":  # the dead-letter index takes documents as they are: no loop
             settings["index.default_pipeline"] = pipeline_id(o)

@@ -549,6 +549,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
+        if len(body) < n:  # the client died mid-request (a killed `ship`): nothing arrived, as in ES
+            self.close_connection = True
+            return
         status, doc = self.es.handle(self.command, self.path, self.headers, body)
         out = b"" if self.command == "HEAD" else json.dumps(doc).encode()
         self.send_response(status)

@@ -86,6 +86,11 @@ def test_pipeline_routes_failures_to_dead_letter() -> None:
     assert "index.default_pipeline" not in dead  # no failure loop
     audit = objs["/_component_template/site1-settings-audit"]["template"]["settings"]
     assert audit["index.default_pipeline"] == "site1-ingest"
+    assert all(
+        body["template"]["settings"]["index.mapping.ignore_malformed"] is True
+        for path, body in objs.items()
+        if path.startswith("/_component_template/site1-settings-")
+    )
 
 
 def test_push_is_valid_and_idempotent(cli, es: FakeElasticsearch, pki: SitePki) -> None:  # type: ignore[no-untyped-def]

@@ -251,3 +251,38 @@ def test_any_byte_change_is_caught(
     f.write_bytes(bytes(raw))
     with pytest.raises(VerificationError):
         verify_trail(d)
+
+
+def test_cli_verify_and_rotate(cli, trail: Path) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = cli("--json", "auditlog", "verify", "--trail", str(trail))
+    assert code == 0, err
+    res = json.loads(out)["result"]
+    assert res["records"] == 60 and res["head_seq"] == 60 and len(res["files"]) >= 4
+    code, out, _ = cli("--json", "auditlog", "rotate", "--trail", str(trail))
+    assert code == 0 and json.loads(out)["result"]["rotated"].endswith("-000000000060.jsonl")
+    assert cli("auditlog", "verify", "--trail", str(trail))[0] == 0
+    # damage one record in a rotated file: exit 1, one line naming it
+    f = rotated_files(trail)[1]
+    lines = _lines(f)
+    target = _seq(lines[0])
+    f.write_bytes(lines[0].replace(b'"u', b'"x', 1) + b"".join(lines[1:]))
+    code, out, err = cli("auditlog", "verify", "--trail", str(trail))
+    assert code == 1 and f"edited: record {target} at {f.name}:1" in err and "Traceback" not in err
+    code, out, _ = cli("--json", "auditlog", "verify", "--trail", str(trail))
+    err_doc = json.loads(out)["error"]
+    assert err_doc["details"] == {"problem": "edited", "seq": target, "file": f.name, "line": 1}
+    # --from past the damage verifies the rest
+    later = _seq(_lines(rotated_files(trail)[2])[0])
+    assert cli("auditlog", "verify", "--trail", str(trail), "--from", str(later))[0] == 0
+
+
+def test_cli_verify_input_errors(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = cli("auditlog", "verify", "--trail", str(tmp_path / "nope"))
+    assert code == 2 and "no audit trail" in err
+    code, _, err = cli("auditlog", "verify", "--trail", str(tmp_path), "--from", "0")
+    assert code == 2
+    (tmp_path / "t").mkdir()
+    code, _, err = cli(
+        "auditlog", "verify", "--trail", str(tmp_path / "t"), "--checkpoint", str(tmp_path / "missing.json")
+    )
+    assert code == 2 and "not found" in err
