@@ -9,6 +9,7 @@ other status into a 500, and a crash must never become an allow.
 from __future__ import annotations
 
 import ipaddress
+import os
 import random
 import signal
 import threading
@@ -532,7 +533,7 @@ def readiness(authz: Authorizer) -> dict[str, Any]:
     if p.last_error:
         policy["error"] = p.last_error
         policy["note"] = "the last good policy is still enforced"
-    body: dict[str, Any] = {"ready": True, "policy": policy}
+    body: dict[str, Any] = {"ready": True, "process": os.getpid(), "policy": policy}
     if authz.notes:
         body["notes"] = list(authz.notes)
     if authz.trust is not None:

@@ -130,3 +130,48 @@ reload_interval_s = 0.1
             proc.wait(timeout=20)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_reloads_every_worker(site_ca: SiteCA, tmp_path: Path, home: Path, workers: int) -> None:
+    """With file polling effectively off, SIGHUP alone must reload the policy in every worker."""
+    files = bank_files(tmp_path)
+    port = free_port()
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text(
+        f'[authz]\nport = {port}\nworkers = {workers}\npolicy_dir = "{files.policy.parent}"\n'
+        f'trust_dir = "{site_ca.trust}"\nreload_interval_s = 3600\n'
+    )
+    cfg.chmod(0o600)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgesec", "--config", str(cfg), "authz", "serve"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "EDGESEC_HOME": str(home)},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc)
+        time.sleep(0.5)  # every worker past its lifespan startup (the handler is installed there)
+        files.policy.write_text(files.policy.read_text() + "\np, role:teller, branch, /extra, GET, allow\n")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 15
+        seen: dict[int, int] = {}  # worker pid -> policy generation
+        while time.time() < deadline:
+            doc = httpx.get(url + "/readyz", timeout=5).json()
+            seen[doc["process"]] = doc["policy"]["generation"]
+            if len(seen) == workers and set(seen.values()) == {2}:
+                break
+            time.sleep(0.05)
+        assert len(seen) == workers and set(seen.values()) == {2}, seen
+        assert proc.poll() is None  # SIGHUP did not kill anything
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
+        if proc.stderr is not None:
+            proc.stderr.close()
