@@ -383,11 +383,15 @@ def _pending(trail_dir: Path, after: ShipState) -> Iterator[tuple[bytes, dict[st
             for raw in fh:
                 if not raw.endswith(b"\n"):
                     return  # a record still being written
-                doc = json.loads(raw)
-                s = int(doc["event"]["sequence"])
-                if s <= seq:
+                try:
+                    doc = json.loads(raw)
+                    s = int(doc["event"]["sequence"])
+                    link = doc["edgesec"]["trail"]["prev"]
+                except (ValueError, KeyError, TypeError):
+                    s, link = -1, None
+                if 0 <= s <= seq:
                     continue
-                if s != seq + 1 or doc["edgesec"]["trail"]["prev"] != prev:
+                if s != seq + 1 or link != prev:
                     raise VerificationError(
                         f"the trail is broken at record {seq + 1} ({f.name}); nothing after it is shipped",
                         hint="run `edgesec auditlog verify`",
