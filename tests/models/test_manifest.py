@@ -180,3 +180,20 @@ def test_statement_round_trip(model_dir: Path) -> None:
 )
 def test_ignore_patterns(pattern: str, path: str, ignored: bool) -> None:
     assert hashing.is_ignored(path, [pattern]) is ignored
+
+
+def test_deep_directories_are_walked_without_recursion(tmp_path: Path) -> None:
+    import inspect
+    import sys
+
+    d = tmp_path / "m"
+    deep = d.joinpath(*["a"] * 300)
+    deep.mkdir(parents=True)
+    (deep / "w.bin").write_bytes(b"x")
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + 60)  # far fewer frames than the directory is deep
+    try:
+        listing = hashing.walk(d)
+    finally:
+        sys.setrecursionlimit(old)
+    assert list(listing.files) == ["/".join(["a"] * 300) + "/w.bin"]

@@ -383,3 +383,12 @@ def test_numpy_arrays(tmp_path: Path) -> None:
     assert lines[0].startswith("CRITICAL a.npy: array of Python objects")
     assert "CRITICAL a.npy: pickle imports posix.system, which runs code when loaded" in lines
     assert not marker.exists()
+
+
+def test_deeply_nested_inputs_do_not_crash(tmp_path: Path) -> None:
+    p = tmp_path / "m.safetensors"
+    p.write_bytes(_st(b"{" + b'"a":' * 1 + b"[" * 100_000 + b"]" * 100_000 + b"}", b""))
+    assert "invalid safetensors file" in one_line(p)
+    t = tmp_path / "tokenizer_config.json"
+    t.write_text("[" * 100_000 + "]" * 100_000)
+    assert findings(t)[0].rule == "tokenizer-config"

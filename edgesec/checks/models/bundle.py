@@ -105,7 +105,7 @@ def read_bundle(data: bytes) -> Bundle:
         raise InputError(f"signature file is {len(data)} bytes; more than {MAX_BUNDLE} is not a signature")
     try:
         doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise InputError(f"signature file is not JSON: {e}") from None
     if not isinstance(doc, dict):
         raise InputError("signature file is not a Sigstore bundle (not a JSON object)")
@@ -157,7 +157,7 @@ def verify_envelope(bundle: Bundle) -> dict[str, Any]:
         ) from None
     try:
         statement = json.loads(bundle.payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise VerificationError("the signed payload is not JSON") from None
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise VerificationError("the signed payload is not an in-toto Statement v1")

@@ -118,12 +118,14 @@ def walk(root: Path, *, ignore: Sequence[str] = (), follow_symlinks: bool = Fals
     listing = Listing()
     real_root = os.path.realpath(root)
 
-    def visit(directory: str, rel_dir: str) -> None:
+    def visit(directory: str, rel_dir: str) -> list[tuple[str, str]]:
+        """List one directory; returns its subdirectories (walked by the caller, so depth costs no stack)."""
+        subdirs: list[tuple[str, str]] = []
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError as e:
             listing.issues.append(DirIssue(rel_dir or ".", "unreadable", e.strerror or str(e)))
-            return
+            return subdirs
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             if is_ignored(rel, ignore):
@@ -135,37 +137,43 @@ def walk(root: Path, *, ignore: Sequence[str] = (), follow_symlinks: bool = Fals
                 listing.issues.append(DirIssue(rel, "unreadable", e.strerror or str(e)))
                 continue
             if stat.S_ISLNK(st.st_mode):
-                target = os.readlink(entry.path)
-                resolved = os.path.realpath(entry.path)
-                inside = resolved == real_root or resolved.startswith(real_root + os.sep)
-                if not inside:
-                    listing.issues.append(
-                        DirIssue(rel, "symlink-escape", f"points outside the model directory ({target})")
-                    )
-                elif not follow_symlinks:
-                    listing.issues.append(DirIssue(rel, "symlink", f"symlinks are not allowed ({target})"))
-                else:
-                    try:
-                        tst = os.stat(resolved)
-                    except OSError as e:
-                        listing.issues.append(DirIssue(rel, "symlink", f"dangling ({e.strerror})"))
-                        continue
-                    if stat.S_ISREG(tst.st_mode):
-                        listing.files[rel] = tst.st_size
-                    else:
-                        listing.issues.append(
-                            DirIssue(rel, "symlink", f"only links to files are followed ({target})")
-                        )
+                _symlink(entry.path, rel)
             elif stat.S_ISDIR(st.st_mode):
-                visit(entry.path, rel)
+                subdirs.append((entry.path, rel))
             elif stat.S_ISREG(st.st_mode):
                 listing.files[rel] = st.st_size
             else:
                 listing.issues.append(DirIssue(rel, "special", "not a regular file or directory"))
+        return subdirs
+
+    def _symlink(path: str, rel: str) -> None:
+        target = os.readlink(path)
+        resolved = os.path.realpath(path)
+        inside = resolved == real_root or resolved.startswith(real_root + os.sep)
+        if not inside:
+            listing.issues.append(
+                DirIssue(rel, "symlink-escape", f"points outside the model directory ({target})")
+            )
+        elif not follow_symlinks:
+            listing.issues.append(DirIssue(rel, "symlink", f"symlinks are not allowed ({target})"))
+        else:
+            try:
+                tst = os.stat(resolved)
+            except OSError as e:
+                listing.issues.append(DirIssue(rel, "symlink", f"dangling ({e.strerror})"))
+                return
+            if stat.S_ISREG(tst.st_mode):
+                listing.files[rel] = tst.st_size
+            else:
+                listing.issues.append(
+                    DirIssue(rel, "symlink", f"only links to files are followed ({target})")
+                )
 
     if not root.is_dir():
         raise InputError(f"{root}: not a directory")
-    visit(str(root), "")
+    stack = [(str(root), "")]
+    while stack:
+        stack.extend(reversed(visit(*stack.pop())))
     return listing
 
 

@@ -482,7 +482,7 @@ def check_safetensors(path: Path) -> dict[str, Any]:
         raise _Bad("header is not a JSON object")
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_dupes)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise _Bad(f"header is not valid JSON: {e}") from None
     if not isinstance(header, dict):
         raise _Bad("header is not a JSON object")
@@ -773,6 +773,8 @@ def check_chat_template(text: str) -> list[str]:
         ast = jinja2.Environment(autoescape=False).parse(text)  # noqa: S701 - parsed only, never rendered
     except jinja2.TemplateSyntaxError as e:
         return [f"does not parse as Jinja ({e.message}); it cannot be checked"]
+    except RecursionError:
+        return ["does not parse as Jinja (nested too deeply); it cannot be checked"]
     for node in ast.find_all(
         (nodes.Getattr, nodes.Getitem, nodes.Name, nodes.Filter, nodes.Const, nodes.Call)
     ):
@@ -1044,7 +1046,7 @@ def _tokenizer_config(path: Path, rel: str) -> list[ScanFinding]:
         return [ScanFinding(rel, "tokenizer-config", "medium", "tokenizer config larger than 64 MiB")]
     try:
         doc = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         return [ScanFinding(rel, "tokenizer-config", "medium", f"not valid JSON: {e}")]
     tpl = doc.get("chat_template") if isinstance(doc, dict) else None
     templates: list[tuple[str, str]] = []
@@ -1073,7 +1075,11 @@ def scan_path(path: Path, *, allowed_formats: Sequence[str], ignore: Sequence[st
         for name in sorted(filenames):
             full = Path(dirpath) / name
             rel = full.relative_to(path).as_posix()
-            if is_ignored(rel, patterns) or not stat.S_ISREG(full.lstat().st_mode):
+            try:
+                regular = stat.S_ISREG(full.lstat().st_mode)
+            except OSError:
+                regular = False  # vanished while we looked: nothing to scan
+            if is_ignored(rel, patterns) or not regular:
                 continue  # symlinks and special files are verify's business (and never followed here)
             files.append((full, rel))
     onnx_data = frozenset(_onnx_data_files(path, [f for f, _ in files if f.suffix.lower() == ".onnx"]))
