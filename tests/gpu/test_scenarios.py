@@ -439,3 +439,24 @@ def test_nvml_refusing_a_query_skips_with_the_reason() -> None:
     c = base().nvml("nvmlDeviceGetPersistenceMode", 0, error="NoPermission")
     f = run("gpu.persistence", context(c))
     assert [x.status for x in f] == [Status.SKIP] and "run as root" in f[0].message
+
+
+def test_profile_parameters_of_the_family_and_the_check(tmp_path: Path) -> None:
+    c = base("bank")
+    strict = context(
+        c, profile="custom", config_text=BANK_CONFIG, tmp=tmp_path, params={"gpu": {"require_mig": True}}
+    )
+    assert [f.status for f in run("gpu.mig", strict)] == [Status.FAIL]
+    lenient = context(
+        c,
+        profile="bank",
+        config_text=BANK_CONFIG,
+        tmp=tmp_path,
+        params={"gpu": {"require_mig": True}, "gpu.mig": {"require_mig": False}},
+    )
+    assert [f.status for f in run("gpu.mig", lenient)] == [Status.WARN]
+    # The site's own [gpu] require_mig wins over any profile.
+    site = BANK_CONFIG + "\n[gpu]\nrequire_mig = false\n"
+    assert [f.status for f in run("gpu.mig", context(c, profile="bank", config_text=site, tmp=tmp_path))] == [
+        Status.WARN
+    ]

@@ -42,7 +42,9 @@ class GpuCheck(Check):
     def check(self, ctx: CheckContext) -> Iterable[Finding]: ...
 
     def param(self, ctx: CheckContext, name: str, default: Any) -> Any:
-        return ctx.param(self.meta.id, name, default)
+        """A profile parameter: the check's own (``[checks."gpu.mig"]``), else the family's (``[checks.gpu]``)."""
+        family = ctx.param(self.meta.family, name, default)
+        return ctx.param(self.meta.id, name, family)
 
     def strict(self, ctx: CheckContext) -> bool:
         return ctx.profile in STRICT_PROFILES

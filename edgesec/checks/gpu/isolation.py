@@ -253,7 +253,7 @@ class MigIsolation(GpuCheck):
         require = (
             configured
             if configured is not None
-            else bool(self.param(ctx, "require_on_shared", self.strict(ctx)))
+            else bool(self.param(ctx, "require_mig", self.strict(ctx)))
         )
         for i, uuid, label in gpus(ctx):
             mode = mig_mode(ctx, i)
