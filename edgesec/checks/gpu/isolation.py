@@ -251,9 +251,7 @@ class MigIsolation(GpuCheck):
     def check(self, ctx: CheckContext) -> Iterable[Finding]:
         configured = ctx.config.settings.gpu.require_mig
         require = (
-            configured
-            if configured is not None
-            else bool(self.param(ctx, "require_mig", self.strict(ctx)))
+            configured if configured is not None else bool(self.param(ctx, "require_mig", self.strict(ctx)))
         )
         for i, uuid, label in gpus(ctx):
             mode = mig_mode(ctx, i)
