@@ -123,3 +123,20 @@ def test_real_subprocess_cli(model_dir: Path, signer: tuple[Issued, Path, Path],
     bad = run("model", "verify", str(model_dir))
     assert bad.returncode == 1
     assert "EXTRA extra.safetensors" in bad.stdout
+
+
+def test_blake3_manifest_verifies_with_the_model_signing_library(
+    cli, model_dir: Path, signer: tuple[Issued, Path, Path], home: Path
+) -> None:
+    """BLAKE3 manifests follow the format (hash_type blake3); model_signing's library verifies them,
+    its CLI does not (it always hashes with SHA-256)."""
+    import model_signing
+
+    _, crt, key = signer
+    code, _, err = cli(
+        "model", "sign", str(model_dir), "--cert", str(crt), "--key", str(key), "--hash", "blake3"
+    )
+    assert code == 0, err
+    model_signing.verifying.Config().use_certificate_verifier(
+        certificate_chain=[str(home / "trust" / "root.pem")]
+    ).verify(str(model_dir), str(model_dir / "model.sig"))

@@ -316,3 +316,28 @@ def test_progress_bar_for_a_person_at_a_terminal(cli, model_dir: Path, signer: S
     assert "verifying" in err  # the bar was drawn on stderr, never on stdout
     code, out, err = cli("--json", "model", "verify", str(model_dir))
     assert code == 0 and "verifying" not in err  # never with --json
+
+
+def test_audit_trail_records_sign_verify_and_scan(cli, model_dir: Path, signer: Signer, home: Path) -> None:
+    from edgesec import auditing
+
+    assert sign(cli, model_dir, signer)[0] == 0
+    assert cli("model", "verify", str(model_dir))[0] == 0
+    (model_dir / "extra.bin").write_bytes(b"\x80\x02N.")
+    assert cli("model", "verify", str(model_dir))[0] == 1
+    assert cli("model", "scan", str(model_dir))[0] == 1
+    auditing.flush()
+    records = [json.loads(line) for line in (home / "audit" / "trail.jsonl").read_text().splitlines()]
+    events = [
+        (r["event"]["action"], r["event"]["outcome"])
+        for r in records
+        if r["event"]["action"].startswith("model.")
+    ]
+    assert events == [
+        ("model.signed", "success"),
+        ("model.verified", "success"),
+        ("model.verified", "failure"),
+        ("model.scanned", "failure"),
+    ]
+    signed = next(r for r in records if r["event"]["action"] == "model.signed")
+    assert signed["file"]["x509"]["serial_number"] == f"{signer[0].cert.serial_number:x}"

@@ -27,6 +27,7 @@ from rich.progress import (
 
 from edgesec._console import info, result, state, stderr
 from edgesec._fs import read_input_file
+from edgesec.auditing import AuditEvent, emit
 from edgesec.checks.models.hashing import DEFAULT_SHARD_SIZE
 from edgesec.errors import InputError, UsageError
 
@@ -243,6 +244,23 @@ def scan_cmd(
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
     report = scan_path(path, allowed_formats=allowed, ignore=cfg.settings.models.ignore)
+    blocking = report.blocking()
+    emit(
+        AuditEvent(
+            action="model.scanned",
+            category=("file", "malware") if blocking else ("file",),
+            type=("info",),
+            outcome="failure" if blocking else "success",
+            severity="high" if blocking else "info",
+            part="models",
+            message=f"scanned {path}: " + (blocking[0].line() if blocking else "clean"),
+            fields={
+                "file.path": str(path),
+                "edgesec.models.files": report.files_scanned,
+                "edgesec.models.findings": len(report.findings),
+            },
+        )
+    )
 
     def human(con: Console) -> None:
         for f in report.findings:
