@@ -18,6 +18,7 @@ import datetime as dt
 import glob as _glob
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -296,8 +297,31 @@ class Recorder:
         atomic_write(path, json.dumps(self.to_json(), indent=1, sort_keys=True), mode=0o644)
 
 
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSW|PASSPHRASE|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE)", re.I)
+_USERINFO = re.compile(r"(?<=//)[^/@\s]+@")
+
+
+def redact_env_value(name: str, value: str) -> str:
+    """What a recording keeps of one environment variable: secrets never leave the host in a fixture."""
+    if _SECRET_NAME.search(name):
+        return "<redacted>"
+    return _USERINFO.sub("***@", value)
+
+
+def _redact_environ_blob(raw: str) -> str:
+    out = []
+    for kv in raw.split("\0"):
+        name, sep, value = kv.partition("=")
+        out.append(f"{name}{sep}{redact_env_value(name, value)}" if sep else kv)
+    return "\0".join(out)
+
+
 class RecordingSystem:
-    """Wraps a :class:`SystemProbe` and records every call into a :class:`Recorder`."""
+    """Wraps a :class:`SystemProbe` and records every call into a :class:`Recorder`.
+
+    Environment values whose names look secret (tokens, keys, passwords) and credentials inside URLs are
+    redacted in the recording (not in what the live checks see), so a recording can become a test fixture.
+    """
 
     def __init__(self, inner: SystemProbe, recorder: Recorder) -> None:
         self.inner = inner
@@ -310,7 +334,12 @@ class RecordingSystem:
         return value
 
     def read_text(self, path: str, limit: int = 1 << 20) -> str | None:
-        return self._do("read_text", path, limit)  # type: ignore[no-any-return]
+        value = self.inner.read_text(path, limit)
+        kept = value
+        if value is not None and path.startswith("/proc/") and path.endswith("/environ"):
+            kept = _redact_environ_blob(value)
+        self.rec.calls[_key("read_text", path, limit)] = kept
+        return value
 
     def listdir(self, path: str) -> list[str] | None:
         return self._do("listdir", path)  # type: ignore[no-any-return]
@@ -333,7 +362,9 @@ class RecordingSystem:
         return self._do("which", name)  # type: ignore[no-any-return]
 
     def environ(self) -> dict[str, str]:
-        return self._do("environ")  # type: ignore[no-any-return]
+        value = self.inner.environ()
+        self.rec.calls[_key("environ")] = {k: redact_env_value(k, v) for k, v in value.items()}
+        return value
 
     def hostname(self) -> str:
         return self._do("hostname")  # type: ignore[no-any-return]

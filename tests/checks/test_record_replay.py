@@ -65,3 +65,20 @@ def test_bad_recordings_are_input_errors(cli, tmp_path: Path) -> None:  # type: 
         assert code == 2 and "recording" in err and "Traceback" not in err
     code, _, err = cli("audit", "--record", str(tmp_path / "a"), "--replay", str(tmp_path / "b"))
     assert code == 2
+
+
+def test_recordings_keep_no_secrets(cli, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("EDGESEC_TEST_API_TOKEN", "tok-very-secret-123")
+    monkeypatch.setenv("HTTPS_PROXY", "http://alice:pw-secret-456@198.51.100.9:3128")
+    rec = tmp_path / "rec.json"
+    code, out, _ = cli("--json", "audit", "--only", "egress.proxy", "--record", str(rec))
+    text = rec.read_text()
+    assert "tok-very-secret-123" not in text and "pw-secret-456" not in text
+    assert "EDGESEC_TEST_API_TOKEN" in text  # the name stays, so replay sees the same variables
+    # The live run saw the proxy (and reported it with credentials masked).
+    live = json.loads(out)["result"]["result"]["checks"][0]["findings"]
+    assert any(f["resource"] == "environment" and f["status"] == "FAIL" for f in live)
+    code2, out2, _ = cli("--json", "audit", "--only", "egress.proxy", "--replay", str(rec))
+    replay = json.loads(out2)["result"]["result"]["checks"][0]["findings"]
+    assert {(f["resource"], f["status"]) for f in replay} == {(f["resource"], f["status"]) for f in live}
+    assert code2 == code
