@@ -35,7 +35,7 @@ from edgesec.authz.policy import PolicyFiles, PolicyHolder, policy_files
 from edgesec.authz.request import ForwardedRequest, RequestRejected, collect_headers, parse_forwarded
 from edgesec.authz.settings import AuthzSettings
 from edgesec.authz.trust import TrustState
-from edgesec.errors import EdgesecError
+from edgesec.errors import ConfigError, EdgesecError
 
 __all__ = ["Authorizer", "Outcome", "create_app"]
 
@@ -77,7 +77,7 @@ class Authorizer:
         self.trust: TrustState | None = None
         if "cert" in settings.identity_order:
             if trust_dir is None:
-                raise EdgesecError(
+                raise ConfigError(
                     "authz: client certificates are enabled but no trust bundle directory is set"
                 )
             self.trust = TrustState(trust_dir, grace_hours=settings.crl_grace_hours, clock=clock)

@@ -53,7 +53,16 @@ class TrustState:
             bundle = TrustBundle.load(self.directory, crl_grace=self.grace)
         except EdgesecError as exc:
             with self._lock:
+                repeated = self.error == exc.message
                 self.error = exc.message
+            if not repeated:
+                self._event(
+                    "authz.trust.reload_failed",
+                    "high",
+                    f"trust bundle {self.directory} did not load"
+                    + (", the last good one is kept" if self.bundle is not None else "")
+                    + f": {exc.message}",
+                )
             return False
         with self._lock:
             self.bundle = bundle
@@ -117,6 +126,7 @@ class TrustState:
         out: dict[str, Any] = {"directory": str(self.directory), "ok": bundle is not None}
         if self.error:
             out["error"] = self.error
+            out["ok"] = False
         if bundle is None:
             return out
         now = self._now()
@@ -140,6 +150,23 @@ class TrustState:
             out["error"] = "the trust bundle has no CRL: no client certificate can be checked for revocation"
         out["crls"] = crls
         return out
+
+    def _event(self, action: str, severity: Any, message: str) -> None:
+        try:
+            emit(
+                AuditEvent(
+                    action=action,
+                    category=("configuration",),
+                    type=("error",),
+                    outcome="failure",
+                    severity=severity,
+                    part="authz",
+                    message=message,
+                    fields={"file.path": str(self.directory)},
+                )
+            )
+        except (OSError, EdgesecError):
+            pass
 
     def _alarm_stale(self) -> None:
         """One high-severity audit event per stale CRL (per CRL number), before denials start."""

@@ -250,3 +250,20 @@ def test_revocation_takes_effect_on_the_next_reload(make_authorizer, site_ca) ->
     a.check_reload()
     st, _ = a.authorize(req, None)
     assert st == 401
+
+
+def test_broken_trust_bundle_keeps_the_last_good_one(site_ca, tmp_path, trail) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from edgesec.authz.service import Authorizer
+
+    trust = tmp_path / "trust"
+    shutil.copytree(site_ca.trust, trust)
+    a = Authorizer(settings(), files=bank_files(tmp_path), trust_dir=trust)
+    req = fwd("POST", "/v1/chat-messages", cert=site_ca.der_b64("alice"))
+    assert a.authorize(req, None)[0] == 200
+    (trust / "crl.pem").write_text("-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n")
+    a.check_reload()
+    assert a.trust is not None and a.trust.error and a.trust.status()["ok"] is False
+    assert a.authorize(req, None)[0] == 200
+    assert "authz.trust.reload_failed" in [e["event"]["action"] for e in events(trail)]
