@@ -10,8 +10,10 @@ loaded:
   there (the user itself and its roles, resolved exactly as casbin's domain role manager does, at most
   9 hops);
 * by path: literal patterns sit in a dictionary; every other pattern is filed under its literal prefix
-  (the characters its regular expression must start with), so a request only tries the patterns whose
-  prefix it starts with -- one role holding 10,000 path rules stays fast;
+  (the characters its regular expression must start with), split into a directory (up to the last
+  "/") and a tail. A request looks up only the directories its own path passes through -- one
+  dictionary lookup per "/" -- and tries only the patterns whose whole literal prefix it starts with,
+  running just the rest of their regex from there. One role holding 10,000 path rules stays fast;
 * decisions are cached (bounded); the cache belongs to one loaded policy, so a reload, which builds a
   new engine and swaps the reference, can never serve an answer from the old policy.
 
@@ -57,6 +59,7 @@ MAX_ROLE_HOPS: Final = 9
 #: Decisions kept per loaded policy; at ~300 bytes each the cache stays under ~20 MB.
 DEFAULT_CACHE_SIZE: Final = 65_536
 
+_SMALL_DIR: Final = 4  # tails per directory compared in place rather than looked up by length
 _META_RE: Final = re.compile(r"[.^$*+?{}\[\]\\|()]")
 _QUANTIFIERS: Final = frozenset("*+?{")
 
@@ -98,6 +101,9 @@ class Decision:
     effect: str
 
 
+_NOTHING: Final = Decision(False, None, (), "default-deny")
+
+
 @dataclass(frozen=True, slots=True)
 class _Rule:
     index: int  # position in the policy: casbin's explain picks by it
@@ -111,11 +117,13 @@ class _Rule:
 class _Dir:
     """Rules whose literal prefix is ``<this directory>/<tail>``, by tail (tails hold no "/")."""
 
-    __slots__ = ("lengths", "tails")
+    __slots__ = ("lengths", "small", "tails")
 
     def __init__(self) -> None:
         self.tails: dict[str, list[_Rule]] = {}
         self.lengths: tuple[int, ...] = ()
+        # A few tails: compared in place (fewer objects touched than one lookup per tail length).
+        self.small: tuple[tuple[str, list[_Rule]], ...] | None = None
 
 
 class _RuleSet:
@@ -146,6 +154,7 @@ class _RuleSet:
     def seal(self) -> None:
         for d in self.dirs.values():
             d.lengths = tuple(sorted({len(t) for t in d.tails}))
+            d.small = tuple(d.tails.items()) if len(d.tails) <= _SMALL_DIR else None
 
     def collect(self, obj: str, act: str, out: list[_Rule]) -> None:
         exact = self.exact
@@ -167,25 +176,37 @@ class _RuleSet:
             d = dirs.get(obj[: pos + 1])
             if d is not None:
                 base = pos + 1
-                tails = d.tails
-                for length in d.lengths:
-                    if base + length > n:
-                        break
-                    bucket = tails.get(obj[base : base + length])
-                    if bucket:
-                        for rule in bucket:
-                            om = rule.obj_match
-                            if (om is None or om(obj, rule.start)) and rule.act_match(act):
-                                out.append(rule)
+                small = d.small
+                if small is not None:
+                    for tail, bucket in small:
+                        if obj.startswith(tail, base):
+                            for rule in bucket:
+                                om = rule.obj_match
+                                if (om is None or om(obj, rule.start)) and rule.act_match(act):
+                                    out.append(rule)
+                else:
+                    tails = d.tails
+                    for length in d.lengths:
+                        if base + length > n:
+                            break
+                        hits = tails.get(obj[base : base + length])
+                        if hits:
+                            for rule in hits:
+                                om = rule.obj_match
+                                if (om is None or om(obj, rule.start)) and rule.act_match(act):
+                                    out.append(rule)
             pos = obj.find("/", pos + 1)
             if pos < 0:
                 return
 
 
+_NO_VIEW: Final[tuple[tuple[str, ...], tuple[_RuleSet, ...]]] = ((), ())
+
+
 class _Tenant:
     """Everything one tenant's decisions read: its role graph and its rules by subject."""
 
-    __slots__ = ("graph", "roles", "rules")
+    __slots__ = ("graph", "roles", "rules", "views")
 
     def __init__(self) -> None:
         self.graph: dict[str, tuple[str, ...]] = {}
@@ -193,6 +214,21 @@ class _Tenant:
         # Role closures of the names in ``graph``, filled on first use; bounded by the policy's size
         # because a name outside the graph has no roles and is never stored.
         self.roles: dict[str, tuple[str, ...]] = {}
+        # Per user: (roles, the rule sets of the user and its roles) -- one lookup per decision instead
+        # of one per subject. Stored only for names the policy knows (same bound as above).
+        self.views: dict[str, tuple[tuple[str, ...], tuple[_RuleSet, ...]]] = {}
+
+    def view(self, user: str) -> tuple[tuple[str, ...], tuple[_RuleSet, ...]]:
+        view = self.views.get(user)
+        if view is not None:
+            return view
+        if user not in self.graph and user not in self.rules:
+            return _NO_VIEW
+        roles = self.roles_of(user)
+        rules = self.rules
+        sets = tuple(rs for rs in (rules.get(s) for s in (user, *roles)) if rs is not None)
+        view = self.views[user] = (roles, sets)
+        return view
 
     def roles_of(self, user: str) -> tuple[str, ...]:
         roles = self.roles.get(user)
@@ -281,7 +317,7 @@ class _Compiler:
                     fn = re.compile(regex).match
             except (re.error, OverflowError, RecursionError) as exc:
                 raise InputError(
-                    f"{self.source}: rule {lineno}: {column} is not a valid regular expression "
+                    f"{self.source}: p rule {lineno}: {column} is not a valid regular expression "
                     f"as casbin uses it ({regex!r}: {exc})"
                 ) from None
             self._cache[regex] = fn
@@ -644,22 +680,16 @@ class PolicyEngine:
         assert family is not None
         t = self._tenants.get(tenant)
         if t is None:
-            return Decision(False, None, (), "default-deny")
-        roles = t.roles_of(user)
+            return _NOTHING
+        roles, rulesets = t.view(user)
         obj = path
         if family.obj_kind == "keyMatch5":
             q = obj.find("?")
             if q != -1:
                 obj = obj[:q]
         matched: list[_Rule] = []
-        rules = t.rules
-        ruleset = rules.get(user)
-        if ruleset is not None:
+        for ruleset in rulesets:
             ruleset.collect(obj, method, matched)
-        for subject in roles:
-            ruleset = rules.get(subject)
-            if ruleset is not None:
-                ruleset.collect(obj, method, matched)
         if not matched:
             return Decision(False, None, roles, "default-deny")
         return _effect(matched, roles, family.deny_wins)

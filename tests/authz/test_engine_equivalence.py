@@ -235,7 +235,7 @@ def test_refuses_a_policy_casbin_would_crash_on(tmp_path: Path) -> None:
     with pytest.raises(re.error):
         plain.enforce("admin", "branch", "/a/x", "GET")
     with pytest.raises(
-        InputError, match=r"p.csv: rule 1: the path pattern is not a valid regular expression"
+        InputError, match=r"p.csv: p rule 1: the path pattern is not a valid regular expression"
     ):
         PolicyEngine.load(model_path, policy_path)
 
