@@ -558,6 +558,8 @@ _ASSIGN_RE = re.compile(
     re.MULTILINE,
 )
 _APT_PROXY_RE = re.compile(r"""Acquire::(?:https?|ftp)::Proxy\s+"([^"]+)"\s*;""", re.IGNORECASE)
+# Docker daemon ("proxies": {"http-proxy": ...}) and client config ("httpProxy"): containers inherit these.
+_JSON_PROXY_RE = re.compile(r'"((?:https?|ftp|all)[-_]?proxy)"\s*:\s*"([^"]+)"', re.IGNORECASE)
 
 
 def redact(value: str) -> str:
@@ -599,6 +601,11 @@ class ProxyEnv(_EgressCheck):
             "/etc/default/*",
             "/etc/apt/apt.conf",
             "/etc/apt/apt.conf.d/*",
+            "/etc/environment.d/*.conf",
+            "/etc/docker/daemon.json",
+            "/root/.docker/config.json",
+            "/etc/systemd/system/docker.service.d/*.conf",
+            "/etc/containerd/config.toml",
         ]
         out: list[str] = []
         for p in pats:
@@ -619,6 +626,9 @@ class ProxyEnv(_EgressCheck):
             found = {k: v for k, v in found.items() if v}
             for m in _APT_PROXY_RE.finditer(text):
                 found["Acquire::Proxy"] = redact(m.group(1))
+            if path.endswith(".json"):
+                for m in _JSON_PROXY_RE.finditer(text):
+                    found[m.group(1)] = redact(m.group(2))
             if found:
                 hits += 1
                 yield self.failed(

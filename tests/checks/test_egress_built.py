@@ -151,6 +151,7 @@ def test_proxy_everywhere_and_credentials_redacted() -> None:
             "/proc/4242/environ": "PATH=/usr/bin\0ALL_PROXY=socks5://10.9.9.9:1080\0",
             "/proc/4242/comm": "python3\n",
             "/proc/1/environ": "HOME=/\0no_proxy=localhost\0",
+            "/etc/docker/daemon.json": '{"proxies": {"http-proxy": "http://10.9.9.9:3128", "no-proxy": "localhost"}}',
         },
         environ={"PATH": "/usr/bin"},
     )
@@ -160,6 +161,7 @@ def test_proxy_everywhere_and_credentials_redacted() -> None:
         "/etc/environment",
         "/etc/systemd/system/vllm.service.d/proxy.conf",
         "/etc/apt/apt.conf.d/90proxy",
+        "/etc/docker/daemon.json",
         "pid 4242 (python3)",
     }
     assert all(x.status.value == "FAIL" for x in f)

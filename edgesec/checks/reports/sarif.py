@@ -8,6 +8,7 @@ broke, so the invocation is not successful).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -28,9 +29,12 @@ def _location(resource: str | None) -> list[dict[str, Any]]:
 
 def _result(f: Mapping[str, Any], rule_index: int, waivers: Mapping[str, Any]) -> dict[str, Any]:
     status = f["status"]
+    # Stable across runs (check + resource), so tools that track results over time match them up.
+    fingerprint = hashlib.sha256(f"{f['check_id']}|{f.get('resource') or ''}".encode()).hexdigest()
     r: dict[str, Any] = {
         "ruleId": f["check_id"],
         "ruleIndex": rule_index,
+        "partialFingerprints": {"edgesecFinding/v1": fingerprint},
         "message": {"text": f["message"] or status},
         "properties": {"edgesec.status": status, "edgesec.evidence": f.get("evidence") or {}},
     }
