@@ -60,6 +60,7 @@ READ_HEADERS = frozenset(
     )
 )
 
+_LIST_HEADERS = {"cookie": "; ", "x-forwarded-for": ", "}
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 # Escapes that decode to a character with a path meaning, or to another escape (double encoding).
@@ -105,6 +106,11 @@ def collect_headers(raw: Iterable[tuple[str, str]]) -> tuple[dict[str, str], set
         if "_" in key and key.replace("_", "-") in READ_HEADERS:
             raise RequestRejected("underscore-alias", f"underscore alias header {name!r}")
         if key in out:
+            joiner = _LIST_HEADERS.get(key)
+            if joiner is not None:
+                # List-valued by definition (HTTP/2 splits cookies; proxies may add a hop line).
+                out[key] = out[key] + joiner + value
+                continue
             dup.add(key)
             # Keep the first; the caller refuses duplicates of the headers it reads.
             continue

@@ -97,6 +97,16 @@ def test_header_collection_and_sources() -> None:
         parse_forwarded(h, dup)
     with pytest.raises(RequestRejected):
         collect_headers([("X_Original_URI", "/")])
+    # List-valued headers are joined, not refused (HTTP/2 sends one cookie per line).
+    h, dup = collect_headers(
+        [
+            ("Cookie", "a=1"),
+            ("cookie", "b=2"),
+            ("X-Forwarded-For", "10.0.0.1"),
+            ("X-Forwarded-For", "10.0.0.2"),
+        ]
+    )
+    assert not dup and h["cookie"] == "a=1; b=2" and h["x-forwarded-for"] == "10.0.0.1, 10.0.0.2"
     h, dup = collect_headers([("X-Original-Method", "GET"), ("X-Original-URI", "/a/../b?x=1")])
     req = parse_forwarded(h, dup)
     assert (req.method, req.path, req.query, req.source) == ("GET", "/b", "x=1", "original")
