@@ -206,6 +206,10 @@ class TrustBundle:
             except ValueError:
                 raise InputError("trust bundle CRL file holds a corrupt CRL") from None
             issuer = _crl_issuer(crl, cas)
+            if issuer is None:
+                # A CRL of a CA this bundle does not hold (read mid-publication, or a CA that expired):
+                # it can revoke nothing we would accept. Certificates of an unknown CA fail anyway.
+                continue
             rl = _parse_crl(crl, issuer)
             prev = crls.get(rl.issuer_fingerprint)
             if prev is None or rl.number > prev.number:
@@ -402,14 +406,20 @@ def _explain(
     return f"untrusted: {msg}"
 
 
-def _crl_issuer(crl: x509.CertificateRevocationList, cas: Sequence[x509.Certificate]) -> x509.Certificate:
-    for ca in cas:
-        if ca.subject == crl.issuer:
-            try:
-                if crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
-                    return ca
-            except TypeError:
-                continue
+def _crl_issuer(
+    crl: x509.CertificateRevocationList, cas: Sequence[x509.Certificate]
+) -> x509.Certificate | None:
+    """The CA that signed ``crl``; None when no CA of that name is in the bundle; a forged or corrupt
+    signature from a CA we hold is an error (fail closed: someone tampered with the bundle)."""
+    named = [ca for ca in cas if ca.subject == crl.issuer]
+    if not named:
+        return None
+    for ca in named:
+        try:
+            if crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+                return ca
+        except TypeError:
+            continue
     raise VerificationError(
         f"trust bundle CRL from {crl.issuer.rfc4514_string()} is not signed by any CA in the bundle"
     )

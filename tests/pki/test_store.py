@@ -326,3 +326,28 @@ def test_verify_at_a_past_time_uses_todays_crl(ca: CertificateAuthority, trust: 
     ca.revoke("models", "key-compromise")
     with pytest.raises(VerificationError, match="revoked"):
         verify_certificate(cert, purpose="signing", trust=fresh.reload_if_changed(), at=signed_at)
+
+
+def test_bundle_with_forged_or_foreign_crl(ca: CertificateAuthority, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from edgesec.pki.builder import generate_key
+    from edgesec.pki.store import build_crl
+
+    cert, _ = ca.issue_client("alice")
+    inter = ca.intermediates()[0]
+    crl_file = ca.trust_dir / "crl.pem"
+    good = crl_file.read_bytes()
+    # a CRL "from" our intermediate but signed by another key: the bundle refuses to load (tampering)
+    forged = build_crl(inter, generate_key("ec-p256"), [], 99, utcnow(), utcnow() + dt.timedelta(days=1))
+    crl_file.write_bytes(good + forged.public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(VerificationError, match="not signed by any CA"):
+        TrustBundle.load(ca.trust_dir)
+    # a CRL of a CA the bundle does not hold is ignored
+    other = CertificateAuthority.init(tmp_path / "other", org="Other", encrypt=False, publish=False)
+    crl_file.write_bytes(good + other.current_crls()[-1].public_bytes(serialization.Encoding.PEM))
+    verify_certificate(cert, purpose="client", trust=TrustBundle.load(ca.trust_dir))
+    # no CRL at all for the intermediate: fail closed
+    crl_file.write_bytes(ca.current_crls()[0].public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(VerificationError, match="no CRL from"):
+        verify_certificate(cert, purpose="client", trust=TrustBundle.load(ca.trust_dir))
