@@ -170,6 +170,25 @@ def checkpoint_cmd(
                 sent = True
             finally:
                 sender.close()
+    from edgesec.auditing import emit
+    from edgesec.auditing.ecs import AuditEvent
+
+    emit(
+        AuditEvent(
+            action="trail.checkpoint",
+            category=("file",),
+            type=("info",),
+            part="auditing",
+            message=f"trail checkpoint signed at record {cp.seq}",
+            fields={
+                "file.path": str(path),
+                "edgesec.checkpoint.seq": cp.seq,
+                "edgesec.checkpoint.hash": cp.hash,
+                "edgesec.checkpoint.sent": sent,
+                "edgesec.checkpoint.signer_serial": f"{c.serial_number:x}",
+            },
+        )
+    )
     result(
         {"seq": cp.seq, "hash": cp.hash, "file": str(path), "sent": sent, "checkpoint": cp.doc},
         f"checkpoint at record {cp.seq} ({cp.hash[:16]}) -> {path}" + (" (sent to syslog)" if sent else ""),
