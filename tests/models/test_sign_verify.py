@@ -314,6 +314,8 @@ def test_progress_bar_for_a_person_at_a_terminal(cli, model_dir: Path, signer: S
     code, out, err = cli("model", "verify", str(model_dir))
     assert code == 0 and out.startswith("OK ")
     assert "verifying" in err  # the bar was drawn on stderr, never on stdout
+    code, out, err = sign(cli, model_dir, signer, "--signature", str(model_dir.parent / "second.sig"))
+    assert code == 0 and "signing" in err and "signing" not in out
     code, out, err = cli("--json", "model", "verify", str(model_dir))
     assert code == 0 and "verifying" not in err  # never with --json
 

@@ -139,6 +139,7 @@ def sign_model(
     trust: TrustBundle | None = None,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
     now: dt.datetime | None = None,
 ) -> SignResult:
     """Hash ``root`` and write its signed manifest; never replaces an existing signature file."""
@@ -163,6 +164,7 @@ def sign_model(
         follow_symlinks=follow_symlinks,
         workers=workers,
         progress=progress,
+        on_total=on_total,
         now=now,
     )
     statement = manifest_mod.to_statement(m)

@@ -127,7 +127,7 @@ def sign_cmd(
     bundle = load_trust(state().config(), trust_dir) if (trust is not None or trust_dir.is_dir()) else None
     if bundle is None:
         info(f"no trust bundle at {trust_dir}: the signing certificate is not checked against the site root")
-    with _progress("signing") as (tick, _total):
+    with _progress("signing") as (tick, total):
         res = sign_model(
             directory,
             key=key_obj,
@@ -140,6 +140,7 @@ def sign_cmd(
             trust=bundle,
             workers=workers,
             progress=tick,
+            on_total=total,
         )
     m = res.manifest
     result(

@@ -103,6 +103,7 @@ def build(
     follow_symlinks: bool = False,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
     now: dt.datetime | None = None,
 ) -> Manifest:
     """Hash ``root`` into a manifest. Refuses (InputError) a directory with symlinks out or special files."""
@@ -124,6 +125,13 @@ def build(
         if algorithm == "sha256" and size > shard_size:
             for i, (s, e) in enumerate(shard_ranges(size, shard_size)):
                 tasks.append(Task(("shard", rel, i), root / rel, s, e, algorithm))
+    if on_total:
+        on_total(
+            sum(
+                listing.files[t.path.relative_to(root).as_posix()] if t.end is None else t.length
+                for t in tasks
+            )
+        )
     results = run_tasks(tasks, workers=workers, progress=progress)
     files: dict[str, FileEntry] = {}
     for rel, size in listing.files.items():
