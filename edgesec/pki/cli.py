@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgesec._console import info, result, state, warn
+from edgesec._console import result, state, warn
 from edgesec._fs import read_input_file
 from edgesec.errors import InputError, NotFound, UsageError, VerificationError
 from edgesec.pki import secrets
@@ -604,7 +604,7 @@ def status_cmd() -> None:
     ca = _ca()
     root = ca.root_certificate()
     crls = ca.current_crls()
-    data = {
+    data: dict[str, Any] = {
         "store": str(ca.dir),
         "root_not_after": root.not_valid_after_utc.isoformat(),
         "intermediates": [
@@ -620,5 +620,10 @@ def status_cmd() -> None:
         ],
         "certificates": _summary(ca.list_certificates()),
     }
-    info(f"store {ca.dir}")
-    result(data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+    lines = [f"store: {ca.dir}", f"root valid until {root.not_valid_after_utc:%Y-%m-%d}"]
+    lines += [f"intermediate {i['subject']} valid until {i['not_after'][:10]}" for i in data["intermediates"]]
+    lines += [f"CRL of {c['issuer']}: next update {c['next_update']}" for c in data["crls"]]
+    lines.append(
+        "certificates: " + (", ".join(f"{n} {k}" for k, n in data["certificates"].items()) or "none")
+    )
+    result(data, "\n".join(lines))
