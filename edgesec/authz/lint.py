@@ -155,6 +155,16 @@ def lint_policy(path: Path) -> list[LintFinding]:
                         f"path {p.obj!r} is not canonical (requests arrive as {canon!r})",
                     )
                 )
+        if p.eft == "deny" and p.obj != p.obj.lower():
+            out.append(
+                LintFinding(
+                    "warning",
+                    "deny-case",
+                    p.line,
+                    f"deny path {p.obj!r} has upper-case letters: authz also checks the lower-case spelling of "
+                    "requests, not the other way round; write deny paths in lower case",
+                )
+            )
         methods = _methods(p.act)
         if methods is None:
             out.append(

@@ -124,6 +124,7 @@ def test_lint_finds_dead_shadowed_and_roleless(cli, tmp_path: Path) -> None:  # 
         "p, role:teller, branch, /v1/a/b, GET, allow\n"  # covered by the previous line
         "g, alice, role:teller, branch\n"
         "g, bob, role:unused, branch\n"  # bob's role grants nothing
+        "p, role:teller, branch, /Admin/*, .*, deny\n"  # upper-case deny
     )
     code, out, _ = cli("--json", "authz", "lint", "--policy-dir", str(d))
     assert code == 1
@@ -135,6 +136,7 @@ def test_lint_finds_dead_shadowed_and_roleless(cli, tmp_path: Path) -> None:  # 
     assert (6, "never-matches") in found
     assert (8, "redundant") in found
     assert (10, "empty-role") in found
+    assert (11, "deny-case") in found
 
 
 def test_broken_policy_is_one_line_error(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
