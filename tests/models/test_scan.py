@@ -392,3 +392,13 @@ def test_deeply_nested_inputs_do_not_crash(tmp_path: Path) -> None:
     t = tmp_path / "tokenizer_config.json"
     t.write_text("[" * 100_000 + "]" * 100_000)
     assert findings(t)[0].rule == "tokenizer-config"
+
+
+def test_extension_registry_import_and_plain_zip(tmp_path: Path) -> None:
+    p = tmp_path / "a.pkl"
+    p.write_bytes(b"\x80\x02\x82\x01.")  # EXT1 1
+    assert one_line(p, ["pickle"]) == "HIGH a.pkl: pickle imports extension code 1 (copyreg registry)"
+    z = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("readme.txt", "hi")
+    assert one_line(z) == "LOW bundle.zip: zip archive (no pickle inside)"

@@ -373,6 +373,17 @@ def scan_pickle_stream(f: IO[bytes], size: int, rel: str) -> list[ScanFinding]:
                     memo[len(memo)] = pushed[-1] if pushed else None
                 elif name in ("BINGET", "LONG_BINGET", "GET"):
                     pushed.append(memo.get(int(str(arg))))
+                elif name in ("EXT1", "EXT2", "EXT4"):
+                    # An import through copyreg's extension registry: its target is not in the file.
+                    out.append(
+                        ScanFinding(
+                            rel,
+                            "pickle-import",
+                            "high",
+                            f"pickle imports extension code {arg} (copyreg registry)",
+                        )
+                    )
+                    pushed.append(None)
                 elif name == "STOP":
                     break
                 elif name not in ("PROTO", "FRAME"):
@@ -1032,6 +1043,8 @@ def scan_file(
                     rel, "code-file", "high", "Python code in a model directory runs with trust_remote_code"
                 )
             )
+        elif fmt == "zip":
+            out.append(ScanFinding(rel, "unknown-format", "low", "zip archive (no pickle inside)"))
         elif fmt == "unknown":
             out.append(ScanFinding(rel, "unknown-format", "low", "unrecognised file format"))
     except _Bad as bad:
