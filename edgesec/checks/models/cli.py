@@ -216,7 +216,7 @@ def verify_cmd(
             assert m is not None and res.signer is not None
             rate = res.bytes_hashed / res.seconds / 1e9 if res.seconds else 0.0
             con.print(
-                f"OK {directory}: {len(m.files)} files, {res.bytes_hashed} bytes verified in {res.seconds:.2f} s "
+                f"OK {directory}: {len(m.files)} file{'s' if len(m.files) != 1 else ''}, {res.bytes_hashed} bytes verified in {res.seconds:.2f} s "
                 f"({rate:.2f} GB/s); signed by {res.signer.subject}",
                 markup=False,
             )
