@@ -158,6 +158,8 @@ class CrlFreshness(Check):
         site = _site(ctx)
         now = ctx.now()
         warn_hours = float(ctx.param(self.meta.id, "warn_hours", 48))
+        # The root's CRL is re-signed by a ceremony with the offline root key: announce it a month ahead.
+        root_warn_days = float(ctx.param(self.meta.id, "root_warn_days", 30))
         roots = _certs(ctx, f"{site.trust}/root.pem")
         inters = _certs(ctx, f"{site.trust}/intermediates.pem")
         if not roots:
@@ -199,6 +201,13 @@ class CrlFreshness(Check):
             elif nu <= now:
                 yield self.failed(f"the CRL of {name} expired at {nu.isoformat()}", resource=name, evidence=ev,
                                   severity=Severity.CRITICAL)  # fmt: skip
+            elif ca in roots and (nu - now).days < root_warn_days:
+                yield self.warned(
+                    f"the root's CRL expires in {(nu - now).days} days: re-sign it with the root key "
+                    "(`edgesec pki crl --root --offline-root DIR`)",
+                    resource=name,
+                    evidence=ev,
+                )
             elif (nu - now).total_seconds() < warn_hours * 3600:
                 yield self.warned(
                     f"the CRL of {name} expires within {warn_hours:.0f} h", resource=name, evidence=ev

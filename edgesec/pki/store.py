@@ -74,6 +74,8 @@ _CONSTANT_META = frozenset({"org", "site", "key_type", "name_constraints", "encr
 DB_FILE = "inventory.db"
 STATUS_FILE = "status.json"
 STATUS_WINDOW_DAYS = 120
+# Re-sign the root's CRL (when the root key is online) once it has less than this left.
+ROOT_CRL_RENEW_DAYS = 30
 LOCK_FILE = "lock"
 CA_DIR = "ca"
 # Backdate notBefore a little so a client whose clock runs slightly behind still accepts a fresh cert.
@@ -936,9 +938,14 @@ class CertificateAuthority:
         crl_days = days if days is not None else self.settings.crl_days
         if not 1 <= crl_days <= 365:
             raise InputError("the CRL lifetime must be 1 to 365 days")
+        now = self.clock()
+        if root_key is None and not (with_root or offline_root) and self._root_crl_due(now):
+            # With the root key in the store, the routine run renews the root's CRL before it lapses (an
+            # expired root CRL makes nginx refuse every client); an offline root needs a ceremony, which
+            # the pki.crl-freshness check announces 30 days ahead.
+            with_root = self.meta("offline_root") != "1"
         if root_key is None and (with_root or offline_root):
             root_key = self._load_root_key(offline_root)
-        now = self.clock()
         out: dict[str, Any] = {"crls": []}
         with self._write() as conn:
             number = int(self.meta("crl_number") or "0") + 1
@@ -984,6 +991,18 @@ class CertificateAuthority:
             out["published"] = str(pub.directory)
             out["hooks"] = pub.hooks
         return out
+
+    def _root_crl_due(self, now: dt.datetime) -> bool:
+        row = (
+            self._db()
+            .execute(
+                "SELECT MAX(c.next_update) FROM crls c JOIN cas a ON a.id = c.issuer_id WHERE a.role = 'root'"
+            )
+            .fetchone()
+        )
+        if row is None or row[0] is None:
+            return True
+        return _parse_iso(row[0]) - now < dt.timedelta(days=ROOT_CRL_RENEW_DAYS)
 
     def _root_row(self, conn: sqlite3.Connection) -> tuple[int, x509.Certificate]:
         row = conn.execute("SELECT id, cert_pem FROM cas WHERE role='root'").fetchone()

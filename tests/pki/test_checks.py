@@ -86,3 +86,11 @@ def test_unpublished_rotation_detected(ca: CertificateAuthority, home: Path) -> 
     assert any(f.status == Status.FAIL and "lacks the active intermediate" in f.message for f in res)
     ca.publish()
     assert _statuses(_run(home)["pki.crl-freshness"]) == {Status.PASS}
+
+
+def test_offline_root_crl_ceremony_announced(home: Path, tmp_path: Path) -> None:
+    media = tmp_path / "usb"
+    media.mkdir()
+    CertificateAuthority.init(home, org="Bank", offline_root=media, passphrase=PASSPHRASE)
+    res = _run(home, utcnow() + dt.timedelta(days=340))["pki.crl-freshness"]
+    assert any(f.status == Status.WARN and "root's CRL expires" in f.message for f in res)

@@ -351,3 +351,28 @@ def test_bundle_with_forged_or_foreign_crl(ca: CertificateAuthority, tmp_path: P
     crl_file.write_bytes(ca.current_crls()[0].public_bytes(serialization.Encoding.PEM))
     with pytest.raises(VerificationError, match="no CRL from"):
         verify_certificate(cert, purpose="client", trust=TrustBundle.load(ca.trust_dir))
+
+
+def test_routine_crl_run_renews_an_online_roots_crl(
+    ca: CertificateAuthority, home: Path, tmp_path: Path
+) -> None:
+    def root_next_update(c: CertificateAuthority) -> dt.datetime:
+        nu = c.current_crls()[0].next_update_utc
+        assert nu is not None
+        return nu
+
+    first = root_next_update(ca)
+    ca.clock = lambda: utcnow() + dt.timedelta(days=100)
+    ca.generate_crl()
+    assert root_next_update(ca) == first  # far from due: the root key is not touched
+    ca.clock = lambda: utcnow() + dt.timedelta(days=ca.settings.root_crl_days - 10)
+    ca.generate_crl()
+    assert root_next_update(ca) > first + dt.timedelta(days=300)
+    # an offline root is never looked for by the routine run
+    media = tmp_path / "usb"
+    media.mkdir()
+    off = CertificateAuthority.init(tmp_path / "h2", org="Bank", offline_root=media, passphrase=PASSPHRASE)
+    before = root_next_update(off)
+    off.clock = lambda: utcnow() + dt.timedelta(days=off.settings.root_crl_days - 10)
+    off.generate_crl()
+    assert root_next_update(off) == before
