@@ -275,11 +275,7 @@ class Trail:
                 prev = digest
                 out.append((canonical(doc) + "\n").encode("utf-8"))
                 written.append(doc)
-            data = b"".join(out)
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            fd = self._write_lines(fd, head, out, written)
             if sync:
                 os.fdatasync(fd)
             st = os.fstat(fd)
@@ -289,6 +285,37 @@ class Trail:
             for listener in self.listeners:
                 listener(written, out)
         return written
+
+    def _write_lines(self, fd: int, head: _Head, out: list[bytes], docs: list[dict[str, Any]]) -> int:
+        """Write the lines; with size rotation, start a new file whenever one reaches ``rotate_bytes``
+        (a large group-commit batch is split, so files stay near the configured size)."""
+        size = head.size
+        i = 0
+        while i < len(out):
+            if self.rotate_bytes and size >= self.rotate_bytes:
+                last = docs[i - 1] if i else None
+                at = _Head(
+                    int(last["event"]["sequence"]) if last else head.seq,
+                    str(last["event"]["hash"]) if last else head.digest,
+                    size,
+                    os.fstat(fd).st_ino,
+                )
+                self._rotate(fd, at)
+                fd = self._current_fd()
+                size = 0
+            j, chunk = i, 0
+            while j < len(out) and (
+                j == i or not self.rotate_bytes or size + chunk + len(out[j]) <= self.rotate_bytes
+            ):
+                chunk += len(out[j])
+                j += 1
+            view = memoryview(b"".join(out[i:j]))
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            size += chunk
+            i = j
+        return fd
 
     # -- rotation --------------------------------------------------------------------------------
     def _first_record(self, fd: int, ino: int) -> tuple[int, str]:

@@ -286,3 +286,55 @@ def test_cli_verify_input_errors(cli, tmp_path: Path) -> None:  # type: ignore[n
         "auditlog", "verify", "--trail", str(tmp_path / "t"), "--checkpoint", str(tmp_path / "missing.json")
     )
     assert code == 2 and "not found" in err
+
+
+def _rotating_writer(directory: str, n: int) -> None:
+    with auditing.configured(Path(directory), durability="group", group_commit_ms=2, rotate_bytes=30_000):
+        for i in range(n):
+            auditing.emit(ev(i))
+
+
+def test_processes_rotating_concurrently_keep_one_chain(tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_rotating_writer, args=(str(tmp_path), 1500)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=240)
+        assert p.exitcode == 0
+    rotated = rotated_files(tmp_path)
+    assert len(rotated) >= 20
+    assert small_verifier(tmp_path) == 4500
+    assert verify_trail(tmp_path).records == 4500
+    for f in rotated:  # every name tells the truth about its content
+        lines = _lines(f)
+        first, last = (int(x) for x in f.name[len("trail.") : -len(".jsonl")].split("-"))
+        assert (_seq(lines[0]), _seq(lines[-1])) == (first, last)
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(data=st.data())
+def test_any_deletion_or_swap_is_named(
+    pristine: Path, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    d = tmp_path_factory.mktemp("prop")
+    shutil.rmtree(d)
+    shutil.copytree(pristine, d)
+    files = trail_files(d)
+    f = files[data.draw(st.integers(0, len(files) - 1))]
+    lines = _lines(f)
+    k = data.draw(st.integers(0, len(lines) - 2))
+    target = _seq(lines[k])
+    if data.draw(st.booleans()):
+        del lines[k]
+        expect = {"deleted", "truncated"} if k == len(lines) else {"deleted"}
+    else:
+        lines[k], lines[k + 1] = lines[k + 1], lines[k]
+        expect = {"reordered"}
+    f.write_bytes(b"".join(lines))
+    with pytest.raises(VerificationError) as ei:
+        verify_trail(d)
+    assert ei.value.details["problem"] in expect
+    assert ei.value.details["seq"] == target
