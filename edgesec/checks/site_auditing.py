@@ -268,12 +268,13 @@ def tmpfiles_days(text: str, directory: str) -> list[tuple[int, str]]:
     mult = {"w": 7.0, "d": 1.0, "h": 1 / 24, "m": 1 / 1440, "min": 1 / 1440, "s": 1 / 86400, None: 1 / 86400}
     for line in text.splitlines():
         t = line.split()
-        if len(t) < 7 or t[0].startswith("#") or not _covers(t[1], directory):
+        # Type Path Mode User Group Age [Argument]
+        if len(t) < 6 or t[0].startswith("#") or not _covers(t[1], directory):
             continue
-        m = _AGE_RE.match(t[6].lstrip("~"))
+        m = _AGE_RE.match(t[5].lstrip("~"))
         if m:
             days = int(int(m.group(1)) * mult.get(m.group(2), 1.0))
-            out.append((days, f"tmpfiles {t[0]} {t[1]} age {t[6]}"))
+            out.append((days, f"tmpfiles {t[0]} {t[1]} age {t[5]}"))
     return out
 
 
@@ -311,7 +312,7 @@ class Retention(Check):
         if required <= 0 and a.retention_days is None:
             yield self.skipped(f"profile {ctx.profile} sets no retention period")
             return
-        if ctx.system.stat(archive) is None:
+        if ctx.system.stat(archive) is None and ctx.system.listdir(archive) is None:
             if (
                 a.elasticsearch_urls
                 or a.syslog != "off"

@@ -1,0 +1,420 @@
+"""The cross-part checks on built systems: what passes, and each way a site goes wrong."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from edgesec.authz.gen import (
+    ProxySite,
+    render_caddy,
+    render_nginx,
+    render_traefik_dynamic,
+    render_traefik_static,
+)
+from edgesec.checks.interface import CheckContext, Status
+from edgesec.checks.probes import BuiltSystem, CommandResult, FixedClock, LiveSystem
+from edgesec.checks.site_auditing import (
+    AuditdImmutable,
+    Pipeline,
+    Retention,
+    TrailIntact,
+    cron_days,
+    logrotate_days,
+)
+from edgesec.checks.site_authz import Policy, ProxyConfig, ReadyZ
+from edgesec.config import LoadedConfig, Settings
+from edgesec.site.proxyconf import SiteTrust, check_caddy, check_nginx, check_traefik
+
+NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
+HOME = "/var/lib/edgesec"
+TRUST = f"{HOME}/trust/ca-bundle.pem"
+AUTH = "http://127.0.0.1:9100"
+
+
+def ca_pem(name: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+SITE_CA = ca_pem("Site Root")
+FOREIGN_CA = ca_pem("Someone Else")
+
+
+def settings(**sections: dict[str, Any]) -> LoadedConfig:
+    return LoadedConfig(Settings.model_validate(sections), None, Path(HOME), "test")
+
+
+def ctx(
+    system: Any, profile: str = "bank", cfg: LoadedConfig | None = None, params: dict[str, Any] | None = None
+) -> CheckContext:
+    return CheckContext(
+        system=system,
+        clock=FixedClock(NOW),
+        config=cfg or settings(authz={"url": AUTH, "policy_dir": "/etc/edgesec/policy"}),
+        profile=profile,
+        params=params or {},
+    )
+
+
+def statuses(findings: Any) -> list[str]:
+    return [f.status.value for f in findings]
+
+
+def proxy_site() -> ProxySite:
+    return ProxySite(
+        server_name="app.bank.test",
+        backend="http://127.0.0.1:3000",
+        auth_url=AUTH,
+        ca_file=TRUST,
+        cert_file="/etc/edgesec/proxy/fullchain.pem",
+        key_file="/etc/edgesec/proxy/key.pem",
+        listen="0.0.0.0:443",
+    )
+
+
+def reader(files: dict[str, str]) -> Any:
+    return files.get
+
+
+TRUSTED = SiteTrust.from_pem(SITE_CA, AUTH)
+
+
+# -- proxy configs -----------------------------------------------------------------------------------
+
+
+def nginx_files(server_block: str, ca: str = SITE_CA) -> dict[str, str]:
+    main = "events {}\nhttp {\n    include /etc/nginx/conf.d/*.conf;\n}\n"
+    return {"/etc/nginx/nginx.conf": main, "/etc/nginx/conf.d/edgesec.conf": server_block, TRUST: ca}
+
+
+def nginx_glob(files: dict[str, str]) -> Any:
+    import fnmatch
+
+    return lambda pattern: sorted(p for p in files if fnmatch.fnmatchcase(p, pattern))
+
+
+def test_generated_nginx_config_passes() -> None:
+    files = nginx_files(render_nginx(proxy_site()))
+    rep = check_nginx("/etc/nginx/nginx.conf", reader(files), nginx_glob(files), TRUSTED)
+    assert rep.issues == [] and rep.routes == 1
+    assert rep.files == ["/etc/nginx/nginx.conf", "/etc/nginx/conf.d/edgesec.conf"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "expect"),
+    [
+        (("ssl_verify_client on;", "ssl_verify_client optional;"), "ssl_verify_client is optional"),
+        (("        auth_request /_edgesec_auth;\n", ""), "without auth_request"),
+        (("        auth_request /_edgesec_auth;\n", "        auth_request off;\n"), "without auth_request"),
+        (("        proxy_set_header X-User-ID $edgesec_x_user_id;\n", ""), "client-sent X-User-ID"),
+        (("    ssl_client_certificate", "    #ssl_client_certificate"), "no ssl_client_certificate"),
+        (("listen 0.0.0.0:443 ssl;", "listen 0.0.0.0:80;"), "without TLS"),
+    ],
+)
+def test_nginx_weaknesses_are_named(edit: tuple[str, str], expect: str) -> None:
+    block = render_nginx(proxy_site())
+    assert edit[0] in block
+    files = nginx_files(block.replace(*edit))
+    rep = check_nginx("/etc/nginx/nginx.conf", reader(files), nginx_glob(files), TRUSTED)
+    assert rep.failed and any(expect in i.message for i in rep.issues), rep.issues
+    assert all(":" in i.where for i in rep.issues)
+
+
+def test_nginx_location_added_later_without_auth_is_caught() -> None:
+    block = (
+        render_nginx(proxy_site()).rstrip().rstrip("}")
+        + "    location /debug/ {\n        proxy_pass http://127.0.0.1:3000;\n    }\n}\n"
+    )
+    files = nginx_files(block)
+    rep = check_nginx("/etc/nginx/nginx.conf", reader(files), nginx_glob(files), TRUSTED)
+    assert [i.message for i in rep.issues if i.level == "fail"] == [
+        "location /debug/ is served without auth_request (no ForwardAuth)"
+    ]
+
+
+def test_a_foreign_ca_in_the_client_ca_file_fails() -> None:
+    files = nginx_files(render_nginx(proxy_site()), ca=SITE_CA + FOREIGN_CA)
+    rep = check_nginx("/etc/nginx/nginx.conf", reader(files), nginx_glob(files), TRUSTED)
+    assert any("not the site CA" in i.message for i in rep.issues)
+
+
+def test_unbalanced_nginx_config_is_one_line() -> None:
+    files = {"/etc/nginx/nginx.conf": "http { server { listen 443 ssl; }"}
+    rep = check_nginx("/etc/nginx/nginx.conf", reader(files), nginx_glob(files), TRUSTED)
+    assert rep.failed and "cannot parse" in rep.issues[0].message
+
+
+def test_generated_caddyfile_passes_and_weaknesses_fail() -> None:
+    text = render_caddy(proxy_site())
+    rep = check_caddy("/etc/caddy/Caddyfile", reader({"/etc/caddy/Caddyfile": text, TRUST: SITE_CA}), TRUSTED)
+    assert rep.issues == [] and rep.routes == 1
+    for edit, expect in [
+        (("mode require_and_verify", "mode request"), "not require_and_verify"),
+        (("\t\trequest_header -X-Roles\n", ""), "X-Roles are not stripped"),
+        (("forward_auth http", "reverse_proxy http"), "no forward_auth"),
+    ]:
+        bad = text.replace(*edit)
+        rep = check_caddy(
+            "/etc/caddy/Caddyfile", reader({"/etc/caddy/Caddyfile": bad, TRUST: SITE_CA}), TRUSTED
+        )
+        assert any(expect in i.message for i in rep.issues), (edit, rep.issues)
+
+
+def traefik_files(dynamic: str, static: str) -> dict[str, str]:
+    return {"/etc/traefik/dynamic/edgesec.yml": dynamic, "/etc/traefik/traefik.yml": static, TRUST: SITE_CA}
+
+
+def test_generated_traefik_config_passes_and_weaknesses_fail() -> None:
+    pytest.importorskip("yaml")
+    site = proxy_site()
+    dyn = render_traefik_dynamic(site)
+    static = render_traefik_static(site, "/etc/traefik/dynamic/edgesec.yml")
+    files = traefik_files(dyn, static)
+    rep = check_traefik(
+        ["/etc/traefik/dynamic/edgesec.yml"], "/etc/traefik/traefik.yml", reader(files), TRUSTED
+    )
+    assert rep.issues == [] and rep.routes == 1
+    cases = [
+        (dyn.replace('"edgesec-forward-auth"\n', ""), static, "no forwardAuth middleware"),
+        (dyn, static.replace('"127.0.0.1/32"', '"0.0.0.0/0"'), "effectively anyone"),
+        (
+            dyn,
+            static.replace("forwardedHeaders", "forwardedHeadersX"),
+            "names no forwardedHeaders.trustedIPs",
+        ),
+        (
+            dyn.replace("RequireAndVerifyClientCert", "VerifyClientCertIfGiven"),
+            static,
+            "not RequireAndVerifyClientCert",
+        ),
+    ]
+    for d, s, expect in cases:
+        files = traefik_files(d, s)
+        rep = check_traefik(
+            ["/etc/traefik/dynamic/edgesec.yml"], "/etc/traefik/traefik.yml", reader(files), TRUSTED
+        )
+        assert any(expect in i.message for i in rep.issues), (expect, rep.issues)
+
+
+def test_proxy_check_finds_running_proxies_through_proc() -> None:
+    files = nginx_files(render_nginx(proxy_site()))
+    files["/proc/4242/cmdline"] = "nginx: master process /usr/sbin/nginx -c /etc/nginx/nginx.conf"
+    files["/proc/4243/cmdline"] = "nginx: worker process"
+    files["/proc/77/cmdline"] = "caddy\0run\0--config\0/etc/caddy/Caddyfile\0--adapter\0caddyfile\0"
+    files["/etc/caddy/Caddyfile"] = render_caddy(proxy_site())
+    out = list(ProxyConfig().run(ctx(BuiltSystem(files=files))))
+    assert statuses(out) == ["PASS", "PASS"]
+    assert {f.evidence["kind"] for f in out} == {"nginx", "caddy"}
+    # Break one: the finding names the file and line.
+    files["/etc/caddy/Caddyfile"] = files["/etc/caddy/Caddyfile"].replace(
+        "mode require_and_verify", "mode request"
+    )
+    out = list(ProxyConfig().run(ctx(BuiltSystem(files=files))))
+    fails = [f for f in out if f.status is Status.FAIL]
+    assert len(fails) == 1 and "/etc/caddy/Caddyfile:" in fails[0].message
+
+
+def test_proxy_check_skips_without_proxies() -> None:
+    assert statuses(ProxyConfig().run(ctx(BuiltSystem()))) == ["SKIP"]
+
+
+# -- readyz ------------------------------------------------------------------------------------------
+
+CURL = ("curl", "-sS", "--max-time", "3", "-o", "-", "-w", "\n%{http_code}", f"{AUTH}/readyz")
+
+
+def test_readyz_states() -> None:
+    ready = json.dumps({"ready": True, "policy": {"generation": 3, "rules": 21}, "trust": {"ok": True}})
+    out = list(ReadyZ().run(ctx(BuiltSystem(commands={CURL: ready + "\n200"}))))
+    assert statuses(out) == ["PASS"] and "generation 3" in out[0].message
+    stale = json.dumps(
+        {"ready": False, "policy": {"generation": 1}, "trust": {"ok": False, "error": "CRL expired"}}
+    )
+    out = list(ReadyZ().run(ctx(BuiltSystem(commands={CURL: stale + "\n503"}))))
+    assert statuses(out) == ["FAIL"] and "CRL expired" in out[0].message
+    refused = CommandResult(CURL, 7, "", "curl: (7) Failed to connect")
+    assert statuses(ReadyZ().run(ctx(BuiltSystem(commands={CURL: refused})))) == ["FAIL"]
+    assert statuses(ReadyZ().run(ctx(BuiltSystem(), cfg=settings()))) == ["SKIP"]
+    remote = settings(authz={"url": "http://10.1.2.3:9100"})
+    assert statuses(ReadyZ().run(ctx(BuiltSystem(), cfg=remote))) == ["SKIP"]
+
+
+# -- policy (real files, real edgesec commands) -------------------------------------------------------
+
+
+@pytest.fixture
+def policy_dir(cli: Any, tmp_path: Path) -> Path:
+    d = tmp_path / "policy"
+    code, _, err = cli("authz", "policy", "init", str(d), "--example", "bank")
+    assert code == 0, err
+    return d
+
+
+def test_policy_check_passes_the_shipped_bank_policy(policy_dir: Path) -> None:
+    cfg = settings(authz={"policy_dir": str(policy_dir)})
+    out = list(Policy().run(ctx(LiveSystem(), cfg=cfg)))
+    assert statuses(out) == ["PASS"], [f.message for f in out]
+    assert out[0].evidence["test_table"]["cases"] == 20
+
+
+def test_policy_check_catches_allow_by_default_catch_all_and_a_broken_table(policy_dir: Path) -> None:
+    cfg = settings(authz={"policy_dir": str(policy_dir)})
+    model = policy_dir / "model.conf"
+    model.write_text(
+        model.read_text().replace(
+            "e = some(where (p.eft == allow)) && !some(where (p.eft == deny))",
+            "e = !some(where (p.eft == deny))",
+        )
+    )
+    pol = policy_dir / "policy.csv"
+    pol.write_text(pol.read_text() + "p, role:teller, branch, /*, .*, allow\n")
+    msgs = [f.message for f in Policy().run(ctx(LiveSystem(), cfg=cfg)) if f.status is Status.FAIL]
+    assert any("is not default-deny" in m for m in msgs)
+    assert any("role:teller is allowed everything" in m for m in msgs)
+    assert any("test table line" in m and "expected deny" in m for m in msgs), msgs
+
+
+def test_policy_check_without_authz_skips() -> None:
+    assert statuses(Policy().run(ctx(BuiltSystem(), cfg=settings()))) == ["SKIP"]
+
+
+# -- auditing --------------------------------------------------------------------------------------
+
+
+def test_retention_rules_by_profile() -> None:
+    archive = "/var/log/edgesec/archive"
+    base = {archive + "/2026/05/01/audit.log": "x"}
+    assert statuses(Retention().run(ctx(BuiltSystem(files=base)))) == ["PASS"]
+    short = {**base, "/etc/logrotate.d/edgesec": f"{archive}/*/*/*/*.log {{\n  daily\n  rotate 90\n}}\n"}
+    out = list(Retention().run(ctx(BuiltSystem(files=short))))
+    assert statuses(out) == ["FAIL"] and "91 days" in out[0].message
+    # 6 months is enough for MLPS-only profiles, not for PCI DSS.
+    half = {**base, "/etc/tmpfiles.d/edgesec.conf": f"d {archive} 0700 root root 200d\n"}
+    assert statuses(Retention().run(ctx(BuiltSystem(files=half), profile="factory"))) == ["PASS"]
+    assert statuses(Retention().run(ctx(BuiltSystem(files=half), profile="bank"))) == ["FAIL"]
+    cfg = settings(auditing={"retention_days": 100})
+    assert (
+        "retention_days is 100" in next(iter(Retention().run(ctx(BuiltSystem(files=base), cfg=cfg)))).message
+    )
+    assert statuses(Retention().run(ctx(BuiltSystem(files=base), profile="baseline"))) == ["SKIP"]
+
+
+def test_deletion_rule_parsers() -> None:
+    assert logrotate_days("weekly\n/var/log/x/*.log {\n rotate 52\n}\n", "/var/log/x") == [
+        (371, "logrotate /var/log/x/*.log: 52 rotations x 7 d")
+    ]
+    assert logrotate_days("/var/log/other/*.log {\n rotate 1\n}\n", "/var/log/x") == []
+    assert cron_days("0 3 * * * root find /var/log/x -type f -mtime +30 -delete\n", "/var/log/x")[0][0] == 30
+
+
+AUDITCTL = ("auditctl", "-s")
+
+
+def test_auditd_immutable() -> None:
+    procs = {"/proc/900/comm": "auditd\n"}
+    locked = BuiltSystem(files=procs, commands={AUDITCTL: "enabled 2\nfailure 1\npid 900\n"})
+    assert statuses(AuditdImmutable().run(ctx(locked))) == ["PASS"]
+    mutable = BuiltSystem(files=procs, commands={AUDITCTL: "enabled 1\nfailure 1\npid 900\n"})
+    assert statuses(AuditdImmutable().run(ctx(mutable))) == ["FAIL"]
+    not_root = BuiltSystem(files={**procs, "/etc/audit/rules.d/99-finalize.rules": "-e 2\n"})
+    assert statuses(AuditdImmutable().run(ctx(not_root))) == ["WARN"]
+    assert statuses(AuditdImmutable().run(ctx(BuiltSystem()))) == ["FAIL"]
+    assert statuses(AuditdImmutable().run(ctx(BuiltSystem(), profile="baseline"))) == ["SKIP"]
+
+
+def _edgesec(cfg: LoadedConfig, *args: str) -> tuple[str, ...]:
+    return (sys.executable, "-m", "edgesec", "--json", "--home", str(cfg.home), *args)
+
+
+def test_trail_check_reads_the_verifier_answer() -> None:
+    cfg = settings()
+    trail = f"{HOME}/audit"
+    argv = _edgesec(cfg, "auditlog", "verify", "--trail", trail)
+    ok = json.dumps(
+        {
+            "ok": True,
+            "result": {"ok": True, "records": 40, "first_seq": 1, "head_seq": 40, "checkpoints_checked": 1},
+        }
+    )
+    cp = json.dumps({"seq": 38, "created": "2026-11-29T08:00:00Z"})
+    files = {f"{trail}/trail.jsonl": "{}", f"{trail}/checkpoints/000000000038.json": cp}
+    out = list(TrailIntact().run(ctx(BuiltSystem(files=files, commands={argv: ok}), cfg=cfg)))
+    assert statuses(out) == ["PASS"] and "2 record(s) since" in out[0].message
+    old = json.dumps({"seq": 38, "created": "2026-11-20T08:00:00Z"})
+    out = list(
+        TrailIntact().run(
+            ctx(
+                BuiltSystem(
+                    files={**files, f"{trail}/checkpoints/000000000038.json": old}, commands={argv: ok}
+                ),
+                cfg=cfg,
+            )
+        )
+    )
+    assert statuses(out) == ["WARN"]
+    bad = CommandResult(
+        argv, 1, json.dumps({"ok": False, "error": {"message": "record 7 was edited (trail.jsonl:7)"}})
+    )
+    out = list(TrailIntact().run(ctx(BuiltSystem(files=files, commands={argv: bad}), cfg=cfg)))
+    assert statuses(out) == ["FAIL"] and "record 7 was edited" in out[0].message
+    assert statuses(TrailIntact().run(ctx(BuiltSystem(), cfg=cfg))) == ["SKIP"]
+
+
+@pytest.mark.real("syslog-ng")
+def test_pipeline_check_on_a_real_generated_config(cli: Any, tmp_path: Path, home: Path) -> None:
+    # syslog-ng --syntax-only opens the TLS files: give it real ones.
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    (tmp_path / "ca.pem").write_text(SITE_CA)
+    tls = [
+        "--ca",
+        str(tmp_path / "ca.pem"),
+        "--cert",
+        str(tmp_path / "ca.pem"),
+        "--key",
+        str(tmp_path / "key.pem"),
+    ]
+    code, _, err = cli(
+        "auditlog", "gen", "syslog-ng", "--out", str(tmp_path / "sng"), "--audit-log", "",
+        "--buffer-dir", str(tmp_path / "buf"), *tls,
+    )  # fmt: skip
+    assert code == 0, err
+    conf = tmp_path / "sng" / "syslog-ng.conf"
+    cfg = LoadedConfig(Settings(), None, home, "test")
+    params = {"auditing.pipeline": {"syslog-ng_configs": [str(conf)]}}
+    out = list(Pipeline().run(ctx(LiveSystem(), cfg=cfg, params=params)))
+    assert statuses(out) == ["PASS"], [f.message for f in out]
+    conf.write_text(conf.read_text().replace("destination d_archive {", "destination d_archive {{"))
+    out = list(Pipeline().run(ctx(LiveSystem(), cfg=cfg, params=params)))
+    assert "FAIL" in statuses(out) and any("--syntax-only rejects" in f.message for f in out)
+    other = LoadedConfig(
+        Settings.model_validate({"auditing": {"trail_dir": str(tmp_path / "elsewhere")}}), None, home, "t"
+    )
+    out = list(Pipeline().run(ctx(LiveSystem(), cfg=other, params=params)))
+    assert any("does not read this host's trail" in f.message for f in out)
