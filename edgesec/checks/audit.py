@@ -18,6 +18,7 @@ from edgesec._fs import ensure_private_dir, locked
 from edgesec.checks import history
 from edgesec.checks.interface import CheckContext, Severity
 from edgesec.checks.probes import (
+    CachingSystem,
     FixedClock,
     LiveClock,
     LiveSystem,
@@ -126,6 +127,7 @@ def run_audit(cfg: LoadedConfig, opts: AuditOptions) -> dict[str, Any]:
             recorder = Recorder()
             system = RecordingSystem(system, recorder)
             clock = RecordingClock(clock, recorder)
+        system = CachingSystem(system)
     started = clock.now()
     t0 = time.monotonic()
     selected_families = {c.meta.family for c in the_plan.checks}

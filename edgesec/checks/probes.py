@@ -545,3 +545,66 @@ def load_recording(path: Path) -> dict[str, Any]:
         except ValueError:
             raise InputError(f"recording {path}: clock {doc['clock']!r} is not an ISO 8601 time") from None
     return doc
+
+
+class CachingSystem:
+    """One answer per command per run: checks that read the same tool output (``ip route``, ``nft``) share it.
+
+    Commands are snapshots of the host taken once per audit, which also keeps checks consistent with each
+    other. Concurrent askers of the same command wait for the first one instead of running it again.
+    """
+
+    def __init__(self, inner: SystemProbe) -> None:
+        import threading
+
+        self.inner = inner
+        self._lock = threading.Lock()
+        self._runs: dict[tuple[str, ...], CommandResult] = {}
+        self._pending: dict[tuple[str, ...], threading.Lock] = {}
+
+    def run(self, argv: Sequence[str], timeout: float = 10.0) -> CommandResult:
+        import threading
+
+        key = tuple(argv)
+        with self._lock:
+            if key in self._runs:
+                return self._runs[key]
+            gate = self._pending.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                if key in self._runs:
+                    return self._runs[key]
+            value = self.inner.run(argv, timeout)
+            with self._lock:
+                self._runs[key] = value
+            return value
+
+    def read_text(self, path: str, limit: int = 1 << 20) -> str | None:
+        return self.inner.read_text(path, limit)
+
+    def listdir(self, path: str) -> list[str] | None:
+        return self.inner.listdir(path)
+
+    def glob(self, pattern: str) -> list[str]:
+        return self.inner.glob(pattern)
+
+    def stat(self, path: str) -> FileStat | None:
+        return self.inner.stat(path)
+
+    def readlink(self, path: str) -> str | None:
+        return self.inner.readlink(path)
+
+    def which(self, name: str) -> str | None:
+        return self.inner.which(name)
+
+    def environ(self) -> dict[str, str]:
+        return self.inner.environ()
+
+    def hostname(self) -> str:
+        return self.inner.hostname()
+
+    def euid(self) -> int:
+        return self.inner.euid()
+
+    def connect(self, host: str, port: int, protocol: str, timeout: float) -> dict[str, Any]:
+        return self.inner.connect(host, port, protocol, timeout)

@@ -295,3 +295,26 @@ def test_reports_never_replace_a_foreign_file(cli, use_checks, demo_profile: Pat
         "audit", "--profile", str(demo_profile), "--report", "json", "--report", "html", "--out", str(out)
     )
     assert code == 2 and "directory" in err
+
+
+def test_commands_run_once_per_audit() -> None:
+    import threading
+
+    from edgesec.checks.probes import CachingSystem, CommandResult
+
+    calls: list[tuple[str, ...]] = []
+
+    class Slow(BuiltSystem):
+        def run(self, argv, timeout=10.0):  # type: ignore[no-untyped-def]
+            calls.append(tuple(argv))
+            time.sleep(0.05)
+            return CommandResult(tuple(argv), 0, "out")
+
+    sys_ = CachingSystem(Slow())
+    threads = [threading.Thread(target=sys_.run, args=(["nft", "-j", "list", "ruleset"],)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sys_.run(["ip", "-j", "link"])
+    assert calls == [("nft", "-j", "list", "ruleset"), ("ip", "-j", "link")]
