@@ -25,6 +25,7 @@ import gc
 import json
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -190,7 +191,7 @@ def bench_decisions(tmp: Path, quick: bool) -> dict[str, object]:
 
     results: dict[str, object] = {}
     ours_n = 3_000 if quick else 20_000
-    plain_n = {100: 300 if quick else 2_000, 10_000: 20 if quick else 100, 100_000: 3 if quick else 8}
+    plain_n = {100: 300 if quick else 2_000, 10_000: 20 if quick else 40, 100_000: 3 if quick else 6}
     for shape in SHAPES:
         for n in SIZES:
             policy, gen = write_policy(tmp, shape, n)
@@ -295,6 +296,225 @@ def bench_memory(tmp: Path) -> dict[str, object]:
                 flush=True,
             )
     return out
+
+
+# --------------------------------------------------------------------------- HTTP
+
+SERVER = """
+import sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from edgesec import auditing
+from edgesec.authz.server import run_server
+kind, port, workers, tmp = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+if kind == "bare":
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({{"type": "lifespan.startup.complete"}})
+                else:
+                    await send({{"type": "lifespan.shutdown.complete"}})
+                    return
+        await send({{"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]}})
+        await send({{"type": "http.response.body", "body": b""}})
+else:
+    from edgesec.authz.policy import PolicyFiles
+    from edgesec.authz.settings import AuthzSettings
+    auditing.configure(tmp / "audit", durability="fsync")  # the foundation's default durability
+    settings = AuthzSettings.model_validate(
+        {{"tenant_hosts": {{"dify.branch.local": "branch"}}, "identity_order": ["cert"]}}
+    )
+    files = PolicyFiles(tmp / "policy" / "model.conf", tmp / "policy" / "policy.csv")
+    if kind == "hot":
+        from edgesec.authz.hotpath import create_hot_app
+        app = create_hot_app(settings, trust_dir=tmp / "trust", files=files)
+    else:
+        from edgesec.authz.service import create_app
+        app = create_app(settings, trust_dir=tmp / "trust", files=files)
+run_server(app, "127.0.0.1", port, workers)
+"""
+
+WRK_SCRIPT = """
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", "/auth", {{
+    ["X-Forwarded-Method"] = "GET",
+    ["X-Forwarded-Uri"] = string.format("{uri}", n),
+    ["X-Forwarded-Host"] = "dify.branch.local",
+    ["X-Forwarded-Proto"] = "https",
+    ["X-Forwarded-Tls-Client-Cert"] = "{cert}",
+  }})
+end
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _site(tmp: Path) -> str:
+    """A site CA, a client certificate for alice (Traefik's header form) and a 10,000-rule policy."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    from edgesec import auditing
+    from edgesec.pki.store import CertificateAuthority
+
+    with auditing.configured(tmp / "setup-audit", durability="none"):
+        ca = CertificateAuthority.init(tmp / "ca", org="Bench Bank", encrypt=False, trust_dir=tmp / "trust")
+        cert, _key = ca.issue_client("alice")
+        ca.close()
+    (tmp / "policy").mkdir()
+    shutil.copy(MODEL, tmp / "policy" / "model.conf")
+    lines, _gen = make_policy("one-role", 10_000 - 3)
+    lines = [line.replace(" hq,", " branch,") for line in lines]
+    lines += [
+        "p, teller, branch, /v1/items/:id, GET, allow",
+        "p, teller, branch, /v1/items/:id/secret, .*, deny",
+        "p, api, branch, /admin/*, .*, deny",
+        "g, alice, teller, branch",
+        "g, alice, api, branch",
+    ]
+    (tmp / "policy" / "policy.csv").write_text("\n".join(lines) + "\n")
+    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+
+
+def _wrk(port: int, script: Path, seconds: int, connections: int) -> dict[str, float]:
+    proc = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/auth",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    )
+    out = proc.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    p99 = float(m.group(1)) * scale[m.group(2)] if m else float("nan")
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": round(rps),
+        "p99_ms": round(p99, 2),
+        "requests": total,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(1) if errors else "",  # type: ignore[dict-item]
+    }
+
+
+def _serve(kind: str, tmp: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    import urllib.request
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER.format(root=str(ROOT)), kind, str(port), str(workers), str(tmp)],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                break
+        except OSError:
+            if server.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"{kind} server did not start") from None
+            time.sleep(0.2)
+    return server, port
+
+
+def bench_http(tmp: Path, quick: bool, workers: int = 2) -> dict[str, object]:
+    cert = _site(tmp)
+    seconds = 3 if quick else 5
+    rounds = 1 if quick else 3
+    connections = 64
+    traffic = {"allowed": "/v1/items/%d", "denied": "/admin/%d"}
+    scripts = {}
+    for name, uri in traffic.items():
+        scripts[name] = tmp / f"{name}.lua"
+        scripts[name].write_text(WRK_SCRIPT.format(uri=uri, cert=cert))
+    results: dict[str, object] = {
+        "workers": workers,
+        "rules": 10_000,
+        "seconds": seconds,
+        "rounds": rounds,
+        "connections": connections,
+    }
+    print(
+        f"== HTTP: wrk -t1 -c{connections} -d{seconds}s x {rounds} interleaved rounds (medians), {workers} workers,"
+        " 10,000 rules, client certificate identity"
+    )
+    runs = [
+        ("bare", "allowed"),
+        ("hot", "allowed"),
+        ("hot", "denied"),
+        ("fastapi", "allowed"),
+        ("fastapi", "denied"),
+    ]
+    # All servers run for the whole measurement and the wrk runs are interleaved, round after round:
+    # on a shared machine the load changes by the minute, and the ratios must compare like with like.
+    servers = {kind: _serve(kind, tmp, workers) for kind in ("bare", "hot", "fastapi")}
+    samples: dict[str, list[dict[str, float]]] = {}
+    try:
+        for _kind, name in runs:
+            _wrk(servers[_kind][1], scripts[name], 2, connections)  # warm up (caches, page faults)
+        for _round in range(rounds):
+            for kind, name in runs:
+                key = "ceiling" if kind == "bare" else f"{kind}/{name}"
+                samples.setdefault(key, []).append(
+                    _wrk(servers[kind][1], scripts[name], seconds, connections)
+                )
+    finally:
+        for server, _port in servers.values():
+            server.terminate()
+        for server, _port in servers.values():
+            server.wait(timeout=30)
+    for kind, name in runs:
+        key = "ceiling" if kind == "bare" else f"{kind}/{name}"
+        runs_of = samples[key]
+        r = {
+            "rps": statistics.median(x["rps"] for x in runs_of),
+            "p99_ms": statistics.median(x["p99_ms"] for x in runs_of),
+            "rps_each": [x["rps"] for x in runs_of],
+            "requests": sum(x["requests"] for x in runs_of),
+            "non_2xx": sum(x["non_2xx"] for x in runs_of),
+        }
+        results[key] = r
+        want_non_2xx = 0 if name == "allowed" else r["requests"]
+        status = "" if r["non_2xx"] == want_non_2xx else "  UNEXPECTED STATUS MIX"
+        if name == "denied" and not status:
+            status = "  (all 403, as expected)"
+        print(
+            f"{key:>17}: {r['rps']:>8,.0f} req/s (runs: {', '.join(f'{x:,.0f}' for x in r['rps_each'])})"
+            f"  p99 {r['p99_ms']:7.2f} ms{status}",
+            flush=True,
+        )
+    ceiling = results["ceiling"]
+    assert isinstance(ceiling, dict)
+    for key in ("hot/allowed", "hot/denied", "fastapi/allowed", "fastapi/denied"):
+        r = results[key]
+        assert isinstance(r, dict)
+        r["of_ceiling"] = round(r["rps"] / ceiling["rps"], 3)
+        print(f"{key:>17}: {r['of_ceiling']:.2f} of the ceiling (target >= 0.3; >= 20,000 decisions/s)")
+    return results
 
 
 # --------------------------------------------------------------------------- main
