@@ -460,3 +460,20 @@ def test_profile_parameters_of_the_family_and_the_check(tmp_path: Path) -> None:
     assert [f.status for f in run("gpu.mig", context(c, profile="bank", config_text=site, tmp=tmp_path))] == [
         Status.WARN
     ]
+
+
+def test_visible_devices_of_a_service_not_running_yet_come_from_its_unit(tmp_path: Path) -> None:
+    c = base("bank")
+    gpu = c.nvml_get("nvmlDeviceGetUUID", 0)
+    cfg = (
+        BANK_CONFIG + '\n[[gpu.assignments]]\nservice = "vllm"\nunit = "vllm.service"\ngpus = ["MIG-0000"]\n'
+    )
+    argv = ["systemctl", "show", "--property=Environment", "--value", "vllm.service"]
+    c.command(argv, f'HF_HOME=/srv/hf "CUDA_VISIBLE_DEVICES={gpu[:12]}" CUDA_DEVICE_ORDER=PCI_BUS_ID\n')
+    f = only(run("gpu.visible-devices", context(c, config_text=cfg, tmp=tmp_path)), "vllm.service")
+    assert f.status is Status.FAIL and "(not running)" in f.message and gpu[:12] in f.message
+    assert f.evidence["environ"] == {"CUDA_VISIBLE_DEVICES": gpu[:12], "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    # The same unit pinned to its own GPU by a UUID prefix passes.
+    cfg_ok = cfg.replace('gpus = ["MIG-0000"]', f'gpus = ["{gpu}"]')
+    f = only(run("gpu.visible-devices", context(c, config_text=cfg_ok, tmp=tmp_path)), "vllm.service")
+    assert f.status is Status.PASS

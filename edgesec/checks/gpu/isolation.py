@@ -8,6 +8,7 @@ the GPUs it may use (index, GPU UUID or MIG UUID).
 from __future__ import annotations
 
 import posixpath
+import shlex
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -439,41 +440,82 @@ class VisibleDevices(GpuCheck):
         host = [gpu_uuid(ctx, i) for i in range(count)]
         pids = {p.info.pid: p.info for p in gpu_processes(ctx)}
         pids.update(inventory(ctx).processes)
-        seen = False
+        seen_services: set[str] = set()
         for pid, info in sorted(pids.items()):
             mine = [a for a in assignments if identifies(a, info)]
             if not mine:
                 continue
-            seen = True
+            seen_services.update(a.service for a in mine)
             env = _environ(ctx, pid)
             who = f"pid {pid} ({info.exe or info.comm}) of service {mine[0].service}"
-            allowed = set().union(*(allowed_refs(a) for a in mine))
-            allowed_uuids = {host[int(r)] if r.isdigit() and int(r) < count else r for r in allowed}
-            ev: dict[str, Any] = {"process": info.evidence(), "assigned": sorted(allowed), "environ": env}
+            ev: dict[str, Any] = {"process": info.evidence(), "environ": env}
             if env is None:
                 yield self.skipped(
                     f"{who}: environment unreadable (run as root)", resource=str(pid), evidence=ev
                 )
                 continue
-            exposed, problems = _exposed(env, host)
-            ev["visible"] = sorted(exposed)
-            extra = sorted(
-                u
-                for u in exposed
-                if u not in allowed_uuids and not any(u.startswith(a) for a in allowed_uuids)
+            yield self._judge(who, str(pid), env, mine, host, ev)
+        # Services not running yet (before go-live): what their systemd unit would give them.
+        for a in assignments:
+            if a.service in seen_services or not a.unit:
+                continue
+            r = ctx.system.run(["systemctl", "show", "--property=Environment", "--value", a.unit], 10.0)
+            if not r.ok:
+                continue
+            seen_services.add(a.service)
+            env = _unit_environment(r.stdout)
+            who = f"unit {a.unit} of service {a.service} (not running)"
+            yield self._judge(who, a.unit, env, [a], host, {"unit": a.unit, "environ": env})
+        if not seen_services:
+            yield self.skipped(
+                "no running process or systemd unit of an assigned service", evidence={"processes": len(pids)}
             )
-            if extra:
-                yield self.failed(
-                    f"{who} can see {', '.join(extra)}, which is not assigned to it",
-                    resource=str(pid),
-                    evidence=ev,
-                )
-            elif problems:
-                yield self.warned(f"{who}: {'; '.join(problems)}", resource=str(pid), evidence=ev)
-            else:
-                yield self.passed(f"{who} sees only its assigned GPU(s)", resource=str(pid), evidence=ev)
-        if not seen:
-            yield self.skipped("no running process of an assigned service", evidence={"processes": len(pids)})
+
+    def _judge(
+        self,
+        who: str,
+        resource: str,
+        env: dict[str, str],
+        mine: list[GpuAssignment],
+        host: list[str],
+        ev: dict[str, Any],
+    ) -> Finding:
+        allowed = set().union(*(allowed_refs(a) for a in mine))
+        allowed_uuids = {host[int(r)] if r.isdigit() and int(r) < len(host) else r for r in allowed}
+        exposed, problems = _exposed(env, host)
+        ev = {**ev, "assigned": sorted(allowed), "visible": sorted(exposed)}
+        extra = sorted(u for u in exposed if not any(_same_device(u, a) for a in allowed_uuids))
+        if extra:
+            return self.failed(
+                f"{who} can see {', '.join(extra)}, which is not assigned to it",
+                resource=resource,
+                evidence=ev,
+            )
+        if problems:
+            return self.warned(f"{who}: {'; '.join(problems)}", resource=resource, evidence=ev)
+        return self.passed(f"{who} sees only its assigned GPU(s)", resource=resource, evidence=ev)
+
+
+def _same_device(a: str, b: str) -> bool:
+    """Equal, or one a UUID prefix of the other (CUDA accepts ``GPU-713c9a48`` for the whole UUID)."""
+    if a == b:
+        return True
+    short = min(len(a), len(b))
+    return short >= 8 and (a.startswith(b) or b.startswith(a))
+
+
+def _unit_environment(text: str) -> dict[str, str]:
+    """``systemctl show --property=Environment --value`` output (space-separated, shell-quoted) as a dict."""
+    out: dict[str, str] = {}
+    try:
+        items = shlex.split(text)
+    except ValueError:
+        items = text.split()
+    for item in items:
+        k, sep, v = item.partition("=")
+        if sep and k in (*_VIS_VARS, "CUDA_DEVICE_ORDER"):
+            out[k] = v
+    return out
 
 
 def _exposed(env: dict[str, str], host: list[str]) -> tuple[set[str], list[str]]:
