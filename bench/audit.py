@@ -86,6 +86,7 @@ def main() -> int:
     lynis = shutil.which("lynis")
     lynis_runs: list[float] = []
     lynis_tests = None
+    out = ""
     if lynis is None:
         print("lynis is not installed: only edgesec was timed", file=sys.stderr)
     elif isolate is None:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgesec.checks.interface import Check, CheckContext, CheckMeta, Finding, Severity
+from edgesec.checks.interface import Check, CheckContext, CheckMeta, Finding, Severity, Status
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -147,6 +147,7 @@ class FirewallView:
     sources: list[str] = field(default_factory=list)
     detail: list[str] = field(default_factory=list)
     exceptions: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
     readable: bool = False
 
     def add_chain(self, hook: str, versions: Iterable[int], drop: bool, holes: list[str]) -> None:
@@ -259,6 +260,8 @@ def read_firewall(ctx: CheckContext, allowed: list[Net] | None = None) -> Firewa
     allowed = allowed if allowed is not None else allowed_networks(ctx)
     fw = FirewallView()
     r = ctx.system.run(["nft", "-j", "list", "ruleset"])
+    if r.returncode not in (0, 127):
+        fw.errors.append(f"nft: {(r.stderr.strip() or f'exit {r.returncode}')[:200]}")
     doc = _json(r.stdout) if r.ok else None
     if isinstance(doc, dict) and isinstance(doc.get("nftables"), list):
         fw.readable = True
@@ -309,6 +312,8 @@ def read_firewall(ctx: CheckContext, allowed: list[Net] | None = None) -> Firewa
             fw.add_chain(str(hook), versions, drop, holes)
     for version, cmd in ((4, "iptables-save"), (6, "ip6tables-save")):
         r = ctx.system.run([cmd])
+        if r.returncode not in (0, 127):
+            fw.errors.append(f"{cmd}: {(r.stderr.strip() or f'exit {r.returncode}')[:200]}")
         if not r.ok or not r.stdout.strip():
             continue
         fw.readable = True
@@ -418,11 +423,13 @@ class Routes(_EgressCheck):
                     for r in routes[:4]
                 )
                 holes = fw.output_holes[version]
-                why = (
-                    f"the firewall drops by default but lets traffic out through {len(holes)} rule(s): {holes[0]}"
-                    if holes
-                    else "no firewall drops outbound traffic"
-                )
+                if holes:
+                    why = f"the firewall drops by default but lets traffic out through {len(holes)} rule(s): {holes[0]}"
+                elif fw.errors and not fw.readable:
+                    # Unverified is not sealed: without the ruleset the route must count as open.
+                    why = f"the firewall could not be read ({fw.errors[0]}); run the audit as root"
+                else:
+                    why = "no firewall drops outbound traffic"
                 yield self.failed(
                     f"IPv{version} egress is open: {desc}; {why}", resource=res, evidence=evidence
                 )
@@ -448,6 +455,14 @@ class Firewall(_EgressCheck):
         allowed = allowed_networks(ctx)
         fw = read_firewall(ctx, allowed)
         if not fw.readable:
+            if fw.errors:
+                yield Finding(
+                    self.meta.id,
+                    Status.ERROR,
+                    f"the firewall ruleset could not be read ({fw.errors[0]}); run the audit as root",
+                    evidence={"errors": fw.errors},
+                )
+                return
             have = [t for t in ("nft", "iptables-save") if ctx.system.which(t)]
             if not have:
                 raise _Unavailable("neither nft nor iptables-save is installed: the firewall cannot be read")

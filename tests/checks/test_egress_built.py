@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from edgesec.checks import egress
 from edgesec.checks.interface import CheckContext, Finding
-from edgesec.checks.probes import BuiltSystem, FileStat, FixedClock
+from edgesec.checks.probes import BuiltSystem, CommandResult, FileStat, FixedClock
 from edgesec.checks.settings import ChecksSettings
 from edgesec.config import load_config
 
@@ -377,3 +377,14 @@ def test_iptables_accept_rules_are_classified() -> None:
     )
     (v4, _v6) = egress.Routes().run(ctx_for(holed, allowed_networks=["10.0.0.0/8"]))
     assert v4.status.value == "FAIL" and "--dport 53" in v4.message
+
+
+def test_unreadable_firewall_is_an_error_and_routes_count_as_open() -> None:
+    denied = CommandResult(
+        ("nft", "-j", "list", "ruleset"), 1, "", "Operation not permitted (you must be root)"
+    )
+    sys_ = routes_system(ROUTES_OPEN, commands={("nft", "-j", "list", "ruleset"): denied})
+    (v4, _v6) = egress.Routes().run(ctx_for(sys_))
+    assert v4.status.value == "FAIL" and "could not be read" in v4.message and "root" in v4.message
+    (fw,) = egress.Firewall().run(ctx_for(sys_))
+    assert fw.status.value == "ERROR" and "Operation not permitted" in fw.message
