@@ -658,10 +658,13 @@ class ProxyEnv(_EgressCheck):
                 evidence={"variables": own},
             )
         procs = 0
+        unreadable = 0
         for env_path in ctx.system.glob("/proc/[0-9]*/environ"):
             pid = env_path.split("/")[2]
             raw = ctx.system.read_text(env_path, 1 << 17)
             if raw is None:
+                # Gone since the listing, or another user's process read without root.
+                unreadable += ctx.system.stat(f"/proc/{pid}") is not None
                 continue
             procs += 1
             env = dict(kv.split("=", 1) for kv in raw.split("\0") if "=" in kv)
@@ -674,11 +677,18 @@ class ProxyEnv(_EgressCheck):
                     resource=f"pid {pid} ({comm})",
                     evidence={"pid": int(pid), "comm": comm, "variables": found},
                 )
-        if not hits:
-            yield self.passed(
-                "no proxy variable found",
-                evidence={"stats": {"files_scanned": scanned_files, "processes_scanned": procs}},
+        stats = {
+            "files_scanned": scanned_files,
+            "processes_scanned": procs,
+            "processes_unreadable": unreadable,
+        }
+        if unreadable and ctx.system.euid() != 0:
+            yield self.warned(
+                f"the environment of {unreadable} running processes could not be read; run the audit as root",
+                evidence={"stats": stats},
             )
+        elif not hits:
+            yield self.passed("no proxy variable found", evidence={"stats": stats})
 
 
 def _parse_proc_net(text: str, v6: bool) -> list[tuple[Addr, int, Addr, int, str, str]]:

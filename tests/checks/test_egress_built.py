@@ -388,3 +388,16 @@ def test_unreadable_firewall_is_an_error_and_routes_count_as_open() -> None:
     assert v4.status.value == "FAIL" and "could not be read" in v4.message and "root" in v4.message
     (fw,) = egress.Firewall().run(ctx_for(sys_))
     assert fw.status.value == "ERROR" and "Operation not permitted" in fw.message
+
+
+def test_proxy_scan_without_root_says_so() -> None:
+    sys_ = BuiltSystem(
+        files={"/proc/1/environ": "A=1\0"},
+        stats={
+            "/proc/2": FileStat(0o40555, 0, 0, 0, 0.0, True, False),
+            "/proc/2/environ": FileStat(0o100400, 0, 0, 0, 0.0, False, False),
+        },
+        euid=1000,
+    )
+    (f,) = egress.ProxyEnv().run(ctx_for(sys_))
+    assert f.status.value == "WARN" and "run the audit as root" in f.message
