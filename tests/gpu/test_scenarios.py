@@ -477,3 +477,23 @@ def test_visible_devices_of_a_service_not_running_yet_come_from_its_unit(tmp_pat
     cfg_ok = cfg.replace('gpus = ["MIG-0000"]', f'gpus = ["{gpu}"]')
     f = only(run("gpu.visible-devices", context(c, config_text=cfg_ok, tmp=tmp_path)), "vllm.service")
     assert f.status is Status.PASS
+
+
+def test_forward_compatibility_through_cuda_compat_warns() -> None:
+    # A CUDA 13.1 server on an R535 kernel driver works only through cuda-compat's newer libcuda.
+    c = without_installed_software(base()).driver("535.104.05", 12020)
+    set_libs(
+        c,
+        root_pid(c),
+        [
+            "/usr/local/cuda-13.1/targets/x86_64-linux/lib/libcudart.so.13.1.80",
+            "/usr/local/cuda-13.1/compat/libcuda.so.590.44.01",
+        ],
+    )
+    set_libs(c, nobody_pid(c), ["/usr/local/cuda-13.1/targets/x86_64-linux/lib/libcudart.so.13.1.80"])
+    findings = run("gpu.cuda-driver", context(c))
+    fwd = only(findings, f"pid {root_pid(c)} ")
+    assert fwd.status is Status.WARN and "forward compatibility" in fwd.message and "804" in fwd.message
+    assert fwd.evidence["forward_compat"]["version"] == "590.44.01"
+    # Without cuda-compat the same runtime cannot start on that driver.
+    assert only(findings, f"pid {nobody_pid(c)} ").status is Status.FAIL

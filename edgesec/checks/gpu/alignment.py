@@ -93,10 +93,20 @@ def judge_runtime(check: GpuCheck, ref: Reference, drv: Driver, rt: Found, base:
             "exact_row": md.exact,
             **_row_evidence(md.row),
         }
+    # A process that loaded cuda-compat's libcuda runs on that user-space driver (forward compatibility).
+    effective = drv.version
+    compat = rt.compat_version()
+    if compat is not None and compat > drv.version:
+        effective = compat
+        ev["forward_compat"] = {
+            "libcuda": rt.compat,
+            "version": str(compat),
+            "kernel_driver": str(drv.version),
+        }
     # At or above the toolkit's own minimum the runtime runs natively, whatever the family floor says
     # (CUDA 11.0.2 on 450.51.05 is below the 11.x compat floor 450.80.02 and still fine).
-    native = md is not None and drv.version >= md.min_driver
-    if not native and drv.version < Version.parse(floor.floor):
+    native = md is not None and effective >= md.min_driver
+    if not native and effective < Version.parse(floor.floor):
         return check.failed(
             f"{label} cannot run on driver {drv.version}: CUDA {rt.version.major}.x needs at least "
             f"{floor.floor} (minor-version compatibility floor)",
@@ -107,6 +117,15 @@ def judge_runtime(check: GpuCheck, ref: Reference, drv: Driver, rt: Found, base:
         return check.warned(
             f"{label} runs on driver {drv.version} only through minor-version compatibility: the toolkit "
             f"wants {md.min_driver} (row {md.row.cuda}); features are limited and PTX JIT may fail",
+            resource=rt.where,
+            evidence=ev,
+            severity=Severity.MEDIUM,
+        )
+    if effective is not drv.version:
+        return check.warned(
+            f"{label} runs on kernel driver {drv.version} through forward compatibility (cuda-compat "
+            f"{effective}): supported only on data-center GPUs, elsewhere CUDA fails with error 804; "
+            "cuda-compat must be upgraded with every runtime",
             resource=rt.where,
             evidence=ev,
             severity=Severity.MEDIUM,

@@ -66,6 +66,8 @@ CUDNN_LIB_GLOBS = (
 _CUDART_RE = re.compile(r"/libcudart\.so\.(\d+(?:\.\d+){0,2})$")
 _CUDNN_RE = re.compile(r"/libcudnn(?:_[a-z_]+)?\.so\.(\d+(?:\.\d+){0,2})$")
 _TORCH_CUDA_RE = re.compile(r"/libtorch_cuda\.so$")
+# cuda-compat's user-space driver (forward compatibility): /usr/local/cuda-13.1/compat/libcuda.so.590.44.01
+_COMPAT_RE = re.compile(r"/compat/libcuda\.so\.(\d+\.\d+(?:\.\d+)?)$")
 _SITE_RE = re.compile(r"^(.*?/(?:site|dist)-packages)/")
 _NVCC_RE = re.compile(r"release (\d+\.\d+), V(\d+\.\d+\.\d+)")
 _DIST_RE = re.compile(r"^(?P<name>[A-Za-z0-9_.]+?)-(?P<version>[0-9][^-/]*)\.dist-info$")
@@ -89,6 +91,7 @@ class Found:
     package: str | None = None
     pid: int | None = None
     note: str | None = None
+    compat: str | None = None  # the cuda-compat libcuda a process loaded instead of the driver's
 
     @property
     def in_use(self) -> bool:
@@ -104,7 +107,13 @@ class Found:
             d["pid"] = self.pid
         if self.note:
             d["note"] = self.note
+        if self.compat:
+            d["forward_compat_libcuda"] = self.compat
         return d
+
+    def compat_version(self) -> Version | None:
+        m = _COMPAT_RE.search(self.compat or "")
+        return Version.parse(m.group(1)) if m else None
 
 
 @dataclass(frozen=True)
@@ -423,7 +432,7 @@ def _processes(ctx: CheckContext, inv: Inventory) -> None:
                 p = parts[5].removesuffix(" (deleted)")
                 # The runtime and cuDNN, not libcuda.so: the driver library is loaded by NVML users too
                 # (this audit among them) and says nothing about the CUDA a process was built with.
-                if "cudart" in p or "cudnn" in p or "torch_cuda" in p:
+                if "cudart" in p or "cudnn" in p or "torch_cuda" in p or _COMPAT_RE.search(p):
                     libs.add(p)
         if not libs:
             continue
@@ -448,6 +457,7 @@ def _from_loaded_lib(ctx: CheckContext, inv: Inventory, pid: int, info: ProcInfo
     site = _site_of(lib)
     m = _CUDART_RE.search(lib)
     if m:
+        compat = next((x for x in sorted(info.libs) if _COMPAT_RE.search(x)), None)
         v = Version.parse(m.group(1))
         pkg = None
         if len(v.parts) < 2 and site:
@@ -457,11 +467,21 @@ def _from_loaded_lib(ctx: CheckContext, inv: Inventory, pid: int, info: ProcInfo
                 v = Version.parse(wheel[1]).major_minor()
         if len(v.parts) < 2:
             inv.runtimes.append(
-                Found("runtime", v, "process", f"{who}: {lib}", v.major, pkg, pid, "minor version unknown")
+                Found(
+                    "runtime",
+                    v,
+                    "process",
+                    f"{who}: {lib}",
+                    v.major,
+                    pkg,
+                    pid,
+                    "minor version unknown",
+                    compat,
+                )
             )
         else:
             inv.runtimes.append(
-                Found("runtime", v.major_minor(), "process", f"{who}: {lib}", v.major, pkg, pid)
+                Found("runtime", v.major_minor(), "process", f"{who}: {lib}", v.major, pkg, pid, None, compat)
             )
         return
     m = _CUDNN_RE.search(lib)
