@@ -112,6 +112,8 @@ def _targets(reports: list[str], out: str | None) -> list[tuple[str, Path]]:
 def _checked_targets(reports: list[str], out: str | None) -> list[tuple[str, Path]]:
     targets = _targets(reports, out)
     for _name, path in targets:
+        if not path.parent.is_dir():
+            raise InputError(f"--out {path}: directory {path.parent} does not exist")
         _refuse_foreign(path)
     return targets
 
@@ -238,6 +240,8 @@ def audit(
         reports.append("json")
     targets = _checked_targets(reports, out)
     if prom_textfile:
+        if not Path(prom_textfile).parent.is_dir():
+            raise InputError(f"--prom-textfile: directory {Path(prom_textfile).parent} does not exist")
         _refuse_foreign(Path(prom_textfile))
     signer = None
     if sign:

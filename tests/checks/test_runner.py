@@ -69,7 +69,8 @@ def test_exit_codes(cli, use_checks, demo_profile: Path, home: Path, tmp_path: P
     # 3: a check errored; it wins over the failing one.
     code, doc = _json_run(cli, "--profile", prof, "--fail-on", "low")
     assert code == 3 and doc["result"]["result"]["summary"]["verdict"] == "incomplete"
-    # 2: bad input, nothing run.
+    # 2: bad input, nothing run and nothing kept.
+    before = len(list((home / "checks" / "history").glob("*.json")))
     for bad in (
         ["--only", "nosuch"],
         ["--report", "pdf"],
@@ -78,10 +79,13 @@ def test_exit_codes(cli, use_checks, demo_profile: Path, home: Path, tmp_path: P
         ["--waivers", str(tmp_path / "missing.json")],
         ["--baseline", str(demo_profile)],
         ["--replay", str(demo_profile)],
+        ["--report", "json", "--out", str(tmp_path / "no" / "such" / "r.json")],
+        ["--prom-textfile", str(tmp_path / "no" / "x.prom")],
     ):
         code, out, err = cli("audit", "--profile", prof, *bad)
         assert code == 2, (bad, out, err)
         assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+    assert len(list((home / "checks" / "history").glob("*.json"))) == before
     code, out, err = cli("audit", "--profile", "nosuch")
     assert code == 2 and "unknown profile" in err
 
