@@ -1,6 +1,6 @@
 """The real H200 run, replayed: the recording gives the same findings the real run produced.
 
-``tests/fixtures/gpu/h200`` holds what ``capture.sh`` brought back from the lent host: the report of
+``tests/fixtures/gpu/h200`` holds what ``capture.sh`` brought back from an H200 host: the report of
 ``edgesec audit --only gpu --report json`` and the recording of everything its checks read (NVML values
 and errors, files, /proc, command output, the clock), for a bare baseline run and a bank-profile run with
 an allowlist. Replaying runs the same check code on the recorded values through the probe interfaces.

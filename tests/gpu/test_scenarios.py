@@ -149,7 +149,7 @@ def test_r535_judged_before_and_after_its_end_of_life() -> None:
     c = base().driver("535.104.05", 12020)
     before = run("gpu.driver-eol", context(c, profile="bank", at=dt.datetime(2026, 1, 15, tzinfo=dt.UTC)))
     assert [f.status for f in before] == [Status.PASS] and "until the end of 2026-06" in before[0].message
-    # The lent host's reading was taken on 2026-11-26: R535 was past end of life by then.
+    # On 2026-11-26, the day the H200 reference reading was taken, R535 was past end of life.
     after = run("gpu.driver-eol", context(c, profile="bank", at=dt.datetime(2026, 11, 26, tzinfo=dt.UTC)))
     assert [f.status for f in after] == [Status.FAIL] and "reached end of life" in after[0].message
     assert after[0].evidence["judged_on"] == "2026-11-26"
