@@ -22,8 +22,10 @@ from typing import Any, Protocol, cast
 
 from edgesec.errors import InputError, UsageError
 
-CHUNK = 4 * 1024 * 1024
-"""Bytes read per ``readinto``: large enough that the per-call overhead vanishes next to hashing."""
+CHUNK = 1024 * 1024
+"""Bytes read per ``readinto``. Measured on a 2-core pin: 128 KiB to 4 MiB hash at the same speed (the copy
+out of the page cache costs the same per byte); 1 MiB keeps the per-call overhead negligible and the
+buffer in L2."""
 
 DEFAULT_SHARD_SIZE = 64 * 1024 * 1024
 """Shard size of edgesec manifests: a 4 GiB file is 64 tasks, enough to balance 16 cores; a 100 GB model
