@@ -497,3 +497,17 @@ def test_forward_compatibility_through_cuda_compat_warns() -> None:
     assert fwd.evidence["forward_compat"]["version"] == "590.44.01"
     # Without cuda-compat the same runtime cannot start on that driver.
     assert only(findings, f"pid {nobody_pid(c)} ").status is Status.FAIL
+
+
+def test_a_gpu_process_outside_our_pid_namespace_is_named_as_such(tmp_path: Path) -> None:
+    c = base("bank")
+    procs = c.nvml_get("nvmlDeviceGetComputeRunningProcesses", 0)
+    ghost = {**procs[0], "pid": 424242}
+    c.nvml("nvmlDeviceGetComputeRunningProcesses", 0, ok=[*procs, ghost])
+    for name in ("status", "comm", "cgroup"):
+        c.file(f"/proc/424242/{name}", None)
+    c.readlink("/proc/424242/exe", None)
+    f = only(
+        run("gpu.processes", context(c, profile="bank", config_text=BANK_CONFIG, tmp=tmp_path)), "424242"
+    )
+    assert f.status is Status.FAIL and "not visible in this PID namespace" in f.message

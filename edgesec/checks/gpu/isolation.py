@@ -184,7 +184,11 @@ class GpuProcesses(GpuCheck):
             return
         for p in procs:
             where = p.mig_uuid or p.gpu_uuid
-            who = f"pid {p.info.pid} ({p.info.exe or p.info.comm}, user {p.info.user or p.info.uid})"
+            if p.info.comm is None and p.info.exe is None and p.info.uid is None:
+                # NVML reports host PIDs: a process in another PID namespace (a container) is not in our /proc.
+                who = f"pid {p.info.pid} (not visible in this PID namespace: run the audit on the host)"
+            else:
+                who = f"pid {p.info.pid} ({p.info.exe or p.info.comm}, user {p.info.user or p.info.uid})"
             mine = [a for a in assignments if identifies(a, p.info)]
             ok = [a for a in mine if permits(a, p)]
             ev = {"process": p.evidence(), "matched_services": [a.service for a in mine]}
