@@ -249,7 +249,7 @@ def test_torch_cuda_from_metadata_when_version_py_says_nothing() -> None:
 
 
 def test_configured_python_envs_are_searched(tmp_path: Path) -> None:
-    site = "/srv/app/venv/lib/python3.11/site-packages"
+    site = "/data/envs/app/lib/python3.11/site-packages"
     cfg = tmp_path / "edgesec.toml"
     cfg.write_text(f'[gpu]\npython_envs = ["{site}"]\n')
     ctx = built_ctx({f"{site}/nvidia_cuda_runtime_cu12-12.6.77.dist-info/METADATA": "Version: 12.6.77\n"})
