@@ -59,6 +59,14 @@ def policy_files(settings: AuthzSettings, policy_dir: str | Path | None = None) 
     return PolicyFiles(root / MODEL_FILE, root / f"{settings.example_policy}.csv")
 
 
+SETTLE_S = 0.25
+
+
+def _young(stamp: tuple[tuple[int, int, int], ...]) -> bool:
+    newest = max(m for m, _, _ in stamp) / 1e9
+    return 0 <= time.time() - newest < SETTLE_S
+
+
 class PolicyHolder:
     """Holds the current engine; :meth:`check` reloads when the files change."""
 
@@ -76,18 +84,30 @@ class PolicyHolder:
         self.reloads_failed = 0
 
     def check(self) -> bool | None:
-        """Reload if the files changed since the last attempt; ``None`` when nothing changed."""
-        if self.files.stamp() == self._stamp:
+        """Reload if the files changed since the last attempt; ``None`` when nothing changed (yet).
+
+        A file written less than :data:`SETTLE_S` ago is left for the next poll: an editor that
+        truncates and rewrites in place would otherwise be caught half way (an empty policy loads fine).
+        """
+        stamp = self.files.stamp()
+        if stamp == self._stamp or _young(stamp):
             return None
         return self.reload()
 
     def reload(self) -> bool:
         """Load the files into a new engine and swap it in; keep the old one if they do not load."""
+        deadline = time.time() + SETTLE_S
+        while _young(self.files.stamp()) and time.time() < deadline:
+            time.sleep(0.02)
         with self._lock:
             before = self.files.stamp()
             err: str | None
             try:
                 engine = PolicyEngine.load(self.files.model, self.files.policy)
+                if engine.rule_count == 0 and self.engine.rule_count > 0:
+                    # An emptied file is far more often a half-written one than a wish to lock everyone
+                    # out; to deny everything, write a policy that grants nothing.
+                    raise InputError(f"{self.files.policy} holds no rules; the last good policy is kept")
             except EdgesecError as exc:
                 self._stamp = before
                 self.last_error = exc.message

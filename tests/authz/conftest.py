@@ -92,8 +92,8 @@ def bank_files(tmp: Path) -> PolicyFiles:
     src = policies_root() / "casbin"
     d = tmp / "policy"
     d.mkdir(exist_ok=True)
-    shutil.copy(src / "model.conf", d / "model.conf")
-    shutil.copy(src / "bank.csv", d / "policy.csv")
+    shutil.copy2(src / "model.conf", d / "model.conf")  # old mtimes: the files count as settled
+    shutil.copy2(src / "bank.csv", d / "policy.csv")
     return PolicyFiles(d / "model.conf", d / "policy.csv")
 
 
@@ -171,3 +171,13 @@ class running:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=20)
+
+
+def write_settled(path: Path, text: str) -> None:
+    """Write a policy file as if it had been saved a second ago (reload waits for files to settle)."""
+    import os
+    import time
+
+    path.write_text(text)
+    t = time.time() - 1
+    os.utime(path, (t, t))

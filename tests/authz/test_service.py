@@ -13,7 +13,7 @@ import pytest
 from edgesec import auditing
 from edgesec.auditing.trail import trail_files
 from edgesec.authz.service import create_app
-from tests.authz.conftest import bank_files, fwd, running, settings
+from tests.authz.conftest import bank_files, fwd, running, settings, write_settled
 
 
 def events(trail: Path) -> list[dict[str, Any]]:
@@ -136,21 +136,24 @@ def test_hot_reload_swaps_and_a_broken_file_keeps_the_last_good_policy(
     cert = site_ca.der_b64("alice")
     assert a.authorize(fwd("GET", "/audit/logins", cert=cert), None)[0] == 403
     good = files.policy.read_text()
-    files.policy.write_text(good + "\np, role:teller, branch, /audit/*, GET, allow\n")
+    write_settled(files.policy, good + "\np, role:teller, branch, /audit/*, GET, allow\n")
     assert a.policy.check() is True
     assert a.authorize(fwd("GET", "/audit/logins", cert=cert), None)[0] == 200
     assert a.policy.generation == 2
-    files.policy.write_text(good + "\np, role:teller, branch\n")  # broken line
+    write_settled(files.policy, good + "\np, role:teller, branch\n")  # broken line
     assert a.policy.check() is False
     assert a.policy.last_error
     assert a.authorize(fwd("GET", "/audit/logins", cert=cert), None)[0] == 200  # last good still enforced
+    write_settled(files.policy, "# emptied by a half-finished save\n")
+    assert a.policy.check() is False and "no rules" in (a.policy.last_error or "")
+    assert a.authorize(fwd("GET", "/audit/logins", cert=cert), None)[0] == 200
     app = create_app(settings(), trust_dir=site_ca.trust, authorizer=a, watch=False)
     with running(app) as url, httpx.Client(base_url=url) as c:
         body = c.get("/readyz").json()
         assert body["policy"]["ok"] is False and "error" in body["policy"]
     evs = [e["event"]["action"] for e in events(trail)]
     assert "authz.policy.reloaded" in evs and "authz.policy.reload_failed" in evs
-    files.policy.write_text(good)
+    write_settled(files.policy, good)
     assert a.policy.check() is True and a.policy.last_error is None
     assert a.authorize(fwd("GET", "/audit/logins", cert=cert), None)[0] == 403
 
@@ -238,10 +241,10 @@ def test_revocation_takes_effect_on_the_next_reload(make_authorizer, site_ca) ->
     cert, _ = site_ca.ca.issue_client("teller-tom")
     site_ca.ca.publish(run_hooks=False)
     a = make_authorizer(files=None)
-    a.policy.files.policy.write_text(
-        a.policy.files.policy.read_text() + "\ng, teller-tom, role:teller, branch\n"
+    write_settled(
+        a.policy.files.policy, a.policy.files.policy.read_text() + "\ng, teller-tom, role:teller, branch\n"
     )
-    a.policy.check()
+    assert a.policy.check() is True
     header = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
     req = fwd("POST", "/v1/chat-messages", cert=header)
     assert a.authorize(req, None)[0] == 200
