@@ -275,6 +275,13 @@ def gen_syslog_ng(
     buffer_dir: Annotated[
         str, typer.Option("--buffer-dir", help="Disk buffer directory.")
     ] = "/var/lib/syslog-ng/edgesec",
+    driver: Annotated[
+        str,
+        typer.Option(
+            "--driver",
+            help="http (default: needs syslog-ng-mod-http) or elasticsearch-http (needs syslog-ng-scl).",
+        ),
+    ] = "http",
     force: Annotated[bool, typer.Option("--force", help="Replace existing files in --out.")] = False,
 ) -> None:
     """Generate a complete syslog-ng 3.38 config: sources, ECS mapping, archive, Elasticsearch over mTLS."""
@@ -310,6 +317,7 @@ def gen_syslog_ng(
         disk_buffer_dir=buffer_dir,
         site=cfg.settings.site.name,
         slog=slog,
+        driver=driver,
     )
     files = _write_out(out, render(opts), force)
     result(

@@ -14,11 +14,11 @@ What it builds (``render(options)`` is pure: it returns ``{file name: text}``; t
   ``http()`` destination speaking the Elasticsearch ``_bulk`` API over mutual TLS, with a reliable
   disk buffer, an index per kind, and a dead-letter route for anything that cannot be parsed.
 
-Why ``http()`` and not the ``elasticsearch-http()`` wrapper: the wrapper is an SCL file (Debian's
-``syslog-ng-scl`` package, often not installed) and always sends ``index`` actions without ids. We send
-``create`` actions with deterministic ``_id`` s (the trail record's own hash; a SHA-256 of the raw
-auditd line), so a batch that is retried after an outage or a restart cannot create duplicates: the
-second copy is answered ``409`` and dropped by Elasticsearch.
+Two drivers for the Elasticsearch destination, both with deterministic ``_id`` s (the trail record's own
+hash; a SHA-256 of the raw auditd line), so a batch retried after an outage or a restart cannot create
+duplicates: ``http`` (the default; only needs ``syslog-ng-mod-http``) sends ``create`` actions, and a
+second copy is answered ``409`` and dropped; ``elasticsearch-http`` uses the SCL wrapper (Debian's
+``syslog-ng-scl``), which always sends ``index`` actions: a second copy overwrites the identical document.
 
 Indices are named from the *event's* own date (parsed on purpose from the record), so a retried
 event lands in the same index as its first copy, which is what makes the ``_id`` de-duplicate.
@@ -76,11 +76,16 @@ class PipelineOptions:
     time_reopen: int = 10
     site: str = "edge-site"
     slog: bool = False
+    # "http": our own _bulk body with create actions (needs only syslog-ng-mod-http);
+    # "elasticsearch-http": the SCL wrapper (Debian: syslog-ng-scl), index actions with the same _ids.
+    driver: str = "http"
     slog_key: str = "/etc/syslog-ng/slog/host.key"
     slog_mac: str = "/var/log/edgesec/archive/slog.mac"
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.driver not in ("http", "elasticsearch-http"):
+            raise InputError(f"driver must be http or elasticsearch-http, not {self.driver!r}")
         if self.local_syslog not in ("off", "unix", "tcp", "tls"):
             raise InputError(
                 f"local syslog transport must be off, unix, tcp or tls, not {self.local_syslog!r}"
@@ -287,9 +292,12 @@ rewrite r_auditd_ecs {
 
 
 def _es_body(kind: str, o: PipelineOptions, doc: str, id_expr: str, date: str = "S") -> str:
-    """The two NDJSON lines of one bulk item, as a syslog-ng template."""
+    """rewrite set() statements: the bulk item's index, its deterministic _id, and the document."""
     index = f"{o.index_prefix}-{kind}-${{{date}_YEAR}}.${{{date}_MONTH}}"
-    return '{"create":{"_index":"' + index + '","_id":"' + id_expr + '"}}\n' + doc
+    return (
+        f'set({_q(index)} value(".es.index")); set({_q(id_expr)} value(".es.id"));'
+        f' set({_sq(doc)} value(".es.doc"));'
+    )
 
 
 def _ecs_doc(keys: str = "--key .ecs.* --shift 5", pairs: str = "") -> str:
@@ -298,14 +306,15 @@ def _ecs_doc(keys: str = "--key .ecs.* --shift 5", pairs: str = "") -> str:
 
 def _log_paths(o: PipelineOptions) -> list[str]:
     es_trail = _es_body("audit", o, "${MSG}", "${.t.event.hash}")
-    dead = (
-        '{"create":{"_index":"'
-        + o.index_prefix
-        + '-deadletter-${R_YEAR}.${R_MONTH}","_id":"$(sha256 ${.dl.kind} ${HOST} ${MSG})"}}\n'
-        + "$(format-json --pair @timestamp=${R_ISODATE} --pair ecs.version=8.17.0 --pair event.kind=pipeline_error"
+    dead = _es_body(
+        "deadletter",
+        o,
+        "$(format-json --pair @timestamp=${R_ISODATE} --pair ecs.version=8.17.0 --pair event.kind=pipeline_error"
         " --pair event.original=${MSG} --pair message=${MSG} --pair host.name=${HOST}"
         " --pair error.message=${.dl.reason} --pair edgesec.deadletter.source=${.dl.kind}"
-        " --pair event.ingested=${R_ISODATE})"
+        " --pair event.ingested=${R_ISODATE})",
+        "$(sha256 ${.dl.kind} ${HOST} ${MSG})",
+        date="R",
     )
     paths = [
         f"""\
@@ -314,7 +323,7 @@ parser p_trail_json {{ json-parser(prefix(".t.")); }};
 parser p_trail_date {{ date-parser(format("%Y-%m-%dT%H:%M:%S.%f%z") template("${{.t.@timestamp}}")); }};
 # The record is already canonical ECS: it is sent byte for byte, so the copy in Elasticsearch
 # keeps event.hash and edgesec.trail.prev and can be checked against the chain.
-rewrite r_trail_es {{ set({_sq(es_trail)} value(".es.bulk")); set("audit" value(".kind")); }};
+rewrite r_trail_es {{ {es_trail} set("audit" value(".kind")); }};
 
 log {{
     source(s_edgesec_trail);
@@ -345,7 +354,7 @@ log {{
         paths.append(
             _AUDITD_PARSERS
             + f"""
-rewrite r_auditd_es {{ set({_sq(es)} value(".es.bulk")); set("auditd" value(".kind")); }};
+rewrite r_auditd_es {{ {es} set("auditd" value(".kind")); }};
 
 log {{
     source(s_auditd);
@@ -381,8 +390,8 @@ log {{
         es_rec = _es_body("audit", o, "${MSG}", "${.t.event.hash}")
         paths.append(f"""\
 # -- edgesec's RFC 5424 output: checkpoints leave the host here ------------------------------------
-rewrite r_cp_es {{ set({_sq(es_cp)} value(".es.bulk")); set("checkpoint" value(".kind")); }};
-rewrite r_rec_es {{ set({_sq(es_rec)} value(".es.bulk")); set("audit" value(".kind")); }};
+rewrite r_cp_es {{ {es_cp} set("checkpoint" value(".kind")); }};
+rewrite r_rec_es {{ {es_rec} set("audit" value(".kind")); }};
 
 log {{
     source(s_edgesec_syslog);
@@ -415,21 +424,21 @@ log {{
         es = _es_body("journald", o, generic, "$(sha256 ${HOST} ${.journald.__CURSOR} ${MSG})", date="R")
         paths.append(f"""\
 # -- journald -------------------------------------------------------------------------------------
-rewrite r_journald_es {{ set({_sq(es)} value(".es.bulk")); set("journald" value(".kind")); }};
+rewrite r_journald_es {{ {es} set("journald" value(".kind")); }};
 log {{ source(s_journald); rewrite(r_journald_es); destination(d_archive); destination(d_es); flags(flow-control); }};
 """)
     if o.network is not None:
         es = _es_body("syslog", o, generic, "$(sha256 ${HOST} ${ISODATE} ${PROGRAM} ${MSG})", date="R")
         paths.append(f"""\
 # -- other hosts ----------------------------------------------------------------------------------
-rewrite r_network_es {{ set({_sq(es)} value(".es.bulk")); set("syslog" value(".kind")); }};
+rewrite r_network_es {{ {es} set("syslog" value(".kind")); }};
 log {{ source(s_network); rewrite(r_network_es); destination(d_archive); destination(d_es); flags(flow-control); }};
 """)
     paths.insert(
         0,
         f"""\
 # -- dead letters: whatever cannot be parsed is kept, in a local file and in its own index ---------
-rewrite r_deadletter_es {{ set({_sq(dead)} value(".es.bulk")); set("deadletter" value(".kind")); }};
+rewrite r_deadletter_es {{ {dead} set("deadletter" value(".kind")); }};
 """,
     )
     return paths
@@ -440,13 +449,13 @@ def _destinations(o: PipelineOptions) -> str:
     archive_template = (
         "$(slog -k " + o.slog_key + " -m " + o.slog_mac + " ${MSG})\\n" if o.slog else "${MSG}\\n"
     )
-    urls = " ".join(_q(u.rstrip("/") + "/_bulk") for u in o.es_urls)
     slog_note = (
         "# Secure logging (syslog-ng-mod-slog): each archived line is encrypted and MAC-chained with a\n"
         "# forward-secure key; check an archive with `slogverify`. Create the key once with `slogkey`.\n"
         if o.slog
         else ""
     )
+    es_driver = _es_destination(o)
     return f"""\
 # -- destinations ---------------------------------------------------------------------------------
 {slog_note}# The archive: one directory per day (by receive date), 0700 directories, 0600 files.
@@ -464,14 +473,14 @@ destination d_deadletter_file {{
 # Elasticsearch _bulk over mutual TLS. The disk buffer is reliable: a message leaves it only after
 # Elasticsearch acknowledged the batch, and it survives a syslog-ng restart.
 destination d_es {{
-    http(
-        url({urls})
-        method("POST")
-        headers("Content-Type: application/x-ndjson", "Accept: application/json")
-        body("${{.es.bulk}}")
-        delimiter("\\n")
-        body-suffix("\\n")
-        batch-lines({o.batch_lines})
+{es_driver}
+}};
+"""
+
+
+def _es_destination(o: PipelineOptions) -> str:
+    urls = " ".join(_q(u.rstrip("/") + "/_bulk") for u in o.es_urls)
+    common = f"""        batch-lines({o.batch_lines})
         batch-bytes(4194304)
         batch-timeout({o.batch_timeout_ms})
         workers({o.workers})
@@ -487,11 +496,28 @@ destination d_es {{
             dir({_q(o.disk_buffer_dir)})
             disk-buf-size({o.disk_buffer_bytes})
         )
-        persist-name("edgesec-es")
-    );
-}};
-
-"""
+        persist-name("edgesec-es")"""
+    if o.driver == "elasticsearch-http":
+        # index() and custom-id() are templates, so one destination serves every kind; type("") keeps
+        # _type out (ES 8 rejects it). The wrapper always sends "index": a retried copy overwrites the
+        # identical document under the same _id, so it still never duplicates.
+        return f"""    elasticsearch-http(
+        url({urls})
+        index("${{.es.index}}")
+        type("")
+        custom-id("${{.es.id}}")
+        template("${{.es.doc}}")
+{common}
+    );"""
+    return f"""    http(
+        url({urls})
+        method("POST")
+        headers("Content-Type: application/x-ndjson", "Accept: application/json")
+        body('{{"create":{{"_index":"${{.es.index}}","_id":"${{.es.id}}"}}}}\n${{.es.doc}}')
+        delimiter("\\n")
+        body-suffix("\\n")
+{common}
+    );"""
 
 
 def render(o: PipelineOptions) -> dict[str, str]:
@@ -505,6 +531,11 @@ def render(o: PipelineOptions) -> dict[str, str]:
 
 
 def _one(o: PipelineOptions, name: str) -> str:
-    return "\n".join(
-        [_HEADER.format(conf=name, time_reopen=o.time_reopen), *_sources(o), _destinations(o), *_log_paths(o)]
-    )
+    header = _HEADER.format(conf=name, time_reopen=o.time_reopen)
+    if o.driver == "elasticsearch-http":
+        # The wrapper's own file, by its path under syslog-ng's include path (Debian: syslog-ng-scl);
+        # not scl.conf, which lives in /etc/syslog-ng and pulls in every SCL.
+        header = header.replace(
+            "\noptions {", '\n@include "scl/elasticsearch/elastic-http.conf"\n\noptions {', 1
+        )
+    return "\n".join([header, *_sources(o), _destinations(o), *_log_paths(o)])

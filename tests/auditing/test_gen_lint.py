@@ -54,6 +54,7 @@ VARIANTS = {
     "journald": dict(journald=True),
     "network": "network",
     "slog": "slog",
+    "elasticsearch-http": dict(driver="elasticsearch-http", journald=True),
 }
 
 

@@ -63,8 +63,8 @@ class Rig:
     syslog_port: int
 
 
-@pytest.fixture
-def rig(tmp_path: Path, conformance: Path) -> Iterator[Rig]:
+@pytest.fixture(params=["http", "elasticsearch-http"])
+def rig(request: pytest.FixtureRequest, tmp_path: Path, conformance: Path) -> Iterator[Rig]:
     pki = make_site_pki(tmp_path / "pki")
     es = FakeElasticsearch(conformance, pki.server.cert, pki.server.key, pki.ca_bundle)
     trail = tmp_path / "audit"
@@ -89,6 +89,7 @@ def rig(tmp_path: Path, conformance: Path) -> Iterator[Rig]:
         workers=2,
         time_reopen=1,
         site="branch-7",
+        driver=request.param,
     )
     conf = tmp_path / "syslog-ng.conf"
     conf.write_text(render(opts)["syslog-ng.conf"])
