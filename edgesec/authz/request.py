@@ -75,7 +75,6 @@ _FORBIDDEN_ESCAPES = {
 }
 # RFC 3986 pchar minus ';' (path parameters are refused), and '%' handled as escapes.
 _PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,=:@/%]*")
-_QUERY_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%\[\]]*")
 _HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?")
 _MAX_URI = 8192
 
@@ -190,9 +189,9 @@ def _split_uri(uri: str) -> tuple[str, str]:
     _check_ascii(uri, "the forwarded URI")
     if "#" in uri:
         raise RequestRejected("fragment", "'#' fragment in the forwarded URI")
-    path, sep, query = uri.partition("?")
-    if sep and not _QUERY_CHARS.fullmatch(query):
-        raise RequestRejected("bad-character", "the query holds characters outside RFC 3986")
+    # The query never takes part in the decision, so any visible ASCII is accepted there (browsers
+    # send '{', '|' and '^' unescaped); the path before the first '?' is held to RFC 3986.
+    path, _, query = uri.partition("?")
     return path, query
 
 

@@ -110,6 +110,8 @@ def test_header_collection_and_sources() -> None:
     h, dup = collect_headers([("X-Original-Method", "GET"), ("X-Original-URI", "/a/../b?x=1")])
     req = parse_forwarded(h, dup)
     assert (req.method, req.path, req.query, req.source) == ("GET", "/b", "x=1", "original")
+    h, dup = collect_headers([("X-Original-Method", "GET"), ("X-Original-URI", '/b?q={"a":[1|2]}^')])
+    assert parse_forwarded(h, dup).query == 'q={"a":[1|2]}^'  # unescaped but harmless in a query
     h, dup = collect_headers(
         [
             ("X-Forwarded-Method", "PUT"),
