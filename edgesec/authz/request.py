@@ -73,8 +73,10 @@ _FORBIDDEN_ESCAPES = {
     "23": "fragment",
     "25": "double-encoding",
 }
-# RFC 3986 pchar minus ';' (path parameters are refused), and '%' handled as escapes.
-_PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,=:@/%]*")
+# RFC 3986 pchar minus ';' (path parameters are refused), '%' handled as escapes, plus the characters
+# browsers leave unescaped in a path (WHATWG URL: '|', '^', '[', ']'), which no proxy or backend treats as
+# a separator.
+_PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,=:@/%|^\[\]]*")
 _HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?")
 _MAX_URI = 8192
 
