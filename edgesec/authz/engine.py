@@ -35,7 +35,7 @@ import logging
 import re
 import threading
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -120,10 +120,11 @@ class _Dir:
     __slots__ = ("lengths", "small", "tails")
 
     def __init__(self) -> None:
-        self.tails: dict[str, list[_Rule]] = {}
+        self.tails: dict[str, Sequence[_Rule]] = {}
         self.lengths: tuple[int, ...] = ()
-        # A few tails: compared in place (fewer objects touched than one lookup per tail length).
-        self.small: tuple[tuple[str, list[_Rule]], ...] | None = None
+        # A few tails: compared in place (fewer objects touched than one lookup per tail length, and
+        # no dictionary kept).
+        self.small: tuple[tuple[str, Sequence[_Rule]], ...] | None = None
 
 
 class _RuleSet:
@@ -141,7 +142,7 @@ class _RuleSet:
         # ``dollar``: the exact entries stand for regexes "^literal$", whose "$" also matches before a
         # final newline; False when the matcher is plain equality.
         self.dollar = dollar
-        self.exact: dict[str, list[_Rule]] = {}
+        self.exact: dict[str, Sequence[_Rule]] = {}
         self.dirs: dict[str, _Dir] = {}
 
     def add_prefixed(self, prefix: str, rule: _Rule) -> None:
@@ -149,12 +150,17 @@ class _RuleSet:
         d = self.dirs.get(prefix[:cut])
         if d is None:
             d = self.dirs[prefix[:cut]] = _Dir()
-        d.tails.setdefault(prefix[cut:], []).append(rule)
+        d.tails.setdefault(prefix[cut:], []).append(rule)  # type: ignore[attr-defined]
 
     def seal(self) -> None:
+        # Tuples instead of the lists the build appended to: a third of the memory, and final.
+        self.exact = {k: tuple(v) for k, v in self.exact.items()}
         for d in self.dirs.values():
-            d.lengths = tuple(sorted({len(t) for t in d.tails}))
-            d.small = tuple(d.tails.items()) if len(d.tails) <= _SMALL_DIR else None
+            tails: dict[str, Sequence[_Rule]] = {k: tuple(v) for k, v in d.tails.items()}
+            if len(tails) <= _SMALL_DIR:
+                d.small, d.tails, d.lengths = tuple(tails.items()), {}, ()
+            else:
+                d.small, d.tails, d.lengths = None, tails, tuple(sorted({len(t) for t in tails}))
 
     def collect(self, obj: str, act: str, out: list[_Rule]) -> None:
         exact = self.exact
@@ -439,6 +445,7 @@ def _load_policy_into(model: Model, policy_path: Path) -> None:
     # casbin reads the file line by line on b"\n" and strips each line; splitting the decoded text on
     # "\n" gives the same lines (a "\n" byte never occurs inside a UTF-8 sequence).
     sections = model.model
+    memo: dict[str, str] = {}
     for lineno, raw_line in enumerate(text.split("\n"), start=1):
         line = raw_line.strip()
         if not line or line[0] == "#":
@@ -447,8 +454,9 @@ def _load_policy_into(model: Model, policy_path: Path) -> None:
             if "(" in line or "[" in line or ")" in line or "]" in line:
                 load_policy_line(line, model)  # casbin's tokenizer keeps "(a, b)" in one field
                 continue
-            # Without brackets casbin's tokenizer is a split on "," with each field stripped.
-            tokens = [t.strip() for t in line.split(",")]
+            # Without brackets casbin's tokenizer is a split on "," with each field stripped. Fields
+            # repeat a lot (roles, tenants, methods, effects): one string object per distinct value.
+            tokens = [memo.setdefault(t, t) for t in (f.strip() for f in line.split(","))]
             key = tokens[0]
             sec = sections.get(key[0])
             if sec is not None and key in sec:
@@ -562,7 +570,7 @@ class PolicyEngine:
             kind = family.obj_kind
             row = tuple(line)
             if kind == "equal":
-                ruleset.exact.setdefault(obj, []).append(_Rule(index, None, 0, act_fn, eft, row))
+                ruleset.exact.setdefault(obj, []).append(_Rule(index, None, 0, act_fn, eft, row))  # type: ignore[attr-defined]
                 continue
             if kind == "regexMatch":
                 # re.match: anchored at the start (a leading "^" changes nothing), not at the end.
@@ -573,7 +581,8 @@ class PolicyEngine:
             prefix, whole = _literal_prefix(body)
             if whole and tail:
                 # "^literal$": a dictionary lookup (the "$"-before-newline case is handled there).
-                ruleset.exact.setdefault(prefix, []).append(_Rule(index, None, 0, act_fn, eft, row))
+                key = obj if prefix == obj else prefix  # keep one copy of the string
+                ruleset.exact.setdefault(key, []).append(_Rule(index, None, 0, act_fn, eft, row))  # type: ignore[attr-defined]
                 continue
             if prefix:
                 # The bucket lookup has already matched the literal prefix character for character, so
@@ -740,6 +749,8 @@ def _all_rules(ruleset: _RuleSet) -> Iterable[_Rule]:
         yield from bucket
     for d in ruleset.dirs.values():
         for bucket in d.tails.values():
+            yield from bucket
+        for _tail, bucket in d.small or ():
             yield from bucket
 
 
