@@ -190,6 +190,9 @@ def test_cmd(
                 str(r["line"]), r["user"], r["tenant"], r["method"], r["uri"], r["expect"], r["got"], mark
             )
         con.print(tbl)
+        for r in failed:
+            why = ", ".join(r["rule"]) if r["rule"] else "no rule applies (default deny)"
+            con.print(f"line {r['line']}: expected {r['expect']}, got {r['got']}: {why}", markup=False)
         con.print(
             f"{len(rows) - len(failed)} of {len(rows)} as expected"
             + (f", {len(failed)} mismatched" if failed else "")

@@ -93,6 +93,7 @@ def test_policy_table_mismatch_fails(cli, tmp_path: Path) -> None:  # type: igno
     )
     code, out, _ = cli("authz", "test", str(table))
     assert code == 1 and "MISMATCH" in out and "1 mismatched" in out
+    assert "line 2: expected allow, got deny: no rule applies (default deny)" in out
     table.write_text("alice,branch,GET,/x\n")
     code, _, err = cli("authz", "test", str(table))
     assert code == 2 and "5 columns" in err
