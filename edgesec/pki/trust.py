@@ -101,7 +101,18 @@ class RevocationList:
     number: int
     this_update: dt.datetime
     next_update: dt.datetime | None
-    revoked: dict[int, tuple[dt.datetime, str | None]]
+    revoked: frozenset[int]
+
+    def entry(self, serial: int) -> tuple[dt.datetime, str | None]:
+        """Revocation date and reason of a serial known to be revoked (looked up only on a hit)."""
+        r = self.crl.get_revoked_certificate_by_serial_number(serial)
+        if r is None:
+            return self.this_update, None
+        reason: str | None = None
+        for ext in r.extensions:
+            if isinstance(ext.value, x509.CRLReason):
+                reason = ext.value.reason.name
+        return r.revocation_date_utc, reason
 
 
 @dataclass(frozen=True)
@@ -302,9 +313,8 @@ class TrustBundle:
                     f"{_hours(self.crl_grace)} h grace has passed)",
                     hint="run `edgesec pki crl` to publish a fresh CRL",
                 )
-            hit = rl.revoked.get(cert.serial_number)
-            if hit is not None:
-                when, reason = hit
+            if cert.serial_number in rl.revoked:
+                when, reason = rl.entry(cert.serial_number)
                 what = "certificate" if cert is chain[0] else f"CA certificate {common_name(cert.subject)}"
                 raise VerificationError(
                     f"{what} {cert.serial_number:x} is revoked since {when.isoformat()}"
@@ -430,13 +440,8 @@ def _parse_crl(crl: x509.CertificateRevocationList, issuer: x509.Certificate) ->
         number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     except x509.ExtensionNotFound:
         number = 0
-    revoked: dict[int, tuple[dt.datetime, str | None]] = {}
-    for r in crl:
-        reason: str | None = None
-        for ext in r.extensions:
-            if isinstance(ext.value, x509.CRLReason):
-                reason = ext.value.reason.name
-        revoked[r.serial_number] = (r.revocation_date_utc, reason)
+    # Only the serials, in a set: what every verification looks up. Dates and reasons are read on a hit.
+    revoked = frozenset(r.serial_number for r in crl)
     return RevocationList(
         crl=crl,
         issuer_fingerprint=_fp(issuer),
