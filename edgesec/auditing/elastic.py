@@ -280,12 +280,17 @@ def make_client(url: str, *, ca: str | None, cert: str | None, key: str | None, 
     installed = version("elasticsearch")
     if int(installed.split(".")[0]) != 8:
         raise InputError(f"elasticsearch-py {installed} is installed; edgesec needs 8.x for ES 8")
-    if not url.startswith(("https://", "http://")):
+    if url.startswith("http://"):
+        raise InputError(
+            f"refusing to send audit records in clear text: {url}",
+            hint="use https:// with --ca, --cert and --key (mutual TLS)",
+        )
+    if not url.startswith("https://"):
         raise InputError(f"not an Elasticsearch URL: {url}")
     for what, p in (("CA file", ca), ("client certificate", cert), ("client key", key)):
         if p is not None and not Path(p).is_file():
             raise InputError(f"{what} not found: {p}")
-    if url.startswith("https://") and not ca:
+    if not ca:
         raise InputError("an https Elasticsearch URL needs --ca (the site trust bundle)")
     tls: dict[str, Any] = {
         k: v for k, v in (("ca_certs", ca), ("client_cert", cert), ("client_key", key)) if v

@@ -107,6 +107,10 @@ def test_push_is_valid_and_idempotent(cli, es: FakeElasticsearch, pki: SitePki) 
 def test_push_errors_are_one_line(cli, es: FakeElasticsearch, pki: SitePki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     code, _, err = cli("auditlog", "push", "--es", es.url, "--ca", str(tmp_path / "missing.pem"))
     assert code == 2 and "CA file not found" in err and "Traceback" not in err
+    code, _, err = cli("auditlog", "push", "--es", "http://127.0.0.1:9200", "--ca", str(pki.ca_bundle))
+    assert code == 2 and "clear text" in err
+    code, _, err = cli("auditlog", "ship", "--es", "ftp://x")
+    assert code == 2
     # Without a client certificate the TLS handshake fails: exit 1, one line.
     code, _, err = cli("auditlog", "push", "--es", es.url, "--ca", str(pki.ca_bundle))
     assert code == 1 and "refused" in err and "Traceback" not in err
