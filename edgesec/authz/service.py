@@ -89,6 +89,7 @@ class Authorizer:
             else:
                 # The default order names jwt; with no key configured no token could ever verify.
                 self.notes.append("bearer tokens are not accepted: no [authz.jwt] key is configured")
+        self._jwt_seen = self._jwt_stamp()
         h = settings.headers
         self._names = (h.user, h.roles, h.tenant, h.method)
         self._break_glass = frozenset(settings.break_glass_roles)
@@ -119,8 +120,52 @@ class Authorizer:
             )
         )
 
+    def _jwt_files(self) -> list[Path]:
+        j = self.settings.jwt
+        return [
+            Path(f).expanduser() for f in ([j.jwks_file] if j.jwks_file else []) + list(j.public_key_files)
+        ]
+
+    def _jwt_stamp(self) -> tuple[tuple[int, int, int], ...]:
+        out = []
+        for f in self._jwt_files():
+            try:
+                st = f.stat()
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                out.append((-1, -1, -1))
+        return tuple(out)
+
+    def _reload_jwt(self, force: bool = False) -> None:
+        """Re-read the token keys when their files changed (key rotation); keep the old keys on error."""
+        if self.jwt is None:
+            return
+        stamp = self._jwt_stamp()
+        if stamp == self._jwt_seen and not force:
+            return
+        self._jwt_seen = stamp
+        try:
+            self.jwt = JwtVerifier(self.settings.jwt)
+        except EdgesecError as exc:
+            self.metrics.reload("jwt", False)
+            _audit_safely(
+                AuditEvent(
+                    action="authz.jwt_keys.reload_failed",
+                    category=("configuration",),
+                    type=("error",),
+                    outcome="failure",
+                    severity="high",
+                    part="authz",
+                    message=f"token keys did not reload, the previous keys are kept: {exc.message}",
+                    fields={"error.message": exc.message},
+                )
+            )
+            return
+        self.metrics.reload("jwt", True)
+
     def check_reload(self) -> None:
-        """Poll the policy and trust files (the watcher thread calls this)."""
+        """Poll the policy, trust and token key files (the watcher thread calls this)."""
+        self._reload_jwt()
         self.policy.check()
         if self.trust is not None:
             changed = self.trust.check()
@@ -128,7 +173,8 @@ class Authorizer:
                 self.metrics.reload("trust", changed)
 
     def force_reload(self) -> None:
-        """SIGHUP: reload policy and trust bundle now, changed or not."""
+        """SIGHUP: reload policy, trust bundle and token keys now, changed or not."""
+        self._reload_jwt(force=True)
         self.policy.reload()
         if self.trust is not None:
             self.metrics.reload("trust", self.trust.reload())

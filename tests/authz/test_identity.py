@@ -379,3 +379,27 @@ def test_leeway_is_applied(make_authorizer, keys) -> None:  # type: ignore[no-un
     now = int(time.time())
     assert call(a, es(keys, exp=now - 30, iat=now - 600))[0] == 200
     assert call(a, es(keys, exp=now - 120, iat=now - 600))[0] == 401
+
+
+def test_token_keys_reload_on_rotation(make_authorizer, keys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    d = tmp_path / "keys"
+    shutil.copytree(keys["dir"], d)
+    a = make_authorizer(
+        identity_order=["jwt"],
+        jwt=jwt_settings(keys, jwks_file=str(d / "jwks.json"), public_key_files=[str(d / "ec.pem")]),
+    )
+    assert call(a, es(keys))[0] == 200
+    new = ec.generate_private_key(ec.SECP256R1())
+    (d / "ec.pem").write_bytes(
+        new.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    a.check_reload()
+    assert call(a, es(keys))[0] == 401  # the retired key no longer verifies
+    assert call(a, jwt.encode(claims(), new, algorithm="ES256", headers={"kid": "ec"}))[0] == 200
+    (d / "jwks.json").write_text("{broken")
+    a.check_reload()  # keeps the keys it has
+    assert call(a, jwt.encode(claims(), new, algorithm="ES256", headers={"kid": "ec"}))[0] == 200
