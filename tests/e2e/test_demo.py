@@ -173,7 +173,9 @@ def test_tampering_with_the_model_or_the_trail_turns_the_report_red(site: DemoSi
     site.checkpoint()
     code, before = site.audit()
     assert code in (0, 1)
-    assert site_problems(before) == [], [c["id"] for c in site_problems(before)]
+    assert site_problems(before) == [], [
+        (c["id"], [f["message"] for f in c["findings"]]) for c in site_problems(before)
+    ]
     failing_before = {c["id"] for c in before["checks"] if c["status"] == "FAIL"}
 
     weights = site.model_dir / "model.safetensors"
