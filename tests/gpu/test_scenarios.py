@@ -511,3 +511,9 @@ def test_a_gpu_process_outside_our_pid_namespace_is_named_as_such(tmp_path: Path
         run("gpu.processes", context(c, profile="bank", config_text=BANK_CONFIG, tmp=tmp_path)), "424242"
     )
     assert f.status is Status.FAIL and "not visible in this PID namespace" in f.message
+
+
+def test_cudnn_newer_than_every_documented_release_says_so() -> None:
+    f = only(run("gpu.cudnn", context(base())), "nvidia_cudnn_cu13-9.19.0")
+    assert f.status is Status.PASS and f.evidence["matrix"]["documented_release"] == "9.17.0"
+    assert "9.19.0 is newer than every documented release" in f.evidence["matrix"]["why"]

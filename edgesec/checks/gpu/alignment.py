@@ -115,7 +115,7 @@ def judge_runtime(check: GpuCheck, ref: Reference, drv: Driver, rt: Found, base:
         )
     if md is not None and not native:
         return check.warned(
-            f"{label} runs on driver {drv.version} only through minor-version compatibility: the toolkit "
+            f"{label} runs on driver {effective} only through minor-version compatibility: the toolkit "
             f"wants {md.min_driver} (row {md.row.cuda}); features are limited and PTX JIT may fail",
             resource=rt.where,
             evidence=ev,
@@ -214,9 +214,18 @@ class CudnnAlignment(GpuCheck):
             **_row_evidence(match.row),
         }
         if not match.exact:
+            documented = sorted(Version.parse(r.version) for r in ref.cudnn)
+            lower = [v for v in documented if v < c.version]
+            upper = [v for v in documented if v > c.version]
+            if lower and upper:
+                where = f"lies between documented releases {lower[-1]} and {upper[0]}"
+            elif lower:
+                where = f"is newer than every documented release (the newest is {lower[-1]})"
+            else:
+                where = f"is older than every documented release (the oldest is {upper[0]})"
             ev["matrix"]["why"] = (
-                f"{c.version} lies between documented releases; judged by the nearest documented release "
-                f"covering CUDA {c.cuda_major}: {match.documented}"
+                f"{c.version} {where}; judged by the nearest documented release covering CUDA "
+                f"{c.cuda_major}: {match.documented}"
             )
         need = Version.parse(e.min_driver)
         same_major = [r for r in beside if r.version.major == c.cuda_major]
