@@ -154,3 +154,38 @@ def test_killing_a_replica_under_load_fails_no_request(site: DemoSite) -> None:
     site.start_replica("authz-a")
     out = json.loads(site.edgesec("--json", "auditlog", "verify", check=False).stdout)
     assert out["ok"], out.get("error")
+
+
+@pytest.mark.real("wrk")
+def test_wrk_on_the_load_balancer_while_a_replica_dies(site: DemoSite) -> None:
+    """Bounded wrk load straight at the internal load balancer (what Traefik's forwardAuth would call)."""
+    import subprocess
+
+    der = x509.load_pem_x509_certificates(site.cert("alice")[0].read_bytes())[0].public_bytes(Encoding.DER)
+    headers = {
+        "X-Forwarded-Method": "POST",
+        "X-Forwarded-Uri": "/v1/chat-messages",
+        "X-Forwarded-Host": "app.demo.test",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Tls-Client-Cert": base64.b64encode(der).decode(),
+    }
+    argv = ["wrk", "-t2", "-c8", "-d4s", *[a for k, v in headers.items() for a in ("-H", f"{k}: {v}")]]
+    victim = site.procs["authz-b"]
+    killer = threading.Timer(1.5, lambda: os.kill(victim.pid, signal.SIGKILL))
+    killer.start()
+    try:
+        cp = subprocess.run(
+            [*argv, f"http://127.0.0.1:{site.ports['lb']}/auth"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        killer.join()
+        victim.wait(10)
+    print(cp.stdout)
+    assert cp.returncode == 0, cp.stderr
+    assert "requests in" in cp.stdout
+    assert "Non-2xx" not in cp.stdout, "a forward-auth call failed while a replica died"
+    assert "Socket errors" not in cp.stdout
