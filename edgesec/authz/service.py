@@ -191,7 +191,10 @@ class Authorizer:
             out.status, out.reason, out.detail = 403, "internal-error", f"{type(exc).__name__}: {exc}"
         answer = self._answer(out)
         self.metrics.observe(out, time.perf_counter() - t0)
-        self._audit(out, client_ip, headers)
+        try:
+            self._audit(out, client_ip, headers)
+        except Exception:  # noqa: BLE001 -- an audit fault must not become a 500 or an unaudited break-glass
+            out.extra["audit_failed"] = bool(out.extra.get("break_glass"))
         # The audit of a break-glass use must be on disk before the request goes through.
         if out.status == 200 and out.extra.get("audit_failed"):
             out.status, out.reason = 403, "audit-failed"
