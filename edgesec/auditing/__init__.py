@@ -43,17 +43,22 @@ def configure(
     global _trail, _site
     with _lock:
         old = _trail
-        _trail = Trail(
+        new = Trail(
             Path(trail_dir),
             durability=durability,
             group_commit_ms=group_commit_ms,
             rotate_bytes=rotate_bytes,
             rotate_daily=rotate_daily,
         )
+        if old is not None and old.dir == new.dir:
+            # Same trail, other settings (authz switching to group commit): keep its listeners
+            # (the RFC 5424 forwarder) rather than closing them with the old object.
+            new.listeners, old.listeners = old.listeners, []
+        _trail = new
         _site = site
     if old is not None:
         old.close()
-    return _trail
+    return new
 
 
 def _from_config() -> Trail:
@@ -111,9 +116,13 @@ def flush(timeout: float = 30.0) -> None:
 def configured(trail_dir: Path, **kwargs: Any) -> Iterator[Trail]:
     """Temporarily point ``emit()`` at another trail (tests, tools)."""
     global _trail, _site
+    site = kwargs.pop("site", None)
+    trail = Trail(
+        Path(trail_dir), **kwargs
+    )  # its own object: the saved trail and its listeners stay as they are
     with _lock:
         saved = (_trail, _site)
-    trail = configure(trail_dir, **kwargs)
+        _trail, _site = trail, site
     try:
         yield trail
     finally:

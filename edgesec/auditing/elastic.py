@@ -36,9 +36,12 @@ from edgesec.errors import InputError, OperationFailed, VerificationError
 # Retention in days by site profile, and why.
 PROFILE_RETENTION_DAYS: dict[str, tuple[int, str]] = {
     "bank": (365, "PCI DSS 4.0 10.5.1: keep audit logs at least 12 months"),
-    "clinic": (2190, "HIPAA 164.316(b)(2)(i): keep required documentation six years; MLPS 2.0 / CSL art. 21"),
-    "factory": (180, "China Cybersecurity Law art. 21: keep network logs at least six months"),
-    "baseline": (180, "China Cybersecurity Law art. 21 minimum; no framework selected"),
+    "clinic": (
+        183,
+        "MLPS 2.0 / Cybersecurity Law art. 21: at least six months (HIPAA names no period for logs)",
+    ),
+    "factory": (183, "MLPS 2.0 / Cybersecurity Law art. 21: keep network logs at least six months"),
+    "baseline": (183, "Cybersecurity Law art. 21 minimum; no framework selected"),
 }
 HOT_DAYS = 90
 

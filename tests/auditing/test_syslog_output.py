@@ -135,3 +135,21 @@ def test_receiver_down_never_fails_emit(cli, tmp_path: Path) -> None:  # type: i
     assert "cannot send to syslog" in (fwd.last_error or "")
     assert len((trail / "trail.jsonl").read_bytes().splitlines()) == 3  # the trail has every record
     auditing.current_trail().close()
+
+
+def test_reconfiguring_the_same_trail_keeps_the_forwarder(tmp_path: Path) -> None:
+    sock_path = tmp_path / "log.sock"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(str(sock_path))
+    srv.settimeout(5)
+    from edgesec.auditing.syslog import SyslogSender
+
+    t = auditing.configure(tmp_path / "trail")
+    t.listeners.append(Forwarder(SyslogSender("unix", socket_path=str(sock_path))))
+    # authz switches the same trail to group commit: the forwarder moves along, open
+    t2 = auditing.configure(tmp_path / "trail", durability="group")
+    assert t2.listeners and not t.listeners
+    auditing.emit(AuditEvent(action="test.keep", category=("host",), type=("info",)), wait=True)
+    assert RFC5424.match(srv.recv(65536))
+    t2.close()
+    srv.close()
