@@ -207,3 +207,41 @@ def test_tampering_with_the_model_or_the_trail_turns_the_report_red(site: DemoSi
     # Put back, the evidence verifies again.
     assert json.loads(site.edgesec("--json", "auditlog", "verify").stdout)["ok"]
     assert site.edgesec("model", "verify", str(site.model_dir), check=False).returncode == 0
+
+
+def test_signed_checkpoints_leave_through_syslog_ng_and_catch_a_cut_trail(
+    site: DemoSite, tmp_path: Path
+) -> None:
+    for proxy in PROXIES:
+        site.request(proxy, "GET", "/v1/parameters", user="alice")
+    cp = site.checkpoint()
+    assert cp["sent"] is True
+    deadline = time.monotonic() + 20
+    shipped: list[str] = []
+    while time.monotonic() < deadline and not shipped:
+        for f in site.archive.glob("*/*/*/checkpoint.log"):
+            shipped += [ln for ln in f.read_text().splitlines() if f'"hash":"{cp["hash"]}"' in ln]
+        time.sleep(0.3)
+    assert shipped, "the checkpoint did not reach the archive through syslog-ng"
+    off_host = tmp_path / "checkpoint.json"
+    off_host.write_text(shipped[0] + "\n")
+    ok = site.edgesec("--json", "auditlog", "verify", "--checkpoint", str(off_host), "--no-local-checkpoints")
+    assert json.loads(ok.stdout)["ok"]
+    # Someone cuts the tail off a copy of the trail (and its local checkpoints): the shipped one notices.
+    copy = tmp_path / "trail"
+    copy.mkdir()
+    lines = (site.trail / "trail.jsonl").read_bytes().splitlines(keepends=True)
+    (copy / "trail.jsonl").write_bytes(b"".join(lines[: cp["seq"] - 3]))
+    bad = site.edgesec(
+        "--json",
+        "auditlog",
+        "verify",
+        "--trail",
+        str(copy),
+        "--checkpoint",
+        str(off_host),
+        "--no-local-checkpoints",
+        check=False,
+    )
+    assert bad.returncode == 1
+    assert "truncated" in json.loads(bad.stdout)["error"]["message"]
