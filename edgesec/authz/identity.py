@@ -127,6 +127,7 @@ def identity_from_cert(cert: x509.Certificate, source: str) -> str:
     return name
 
 
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+/-]{0,254}")
 
 
@@ -281,7 +282,7 @@ class JwtVerifier:
         tenant = None
         if s.tenant_claim:
             t = claims.get(s.tenant_claim)
-            if t is not None and not isinstance(t, str):
-                raise IdentityRejected("jwt-claims", "token tenant claim is not a string")
+            if t is not None and (not isinstance(t, str) or not _TENANT.fullmatch(t)):
+                raise IdentityRejected("jwt-claims", "token tenant claim is not a tenant name")
             tenant = t
         return TokenIdentity(user=user, tenant=tenant, claims=claims)

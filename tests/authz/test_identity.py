@@ -344,6 +344,7 @@ def test_typ_and_cookie_and_tenant_claim(make_authorizer, keys) -> None:  # type
     )
     assert st == 401
     assert call(a, es(keys, headers={"typ": "at+jwt"}, tenant="other"))[0] == 403  # host says branch
+    assert call(a, es(keys, headers={"typ": "at+jwt"}, tenant="branch\r\nX-Roles: admin"))[0] == 401
 
 
 def test_certificate_and_token_must_name_the_same_user(make_authorizer, keys, site_ca) -> None:  # type: ignore[no-untyped-def]
