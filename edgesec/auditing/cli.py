@@ -73,6 +73,13 @@ def verify_cmd(
             "--local-checkpoints/--no-local-checkpoints", help="Also check checkpoints/ beside the trail."
         ),
     ] = True,
+    shipped: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--shipped",
+            help="Trail records kept off the host (JSON lines: the archive's audit.log); each must match.",
+        ),
+    ] = None,
     trust: Annotated[
         str | None, typer.Option("--trust", help="Trust bundle directory for checkpoint certificates.")
     ] = None,
@@ -80,16 +87,25 @@ def verify_cmd(
     """Prove the trail intact, or name the first record edited, inserted, deleted, reordered or truncated."""
     from edgesec._fs import read_input_file
     from edgesec.auditing.checkpoint import local_checkpoints, parse_checkpoint, verify_checkpoint
-    from edgesec.auditing.verify import verify_trail
+    from edgesec.auditing.verify import anchors_from_lines, trail_host, verify_trail
 
     d = _trail_dir(trail)
     files = [Path(p) for p in (checkpoint or [])]
     if local:
         files += local_checkpoints(d)
     anchors = []
+    for p in shipped or []:
+        got = anchors_from_lines(read_input_file(Path(p), what="shipped copy", limit=1 << 34), p)
+        if not got:
+            raise InputError(f"{p}: holds no trail records")
+        anchors += got
     if files:
         # Read every checkpoint first: a missing or garbled file is an input error (exit 2).
         cps = [(f, parse_checkpoint(read_input_file(f, what="checkpoint"), str(f))) for f in files]
+        host = trail_host(d) if d.is_dir() else None
+        for f, cp in cps:
+            if host is not None and cp.doc.get("host") != host:
+                raise InputError(f"checkpoint {f} is for host {cp.doc.get('host')!r}; this trail is {host!r}")
         checker = _cert_verifier(trust)
         for f, cp in cps:
             try:
@@ -103,7 +119,9 @@ def verify_cmd(
     result(
         data,
         f"trail intact: {rep.records} records ({rep.first_seq}..{rep.head_seq}) in {len(rep.files)} file(s),"
-        f" {rep.anchors_checked} checkpoint(s) covered; head {rep.head_hash[:16]}",
+        f" {rep.anchors_checked} checkpoint(s) covered"
+        + (f", {rep.shipped_checked} shipped record(s) matched" if shipped else "")
+        + f"; head {rep.head_hash[:16]}",
     )
 
 

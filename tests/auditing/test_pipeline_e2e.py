@@ -127,7 +127,7 @@ def trail_records(trail: Path) -> dict[str, bytes]:
     return out
 
 
-def test_pipeline_delivers_ecs_without_loss(rig: Rig, conformance: Path) -> None:
+def test_pipeline_delivers_ecs_without_loss(rig: Rig, conformance: Path, cli) -> None:  # type: ignore[no-untyped-def]
     es = rig.es
     # 1. trail events and every raw auditd line
     emit_many(rig.trail, 0, 300)
@@ -198,6 +198,12 @@ def test_pipeline_delivers_ecs_without_loss(rig: Rig, conformance: Path) -> None
     archived = b"".join(p.read_bytes() for d in day_dirs for p in d.glob("audit.log"))
     assert len({json.loads(ln)["event"]["hash"] for ln in archived.splitlines()}) == 800
     assert es.violations == []
+    # The archive is a copy off the host the trail can be verified against.
+    archive_files = [str(p) for d in day_dirs for p in d.glob("audit.log")]
+    code, out, err = cli(
+        "auditlog", "verify", "--trail", str(rig.trail), *[a for f in archive_files for a in ("--shipped", f)]
+    )
+    assert code == 0 and "800 shipped record(s) matched" in out, err
 
 
 def test_checkpoint_reaches_its_index(rig: Rig, cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

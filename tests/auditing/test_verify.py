@@ -338,3 +338,28 @@ def test_any_deletion_or_swap_is_named(
         verify_trail(d)
     assert ei.value.details["problem"] in expect
     assert ei.value.details["seq"] == target
+
+
+def test_cli_verify_against_shipped_copy(cli, trail: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    shipped = tmp_path / "archive-audit.log"
+    shipped.write_bytes(b"".join(f.read_bytes() for f in trail_files(trail)) + b"not a record\n")
+    code, out, err = cli("auditlog", "verify", "--trail", str(trail), "--shipped", str(shipped))
+    assert code == 0 and "60 shipped record(s) matched" in out, err
+    # The host drops its last two records: the copy off the host still has them.
+    cur = trail / CURRENT
+    cur.write_bytes(b"".join(_lines(cur)[:-2]))
+    code, out, _ = cli("--json", "auditlog", "verify", "--trail", str(trail), "--shipped", str(shipped))
+    err_doc = json.loads(out)["error"]
+    assert code == 1 and err_doc["details"]["problem"] == "truncated" and err_doc["details"]["seq"] == 59
+    # Two copies that disagree about one record: the trail was rewritten between them.
+    other = tmp_path / "other.log"
+    doc = json.loads(_lines(trail_files(trail)[0])[0])
+    doc["event"]["hash"] = "f" * 64
+    other.write_text(json.dumps(doc) + "\n")
+    code, _, err = cli(
+        "auditlog", "verify", "--trail", str(trail), "--shipped", str(shipped), "--shipped", str(other)
+    )
+    assert code == 1 and "two different records numbered 1" in err
+    empty = tmp_path / "empty.log"
+    empty.write_text("nothing here\n")
+    assert cli("auditlog", "verify", "--trail", str(trail), "--shipped", str(empty))[0] == 2
