@@ -16,12 +16,16 @@ from edgesec.pki.api import CertificateAuthority
 
 @dataclass
 class Leaf:
+    """A certificate (with its chain) and its private key, exported as PEM files."""
+
     cert: Path  # leaf + intermediate (fullchain.pem)
     key: Path
 
 
 @dataclass
 class SitePki:
+    """What the tests need of a site PKI: the trust bundle and one leaf per role."""
+
     trust: Path  # the published bundle directory
     ca_bundle: Path
     server: Leaf

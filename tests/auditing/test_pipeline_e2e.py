@@ -53,6 +53,8 @@ def audit_lines(conformance: Path) -> list[bytes]:
 
 @dataclass
 class Rig:
+    """A running pipeline: site PKI, loopback Elasticsearch, syslog-ng and the files it reads and writes."""
+
     pki: SitePki
     es: FakeElasticsearch
     sng: SyslogNg
