@@ -63,7 +63,7 @@ def test_diff_is_consistent_both_ways(
         diff(ra, ra, source="x")["new_failures"] == [] and diff(ra, ra, source="x")["changed_evidence"] == []
     )
     fwd, back = diff(ra, rb, source="x"), diff(rb, ra, source="x")
-    key = lambda c: (c["check_id"], c["resource"])  # noqa: E731
+    key = lambda c: (c["check_id"], c["resource"] or "")  # noqa: E731
     assert sorted(map(key, fwd["new_failures"])) == sorted(map(key, back["fixed"]))
     for c in fwd["new_failures"]:
         assert c["after"] in FAILING and c["before"] not in FAILING
