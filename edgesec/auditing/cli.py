@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from edgesec._console import info, result, state
-from edgesec.errors import InputError, NotFound, VerificationError
+from edgesec.errors import InputError, NotFound, OperationFailed, VerificationError
 
 auditlog_app = typer.Typer(
     help="The audit trail and its syslog-ng / Elasticsearch pipeline.", no_args_is_help=True
@@ -186,6 +186,11 @@ def checkpoint_cmd(
                     format_rfc5424(cp.to_json(), msgid="checkpoint", params={"seq": cp.seq, "hash": cp.hash})
                 )
                 sent = True
+            except OperationFailed as exc:
+                raise OperationFailed(
+                    f"checkpoint at record {cp.seq} kept in {path} but not sent off the host: {exc.message}",
+                    hint="start the local syslog-ng, then re-run; the next checkpoint covers this one",
+                ) from None
             finally:
                 sender.close()
     from edgesec.auditing import emit

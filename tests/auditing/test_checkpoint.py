@@ -205,3 +205,15 @@ def test_checkpoint_by_signer_name_from_the_site_ca(cli, pki: SitePki, tmp_path:
     store_checkpoint(trail, make_checkpoint(5, "00" * 32, rc, rk))
     code, _, err = cli("--config", str(cfg), "auditlog", "verify")
     assert code == 1 and "checkpoint" in err
+
+
+def test_checkpoint_not_sent_is_a_failure_but_kept(cli, pki: SitePki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    trail = tmp_path / "trail"
+    fill(trail, 3)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nobody listens there once closed
+    cfg = config(tmp_path, pki, trail, port)
+    code, _, err = cli("--config", str(cfg), "auditlog", "checkpoint")
+    assert code == 1 and "kept in" in err and "not sent off the host" in err
+    assert len(list((trail / "checkpoints").glob("*.json"))) == 1
