@@ -141,6 +141,12 @@ class ProxyConfig(Check):
             dyn, static = self._traefik_files(ctx, path)
             if dyn:
                 reports.append((check_traefik(dyn, static, read, trust), origin))
+            else:
+                rep = ProxyReport("traefik", path, files=[path])
+                rep.warn(
+                    path, "no file-provider dynamic config found from this static config: routers not judged"
+                )
+                reports.append((rep, origin))
         if not reports:
             yield self.skipped(
                 "no reverse proxy (nginx, Caddy, Traefik) is running or configured for the audit"
@@ -164,12 +170,14 @@ class ProxyConfig(Check):
                     evidence=ev,
                     severity=Severity.LOW,
                 )
-            if not fails:
+            if not fails and rep.routes:
                 yield self.passed(
                     f"{rep.kind} ({origin}): {rep.routes} route(s) behind ForwardAuth with site mutual TLS",
                     resource=rep.path,
                     evidence=ev,
                 )
+            elif not fails and not warns:
+                yield self.passed(f"{rep.kind} ({origin}) serves no routes", resource=rep.path, evidence=ev)
 
     @staticmethod
     def _traefik_files(ctx: CheckContext, static: str) -> tuple[list[str], str | None]:
@@ -180,9 +188,12 @@ class ProxyConfig(Check):
             return [], None
         try:
             doc = load_structured(static, text) or {}
-        except Exception:  # noqa: BLE001 - an unreadable static file is judged as the dynamic one below
-            return [static], None
-        fp = ((doc.get("providers") or {}).get("file") or {}) if isinstance(doc, dict) else {}
+        except Exception:  # noqa: BLE001 - reported by the caller as a config it cannot judge
+            return [], None
+        providers = doc.get("providers") if isinstance(doc, dict) else None
+        fp = providers.get("file") if isinstance(providers, dict) else None
+        if not isinstance(fp, dict):
+            return [], static
         files: list[str] = []
         if fp.get("filename"):
             files.append(str(fp["filename"]))

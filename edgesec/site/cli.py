@@ -41,6 +41,8 @@ def demo(
             f"the demo needs {', '.join(missing)} on PATH", hint="apt install " + " ".join(missing)
         )
     directory = directory.expanduser().absolute()
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"--dir {directory} is a file, not a directory")
     if directory.exists() and any(directory.iterdir()):
         raise AlreadyExists(
             f"{directory} is not empty; the demo builds in an empty directory", hint="use $(mktemp -d)"

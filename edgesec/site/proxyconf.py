@@ -602,70 +602,64 @@ def load_structured(path: str, text: str) -> Any:
 _OPEN_NETS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 
 
+def _d(x: Any) -> dict[str, Any]:
+    """``x`` if it is a mapping, else empty: a config of the wrong shape is judged as missing that part."""
+    return x if isinstance(x, dict) else {}
+
+
+def _l(x: Any) -> list[Any]:
+    return x if isinstance(x, list) else []
+
+
 def check_traefik(dynamic: Sequence[str], static: str | None, read: Reader, trust: SiteTrust) -> ProxyReport:
     """Judge Traefik configs: every router goes through a forwardAuth middleware; ``trustForwardHeader``
     only with an entrypoint that trusts named IPs; every router's TLS options require and verify a
     client certificate from the site CA."""
     rep = ProxyReport("traefik", ", ".join(dynamic), files=list(dynamic))
     routers: dict[str, tuple[str, dict[str, Any]]] = {}
-    middlewares: dict[str, dict[str, Any]] = {}
-    tls_options: dict[str, dict[str, Any]] = {}
+    middlewares: dict[str, Any] = {}
+    tls_options: dict[str, Any] = {}
     for p in dynamic:
-        text = read(p)
-        if text is None:
-            rep.fail(p, "cannot be read")
+        doc = _load_or_report(p, read, rep, "fail")
+        if doc is None:
             continue
-        try:
-            doc = load_structured(p, text) or {}
-        except (ValueError, tomllib.TOMLDecodeError) as exc:
-            rep.fail(p, f"cannot parse: {exc}")
-            continue
-        except Exception as exc:  # noqa: BLE001 - yaml.YAMLError and friends: one line, not a crash
-            rep.fail(p, f"cannot parse: {type(exc).__name__}: {exc}")
-            continue
-        http = (doc.get("http") or {}) if isinstance(doc, dict) else {}
-        for name, r in (http.get("routers") or {}).items():
-            routers[name] = (p, r or {})
-        middlewares.update(http.get("middlewares") or {})
-        tls_options.update(((doc.get("tls") or {}).get("options") or {}) if isinstance(doc, dict) else {})
+        http = _d(_d(doc).get("http"))
+        for name, r in _d(http.get("routers")).items():
+            routers[str(name)] = (p, _d(r))
+        middlewares.update(_d(http.get("middlewares")))
+        tls_options.update(_d(_d(_d(doc).get("tls")).get("options")))
     entry: dict[str, Any] = {}
     if static is not None:
-        text = read(static)
-        if text is None:
-            rep.warn(static, "static config cannot be read: trusted IPs of the entrypoints are unknown")
-        else:
-            try:
-                entry = (load_structured(static, text) or {}).get("entryPoints") or {}
-            except Exception as exc:  # noqa: BLE001 - reported as one line
-                rep.warn(static, f"static config cannot be parsed: {exc}")
+        sdoc = _load_or_report(static, read, rep, "warn")
+        entry = _d(_d(sdoc).get("entryPoints"))
     for name, (p, r) in sorted(routers.items()):
         rep.routes += 1
         where = f"{p}: router {name}"
-        fas = [fa for m in r.get("middlewares") or [] for fa in _forward_auths(str(m), middlewares, 0)]
+        fas = [fa for m in _l(r.get("middlewares")) for fa in _forward_auths(str(m), middlewares, 0)]
         if not fas:
             rep.fail(where, "no forwardAuth middleware: requests reach the service without an authz decision")
-        for fa in fas:
-            if fa.get("trustForwardHeader"):
-                _traefik_trusted(where, r, entry, static, rep)
+        if any(fa.get("trustForwardHeader") is True for fa in fas):
+            _traefik_trusted(where, r, entry, static, rep)
         tls = r.get("tls")
         if tls is None:
             rep.fail(where, "no tls: the router serves plain HTTP without a client certificate")
             continue
-        opt_name = str((tls or {}).get("options") or "default").split("@", 1)[0]
+        opt_name = str(_d(tls).get("options") or "default").split("@", 1)[0]
         opt = tls_options.get(opt_name)
-        if opt is None:
+        if not isinstance(opt, dict):
             rep.fail(
                 where,
                 f"TLS options {opt_name!r} are not defined: Traefik's default does not ask for a client certificate",
             )
             continue
-        ca = opt.get("clientAuth") or {}
+        ca = _d(opt.get("clientAuth"))
         if ca.get("clientAuthType") != "RequireAndVerifyClientCert":
             rep.fail(
                 where,
-                f"TLS options {opt_name}: clientAuthType is {ca.get('clientAuthType') or 'NoClientCert'}, not RequireAndVerifyClientCert",
+                f"TLS options {opt_name}: clientAuthType is {ca.get('clientAuthType') or 'NoClientCert'}, "
+                "not RequireAndVerifyClientCert",
             )
-        files = ca.get("caFiles") or []
+        files = _l(ca.get("caFiles"))
         if not files:
             rep.fail(
                 where, f"TLS options {opt_name}: no caFiles: clients are not verified against the site CA"
@@ -679,23 +673,34 @@ def check_traefik(dynamic: Sequence[str], static: str | None, read: Reader, trus
     return rep
 
 
+def _load_or_report(path: str, read: Reader, rep: ProxyReport, level: str) -> Any:
+    text = read(path)
+    if text is None:
+        rep.issues.append(Issue(level, path, "cannot be read"))
+        return None
+    try:
+        return load_structured(path, text)
+    except Exception as exc:  # noqa: BLE001 - YAML, TOML and JSON errors alike: one line, never a crash
+        rep.issues.append(
+            Issue(level, path, f"cannot parse: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        )
+        return None
+
+
 def _forward_auths(name: str, middlewares: dict[str, Any], depth: int) -> list[dict[str, Any]]:
-    m = middlewares.get(name.split("@", 1)[0]) or {}
+    m = _d(middlewares.get(name.split("@", 1)[0]))
     if "forwardAuth" in m:
-        return [m["forwardAuth"] or {}]
+        return [_d(m["forwardAuth"])]
     if "chain" in m and depth < 5:
-        return [
-            fa
-            for sub in (m["chain"] or {}).get("middlewares") or []
-            for fa in _forward_auths(str(sub), middlewares, depth + 1)
-        ]
+        subs = _l(_d(m["chain"]).get("middlewares"))
+        return [fa for sub in subs for fa in _forward_auths(str(sub), middlewares, depth + 1)]
     return []
 
 
 def _traefik_trusted(
     where: str, router: dict[str, Any], entry: dict[str, Any], static: str | None, rep: ProxyReport
 ) -> None:
-    eps = router.get("entryPoints") or list(entry)
+    eps = [str(e) for e in _l(router.get("entryPoints"))] or list(entry)
     if static is None:
         rep.warn(
             where,
@@ -703,14 +708,14 @@ def _traefik_trusted(
         )
         return
     for ep in eps:
-        fh = ((entry.get(ep) or {}).get("forwardedHeaders")) or {}
-        if fh.get("insecure"):
+        fh = _d(_d(entry.get(ep)).get("forwardedHeaders"))
+        if fh.get("insecure") is True:
             rep.fail(
                 where,
                 f"trustForwardHeader with entrypoint {ep} forwardedHeaders.insecure: any client can forge X-Forwarded-*",
             )
             continue
-        ips = fh.get("trustedIPs") or []
+        ips = _l(fh.get("trustedIPs"))
         if not ips:
             rep.fail(
                 where, f"trustForwardHeader is true but entrypoint {ep} names no forwardedHeaders.trustedIPs"

@@ -427,3 +427,67 @@ def test_pipeline_check_on_a_real_generated_config(cli: Any, tmp_path: Path, hom
     assert [f.message for f in out] == [
         f"no running syslog-ng pipeline reads this host's trail {tmp_path}/elsewhere/trail.jsonl"
     ]
+
+
+# -- whatever the file holds, the readers answer with findings, never a crash -------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+CONFIG_TEXT = st.text(
+    alphabet=st.sampled_from(list("server location listen ssl auth_request{};#\"'\n\t /:._-\\")), max_size=300
+)
+
+
+@given(CONFIG_TEXT)
+def test_nginx_reader_never_crashes(text: str) -> None:
+    files = {"/etc/nginx/nginx.conf": text}
+    rep = check_nginx("/etc/nginx/nginx.conf", reader(files), nginx_glob(files), TRUSTED)
+    assert all(i.level in ("fail", "warn") for i in rep.issues)
+
+
+@given(CONFIG_TEXT)
+def test_caddy_reader_never_crashes(text: str) -> None:
+    rep = check_caddy("/etc/caddy/Caddyfile", reader({"/etc/caddy/Caddyfile": text}), TRUSTED)
+    assert all(i.level in ("fail", "warn") for i in rep.issues)
+
+
+@given(st.text(max_size=300))
+def test_traefik_reader_never_crashes(text: str) -> None:
+    pytest.importorskip("yaml")
+    files = {"/etc/traefik/dyn.yml": text, "/etc/traefik/traefik.yml": text}
+    rep = check_traefik(["/etc/traefik/dyn.yml"], "/etc/traefik/traefik.yml", reader(files), TRUSTED)
+    assert all(i.level in ("fail", "warn") for i in rep.issues)
+
+
+TRAEFIK_KEYS = st.sampled_from(
+    ["http", "routers", "middlewares", "services", "tls", "options", "default", "clientAuth", "caFiles",
+     "clientAuthType", "forwardAuth", "chain", "trustForwardHeader", "entryPoints", "forwardedHeaders",
+     "trustedIPs", "insecure", "providers", "file", "filename", "r1", "m1"]
+)  # fmt: skip
+TRAEFIK_DOCS = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TRAEFIK_KEYS, inner, max_size=4),
+    max_leaves=25,
+)
+
+
+@given(TRAEFIK_DOCS, TRAEFIK_DOCS)
+def test_traefik_reader_never_crashes_on_odd_shapes(dyn: object, static: object) -> None:
+    files = {"/etc/traefik/dyn.json": json.dumps(dyn), "/etc/traefik/traefik.json": json.dumps(static)}
+    rep = check_traefik(["/etc/traefik/dyn.json"], "/etc/traefik/traefik.json", reader(files), TRUSTED)
+    assert all(i.level in ("fail", "warn") for i in rep.issues)
+
+
+def test_traefik_discovered_from_its_command_line() -> None:
+    pytest.importorskip("yaml")
+    site = proxy_site()
+    files = traefik_files(
+        render_traefik_dynamic(site), render_traefik_static(site, "/etc/traefik/dynamic/edgesec.yml")
+    )
+    files["/proc/31/cmdline"] = "/usr/local/bin/traefik\0--configFile=/etc/traefik/traefik.yml\0"
+    out = list(ProxyConfig().run(ctx(BuiltSystem(files=files))))
+    assert statuses(out) == ["PASS"] and out[0].evidence["kind"] == "traefik"
+    files["/etc/traefik/traefik.yml"] = "entryPoints: {}\nproviders:\n  docker: {}\n"
+    out = list(ProxyConfig().run(ctx(BuiltSystem(files=files))))
+    assert statuses(out) == ["WARN"] and "routers not judged" in out[0].message
