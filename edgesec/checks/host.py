@@ -206,7 +206,14 @@ class EdgesecFiles(Check):
                 bad.append((path, st.perms, st.is_dir))
             if st.is_dir:
                 stack.extend(f"{path.rstrip('/')}/{n}" for n in ctx.system.listdir(path) or [])
-        for path, perms, is_dir in sorted(bad):
+        # A world-writable parent without the sticky bit lets anyone rename edgesec's files away.
+        for root in scanned_roots:
+            for ancestor in Path(root).parents:
+                st = ctx.system.stat(str(ancestor))
+                if st is not None and st.is_dir and st.perms & stat.S_IWOTH and not st.perms & stat.S_ISVTX:
+                    bad.append((str(ancestor), st.perms, True))
+        bad = sorted(set(bad))
+        for path, perms, is_dir in bad:
             yield self.failed(
                 f"{'directory' if is_dir else 'file'} {path} is world-writable (mode {perms:04o})",
                 resource=path,

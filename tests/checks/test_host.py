@@ -72,3 +72,16 @@ def test_world_writable_edgesec_files(home: Path) -> None:
     bad = {x.resource: x for x in host.EdgesecFiles().run(ctx)}
     assert set(bad) == {str(home / "checks"), str(home / "checks" / "waivers.json")}
     assert bad[str(home / "checks" / "waivers.json")].evidence["mode"] == "0666"
+
+
+def test_world_writable_parent_without_sticky_bit(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    home = shared / "edgesec"
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("EDGESEC_HOME", str(home))
+    bad = {x.resource: x for x in host.EdgesecFiles().run(ctx_for(LiveSystem()))}
+    assert bad[str(shared)].status.value == "FAIL"
+    os.chmod(shared, 0o1777)  # sticky, like /tmp: others cannot rename what they do not own
+    assert [x.status.value for x in host.EdgesecFiles().run(ctx_for(LiveSystem()))] == ["PASS"]
