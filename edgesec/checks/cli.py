@@ -171,6 +171,60 @@ def checks_list(
     result(doc, human, exit_code=3 if problems else 0)
 
 
+@checks_app.command("history")
+def checks_history(
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Newest runs to show.")] = 20,
+) -> None:
+    """List the audit runs kept under the home (newest first): verdict, profile and counts."""
+    from edgesec.checks import history
+
+    cfg = state().config()
+    rows = []
+    for p in reversed(history.runs(cfg.home)):
+        if len(rows) >= limit:
+            break
+        try:
+            r = history.load_result(p)
+        except InputError as exc:
+            rows.append({"id": p.stem, "error": exc.message, "path": str(p)})
+            continue
+        s = r["summary"]
+        rows.append(
+            {
+                "id": r["run"]["id"],
+                "started": r["run"]["started"],
+                "profile": r["run"]["profile"],
+                "verdict": s["verdict"],
+                "exit_code": s["exit_code"],
+                "by_status": s["by_status"],
+                "path": str(p),
+            }
+        )
+
+    def human(con: Console) -> None:
+        t = Table("run", "started", "profile", "verdict", "FAIL", "ERROR", "WARN", "WAIVED")
+        for row in rows:
+            if "error" in row:
+                t.add_row(escape(row["id"]), "", "", escape(row["error"]), "", "", "", "")
+                continue
+            b = row["by_status"]
+            t.add_row(
+                escape(row["id"]),
+                row["started"][:19],
+                escape(row["profile"]),
+                row["verdict"],
+                str(b["FAIL"]),
+                str(b["ERROR"]),
+                str(b["WARN"]),
+                str(b["WAIVED"]),
+            )
+        con.print(t)
+        if not rows:
+            con.print("no audit runs kept yet under " + str(cfg.home), markup=False)
+
+    result({"runs": rows}, human)
+
+
 def audit(
     profile: Annotated[
         str | None,

@@ -322,3 +322,18 @@ def test_commands_run_once_per_audit() -> None:
         t.join()
     sys_.run(["ip", "-j", "link"])
     assert calls == [("nft", "-j", "list", "ruleset"), ("ip", "-j", "link")]
+
+
+def test_history_listing(cli, use_checks, demo_profile: Path, home: Path) -> None:  # type: ignore[no-untyped-def]
+    use_checks(Passes)
+    code, out, _ = cli("--json", "checks", "history")
+    assert code == 0 and json.loads(out)["result"]["runs"] == []
+    ids = [
+        json.loads(cli("--json", "audit", "--profile", str(demo_profile))[1])["result"]["result"]["run"]["id"]
+        for _ in range(3)
+    ]
+    (home / "checks" / "history" / "00000000T000000.000000Z-broken.json").write_text("{nope")
+    code, out, _ = cli("--json", "checks", "history", "--limit", "5")
+    runs = json.loads(out)["result"]["runs"]
+    assert [r["id"] for r in runs[:3]] == list(reversed(ids))
+    assert runs[0]["verdict"] == "pass" and "error" in runs[3]
