@@ -179,7 +179,7 @@ def checks_history(
     from edgesec.checks import history
 
     cfg = state().config()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for p in reversed(history.runs(cfg.home)):
         if len(rows) >= limit:
             break
