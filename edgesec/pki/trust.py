@@ -151,6 +151,7 @@ class _ChainResult:
     chain: tuple[x509.Certificate, ...]
     valid_from: dt.datetime
     valid_until: dt.datetime
+    fingerprints: tuple[str, ...]  # of each certificate in ``chain``, for the CRL look-ups
 
 
 @dataclass
@@ -288,6 +289,7 @@ class TrustBundle:
             chain,
             max(c.not_valid_before_utc for c in chain),
             min(c.not_valid_after_utc for c in chain),
+            tuple(_fp(c) for c in chain),
         )
         with self._lock:
             self._cache[key] = res
@@ -295,15 +297,17 @@ class TrustBundle:
                 self._cache.popitem(last=False)
         return res
 
-    def check_revocation(self, chain: Sequence[x509.Certificate], at: dt.datetime) -> None:
+    def check_revocation(
+        self, chain: Sequence[x509.Certificate], at: dt.datetime, fingerprints: Sequence[str] | None = None
+    ) -> None:
         """CRL check of every certificate below the root (the chain is leaf first, root last).
 
         The CRL must be fresh at ``at`` or now, whichever is later: verifying a past signature (``at`` =
         signing time) still needs today's CRL, and a CRL issued after ``at`` only knows more.
         """
         at = max(at, utcnow())
-        for cert, issuer in itertools.pairwise(chain):
-            rl = self.crl_for(issuer)
+        for i, (cert, issuer) in enumerate(itertools.pairwise(chain)):
+            rl = self.crls.get(fingerprints[i + 1]) if fingerprints else self.crl_for(issuer)
             who = common_name(issuer.subject) or issuer.subject.rfc4514_string()
             if rl is None:
                 raise VerificationError(f"no CRL from {who} in the trust bundle: cannot check revocation")
@@ -345,7 +349,7 @@ def verify_certificate(
         when = when.replace(tzinfo=dt.UTC)
     _check_purpose(leaf, purpose)
     res = trust._chain(leaf, extra, when)
-    trust.check_revocation(res.chain, when)
+    trust.check_revocation(res.chain, when, res.fingerprints)
     return VerifiedCertificate(
         certificate=leaf,
         chain=res.chain,
@@ -356,7 +360,7 @@ def verify_certificate(
         not_before=leaf.not_valid_before_utc,
         not_after=leaf.not_valid_after_utc,
         sans=_safe_sans(leaf),
-        fingerprint_sha256=_fp(leaf),
+        fingerprint_sha256=res.fingerprints[0],
         issuer=leaf.issuer.rfc4514_string(),
     )
 
