@@ -35,7 +35,7 @@ import logging
 import re
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -45,7 +45,7 @@ from casbin.effect import AllowAndDenyEffector, AllowOverrideEffector, get_effec
 from casbin.model import Model
 from casbin.persist.adapter import load_policy_line
 from casbin.persist.adapters import FileAdapter
-from casbin.util.builtin_operators import KEY_MATCH2_PATTERN, KEY_MATCH5_PATTERN
+from casbin.util.builtin_operators import KEY_MATCH5_PATTERN
 
 from edgesec._fs import read_input_file
 from edgesec.errors import InputError, OperationFailed
@@ -60,6 +60,10 @@ MAX_ROLE_HOPS: Final = 9
 DEFAULT_CACHE_SIZE: Final = 65_536
 
 _SMALL_DIR: Final = 4  # tails per directory compared in place rather than looked up by length
+# Parentheses that are balanced, not nested and hold no comma ("(GET|POST)"): casbin's tokenizer then
+# splits at every comma, like the fast path.
+_FLAT_BRACKETS: Final = re.compile(r"[^()\[\],]*(?:,[^()\[\],]*|\([^()\[\],]*\))*")
+_KM2_PARAM: Final = re.compile(r":[^/]+")
 _META_RE: Final = re.compile(r"[.^$*+?{}\[\]\\|()]")
 _QUANTIFIERS: Final = frozenset("*+?{")
 
@@ -120,11 +124,11 @@ class _Dir:
     __slots__ = ("lengths", "small", "tails")
 
     def __init__(self) -> None:
-        self.tails: dict[str, Sequence[_Rule]] = {}
+        self.tails: dict[str, tuple[_Rule, ...]] = {}
         self.lengths: tuple[int, ...] = ()
         # A few tails: compared in place (fewer objects touched than one lookup per tail length, and
         # no dictionary kept).
-        self.small: tuple[tuple[str, Sequence[_Rule]], ...] | None = None
+        self.small: tuple[tuple[str, tuple[_Rule, ...]], ...] | None = None
 
 
 class _RuleSet:
@@ -142,7 +146,7 @@ class _RuleSet:
         # ``dollar``: the exact entries stand for regexes "^literal$", whose "$" also matches before a
         # final newline; False when the matcher is plain equality.
         self.dollar = dollar
-        self.exact: dict[str, Sequence[_Rule]] = {}
+        self.exact: dict[str, tuple[_Rule, ...]] = {}
         self.dirs: dict[str, _Dir] = {}
 
     def add_prefixed(self, prefix: str, rule: _Rule) -> None:
@@ -150,13 +154,17 @@ class _RuleSet:
         d = self.dirs.get(prefix[:cut])
         if d is None:
             d = self.dirs[prefix[:cut]] = _Dir()
-        d.tails.setdefault(prefix[cut:], []).append(rule)  # type: ignore[attr-defined]
+        tails, tail = d.tails, prefix[cut:]
+        tails[tail] = (*tails.get(tail, ()), rule)
+
+    def add_exact(self, key: str, rule: _Rule) -> None:
+        # Buckets are tuples (a third of a list's memory); they are nearly always one rule long.
+        exact = self.exact
+        exact[key] = (*exact.get(key, ()), rule)
 
     def seal(self) -> None:
-        # Tuples instead of the lists the build appended to: a third of the memory, and final.
-        self.exact = {k: tuple(v) for k, v in self.exact.items()}
         for d in self.dirs.values():
-            tails: dict[str, Sequence[_Rule]] = {k: tuple(v) for k, v in d.tails.items()}
+            tails = d.tails
             if len(tails) <= _SMALL_DIR:
                 d.small, d.tails, d.lengths = tuple(tails.items()), {}, ()
             else:
@@ -281,28 +289,42 @@ def _literal_prefix(regex: str) -> tuple[str, bool]:
     return regex[:end], False
 
 
-def _key_match2_regex(pattern: str) -> str:
-    # The same steps as casbin.util.key_match2, so the same regular expression.
+def _key_match2_body(pattern: str) -> str:
+    """casbin's key_match2 regex for ``pattern`` without its "^" and "$" (the same steps, the same text)."""
     key2 = pattern.replace("/*", "/.*")
-    if ":" in key2:  # the substitution needs a ":" to change anything (and it is slow)
-        key2 = str(KEY_MATCH2_PATTERN.sub(_km2_repl, key2, 0))
+    if ":" in key2:
+        # casbin substitutes r"(.*?):[^\/]+(.*?)" by r"\g<1>[^\/]+\g<2>": the lazy groups keep the text
+        # around each ":name" run as it is, so this is ":" plus the run of non-"/" characters replaced
+        # (a policy field holds no newline, the one character the lazy ".*?" would not cross). A test
+        # compares the two on random patterns.
+        key2 = _KM2_PARAM.sub(_km2_repl, key2)
     if key2 == "*":
         key2 = "(.*)"
-    return "^" + key2 + "$"
+    return key2
 
 
-def _km2_repl(m: re.Match[str]) -> str:
-    # casbin's template r"\g<1>[^\/]+\g<2>" as a function: the same text, without re-parsing the
-    # template on every call.
-    return m.group(1) + "[^\\/]+" + m.group(2)
+def _key_match2_regex(pattern: str) -> str:
+    return "^" + _key_match2_body(pattern) + "$"
+
+
+def _km2_repl(_m: re.Match[str]) -> str:
+    return "[^\\/]+"
+
+
+def _key_match5_body(pattern: str) -> str:
+    """casbin's key_match5 regex without "^" and "$" (the caller cuts the request's query string off)."""
+    key2 = pattern.replace("/*", "/.*")
+    if "{" in key2:
+        key2 = str(KEY_MATCH5_PATTERN.sub(_km5_repl, key2, 0))
+    return key2
 
 
 def _key_match5_regex(pattern: str) -> str:
-    # The same steps as casbin.util.key_match5 (the request's query string is cut off by the caller).
-    key2 = pattern.replace("/*", "/.*")
-    if "{" in key2:
-        key2 = str(KEY_MATCH5_PATTERN.sub(r"[^/]+", key2, 0))
-    return "^" + key2 + "$"
+    return "^" + _key_match5_body(pattern) + "$"
+
+
+def _km5_repl(_m: re.Match[str]) -> str:
+    return "[^/]+"
 
 
 class _Compiler:
@@ -451,7 +473,9 @@ def _load_policy_into(model: Model, policy_path: Path) -> None:
         if not line or line[0] == "#":
             continue
         try:
-            if "(" in line or "[" in line or ")" in line or "]" in line:
+            if ("(" in line or "[" in line or ")" in line or "]" in line) and not _FLAT_BRACKETS.fullmatch(
+                line
+            ):
                 load_policy_line(line, model)  # casbin's tokenizer keeps "(a, b)" in one field
                 continue
             # Without brackets casbin's tokenizer is a split on "," with each field stripped. Fields
@@ -570,19 +594,20 @@ class PolicyEngine:
             kind = family.obj_kind
             row = tuple(line)
             if kind == "equal":
-                ruleset.exact.setdefault(obj, []).append(_Rule(index, None, 0, act_fn, eft, row))  # type: ignore[attr-defined]
+                ruleset.add_exact(obj, _Rule(index, None, 0, act_fn, eft, row))
                 continue
             if kind == "regexMatch":
                 # re.match: anchored at the start (a leading "^" changes nothing), not at the end.
-                full, body, tail = obj, obj[1:] if obj.startswith("^") else obj, ""
+                full: str | None = obj
+                body, tail = obj[1:] if obj.startswith("^") else obj, ""
             else:
-                full = _key_match2_regex(obj) if kind == "keyMatch2" else _key_match5_regex(obj)
-                body, tail = full[1:-1], "$"
+                body = _key_match2_body(obj) if kind == "keyMatch2" else _key_match5_body(obj)
+                full, tail = None, "$"  # "^" + body + "$", built only when it is needed
             prefix, whole = _literal_prefix(body)
             if whole and tail:
                 # "^literal$": a dictionary lookup (the "$"-before-newline case is handled there).
                 key = obj if prefix == obj else prefix  # keep one copy of the string
-                ruleset.exact.setdefault(key, []).append(_Rule(index, None, 0, act_fn, eft, row))  # type: ignore[attr-defined]
+                ruleset.add_exact(key, _Rule(index, None, 0, act_fn, eft, row))
                 continue
             if prefix:
                 # The bucket lookup has already matched the literal prefix character for character, so
@@ -592,7 +617,9 @@ class PolicyEngine:
                 # Validity is the same too: the prefix is plain characters, without groups or flags.
                 fn = compiler.matcher(body[len(prefix) :] + tail, index + 1, "the path pattern")
             else:
-                fn = compiler.matcher(full, index + 1, "the path pattern")
+                fn = compiler.matcher(
+                    "^" + body + tail if full is None else full, index + 1, "the path pattern"
+                )
             ruleset.add_prefixed(prefix, _Rule(index, fn, len(prefix), act_fn, eft, row))
         for tenant in tenants.values():
             for ruleset in tenant.rules.values():

@@ -287,3 +287,17 @@ def test_key_match5_regex_is_casbins(pattern: str, key: str) -> None:
     q = key.find("?")
     stripped = key[:q] if q != -1 else key
     assert _ours_or_error(_key_match5_regex(pattern), stripped) == _casbin_or_error(key_match5, key, pattern)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="/ab.:*{}x-?()|[]\\", max_size=16))
+def test_key_match_regex_text_is_casbins(pattern: str) -> None:
+    from casbin.util.builtin_operators import KEY_MATCH2_PATTERN, KEY_MATCH5_PATTERN
+
+    key2 = pattern.replace("/*", "/.*")
+    key2 = KEY_MATCH2_PATTERN.sub(r"\g<1>[^\/]+\g<2>", key2, 0)
+    if key2 == "*":
+        key2 = "(.*)"
+    assert _key_match2_regex(pattern) == "^" + key2 + "$"
+    key5 = KEY_MATCH5_PATTERN.sub(r"[^/]+", pattern.replace("/*", "/.*"), 0)
+    assert _key_match5_regex(pattern) == "^" + key5 + "$"
