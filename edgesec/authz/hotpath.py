@@ -227,12 +227,14 @@ def create_hot_app(
             return
         raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         client = scope.get("client")
-        status, hdrs = authz.authorize(raw, client[0] if client else None)
-        body = _BODIES.get(status, b"")
         try:
+            status, hdrs = authz.authorize(raw, client[0] if client else None)
+            body = _BODIES[status]  # only 200, 401 or 403: nginx turns anything else into a 500
             out = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in hdrs]
         except UnicodeEncodeError:
             # An identity that cannot be sent as a header value: fail closed.
+            status, body, out = 403, _BODIES[403], list(_FORBIDDEN_HEADERS[:2])
+        except Exception:  # noqa: BLE001 -- fail closed: a fault is a 403, never a 500 or an allow
             status, body, out = 403, _BODIES[403], list(_FORBIDDEN_HEADERS[:2])
         out.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": out})
