@@ -9,6 +9,7 @@ reaches its own index.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -19,8 +20,9 @@ import pytest
 
 from edgesec import auditing
 from edgesec.auditing.ecs import AuditEvent
-from edgesec.auditing.syslogng import PipelineOptions, render
+from edgesec.auditing.syslogng import NetworkSource, PipelineOptions, render
 from edgesec.auditing.trail import trail_files
+from edgesec.errors import OperationFailed
 
 from .esmock import FakeElasticsearch, _free_port
 from .sitepki import SitePki, make_site_pki
@@ -63,6 +65,7 @@ class Rig:
     archive: Path
     conf: Path
     syslog_port: int
+    network_port: int
 
 
 @pytest.fixture(params=["http", "elasticsearch-http"])
@@ -73,8 +76,16 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path, conformance: Path) -> It
     trail.mkdir(mode=0o700)
     audit_log = tmp_path / "audit.log"
     audit_log.touch()
-    port = _free_port()
+    port, net_port = _free_port(), _free_port()
     opts = PipelineOptions(
+        network=NetworkSource(
+            port=net_port,
+            ip="127.0.0.1",
+            ca_file=str(pki.ca_bundle),
+            cert_file=str(pki.server.cert),
+            key_file=str(pki.server.key),
+            trusted_dn=("*, O=edgesec test",),
+        ),
         trail_file=str(trail / "trail.jsonl"),
         audit_log=str(audit_log),
         local_syslog="tcp",
@@ -100,7 +111,7 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path, conformance: Path) -> It
     sng = SyslogNg(conf, tmp_path / "sng-state")
     sng.start()
     try:
-        yield Rig(pki, es, sng, trail, audit_log, tmp_path / "archive", conf, port)
+        yield Rig(pki, es, sng, trail, audit_log, tmp_path / "archive", conf, port, net_port)
     finally:
         sng.stop()
         es.stop()
@@ -232,3 +243,41 @@ def test_checkpoint_reaches_its_index(rig: Rig, cli, tmp_path: Path) -> None:  #
     archived = list(rig.archive.glob("*/*/*/checkpoint.log"))
     assert archived and b'"seq":20' in archived[0].read_bytes()
     assert rig.es.violations == []
+
+
+def test_other_hosts_over_mutual_tls(rig: Rig) -> None:
+    """RFC 5425 from another host: a client of the site CA is accepted and mapped to ECS; a stranger is not."""
+    from edgesec.auditing.syslog import SyslogSender, format_rfc5424, tls_context
+
+    good = SyslogSender(
+        "tls",
+        host="127.0.0.1",
+        port=rig.network_port,
+        tls=tls_context(str(rig.pki.ca_bundle), str(rig.pki.client.cert), str(rig.pki.client.key)),
+        server_name="localhost",
+    )
+    for i in range(5):
+        good.send(
+            format_rfc5424(f"login failed for user{i}", msgid="auth", hostname="gpu-node-2", procid=4242 + i)
+        )
+    good.close()
+    wait_for(lambda: rig.es.count("edgesec-syslog-") == 5, 30, "5 messages from another host", rig)
+    docs = list(rig.es.docs("edgesec-syslog-").values())
+    assert {d["host"]["name"] for d in docs} == {"gpu-node-2"}
+    assert sorted(d["process"]["pid"] for d in docs) == [4242, 4243, 4244, 4245, 4246]
+    assert all(d["process"]["name"] == "edgesec" and d["message"].startswith("login failed") for d in docs)
+    assert rig.es.violations == []
+    stranger = SyslogSender(
+        "tls",
+        host="127.0.0.1",
+        port=rig.network_port,
+        tls=tls_context(
+            str(rig.pki.ca_bundle), str(rig.pki.other_signing.cert), str(rig.pki.other_signing.key)
+        ),
+        server_name="localhost",
+    )
+    with contextlib.suppress(OperationFailed):
+        stranger.send(format_rfc5424("let me in", msgid="auth", hostname="intruder"))
+    stranger.close()
+    time.sleep(2)
+    assert rig.es.count("edgesec-syslog-") == 5
