@@ -335,9 +335,17 @@ dirs = ["{self.model_dir}"]
             for name in ("authz-a", "authz-b"):
                 self.start_replica(name)
             ngx = self.dir / "nginx"
-            n = self._spawn(
-                "nginx", ["nginx", "-p", str(ngx), "-c", str(ngx / "nginx.conf"), "-g", "daemon off;"]
-            )
+            # -e: the error log nginx opens before it reads its config goes inside DIR too.
+            argv = [
+                "nginx",
+                "-p",
+                str(ngx),
+                "-c",
+                str(ngx / "nginx.conf"),
+                "-e",
+                str(self.logs / "nginx-startup.log"),
+            ]
+            n = self._spawn("nginx", [*argv, "-g", "daemon off;"])
             wait_port(p["nginx"], n, "nginx", self.logs / "nginx.log")
             wait_port(p["lb"], n, "nginx (authz load balancer)", self.logs / "nginx.log")
             cenv = self.env()
