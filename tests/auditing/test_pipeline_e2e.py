@@ -217,6 +217,30 @@ def test_pipeline_delivers_ecs_without_loss(rig: Rig, conformance: Path, cli) ->
         "auditlog", "verify", "--trail", str(rig.trail), *[a for f in archive_files for a in ("--shipped", f)]
     )
     assert code == 0 and "800 shipped record(s) matched" in out, err
+    # `auditlog ship` and syslog-ng agree on index and _id: shipping the same trail adds nothing.
+    tls = [
+        "--es",
+        es.url,
+        "--ca",
+        str(rig.pki.ca_bundle),
+        "--cert",
+        str(rig.pki.client.cert),
+        "--key",
+        str(rig.pki.client.key),
+    ]
+    code, out, err = cli(
+        "--json",
+        "auditlog",
+        "ship",
+        *tls,
+        "--trail",
+        str(rig.trail),
+        "--state",
+        str(rig.trail.parent / "ship.state"),
+    )
+    assert code == 0, err
+    assert json.loads(out)["result"] == {"from": 0, "to": 800, "created": 0, "already_present": 800}
+    assert es.count("edgesec-audit-") == 800
 
 
 def test_checkpoint_reaches_its_index(rig: Rig, cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
