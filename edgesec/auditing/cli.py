@@ -160,6 +160,7 @@ def checkpoint_cmd(
     cfg = state().config()
     a = cfg.settings.auditing
     cert_path, key_path = cert or a.checkpoint_cert, key or a.checkpoint_key
+    signer = signer or (None if cert or key else a.checkpoint_signer)
     if signer:
         c, k = _signer_from_store(signer)
     elif cert_path and key_path:

@@ -35,6 +35,10 @@ class AuditingSettings(BaseModel):
     syslog_tls_key: str | None = Field(None, description="its private key")
     checkpoint_cert: str | None = Field(None, description="signing certificate (PEM) for trail checkpoints")
     checkpoint_key: str | None = Field(None, description="its private key (PEM)")
+    checkpoint_signer: str | None = Field(
+        None,
+        description="or: the name of a signing certificate in the site CA store (pki issue signing NAME)",
+    )
     ship_state: str | None = Field(
         None, description="ship resume state file (default: <trail_dir>/ship.state)"
     )

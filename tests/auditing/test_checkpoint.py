@@ -192,6 +192,11 @@ def test_checkpoint_by_signer_name_from_the_site_ca(cli, pki: SitePki, tmp_path:
     assert json.loads(out)["result"]["seq"] == 5
     code, out, err = cli("--config", str(cfg), "auditlog", "verify")
     assert code == 0 and "1 checkpoint(s) covered" in out, err
+    # The signer's name can come from the config, as the scheduled job runs it.
+    cfg2 = tmp_path / "edgesec2.toml"
+    cfg2.write_text(cfg.read_text().replace("[pki]", 'checkpoint_signer = "trail-signer"\n[pki]'))
+    code, out, err = cli("--config", str(cfg2), "--json", "auditlog", "checkpoint", "--no-send")
+    assert code == 0 and json.loads(out)["result"]["seq"] == 6, err
     code, _, err = cli(
         "--config", str(cfg), "auditlog", "checkpoint", "--signer", "syslog-ng-client", "--no-send"
     )
