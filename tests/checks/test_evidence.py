@@ -200,3 +200,29 @@ def test_sign_with_exported_files(cli, use_checks, demo_profile, site_signer, tm
         str(other),
     )
     assert code == 2 and "does not match" in err
+
+
+def test_a_revoked_signer_no_longer_verifies(cli, use_checks, demo_profile, site_signer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Conservative on purpose: once the site revokes a signing certificate, nothing it signed is trusted
+    # (a compromised key can sign with any "signed_at").
+    use_checks(Passes)
+    out = tmp_path / "r.json"
+    assert (
+        cli(
+            "audit",
+            "--profile",
+            str(demo_profile),
+            "--report",
+            "json",
+            "--out",
+            str(out),
+            "--sign",
+            "--sign-name",
+            site_signer,
+        )[0]
+        == 0
+    )
+    assert cli("evidence", "verify", str(out))[0] == 0
+    assert cli("pki", "revoke", site_signer, "--reason", "key-compromise")[0] == 0
+    code, _, err = cli("evidence", "verify", str(out))
+    assert code == 1 and "revoked" in err
