@@ -53,8 +53,9 @@ def audit_job(cfg: LoadedConfig) -> PeriodicJob:
         on_calendar=cfg.settings.checks.schedule_on_calendar,
         cron=cfg.settings.checks.schedule_cron,
         # nft/iptables listing needs CAP_NET_ADMIN; /proc/<pid>/environ of other users needs CAP_SYS_PTRACE;
-        # reading root-only files (keys' modes, unit files) needs CAP_DAC_READ_SEARCH.
-        capabilities=("CAP_NET_ADMIN", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"),
+        # reading root-only files (keys' modes, unit files) needs CAP_DAC_READ_SEARCH; `auditctl -s/-l`
+        # (the audit status and rules, read only) needs CAP_AUDIT_CONTROL.
+        capabilities=("CAP_NET_ADMIN", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH", "CAP_AUDIT_CONTROL"),
         writable=(home, str(Path(prom).parent)),
     )
 
@@ -151,7 +152,8 @@ After=network.target
 Type=oneshot
 ExecStart={_cmdline(cfg, job)}
 Environment=NO_COLOR=1
-# Hardening: the job reads the host and writes only its own state.
+# Hardening: the job reads the host and writes only its own state. (No MemoryDenyWriteExecute: NVML is
+# reached through ctypes/libffi, whose closures need writable+executable pages.)
 NoNewPrivileges=yes
 CapabilityBoundingSet={caps}
 AmbientCapabilities={caps}
@@ -169,7 +171,6 @@ RestrictSUIDSGID=yes
 RestrictRealtime=yes
 RestrictNamespaces=yes
 LockPersonality=yes
-MemoryDenyWriteExecute=yes
 SystemCallArchitectures=native
 RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6
 UMask=0077
