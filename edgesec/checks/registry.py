@@ -24,7 +24,6 @@ BUILTIN_FAMILY_MODULES: tuple[str, ...] = (
     "edgesec.checks.pki",
     "edgesec.checks.gpu",
     "edgesec.checks.models",
-    "edgesec.checks.authz",
     "edgesec.checks.site_authz",
     "edgesec.checks.site_auditing",
 )

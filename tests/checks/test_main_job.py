@@ -80,7 +80,7 @@ def test_main_job(tmp_path: Path, home: Path) -> None:
         ran = {k: v for k, v in fam_rows.items() if v[0] != "SKIP" and k not in HARDWARE_FREE}
         assert ran == {}, ran
         assert all(reason for _, reason in fam_rows.values())
-    assert rows["authz.readyz"][0] == "SKIP" or rows["authz.forwardauth"][0] == "SKIP"
+    assert rows["authz.readyz"][0] == "SKIP"
     expected_fail = set()
     if _has_default_route() and not _output_dropped():
         expected_fail.add("egress.routes")
