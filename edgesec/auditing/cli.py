@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from edgesec._console import info, result, state
+from edgesec._console import info, result, state, warn
 from edgesec.errors import InputError, NotFound, OperationFailed, VerificationError
 
 auditlog_app = typer.Typer(
@@ -290,6 +290,11 @@ def gen_syslog_ng(
         int | None,
         typer.Option("--network-port", help="Also accept RFC 5425 syslog over TLS from other hosts."),
     ] = None,
+    network_cert: Annotated[
+        str | None,
+        typer.Option("--network-cert", help="Server certificate of the network source (site PKI)."),
+    ] = None,
+    network_key: Annotated[str | None, typer.Option("--network-key", help="Its private key.")] = None,
     trusted_dn: Annotated[
         list[str] | None, typer.Option("--trusted-dn", help="Accepted client DN pattern (repeatable).")
     ] = None,
@@ -320,8 +325,8 @@ def gen_syslog_ng(
         network = NetworkSource(
             port=network_port,
             ca_file=ca or str(trust / "ca-bundle.pem"),
-            cert_file=cert or "/etc/edgesec/syslog/server.pem",
-            key_file=key or "/etc/edgesec/syslog/server.key",
+            cert_file=network_cert or "/etc/edgesec/syslog-server/fullchain.pem",
+            key_file=network_key or "/etc/edgesec/syslog-server/key.pem",
             trusted_dn=tuple(trusted_dn or ()),
         )
     opts = PipelineOptions(
@@ -334,8 +339,8 @@ def gen_syslog_ng(
         local_syslog_socket=a.syslog_socket if a.syslog_socket != "/dev/log" else "/run/edgesec/syslog.sock",
         es_urls=tuple(es or a.elasticsearch_urls or ["https://127.0.0.1:9200"]),
         ca_file=ca or str((trust / "ca-bundle.pem").absolute()),
-        cert_file=cert or "/etc/edgesec/syslog-ng/client.pem",
-        key_file=key or "/etc/edgesec/syslog-ng/client.key",
+        cert_file=cert or "/etc/edgesec/syslog-ng/fullchain.pem",
+        key_file=key or "/etc/edgesec/syslog-ng/key.pem",
         index_prefix=a.index_prefix,
         archive_dir=a.archive_dir,
         disk_buffer_dir=buffer_dir,
@@ -343,6 +348,16 @@ def gen_syslog_ng(
         slog=slog,
         driver=driver,
     )
+    # syslog-ng refuses a config whose TLS files are missing: say so now, with the command that makes them.
+    needed = [opts.ca_file, opts.cert_file, opts.key_file]
+    if network is not None:
+        needed += [network.cert_file, network.key_file]
+    for f in needed:
+        if not Path(f).is_file():
+            warn(
+                f"{f} does not exist yet; syslog-ng will refuse the config until it does"
+                " (`edgesec pki issue client syslog-ng` then `edgesec pki export syslog-ng --pem /etc/edgesec/syslog-ng`)"
+            )
     files = _write_out(out, render(opts), force)
     result(
         {"files": files},

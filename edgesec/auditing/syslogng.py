@@ -44,8 +44,8 @@ class NetworkSource:
     port: int = 6514
     ip: str = "0.0.0.0"  # noqa: S104 - a listener for other hosts is the point of this source
     ca_file: str = "/etc/edgesec/trust/ca-bundle.pem"
-    cert_file: str = "/etc/edgesec/syslog/server.pem"
-    key_file: str = "/etc/edgesec/syslog/server.key"
+    cert_file: str = "/etc/edgesec/syslog-server/fullchain.pem"
+    key_file: str = "/etc/edgesec/syslog-server/key.pem"
     trusted_dn: tuple[str, ...] = ()
     crl_dir: str | None = None
 
@@ -64,8 +64,8 @@ class PipelineOptions:
     local_syslog_socket: str = "/run/edgesec/syslog.sock"
     es_urls: tuple[str, ...] = ("https://127.0.0.1:9200",)
     ca_file: str = "/etc/edgesec/trust/ca-bundle.pem"
-    cert_file: str = "/etc/edgesec/syslog-ng/client.pem"
-    key_file: str = "/etc/edgesec/syslog-ng/client.key"
+    cert_file: str = "/etc/edgesec/syslog-ng/fullchain.pem"
+    key_file: str = "/etc/edgesec/syslog-ng/key.pem"
     index_prefix: str = "edgesec"
     archive_dir: str = "/var/log/edgesec/archive"
     disk_buffer_dir: str = "/var/lib/syslog-ng/edgesec"

@@ -95,8 +95,10 @@ def test_every_variant_is_valid(variant: str, pki: SitePki, tmp_path: Path, slog
 def test_gen_cli_writes_and_refuses_to_clobber(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "gen"
     args = ("auditlog", "gen", "syslog-ng", "--out", str(out), "--es", "https://10.0.0.9:9200", "--journald")
-    code, _, err = cli("--json", *args)
+    code, stdout, err = cli("--json", *args)
     assert code == 0, err
+    warnings = json.loads(stdout)["warnings"]
+    assert any("/etc/edgesec/syslog-ng/fullchain.pem does not exist yet" in w for w in warnings)
     text = (out / "syslog-ng.conf").read_text()
     assert '"https://10.0.0.9:9200/_bulk"' in text and "systemd-journal(" in text
     assert cli(*args)[0] == 0  # same content: nothing to do

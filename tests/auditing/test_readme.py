@@ -47,6 +47,8 @@ def test_readme_auditlog_commands(cli, tmp_path: Path, conformance: Path) -> Non
     code, out, err = cli("--config", str(cfg), "--json", "auditlog", "checkpoint", "--signer", "trail-signer")
     assert code == 0, err
     checkpoint_file = json.loads(out)["result"]["file"]
+    archive = tmp_path / "archive-audit.log"  # what the syslog-ng archive holds: the trail lines
+    archive.write_bytes((trail / "trail.jsonl").read_bytes())
     with FakeElasticsearch(conformance, pki.server.cert, pki.server.key, pki.ca_bundle) as es:
         gen_dirs = iter(tmp_path / f"gen{i}" for i in range(10))
         last_conf = None
@@ -54,6 +56,7 @@ def test_readme_auditlog_commands(cli, tmp_path: Path, conformance: Path) -> Non
             subs = {
                 "SEQ": "1",
                 "FILE": checkpoint_file,
+                "ARCHIVE": str(archive),
                 "URL": es.url,
                 "CA": str(pki.ca_bundle),
                 "C": str(pki.client.cert),
