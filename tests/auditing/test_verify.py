@@ -363,3 +363,25 @@ def test_cli_verify_against_shipped_copy(cli, trail: Path, tmp_path: Path) -> No
     empty = tmp_path / "empty.log"
     empty.write_text("nothing here\n")
     assert cli("auditlog", "verify", "--trail", str(trail), "--shipped", str(empty))[0] == 2
+
+
+@pytest.mark.parametrize("how", ["spaces", "key-order", "unicode-escape", "duplicate-key"])
+def test_same_content_other_bytes_is_an_edit(trail: Path, how: str) -> None:
+    """Equal as JSON is not enough: the bytes that were hashed are what must be there."""
+    f = _pick(trail, "middle")
+    lines = _lines(f)
+    doc = json.loads(lines[1])
+    if how == "spaces":
+        new = json.dumps(doc, sort_keys=True)
+    elif how == "key-order":
+        new = json.dumps(dict(reversed(list(doc.items()))), separators=(",", ":"))
+    elif how == "unicode-escape":
+        doc["message"] = "é"
+        new = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    else:
+        raw = lines[1].decode().rstrip("\n")
+        new = raw[:-1] + ',"message":"forged"}'
+    lines[1] = (new + "\n").encode()
+    f.write_bytes(b"".join(lines))
+    with pytest.raises(VerificationError, match=rf"edited: record {doc['event']['sequence']}"):
+        verify_trail(trail)
