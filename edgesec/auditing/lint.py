@@ -16,6 +16,7 @@ Rules:
   reads or drops the audit stream;
 * ``http-no-tls`` -- an ``http://`` URL for Elasticsearch: logs cross the network in clear text;
 * ``no-archive`` -- no ``file()`` destination: no local copy when the central cluster is unreachable;
+* ``archive-perms`` -- a ``file()`` destination whose ``perm()`` lets group or others read the logs;
 * ``literal-template-name`` -- ``template("name")`` where ``name`` is a defined template: 3.38 sends
   the word itself; use ``template("$(template name)")``;
 * ``format-json-cast`` -- a numeric ECS field (``process.pid``, ``event.sequence``...) given to
@@ -212,6 +213,19 @@ def lint_config(text: str) -> list[LintFinding]:
                 "add a file() destination with date macros in the path and perm(0600)",
             )
         )
+
+    for line, body, pos in _blocks(t, "file"):
+        m = re.search(r"\bperm\(\s*(0?[0-7]{3,4})\s*\)", body)
+        if _in_destination(t, pos) and m and int(m.group(1), 8) & 0o077:
+            f.append(
+                LintFinding(
+                    "archive-perms",
+                    WARNING,
+                    line,
+                    f"file() destination with perm({m.group(1)}): audit logs readable or writable by others",
+                    "use perm(0600) and dir-perm(0700); give auditors copies, not access",
+                )
+            )
 
     names = set(re.findall(r"(?<![\w-])template\s+([A-Za-z_][\w-]*)\s*\{", t))
     for m in re.finditer(r"(?<![\w-])template\s*\(\s*\"([A-Za-z_][\w-]*)\"\s*\)", t):

@@ -135,7 +135,8 @@ destination d_es {
 };
 destination d_es2 { elasticsearch-http(url("https://es.example:9200/_bulk") index("x")
     disk-buffer(dir("/var/buf"))); };
-log { source(s_local); destination(d_logstash); destination(d_es); destination(d_es2); };
+destination d_file { file("/var/log/audit-copy.log" perm(0644)); };
+log { source(s_local); destination(d_logstash); destination(d_es); destination(d_es2); destination(d_file); };
 """
 
 
@@ -149,8 +150,8 @@ def test_lint_flags_known_mistakes(tmp_path: Path) -> None:
     assert ("http-no-tls", 8) in found
     assert ("tls-no-verify", 10) in found
     assert ("literal-template-name", 9) in found
-    assert ("no-archive", 1) in found
     assert ("format-json-cast", 3) in found
+    assert ("archive-perms", 14) in found
     assert not any(line == 5 for _, line in found)  # comments are ignored
 
 
@@ -167,3 +168,10 @@ def test_lint_cli_exit_codes(cli, tmp_path: Path) -> None:  # type: ignore[no-un
     assert code == 2 and "not found" in err
     (tmp_path / "bin.conf").write_bytes(b"\xff\xfe\x00")
     assert cli("auditlog", "lint", str(tmp_path / "bin.conf"))[0] == 2
+
+
+def test_lint_no_archive() -> None:
+    conf = 'source s { file("/var/log/in.log"); };\ndestination d { http(url("https://es:9200/_bulk") disk-buffer(reliable(yes))); };\n'
+    rules = {f.rule for f in lint_config(conf)}
+    assert "no-archive" in rules  # a file() *source* is no archive
+    assert "no-disk-buffer" not in rules and "disk-buffer-unreliable" not in rules
