@@ -433,6 +433,34 @@ class Routes(_EgressCheck):
                 yield self.failed(
                     f"IPv{version} egress is open: {desc}; {why}", resource=res, evidence=evidence
                 )
+        yield from self._router_advertisements(ctx)
+
+    def _router_advertisements(self, ctx: CheckContext) -> Iterator[Finding]:
+        """An interface that accepts IPv6 router advertisements can be handed a default route at any time."""
+        risky = []
+        for conf in ctx.system.glob("/proc/sys/net/ipv6/conf/*/accept_ra"):
+            ifname = conf.split("/")[-2]
+            if ifname in ("all", "default", "lo"):
+                continue
+            base = conf.rsplit("/", 1)[0]
+
+            def val(name: str, default: str = "0", base: str = base) -> str:
+                return (ctx.system.read_text(f"{base}/{name}", 16) or default).strip()
+
+            ra, defrtr = val("accept_ra"), val("accept_ra_defrtr", "1")
+            forwarding, disabled = val("forwarding"), val("disable_ipv6")
+            # accept_ra 1 applies only while not forwarding; 2 applies always.
+            if disabled != "1" and defrtr != "0" and (ra == "2" or (ra == "1" and forwarding != "1")):
+                risky.append({"ifname": ifname, "accept_ra": ra, "accept_ra_defrtr": defrtr})
+        if risky:
+            names = ", ".join(r["ifname"] for r in risky)
+            yield self.warned(
+                f"IPv6 router advertisements are accepted on {names}: any router on the segment can add a "
+                "default route (set net.ipv6.conf.<if>.accept_ra=0)",
+                resource="IPv6 router advertisements",
+                evidence={"interfaces": risky},
+                severity=Severity.MEDIUM,
+            )
 
 
 class Firewall(_EgressCheck):

@@ -401,3 +401,22 @@ def test_proxy_scan_without_root_says_so() -> None:
     )
     (f,) = egress.ProxyEnv().run(ctx_for(sys_))
     assert f.status.value == "WARN" and "run the audit as root" in f.message
+
+
+def test_router_advertisements_warn() -> None:
+    files = {
+        "/proc/sys/net/ipv6/conf/eth0/accept_ra": "1\n",
+        "/proc/sys/net/ipv6/conf/eth0/forwarding": "0\n",
+        "/proc/sys/net/ipv6/conf/eth1/accept_ra": "1\n",
+        "/proc/sys/net/ipv6/conf/eth1/accept_ra_defrtr": "0\n",
+        "/proc/sys/net/ipv6/conf/eth2/accept_ra": "0\n",
+        "/proc/sys/net/ipv6/conf/lo/accept_ra": "1\n",
+    }
+    f = statuses(list(egress.Routes().run(ctx_for(routes_system(ROUTES_SEALED, files=files)))))
+    assert f == {"IPv4": "PASS", "IPv6": "PASS", "IPv6 router advertisements": "WARN"}
+    ra = [
+        x
+        for x in egress.Routes().run(ctx_for(routes_system(ROUTES_SEALED, files=files)))
+        if x.status.value == "WARN"
+    ]
+    assert [i["ifname"] for i in ra[0].evidence["interfaces"]] == ["eth0"]
