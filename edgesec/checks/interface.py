@@ -152,6 +152,7 @@ class CheckContext:
         return self.clock.now()
 
     def param(self, check_id: str, name: str, default: Any) -> Any:
+        """A threshold from the profile: ``[checks."<check id>"] params`` (or a family's, ``[checks.gpu]``)."""
         return self.params.get(check_id, {}).get(name, default)
 
 
