@@ -35,7 +35,12 @@ _STYLE = {
 def _summary_printer(res: dict[str, Any], written: list[str]) -> Any:
     def human(con: Console) -> None:
         table = Table("status", "severity", "check", "finding", show_lines=False)
-        for c in res["checks"]:
+        order = {s: i for i, s in enumerate(("ERROR", "FAIL", "WARN", "WAIVED", "PASS", "SKIP"))}
+        sev = {s: i for i, s in enumerate(("critical", "high", "medium", "low", "info"))}
+        # What needs action first: errors, then failures by severity; skips last.
+        for c in sorted(
+            res["checks"], key=lambda c: (order.get(c["status"], 9), sev.get(c["severity"], 9), c["id"])
+        ):
             f = next((x for x in c["findings"] if x["status"] == c["status"]), c["findings"][0])
             more = len([x for x in c["findings"] if x["status"] == c["status"]]) - 1
             msg = f["message"] + (f" (+{more} more)" if more > 0 else "")
