@@ -105,6 +105,8 @@ class SystemProbe(Protocol):
 
 
 class Clock(Protocol):
+    """The time checks judge by (expiry, EOL dates): live, recorded or fixed."""
+
     def now(self) -> dt.datetime: ...
 
 
@@ -115,12 +117,16 @@ class NvmlProbe(Protocol):
 
 
 class LiveClock:
+    """The host's clock, in UTC."""
+
     def now(self) -> dt.datetime:
         return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
 class FixedClock:
+    """A clock stopped at ``at`` (replays and tests)."""
+
     at: dt.datetime
 
     def now(self) -> dt.datetime:
