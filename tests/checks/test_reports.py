@@ -80,6 +80,8 @@ def test_prometheus_text_parses(full_result: dict[str, Any]) -> None:
     by_status = {s.labels["status"]: s.value for s in fams["edgesec_audit_findings"].samples}
     assert by_status["ERROR"] == 1 and by_status["WAIVED"] == 1
     assert fams["edgesec_framework_score_ratio"].samples[0].labels["framework"] == "pci-dss-4.0"
+    drift = {x.labels["change"]: x.value for x in fams["edgesec_audit_drift_findings"].samples}
+    assert set(drift) == {"new_failures", "fixed", "changed_evidence", "status_changes"}
 
 
 def test_json_is_canonical_and_versioned(full_result: dict[str, Any]) -> None:

@@ -75,6 +75,16 @@ def render(result: Mapping[str, Any], lang: str = "en") -> str:
         "Share of a framework's mapped controls that pass.",
         [(_labels(profile=prof, framework=f["id"]), float(f["score"])) for f in result["frameworks"]],
     )
+    ch = result.get("changes") or {}
+    metric(
+        "edgesec_audit_drift_findings",
+        "gauge",
+        "What changed since the previous run (alert on new_failures > 0).",
+        [
+            (_labels(profile=prof, change=k), float(len(ch.get(k) or [])))
+            for k in ("new_failures", "fixed", "changed_evidence", "status_changes")
+        ],
+    )
     expired = sum(1 for w in result.get("waivers", []) if w["state"] == "expired")
     metric(
         "edgesec_waivers_expired",
