@@ -9,7 +9,6 @@ contents (a ``read`` callable), so the checks feed them through the probe and te
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import ipaddress
 import json
@@ -358,13 +357,16 @@ def _nginx_auth(srv: Directive, http_ctx: list[Directive], trust: SiteTrust, rep
         if d.block is not None and _find(d.block, "internal")
     }
 
-    def walk(block: list[Directive], inherited: Directive | None) -> None:
+    def walk(block: list[Directive], inherited: Directive | None, headers: list[Directive]) -> None:
         own = _last(block, "auth_request")
         ar = own if own is not None else inherited
+        # nginx inherits proxy_set_header only into a block that sets none itself.
+        hdrs = _find(block, "proxy_set_header") or headers
         for d in block:
             if d.name != "location" or d.block is None or _find(d.block, "internal"):
                 continue
             inner = _last(d.block, "auth_request") or ar
+            inner_hdrs = _find(d.block, "proxy_set_header") or hdrs
             if any(_find(d.block, n) for n in _PASS):
                 rep.routes += 1
                 if inner is None or inner.args[:1] == ["off"]:
@@ -374,10 +376,10 @@ def _nginx_auth(srv: Directive, http_ctx: list[Directive], trust: SiteTrust, rep
                     )
                 else:
                     _nginx_auth_target(inner, internal, trust, rep)
-                    _nginx_identity(d, rep, trust)
-            walk(d.block, inner)
+                    _nginx_identity(d, inner_hdrs, rep, trust)
+            walk(d.block, inner, hdrs)
 
-    walk(srv.block, _last(http_ctx, "auth_request"))
+    walk(srv.block, _last(http_ctx, "auth_request"), _find(http_ctx, "proxy_set_header"))
 
 
 def _nginx_auth_target(
@@ -412,12 +414,12 @@ def _is_upstream_name(host: str | None) -> bool:
     return False
 
 
-def _nginx_identity(loc: Directive, rep: ProxyReport, trust: SiteTrust) -> None:
+def _nginx_identity(loc: Directive, effective: list[Directive], rep: ProxyReport, trust: SiteTrust) -> None:
     """The backend must get authz's identity headers, never the client's: each must be set explicitly."""
     assert loc.block is not None
     if not _find(loc.block, "proxy_pass"):
         return
-    set_headers = {d.args[0].lower() for d in _find(loc.block, "proxy_set_header") if d.args}
+    set_headers = {d.args[0].lower() for d in effective if d.args}
     missing = [h for h in trust.identity_headers if h.lower() not in set_headers]
     if missing:
         rep.fail(
@@ -729,7 +731,3 @@ def _traefik_trusted(
                 continue
             if net in _OPEN_NETS or net.prefixlen < 8:
                 rep.fail(where, f"entrypoint {ep} trusts X-Forwarded-* from {ip}: effectively anyone")
-
-
-def match_any(path: str, patterns: Iterable[str]) -> bool:
-    return any(fnmatch.fnmatchcase(path, p) for p in patterns)

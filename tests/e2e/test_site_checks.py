@@ -491,3 +491,23 @@ def test_traefik_discovered_from_its_command_line() -> None:
     files["/etc/traefik/traefik.yml"] = "entryPoints: {}\nproviders:\n  docker: {}\n"
     out = list(ProxyConfig().run(ctx(BuiltSystem(files=files))))
     assert statuses(out) == ["WARN"] and "routers not judged" in out[0].message
+
+
+def test_nginx_identity_headers_follow_inheritance() -> None:
+    block = render_nginx(proxy_site())
+    loc = block.index("    location / {")
+    head, body = block[:loc], block[loc:]
+    sets = [ln for ln in body.splitlines(keepends=True) if ln.strip().startswith("proxy_set_header")]
+    # All proxy_set_header lines moved to the server level: inherited, so still fine.
+    moved = (
+        head
+        + "".join(s.replace("        ", "    ", 1) for s in sets)
+        + "".join(ln for ln in body.splitlines(keepends=True) if ln not in sets)
+    )
+    files = nginx_files(moved)
+    assert check_nginx("/etc/nginx/nginx.conf", reader(files), nginx_glob(files), TRUSTED).issues == []
+    # One proxy_set_header added in the location cancels the inheritance: the identity headers are gone.
+    broken = moved.replace("    location / {\n", "    location / {\n        proxy_set_header X-Debug 1;\n")
+    files = nginx_files(broken)
+    rep = check_nginx("/etc/nginx/nginx.conf", reader(files), nginx_glob(files), TRUSTED)
+    assert any("client-sent X-User-ID" in i.message for i in rep.issues), rep.issues
