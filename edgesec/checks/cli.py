@@ -298,6 +298,8 @@ def audit(
     if sign and "json" not in reports:
         reports.append("json")
     targets = _checked_targets(reports, out)
+    if record and not Path(record).parent.is_dir():
+        raise InputError(f"--record: directory {Path(record).parent} does not exist")
     if prom_textfile:
         if not Path(prom_textfile).parent.is_dir():
             raise InputError(f"--prom-textfile: directory {Path(prom_textfile).parent} does not exist")
