@@ -190,11 +190,13 @@ class DemoSite:
         self.edgesec(
             "pki", "issue", "server", "proxy", "--san", f"DNS:{SERVER_NAME},DNS:localhost,IP:127.0.0.1"
         )
+        # For a central Elasticsearch on the demo's "es" port (the fleet test stands one up there).
+        self.edgesec("pki", "issue", "server", "es", "--san", "DNS:localhost,IP:127.0.0.1")
         for user in CLIENTS:
             self.edgesec("pki", "issue", "client", user)
         self.edgesec("pki", "issue", "client", "syslog-ng")
         self.edgesec("pki", "issue", "signing", SIGNER)
-        for name in ("proxy", *CLIENTS, "syslog-ng", SIGNER):
+        for name in ("proxy", "es", *CLIENTS, "syslog-ng", SIGNER):
             self.edgesec("pki", "export", name, "--pem", str(self.dir / "certs" / name))
         self.edgesec("authz", "policy", "init", str(self.dir / "policy"), "--example", "bank")
         self._write_proxies()
