@@ -61,6 +61,39 @@ def record_hash(doc: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
 
 
+def _flat(v: Any) -> bool:
+    """A scalar, or a list of scalars: no nested object where a key could hide."""
+    if isinstance(v, list | tuple):
+        return all(isinstance(x, str | int | float | bool) or x is None for x in v)
+    return isinstance(v, str | int | float | bool) or v is None
+
+
+def seal(doc: dict[str, Any]) -> tuple[str, bytes]:
+    """Set ``event.hash`` on ``doc``; return the hash and the record's line (canonical JSON + newline).
+
+    Equal to ``record_hash`` then ``canonical``, with one JSON encoding instead of two: the canonical
+    record differs from the hashed body only by ``,"hash":"<h>"`` placed before the first ``event`` key
+    that sorts after ``hash``. A structural ``,"<key>":`` cannot occur inside a JSON string (every quote
+    there is escaped), so the first one after ``"event":{`` is the place -- provided every ``event``
+    value is a scalar or a list of scalars and keys sort on both sides of ``hash``; otherwise the two
+    encodings are done the plain way.
+    """
+    event = doc["event"]
+    event.pop("hash", None)
+    later = [k for k in event if k > "hash"]
+    if later and any(k < "hash" for k in event) and all(map(_flat, event.values())):
+        body = canonical(doc).encode("utf-8")
+        digest = hashlib.sha256(body).hexdigest()
+        start = body.find(b'"event":{')
+        nxt = body.find(b',"' + json.dumps(min(later), ensure_ascii=False).encode("utf-8")[1:] + b":", start)
+        if start >= 0 and nxt > start:
+            event["hash"] = digest
+            return digest, body[:nxt] + b',"hash":"' + digest.encode("ascii") + b'"' + body[nxt:] + b"\n"
+    digest = record_hash(doc)
+    event["hash"] = digest
+    return digest, (canonical(doc) + "\n").encode("utf-8")
+
+
 class TrailCorrupt(OperationFailed):
     """The trail's last complete record cannot be read, so the chain cannot be continued safely."""
 
@@ -268,12 +301,9 @@ class Trail:
             for doc in [*extra, *docs]:
                 seq += 1
                 doc.setdefault("event", {})["sequence"] = seq
-                doc["event"].pop("hash", None)
                 doc.setdefault("edgesec", {}).setdefault("trail", {})["prev"] = prev
-                digest = record_hash(doc)
-                doc["event"]["hash"] = digest
-                prev = digest
-                out.append((canonical(doc) + "\n").encode("utf-8"))
+                prev, line = seal(doc)
+                out.append(line)
                 written.append(doc)
             fd = self._write_lines(fd, head, out, written)
             if sync:

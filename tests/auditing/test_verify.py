@@ -385,3 +385,56 @@ def test_same_content_other_bytes_is_an_edit(trail: Path, how: str) -> None:
     f.write_bytes(b"".join(lines))
     with pytest.raises(VerificationError, match=rf"edited: record {doc['event']['sequence']}"):
         verify_trail(trail)
+
+
+json_scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**53), 2**53), st.text(max_size=20))
+json_value = st.recursive(
+    json_scalar,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    event=st.dictionaries(st.text(max_size=10).filter(lambda k: k != "hash"), json_value, max_size=6),
+    rest=st.dictionaries(st.text(max_size=10).filter(lambda k: k != "event"), json_value, max_size=4),
+)
+def test_seal_equals_the_plain_encoding(event: dict, rest: dict) -> None:  # type: ignore[type-arg]
+    """The one-encoding fast path writes exactly what record_hash + canonical would."""
+    from edgesec.auditing.trail import canonical, record_hash, seal
+
+    doc = {**rest, "event": dict(event)}
+    plain = dict(doc, event=dict(event))
+    digest, line = seal(doc)
+    expect = record_hash(plain)
+    plain["event"]["hash"] = expect
+    assert digest == expect
+    assert line == (canonical(plain) + "\n").encode("utf-8")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    event=st.dictionaries(
+        st.sampled_from(
+            ["action", "category", "dataset", "kind", "module", "outcome", "hash2", "h", "i", "ha"]
+        ),
+        st.one_of(
+            json_scalar,
+            st.sampled_from([',"kind":"x"', '","kind":', '\\","kind":']),
+            st.lists(st.text(alphabet=',"kind:\\', max_size=8), max_size=3),
+        ),
+        max_size=7,
+    ),
+    edgesec=st.dictionaries(
+        st.sampled_from(["kind", "event", "hash"]), st.text(alphabet=',"kind:{}', max_size=10), max_size=3
+    ),
+)
+def test_seal_with_hostile_values(event: dict, edgesec: dict) -> None:  # type: ignore[type-arg]
+    from edgesec.auditing.trail import canonical, record_hash, seal
+
+    doc = {"edgesec": edgesec, "event": dict(event), "zz": {"kind": 1}}
+    plain = {"edgesec": edgesec, "event": dict(event), "zz": {"kind": 1}}
+    digest, line = seal(doc)
+    plain["event"]["hash"] = record_hash(plain)
+    assert line == (canonical(plain) + "\n").encode("utf-8") and digest == plain["event"]["hash"]
