@@ -585,7 +585,7 @@ def is_host_check(check_id: str) -> bool:
 
 def which_missing() -> list[str]:
     """Tools the demo needs that this machine lacks."""
-    return [t for t in ("nginx", "caddy", "syslog-ng", "openssl") if shutil.which(t) is None]
+    return [t for t in ("nginx", "caddy", "syslog-ng") if shutil.which(t) is None]
 
 
 @contextlib.contextmanager

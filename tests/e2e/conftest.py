@@ -11,7 +11,7 @@ import pytest
 from edgesec.site.demo import DemoSite
 from tests.conftest import require_tool
 
-TOOLS = ("nginx", "caddy", "syslog-ng", "openssl", "curl")
+TOOLS = ("nginx", "caddy", "syslog-ng", "curl")
 
 
 @pytest.fixture(scope="session")
