@@ -61,11 +61,14 @@ def record_hash(doc: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _flat(v: Any) -> bool:
     """A scalar, or a list of scalars: no nested object where a key could hide."""
     if isinstance(v, list | tuple):
-        return all(isinstance(x, str | int | float | bool) or x is None for x in v)
-    return isinstance(v, str | int | float | bool) or v is None
+        return all(isinstance(x, _SCALARS) for x in v)
+    return isinstance(v, _SCALARS)
 
 
 def seal(doc: dict[str, Any]) -> tuple[str, bytes]:
@@ -180,6 +183,7 @@ class Trail:
         # (inode, first sequence, UTC date of the first record) of the current file, cached per inode.
         self._first: tuple[int, int, str] | None = None
         self._dir_ready = False
+        self._lock_path = self.dir / LOCK
         # Called with (records, their lines) after each durable write: the RFC 5424 forwarder.
         self.listeners: list[Callable[[list[dict[str, Any]], list[bytes]], None]] = []
         self.path = self.dir / CURRENT
@@ -287,7 +291,7 @@ class Trail:
         if not self._dir_ready:  # once per Trail: a mkdir+stat per record costs more than the write
             ensure_private_dir(self.dir)
             self._dir_ready = True
-        with self._mutex, FileLock(self.dir / LOCK):
+        with self._mutex, FileLock(self._lock_path):
             fd = self._current_fd()
             head, extra = self._read_head(fd)
             if (self.rotate_bytes or self.rotate_daily) and head.size > 0 and self._due(fd, head):
@@ -414,7 +418,7 @@ class Trail:
     def rotate(self) -> Path | None:
         """Rotate the current file now (``auditlog rotate``); ``None`` when it is empty."""
         self._write_batch([], sync=True)  # fence a torn tail first, so the rotated file ends whole
-        with self._mutex, FileLock(self.dir / LOCK):
+        with self._mutex, FileLock(self._lock_path):
             fd = self._current_fd()
             head, _ = self._read_head(fd)
             if head.size == 0:
