@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Iterator
 
+from edgesec.auditing.lint import ERROR, lint_config
 from edgesec.checks.interface import Check, CheckContext, CheckMeta, Finding, Severity
 from edgesec.site import discover
 
@@ -74,7 +75,7 @@ class Pipeline(Check):
                 evidence={"pipelines_reading_other_trails": others},
             )
             return
-        for path, origin, _text in ours:
+        for path, origin, text in ours:
             ev: dict[str, object] = {"config": path, "origin": origin, "other_pipelines": others}
             ok = True
             r = ctx.system.run(["syslog-ng", "--syntax-only", "-f", path], timeout=60)
@@ -90,19 +91,15 @@ class Pipeline(Check):
                     f"syslog-ng --syntax-only rejects {path}: {first}", resource=path, evidence=ev
                 )
                 ok = False
-            code, doc, err = discover.cli_json(ctx, "auditlog", "lint", path)
-            ev["lint"] = (doc or {}).get("result") or (doc or {}).get("error") or err
-            if doc is None or (code == 2 and "No such command" in json.dumps(doc)):
-                yield self.warned(
-                    "'edgesec auditlog lint' is not available in this edgesec",
+            # The same rules as 'edgesec auditlog lint', on the text the probe read.
+            findings = lint_config(text)
+            ev["lint"] = [f.to_dict() for f in findings]
+            errors = [f for f in findings if f.severity == ERROR]
+            for f in errors:
+                yield self.failed(
+                    f"edgesec auditlog lint: {path}:{f.line}: [{f.rule}] {f.message}",
                     resource=path,
                     evidence=ev,
-                    severity=Severity.LOW,
-                )
-            elif code != 0:
-                msg = _first_problem(doc)
-                yield self.failed(
-                    f"edgesec auditlog lint finds problems in {path}: {msg}", resource=path, evidence=ev
                 )
                 ok = False
             if ok:
@@ -122,20 +119,6 @@ def reads_trail(conf: str, directory: str) -> bool:
         if re.search(rf"base-dir\(\s*{q}{re.escape(d)}/?{q}\s*\)", conf) and "trail" in conf:
             return True
     return False
-
-
-def _first_problem(doc: dict[str, object]) -> str:
-    res = doc.get("result")
-    if isinstance(res, dict):
-        for key in ("findings", "problems", "issues"):
-            items = res.get(key)
-            if isinstance(items, list) and items:
-                it = items[0]
-                return str(it.get("message", it)) if isinstance(it, dict) else str(it)
-    err = doc.get("error")
-    if isinstance(err, dict):
-        return str(err.get("message"))
-    return "see the evidence"
 
 
 class TrailIntact(Check):

@@ -417,7 +417,11 @@ def test_pipeline_check_on_a_real_generated_config(cli: Any, tmp_path: Path, hom
     params = {"auditing.pipeline": {"syslog-ng_configs": [str(conf)]}}
     out = list(Pipeline().run(ctx(NoProcesses(), cfg=cfg, params=params)))
     assert statuses(out) == ["PASS"], [f.message for f in out]
-    conf.write_text(conf.read_text().replace("destination d_archive {", "destination d_archive {{"))
+    good = conf.read_text()
+    conf.write_text(good.replace("peer-verify(yes)", "peer-verify(no)"))
+    out = list(Pipeline().run(ctx(NoProcesses(), cfg=cfg, params=params)))
+    assert [f.status.value for f in out] == ["FAIL"] and "[tls-no-verify]" in out[0].message
+    conf.write_text(good.replace("destination d_archive {", "destination d_archive {{"))
     out = list(Pipeline().run(ctx(NoProcesses(), cfg=cfg, params=params)))
     assert "FAIL" in statuses(out) and any("--syntax-only rejects" in f.message for f in out)
     other = LoadedConfig(
