@@ -127,6 +127,10 @@ def test_python_ssl_mutual_tls(ca: CertificateAuthority, tmp_path: Path) -> None
         for bad in (exports["bob"], exports["old"], server_export, _wrong_ca_export(tmp_path), None):
             with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
                 _connect(srv.port, _client_ctx(ca, bad))
+        # The server thread records each refusal after the client has already seen it fail: wait for all five.
+        deadline = time.monotonic() + 10
+        while len(srv.errors) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
         joined = " | ".join(srv.errors)
         assert "revoked" in joined
         assert "expired" in joined
