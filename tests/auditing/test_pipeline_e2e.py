@@ -13,7 +13,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -305,3 +305,62 @@ def test_other_hosts_over_mutual_tls(rig: Rig) -> None:
     stranger.close()
     time.sleep(2)
     assert rig.es.count("edgesec-syslog-") == 5
+
+
+def test_rfc5424_records_over_the_unix_socket(tmp_path: Path, conformance: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """emit() with [auditing] syslog = "unix" into the pipeline's unix-stream source (no file tailing)."""
+    pki = make_site_pki(tmp_path / "pki")
+    sock = tmp_path / "edgesec.sock"
+    watched = (
+        tmp_path / "watched"
+    )  # the pipeline tails another, empty trail: records can only come via the socket
+    watched.mkdir()
+    opts = PipelineOptions(
+        trail_file=str(watched / "trail.jsonl"),
+        audit_log=None,
+        local_syslog="unix",
+        local_syslog_socket=str(sock),
+        ca_file=str(pki.ca_bundle),
+        cert_file=str(pki.client.cert),
+        key_file=str(pki.client.key),
+        archive_dir=str(tmp_path / "archive"),
+        disk_buffer_dir=str(tmp_path / "buffer"),
+        disk_buffer_bytes=64 * 1024 * 1024,
+        batch_timeout_ms=200,
+        es_urls=("https://127.0.0.1:1",),  # replaced below, once the endpoint has its port
+    )
+    with FakeElasticsearch(conformance, pki.server.cert, pki.server.key, pki.ca_bundle) as es:
+        conf = tmp_path / "syslog-ng.conf"
+        conf.write_text(render(replace(opts, es_urls=(es.url,)))["syslog-ng.conf"])
+        syntax_check(conf)
+        sng = SyslogNg(conf, tmp_path / "state")
+        sng.start()
+        try:
+            trail = tmp_path / "trail"
+            cfg = tmp_path / "edgesec.toml"
+            cfg.write_text(f'[auditing]\ntrail_dir = "{trail}"\nsyslog = "unix"\nsyslog_socket = "{sock}"\n')
+            from edgesec._console import AppState, reset_state, set_state
+
+            token = set_state(AppState(config_path=str(cfg)))
+            try:
+                auditing._trail = None
+                for i in range(25):
+                    auditing.emit(
+                        AuditEvent(
+                            action="test.unix",
+                            category=("host",),
+                            type=("info",),
+                            fields={"user.id": f"u{i}"},
+                        )
+                    )
+                auditing.current_trail().close()
+            finally:
+                reset_state(token)
+                auditing._trail = None
+            deadline = time.monotonic() + 30
+            while es.count("edgesec-audit-") < 25 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            sng.stop()
+        assert set(es.docs("edgesec-audit-")) == set(trail_records(trail))
+        assert es.violations == []
