@@ -42,7 +42,12 @@ def _ours(
         return False, exc.message
 
 
-def test_openssl_verify_agrees(ca: CertificateAuthority, tmp_path: Path) -> None:
+def test_openssl_verify_agrees(ca: CertificateAuthority, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    def edgesec_verify(f: Path, purpose: str) -> bool:
+        code, _, err = cli("pki", "verify", str(f), "--purpose", purpose)
+        assert code in (0, 1), err
+        return code == 0
+
     ca.issue_server("llm", ["DNS:llm.clinic.local"])
     ca.issue_client("alice")
     ca.issue_client("bob")
@@ -62,11 +67,14 @@ def test_openssl_verify_agrees(ca: CertificateAuthority, tmp_path: Path) -> None
     for name, purpose, expected in cases:
         assert _openssl_verify(ca, files[name], purpose, *crl)[0] is expected, (name, purpose)
         assert _ours(ca, files[name], purpose)[0] is expected, (name, purpose)
+        assert edgesec_verify(files[name], purpose) is expected, (name, purpose)
     ca.revoke("bob", "key-compromise")
     ok, out = _openssl_verify(ca, files["bob"], "client", *crl)
     assert not ok and "revoked" in out
     ok, msg = _ours(ca, files["bob"], "client")
     assert not ok and "revoked" in msg
+    assert not edgesec_verify(files["bob"], "client")
+    assert edgesec_verify(files["alice"], "client")
     assert _openssl_verify(ca, files["alice"], "client", *crl)[0]
     assert _ours(ca, files["alice"], "client")[0]
     # Two years on, alice's certificate has expired for both (and our CRL is stale as well).
