@@ -257,18 +257,21 @@ def read_clients_csv(path: str) -> list[ClientRequest]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InputError(f"{path} is not UTF-8 text") from None
-    reader = csv.DictReader(io.StringIO(text))
-    fields = [f.strip().lower() for f in (reader.fieldnames or [])]
-    if "id" not in fields:
-        raise InputError(
-            f"{path}: the first line must be a header with an 'id' column (and optionally email, uri)"
-        )
-    unknown = set(fields) - {"id", "email", "uri"}
-    if unknown:
-        raise InputError(f"{path}: unknown column(s) {', '.join(sorted(unknown))}; expected id, email, uri")
-    reader.fieldnames = fields
+    # newline="" lets the csv module see bare CR and CRLF line ends itself, as its documentation asks.
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     out: list[ClientRequest] = []
     try:
+        fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+        if "id" not in fields:
+            raise InputError(
+                f"{path}: the first line must be a header with an 'id' column (and optionally email, uri)"
+            )
+        unknown = set(fields) - {"id", "email", "uri"}
+        if unknown:
+            raise InputError(
+                f"{path}: unknown column(s) {', '.join(sorted(unknown))}; expected id, email, uri"
+            )
+        reader.fieldnames = fields
         for row in reader:
             if None in row:
                 raise InputError(f"{path}:{reader.line_num}: too many fields")

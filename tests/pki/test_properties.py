@@ -156,3 +156,32 @@ def test_valid_csr_loads() -> None:
     """The strategies above produce valid CSRs too (a guard that they are not all rejected)."""
     csr = load_csr(_csr("dev-1", [x509.DNSName("dev-1.local")]))
     assert csr.is_signature_valid
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=300))
+def test_batch_csv_parser_total(text: str) -> None:
+    import tempfile
+
+    from edgesec.pki.cli import read_clients_csv
+
+    with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False, encoding="utf-8") as fh:
+        fh.write(text)
+    try:
+        reqs = read_clients_csv(fh.name)
+    except InputError as exc:
+        assert "\n" not in exc.message
+        return
+    finally:
+        import os
+
+        os.unlink(fh.name)
+    assert reqs and all(isinstance(r.id, str) for r in reqs)
+
+
+def test_ca_certificate_is_not_a_leaf(shared_ca: CertificateAuthority) -> None:
+    from edgesec.errors import VerificationError
+
+    inter = shared_ca.intermediates()[0]
+    with pytest.raises(VerificationError, match="not an end-entity"):
+        verify_certificate(inter, purpose="client", trust=TrustBundle.load(shared_ca.trust_dir))
