@@ -59,24 +59,31 @@ class ReadyZ(Check):
         if _loopback(url) is None:
             yield self.skipped(f"[authz] url {url} is not on loopback; check it on the host that runs it")
             return
-        target = url.rstrip("/") + "/readyz"
+        # The configured URL may be a load balancer: ask each running replica too, or a dead or stale
+        # replica hides behind the healthy one that answered.
+        targets = {url.rstrip("/"): "[authz] url"}
+        for rep in discover.authz_replicas(ctx):
+            targets.setdefault(f"http://{rep.config}", f"replica pid {rep.pid}")
+        for target, origin in targets.items():
+            yield self._ask(ctx, target, origin)
+
+    def _ask(self, ctx: CheckContext, base: str, origin: str) -> Finding:
+        target = base + "/readyz"
         r = ctx.system.run(
             ["curl", "-sS", "--max-time", "3", "-o", "-", "-w", "\n%{http_code}", target], timeout=6
         )
-        ev: dict[str, object] = {"url": target}
+        ev: dict[str, object] = {"url": target, "origin": origin}
         if r.returncode == 127:
-            yield self.warned(
+            return self.warned(
                 "curl is not installed: /readyz cannot be asked", evidence=ev, severity=Severity.LOW
             )
-            return
         if not r.ok:
             ev["error"] = r.stderr.strip()[-300:]
-            yield self.failed(
-                f"ForwardAuth does not answer at {target}: {r.stderr.strip()[-120:]}",
-                resource=url,
+            return self.failed(
+                f"ForwardAuth ({origin}) does not answer at {target}: {r.stderr.strip()[-120:]}",
+                resource=base,
                 evidence=ev,
             )
-            return
         body, _, code = r.stdout.rpartition("\n")
         ev["status"] = code
         try:
@@ -86,23 +93,22 @@ class ReadyZ(Check):
         ev["body"] = doc if isinstance(doc, dict) else body[:400]
         if code == "200" and isinstance(doc, dict) and doc.get("ready") is True:
             pol = doc.get("policy") or {}
-            yield self.passed(
-                f"ForwardAuth ready: policy generation {pol.get('generation')}, {pol.get('rules')} rules",
-                resource=url,
+            return self.passed(
+                f"ForwardAuth ({origin}) ready: policy generation {pol.get('generation')}, {pol.get('rules')} rules",
+                resource=base,
                 evidence=ev,
             )
-            return
         why = []
         if isinstance(doc, dict):
             pol = doc.get("policy") or {}
-            if pol.get("error"):
+            if isinstance(pol, dict) and pol.get("error"):
                 why.append(f"policy: {pol['error']}")
             trust = doc.get("trust") or {}
             if isinstance(trust, dict) and not trust.get("ok", True):
                 why.append(f"trust: {trust.get('error') or trust.get('reason') or 'not ok'}")
-        yield self.failed(
-            f"ForwardAuth is not ready (HTTP {code})" + (f": {'; '.join(why)}" if why else ""),
-            resource=url,
+        return self.failed(
+            f"ForwardAuth ({origin}) is not ready (HTTP {code})" + (f": {'; '.join(why)}" if why else ""),
+            resource=base,
             evidence=ev,
         )
 

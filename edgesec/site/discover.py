@@ -84,6 +84,34 @@ def running(ctx: CheckContext) -> list[Running]:
     return sorted(out, key=lambda r: (r.kind, r.pid))
 
 
+def authz_replicas(ctx: CheckContext) -> list[Running]:
+    """Running ``edgesec authz serve`` processes on loopback; ``config`` holds their ``host:port``."""
+    import ipaddress
+
+    s = ctx.config.settings.authz
+    out: list[Running] = []
+    for path in ctx.system.glob("/proc/[0-9]*/cmdline"):
+        pid = path.split("/")[2]
+        argv = _argv(ctx, pid)
+        words = [posixpath.basename(a) for a in argv[:4]]
+        if "edgesec" not in words or "authz" not in argv or "serve" not in argv:
+            continue
+        host = _opt(argv, "--host") or s.host
+        port = _opt(argv, "--port") or str(s.port)
+        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a wildcard listener is asked on loopback
+            host = "127.0.0.1"
+        try:
+            if not ipaddress.ip_address(host).is_loopback:
+                continue
+        except ValueError:
+            if host != "localhost":
+                continue
+        if port.isdigit():
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            out.append(Running("authz", int(pid), where, tuple(argv)))
+    return sorted(out, key=lambda r: r.pid)
+
+
 def configs(ctx: CheckContext, kind: str, check_id: str) -> list[tuple[str, str]]:
     """``(config path, where it came from)`` of every ``kind`` process, plus the profile's ``configs``."""
     seen: dict[str, str] = {}

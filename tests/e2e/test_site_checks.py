@@ -515,3 +515,30 @@ def test_nginx_identity_headers_follow_inheritance() -> None:
     files = nginx_files(broken)
     rep = check_nginx("/etc/nginx/nginx.conf", reader(files), nginx_glob(files), TRUSTED)
     assert any("client-sent X-User-ID" in i.message for i in rep.issues), rep.issues
+
+
+def test_readyz_asks_every_running_replica_behind_the_load_balancer() -> None:
+    def curl(port: int) -> tuple[str, ...]:
+        return (*CURL[:-1], f"http://127.0.0.1:{port}/readyz")
+
+    ready = json.dumps({"ready": True, "policy": {"generation": 2, "rules": 21}}) + "\n200"
+    stale = json.dumps(
+        {"ready": False, "policy": {"generation": 2}, "trust": {"ok": False, "error": "CRL past nextUpdate"}}
+    )
+    nul = "\x00"
+    files = {
+        "/proc/501/cmdline": nul.join(
+            ["/usr/bin/python3", "-m", "edgesec", "authz", "serve", "--port", "9101", ""]
+        ),
+        "/proc/502/cmdline": nul.join(
+            ["/usr/bin/edgesec", "authz", "serve", "--host", "127.0.0.1", "--port", "9102", ""]
+        ),
+        # Not on loopback: the audit never asks it.
+        "/proc/503/cmdline": nul.join(
+            ["/usr/bin/edgesec", "authz", "serve", "--host", "10.0.0.5", "--port", "9103", ""]
+        ),
+    }
+    cmds = {CURL: ready, curl(9101): ready, curl(9102): stale + "\n503"}
+    out = list(ReadyZ().run(ctx(BuiltSystem(files=files, commands=cmds))))
+    assert statuses(out) == ["PASS", "PASS", "FAIL"]
+    assert "replica pid 502" in out[2].message and "CRL past nextUpdate" in out[2].message
