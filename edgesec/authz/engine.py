@@ -110,12 +110,22 @@ _NOTHING: Final = Decision(False, None, (), "default-deny")
 
 @dataclass(frozen=True, slots=True)
 class _Rule:
-    index: int  # position in the policy: casbin's explain picks by it
+    index: int  # position in its rule set; the tenant's _Bound maps it to the position in the policy
     obj_match: Callable[[str, int], Any] | None  # None: the exact-literal dictionary already matched
     start: int  # where obj_match starts: the length of the literal prefix the bucket matched
     act_match: Callable[[str], bool]
     eft: int
-    line: tuple[str, ...]
+    line: tuple[str, ...]  # the policy line without its tenant (rule sets are shared by tenants)
+
+
+class _Bound:
+    """One tenant's use of a (possibly shared) rule set: where its rules stand in the policy."""
+
+    __slots__ = ("indices", "ruleset")
+
+    def __init__(self, ruleset: _RuleSet, indices: tuple[int, ...]) -> None:
+        self.ruleset = ruleset
+        self.indices = indices  # policy position of the rule set's rule k
 
 
 class _Dir:
@@ -214,7 +224,7 @@ class _RuleSet:
                 return
 
 
-_NO_VIEW: Final[tuple[tuple[str, ...], tuple[_RuleSet, ...]]] = ((), ())
+_NO_VIEW: Final[tuple[tuple[str, ...], tuple[_Bound, ...]]] = ((), ())
 
 
 class _Tenant:
@@ -224,15 +234,15 @@ class _Tenant:
 
     def __init__(self) -> None:
         self.graph: dict[str, tuple[str, ...]] = {}
-        self.rules: dict[str, _RuleSet] = {}
+        self.rules: dict[str, _Bound] = {}
         # Role closures of the names in ``graph``, filled on first use; bounded by the policy's size
         # because a name outside the graph has no roles and is never stored.
         self.roles: dict[str, tuple[str, ...]] = {}
         # Per user: (roles, the rule sets of the user and its roles) -- one lookup per decision instead
         # of one per subject. Stored only for names the policy knows (same bound as above).
-        self.views: dict[str, tuple[tuple[str, ...], tuple[_RuleSet, ...]]] = {}
+        self.views: dict[str, tuple[tuple[str, ...], tuple[_Bound, ...]]] = {}
 
-    def view(self, user: str) -> tuple[tuple[str, ...], tuple[_RuleSet, ...]]:
+    def view(self, user: str) -> tuple[tuple[str, ...], tuple[_Bound, ...]]:
         view = self.views.get(user)
         if view is not None:
             return view
@@ -240,8 +250,8 @@ class _Tenant:
             return _NO_VIEW
         roles = self.roles_of(user)
         rules = self.rules
-        sets = tuple(rs for rs in (rules.get(s) for s in (user, *roles)) if rs is not None)
-        view = self.views[user] = (roles, sets)
+        bounds = tuple(b for b in (rules.get(s) for s in (user, *roles)) if b is not None)
+        view = self.views[user] = (roles, bounds)
         return view
 
     def roles_of(self, user: str) -> tuple[str, ...]:
@@ -522,6 +532,7 @@ class PolicyEngine:
         self.model_path: Path = Path()
         self.policy_path: Path = Path()
         self.rule_count: int = 0
+        self.ruleset_count: int = 0  # distinct (shared) rule sets in indexed mode
         self.role_link_count: int = 0
         self.indexed: bool = False
         self.note: str = ""
@@ -565,65 +576,30 @@ class PolicyEngine:
         return self
 
     def _build(self, model: Model, family: _Family) -> None:
-        source = str(self.policy_path)
-        compiler = _Compiler(source)
+        compiler = _Compiler(str(self.policy_path))
         policy = model.model["p"]["p"].policy
         self.rule_count = len(policy)
-        tenants: dict[str, _Tenant] = {}
         act_fns: dict[str, Callable[[str], bool]] = {}
+        groups: dict[tuple[str, str], list[int]] = {}
         for index, line in enumerate(policy):
-            sub, dom, obj, act = line[0], line[1], line[2], line[3]
-            if family.has_eft:
-                eft_s = line[4]
-                eft = _ALLOW if eft_s == "allow" else _DENY if eft_s == "deny" else _OTHER
-            else:
-                eft = _ALLOW
-            act_fn = act_fns.get(act)
-            if act_fn is None:
-                if family.act_kind == "regexMatch":
-                    act_fn = _truthy(compiler.matcher(act, index + 1, "the method pattern"))
-                else:
-                    act_fn = _equal_to(act)
-                act_fns[act] = act_fn
+            groups.setdefault((line[1], line[0]), []).append(index)
+        # Tenants often hold the same rules (every branch runs the same apps): a (tenant, subject) whose
+        # rules, in order and without the tenant, equal another's shares its rule set. Decisions then
+        # read the same few structures whatever the tenant (they stay in the CPU caches), and memory
+        # grows with the distinct rule sets only. Each tenant keeps its own policy positions (_Bound),
+        # which casbin's effect and explain depend on.
+        shared: dict[tuple[tuple[str, ...], ...], _RuleSet] = {}
+        tenants: dict[str, _Tenant] = {}
+        for (dom, sub), indices in groups.items():
+            rows = tuple((policy[i][0], *policy[i][2:]) for i in indices)
+            ruleset = shared.get(rows)
+            if ruleset is None:
+                ruleset = shared[rows] = self._ruleset(rows, indices, family, compiler, act_fns)
             tenant = tenants.get(dom)
             if tenant is None:
                 tenant = tenants[dom] = _Tenant()
-            ruleset = tenant.rules.get(sub)
-            if ruleset is None:
-                ruleset = tenant.rules[sub] = _RuleSet(family.obj_kind != "equal")
-            kind = family.obj_kind
-            row = tuple(line)
-            if kind == "equal":
-                ruleset.add_exact(obj, _Rule(index, None, 0, act_fn, eft, row))
-                continue
-            if kind == "regexMatch":
-                # re.match: anchored at the start (a leading "^" changes nothing), not at the end.
-                full: str | None = obj
-                body, tail = obj[1:] if obj.startswith("^") else obj, ""
-            else:
-                body = _key_match2_body(obj) if kind == "keyMatch2" else _key_match5_body(obj)
-                full, tail = None, "$"  # "^" + body + "$", built only when it is needed
-            prefix, whole = _literal_prefix(body)
-            if whole and tail:
-                # "^literal$": a dictionary lookup (the "$"-before-newline case is handled there).
-                key = obj if prefix == obj else prefix  # keep one copy of the string
-                ruleset.add_exact(key, _Rule(index, None, 0, act_fn, eft, row))
-                continue
-            if prefix:
-                # The bucket lookup has already matched the literal prefix character for character, so
-                # only the rest of the regex runs, from where the prefix ends. match(s, pos) keeps "^",
-                # "\b" and lookbehind seeing the real string, so this is the same test as the full
-                # regex; and the rests repeat ("[^\/]+$", ".*$"), so one compile serves many rules.
-                # Validity is the same too: the prefix is plain characters, without groups or flags.
-                fn = compiler.matcher(body[len(prefix) :] + tail, index + 1, "the path pattern")
-            else:
-                fn = compiler.matcher(
-                    "^" + body + tail if full is None else full, index + 1, "the path pattern"
-                )
-            ruleset.add_prefixed(prefix, _Rule(index, fn, len(prefix), act_fn, eft, row))
-        for tenant in tenants.values():
-            for ruleset in tenant.rules.values():
-                ruleset.seal()
+            tenant.rules[sub] = _Bound(ruleset, tuple(indices))
+        self.ruleset_count = len(shared)
         links: dict[str, dict[str, list[str]]] = {}
         count = 0
         for g_line in model.model["g"]["g"].policy:
@@ -639,6 +615,60 @@ class PolicyEngine:
                 tenant = tenants[dom] = _Tenant()
             tenant.graph = {u: tuple(rs) for u, rs in users.items()}
         self._tenants = tenants
+
+    @staticmethod
+    def _ruleset(
+        rows: tuple[tuple[str, ...], ...],
+        indices: list[int],
+        family: _Family,
+        compiler: _Compiler,
+        act_fns: dict[str, Callable[[str], bool]],
+    ) -> _RuleSet:
+        """Index the rules of one subject in one tenant (``rows``: the lines without the tenant)."""
+        ruleset = _RuleSet(family.obj_kind != "equal")
+        kind = family.obj_kind
+        for k, row in enumerate(rows):
+            lineno = indices[k] + 1  # for error messages: the p rule's number in the policy
+            obj, act = row[1], row[2]
+            if family.has_eft:
+                eft = _ALLOW if row[3] == "allow" else _DENY if row[3] == "deny" else _OTHER
+            else:
+                eft = _ALLOW
+            act_fn = act_fns.get(act)
+            if act_fn is None:
+                if family.act_kind == "regexMatch":
+                    act_fn = _truthy(compiler.matcher(act, lineno, "the method pattern"))
+                else:
+                    act_fn = _equal_to(act)
+                act_fns[act] = act_fn
+            if kind == "equal":
+                ruleset.add_exact(obj, _Rule(k, None, 0, act_fn, eft, row))
+                continue
+            if kind == "regexMatch":
+                # re.match: anchored at the start (a leading "^" changes nothing), not at the end.
+                full: str | None = obj
+                body, tail = obj[1:] if obj.startswith("^") else obj, ""
+            else:
+                body = _key_match2_body(obj) if kind == "keyMatch2" else _key_match5_body(obj)
+                full, tail = None, "$"  # "^" + body + "$", built only when it is needed
+            prefix, whole = _literal_prefix(body)
+            if whole and tail:
+                # "^literal$": a dictionary lookup (the "$"-before-newline case is handled there).
+                key = obj if prefix == obj else prefix  # keep one copy of the string
+                ruleset.add_exact(key, _Rule(k, None, 0, act_fn, eft, row))
+                continue
+            if prefix:
+                # The bucket lookup has already matched the literal prefix character for character, so
+                # only the rest of the regex runs, from where the prefix ends. match(s, pos) keeps "^",
+                # "\b" and lookbehind seeing the real string, so this is the same test as the full
+                # regex; and the rests repeat ("[^\/]+$", ".*$"), so one compile serves many rules.
+                # Validity is the same too: the prefix is plain characters, without groups or flags.
+                fn = compiler.matcher(body[len(prefix) :] + tail, lineno, "the path pattern")
+            else:
+                fn = compiler.matcher("^" + body + tail if full is None else full, lineno, "the path pattern")
+            ruleset.add_prefixed(prefix, _Rule(k, fn, len(prefix), act_fn, eft, row))
+        ruleset.seal()
+        return ruleset
 
     def _load_fallback(self, model: Model, why: str) -> None:
         r_tokens = tuple(t.removeprefix("r_") for t in model.model["r"]["r"].tokens)
@@ -717,18 +747,23 @@ class PolicyEngine:
         t = self._tenants.get(tenant)
         if t is None:
             return _NOTHING
-        roles, rulesets = t.view(user)
+        roles, bounds = t.view(user)
         obj = path
         if family.obj_kind == "keyMatch5":
             q = obj.find("?")
             if q != -1:
                 obj = obj[:q]
-        matched: list[_Rule] = []
-        for ruleset in rulesets:
-            ruleset.collect(obj, method, matched)
+        matched: list[tuple[int, _Rule]] = []
+        found: list[_Rule] = []
+        for bound in bounds:
+            bound.ruleset.collect(obj, method, found)
+            if found:
+                indices = bound.indices
+                matched.extend((indices[rule.index], rule) for rule in found)
+                found.clear()
         if not matched:
             return Decision(False, None, roles, "default-deny")
-        return _effect(matched, roles, family.deny_wins)
+        return _effect(matched, roles, family.deny_wins, tenant)
 
     def _decide_fallback(self, user: str, tenant: str, path: str, method: str) -> Decision:
         assert self._enforcer is not None
@@ -755,8 +790,10 @@ class PolicyEngine:
     def rules_for_tenant(self, tenant: str) -> list[tuple[str, ...]]:
         """The policy lines of ``tenant`` (indexed mode), in policy order."""
         t = self._tenants.get(tenant)
-        found = [r for rs in t.rules.values() for r in _all_rules(rs)] if t is not None else []
-        return [r.line for r in sorted(found, key=lambda r: r.index)]
+        if t is None:
+            return []
+        found = [(b.indices[r.index], r) for b in t.rules.values() for r in _all_rules(b.ruleset)]
+        return [_line(r, tenant) for _i, r in sorted(found, key=lambda x: x[0])]
 
     def stats(self) -> dict[str, Any]:
         """Figures for ``/metrics`` and ``/readyz``."""
@@ -764,6 +801,7 @@ class PolicyEngine:
             "indexed": self.indexed,
             "note": self.note,
             "rules": self.rule_count,
+            "rule_sets": self.ruleset_count,
             "role_links": self.role_link_count,
             "cache_entries": len(self._cache),
             "cache_hits": self.cache_hits,
@@ -787,36 +825,46 @@ def _truthy(fn: Callable[[str], Any]) -> Callable[[str], bool]:
     return fn
 
 
-def _effect(matched: list[_Rule], roles: tuple[str, ...], deny_wins: bool) -> Decision:
-    """casbin's effector and ``enforce_ex`` explain over the rules that matched (policy order matters)."""
+def _line(rule: _Rule, tenant: str) -> tuple[str, ...]:
+    """The policy line of ``rule`` in ``tenant`` (rule sets keep their lines without the tenant)."""
+    row = rule.line
+    return (row[0], tenant, *row[1:])
+
+
+def _effect(
+    matched: list[tuple[int, _Rule]], roles: tuple[str, ...], deny_wins: bool, tenant: str
+) -> Decision:
+    """casbin's effector and ``enforce_ex`` explain over the rules that matched, by policy position."""
     if deny_wins:
         # The scan stops at the first deny in policy order, which is then the explained rule; without a
         # deny it runs to the end and explains the last rule that matched.
-        first_deny: _Rule | None = None
-        last: _Rule = matched[0]
+        first_deny: tuple[int, _Rule] | None = None
+        last = matched[0]
         allow = False
-        for rule in matched:
+        for item in matched:
+            index, rule = item
             if rule.eft == _DENY:
-                if first_deny is None or rule.index < first_deny.index:
-                    first_deny = rule
+                if first_deny is None or index < first_deny[0]:
+                    first_deny = item
             elif rule.eft == _ALLOW:
                 allow = True
-            if rule.index > last.index:
-                last = rule
+            if index > last[0]:
+                last = item
         if first_deny is not None:
-            return Decision(False, first_deny.line, roles, "deny")
+            return Decision(False, _line(first_deny[1], tenant), roles, "deny")
         if allow:
-            return Decision(True, last.line, roles, "allow")
-        return Decision(False, last.line, roles, "default-deny")
+            return Decision(True, _line(last[1], tenant), roles, "allow")
+        return Decision(False, _line(last[1], tenant), roles, "default-deny")
     # allow-override: the scan stops at the first allow; without one it explains the last match.
-    first_allow: _Rule | None = None
+    first_allow: tuple[int, _Rule] | None = None
     last = matched[0]
-    for rule in matched:
-        if rule.eft == _ALLOW and (first_allow is None or rule.index < first_allow.index):
-            first_allow = rule
-        if rule.index > last.index:
-            last = rule
+    for item in matched:
+        index, rule = item
+        if rule.eft == _ALLOW and (first_allow is None or index < first_allow[0]):
+            first_allow = item
+        if index > last[0]:
+            last = item
     if first_allow is not None:
-        return Decision(True, first_allow.line, roles, "allow")
-    effect = "deny" if any(r.eft == _DENY for r in matched) else "default-deny"
-    return Decision(False, last.line, roles, effect)
+        return Decision(True, _line(first_allow[1], tenant), roles, "allow")
+    effect = "deny" if any(r.eft == _DENY for _i, r in matched) else "default-deny"
+    return Decision(False, _line(last[1], tenant), roles, effect)

@@ -116,6 +116,15 @@ def policy(draw: st.DrawFn, variant: str) -> tuple[list[str], list[tuple[str, ..
             fields.append(draw(st.sampled_from(["allow", "deny", "allow", "deny", "other"])))
         rules.append(fields)
         lines.append("p, " + ", ".join(fields))
+    if draw(st.booleans()):
+        # The same rules in other tenants (as every branch of a bank runs the same apps): the engine
+        # shares their index, and each tenant must still get its own policy positions and lines.
+        for fields in list(rules):
+            for other in draw(st.lists(st.sampled_from(TENANTS), max_size=2, unique=True)):
+                if other != fields[1]:
+                    copy = [fields[0], other, *fields[2:]]
+                    rules.append(copy)
+                    lines.append("p, " + ", ".join(copy))
     links: list[tuple[str, str, str]] = []
     for _ in range(draw(st.integers(0, 10))):
         link = (draw(subjects), draw(st.sampled_from(ROLES)), draw(st.sampled_from(TENANTS)))
@@ -307,3 +316,33 @@ def test_explains_the_rule_casbin_explains_when_several_apply(tmp_path: Path) ->
             allowed, explain = plain.enforce_ex("alice", "branch", path, "GET")
             got = engine.decide("alice", "branch", path, "GET")
             assert (got.allowed, got.rule) == (allowed, tuple(explain) if explain else None), path
+
+
+def test_tenants_with_the_same_rules_share_an_index_but_keep_their_positions(tmp_path: Path) -> None:
+    model_path = tmp_path / "model.conf"
+    model_path.write_text(model_text("keyMatch2"))
+    base = [
+        "p, teller, {t}, /v1/*, GET, allow",
+        "p, teller, {t}, /v1/secret/*, GET, deny",
+        "p, teller, {t}, /v1/:id, GET|POST, allow",
+    ]
+    lines: list[str] = []
+    for i, t in enumerate(["a", "b", "c", "d"]):
+        rows = [r.format(t=t) for r in base]
+        if t == "d":
+            rows.reverse()  # another order: another rule set
+        lines += rows
+        lines.append(f"g, u{i}, teller, {t}")
+        lines.append(f"p, u{i}, {t}, /v1/secret/x, GET, allow")  # interleaved with the shared rules
+    policy_path = tmp_path / "p.csv"
+    policy_path.write_text("\n".join(lines) + "\n")
+    engine = PolicyEngine.load(model_path, policy_path)
+    plain = casbin.Enforcer(str(model_path), str(policy_path))
+    assert engine.ruleset_count == 2 + 4  # teller in a, b, c share one; d's reversed order; one per user
+    for i, t in enumerate(["a", "b", "c", "d"]):
+        for path in ("/v1/x", "/v1/secret/x", "/v1/secret/y", "/v2"):
+            for method in ("GET", "POST"):
+                allowed, explain = plain.enforce_ex(f"u{i}", t, path, method)
+                got = engine.decide(f"u{i}", t, path, method)
+                assert (got.allowed, got.rule) == (allowed, tuple(explain) if explain else None)
+        assert engine.rules_for_tenant(t) == [tuple(p) for p in plain.get_filtered_policy(1, t)]
