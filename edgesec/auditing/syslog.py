@@ -23,6 +23,7 @@ import datetime as dt
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -233,22 +234,36 @@ class Forwarder:
     The trail stays the record of truth: a receiver that is down does not fail ``emit()``. Failures
     are counted (``failures``) and the last one kept (``last_error``); ``auditlog verify`` and the
     auditing checks read the trail itself, and syslog-ng also tails the trail file, so nothing is lost.
+    After a failure the forwarder rests (1 s, doubling up to ``max_backoff``) instead of trying every
+    record: a receiver that times out must not stall the trail's writer, and with it every ``emit()``.
     """
 
-    def __init__(self, sender: SyslogSender) -> None:
+    def __init__(self, sender: SyslogSender, *, max_backoff: float = 60.0) -> None:
         self.sender = sender
         self.sent = 0
         self.failures = 0
+        self.attempts = 0
         self.last_error: str | None = None
+        self.max_backoff = max_backoff
+        self._backoff = 0.0
+        self._resume_at = 0.0
 
     def close(self) -> None:
         self.sender.close()
 
     def __call__(self, docs: list[dict[str, Any]], lines: list[bytes]) -> None:
-        for doc, line in zip(docs, lines, strict=True):
+        for i, (doc, line) in enumerate(zip(docs, lines, strict=True)):
+            if time.monotonic() < self._resume_at:
+                self.failures += len(docs) - i  # resting: these stay in the trail (and its file source)
+                return
+            self.attempts += 1
             try:
                 self.sender.send(record_message(doc, line.decode("utf-8").rstrip("\n")))
-                self.sent += 1
             except OperationFailed as exc:
                 self.failures += 1
                 self.last_error = exc.message
+                self._backoff = min(self.max_backoff, max(1.0, self._backoff * 2))
+                self._resume_at = time.monotonic() + self._backoff
+                continue
+            self.sent += 1
+            self._backoff = 0.0

@@ -28,9 +28,10 @@ RFC5424 = re.compile(
 class SyslogCatcher:
     """A loopback TCP receiver that reads octet-counted RFC 5424 messages (RFC 6587 3.4.1)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
         self.sock.listen(4)
         self.port = self.sock.getsockname()[1]
         self.messages: list[bytes] = []

@@ -132,6 +132,7 @@ def test_receiver_down_never_fails_emit(cli, tmp_path: Path) -> None:  # type: i
     _emit_via_config(cli, cfg, 3)
     fwd = auditing.current_trail().listeners[0]
     assert isinstance(fwd, Forwarder) and fwd.failures == 3 and fwd.sent == 0
+    assert fwd.attempts == 1  # then it rests instead of trying every record
     assert "cannot send to syslog" in (fwd.last_error or "")
     assert len((trail / "trail.jsonl").read_bytes().splitlines()) == 3  # the trail has every record
     auditing.current_trail().close()
@@ -153,3 +154,27 @@ def test_reconfiguring_the_same_trail_keeps_the_forwarder(tmp_path: Path) -> Non
     assert RFC5424.match(srv.recv(65536))
     t2.close()
     srv.close()
+
+
+def test_forwarder_resumes_after_its_rest(tmp_path: Path) -> None:
+    import time
+
+    from edgesec.auditing.syslog import SyslogSender
+
+    from .test_checkpoint import SyslogCatcher
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fwd = Forwarder(SyslogSender("tcp", host="127.0.0.1", port=port))
+    with auditing.configured(tmp_path / "trail") as trail:
+        trail.listeners.append(fwd)
+        auditing.emit(AuditEvent(action="test.rest", category=("host",), type=("info",)))
+        assert (fwd.attempts, fwd.failures) == (1, 1)
+        catcher = SyslogCatcher(port)  # the receiver comes back
+        auditing.emit(AuditEvent(action="test.rest", category=("host",), type=("info",)))
+        assert (fwd.attempts, fwd.failures) == (1, 2)  # still resting
+        time.sleep(1.1)
+        auditing.emit(AuditEvent(action="test.rest", category=("host",), type=("info",)))
+        assert (fwd.attempts, fwd.sent) == (2, 1)
+    catcher.close()
