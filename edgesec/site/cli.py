@@ -84,8 +84,8 @@ def demo(
     finally:
         site.stop()
     html = site.html_report()
-    host = expected_host_findings(res)
-    problems = site_problems(res)
+    host = expected_host_findings(res, directory, site.ports)
+    problems = site_problems(res, directory, site.ports)
     data = {
         "dir": str(directory),
         "config": str(site.config),

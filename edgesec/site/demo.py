@@ -561,26 +561,72 @@ http {{
 """
 
 
-def expected_host_findings(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """FAIL/WARN/ERROR checks that belong to the host, not the demo site (time sync, egress, auditd...)."""
-    return [
-        c
-        for c in result.get("checks", [])
-        if c.get("status") in ("FAIL", "WARN", "ERROR") and is_host_check(c["id"])
-    ]
-
-
-def site_problems(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """FAIL/WARN/ERROR checks of the site itself (pki, authz, auditing, models)."""
-    return [
-        c
-        for c in result.get("checks", [])
-        if c.get("status") in ("FAIL", "WARN", "ERROR") and not is_host_check(c["id"])
-    ]
+BAD = ("FAIL", "WARN", "ERROR")
 
 
 def is_host_check(check_id: str) -> bool:
     return check_id.split(".", 1)[0] in HOST_FAMILIES or check_id in HOST_CHECKS
+
+
+def belongs_to(finding: dict[str, Any], site_dir: Path, ports: dict[str, int]) -> bool:
+    """Is a finding about this demo site, or about something else running on the host?
+
+    The proxy and pipeline checks judge every nginx, Caddy, Traefik and syslog-ng on the host, and the
+    readiness check every replica: findings about files outside the demo directory, or services on
+    ports the demo did not start, are about the host's other services.
+    """
+    res = str(finding.get("resource") or "")
+    if res.startswith("/"):
+        return Path(res).is_relative_to(site_dir)
+    if res.startswith("http://") or res.startswith("https://"):
+        from urllib.parse import urlsplit
+
+        return urlsplit(res).port in set(ports.values())
+    return True
+
+
+def _split(
+    result: dict[str, Any], site_dir: Path | None, ports: dict[str, int]
+) -> tuple[list[Any], list[Any]]:
+    host: list[dict[str, Any]] = []
+    site: list[dict[str, Any]] = []
+    for c in result.get("checks", []):
+        if c.get("status") not in BAD:
+            continue
+        if is_host_check(c["id"]):
+            host.append(c)
+            continue
+        bad = [f for f in c.get("findings", []) if f.get("status") in BAD]
+        if site_dir is not None and bad and not any(belongs_to(f, site_dir, ports) for f in bad):
+            host.append(c)
+        else:
+            site.append(c)
+    return host, site
+
+
+def expected_host_findings(
+    result: dict[str, Any], site_dir: Path | None = None, ports: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
+    """FAIL/WARN/ERROR checks about the host, not the demo site: time sync, egress, auditd, and the
+    host's other proxies or pipelines when ``site_dir`` is given."""
+    return _split(result, site_dir, ports or {})[0]
+
+
+def site_problems(
+    result: dict[str, Any], site_dir: Path | None = None, ports: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
+    """FAIL/WARN/ERROR checks of the site itself (pki, authz, auditing, models)."""
+    return _split(result, site_dir, ports or {})[1]
+
+
+def site_failures(result: dict[str, Any], site_dir: Path, ports: dict[str, int]) -> set[str]:
+    """Ids of site checks with a FAIL finding about this site."""
+    return {
+        c["id"]
+        for c in result.get("checks", [])
+        if not is_host_check(c["id"])
+        and any(f.get("status") == "FAIL" and belongs_to(f, site_dir, ports) for f in c.get("findings", []))
+    }
 
 
 def which_missing() -> list[str]:

@@ -18,7 +18,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from edgesec.site.demo import DemoSite, is_host_check, site_problems
+from edgesec.site.demo import DemoSite, site_failures, site_problems
 from tests.e2e.conftest import archive_lines, trail_records
 
 PROXIES = ("nginx", "caddy")
@@ -170,13 +170,14 @@ def trail_lines_for(lines: dict[str, str], rec: dict[str, object]) -> str:
 
 
 def test_tampering_with_the_model_or_the_trail_turns_the_report_red(site: DemoSite) -> None:
+    assert site.request("nginx", "POST", "/v1/chat-messages", user="alice", body=b"{}").status == 200
     site.checkpoint()
     code, before = site.audit()
     assert code in (0, 1)
-    assert site_problems(before) == [], [
-        (c["id"], [f["message"] for f in c["findings"]]) for c in site_problems(before)
+    assert site_problems(before, site.dir, site.ports) == [], [
+        (c["id"], [f["message"] for f in c["findings"]]) for c in site_problems(before, site.dir, site.ports)
     ]
-    failing_before = {c["id"] for c in before["checks"] if c["status"] == "FAIL"}
+    failing_before = site_failures(before, site.dir, site.ports)
 
     weights = site.model_dir / "model.safetensors"
     original_weights = weights.read_bytes()
@@ -197,10 +198,10 @@ def test_tampering_with_the_model_or_the_trail_turns_the_report_red(site: DemoSi
             fh.seek(at)
             fh.write(b'"decision":"allow"')
     assert code == 1
-    # Host checks (egress, time, auditd) watch a machine shared with other work: compare the site's.
-    new = {c["id"] for c in after["checks"] if c["status"] == "FAIL" and not is_host_check(c["id"])}
-    assert new - failing_before == {"models.signature", "auditing.trail"}
-    assert new == {"models.signature", "auditing.trail"}
+    # Host checks (egress, time, auditd, other proxies) watch a machine shared with other work: compare
+    # the site's own findings.
+    new = site_failures(after, site.dir, site.ports)
+    assert new == {"models.signature", "auditing.trail"}, (new, failing_before)
     trail_check = next(c for c in after["checks"] if c["id"] == "auditing.trail")
     assert "edited" in json.dumps(trail_check["findings"])
     assert "auditing.trail" in html and "models.signature" in html
