@@ -87,6 +87,9 @@ def build_model(root: Path, total: int) -> list[Path]:
 TIME = shutil.which("time") or ("/usr/bin/time" if os.path.exists("/usr/bin/time") else None)
 
 
+LAST_CPU = [0.0]
+
+
 def run_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int, str]:
     """(wall seconds, peak RSS bytes, exit code, stdout) of one child process.
 
@@ -104,6 +107,9 @@ def run_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[float
         wall = time.perf_counter() - t
         rc = os.waitstatus_to_exitcode(status)
         rss = usage.ru_maxrss * 1024
+        # CPU seconds of the command and everything it waited for: unlike wall time, barely moved by
+        # other processes competing for the same cores.
+        LAST_CPU[0] = usage.ru_utime + usage.ru_stime
         if TIME:
             lines = Path(rss_file.name).read_text().split()
             rss = int(lines[-1]) * 1024 if lines and lines[-1].isdigit() else rss
@@ -236,7 +242,7 @@ def _bench(work: Path, size: int, args: argparse.Namespace) -> int:
     n = cores()
     limit_s = total / (n * rate)
     ver = edgesec(home, "--json", "model", "verify", str(model))
-    runs: dict[str, list[tuple[float, int, float | None]]] = {
+    runs: dict[str, list[tuple[float, int, float | None, float]]] = {
         "edgesec": [],
         "sha256sum": [],
         "model_signing": [],
@@ -246,20 +252,20 @@ def _bench(work: Path, size: int, args: argparse.Namespace) -> int:
         wall, rss, rc, out = run_child(ver, env)
         if rc != 0:
             raise SystemExit(f"bench: edgesec model verify failed (exit {rc})")
-        runs["edgesec"].append((wall, rss, float(json.loads(out)["result"]["seconds"])))
+        runs["edgesec"].append((wall, rss, float(json.loads(out)["result"]["seconds"]), LAST_CPU[0]))
         wall, rss, rc, _ = run_child(["sha256sum", *map(str, files)])
-        runs["sha256sum"].append((wall, rss, None))
+        runs["sha256sum"].append((wall, rss, None, LAST_CPU[0]))
         if have_ms:
             wall, rss, rc, _ = run_child(
                 ["model_signing", "verify", "certificate", str(model), "--signature", str(ms_sig),
                  "--certificate_chain", str(keys / "ca.pem")]
             )  # fmt: skip
             if rc == 0:
-                runs["model_signing"].append((wall, rss, None))
+                runs["model_signing"].append((wall, rss, None, LAST_CPU[0]))
         if have_b3:
             wall, rss, rc, out = run_child([*ver, "--signature", str(b3_sig)], env)
             if rc == 0:
-                runs["blake3"].append((wall, rss, float(json.loads(out)["result"]["seconds"])))
+                runs["blake3"].append((wall, rss, float(json.loads(out)["result"]["seconds"]), LAST_CPU[0]))
 
     def med(name: str, i: int) -> float:
         return statistics.median(r[i] for r in runs[name])  # type: ignore[misc]
@@ -279,21 +285,28 @@ def _bench(work: Path, size: int, args: argparse.Namespace) -> int:
         "edgesec_cli_s": med("edgesec", 0),
         "edgesec_verify_s": med("edgesec", 2),
         "edgesec_peak_rss_MB": peak("edgesec") / 1e6,
+        "edgesec_cpu_s": med("edgesec", 3),
+        "sha256sum_cpu_s": med("sha256sum", 3),
+        "limit_cpu_s": total / rate,
         "sha256sum_s": med("sha256sum", 0),
         "sha256sum_peak_rss_MB": peak("sha256sum") / 1e6,
     }
     if runs["model_signing"]:
         fig["model_signing_s"] = med("model_signing", 0)
         fig["model_signing_peak_rss_MB"] = peak("model_signing") / 1e6
+        fig["model_signing_cpu_s"] = med("model_signing", 3)
     if runs["blake3"]:
         fig["blake3_cli_s"] = med("blake3", 0)
         fig["blake3_verify_s"] = med("blake3", 2)
         fig["blake3_peak_rss_MB"] = peak("blake3") / 1e6
+        fig["blake3_cpu_s"] = med("blake3", 3)
     fig["of_limit_verify"] = limit_s / fig["edgesec_verify_s"]
     fig["of_limit_cli"] = limit_s / fig["edgesec_cli_s"]
     fig["vs_sha256sum"] = fig["sha256sum_s"] / fig["edgesec_cli_s"]
     if "model_signing_s" in fig:
         fig["vs_model_signing"] = fig["model_signing_s"] / fig["edgesec_cli_s"]
+        fig["vs_model_signing_cpu"] = fig["model_signing_cpu_s"] / fig["edgesec_cpu_s"]
+    fig["cpu_efficiency"] = fig["limit_cpu_s"] / fig["edgesec_cpu_s"]
     fig["load_average"] = os.getloadavg()
     if args.json:
         print(json.dumps(fig, indent=2))
@@ -305,19 +318,44 @@ def _bench(work: Path, size: int, args: argparse.Namespace) -> int:
     print(
         f"hashlib SHA-256, one core: {rate / 1e9:.2f} GB/s  ->  limit {limit_s:.2f} s ({gb / limit_s:.2f} GB/s)"
     )
-    print(f"{'':34}{'seconds':>9}{'GB/s':>8}{'of limit':>10}{'peak RSS':>11}")
+    print(f"{'':34}{'seconds':>9}{'GB/s':>8}{'of limit':>10}{'peak RSS':>11}{'CPU s':>8}")
 
-    def row(label: str, s: float, rss: float | None) -> None:
-        mem = f"{rss:8.0f} MB" if rss is not None else ""
-        print(f"{label:34}{s:9.2f}{gb / s:8.2f}{limit_s / s:9.0%} {mem}")
+    def row(label: str, s: float, rss: float | None, cpu: float | None = None) -> None:
+        mem = f"{rss:8.0f} MB" if rss is not None else " " * 11
+        cpu_text = f"{cpu:8.2f}" if cpu is not None else ""
+        print(f"{label:34}{s:9.2f}{gb / s:8.2f}{limit_s / s:9.0%} {mem}{cpu_text}")
 
-    row("edgesec model verify (command)", fig["edgesec_cli_s"], fig["edgesec_peak_rss_MB"])
+    row(
+        "edgesec model verify (command)",
+        fig["edgesec_cli_s"],
+        fig["edgesec_peak_rss_MB"],
+        fig["edgesec_cpu_s"],
+    )
     row("  of which verification itself", fig["edgesec_verify_s"], None)
-    row("sha256sum (coreutils)", fig["sha256sum_s"], fig["sha256sum_peak_rss_MB"])
+    row("sha256sum (coreutils)", fig["sha256sum_s"], fig["sha256sum_peak_rss_MB"], fig["sha256sum_cpu_s"])
     if "model_signing_s" in fig:
-        row("model_signing verify certificate", fig["model_signing_s"], fig["model_signing_peak_rss_MB"])
+        row(
+            "model_signing verify certificate",
+            fig["model_signing_s"],
+            fig["model_signing_peak_rss_MB"],
+            fig["model_signing_cpu_s"],
+        )
     if "blake3_cli_s" in fig:
-        row("edgesec verify, BLAKE3 manifest", fig["blake3_cli_s"], fig["blake3_peak_rss_MB"])
+        row(
+            "edgesec verify, BLAKE3 manifest",
+            fig["blake3_cli_s"],
+            fig["blake3_peak_rss_MB"],
+            fig["blake3_cpu_s"],
+        )
+    print(
+        f"CPU seconds (robust to other load): limit {fig['limit_cpu_s']:.2f}, edgesec {fig['edgesec_cpu_s']:.2f} "
+        f"({fig['cpu_efficiency']:.0%} efficient)"
+        + (
+            f", model_signing {fig['model_signing_cpu_s']:.2f} ({fig['vs_model_signing_cpu']:.2f}x)"
+            if "vs_model_signing_cpu" in fig
+            else ""
+        )
+    )
     print(
         f"sign: edgesec {sign_wall:.2f} s (peak {sign_rss / 1e6:.0f} MB)"
         + (f", model_signing {ms_sign_wall:.2f} s" if have_ms else "")
