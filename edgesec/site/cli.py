@@ -111,7 +111,8 @@ def demo(
         con.print(f"verdict: {res['summary']['verdict'].upper()} (exit {code})", markup=False)
         if host:
             con.print(
-                "expected on this machine (host-level findings a demo directory cannot fix):", markup=False
+                "expected on this machine (host-level findings, and other services running here):",
+                markup=False,
             )
             for c in host:
                 msg = next((f["message"] for f in c["findings"] if f["status"] == c["status"]), "")
