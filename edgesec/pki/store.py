@@ -1454,14 +1454,19 @@ def build_crl(
 def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     """A CSR from PEM or DER, with a valid self-signature and parseable subject, key and extensions; one
     line on anything else."""
+    import warnings
+
     from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.utils import CryptographyDeprecationWarning
 
     try:
-        if b"-----BEGIN" in data:
-            csr = x509.load_pem_x509_csr(data)
-        else:
-            csr = x509.load_der_x509_csr(data)
-    except (ValueError, UnsupportedAlgorithm):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", CryptographyDeprecationWarning)
+            if b"-----BEGIN" in data:
+                csr = x509.load_pem_x509_csr(data)
+            else:
+                csr = x509.load_der_x509_csr(data)
+    except (ValueError, UnsupportedAlgorithm, CryptographyDeprecationWarning, x509.InvalidVersion):
         raise InputError("the file is not a valid PEM or DER certificate signing request") from None
     try:
         csr.public_key()
@@ -1476,7 +1481,7 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     try:
         csr.subject.rfc4514_string()
         list(csr.extensions)
-    except (ValueError, UnsupportedAlgorithm):
+    except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension):
         raise InputError("the CSR's subject or extensions are malformed") from None
     return csr
 

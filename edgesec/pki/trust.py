@@ -21,6 +21,7 @@ import hashlib
 import itertools
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,9 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification as xv
 
 from edgesec._fs import read_input_file
@@ -77,15 +80,40 @@ def split_pem(data: bytes, label: bytes) -> list[bytes]:
 def load_certificates(data: bytes, *, what: str = "certificate file") -> list[x509.Certificate]:
     """Certificates from PEM (one or many) or a single DER certificate; one line on garbage."""
     try:
-        if b"-----BEGIN" in data:
-            certs = x509.load_pem_x509_certificates(data)
-        else:
-            certs = [x509.load_der_x509_certificate(data)]
-    except ValueError:
+        with warnings.catch_warnings():
+            # cryptography only warns (for now) about encodings RFC 5280 forbids, such as a negative
+            # serial number; we refuse them.
+            warnings.simplefilter("error", CryptographyDeprecationWarning)
+            if b"-----BEGIN" in data:
+                certs = x509.load_pem_x509_certificates(data)
+            else:
+                certs = [x509.load_der_x509_certificate(data)]
+    except CryptographyDeprecationWarning as exc:
+        raise InputError(f"{what} holds a certificate RFC 5280 forbids: {str(exc).split('.')[0]}") from None
+    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm):
         raise InputError(f"{what} is not a valid PEM or DER certificate") from None
     if not certs:
         raise InputError(f"{what} holds no certificate")
+    for c in certs:
+        problem = malformed(c)
+        if problem:
+            raise InputError(f"{what} holds a malformed certificate ({problem})")
     return certs
+
+
+def malformed(cert: x509.Certificate) -> str | None:
+    """Why ``cert`` cannot be used, or None. ``cryptography`` parses names, validity, extensions and
+    the key lazily, so a damaged certificate may load and then raise on first use: touch them all once."""
+    try:
+        cert.subject.rfc4514_string()
+        cert.issuer.rfc4514_string()
+        _ = cert.not_valid_before_utc, cert.not_valid_after_utc, cert.serial_number
+        list(cert.extensions)
+        cert.public_key()
+        cert.signature_hash_algorithm  # noqa: B018 - parsed on access
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
+        return " ".join(str(exc).split())[:160] or type(exc).__name__
+    return None
 
 
 def load_certificate_file(path: str | os.PathLike[str]) -> list[x509.Certificate]:
@@ -281,9 +309,11 @@ class TrustBundle:
         try:
             verified = verifier.verify(leaf, list(extra) + self.intermediates)
         except xv.VerificationError as exc:
-            raise VerificationError(
-                _explain(leaf, list(extra) + self.intermediates, self.roots, at, exc)
-            ) from None
+            try:
+                reason = _explain(leaf, list(extra) + self.intermediates, self.roots, at, exc)
+            except ValueError:
+                reason = "untrusted: " + str(exc).split(" (encountered", 1)[0]
+            raise VerificationError(reason) from None
         chain = tuple(verified.chain)
         res = _ChainResult(
             chain,
@@ -343,6 +373,10 @@ def verify_certificate(
     certs = [chain] if isinstance(chain, x509.Certificate) else list(chain)
     if not certs:
         raise InputError("no certificate to verify")
+    for c in certs:
+        problem = malformed(c)
+        if problem:
+            raise VerificationError(f"malformed certificate: {problem}")
     leaf, extra = certs[0], certs[1:]
     when = at if at is not None else utcnow()
     if when.tzinfo is None:

@@ -185,3 +185,40 @@ def test_ca_certificate_is_not_a_leaf(shared_ca: CertificateAuthority) -> None:
     inter = shared_ca.intermediates()[0]
     with pytest.raises(VerificationError, match="not an end-entity"):
         verify_certificate(inter, purpose="client", trust=TrustBundle.load(shared_ca.trust_dir))
+
+
+@settings(max_examples=150, deadline=None)
+@given(flip=st.integers(min_value=0, max_value=2000), xor=st.integers(min_value=1, max_value=255))
+def test_corrupted_certificates_fail_cleanly(shared_ca: CertificateAuthority, flip: int, xor: int) -> None:
+    """A certificate damaged anywhere is refused with one line (or, if the flip is harmless, verifies)."""
+    from edgesec.errors import VerificationError
+    from edgesec.pki.trust import load_certificates
+
+    trust = _bundle(shared_ca)
+    der = bytearray(_alice(shared_ca).public_bytes(serialization.Encoding.DER))
+    i = flip % len(der)
+    der[i] ^= xor
+    try:
+        certs = load_certificates(bytes(der))
+        verify_certificate(certs, purpose="client", trust=trust)
+    except (InputError, VerificationError) as exc:
+        assert "\n" not in exc.message
+
+
+_CACHE: dict[str, object] = {}
+
+
+def _bundle(ca: CertificateAuthority) -> TrustBundle:
+    if "bundle" not in _CACHE:
+        _CACHE["bundle"] = TrustBundle.load(ca.trust_dir)
+    return _CACHE["bundle"]  # type: ignore[return-value]
+
+
+def _alice(ca: CertificateAuthority) -> x509.Certificate:
+    if "alice" not in _CACHE:
+        from edgesec import auditing
+
+        with auditing.configured(ca.dir.parent / "audit-fuzz", durability="none"):
+            _CACHE["alice"] = ca.issue_client("fuzz-alice", email="alice@fuzz.local")[0]
+        _CACHE.pop("bundle", None)
+    return _CACHE["alice"]  # type: ignore[return-value]
