@@ -376,36 +376,57 @@ def index_for(prefix: str, doc: dict[str, Any]) -> str:
 
 
 def _pending(trail_dir: Path, after: ShipState) -> Iterator[tuple[bytes, dict[str, Any]]]:
-    """Records after ``after``, checking the chain's sequence and links as they are read."""
+    """Records after ``after``, checking the chain's sequence and links as they are read.
+
+    A writer may rotate while we read: a file that vanished, or a gap at the start of the new
+    ``trail.jsonl``, means "list the files again" (the records are in a new rotated file) -- only a gap
+    that stays after that is a broken trail.
+    """
     seq, prev = after.seq, after.hash
-    for f in trail_files(trail_dir):
-        name = f.name
-        if name.startswith("trail.") and "-" in name:
-            try:
-                last = int(name[len("trail.") : -len(".jsonl")].split("-")[1])
-            except (ValueError, IndexError):
-                last = None
-            if last is not None and last <= after.seq:
-                continue
-        with open(f, "rb") as fh:
-            for raw in fh:
-                if not raw.endswith(b"\n"):
-                    return  # a record still being written
+    for _ in range(100):
+        files = trail_files(trail_dir)
+        relist = False
+        for f in files:
+            name = f.name
+            if name.startswith("trail.") and "-" in name:
                 try:
-                    doc = json.loads(raw)
-                    s = int(doc["event"]["sequence"])
-                    link = doc["edgesec"]["trail"]["prev"]
-                except (ValueError, KeyError, TypeError):
-                    s, link = -1, None
-                if 0 <= s <= seq:
+                    last = int(name[len("trail.") : -len(".jsonl")].split("-")[1])
+                except (ValueError, IndexError):
+                    last = None
+                if last is not None and last <= seq:
                     continue
-                if s != seq + 1 or link != prev:
-                    raise VerificationError(
-                        f"the trail is broken at record {seq + 1} ({f.name}); nothing after it is shipped",
-                        hint="run `edgesec auditlog verify`",
-                    )
-                seq, prev = s, doc["event"]["hash"]
-                yield raw[:-1], doc
+            try:
+                fh = open(f, "rb")
+            except FileNotFoundError:
+                relist = True
+                break
+            with fh:
+                for raw in fh:
+                    if not raw.endswith(b"\n"):
+                        return  # a record still being written
+                    try:
+                        doc = json.loads(raw)
+                        s = int(doc["event"]["sequence"])
+                        link = doc["edgesec"]["trail"]["prev"]
+                    except (ValueError, KeyError, TypeError):
+                        s, link = -1, None
+                    if 0 <= s <= seq:
+                        continue
+                    if s != seq + 1 or link != prev:
+                        if s > seq + 1 and trail_files(trail_dir) != files:
+                            relist = True
+                            break
+                        raise VerificationError(
+                            f"the trail is broken at record {seq + 1} ({f.name}); nothing after it is shipped",
+                            hint="run `edgesec auditlog verify`",
+                        )
+                    seq, prev = s, doc["event"]["hash"]
+                    yield raw[:-1], doc
+            if relist:
+                break
+        if not relist:
+            return
+    raise OperationFailed(f"the trail in {trail_dir} keeps rotating under `ship`; run it again")
 
 
 def ship(

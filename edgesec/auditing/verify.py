@@ -75,6 +75,7 @@ class VerifyReport:
     files: list[str] = field(default_factory=list)
     anchors_checked: int = 0
     shipped_checked: int = 0
+    torn_tail_bytes: int = 0  # an unfinished last line of the current file, not yet part of the chain
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +87,7 @@ class VerifyReport:
             "files": self.files,
             "checkpoints_checked": self.anchors_checked,
             "shipped_checked": self.shipped_checked,
+            "torn_tail_bytes": self.torn_tail_bytes,
         }
 
 
@@ -96,6 +98,7 @@ class _Rec:
     raw: bytes
     doc: dict[str, Any] | None
     seq: int | None
+    torn: bool = False
 
 
 def _hash_ok(raw: bytes, doc: dict[str, Any]) -> bool:
@@ -131,17 +134,24 @@ def _parse(path: Path, lineno: int, raw: bytes) -> _Rec:
     return _Rec(path, lineno, raw, doc, seq)
 
 
+class _Vanished(Exception):
+    """A listed file was renamed away (rotated) before it was opened: list the files again."""
+
+
 def _records(files: Iterable[Path]) -> Iterator[_Rec]:
     for f in files:
         try:
             fh = open(f, "rb")
+        except FileNotFoundError:
+            raise _Vanished(str(f)) from None
         except OSError as exc:
             raise InputError(f"cannot read trail file {f}: {exc.strerror or exc}") from None
         with fh:
             for lineno, raw in enumerate(fh, start=1):
                 if not raw.endswith(b"\n"):
-                    # A torn last line: the next writer fences it; for the verifier it is not a record.
-                    yield _Rec(f, lineno, raw, None, None)
+                    # A line without its newline: a write in progress, or a writer killed mid-line
+                    # (the next writer fences it). Not a record.
+                    yield _Rec(f, lineno, raw, None, None, torn=True)
                     continue
                 yield _parse(f, lineno, raw[:-1])
 
@@ -167,6 +177,16 @@ def select_files(directory: Path, from_seq: int | None) -> list[Path]:
     if not directory.is_dir():
         raise NotFound(f"no audit trail at {directory}", hint="check [auditing] trail_dir or --trail")
     files = trail_files(directory)
+    if len(files) > 1 and files[-1].name == CURRENT:
+        # Rotation links trail.jsonl to its new name, then unlinks it: caught in between, the same
+        # file has two names. Read it once, under its rotated name.
+        try:
+            cur = files[-1].stat()
+            prev = files[-2].stat()
+        except FileNotFoundError:
+            raise _Vanished(str(directory)) from None
+        if (cur.st_dev, cur.st_ino) == (prev.st_dev, prev.st_ino):
+            files = files[:-1]
     if from_seq is not None:
         kept = []
         for f in files:
@@ -190,6 +210,16 @@ def verify_trail(
     archived or removed). Without it the chain must start at record 1. ``anchors``: checkpoints whose
     (sequence, hash) the trail must contain.
     """
+    anchors = list(anchors)
+    for _ in range(5):
+        try:
+            return _verify_once(directory, from_seq, anchors)
+        except _Vanished:
+            continue  # rotated while we listed the files: the chain is still there, under new names
+    raise InputError(f"the trail in {directory} keeps rotating under the verifier; try again")
+
+
+def _verify_once(directory: Path, from_seq: int | None, anchors: Iterable[Anchor]) -> VerifyReport:
     files = select_files(directory, from_seq)
     pending: dict[int, Anchor] = {}
     for a in anchors:
@@ -207,6 +237,10 @@ def verify_trail(
     report = VerifyReport(files=[f.name for f in files])
     problem = _walk(files, from_seq, pending, report)
     if problem is not None:
+        if select_files(directory, from_seq) != files:
+            # A writer rotated while we read (trail.jsonl we opened may be the new one): read again
+            # rather than report records "missing" that are now in a rotated file.
+            raise _Vanished(str(directory))
         problem.raise_()
     if pending:
         a = pending[min(pending)]
@@ -259,6 +293,9 @@ def _walk(
             cur_file, file_first, last_seq_in_file = rec.file, None, None
         if from_seq is not None and not seen_any and rec.seq is not None and rec.seq < from_seq:
             continue  # before the starting point: not checked
+        if rec.torn and rec.file == files[-1] and rec.file.name == CURRENT:
+            report.torn_tail_bytes = len(rec.raw)  # being written, or left by a killed writer
+            break
         if rec.doc is None or rec.seq is None:
             return Problem(
                 "unparsable",
