@@ -1651,5 +1651,7 @@ def restore(
         f"CA store restored from {backup_file}",
         {"file.path": str(Path(backup_file).absolute())},
     )
+    with ca._write():
+        pass  # an empty transaction: refreshes status.json, which a backup does not carry
     ca.publish()
     return ca

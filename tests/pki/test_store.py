@@ -278,6 +278,7 @@ def test_backup_restore_round_trip(ca: CertificateAuthority, home: Path, tmp_pat
     dump = lambda d: list(sqlite3.connect(d / "inventory.db").iterdump())  # noqa: E731
     assert dump(restored.dir) == dump(ca.dir)
     assert oct(restored.dir.stat().st_mode & 0o777) == "0o700"
+    assert (restored.dir / "status.json").is_file()
     assert oct((restored.dir / "ca" / "root.key").stat().st_mode & 0o777) == "0o600"
     # the restored CA works: same root, and it can issue
     restored._passphrase_source = PASSPHRASE
