@@ -7,6 +7,7 @@ Layout of the store directory (0700)::
     ca/root.pem         the root certificate
     ca/root.key         the root key (encrypted PKCS#8) -- absent with an offline root
     ca/intermediate-N.pem / .key   each intermediate the store ever had (N = 1, 2, ... after rotations)
+    status.json         what the pki checks read: expiring leaves, key types (derived; refreshed on change)
 
 Crash safety: ``init`` builds the whole store in a temporary directory and renames it into place, so a
 killed ``init`` leaves no store at all; every later change is one SQLite transaction taken under the lock
