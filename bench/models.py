@@ -57,8 +57,13 @@ def hashlib_rate(seconds: float = 1.5) -> float:
     return best
 
 
-def build_model(root: Path, total: int) -> list[Path]:
-    """Three large files (50/25/15 %) and ~10 % in 400 small ones (config, tokenizer, adapters)."""
+LAYOUTS = {"mixed": (0.50, 0.25, 0.15), "single": (0.90,)}
+"""Large-file shares: ``mixed`` is a sharded checkpoint; ``single`` one big file (a GGUF), where per-file
+parallelism (model_signing's) leaves all cores but one idle and per-shard parallelism does not."""
+
+
+def build_model(root: Path, total: int, layout: str = "mixed") -> list[Path]:
+    """A few large files (``LAYOUTS``) and the rest (~10 %) in 400 small ones (config, tokenizer, adapters)."""
     root.mkdir(parents=True)
     block = bytearray(os.urandom(16 * MIB))
     files: list[Path] = []
@@ -75,8 +80,9 @@ def build_model(root: Path, total: int) -> list[Path]:
                 i += 1
         files.append(path)
 
-    for i, share in enumerate((0.50, 0.25, 0.15)):
-        write(root / f"model-{i + 1:05d}-of-00003.safetensors", int(total * share))
+    shares = LAYOUTS[layout]
+    for i, share in enumerate(shares):
+        write(root / f"model-{i + 1:05d}-of-{len(shares):05d}.safetensors", int(total * share))
     small_total = total - sum(p.stat().st_size for p in files)
     n_small = 400
     for i in range(n_small):
@@ -141,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size-gib", type=float, default=4.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--dir", help="where to build the model (default: temp dir, tmpfs if the disk is short)")
+    ap.add_argument("--layout", choices=sorted(LAYOUTS), default="mixed", help="large-file layout")
     ap.add_argument("--no-blake3", action="store_true")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     ap.add_argument("--engine-only", action="store_true", help="time the hashing engine only")
@@ -173,7 +180,7 @@ def _engine_child(model: Path) -> int:
 
 def _engine(work: Path, size: int, args: argparse.Namespace) -> int:
     model = work / "model"
-    files = build_model(model, size)
+    files = build_model(model, size, args.layout)
     total = sum(p.stat().st_size for p in files)
     for p in files:
         with open(p, "rb") as f:
@@ -208,7 +215,7 @@ def _engine(work: Path, size: int, args: argparse.Namespace) -> int:
 def _bench(work: Path, size: int, args: argparse.Namespace) -> int:
     home, model, keys = work / "home", work / "model", work / "keys"
     print(f"building {size / GIB:.1f} GiB model in {model} ...", file=sys.stderr)
-    files = build_model(model, size)
+    files = build_model(model, size, args.layout)
     total = sum(p.stat().st_size for p in files)
     env = {**os.environ, "EDGESEC_HOME": str(home)}
     must(edgesec(home, "pki", "init", "--org", "Bench", "--no-encrypt"), env)
