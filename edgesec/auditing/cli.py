@@ -180,7 +180,9 @@ def checkpoint_cmd(
     if send:
         sender = sender_from_settings(a)
         if sender is None:
-            info("syslog output is off ([auditing] syslog); the checkpoint stays local")
+            info(
+                "syslog output is off ([auditing] syslog): the checkpoint leaves the host in the trail itself"
+            )
         else:
             try:
                 sender.send(
@@ -210,6 +212,9 @@ def checkpoint_cmd(
                 "edgesec.checkpoint.hash": cp.hash,
                 "edgesec.checkpoint.sent": sent,
                 "edgesec.checkpoint.signer_serial": f"{c.serial_number:x}",
+                # The signed document itself: it leaves the host with the trail (file tail, ship),
+                # even where syslog output is off.
+                "edgesec.checkpoint.signed": cp.to_json(),
             },
         )
     )

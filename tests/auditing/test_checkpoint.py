@@ -198,6 +198,11 @@ def test_checkpoint_by_signer_name_from_the_site_ca(cli, pki: SitePki, tmp_path:
     cfg2.write_text(cfg.read_text().replace("[pki]", 'checkpoint_signer = "trail-signer"\n[pki]'))
     code, out, err = cli("--config", str(cfg2), "--json", "auditlog", "checkpoint", "--no-send")
     assert code == 0 and json.loads(out)["result"]["seq"] == 6, err
+    # Each checkpoint is also a trail record carrying the signed document (it ships with the trail).
+    last = json.loads((trail / "trail.jsonl").read_bytes().splitlines()[-1])
+    assert last["event"]["action"] == "trail.checkpoint"
+    carried = parse_checkpoint(last["edgesec"]["checkpoint"]["signed"].encode(), "trail")
+    assert carried.seq == 6 and verify_checkpoint(carried, None)
     code, _, err = cli(
         "--config", str(cfg), "auditlog", "checkpoint", "--signer", "syslog-ng-client", "--no-send"
     )
