@@ -82,7 +82,7 @@ def trust_dir(cfg: LoadedConfig) -> Path:
 def open_ca(cfg: LoadedConfig, *, passphrase: PassphraseSource = None) -> CertificateAuthority:
     """The site's CA store, as the config describes it."""
     return CertificateAuthority.open(
-        store_dir(cfg), passphrase=passphrase, settings=cfg.settings.pki, trust_dir=trust_dir(cfg)
+        store_dir(cfg), passphrase=passphrase, settings=cfg.settings.pki, trust_dir=trust_dir(cfg), exact=True
     )
 
 

@@ -103,7 +103,7 @@ def init_cmd(
     s = cfg.settings
     kt = key_type or s.pki.key_type
     sd = store_dir(cfg)
-    if CertificateAuthority.exists(sd):
+    if CertificateAuthority.exists(sd, exact=True):
         from edgesec.errors import AlreadyExists
 
         raise AlreadyExists(f"a CA store already exists in {sd}; nothing was changed")
@@ -134,6 +134,7 @@ def init_cmd(
         encrypt=not no_encrypt,
         settings=s.pki,
         trust_dir=trust_dir(cfg),
+        exact=True,
     )
     root = ca.root_certificate()
     inter = ca.intermediates()[0]
@@ -513,7 +514,7 @@ def restore_cmd(
         raise InputError(
             "the backup's passphrase is needed", hint="use --passphrase-file or $EDGESEC_CA_PASSPHRASE"
         )
-    ca = restore(file, store_dir(cfg), pw, settings=cfg.settings.pki, trust_dir=trust_dir(cfg))
+    ca = restore(file, store_dir(cfg), pw, settings=cfg.settings.pki, trust_dir=trust_dir(cfg), exact=True)
     n = len(ca.list_certificates())
     result(
         {"store": str(ca.dir), "certificates": n},
@@ -602,7 +603,7 @@ def status_cmd() -> None:
     """The CA's health at a glance: CA validity, CRL next update, certificate counts."""
     cfg = state().config()
     sd = store_dir(cfg)
-    if not CertificateAuthority.exists(sd):
+    if not CertificateAuthority.exists(sd, exact=True):
         raise NotFound(f"no CA store in {sd}", hint="run `edgesec pki init --org ORG` first")
     ca = _ca()
     root = ca.root_certificate()

@@ -229,8 +229,9 @@ class PublishResult:
     hooks: list[dict[str, Any]]
 
 
-def _store_dir(path: Path) -> Path:
-    if (path / DB_FILE).exists() or path.name == "pki":
+def _store_dir(path: Path, exact: bool = False) -> Path:
+    """The store directory for a path that names either an edgesec home or a store (``exact``: a store)."""
+    if exact or (path / DB_FILE).exists() or path.name == "pki":
         return path
     return path / "pki"
 
@@ -276,9 +277,11 @@ class CertificateAuthority:
         passphrase: secrets.PassphraseSource = None,
         settings: PkiSettings | None = None,
         trust_dir: str | os.PathLike[str] | None = None,
+        exact: bool = False,
     ) -> CertificateAuthority:
-        """Open an existing store (given the edgesec home or the store directory itself)."""
-        d = _store_dir(Path(home_or_store_dir))
+        """Open an existing store, given the edgesec home or the store directory itself (a directory named
+        ``pki`` or holding an inventory; ``exact=True``: the path is the store directory, whatever its name)."""
+        d = _store_dir(Path(home_or_store_dir), exact)
         if not (d / DB_FILE).is_file():
             raise NotFound(f"no CA store in {d}", hint="run `edgesec pki init --org ORG` first")
         ca = cls(
@@ -288,8 +291,8 @@ class CertificateAuthority:
         return ca
 
     @classmethod
-    def exists(cls, home_or_store_dir: str | os.PathLike[str]) -> bool:
-        return (_store_dir(Path(home_or_store_dir)) / DB_FILE).is_file()
+    def exists(cls, home_or_store_dir: str | os.PathLike[str], *, exact: bool = False) -> bool:
+        return (_store_dir(Path(home_or_store_dir), exact) / DB_FILE).is_file()
 
     def close(self) -> None:
         with self._tlock:
@@ -483,13 +486,14 @@ class CertificateAuthority:
         settings: PkiSettings | None = None,
         trust_dir: str | os.PathLike[str] | None = None,
         publish: bool = True,
+        exact: bool = False,
     ) -> CertificateAuthority:
         """Create a new CA (root + intermediate + first CRLs) and publish its trust bundle.
 
         Refuses, changing nothing, when a store already exists.
         """
         settings = settings or PkiSettings()
-        d = _store_dir(Path(home_or_store_dir))
+        d = _store_dir(Path(home_or_store_dir), exact)
         if key_type not in KEY_TYPES:
             raise InputError(f"unknown key type {key_type!r}; expected one of {', '.join(KEY_TYPES)}")
         org = _check_dn_value(org, "--org")
@@ -1586,6 +1590,7 @@ def restore(
     *,
     settings: PkiSettings | None = None,
     trust_dir: str | os.PathLike[str] | None = None,
+    exact: bool = False,
 ) -> CertificateAuthority:
     """Restore a backup into a home without a CA store (refuses otherwise), then publish its bundle."""
     import io
@@ -1605,7 +1610,7 @@ def restore(
         plain = AESGCM(_backup_key(passphrase, salt)).decrypt(nonce, ct, BACKUP_MAGIC)
     except InvalidTag:
         raise VerificationError("wrong passphrase, or the backup file is corrupt") from None
-    d = _store_dir(Path(home_or_store_dir))
+    d = _store_dir(Path(home_or_store_dir), exact)
     if d.exists() and any(d.iterdir()):
         raise AlreadyExists(f"a CA store already exists in {d}; restore only into a home without one")
     d.parent.mkdir(parents=True, exist_ok=True)

@@ -270,3 +270,26 @@ def test_crl_command(inited, home: Path) -> None:  # type: ignore[no-untyped-def
     assert code == 0, err
     code, out, _ = cli("--json", "pki", "status")
     assert code == 0 and len(json.loads(out)["result"]["crls"]) == 2
+
+
+def test_configured_store_and_bundle_dirs(cli, pw_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    store, bundle = tmp_path / "srv" / "site-ca", tmp_path / "etc" / "trust-bundle"
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text(
+        f'[pki]\nstore_dir = "{store}"\ntrust_bundle_dir = "{bundle}"\npassphrase_file = "{pw_file}"\n'
+    )
+    assert cli("--config", str(cfg), "pki", "init", "--org", "Bank")[0] == 0
+    assert (store / "inventory.db").is_file() and (bundle / "crl.pem").is_file()
+    assert cli("--config", str(cfg), "pki", "issue", "client", "alice")[0] == 0  # passphrase from [pki]
+    code, _, err = cli("--config", str(cfg), "pki", "init", "--org", "Bank")
+    assert code == 1 and "already exists" in err
+    # the checks look where the config says
+    from edgesec.checks.interface import CheckContext, Status
+    from edgesec.checks.pki import CHECKS
+    from edgesec.checks.probes import FixedClock, LiveSystem
+    from edgesec.config import load_config
+    from edgesec.pki.trust import utcnow
+
+    ctx = CheckContext(system=LiveSystem(), clock=FixedClock(utcnow()), config=load_config(str(cfg), None))
+    for c in CHECKS:
+        assert Status.SKIP not in {f.status for f in c().run(ctx)}, c.meta.id
