@@ -29,11 +29,15 @@ not the decision itself:
   of the batch**, and a failing disk surfaces on the next event. The one exception is break-glass: an
   allowed break-glass request is answered only after its event is durable (flushed), and denied if it
   cannot be made durable -- as the service promises without the hot path.
+* **No collector stalls.** Once the app is built, and after each policy reload, the heap is frozen
+  (``gc.freeze``): full collections no longer walk the policy (about 100 ms with 10,000 rules here,
+  during which every queued request waits; 4 ms after freezing).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
@@ -177,6 +181,18 @@ def use_group_commit() -> auditing.Trail:
     )
 
 
+def _freeze_heap() -> None:
+    """Move everything alive now (the loaded policy above all) out of the cyclic collector's way.
+
+    A full collection otherwise walks every object of the policy: about 100 ms with 10,000 rules here,
+    a stall of every request queued meanwhile, and it comes back as the decision cache fills. Frozen
+    objects are still freed by reference counting when a reload drops them; collecting first leaves no
+    unreachable cycle behind in the frozen set.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 class HotAuthorizer(Authorizer):
     """The service's :class:`Authorizer`, with break-glass events made durable before the answer.
 
@@ -184,6 +200,11 @@ class HotAuthorizer(Authorizer):
     not enough, so the trail is flushed, and a flush that fails or times out turns the allow into a 403
     (``Authorizer.authorize`` checks ``audit_failed``).
     """
+
+    def _policy_reloaded(self, ok: bool, error: str | None) -> None:
+        super()._policy_reloaded(ok, error)
+        if ok:
+            _freeze_heap()
 
     def _audit(self, out: Outcome, client_ip: str | None, headers: Iterable[tuple[str, str]]) -> None:
         super()._audit(out, client_ip, headers)
@@ -240,6 +261,7 @@ def create_hot_app(
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body})
 
+    _freeze_heap()
     app.authorizer = authz  # type: ignore[attr-defined]
     app.state = inner.state  # type: ignore[attr-defined]
     app.inner = inner  # type: ignore[attr-defined]

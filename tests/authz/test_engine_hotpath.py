@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
 import time
@@ -28,6 +29,13 @@ def trail_events(trail_dir: Path) -> list[dict[str, Any]]:
     for f in trail_files(trail_dir):
         out += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
     return out
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze():  # type: ignore[no-untyped-def]
+    # The hot app freezes the heap (gc.freeze); give the rest of the test session its collector back.
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture
@@ -247,3 +255,18 @@ def test_an_identity_that_cannot_be_a_header_fails_closed(
         asyncio.run(hot(scope, receive, send))
         assert sent[0]["status"] == 403
         assert (b"content-length", b"10") in sent[0]["headers"]
+
+
+def test_the_heap_is_frozen_after_start_and_after_each_reload(
+    site_ca: SiteCA, tmp_path: Path, trail: Path
+) -> None:
+    files = bank_files(tmp_path)
+    app = create_hot_app(settings(), trust_dir=site_ca.trust, files=files, watch=False)
+    assert gc.get_freeze_count() > 0
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    authz = app.authorizer  # type: ignore[attr-defined]
+    files.policy.write_text(files.policy.read_text() + "p, role:teller, branch, /v1/extra, GET, allow\n")
+    authz.force_reload()
+    assert gc.get_freeze_count() > 0
+    assert authz.policy.engine.rule_count > 0
