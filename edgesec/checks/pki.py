@@ -28,10 +28,11 @@ class _Site:
 
 def _site(ctx: CheckContext) -> _Site:
     s = ctx.config.settings.pki
-    return _Site(
-        str(ctx.config.path_in_home(s.store_dir, "pki")),
-        str(ctx.config.path_in_home(s.trust_bundle_dir, "trust")),
-    )
+    store = str(ctx.config.path_in_home(s.store_dir, "pki"))
+    # As the store does: a configured store_dir naming the directory that holds ``pki/`` is accepted.
+    if ctx.system.stat(f"{store}/inventory.db") is None and ctx.system.stat(f"{store}/pki/inventory.db"):
+        store = f"{store}/pki"
+    return _Site(store, str(ctx.config.path_in_home(s.trust_bundle_dir, "trust")))
 
 
 def _no_ca(check: Check, ctx: CheckContext) -> Finding | None:

@@ -231,6 +231,9 @@ class PublishResult:
 
 def _store_dir(path: Path, exact: bool = False) -> Path:
     """The store directory for a path that names either an edgesec home or a store (``exact``: a store)."""
+    if exact and not (path / DB_FILE).exists() and (path / "pki" / DB_FILE).exists():
+        # a configured store_dir that names the home holding the store: accept it rather than fail
+        return path / "pki"
     if exact or (path / DB_FILE).exists() or path.name == "pki":
         return path
     return path / "pki"
