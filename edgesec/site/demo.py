@@ -532,8 +532,11 @@ http {{
 
     # The ForwardAuth replicas. Traefik's forwardAuth (and the proxies below) ask one address: this one.
     upstream edgesec_authz {{
-        server 127.0.0.1:{ports["authz-a"]} max_fails=1 fail_timeout=5s;
-        server 127.0.0.1:{ports["authz-b"]} max_fails=1 fail_timeout=5s;
+        # max_fails=0: never mark a replica down. A dead one refuses the connection at once and the
+        # call is retried on the other; marking it down for fail_timeout would make a restarted replica
+        # unusable for that long, and the other dying in that window an outage.
+        server 127.0.0.1:{ports["authz-a"]} max_fails=0;
+        server 127.0.0.1:{ports["authz-b"]} max_fails=0;
         keepalive 16;
     }}
 
