@@ -8,8 +8,10 @@ What it builds (``render(options)`` is pure: it returns ``{file name: text}``; t
 * parsing and ECS mapping done in syslog-ng, so every document reaches Elasticsearch already in ECS
   (auditd as Elastic's auditd module maps it: auid -> ``user.id``, uid -> ``user.effective.id``,
   acct -> ``user.name``, comm -> ``process.name``, exe -> ``process.executable``, pid ->
-  ``process.pid``, res/success -> ``event.outcome``, record type -> ``event.action``, addr/src ->
-  ``source.ip``, ``msg=audit(epoch:serial)`` -> ``@timestamp`` and ``event.sequence``);
+  ``process.pid``, res/success -> ``event.outcome``, record type ->
+  ``event.action``, addr/src -> ``source.ip``, dst -> ``destination.ip``, gid -> ``user.group.id``, cwd ->
+  ``process.working_directory``, proctitle -> ``process.title``, a PATH record's name -> ``file.path``,
+  ``msg=audit(epoch:serial)`` -> ``@timestamp`` and ``event.sequence``);
 * destinations: a local archive (one directory per day, 0700 directories and 0600 files) and one
   ``http()`` destination speaking the Elasticsearch ``_bulk`` API over mutual TLS, with a reliable
   disk buffer, an index per kind, and a dead-letter route for anything that cannot be parsed.
@@ -281,6 +283,13 @@ rewrite r_auditd_ecs {
         condition(match('^([0-9]{1,3}\.){3}[0-9]{1,3}$|^[0-9a-fA-F]*:[0-9a-fA-F:.]*$' value(".ecs.auditd.log.addr"))));
     set("${.ecs.auditd.log.src}" value(".ecs.source.ip")
         condition(match('^([0-9]{1,3}\.){3}[0-9]{1,3}$|^[0-9a-fA-F]*:[0-9a-fA-F:.]*$' value(".ecs.auditd.log.src"))));
+    set("${.ecs.auditd.log.dst}" value(".ecs.destination.ip")
+        condition(match('^([0-9]{1,3}\.){3}[0-9]{1,3}$|^[0-9a-fA-F]*:[0-9a-fA-F:.]*$' value(".ecs.auditd.log.dst"))));
+    set("${.ecs.auditd.log.gid}" value(".ecs.user.group.id") condition("${.ecs.auditd.log.gid}" ne ""));
+    set("${.ecs.auditd.log.cwd}" value(".ecs.process.working_directory") condition(match("^/" value(".ecs.auditd.log.cwd"))));
+    set("${.ecs.auditd.log.proctitle}" value(".ecs.process.title") condition("${.ecs.auditd.log.proctitle}" ne ""));
+    set("${.ecs.auditd.log.name}" value(".ecs.file.path")
+        condition("${.a.type}" eq "PATH" and match("^/" value(".ecs.auditd.log.name"))));
     set("success" value(".ecs.event.outcome") condition(match("^yes$" value(".ecs.auditd.log.success"))));
     set("failure" value(".ecs.event.outcome") condition(match("^no$" value(".ecs.auditd.log.success"))));
     set("success" value(".ecs.event.outcome") condition(match("^(success|yes|1)$" value(".ecs.auditd.log.res"))));
@@ -347,6 +356,8 @@ log {{
     if o.audit_log:
         doc = _ecs_doc(
             pairs="--pair @timestamp=${S_ISODATE} --pair event.sequence=int64(${.a.serial})"
+            # Not process.parent.pid from ppid: when a typed pair three levels deep is dropped (no ppid),
+            # 3.38's format-json writes `"process":{,"parent":{}}`, which is not JSON.
             " --pair process.pid=int64(${.ecs.auditd.log.pid}) --pair auditd.log.sequence=int64(${.a.serial})"
             " --pair edgesec.site=" + o.site
         )

@@ -457,6 +457,7 @@ class FakeElasticsearch:
                 try:
                     doc = json.loads(raw)
                 except ValueError:
+                    self.bad_bodies.append(raw)
                     return self._bad(400, f"bulk line {i}: document is not JSON")
                 problems = self.ecs.check(doc)
             _id = meta.get("_id") or f"auto-{self._seen}"

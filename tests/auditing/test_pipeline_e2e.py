@@ -163,14 +163,26 @@ def test_pipeline_delivers_ecs_without_loss(rig: Rig, conformance: Path, cli) ->
     by_seq = {d["event"]["sequence"]: d for d in es.docs("edgesec-auditd-").values()}
     syscall = by_seq[4242]  # the ENRICHED sample
     assert syscall["@timestamp"].startswith("2023-11-14T22:13:20.123")
-    assert syscall["user"] == {"id": "1000", "name": "alice", "effective": {"id": "0"}}
-    assert syscall["process"] == {"pid": 1001, "name": "id", "executable": "/usr/bin/id"}
+    assert syscall["user"] == {"id": "1000", "name": "alice", "effective": {"id": "0"}, "group": {"id": "0"}}
+    assert syscall["process"] == {
+        "pid": 1001,
+        "name": "id",
+        "executable": "/usr/bin/id",
+    }
     assert syscall["event"]["action"] == "syscall" and syscall["event"]["outcome"] == "success"
     assert syscall["event"]["module"] == "auditd" and syscall["auditd"]["log"]["record_type"] == "SYSCALL"
     assert "\x1d" in syscall["event"]["original"] and "\x1d" not in syscall["message"]
     login = by_seq[4243]
     assert login["source"]["ip"] == "10.0.0.5" and login["event"]["outcome"] == "success"
     assert login["process"]["executable"] == "/usr/sbin/sshd" and login["event"]["action"] == "user_login"
+    ipsec = by_seq[18877201]  # MAC_IPSEC_EVENT: src/dst networks
+    assert ipsec["source"]["ip"] == "192.168.2.0" and ipsec["destination"]["ip"] == "192.168.0.0"
+    titles = {
+        d["process"].get("title") for d in by_seq.values() if d["auditd"]["log"]["record_type"] == "PROCTITLE"
+    }
+    assert "bash" in titles and "sshd: burn [priv]" in titles  # hex-decoded by linux-audit-parser
+    cwd = [d for d in by_seq.values() if d.get("process", {}).get("working_directory") == "/home/alice"]
+    assert cwd
     failed = [d for d in by_seq.values() if d["auditd"]["log"].get("res") == "failed"]
     assert failed and all(d["event"]["outcome"] == "failure" for d in failed)
     unset = [d for d in by_seq.values() if d["auditd"]["log"].get("auid") == "4294967295"]
