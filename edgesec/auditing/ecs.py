@@ -9,6 +9,7 @@ under the top-level ``edgesec.*`` name, as ECS asks for custom fields. Every par
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import os
 import socket
@@ -120,6 +121,12 @@ FIELD_TYPES: Mapping[str, str] = {
 Severity = Literal["info", "low", "medium", "high", "critical"]
 _SEVERITY_NUM = {"info": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
 _LOG_LEVEL = {"info": "info", "low": "notice", "medium": "warning", "high": "error", "critical": "critical"}
+
+
+@functools.lru_cache(maxsize=1)
+def _hostname() -> str:
+    # One system call per process, not per event: denial events sit on the authz hot path.
+    return socket.gethostname()
 
 
 def utcnow() -> dt.datetime:
@@ -247,7 +254,7 @@ class AuditEvent:
                 "module": "edgesec",
             },
             "log": {"level": _LOG_LEVEL[self.severity]},
-            "host": {"name": host or socket.gethostname()},
+            "host": {"name": host or _hostname()},
             "process": {"pid": os.getpid()},
             "service": {"name": "edgesec", "type": self.part},
             "edgesec": {"part": self.part},

@@ -68,9 +68,11 @@ def serve(
     if not 1 <= p <= 65535 or w < 1:
         raise UsageError("--port must be 1..65535 and --workers at least 1")
     # Build once in this process: a broken policy, JWT key or config fails here with one line.
-    from edgesec.authz.service import create_app
+    # The lean app answers /auth as bare ASGI (certificate-verify cache, denial events by group commit)
+    # and hands every other path to the FastAPI app.
+    from edgesec.authz.hotpath import create_hot_app
 
-    app = create_app(s, trust_dir=trust_dir_of(cfg))
+    app: Any = create_hot_app(s, trust_dir=trust_dir_of(cfg))
     for note in app.state.authorizer.notes:
         warn(note)
     engine = app.state.authorizer.policy.engine
