@@ -15,12 +15,15 @@ import json
 import re
 from collections.abc import Iterator
 
+from edgesec.auditing.elastic import PROFILE_RETENTION_DAYS as _RETENTION
 from edgesec.auditing.lint import ERROR, lint_config
 from edgesec.checks.interface import Check, CheckContext, CheckMeta, Finding, Severity
 from edgesec.site import discover
 
-# Days of retention each shipped profile asks for (its strictest framework), when the profile sets none.
-PROFILE_RETENTION_DAYS = {"bank": 365, "clinic": 183, "factory": 183}
+# Days of retention each shipped profile asks for (its strictest framework), when the profile sets none:
+# one table, shared with the ILM policy the pipeline generates. The baseline profile names no framework,
+# so it requires no retention of the archive (its ILM default only keeps the cluster tidy).
+PROFILE_RETENTION_DAYS = {p: days for p, (days, _why) in _RETENTION.items() if p != "baseline"}
 PROFILES_REQUIRING_IMMUTABLE_AUDIT = frozenset({"bank", "clinic", "factory"})
 
 
