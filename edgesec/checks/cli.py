@@ -38,10 +38,16 @@ def _summary_printer(res: dict[str, Any], written: list[str]) -> Any:
         order = {s: i for i, s in enumerate(("ERROR", "FAIL", "WARN", "WAIVED", "PASS", "SKIP"))}
         sev = {s: i for i, s in enumerate(("critical", "high", "medium", "low", "info"))}
         # What needs action first: errors, then failures by severity; skips last.
+        # Skipped checks that share a reason ("no NVIDIA driver") fold into one row: at 2 a.m. the
+        # operator reads what needs action; the reports list every check.
+        skipped: dict[str, list[str]] = {}
         for c in sorted(
             res["checks"], key=lambda c: (order.get(c["status"], 9), sev.get(c["severity"], 9), c["id"])
         ):
             f = next((x for x in c["findings"] if x["status"] == c["status"]), c["findings"][0])
+            if c["status"] == "SKIP":
+                skipped.setdefault(f["message"], []).append(c["id"])
+                continue
             more = len([x for x in c["findings"] if x["status"] == c["status"]]) - 1
             msg = f["message"] + (f" (+{more} more)" if more > 0 else "")
             table.add_row(
@@ -50,6 +56,9 @@ def _summary_printer(res: dict[str, Any], written: list[str]) -> Any:
                 escape(c["id"]),
                 escape(msg),
             )
+        for reason, ids in skipped.items():
+            label = ", ".join(ids) if len(ids) <= 2 else f"{ids[0]} and {len(ids) - 1} more"
+            table.add_row(f"[{_STYLE['SKIP']}]SKIP[/]", "", escape(label), escape(reason))
         con.print(table)
         s = res["summary"]
         counts = ", ".join(f"{v} {k}" for k, v in s["by_status"].items() if v)

@@ -219,8 +219,11 @@ class EdgesecFiles(Check):
                 resource=path,
                 evidence={"mode": f"{perms:04o}", "is_dir": is_dir},
             )
+        if not bad and not scanned_roots:
+            yield self.skipped("no edgesec files on this host yet (no home, config or trust bundle)")
+            return
         if not bad:
-            msg = f"no world-writable path among {seen} under {', '.join(scanned_roots) or 'nothing'}"
+            msg = f"no world-writable path among {seen} under {', '.join(scanned_roots)}"
             if seen >= self.LIMIT:
                 yield self.warned(msg + f" (stopped after {self.LIMIT} entries)", severity=Severity.LOW)
             else:

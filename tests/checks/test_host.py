@@ -85,3 +85,9 @@ def test_world_writable_parent_without_sticky_bit(tmp_path: Path, monkeypatch) -
     assert bad[str(shared)].status.value == "FAIL"
     os.chmod(shared, 0o1777)  # sticky, like /tmp: others cannot rename what they do not own
     assert [x.status.value for x in host.EdgesecFiles().run(ctx_for(LiveSystem()))] == ["PASS"]
+
+
+def test_no_edgesec_files_yet_is_a_skip(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("EDGESEC_HOME", str(tmp_path / "not-created-yet"))
+    (f,) = host.EdgesecFiles().run(ctx_for(LiveSystem()))
+    assert f.status.value == "SKIP" and "no edgesec files" in f.message
