@@ -17,6 +17,9 @@ class AuditingSettings(BaseModel):
       * ``group`` -- ``emit()`` queues the record; a writer thread writes and fdatasyncs batches, so a
         record is on disk within ``group_commit_ms`` (plus one write) of ``emit()``; ``flush()`` waits;
       * ``none`` -- written with ``write()`` only; an OS crash may lose the last records.
+
+    ``edgesec authz serve`` audits its decisions by ``group`` commit unless this key is set explicitly in
+    the site config, in which case the site's choice is honoured.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -70,9 +70,14 @@ def serve(
     # Build once in this process: a broken policy, JWT key or config fails here with one line.
     # The lean app answers /auth as bare ASGI (certificate-verify cache, denial events by group commit)
     # and hands every other path to the FastAPI app.
+    # Decision events go by group commit (a 403 may be answered before its event is on disk, within
+    # [auditing] group_commit_ms) unless the site config sets [auditing] durability itself: an explicit
+    # choice is honoured (fsync: every answer waits for its event, in one global order across replicas).
     from edgesec.authz.hotpath import create_hot_app
 
-    app: Any = create_hot_app(s, trust_dir=trust_dir_of(cfg))
+    explicit = cfg.source_of("auditing.durability") != "default"
+    group = not explicit or cfg.settings.auditing.durability == "group"
+    app: Any = create_hot_app(s, trust_dir=trust_dir_of(cfg), group_commit=group)
     for note in app.state.authorizer.notes:
         warn(note)
     engine = app.state.authorizer.policy.engine
