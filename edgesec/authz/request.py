@@ -120,6 +120,10 @@ def collect_headers(raw: Iterable[tuple[str, str]]) -> tuple[dict[str, str], set
 
 
 def _check_ascii(value: str, what: str) -> None:
+    # Visible ASCII is exactly: ASCII, printable (0x20-0x7E) and no space. Three C scans instead of a
+    # Python loop over every character of the URI.
+    if value.isascii() and value.isprintable() and " " not in value:
+        return
     for ch in value:
         o = ord(ch)
         if o < 0x21 or o > 0x7E:

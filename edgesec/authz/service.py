@@ -8,6 +8,7 @@ other status into a 500, and a crash must never become an allow.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import random
@@ -256,8 +257,8 @@ class Authorizer:
             return
         # Spellings a backend may treat as the same resource must not dodge an explicit deny rule.
         for variant in _variants(req.path):
-            d = engine.decide(user, tenant, variant, req.method)
-            if d.effect == "deny":
+            d = engine.denies(user, tenant, variant, req.method)
+            if d is not None:
                 out.rule = tuple(d.rule) if d.rule is not None else None
                 out.reason, out.detail = "policy-deny-variant", f"denied for the equivalent path {variant}"
                 return
@@ -386,6 +387,12 @@ def _variants(path: str) -> Iterator[str]:
 def _valid_ip(value: str | None) -> str | None:
     if not value:
         return None
+    return _ip_text(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_text(value: str) -> str | None:
+    # Cached: a site has few proxies and clients, and parsing an address costs ~10 us per event.
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
@@ -426,9 +433,18 @@ class _Metrics:
         self.engine_stats: Any = dict
         self.registry.register(_EngineCollector(lambda: self.engine_stats()))
 
+        # The labelled children, bound once: ``labels()`` costs about 3 us a call on the /auth path.
+        self._by_status = {
+            200: self.decisions.labels("allow"),
+            401: self.decisions.labels("unauthenticated"),
+            403: self.decisions.labels("deny"),
+        }
+
     def observe(self, out: Outcome, seconds: float) -> None:
-        label = "allow" if out.status == 200 else ("unauthenticated" if out.status == 401 else "deny")
-        self.decisions.labels(label).inc()
+        child = self._by_status.get(out.status)
+        if child is None:
+            child = self.decisions.labels("deny")
+        child.inc()
         self.latency.observe(seconds)
 
     def reload(self, kind: str, ok: bool) -> None:

@@ -207,6 +207,8 @@ def compare(variant: str, lines: list[str], requests: list[tuple[str, ...]]) -> 
             got = engine.decide(user, tenant, path, method)
             assert got.allowed == allowed, (user, tenant, path, method, got, explain)
             assert got.rule == (tuple(explain) if explain else None), (user, tenant, path, method, got)
+            # The deny-only check (other spellings of an allowed path) agrees with the full decision.
+            assert engine.denies(user, tenant, path, method) == (got if got.effect == "deny" else None)
             if allowed:
                 assert got.effect == "allow"
             elif VARIANTS[variant][2] == ALLOW_AND_DENY and VARIANTS[variant][3]:

@@ -7,7 +7,7 @@ import re
 from urllib.parse import unquote
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgesec.authz.request import RequestRejected, canonical_path, collect_headers, parse_forwarded
@@ -125,3 +125,18 @@ def test_header_collection_and_sources() -> None:
         [("X-Forwarded-Method", "GET"), ("X-Forwarded-Uri", "/"), ("X-Forwarded-Host", "[::1]:80")]
     )
     assert parse_forwarded(h, dup).host == "[::1]"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=0x3000), max_size=12))
+def test_visible_ascii_check_refuses_exactly_the_characters_outside_0x21_0x7e(value: str) -> None:
+    from edgesec.authz.request import _check_ascii
+
+    visible = all(0x21 <= ord(c) <= 0x7E for c in value)
+    try:
+        _check_ascii(value, "the value")
+    except RequestRejected as exc:
+        assert not visible
+        assert exc.reason == "control-character"
+    else:
+        assert visible
