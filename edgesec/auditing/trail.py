@@ -44,6 +44,10 @@ from edgesec.errors import OperationFailed, VerificationError
 GENESIS = "0" * 64
 #: Group commit writes at once when this many records are queued, without waiting out the window.
 GROUP_MAX_BATCH = 4096
+#: Group commit gathers records for at most this long (or group_commit_ms if shorter) before writing:
+#: enough to make one write and fdatasync serve many records, short enough that sealing a batch does
+#: not hold the interpreter lock (and so the request path) for long.
+GROUP_GATHER_S = 0.005
 CURRENT = "trail.jsonl"
 LOCK = "trail.lock"
 TORN_DIR = "torn"
@@ -516,7 +520,7 @@ class Trail:
                 # than per handful of records (and the threads trade the interpreter lock far less
                 # often). A waiter (flush, break-glass) or a full batch ends the window at once, so the
                 # bound stays: durable within group_commit_ms of submit() plus one write and fdatasync.
-                deadline = self._oldest + self.interval
+                deadline = self._oldest + min(self.interval, GROUP_GATHER_S)
                 while not self._closed and not self._hurry and len(self._queue) < GROUP_MAX_BATCH:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
