@@ -138,22 +138,96 @@ class _Vanished(Exception):
     """A listed file was renamed away (rotated) before it was opened: list the files again."""
 
 
+def _lines(f: Path, fh: Any, first: bytes | None = None) -> Iterator[_Rec]:
+    lines = fh if first is None else _chain_first(first, fh)
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.endswith(b"\n"):
+            # A line without its newline: a write in progress, or a writer killed mid-line
+            # (the next writer fences it). Not a record.
+            yield _Rec(f, lineno, raw, None, None, torn=True)
+            continue
+        yield _parse(f, lineno, raw[:-1])
+
+
+def _chain_first(first: bytes, rest: Iterable[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest
+
+
+def _open(f: Path) -> Any:
+    try:
+        return open(f, "rb")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise InputError(f"cannot read trail file {f}: {exc.strerror or exc}") from None
+
+
+def _first_seq(line: bytes) -> int | None:
+    try:
+        return int(json.loads(line)["event"]["sequence"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _rotated_after(directory: Path, last_end: int, before: int | None = None) -> list[Path]:
+    """Rotated files (immutable once named) that start after record ``last_end`` (and before ``before``)."""
+    out = []
+    for p in trail_files(directory):
+        rng = _name_range(p)
+        if rng is not None and rng[0] > last_end and (before is None or rng[1] < before):
+            out.append(p)
+    return out
+
+
 def _records(files: Iterable[Path]) -> Iterator[_Rec]:
+    """Every line of the listed files, in chain order, following rotations that happen while we read.
+
+    Rotated files never change once named. Only ``trail.jsonl`` moves: a writer renames it to its
+    rotated name and starts a new one. So when the current file has gone by the time we open it, or
+    the one we open starts past the last rotated file we listed, the records in between are in rotated
+    files that appeared meanwhile: read those first, then the current file. No restart, however
+    fast the trail rotates.
+    """
+    last_end = 0
     for f in files:
-        try:
-            fh = open(f, "rb")
-        except FileNotFoundError:
-            raise _Vanished(str(f)) from None
-        except OSError as exc:
-            raise InputError(f"cannot read trail file {f}: {exc.strerror or exc}") from None
-        with fh:
-            for lineno, raw in enumerate(fh, start=1):
-                if not raw.endswith(b"\n"):
-                    # A line without its newline: a write in progress, or a writer killed mid-line
-                    # (the next writer fences it). Not a record.
-                    yield _Rec(f, lineno, raw, None, None, torn=True)
-                    continue
-                yield _parse(f, lineno, raw[:-1])
+        if f.name != CURRENT:
+            fh = _open(f)
+            if fh is None:
+                raise _Vanished(str(f))
+            rng = _name_range(f)
+            if rng is not None:
+                last_end = rng[1]
+            with fh:
+                yield from _lines(f, fh)
+            continue
+        while True:
+            fh = _open(f)
+            if fh is None:
+                newer = _rotated_after(f.parent, last_end)
+                if not newer:
+                    return  # no current file: the trail ends with the last rotated file
+                for p in newer:
+                    pfh = _open(p)
+                    if pfh is None:
+                        raise _Vanished(str(p))
+                    with pfh:
+                        yield from _lines(p, pfh)
+                    last_end = max(last_end, (_name_range(p) or (0, last_end))[1])
+                continue
+            with fh:
+                first = fh.readline()
+                seq = _first_seq(first) if first.endswith(b"\n") else None
+                if seq is not None and last_end and seq > last_end + 1:
+                    for p in _rotated_after(f.parent, last_end, before=seq):
+                        pfh = _open(p)
+                        if pfh is None:
+                            raise _Vanished(str(p))
+                        with pfh:
+                            yield from _lines(p, pfh)
+                if first:
+                    yield from _lines(f, fh, first)
+            return
 
 
 def _find_later(files: list[Path], start: tuple[Path, int], seq: int) -> _Rec | None:
