@@ -23,20 +23,18 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.hazmat.primitives import serialization
 
 from edgesec._fs import atomic_write, ensure_private_dir, read_input_file
 from edgesec.auditing.trail import canonical
 from edgesec.auditing.verify import Anchor
 from edgesec.errors import AlreadyExists, InputError, VerificationError
+from edgesec.pki import signing
+from edgesec.pki.signing import SigningKey
 
 CHECKPOINT_TYPE = "edgesec.trail.checkpoint"
 CHECKPOINT_DIR = "checkpoints"
 
-SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 # Verifies a signing certificate against the site's trust (chain, CRL, purpose); raises on failure.
 CertVerifier = Callable[[x509.Certificate], None]
 
@@ -71,65 +69,20 @@ def load_signer(
     except ValueError:
         raise InputError(f"not a PEM certificate: {cert_path}") from None
     try:
-        key = serialization.load_pem_private_key(read_input_file(key_path, what="private key"), password)
+        loaded = serialization.load_pem_private_key(read_input_file(key_path, what="private key"), password)
     except TypeError:
         raise InputError(f"the private key {key_path} is encrypted; give its passphrase") from None
     except ValueError:
         raise InputError(f"not a PEM private key (or wrong passphrase): {key_path}") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
-        raise InputError(f"unsupported key type for checkpoints: {type(key).__name__}")
-    if key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ) != cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ):
+    key = signing.check_signing_key(loaded, "the checkpoint key")
+    if not signing.key_matches(cert, key):
         raise InputError(f"the key {key_path} does not belong to the certificate {cert_path}")
     require_signing_purpose(cert)
     return cert, key
 
 
 def require_signing_purpose(cert: x509.Certificate) -> None:
-    try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        raise VerificationError(
-            "the checkpoint certificate has no extended key usage (not a signing certificate)"
-        ) from None
-    if ExtendedKeyUsageOID.CODE_SIGNING not in eku:
-        raise VerificationError(
-            "the checkpoint certificate is not a signing certificate (no codeSigning usage)"
-        )
-
-
-def _alg_name(key: SigningKey) -> str:
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return "ecdsa-sha256"
-    if isinstance(key, rsa.RSAPrivateKey):
-        return "rsa-pkcs1-sha256"
-    return "ed25519"
-
-
-def _sign(key: SigningKey, data: bytes) -> tuple[str, bytes]:
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return "ecdsa-sha256", key.sign(data, ec.ECDSA(hashes.SHA256()))
-    if isinstance(key, rsa.RSAPrivateKey):
-        return "rsa-pkcs1-sha256", key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-    return "ed25519", key.sign(data)
-
-
-def _verify_sig(cert: x509.Certificate, alg: str, sig: bytes, data: bytes) -> None:
-    pub = cert.public_key()
-    try:
-        if alg == "ecdsa-sha256" and isinstance(pub, ec.EllipticCurvePublicKey):
-            pub.verify(sig, data, ec.ECDSA(hashes.SHA256()))
-        elif alg == "rsa-pkcs1-sha256" and isinstance(pub, rsa.RSAPublicKey):
-            pub.verify(sig, data, padding.PKCS1v15(), hashes.SHA256())
-        elif alg == "ed25519" and isinstance(pub, ed25519.Ed25519PublicKey):
-            pub.verify(sig, data)
-        else:
-            raise VerificationError(f"checkpoint algorithm {alg!r} does not match the certificate's key")
-    except InvalidSignature:
-        raise VerificationError("checkpoint signature is invalid (the checkpoint was altered)") from None
+    signing.require_code_signing(cert, "the checkpoint certificate")
 
 
 def make_checkpoint(
@@ -153,8 +106,8 @@ def make_checkpoint(
     }
     if site:
         doc["site"] = site
-    doc["algorithm"] = _alg_name(key)
-    _, sig = _sign(key, canonical(doc).encode("utf-8"))
+    doc["algorithm"] = signing.algorithm_for(key.public_key(), "pkcs1")
+    _, sig = signing.sign(key, canonical(doc).encode("utf-8"), "pkcs1")
     doc["signature"] = base64.b64encode(sig).decode("ascii")
     return Checkpoint(doc)
 
@@ -188,7 +141,13 @@ def verify_checkpoint(cp: Checkpoint, cert_verifier: CertVerifier | None) -> x50
     except ValueError:
         raise VerificationError("checkpoint certificate or signature is malformed") from None
     body = {k: v for k, v in cp.doc.items() if k != "signature"}
-    _verify_sig(cert, cp.doc["algorithm"], sig, canonical(body).encode("utf-8"))
+    signing.verify(
+        cert.public_key(),
+        cp.doc["algorithm"],
+        sig,
+        canonical(body).encode("utf-8"),
+        what="checkpoint signature",
+    )
     require_signing_purpose(cert)
     if cert_verifier is not None:
         cert_verifier(cert)

@@ -226,20 +226,18 @@ def checkpoint_cmd(
 
 def _signer_from_store(name: str) -> Any:
     """A signing certificate and key by name, through the PKI's API (only pki reads the CA store)."""
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-
     from edgesec.auditing.checkpoint import require_signing_purpose
     from edgesec.pki.api import open_ca
+    from edgesec.pki.signing import check_signing_key
 
     ca = open_ca(state().config())
     try:
         cert, key = ca.leaf(name)
     finally:
         ca.close()
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
-        raise InputError(f"the key of {name} cannot sign checkpoints")
+    signing_key = check_signing_key(key, f"the key of {name}")
     require_signing_purpose(cert)
-    return cert, key
+    return cert, signing_key
 
 
 def _print_lines(lines: list[str]) -> Any:

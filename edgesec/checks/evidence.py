@@ -21,18 +21,16 @@ from typing import Annotated, Any
 import typer
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.hazmat.primitives import serialization
 
 from edgesec._fs import atomic_write, read_input_file
 from edgesec.config import LoadedConfig
 from edgesec.errors import InputError, NotFound, UsageError, VerificationError
+from edgesec.pki import signing
+from edgesec.pki.signing import SigningKey
 
 SIG_FORMAT = "edgesec.detached-signature"
 SIG_VERSION = 1
-
-PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
 
 def _load_certs(pem: bytes, what: str) -> list[x509.Certificate]:
@@ -42,33 +40,16 @@ def _load_certs(pem: bytes, what: str) -> list[x509.Certificate]:
         raise InputError(f"{what}: not a PEM certificate: {exc}") from None
 
 
-def _check_signing_cert(cert: x509.Certificate, what: str) -> None:
-    try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        raise VerificationError(
-            f"{what}: certificate has no extendedKeyUsage; codeSigning is required"
-        ) from None
-    if ExtendedKeyUsageOID.CODE_SIGNING not in eku:
-        raise VerificationError(f"{what}: certificate lacks the codeSigning EKU (not a signing certificate)")
-
-
 @dataclass
 class Signer:
     """A signing certificate (+ chain) and its private key."""
 
     cert: x509.Certificate
     chain: list[x509.Certificate]
-    key: PrivateKey
+    key: SigningKey
 
     def sign_bytes(self, data: bytes) -> bytes:
-        if isinstance(self.key, ec.EllipticCurvePrivateKey):
-            return self.key.sign(data, ec.ECDSA(hashes.SHA256()))
-        if isinstance(self.key, rsa.RSAPrivateKey):
-            return self.key.sign(
-                data, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256()
-            )
-        return self.key.sign(data)
+        return signing.sign(self.key, data, "pss")[1]
 
     def sign_file(self, path: Path, now: dt.datetime | None = None) -> Path:
         data = Path(path).read_bytes()
@@ -77,7 +58,7 @@ class Signer:
             "version": SIG_VERSION,
             "file": Path(path).name,
             "sha256": hashlib.sha256(data).hexdigest(),
-            "algorithm": _algorithm(self.key.public_key()),
+            "algorithm": signing.algorithm_for(self.key.public_key(), "pss"),
             "signed_at": (now or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat(),
             "signature": base64.b64encode(self.sign_bytes(data)).decode(),
             "certificate": self.cert.public_bytes(serialization.Encoding.PEM).decode(),
@@ -88,16 +69,6 @@ class Signer:
         return sig
 
 
-def _algorithm(pub: Any) -> str:
-    if isinstance(pub, ec.EllipticCurvePublicKey):
-        return "ecdsa-sha256"
-    if isinstance(pub, rsa.RSAPublicKey):
-        return "rsa-pss-sha256"
-    if isinstance(pub, ed25519.Ed25519PublicKey):
-        return "ed25519"
-    raise InputError(f"unsupported signing key type {type(pub).__name__}")
-
-
 def load_signer(cfg: LoadedConfig, *, cert: str | None, key: str | None, name: str | None) -> Signer:
     """The signing credentials: files (``--sign-cert``/``--sign-key``) or a name in the site PKI."""
     if name:
@@ -105,12 +76,9 @@ def load_signer(cfg: LoadedConfig, *, cert: str | None, key: str | None, name: s
 
         ca = open_ca(cfg)
         leaf_cert, leaf_key = ca.leaf(name)
-        if not isinstance(
-            leaf_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
-        ):
-            raise InputError(f"signing key of {name} has an unsupported type {type(leaf_key).__name__}")
-        _check_signing_cert(leaf_cert, f"certificate {name}")
-        return Signer(leaf_cert, ca.chain_for(leaf_cert), leaf_key)
+        store_key = signing.check_signing_key(leaf_key, f"signing key of {name}")
+        signing.require_code_signing(leaf_cert, f"certificate {name}")
+        return Signer(leaf_cert, ca.chain_for(leaf_cert), store_key)
     else:
         if not cert or not key:
             raise UsageError("--sign needs --sign-cert and --sign-key, or --sign-name NAME")
@@ -120,24 +88,12 @@ def load_signer(cfg: LoadedConfig, *, cert: str | None, key: str | None, name: s
         pk = serialization.load_pem_private_key(key_bytes, password=None)
     except (ValueError, TypeError) as exc:
         raise InputError(f"signing key: cannot load (encrypted keys need the PKI by name): {exc}") from None
-    if not isinstance(pk, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
-        raise InputError(f"signing key type {type(pk).__name__} is not supported")
+    file_key = signing.check_signing_key(pk, "signing key")
     leaf = certs[0]
-    _check_signing_cert(leaf, "signing certificate")
-    if leaf.public_key().public_numbers() != pk.public_key().public_numbers():  # type: ignore[union-attr]
+    signing.require_code_signing(leaf, "signing certificate")
+    if not signing.key_matches(leaf, file_key):
         raise InputError("the signing key does not match the signing certificate")
-    return Signer(leaf, certs[1:], pk)
-
-
-def _verify_sig(pub: Any, sig: bytes, data: bytes) -> None:
-    if isinstance(pub, ec.EllipticCurvePublicKey):
-        pub.verify(sig, data, ec.ECDSA(hashes.SHA256()))
-    elif isinstance(pub, rsa.RSAPublicKey):
-        pub.verify(sig, data, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256())
-    elif isinstance(pub, ed25519.Ed25519PublicKey):
-        pub.verify(sig, data)
-    else:
-        raise VerificationError(f"unsupported key type {type(pub).__name__}")
+    return Signer(leaf, certs[1:], file_key)
 
 
 def _chain_to(
@@ -196,11 +152,13 @@ def verify(
     digest = hashlib.sha256(data).hexdigest()
     if digest != doc.get("sha256"):
         raise VerificationError(f"{result_path} was modified after signing (SHA-256 differs)")
+    pub = leaf.public_key()
     try:
-        _verify_sig(leaf.public_key(), signature, data)
-    except InvalidSignature:
-        raise VerificationError(f"the signature over {result_path} is invalid") from None
-    _check_signing_cert(leaf, "signature certificate")
+        alg = signing.algorithm_for(pub, "pss")
+    except InputError:
+        raise VerificationError(f"unsupported key type {type(pub).__name__}") from None
+    signing.verify(pub, alg, signature, data, what=f"the signature over {result_path}")
+    signing.require_code_signing(leaf, "signature certificate")
     if not (leaf.not_valid_before_utc <= signed_at <= leaf.not_valid_after_utc):
         raise VerificationError("the signing certificate was not valid at the signing time")
     out: dict[str, Any] = {
