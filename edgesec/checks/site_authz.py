@@ -5,8 +5,6 @@
 * ``authz.proxy`` -- the running proxies (nginx, Caddy, Traefik) send every route through ForwardAuth,
   trust ``X-Forwarded-*`` only from named peers, and require client certificates from the site CA;
 * ``authz.policy`` -- the policy is default-deny, lints clean and passes its own test table.
-
-(``authz.forwardauth`` in :mod:`edgesec.checks.authz` only asks whether the port accepts connections.)
 """
 
 from __future__ import annotations
