@@ -65,6 +65,81 @@ def conformance() -> Path:
     return path
 
 
+def _loopback_only(address: object) -> None:
+    """Refuse a destination that is not on this host: the tests' network rule, enforced."""
+    import ipaddress
+
+    if not isinstance(address, tuple) or not address:  # AF_UNIX paths, abstract sockets
+        return
+    host = str(address[0]).split("%", 1)[0]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if ip is None and host in ("localhost", "localhost.localdomain"):
+        return
+    if ip is None or not ip.is_loopback:
+        raise PermissionError(
+            f"network rule: a test tried to reach {address!r}; tests talk only to loopback here "
+            "(anything else runs in a test-made network namespace, in a subprocess)"
+        )
+
+
+def _local_name(host: object) -> bool:
+    import ipaddress
+    import socket
+
+    if host is None or host in ("", "localhost", "localhost.localdomain", socket.gethostname()):
+        return True
+    name = host.decode() if isinstance(host, bytes) else str(host)
+    try:
+        ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        return name.endswith(".localhost")
+    return True  # a literal address resolves without asking anyone; connect() judges it
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _network_rule() -> Iterator[None]:
+    """In the test process, sockets reach loopback only and no name goes to a resolver.
+
+    Egress tests that need an "outside" run their probes in subprocesses inside network namespaces
+    the test creates, so they are unaffected.
+    """
+    import socket
+
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+    real_sendto = socket.socket.sendto
+    real_getaddrinfo = socket.getaddrinfo
+
+    def connect(self: socket.socket, address: object) -> None:
+        _loopback_only(address)
+        real_connect(self, address)  # type: ignore[arg-type]
+
+    def connect_ex(self: socket.socket, address: object) -> int:
+        _loopback_only(address)
+        return real_connect_ex(self, address)  # type: ignore[arg-type]
+
+    def sendto(self: socket.socket, data: bytes, *args: object) -> int:
+        _loopback_only(args[-1])
+        return real_sendto(self, data, *args)  # type: ignore[arg-type,call-overload,no-any-return]
+
+    def getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
+        if not _local_name(host):
+            raise PermissionError(
+                f"network rule: a test tried to resolve {host!r} (no resolver is asked in tests)"
+            )
+        return real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", connect)
+        mp.setattr(socket.socket, "connect_ex", connect_ex)
+        mp.setattr(socket.socket, "sendto", sendto)
+        mp.setattr(socket, "getaddrinfo", getaddrinfo)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test reads /etc/edgesec or the user's config, or writes the real home."""
