@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from edgesec.auditing.prepared import TRAIL_KEYS, Prepared, shape_for
+from edgesec.auditing.trail import canonical_value
 from edgesec.errors import InputError
 
 ECS_VERSION = "8.17.0"
@@ -208,6 +210,19 @@ def _check_value(key: str, ftype: str, value: Any) -> Any:
     raise AssertionError(ftype)
 
 
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _check_json(key: str, value: Any) -> None:
+    """An ``edgesec.*`` field is set as given: it must be JSON data the trail can write."""
+    try:
+        canonical_value(value)
+    except (TypeError, ValueError, RecursionError):
+        raise InputError(
+            f"audit field {key} must be JSON data (strings, numbers, booleans, lists, objects)"
+        ) from None
+
+
 def set_dotted(doc: dict[str, Any], key: str, value: Any) -> None:
     """Set ``a.b.c`` in a nested document."""
     parts = _key_parts(key)
@@ -304,6 +319,8 @@ class AuditEvent:
                 value = _check_value(key, ftype, value)
                 if value is None:
                     continue
+            elif ftype is None and type(value) not in _JSON_SCALARS:
+                _check_json(key, value)
             # set_dotted, inlined: a denial event sets about fifteen fields on the authz hot path.
             cur = doc
             for p in parents:
@@ -314,6 +331,90 @@ class AuditEvent:
             cur[leaf] = value
         return doc
 
+    def prepare(self, *, site: str | None = None, host: str | None = None) -> Prepared | None:
+        """The record ``to_document`` describes, as values against a compiled shape (see
+        :mod:`edgesec.auditing.prepared`): the trail writes it without building the nested dict.
+
+        The fields that describe the kind of event (action, category, outcome, part, site, host...)
+        are fixed in the shape; the timestamp, the message and ``fields`` are its values. ``None``
+        when the dict path must be used: a field that names one every event has, or a shape that
+        cannot be compiled. Raises ``InputError`` for a bad field value, as ``to_document`` does.
+        """
+        head = (
+            self.kind,
+            self.category,
+            self.type,
+            self.action,
+            self.outcome,
+            self.severity,
+            self.part,
+            site or None,
+            host or _hostname(),
+            os.getpid(),
+        )
+        values: list[Any] = [
+            isotime(self.timestamp) if self.timestamp else now_isotime(),
+            self.message or self.action,
+        ]
+        keys = ["@timestamp", "message"]
+        plans = _PLANS
+        plain = False
+        for key, value in self.fields.items():
+            if key in _RESERVED:
+                plain = True  # overrides a field of every event: the dict path says what that means
+            plan = plans.get(key)
+            if plan is None:
+                plan = _plan(key)
+            ftype = plan[0]
+            if ftype is not None and (ftype != "keyword" or type(value) is not str):
+                value = _check_value(key, ftype, value)
+                if value is None:
+                    continue
+            elif ftype is None and type(value) not in _JSON_SCALARS:
+                _check_json(key, value)
+            keys.append(key)
+            values.append(value)
+        if plain:
+            return None
+        names = tuple(keys)
+        shape = shape_for((head, names), lambda: ((*names, *TRAIL_KEYS), _fixed(head)))
+        return None if shape is None else Prepared(shape, values)
+
+
+def _fixed(head: tuple[Any, ...]) -> dict[str, Any]:
+    """The fields of every event that ``prepare`` fixes in a shape, from its ``head`` tuple."""
+    kind, category, type_, action, outcome, severity, part, site, host, pid = head
+    fixed = {
+        "ecs.version": ECS_VERSION,
+        "event.kind": kind,
+        "event.category": list(category),
+        "event.type": list(type_),
+        "event.action": action,
+        "event.outcome": outcome,
+        "event.severity": _SEVERITY_NUM[severity],
+        "event.dataset": "edgesec.audit",
+        "event.module": "edgesec",
+        "log.level": _LOG_LEVEL[severity],
+        "host.name": host,
+        "process.pid": pid,
+        "service.name": "edgesec",
+        "service.type": part,
+        "edgesec.part": part,
+    }
+    if site:
+        fixed["edgesec.site"] = site
+    return fixed
+
+
+#: The fields ``to_document`` sets on every event (a field of the same name goes the dict path).
+_RESERVED = frozenset(
+    (
+        "@timestamp",
+        "message",
+        *_fixed(("event", (), (), "a", "success", "info", "core", "site", "host", 0)),
+        *TRAIL_KEYS,
+    )
+)
 
 # Per field name: (ECS type, or None for edgesec.* fields, which are set as given; parent keys; leaf key).
 _PLANS: dict[str, tuple[str | None, tuple[str, ...], str]] = {}

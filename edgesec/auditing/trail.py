@@ -36,10 +36,16 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 from edgesec._fs import FileLock, atomic_write, ensure_private_dir, fsync_dir
 from edgesec.errors import OperationFailed, VerificationError
+
+if TYPE_CHECKING:
+    from edgesec.auditing.prepared import Prepared
+
+#: What the writer takes: a nested document, or a record prepared against a compiled shape.
+Record = Union[dict[str, Any], "Prepared"]
 
 GENESIS = "0" * 64
 #: Group commit writes at once when this many records are queued, without waiting out the window.
@@ -83,6 +89,13 @@ def canonical(doc: Mapping[str, Any]) -> str:
     if _c_canonical is not None and type(doc) is dict:
         return "".join(_c_canonical(doc, 0))
     return _canonical_encoder.encode(doc)
+
+
+def canonical_value(value: Any) -> str:
+    """The canonical JSON of any value (a record's field): the text ``canonical`` writes for it in place."""
+    if _c_canonical is not None:
+        return "".join(_c_canonical(value, 0))
+    return _canonical_encoder.encode(value)
 
 
 @functools.lru_cache(maxsize=256)
@@ -249,7 +262,7 @@ class Trail:
         self._head: _Head | None = None
         # group commit state
         self._cond = threading.Condition()
-        self._queue: list[dict[str, Any]] = []
+        self._queue: list[Record] = []
         self._submitted = 0
         self._durable = 0
         self._error: BaseException | None = None
@@ -344,7 +357,11 @@ class Trail:
                 return _parse_head(line, f)
         return 0, GENESIS
 
-    def _write_batch(self, docs: list[dict[str, Any]], *, sync: bool) -> list[dict[str, Any]]:
+    def _write_batch(
+        self, docs: list[Record], *, sync: bool, want_docs: bool = False
+    ) -> list[dict[str, Any]]:
+        """Seal and write ``docs`` as the next records of the chain; with ``want_docs`` (or listeners)
+        return them as written (a Prepared record is read back from its line)."""
         if not self._dir_ready:  # once per Trail: a mkdir+stat per record costs more than the write
             ensure_private_dir(self.dir)
             self._dir_ready = True
@@ -358,39 +375,41 @@ class Trail:
                 extra += extra2
             seq, prev = head.seq, head.digest
             out: list[bytes] = []
-            written: list[dict[str, Any]] = []
+            chain: list[tuple[int, str]] = []  # (sequence, hash) of each line, for rotation mid-batch
             for doc in [*extra, *docs]:
                 seq += 1
-                doc.setdefault("event", {})["sequence"] = seq
-                doc.setdefault("edgesec", {}).setdefault("trail", {})["prev"] = prev
-                prev, line = seal(doc)
+                if isinstance(doc, dict):
+                    doc.setdefault("event", {})["sequence"] = seq
+                    doc.setdefault("edgesec", {}).setdefault("trail", {})["prev"] = prev
+                    prev, line = seal(doc)
+                else:  # a Prepared record: its shape's template writes the same line
+                    prev, line = doc.shape.render(doc.values, seq, prev)
                 out.append(line)
-                written.append(doc)
-            fd = self._write_lines(fd, head, out, written)
+                chain.append((seq, prev))
+            fd = self._write_lines(fd, head, out, chain)
             if sync:
                 os.fdatasync(fd)
             st = os.fstat(fd)
             self._head = _Head(seq, prev, st.st_size, st.st_ino)
+        written = [
+            doc if isinstance(doc, dict) else json.loads(line)
+            for doc, line in zip([*extra, *docs], out, strict=True)
+        ] if (self.listeners or want_docs) else []  # fmt: skip
         # Outside the file lock: a slow receiver must not hold up other writers.
         if self.listeners and out:
             for listener in self.listeners:
                 listener(written, out)
         return written
 
-    def _write_lines(self, fd: int, head: _Head, out: list[bytes], docs: list[dict[str, Any]]) -> int:
+    def _write_lines(self, fd: int, head: _Head, out: list[bytes], chain: list[tuple[int, str]]) -> int:
         """Write the lines; with size rotation, start a new file whenever one reaches ``rotate_bytes``
         (a large group-commit batch is split, so files stay near the configured size)."""
         size = head.size
         i = 0
         while i < len(out):
             if self.rotate_bytes and size >= self.rotate_bytes:
-                last = docs[i - 1] if i else None
-                at = _Head(
-                    int(last["event"]["sequence"]) if last else head.seq,
-                    str(last["event"]["hash"]) if last else head.digest,
-                    size,
-                    os.fstat(fd).st_ino,
-                )
+                seq, digest = chain[i - 1] if i else (head.seq, head.digest)
+                at = _Head(seq, digest, size, os.fstat(fd).st_ino)
                 self._rotate(fd, at)
                 fd = self._current_fd()
                 size = 0
@@ -484,10 +503,11 @@ class Trail:
 
     def append(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Append one record now (``fsync``/``none`` durability); returns the record as written."""
-        return self._write_batch([doc], sync=self.durability == "fsync")[-1]
+        return self._write_batch([doc], sync=self.durability == "fsync", want_docs=True)[-1]
 
-    def submit(self, doc: dict[str, Any]) -> int:
-        """Queue a record for group commit; returns a ticket for :meth:`wait_durable`."""
+    def submit(self, doc: Record) -> int:
+        """Queue a record (a document, or a :class:`~edgesec.auditing.prepared.Prepared` one) for group
+        commit; returns a ticket for :meth:`wait_durable`."""
         with self._cond:
             if self._error is not None:
                 err, self._error = self._error, None
