@@ -20,10 +20,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edgesec.auditing.ecs import AuditEvent
+from edgesec.auditing.ecs import AuditEvent, EventTemplate
 from edgesec.auditing.trail import Trail
 
-__all__ = ["AuditEvent", "Trail", "configure", "configured", "current_trail", "emit", "flush"]
+__all__ = [
+    "AuditEvent",
+    "EventTemplate",
+    "Trail",
+    "configure",
+    "configured",
+    "current_trail",
+    "emit",
+    "emit_fields",
+    "flush",
+]
 
 _lock = threading.Lock()
 _trail: Trail | None = None
@@ -104,6 +114,21 @@ def emit(event: AuditEvent, *, wait: bool | None = None) -> dict[str, Any] | Non
             trail.wait_durable(ticket)
         return None
     return trail.append(event.to_document(site=_site))
+
+
+def emit_fields(
+    template: EventTemplate, keys: tuple[str, ...], values: list[Any], message: str
+) -> dict[str, Any] | None:
+    """``emit(template.event(keys, values, message))`` for values already checked (see
+    :class:`EventTemplate`), without building the event: with group commit the record is queued as
+    its values against a compiled shape."""
+    trail = current_trail()
+    if trail.durability == "group":
+        rec = template.record(keys, values, message, site=_site)
+        if rec is not None:
+            trail.submit(rec)
+            return None
+    return emit(template.event(keys, values, message))
 
 
 def flush(timeout: float = 30.0) -> None:

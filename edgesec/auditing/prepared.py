@@ -71,18 +71,18 @@ class RecordShape:
         names = (*keys, *fixed)
         if keys[-3:] != TRAIL_KEYS or len(set(names)) != len(names) or any("\x00" in k for k in names):
             return None
+        given = set(names)
+        for name in names:
+            parts = name.split(".")
+            if any(".".join(parts[:i]) in given for i in range(1, len(parts))):
+                return None  # a field is a prefix of another one
         doc: dict[str, Any] = {}
         items = [(key, f"\x00{i}\x00") for i, key in enumerate(keys)] + list(fixed.items())
         for key, value in items:
             *parents, leaf = key.split(".")
             cur = doc
             for p in parents:
-                nxt = cur.setdefault(p, {})
-                if not isinstance(nxt, dict):
-                    return None  # a field is a prefix of another one
-                cur = nxt
-            if leaf in cur:
-                return None  # ... or the other way round
+                cur = cur.setdefault(p, {})  # always one made here: no name is a prefix of another
             cur[leaf] = value
         try:
             text = canonical_value(doc)

@@ -24,8 +24,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from edgesec.auditing import AuditEvent, emit
-from edgesec.auditing.ecs import Severity
+from edgesec.auditing import AuditEvent, EventTemplate, emit, emit_fields
 from edgesec.authz.identity import (
     CertIdentity,
     IdentityRejected,
@@ -330,48 +329,62 @@ class Authorizer:
         if allowed and not glass and not (rate > 0 and self._rand.random() < rate):
             return
         req = out.request
-        fields: dict[str, Any] = {
-            "user.id": out.user or None,
-            "user.roles": list(out.roles),
-            "edgesec.authz.tenant": out.tenant,
-            "edgesec.authz.decision": "allow" if allowed else "deny",
-            "edgesec.authz.reason": out.reason,
-            "edgesec.authz.auth_method": out.auth_method,
-            "http.response.status_code": out.status,
-            "rule.name": ", ".join(out.rule) if out.rule else None,
-            "tls.client.x509.serial_number": out.serial,
-        }
-        if out.detail:
-            fields["edgesec.authz.detail"] = out.detail[:512]
-        if req is not None:
-            fields.update(
-                {"http.request.method": req.method, "url.path": req.path, "url.original": req.raw_uri[:2048]}
-            )
-            if req.host:
-                fields["url.domain"] = req.host
         # The proxy appends the address it saw to X-Forwarded-For: its last entry is the client; the
         # peer of this connection is the proxy itself.
         peer = _valid_ip(client_ip)
         xff = out.extra.get("forwarded_for")
         source = _valid_ip(xff.rsplit(",", 1)[-1].strip()) if isinstance(xff, str) and xff else None
-        if source or peer:
-            fields["source.ip"] = source or peer
-        if peer:
-            fields["client.ip"] = peer
-        severity: Severity = "high" if glass else ("info" if allowed else "medium")
-        event = AuditEvent(
-            action="authz.break_glass" if glass else "authz.decision",
-            category=("web", "authentication") if out.status == 401 else ("web", "iam"),
-            type=("access", "allowed") if allowed else ("access", "denied"),
-            outcome="success" if allowed else "failure",
-            severity=severity,
-            part="authz",
-            message=f"{'allow' if allowed else 'deny'} {out.user or '-'} {req.method if req else '-'} "
-            f"{req.path if req else '-'}: {out.reason}",
-            fields={k: v for k, v in fields.items() if v is not None},
+        roles = list(out.roles)
+        fields = (
+            ("user.id", out.user or None),
+            ("user.roles", roles),
+            ("edgesec.authz.tenant", out.tenant),
+            ("edgesec.authz.decision", "allow" if allowed else "deny"),
+            ("edgesec.authz.reason", out.reason),
+            ("edgesec.authz.auth_method", out.auth_method),
+            ("http.response.status_code", out.status),
+            ("rule.name", ", ".join(out.rule) if out.rule else None),
+            ("tls.client.x509.serial_number", out.serial),
+            ("edgesec.authz.detail", out.detail[:512] if out.detail else None),
+            ("http.request.method", req.method if req is not None else None),
+            ("url.path", req.path if req is not None else None),
+            ("url.original", req.raw_uri[:2048] if req is not None else None),
+            ("url.domain", req.host if req is not None and req.host else None),
+            ("source.ip", source or peer),
+            ("client.ip", peer),
         )
-        if not _audit_safely(event) and glass:
-            out.extra["audit_failed"] = True
+        keys = tuple([k for k, v in fields if v is not None])
+        values: list[Any] = [v for _, v in fields if v is not None]
+        message = (
+            f"{'allow' if allowed else 'deny'} {out.user or '-'} {req.method if req else '-'} "
+            f"{req.path if req else '-'}: {out.reason}"
+        )
+        template = _decision_event(glass, allowed, out.status == 401)
+        # Values as to_document writes them (strings; the roles a list of strings; the status an int)
+        # go straight into a trail record; anything else through the event's own checks.
+        checked = type(out.status) is int and all(type(r) is str for r in roles)
+        checked = checked and sum(type(v) is not str for v in values) == 2
+        try:
+            if checked:
+                emit_fields(template, keys, values, message)
+            else:
+                emit(template.event(keys, values, message))
+        except (OSError, EdgesecError):
+            if glass:
+                out.extra["audit_failed"] = True
+
+
+@functools.cache
+def _decision_event(glass: bool, allowed: bool, unauthenticated: bool) -> EventTemplate:
+    """The audit event of a decision, but its fields and message."""
+    return EventTemplate(
+        action="authz.break_glass" if glass else "authz.decision",
+        category=("web", "authentication") if unauthenticated else ("web", "iam"),
+        type=("access", "allowed") if allowed else ("access", "denied"),
+        outcome="success" if allowed else "failure",
+        severity="high" if glass else ("info" if allowed else "medium"),
+        part="authz",
+    )
 
 
 def _variants(path: str) -> Iterator[str]:

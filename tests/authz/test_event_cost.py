@@ -10,16 +10,21 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import random
 import re
 import time
+from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgesec.auditing import ecs, trail
+from edgesec.auditing import configured, ecs, trail
 from edgesec.auditing.ecs import FIELD_TYPES, AuditEvent, _check_value, isotime, now_isotime, set_dotted
+from edgesec.authz.request import ForwardedRequest
+from edgesec.authz.service import Authorizer, Outcome
 from edgesec.errors import InputError
 
 
@@ -121,3 +126,60 @@ class Text(str):
 @given(st.lists(st.one_of(VALUE, st.dictionaries(st.text(max_size=3), SCALAR, max_size=2), st.builds(Text))))
 def test_all_flat_is_all_of_flat(values: list[Any]) -> None:
     assert trail._all_flat(values) == all(map(trail._flat, values))
+
+
+# -- the decision event: field values straight into a trail record --------------------------------
+
+IDENT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=10)
+OUTCOMES = st.builds(
+    Outcome,
+    status=st.sampled_from([200, 401, 403]),
+    reason=IDENT,
+    user=IDENT,
+    roles=st.lists(IDENT, max_size=3).map(tuple),
+    tenant=IDENT,
+    auth_method=st.sampled_from(["", "cert", "jwt"]),
+    request=st.none()
+    | st.builds(
+        ForwardedRequest,
+        method=st.sampled_from(["GET", "POST"]),
+        path=IDENT.map(lambda p: "/" + p),
+        query=st.just(""),
+        host=st.none() | st.just("") | IDENT,
+        proto=st.just("https"),
+        raw_uri=st.text(max_size=3000),
+        source=st.just("forwarded"),
+    ),
+    rule=st.none() | st.lists(IDENT, min_size=1, max_size=4).map(tuple),
+    serial=st.none() | st.text("0123456789abcdef", min_size=1, max_size=40),
+    detail=st.just("") | st.text(max_size=600),
+    extra=st.fixed_dictionaries(
+        {},
+        optional={
+            "break_glass": st.booleans(),
+            "forwarded_for": st.sampled_from(["10.0.0.7", "1.2.3.4, 2001:db8::1", "junk", ""]),
+        },
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(OUTCOMES, st.sampled_from([None, "127.0.0.1", "::ffff:10.0.0.1", "not-an-ip"]), st.booleans())
+def test_a_decision_record_is_the_event_the_plain_path_writes(
+    tmp_path_factory: pytest.TempPathFactory, out: Outcome, client_ip: str | None, odd: bool
+) -> None:
+    """``Authorizer._audit`` with group commit writes values straight into a shape's template; the
+    record must be the one the same event written through ``AuditEvent`` and the dict path gives."""
+    if odd:  # a value of another type than declared: the fast path must hand it to the event's checks
+        out = dataclasses.replace(out, tenant=7)  # type: ignore[arg-type]
+    authorizer = SimpleNamespace(settings=SimpleNamespace(allow_sample_rate=1.0), _rand=random.Random(1))
+    base = tmp_path_factory.mktemp("decision")
+    lines = {}
+    with mock.patch.object(ecs, "now_isotime", lambda: "2026-11-29T10:00:00.123Z"):
+        for mode in ("group", "fsync"):
+            with configured(base / mode, durability=mode, site="branch-9") as trail:
+                Authorizer._audit(authorizer, out, client_ip, [])  # type: ignore[arg-type]
+                trail.flush()
+            lines[mode] = (base / mode / "trail.jsonl").read_bytes()
+    assert lines["group"] == lines["fsync"]
+    assert lines["group"].count(b"\n") == 1

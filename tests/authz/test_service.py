@@ -104,14 +104,16 @@ def test_break_glass_use_is_a_high_severity_event(make_authorizer, site_ca, trai
 def test_break_glass_is_refused_when_its_audit_cannot_be_written(
     make_authorizer, site_ca, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    from edgesec.authz import service
+    from edgesec.auditing.trail import Trail
 
     a = make_authorizer()
 
-    def broken(_event: Any) -> None:
+    def broken(*_args: Any, **_kwargs: Any) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(service, "emit", broken)
+    # The trail cannot be written, whichever durability and record form the decision path uses.
+    monkeypatch.setattr(Trail, "append", broken)
+    monkeypatch.setattr(Trail, "submit", broken)
     st, _ = a.authorize(fwd("DELETE", "/console/api/apps/7", cert=site_ca.der_b64("emergency-1")), None)
     assert st == 403
     assert a.authorize(fwd("POST", "/v1/chat-messages", cert=site_ca.der_b64("alice")), None)[0] == 200
