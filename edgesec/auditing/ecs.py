@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from edgesec.auditing.prepared import TRAIL_KEYS, Prepared, shape_for
+from edgesec.auditing.prepared import TRAIL_KEYS, Prepared, cached_shape, shape_for
 from edgesec.auditing.trail import canonical_value
 from edgesec.errors import InputError
 
@@ -125,6 +125,17 @@ FIELD_TYPES: Mapping[str, str] = {
 Severity = Literal["info", "low", "medium", "high", "critical"]
 _SEVERITY_NUM = {"info": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
 _LOG_LEVEL = {"info": "info", "low": "notice", "medium": "warning", "high": "error", "critical": "critical"}
+
+
+#: This process's pid (a list, so a forked child can set its own): no system call per event.
+_PID = [os.getpid()]
+
+
+def _forked() -> None:
+    _PID[0] = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 @functools.lru_cache(maxsize=1)
@@ -303,7 +314,7 @@ class AuditEvent:
             },
             "log": {"level": _LOG_LEVEL[self.severity]},
             "host": {"name": host or _hostname()},
-            "process": {"pid": os.getpid()},
+            "process": {"pid": _PID[0]},
             "service": {"name": "edgesec", "type": self.part},
             "edgesec": {"part": self.part},
         }
@@ -351,7 +362,7 @@ class AuditEvent:
             self.part,
             site or None,
             host or _hostname(),
-            os.getpid(),
+            _PID[0],
         )
         values: list[Any] = [
             isotime(self.timestamp) if self.timestamp else now_isotime(),
@@ -454,16 +465,19 @@ class EventTemplate:
     ) -> Prepared | None:
         """The trail record of this event with these fields; ``None`` where only the dict path can write
         it (a key that names a field every event has, a key that is a prefix of another)."""
-        pid = os.getpid()  # part of the shape: a forked worker writes its own pid
+        pid = _PID[0]  # part of the shape: a forked worker writes its own pid
         head = self._heads.get((site, pid))
         if head is None:
             e = self.template
             head = (e.kind, e.category, e.type, e.action, e.outcome, e.severity, e.part, site or None,
                     _hostname(), pid)  # fmt: skip
             self._heads[(site, pid)] = head
-        shape = shape_for((head, keys), lambda: (("@timestamp", "message", *keys, *TRAIL_KEYS), _fixed(head)))
+        key = (head, keys)
+        shape = cached_shape(key)
         if shape is None:
-            return None
+            shape = shape_for(key, lambda: (("@timestamp", "message", *keys, *TRAIL_KEYS), _fixed(head)))
+            if shape is None:
+                return None
         return Prepared(shape, [now_isotime(), message or self.template.action, *values])
 
 

@@ -53,7 +53,7 @@ GROUP_MAX_BATCH = 4096
 #: Group commit gathers records for at most this long (or group_commit_ms if shorter) before writing:
 #: enough to make one write and fdatasync serve many records, short enough that sealing a batch does
 #: not hold the interpreter lock (and so the request path) for long.
-GROUP_GATHER_S = 0.005
+GROUP_GATHER_S = 0.02
 CURRENT = "trail.jsonl"
 LOCK = "trail.lock"
 TORN_DIR = "torn"

@@ -217,12 +217,9 @@ class HotAuthorizer(Authorizer):
                 out.extra["audit_failed"] = True
 
 
-_BODIES = {200: b"", 401: b"unauthorized\n", 403: b"forbidden\n"}
-_FORBIDDEN_HEADERS = [
-    (b"cache-control", b"no-store"),
-    (b"content-type", b"text/plain; charset=utf-8"),
-    (b"content-length", b"10"),
-]
+#: The answer to a fault: a 403 (never a 500, which nginx would pass on, nor an allow).
+_FAULT_HEADERS = [(b"cache-control", b"no-store"), (b"content-length", b"0")]
+_NO_BODY = {"type": "http.response.body", "body": b""}
 
 
 def create_hot_app(
@@ -250,16 +247,19 @@ def create_hot_app(
         client = scope.get("client")
         try:
             status, hdrs = authz.authorize(raw, client[0] if client else None)
-            body = _BODIES[status]  # only 200, 401 or 403: nginx turns anything else into a 500
+            if status not in (200, 401, 403):  # nginx turns anything else into a 500
+                raise ValueError(status)
             out = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in hdrs]
+            out.append((b"content-length", b"0"))
         except UnicodeEncodeError:
             # An identity that cannot be sent as a header value: fail closed.
-            status, body, out = 403, _BODIES[403], list(_FORBIDDEN_HEADERS[:2])
+            status, out = 403, _FAULT_HEADERS
         except Exception:  # noqa: BLE001 -- fail closed: a fault is a 403, never a 500 or an allow
-            status, body, out = 403, _BODIES[403], list(_FORBIDDEN_HEADERS[:2])
-        out.append((b"content-length", str(len(body)).encode()))
+            status, out = 403, _FAULT_HEADERS
+        # Every answer is headers only: the status says it all (a proxy passes a 401/403 on to the
+        # client as it is), and a body would cost uvicorn a second send() for every denial.
         await send({"type": "http.response.start", "status": status, "headers": out})
-        await send({"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body})
+        await send(_NO_BODY)
 
     _freeze_heap()
     app.authorizer = authz  # type: ignore[attr-defined]

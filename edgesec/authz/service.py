@@ -314,7 +314,7 @@ class Authorizer:
                 (n_method, out.auth_method),
                 ("Cache-Control", "no-store"),
             ]
-        hdrs: Headers = [("Cache-Control", "no-store"), ("Content-Type", "text/plain; charset=utf-8")]
+        hdrs: Headers = [("Cache-Control", "no-store")]
         if out.status == 401 and self.jwt is not None:
             if out.token_presented:
                 hdrs.append(("WWW-Authenticate", 'Bearer realm="edgesec", error="invalid_token"'))
@@ -561,13 +561,11 @@ def create_app(
     app.state.authorizer = authz
     app.state.watcher = watcher
 
-    bodies = {200: b"", 401: b"unauthorized\n", 403: b"forbidden\n"}
-
     def auth(request: Request) -> Response:
         raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
         client = request.client.host if request.client else None
         status, hdrs = authz.authorize(raw, client)
-        resp = Response(content=bodies.get(status, b""), status_code=status)
+        resp = Response(content=b"", status_code=status)  # headers only, as the lean path answers
         for k, v in hdrs:
             resp.headers[k] = v
         return resp

@@ -137,13 +137,14 @@ def test_shapes_are_compiled_once_and_bounded(monkeypatch: pytest.MonkeyPatch) -
         calls.append(i)
         return ("event.action", f"edgesec.n{i}", *TRAIL_KEYS), {"x": 1}
 
-    monkeypatch.setattr(prepared, "_shapes", {})
+    fresh: dict[Any, Any] = {}
+    monkeypatch.setattr(prepared, "_shapes", fresh)
     assert shape_for("k0", lambda: describe(0)) is shape_for("k0", lambda: describe(0))
     assert calls == [0]
     monkeypatch.setattr(prepared, "MAX_SHAPES", 2)
     for i in range(1, 5):
         assert shape_for(f"k{i}", lambda i=i: describe(i)) is not None  # type: ignore[misc]
-    assert len(prepared._shapes) == 2  # later shapes still compile, they are not kept
+    assert len(fresh) == 2  # later shapes still compile, they are not kept
 
 
 def test_a_shape_without_the_trail_fields_or_with_a_nul_is_refused() -> None:
