@@ -390,7 +390,7 @@ class AuditEvent:
             return None
         names = tuple(keys)
         shape = shape_for((head, names), lambda: ((*names, *TRAIL_KEYS), _fixed(head)))
-        return None if shape is None else Prepared(shape, values)
+        return None if shape is None else Prepared(shape, shape.fill(values))
 
 
 def _fixed(head: tuple[Any, ...]) -> dict[str, Any]:
@@ -478,7 +478,7 @@ class EventTemplate:
             shape = shape_for(key, lambda: (("@timestamp", "message", *keys, *TRAIL_KEYS), _fixed(head)))
             if shape is None:
                 return None
-        return Prepared(shape, [now_isotime(), message or self.template.action, *values])
+        return Prepared(shape, shape.fill([now_isotime(), message or self.template.action, *values]))
 
 
 #: The fields ``to_document`` sets on every event (a field of the same name goes the dict path).

@@ -25,6 +25,7 @@ a shape in which ``event.hash`` would be the first key of ``event``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import operator
 import re
 import threading
@@ -50,19 +51,25 @@ class RecordShape:
 
     ``keys`` are the dotted fields whose values vary from record to record, ending with
     :data:`TRAIL_KEYS`; ``fixed`` fields (the same in every record of the shape: the host, the part,
-    the action...) are written into the template itself. :meth:`render` takes the values of the
-    varying keys but the trail's, in ``keys`` order, and the sequence number and previous hash.
+    the action...) are written into the template itself. A record is made in two steps:
+    :meth:`fill` writes the values of the varying keys but the trail's (in ``keys`` order) into the
+    four pieces of text around the trail's three fields -- done by the caller, while its values are
+    still in the processor's caches -- and :meth:`seal` puts the sequence number, the previous hash
+    and the record's own hash between them, under the trail's lock.
     """
 
-    __slots__ = ("_fmt_post", "_fmt_pre", "_pick_post", "_pick_pre", "keys")
+    __slots__ = ("_fmts", "_hash_at", "_picks", "_prev_at", "_seq_at", "keys")
 
-    def __init__(self, keys: tuple[str, ...], fmt_pre: str, order_pre: tuple[int, ...],
-                 fmt_post: str, order_post: tuple[int, ...]) -> None:  # fmt: skip
+    def __init__(self, keys: tuple[str, ...], fmts: tuple[str, ...], picks: tuple[Any, ...],
+                 trail_order: tuple[int, ...]) -> None:  # fmt: skip
         self.keys = keys
-        self._fmt_pre = fmt_pre
-        self._pick_pre = _picker(order_pre)
-        self._fmt_post = fmt_post
-        self._pick_post = _picker(order_post)
+        self._fmts = fmts
+        self._picks = picks
+        # Where each trail field goes in [piece, field, piece, field, piece, field, piece].
+        n = len(keys)
+        self._seq_at = 1 + 2 * trail_order.index(n - 3)
+        self._prev_at = 1 + 2 * trail_order.index(n - 2)
+        self._hash_at = 1 + 2 * trail_order.index(n - 1)
 
     @classmethod
     def compile(cls, keys: tuple[str, ...], fixed: Mapping[str, Any] | None = None) -> RecordShape | None:
@@ -90,19 +97,24 @@ class RecordShape:
             return None  # a fixed value that is not JSON data: the dict path reports it
         pieces = _PLACEHOLDER.split(text)
         literals, slots = pieces[0::2], [int(s) for s in pieces[1::2]]
-        if sorted(slots) != list(range(len(keys))):
+        n = len(keys)
+        if sorted(slots) != list(range(n)):
             return None  # (a fixed value that looks like a placeholder)
-        h = slots.index(len(keys) - 1)  # the event.hash slot
+        h = slots.index(n - 1)  # the event.hash slot
         if not literals[h].endswith(_HASH_PAIR):
             return None  # event.hash first in event: no pair to cut out (event.action sorts before it)
-        literals[h] = literals[h][: -len(_HASH_PAIR)]
-        # The text before the hash slot and the text after it, as %-templates (literal % doubled).
-        pre = "%s".join(lit.replace("%", "%%") for lit in literals[: h + 1])
-        post = "%s".join(lit.replace("%", "%%") for lit in literals[h + 1 :])
-        return cls(keys, pre, tuple(slots[:h]), post, tuple(slots[h + 1 :]))
+        literals[h] = literals[h][: -len(_HASH_PAIR)]  # the pair is put back whole by seal()
+        # Four %-templates (literal % doubled): the text before, between and after the trail's fields.
+        at = [i for i, slot in enumerate(slots) if slot >= n - 3]
+        bounds = [-1, *at, len(slots)]
+        fmts, picks = [], []
+        for lo, hi in itertools.pairwise(bounds):
+            fmts.append("%s".join(lit.replace("%", "%%") for lit in literals[lo + 1 : hi + 1]))
+            picks.append(_picker(tuple(slots[lo + 1 : hi])))
+        return cls(keys, tuple(fmts), tuple(picks), tuple(slots[i] for i in at))
 
-    def render(self, values: Sequence[Any], seq: int, prev: str) -> tuple[str, bytes]:
-        """The record's hash and its line (canonical JSON and a newline), ``values`` in ``keys`` order."""
+    def fill(self, values: Sequence[Any]) -> tuple[str, str, str, str]:
+        """The record's text but the trail's fields, ``values`` in ``keys`` order: four pieces."""
         es, cv = _encode_str, canonical_value
         # Strings and integers, nearly every value, without a call of ours; anything else through
         # the canonical encoder itself.
@@ -110,12 +122,23 @@ class RecordShape:
             es(v) if type(v) is str else int.__repr__(v) if type(v) is int else cv(v)
             for v in values
         ]  # fmt: skip
-        enc.append(int.__repr__(seq))
-        enc.append(es(prev))
-        pre = self._fmt_pre % self._pick_pre(enc)
-        post = self._fmt_post % self._pick_post(enc)
-        digest = hashlib.sha256((pre + post).encode("utf-8")).hexdigest()
-        return digest, f'{pre},"hash":"{digest}"{post}\n'.encode()
+        f0, f1, f2, f3 = self._fmts
+        p0, p1, p2, p3 = self._picks
+        return f0 % p0(enc), f1 % p1(enc), f2 % p2(enc), f3 % p3(enc)
+
+    def seal(self, pieces: Sequence[str], seq: int, prev: str) -> tuple[str, bytes]:
+        """The record's hash and its line (canonical JSON and a newline) from :meth:`fill`'s pieces."""
+        parts = [pieces[0], "", pieces[1], "", pieces[2], "", pieces[3]]
+        parts[self._seq_at] = int.__repr__(seq)
+        parts[self._prev_at] = _encode_str(prev)
+        digest = hashlib.sha256("".join(parts).encode("utf-8")).hexdigest()  # without event.hash
+        parts[self._hash_at] = f',"hash":"{digest}"'
+        parts.append("\n")
+        return digest, "".join(parts).encode("utf-8")
+
+    def render(self, values: Sequence[Any], seq: int, prev: str) -> tuple[str, bytes]:
+        """``seal(fill(values), seq, prev)``."""
+        return self.seal(self.fill(values), seq, prev)
 
 
 def _picker(order: tuple[int, ...]) -> Callable[[Sequence[str]], tuple[str, ...]]:
@@ -129,13 +152,13 @@ def _picker(order: tuple[int, ...]) -> Callable[[Sequence[str]], tuple[str, ...]
 
 
 class Prepared:
-    """A record waiting for the trail: its shape and its values (everything but the trail's fields)."""
+    """A record waiting for the trail: its shape and its text but the trail's fields (``shape.fill``)."""
 
-    __slots__ = ("shape", "values")
+    __slots__ = ("pieces", "shape")
 
-    def __init__(self, shape: RecordShape, values: Sequence[Any]) -> None:
+    def __init__(self, shape: RecordShape, pieces: tuple[str, str, str, str]) -> None:
         self.shape = shape
-        self.values = values
+        self.pieces = pieces
 
 
 _shapes: dict[Hashable, RecordShape | None] = {}

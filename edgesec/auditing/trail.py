@@ -383,7 +383,7 @@ class Trail:
                     doc.setdefault("edgesec", {}).setdefault("trail", {})["prev"] = prev
                     prev, line = seal(doc)
                 else:  # a Prepared record: its shape's template writes the same line
-                    prev, line = doc.shape.render(doc.values, seq, prev)
+                    prev, line = doc.shape.seal(doc.pieces, seq, prev)
                 out.append(line)
                 chain.append((seq, prev))
             fd = self._write_lines(fd, head, out, chain)

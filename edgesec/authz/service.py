@@ -336,13 +336,14 @@ class Authorizer:
         source = _valid_ip(xff.rsplit(",", 1)[-1].strip()) if isinstance(xff, str) and xff else None
         roles = list(out.roles)
         fields = (
-            ("user.id", out.user or None),
+            # The two values that are not strings first (never None: the checks below count on it).
             ("user.roles", roles),
+            ("http.response.status_code", out.status),
+            ("user.id", out.user or None),
             ("edgesec.authz.tenant", out.tenant),
             ("edgesec.authz.decision", "allow" if allowed else "deny"),
             ("edgesec.authz.reason", out.reason),
             ("edgesec.authz.auth_method", out.auth_method),
-            ("http.response.status_code", out.status),
             ("rule.name", ", ".join(out.rule) if out.rule else None),
             ("tls.client.x509.serial_number", out.serial),
             ("edgesec.authz.detail", out.detail[:512] if out.detail else None),
@@ -362,8 +363,11 @@ class Authorizer:
         template = _decision_event(glass, allowed, out.status == 401)
         # Values as to_document writes them (strings; the roles a list of strings; the status an int)
         # go straight into a trail record; anything else through the event's own checks.
-        checked = type(out.status) is int and all(type(r) is str for r in roles)
-        checked = checked and sum(type(v) is not str for v in values) == 2
+        checked = (
+            type(out.status) is int
+            and set(map(type, roles)) <= _STR_ONLY
+            and set(map(type, values[2:])) <= _STR_ONLY
+        )
         try:
             if checked:
                 emit_fields(template, keys, values, message)
@@ -372,6 +376,9 @@ class Authorizer:
         except (OSError, EdgesecError):
             if glass:
                 out.extra["audit_failed"] = True
+
+
+_STR_ONLY = frozenset({str})
 
 
 @functools.cache

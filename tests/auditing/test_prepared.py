@@ -127,7 +127,7 @@ def test_a_prepared_event_is_the_sealed_document(fields: dict[str, Any], site: s
     assert rec is not None
     doc.setdefault("event", {})["sequence"] = seq
     doc.setdefault("edgesec", {}).setdefault("trail", {})["prev"] = GENESIS
-    assert rec.shape.render(rec.values, seq, GENESIS) == seal(doc)
+    assert rec.shape.seal(rec.pieces, seq, GENESIS) == seal(doc)
 
 
 def test_shapes_are_compiled_once_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
