@@ -31,8 +31,8 @@ __all__ = [
     "configured",
     "current_trail",
     "emit",
-    "emit_fields",
     "flush",
+    "site",
 ]
 
 _lock = threading.Lock()
@@ -116,19 +116,9 @@ def emit(event: AuditEvent, *, wait: bool | None = None) -> dict[str, Any] | Non
     return trail.append(event.to_document(site=_site))
 
 
-def emit_fields(
-    template: EventTemplate, keys: tuple[str, ...], values: list[Any], message: str
-) -> dict[str, Any] | None:
-    """``emit(template.event(keys, values, message))`` for values already checked (see
-    :class:`EventTemplate`), without building the event: with group commit the record is queued as
-    its values against a compiled shape."""
-    trail = current_trail()
-    if trail.durability == "group":
-        rec = template.record(keys, values, message, site=_site)
-        if rec is not None:
-            trail.submit(rec)
-            return None
-    return emit(template.event(keys, values, message))
+def site() -> str | None:
+    """The site name events are written with (``[site] name``)."""
+    return _site
 
 
 def flush(timeout: float = 30.0) -> None:

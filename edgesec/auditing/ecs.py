@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from edgesec.auditing.prepared import TRAIL_KEYS, Prepared, cached_shape, shape_for
+from edgesec.auditing.prepared import TRAIL_KEYS, Prepared, RecordShape, cached_shape, shape_for
 from edgesec.auditing.trail import canonical_value
 from edgesec.errors import InputError
 
@@ -461,10 +461,38 @@ class EventTemplate:
         )
 
     def record(
-        self, keys: tuple[str, ...], values: list[Any], message: str, *, site: str | None = None
+        self,
+        keys: tuple[str, ...],
+        values: list[Any],
+        message: str,
+        *,
+        site: str | None = None,
+        stable: int = 0,
     ) -> Prepared | None:
         """The trail record of this event with these fields; ``None`` where only the dict path can write
-        it (a key that names a field every event has, a key that is a prefix of another)."""
+        it (a key that names a field every event has, a key that is a prefix of another).
+
+        The first ``stable`` values are the ones that tend to repeat from event to event (who asked,
+        with which roles, under which rule; hashable: a tuple for a list): see :meth:`stable_shape`.
+        """
+        if stable:
+            sub = self.stable_shape(keys, values, stable, site=site)
+            if sub is not None:
+                return self.prepared(sub, values[stable:], message)
+        head = self._head(site)
+        key = (head, keys)
+        shape = cached_shape(key)
+        if shape is None:
+            shape = shape_for(key, lambda: (("@timestamp", "message", *keys, *TRAIL_KEYS), _fixed(head)))
+            if shape is None:
+                return None
+        return self.prepared(shape, values, message)
+
+    def prepared(self, shape: RecordShape, values: list[Any], message: str) -> Prepared:
+        """The record, stamped now, of a shape this template made: its values but the fixed ones."""
+        return Prepared(shape, shape.fill([now_isotime(), message or self.template.action, *values]))
+
+    def _head(self, site: str | None) -> tuple[Any, ...]:
         pid = _PID[0]  # part of the shape: a forked worker writes its own pid
         head = self._heads.get((site, pid))
         if head is None:
@@ -472,13 +500,45 @@ class EventTemplate:
             head = (e.kind, e.category, e.type, e.action, e.outcome, e.severity, e.part, site or None,
                     _hostname(), pid)  # fmt: skip
             self._heads[(site, pid)] = head
-        key = (head, keys)
-        shape = cached_shape(key)
-        if shape is None:
-            shape = shape_for(key, lambda: (("@timestamp", "message", *keys, *TRAIL_KEYS), _fixed(head)))
-            if shape is None:
-                return None
-        return Prepared(shape, shape.fill([now_isotime(), message or self.template.action, *values]))
+        return head
+
+    def stable_shape(
+        self, keys: tuple[str, ...], values: list[Any], stable: int, *, site: str | None = None
+    ) -> RecordShape | None:
+        """The shape with the first ``stable`` values fixed in it, once the same values have come
+        :data:`STABLE_AFTER` times (``None`` until then): a client that keeps being denied costs less
+        each time. Its records take the other values (``values[stable:]``) through :meth:`prepared`."""
+        head = self._head(site)
+        skey = (head, keys, *values[:stable])
+        try:
+            sub = _STABLE_SHAPES.get(skey)
+        except TypeError:
+            return None  # an unhashable stable value: the plain shape writes it
+        if sub is not None:
+            return sub if isinstance(sub, RecordShape) else None  # False: none can be made
+        seen = _STABLE_SEEN.get(skey, 0) + 1
+        if seen < STABLE_AFTER:
+            if len(_STABLE_SEEN) >= MAX_STABLE:
+                _STABLE_SEEN.clear()
+            _STABLE_SEEN[skey] = seen
+            return None
+        _STABLE_SEEN.pop(skey, None)
+        fixed = _fixed(head)
+        fixed.update(zip(keys[:stable], values[:stable], strict=True))
+        sub = RecordShape.compile(("@timestamp", "message", *keys[stable:], *TRAIL_KEYS), fixed)
+        if len(_STABLE_SHAPES) >= MAX_STABLE:
+            _STABLE_SHAPES.clear()  # bounded; the busy clients come back within a few events
+        _STABLE_SHAPES[skey] = sub or False
+        return sub
+
+
+#: An :class:`EventTemplate` fixes stable values into a shape of their own after this many events
+#: with them (compiling a shape costs about a hundred events' filling: not for a one-off client).
+STABLE_AFTER = 8
+#: At most this many shapes with stable values (and as many counters of values not yet stable).
+MAX_STABLE = 1024
+_STABLE_SHAPES: dict[tuple[Any, ...], RecordShape | bool] = {}
+_STABLE_SEEN: dict[tuple[Any, ...], int] = {}
 
 
 #: The fields ``to_document`` sets on every event (a field of the same name goes the dict path).

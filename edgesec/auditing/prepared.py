@@ -58,13 +58,13 @@ class RecordShape:
     and the record's own hash between them, under the trail's lock.
     """
 
-    __slots__ = ("_fmts", "_hash_at", "_picks", "_prev_at", "_seq_at", "keys")
+    __slots__ = ("_hash_at", "_lits", "_prev_at", "_segments", "_seq_at", "keys")
 
-    def __init__(self, keys: tuple[str, ...], fmts: tuple[str, ...], picks: tuple[Any, ...],
+    def __init__(self, keys: tuple[str, ...], lits: list[str], segments: tuple[Any, ...],
                  trail_order: tuple[int, ...]) -> None:  # fmt: skip
         self.keys = keys
-        self._fmts = fmts
-        self._picks = picks
+        self._lits = lits
+        self._segments = segments
         # Where each trail field goes in [piece, field, piece, field, piece, field, piece].
         n = len(keys)
         self._seq_at = 1 + 2 * trail_order.index(n - 3)
@@ -104,14 +104,22 @@ class RecordShape:
         if not literals[h].endswith(_HASH_PAIR):
             return None  # event.hash first in event: no pair to cut out (event.action sorts before it)
         literals[h] = literals[h][: -len(_HASH_PAIR)]  # the pair is put back whole by seal()
-        # Four %-templates (literal % doubled): the text before, between and after the trail's fields.
-        at = [i for i, slot in enumerate(slots) if slot >= n - 3]
-        bounds = [-1, *at, len(slots)]
-        fmts, picks = [], []
-        for lo, hi in itertools.pairwise(bounds):
-            fmts.append("%s".join(lit.replace("%", "%%") for lit in literals[lo + 1 : hi + 1]))
-            picks.append(_picker(tuple(slots[lo + 1 : hi])))
-        return cls(keys, tuple(fmts), tuple(picks), tuple(slots[i] for i in at))
+        # Four pieces of text: before, between and after the trail's fields. Each is the join of
+        # literal text and encoded values, picked in order (by one itemgetter) from the list of the
+        # values followed by the literals: no format string to parse, no Python loop per value.
+        nv = n - 3
+        lits = [*literals, ""]
+        empty = nv + len(lits) - 1
+        at = [i for i, slot in enumerate(slots) if slot >= nv]
+        segments = []
+        for lo, hi in itertools.pairwise([-1, *at, len(slots)]):
+            order = [nv + lo + 1]
+            for k in range(lo + 1, hi):
+                order += [slots[k], nv + k + 1]
+            if len(order) == 1:
+                order.append(empty)  # an itemgetter of one index returns the item, not a tuple
+            segments.append(operator.itemgetter(*order))
+        return cls(keys, lits, tuple(segments), tuple(slots[i] for i in at))
 
     def fill(self, values: Sequence[Any]) -> tuple[str, str, str, str]:
         """The record's text but the trail's fields, ``values`` in ``keys`` order: four pieces."""
@@ -122,9 +130,10 @@ class RecordShape:
             es(v) if type(v) is str else int.__repr__(v) if type(v) is int else cv(v)
             for v in values
         ]  # fmt: skip
-        f0, f1, f2, f3 = self._fmts
-        p0, p1, p2, p3 = self._picks
-        return f0 % p0(enc), f1 % p1(enc), f2 % p2(enc), f3 % p3(enc)
+        enc += self._lits
+        g0, g1, g2, g3 = self._segments
+        j = "".join
+        return j(g0(enc)), j(g1(enc)), j(g2(enc)), j(g3(enc))
 
     def seal(self, pieces: Sequence[str], seq: int, prev: str) -> tuple[str, bytes]:
         """The record's hash and its line (canonical JSON and a newline) from :meth:`fill`'s pieces."""
@@ -139,16 +148,6 @@ class RecordShape:
     def render(self, values: Sequence[Any], seq: int, prev: str) -> tuple[str, bytes]:
         """``seal(fill(values), seq, prev)``."""
         return self.seal(self.fill(values), seq, prev)
-
-
-def _picker(order: tuple[int, ...]) -> Callable[[Sequence[str]], tuple[str, ...]]:
-    """``lambda seq: tuple(seq[i] for i in order)``, in C (itemgetter) for two or more indices."""
-    if len(order) >= 2:
-        return operator.itemgetter(*order)  # type: ignore[return-value]
-    if order:
-        (i,) = order
-        return lambda seq: (seq[i],)
-    return lambda seq: ()
 
 
 class Prepared:

@@ -24,7 +24,9 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from edgesec.auditing import AuditEvent, EventTemplate, emit, emit_fields
+from edgesec import auditing
+from edgesec.auditing import AuditEvent, EventTemplate, emit
+from edgesec.auditing.prepared import RecordShape
 from edgesec.authz.identity import (
     CertIdentity,
     IdentityRejected,
@@ -328,56 +330,123 @@ class Authorizer:
         rate = self.settings.allow_sample_rate
         if allowed and not glass and not (rate > 0 and self._rand.random() < rate):
             return
+        trail = auditing.current_trail()
+        group = trail.durability == "group"
+        site = auditing.site()
         req = out.request
-        # The proxy appends the address it saw to X-Forwarded-For: its last entry is the client; the
-        # peer of this connection is the proxy itself.
-        peer = _valid_ip(client_ip)
         xff = out.extra.get("forwarded_for")
-        source = _valid_ip(xff.rsplit(",", 1)[-1].strip()) if isinstance(xff, str) and xff else None
-        roles = list(out.roles)
-        fields = (
-            # The two values that are not strings first (never None: the checks below count on it).
-            ("user.roles", roles),
-            ("http.response.status_code", out.status),
-            ("user.id", out.user or None),
-            ("edgesec.authz.tenant", out.tenant),
-            ("edgesec.authz.decision", "allow" if allowed else "deny"),
-            ("edgesec.authz.reason", out.reason),
-            ("edgesec.authz.auth_method", out.auth_method),
-            ("rule.name", ", ".join(out.rule) if out.rule else None),
-            ("tls.client.x509.serial_number", out.serial),
-            ("edgesec.authz.detail", out.detail[:512] if out.detail else None),
-            ("http.request.method", req.method if req is not None else None),
-            ("url.path", req.path if req is not None else None),
-            ("url.original", req.raw_uri[:2048] if req is not None else None),
-            ("url.domain", req.host if req is not None and req.host else None),
-            ("source.ip", source or peer),
-            ("client.ip", peer),
-        )
-        keys = tuple([k for k, v in fields if v is not None])
-        values: list[Any] = [v for _, v in fields if v is not None]
-        message = (
-            f"{'allow' if allowed else 'deny'} {out.user or '-'} {req.method if req else '-'} "
-            f"{req.path if req else '-'}: {out.reason}"
-        )
+        # A client that keeps being denied: everything but the path (and detail) is as last time, and
+        # the record's shape already holds it (see _record_fields below).
+        hot_key: tuple[Any, ...] | None = None
+        if group and req is not None:
+            hot_key = (glass, allowed, out.status, out.user, out.roles, out.tenant, out.reason,
+                       out.auth_method, out.rule, out.serial, req.method, req.host, client_ip, xff,
+                       bool(out.detail), site)  # fmt: skip
+            try:
+                shape = _HOT_SHAPES.get(hot_key)
+            except TypeError:  # an unhashable value where a string belongs: the checked path below
+                shape, hot_key = None, None
+            if (
+                shape is not None
+                and type(req.path) is str
+                and type(req.raw_uri) is str
+                and type(out.detail) is str
+            ):
+                varying = [req.path, req.raw_uri[:2048]]
+                if out.detail:
+                    varying.append(out.detail[:512])
+                template = _decision_event(glass, allowed, out.status == 401)
+                try:
+                    trail.submit(template.prepared(shape, varying, _message(out, allowed)))
+                except (OSError, EdgesecError):
+                    if glass:
+                        out.extra["audit_failed"] = True
+                return
+        keys, values, stable, checked = _record_fields(out, client_ip, allowed)
         template = _decision_event(glass, allowed, out.status == 401)
-        # Values as to_document writes them (strings; the roles a list of strings; the status an int)
-        # go straight into a trail record; anything else through the event's own checks.
-        checked = (
-            type(out.status) is int
-            and set(map(type, roles)) <= _STR_ONLY
-            and set(map(type, values[2:])) <= _STR_ONLY
-        )
+        message = _message(out, allowed)
         try:
-            if checked:
-                emit_fields(template, keys, values, message)
-            else:
-                emit(template.event(keys, values, message))
+            if checked and group:
+                rec = None
+                if stable:
+                    sub = template.stable_shape(keys, values, stable, site=site)
+                    if sub is not None:
+                        if hot_key is not None:
+                            if len(_HOT_SHAPES) >= MAX_HOT_SHAPES:
+                                _HOT_SHAPES.clear()
+                            _HOT_SHAPES[hot_key] = sub
+                        rec = template.prepared(sub, values[stable:], message)
+                if rec is None:
+                    rec = template.record(keys, values, message, site=site)
+                if rec is not None:
+                    trail.submit(rec)
+                    return
+            emit(template.event(keys, values, message))
         except (OSError, EdgesecError):
             if glass:
                 out.extra["audit_failed"] = True
 
 
+def _message(out: Outcome, allowed: bool) -> str:
+    req = out.request
+    return (
+        f"{'allow' if allowed else 'deny'} {out.user or '-'} {req.method if req else '-'} "
+        f"{req.path if req else '-'}: {out.reason}"
+    )
+
+
+def _record_fields(
+    out: Outcome, client_ip: str | None, allowed: bool
+) -> tuple[tuple[str, ...], list[Any], int, bool]:
+    """The audit fields of a decision: keys, values, how many of them come first as *stable* (who
+    asked, with which roles, under which rule: they repeat while a client keeps being denied), and
+    whether the values are as ``to_document`` writes them (strings; the roles strings, in a tuple that
+    is written as a list; the status an int) -- otherwise they go through the event's own checks."""
+    req = out.request
+    # The proxy appends the address it saw to X-Forwarded-For: its last entry is the client; the
+    # peer of this connection is the proxy itself.
+    peer = _valid_ip(client_ip)
+    xff = out.extra.get("forwarded_for")
+    source = _valid_ip(xff.rsplit(",", 1)[-1].strip()) if isinstance(xff, str) and xff else None
+    roles = tuple(out.roles)
+    stable = (
+        # The two values that are not strings first (never None: the checks below count on it).
+        ("user.roles", roles),
+        ("http.response.status_code", out.status),
+        ("user.id", out.user or None),
+        ("edgesec.authz.tenant", out.tenant),
+        ("edgesec.authz.decision", "allow" if allowed else "deny"),
+        ("edgesec.authz.reason", out.reason),
+        ("edgesec.authz.auth_method", out.auth_method),
+        ("rule.name", ", ".join(out.rule) if out.rule else None),
+        ("tls.client.x509.serial_number", out.serial),
+        ("http.request.method", req.method if req is not None else None),
+        ("url.domain", req.host if req is not None and req.host else None),
+        ("source.ip", source or peer),
+        ("client.ip", peer),
+    )
+    varying = (  # in this order: the hot path in Authorizer._audit fills them so
+        ("url.path", req.path if req is not None else None),
+        ("url.original", req.raw_uri[:2048] if req is not None else None),
+        ("edgesec.authz.detail", out.detail[:512] if out.detail else None),
+    )
+    fields = [f for f in stable if f[1] is not None]
+    n_stable = len(fields)
+    fields += [f for f in varying if f[1] is not None]
+    keys = tuple([k for k, _ in fields])
+    values: list[Any] = [v for _, v in fields]
+    checked = (
+        type(out.status) is int
+        and set(map(type, roles)) <= _STR_ONLY
+        and set(map(type, values[2:])) <= _STR_ONLY
+    )
+    return keys, values, n_stable, checked
+
+
+#: Decisions whose audit record has a shape with its stable values fixed, by what they were made of.
+_HOT_SHAPES: dict[tuple[Any, ...], RecordShape] = {}
+MAX_HOT_SHAPES = 1024
+os.register_at_fork(after_in_child=_HOT_SHAPES.clear)  # the shapes hold the pid: a worker has its own
 _STR_ONLY = frozenset({str})
 
 
