@@ -29,6 +29,14 @@ not the decision itself:
   of the batch**, and a failing disk surfaces on the next event. The one exception is break-glass: an
   allowed break-glass request is answered only after its event is durable (flushed), and denied if it
   cannot be made durable -- as the service promises without the hot path.
+* **Cheap denial records.** A decision's event is not built as an event object and a nested document:
+  its field values are filled into the text of a record shape compiled once (see
+  :mod:`edgesec.auditing.prepared`), and the writer only adds the sequence number and the two hashes.
+  Once a client has been denied the same way a few times (same user, roles, rule, addresses...),
+  those values are fixed into a shape of their own and a denial fills in only its path. The record
+  on disk is byte for byte the one the plain event path writes (hypothesis-tested).
+* **Headers only.** Every answer, 200, 401 or 403, has an empty body: the status says it, and a
+  body would cost a second ``send()`` per denial (about a fifth of the denial rate here).
 * **No collector stalls.** Once the app is built, and after each policy reload, the heap is frozen
   (``gc.freeze``): full collections no longer walk the policy (about 100 ms with 10,000 rules here,
   during which every queued request waits; 4 ms after freezing).
