@@ -15,7 +15,7 @@ import ipaddress
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -320,19 +320,7 @@ class AuditEvent:
         }
         if site:
             doc["edgesec"]["site"] = site
-        plans = _PLANS
-        for key, value in self.fields.items():
-            plan = plans.get(key)
-            if plan is None:
-                plan = _plan(key)
-            ftype, parents, leaf = plan
-            # A string for a keyword field is kept as it is, the common case: no call for it.
-            if ftype is not None and (ftype != "keyword" or type(value) is not str):
-                value = _check_value(key, ftype, value)
-                if value is None:
-                    continue
-            elif ftype is None and type(value) not in _JSON_SCALARS:
-                _check_json(key, value)
+        for _key, (_ftype, parents, leaf), value in _checked_items(self.fields):
             # set_dotted, inlined: a denial event sets about fifteen fields on the authz hot path.
             cur = doc
             for p in parents:
@@ -369,21 +357,10 @@ class AuditEvent:
             self.message or self.action,
         ]
         keys = ["@timestamp", "message"]
-        plans = _PLANS
         plain = False
-        for key, value in self.fields.items():
+        for key, _plan_of_key, value in _checked_items(self.fields):
             if key in _RESERVED:
                 plain = True  # overrides a field of every event: the dict path says what that means
-            plan = plans.get(key)
-            if plan is None:
-                plan = _plan(key)
-            ftype = plan[0]
-            if ftype is not None and (ftype != "keyword" or type(value) is not str):
-                value = _check_value(key, ftype, value)
-                if value is None:
-                    continue
-            elif ftype is None and type(value) not in _JSON_SCALARS:
-                _check_json(key, value)
             keys.append(key)
             values.append(value)
         if plain:
@@ -550,6 +527,28 @@ _RESERVED = frozenset(
         *TRAIL_KEYS,
     )
 )
+
+
+def _checked_items(fields: Mapping[str, Any]) -> Iterator[tuple[str, _Plan, Any]]:
+    """Each field's name, plan and value as the record holds it (checked; ``None`` dropped for typed
+    fields; raises ``InputError`` for a value its ECS type does not allow)."""
+    plans = _PLANS
+    for key, value in fields.items():
+        plan = plans.get(key)
+        if plan is None:
+            plan = _plan(key)
+        ftype = plan[0]
+        # A string for a keyword field is kept as it is, the common case: no call for it.
+        if ftype is not None and (ftype != "keyword" or type(value) is not str):
+            value = _check_value(key, ftype, value)
+            if value is None:
+                continue
+        elif ftype is None and type(value) not in _JSON_SCALARS:
+            _check_json(key, value)
+        yield key, plan, value
+
+
+_Plan = tuple[str | None, tuple[str, ...], str]
 
 # Per field name: (ECS type, or None for edgesec.* fields, which are set as given; parent keys; leaf key).
 _PLANS: dict[str, tuple[str | None, tuple[str, ...], str]] = {}
