@@ -42,6 +42,14 @@ def trust_dir_of(cfg: LoadedConfig) -> Path:
     return cfg.path_in_home(s.authz.trust_dir or s.pki.trust_bundle_dir, "trust")
 
 
+def authz_settings(cfg: LoadedConfig) -> AuthzSettings:
+    """``[authz]``, with what it takes from ``[pki]`` when unset there: ``crl_grace_hours``."""
+    s = cfg.settings.authz
+    if s.crl_grace_hours is None:
+        s = s.model_copy(update={"crl_grace_hours": float(cfg.settings.pki.crl_grace_hours)})
+    return s
+
+
 def _engine(settings: AuthzSettings, policy_dir: Path | None) -> Any:
     from edgesec.authz.engine import PolicyEngine
     from edgesec.authz.policy import policy_files
@@ -61,7 +69,7 @@ def serve(
     from edgesec.authz.server import run_server
 
     cfg = state().config()
-    s = cfg.settings.authz
+    s = authz_settings(cfg)
     h = host or s.host
     p = port or s.port
     w = workers or s.workers

@@ -44,6 +44,10 @@ __all__ = ["Authorizer", "Outcome", "create_app"]
 Headers = list[tuple[str, str]]
 
 
+#: ``[pki] crl_grace_hours``'s default, for an Authorizer built without a site config.
+DEFAULT_CRL_GRACE_HOURS = 24.0
+
+
 @dataclass
 class Outcome:
     """What one call decided, for the answer, the audit event and the metrics."""
@@ -82,7 +86,10 @@ class Authorizer:
                 raise ConfigError(
                     "authz: client certificates are enabled but no trust bundle directory is set"
                 )
-            self.trust = TrustState(trust_dir, grace_hours=settings.crl_grace_hours, clock=clock)
+            grace = settings.crl_grace_hours
+            self.trust = TrustState(
+                trust_dir, grace_hours=DEFAULT_CRL_GRACE_HOURS if grace is None else grace, clock=clock
+            )
         self.notes: list[str] = []
         self.jwt: JwtVerifier | None = None
         if "jwt" in settings.identity_order:

@@ -71,7 +71,9 @@ class AuthzSettings(BaseModel):
     identity_order: list[Literal["cert", "jwt"]] = Field(default_factory=lambda: ["cert", "jwt"])  # type: ignore[arg-type]
     cert_header: str = "X-Forwarded-Tls-Client-Cert"
     cert_identity: Literal["cn", "san-email", "san-uri", "san-dns"] = "cn"
-    crl_grace_hours: float = Field(24.0, ge=0)
+    crl_grace_hours: float | None = Field(
+        None, ge=0, description="how long past nextUpdate a CRL still counts (default: [pki] crl_grace_hours)"
+    )
     tenant_hosts: dict[str, str] = Field(default_factory=dict, description="host -> tenant")
     default_tenant: str | None = None
     allow_sample_rate: float = Field(0.0, ge=0.0, le=1.0)

@@ -288,3 +288,21 @@ def test_serve_on_a_busy_port_is_one_line(cli) -> None:  # type: ignore[no-untyp
         port = s.getsockname()[1]
         code, _, err = cli("authz", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1")
     assert code == 1 and "cannot listen" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("", 24.0),  # neither set: pki's default
+        ("[pki]\ncrl_grace_hours = 2\n", 2.0),  # authz follows pki
+        ("[pki]\ncrl_grace_hours = 2\n[authz]\ncrl_grace_hours = 0.5\n", 0.5),  # authz's own wins
+    ],
+)
+def test_authz_crl_grace_falls_back_to_pki(tmp_path: Path, home: Path, text: str, want: float) -> None:
+    from edgesec.authz.cli import authz_settings
+    from edgesec.config import load_config
+
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text(text)
+    cfg.chmod(0o600)
+    assert authz_settings(load_config(cfg, home)).crl_grace_hours == want
