@@ -44,6 +44,15 @@ def _server(app: Any, host: str, port: int) -> Any:
     return uvicorn.Server(config)
 
 
+def _flush_audit() -> None:
+    try:
+        from edgesec import auditing
+
+        auditing.flush(10.0)
+    except BaseException:  # noqa: BLE001,S110 -- the worker is leaving; the lifespan already logged a failure
+        pass
+
+
 def run_server(app: Any, host: str, port: int, workers: int) -> None:
     """Serve ``app`` until SIGTERM/SIGINT; with ``workers > 1`` in forked worker processes."""
     sock = _bind(host, port)
@@ -69,6 +78,7 @@ def run_server(app: Any, host: str, port: int, workers: int) -> None:
                 _server(app, host, port).run(sockets=[sock])
             except BaseException:  # noqa: BLE001 -- a worker must never return into the parent's loop
                 code = 1
+            _flush_audit()  # os._exit runs no exit handlers: queued audit events are written first
             os._exit(code)
         children[pid] = slot
 

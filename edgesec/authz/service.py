@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
 import os
 import random
 import signal
@@ -43,6 +44,8 @@ __all__ = ["Authorizer", "Outcome", "create_app"]
 
 Headers = list[tuple[str, str]]
 
+
+log = logging.getLogger("edgesec.authz.service")
 
 #: ``[pki] crl_grace_hours``'s default, for an Authorizer built without a site config.
 DEFAULT_CRL_GRACE_HOURS = 24.0
@@ -495,6 +498,14 @@ def _ip_text(value: str) -> str | None:
         return None
 
 
+def _flush_audit(timeout: float = 10.0) -> None:
+    """Make every queued audit event durable; a trail that cannot be written is logged, not raised."""
+    try:
+        auditing.flush(timeout)
+    except (OSError, EdgesecError) as exc:
+        log.error("audit events queued at shutdown could not be written: %s", exc)
+
+
 def _audit_safely(event: AuditEvent) -> bool:
     """Emit; a trail that cannot be written is reported, never a crash of the decision path."""
     try:
@@ -639,6 +650,9 @@ def create_app(
         finally:
             if watch:
                 watcher.stop()
+            # Events queued by group commit are written before the process goes (a worker leaves by
+            # os._exit, which runs no exit handlers).
+            _flush_audit()
 
     app = FastAPI(title="edgesec authz", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.authorizer = authz
