@@ -67,15 +67,23 @@ def verify(
         raise VerificationError(f"{what} is invalid (the signed content was altered)") from None
 
 
-def require_code_signing(cert: x509.Certificate, what: str) -> None:
-    """Refuse a certificate without the codeSigning extended key usage."""
+def has_code_signing(cert: x509.Certificate) -> bool | None:
+    """Does ``cert`` carry the codeSigning extended key usage? ``None``: it has no EKU extension at all."""
     try:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
+        return None
+    return ExtendedKeyUsageOID.CODE_SIGNING in eku
+
+
+def require_code_signing(cert: x509.Certificate, what: str) -> None:
+    """Refuse (as a failed verification) a certificate without the codeSigning extended key usage."""
+    usage = has_code_signing(cert)
+    if usage is None:
         raise VerificationError(
             f"{what} has no extended key usage (not a signing certificate; codeSigning is required)"
-        ) from None
-    if ExtendedKeyUsageOID.CODE_SIGNING not in eku:
+        )
+    if not usage:
         raise VerificationError(f"{what} is not a signing certificate (no codeSigning usage)")
 
 

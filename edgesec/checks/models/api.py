@@ -20,7 +20,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edgesec._fs import atomic_write, read_input_file
 from edgesec.auditing import AuditEvent, emit
@@ -30,6 +29,7 @@ from edgesec.checks.models.hashing import DEFAULT_SHARD_SIZE
 from edgesec.checks.models.manifest import Difference, Manifest
 from edgesec.checks.models.trust import Signer, verify_signer
 from edgesec.errors import AlreadyExists, InputError, VerificationError
+from edgesec.pki.signing import has_code_signing, key_matches
 from edgesec.pki.trust import TrustBundle
 
 SIGNATURE_NAME = "model.sig"
@@ -84,13 +84,10 @@ def check_signing_material(
     if not chain:
         raise InputError("no signing certificate")
     leaf = chain[0]
-    if leaf.public_key() != key.public_key():
+    if not key_matches(leaf, key):
         raise InputError("the signing key does not belong to the signing certificate")
-    try:
-        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        eku = x509.ExtendedKeyUsage([])
-    if ExtendedKeyUsageOID.CODE_SIGNING not in eku:
+    if not has_code_signing(leaf):
+        # Refused before signing: the operator's input (exit 2), not a failed verification.
         raise InputError(
             f"certificate {leaf.subject.rfc4514_string()} is not a signing certificate (no codeSigning EKU)",
             hint="issue one with 'edgesec pki issue signing NAME'",
