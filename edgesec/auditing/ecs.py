@@ -171,12 +171,22 @@ def now_isotime() -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _ip_text(value: str) -> str | None:
-    """The normalised text of an IP address, ``None`` if it is none (cached: few clients, many events)."""
+def ip_text(value: str) -> str | None:
+    """``str(ipaddress.ip_address(value))``, ``None`` if it is no address (cached: few clients, many
+    events). A dotted quad goes through the C parser: the same answers (a test compares them on random
+    strings) for a tenth of the cost, which counts when every request comes from another address."""
+    if "." in value and ":" not in value:
+        try:
+            return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, value))
+        except (OSError, ValueError, UnicodeError):
+            return None
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
         return None
+
+
+_ip_text = ip_text
 
 
 @functools.lru_cache(maxsize=1024)

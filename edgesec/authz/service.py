@@ -9,7 +9,6 @@ other status into a 500, and a crash must never become an allow.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 import os
 import random
@@ -27,6 +26,7 @@ from fastapi.responses import JSONResponse
 
 from edgesec import auditing
 from edgesec.auditing import AuditEvent, EventTemplate, emit
+from edgesec.auditing.ecs import ip_text
 from edgesec.auditing.prepared import RecordShape
 from edgesec.authz.identity import (
     CertIdentity,
@@ -344,14 +344,15 @@ class Authorizer:
         group = trail.durability == "group"
         site = auditing.site()
         req = out.request
-        xff = out.extra.get("forwarded_for")
-        # A client that keeps being denied: everything but the path (and detail) is as last time, and
-        # the record's shape already holds it (see _record_fields below).
+        source, peer = _addresses(out, client_ip)
+        # A decision like one made before for the same user, roles, rule...: everything but the path,
+        # the detail and the addresses is as last time, and the record's shape already holds it (see
+        # _record_fields below).
         hot_key: tuple[Any, ...] | None = None
         if group and req is not None:
             hot_key = (glass, allowed, out.status, out.user, out.roles, out.tenant, out.reason,
-                       out.auth_method, out.rule, out.serial, req.method, req.host, client_ip, xff,
-                       bool(out.detail), site)  # fmt: skip
+                       out.auth_method, out.rule, out.serial, req.method, req.host, bool(out.detail),
+                       source is not None, peer is not None, site)  # fmt: skip
             try:
                 shape = _HOT_SHAPES.get(hot_key)
             except TypeError:  # an unhashable value where a string belongs: the checked path below
@@ -362,9 +363,14 @@ class Authorizer:
                 and type(req.raw_uri) is str
                 and type(out.detail) is str
             ):
+                # In the order of _record_fields' varying fields.
                 varying = [req.path, req.raw_uri[:2048]]
                 if out.detail:
                     varying.append(out.detail[:512])
+                if source is not None:
+                    varying.append(source)
+                if peer is not None:
+                    varying.append(peer)
                 template = _decision_event(glass, allowed, out.status == 401)
                 try:
                     trail.submit(template.prepared(shape, varying, _message(out, allowed)))
@@ -372,7 +378,7 @@ class Authorizer:
                     if glass:
                         out.extra["audit_failed"] = True
                 return
-        keys, values, stable, checked = _record_fields(out, client_ip, allowed)
+        keys, values, stable, checked = _record_fields(out, source, peer, allowed)
         template = _decision_event(glass, allowed, out.status == 401)
         message = _message(out, allowed)
         try:
@@ -406,18 +412,14 @@ def _message(out: Outcome, allowed: bool) -> str:
 
 
 def _record_fields(
-    out: Outcome, client_ip: str | None, allowed: bool
+    out: Outcome, source: str | None, peer: str | None, allowed: bool
 ) -> tuple[tuple[str, ...], list[Any], int, bool]:
     """The audit fields of a decision: keys, values, how many of them come first as *stable* (who
-    asked, with which roles, under which rule: they repeat while a client keeps being denied), and
-    whether the values are as ``to_document`` writes them (strings; the roles strings, in a tuple that
-    is written as a list; the status an int) -- otherwise they go through the event's own checks."""
+    asked, with which roles, under which rule: they repeat while a user keeps being denied, from
+    whichever address), and whether the values are as ``to_document`` writes them (strings; the roles
+    strings, in a tuple that is written as a list; the status an int) -- otherwise they go through the
+    event's own checks."""
     req = out.request
-    # The proxy appends the address it saw to X-Forwarded-For: its last entry is the client; the
-    # peer of this connection is the proxy itself.
-    peer = _valid_ip(client_ip)
-    xff = out.extra.get("forwarded_for")
-    source = _valid_ip(xff.rsplit(",", 1)[-1].strip()) if isinstance(xff, str) and xff else None
     roles = tuple(out.roles)
     stable = (
         # The two values that are not strings first (never None: the checks below count on it).
@@ -432,13 +434,13 @@ def _record_fields(
         ("tls.client.x509.serial_number", out.serial),
         ("http.request.method", req.method if req is not None else None),
         ("url.domain", req.host if req is not None and req.host else None),
-        ("source.ip", source or peer),
-        ("client.ip", peer),
     )
     varying = (  # in this order: the hot path in Authorizer._audit fills them so
         ("url.path", req.path if req is not None else None),
         ("url.original", req.raw_uri[:2048] if req is not None else None),
         ("edgesec.authz.detail", out.detail[:512] if out.detail else None),
+        ("source.ip", source),
+        ("client.ip", peer),
     )
     fields = [f for f in stable if f[1] is not None]
     n_stable = len(fields)
@@ -483,19 +485,20 @@ def _variants(path: str) -> Iterator[str]:
             yield v
 
 
+def _addresses(out: Outcome, client_ip: str | None) -> tuple[str | None, str | None]:
+    """``source.ip`` and ``client.ip`` of a decision's event. The proxy appends the address it saw to
+    X-Forwarded-For: its last entry is the client; the peer of this connection is the proxy itself
+    (and the source when nothing was forwarded)."""
+    peer = _valid_ip(client_ip)
+    xff = out.extra.get("forwarded_for")
+    source = _valid_ip(xff.rsplit(",", 1)[-1].strip()) if isinstance(xff, str) and xff else None
+    return source or peer, peer
+
+
 def _valid_ip(value: str | None) -> str | None:
     if not value:
         return None
-    return _ip_text(value)
-
-
-@functools.lru_cache(maxsize=4096)
-def _ip_text(value: str) -> str | None:
-    # Cached: a site has few proxies and clients, and parsing an address costs ~10 us per event.
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        return None
+    return ip_text(value)
 
 
 def _flush_audit(timeout: float = 10.0) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import ipaddress
 import json
 import random
 import re
@@ -187,3 +188,27 @@ def test_a_decision_record_is_the_event_the_plain_path_writes(
             lines[mode] = (base / mode / "trail.jsonl").read_bytes()
     assert lines["group"] == lines["fsync"]
     assert lines["group"].count(b"\n") == 3
+
+
+def _reference_ip_text(value: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.one_of(
+        st.text(st.sampled_from(list("0123456789.:abcdefABCDEF%x \x00\u0661\n")), max_size=20),
+        st.ip_addresses().map(str),
+        st.lists(st.integers(0, 300).map(str), min_size=3, max_size=5).map(".".join),
+        st.lists(st.sampled_from(["0", "00", "01", "1", "255", "256", "001"]), min_size=4, max_size=4).map(
+            ".".join
+        ),
+    )
+)
+def test_ip_text_is_what_ipaddress_says(value: str) -> None:
+    """The C parser that dotted quads go through accepts and writes exactly what ``ipaddress`` does."""
+    ecs.ip_text.cache_clear()
+    assert ecs.ip_text(value) == _reference_ip_text(value)
