@@ -111,6 +111,7 @@ def _network_rule() -> Iterator[None]:
     real_connect = socket.socket.connect
     real_connect_ex = socket.socket.connect_ex
     real_sendto = socket.socket.sendto
+    real_sendmsg = socket.socket.sendmsg
     real_getaddrinfo = socket.getaddrinfo
 
     def connect(self: socket.socket, address: object) -> None:
@@ -125,6 +126,11 @@ def _network_rule() -> Iterator[None]:
         _loopback_only(args[-1])
         return real_sendto(self, data, *args)  # type: ignore[arg-type,call-overload,no-any-return]
 
+    def sendmsg(self: socket.socket, buffers: object, *args: object) -> int:
+        if len(args) >= 3 and args[2] is not None:  # (ancdata, flags, address)
+            _loopback_only(args[2])
+        return real_sendmsg(self, buffers, *args)  # type: ignore[arg-type,no-any-return]
+
     def getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
         if not _local_name(host):
             raise PermissionError(
@@ -136,6 +142,7 @@ def _network_rule() -> Iterator[None]:
         mp.setattr(socket.socket, "connect", connect)
         mp.setattr(socket.socket, "connect_ex", connect_ex)
         mp.setattr(socket.socket, "sendto", sendto)
+        mp.setattr(socket.socket, "sendmsg", sendmsg)
         mp.setattr(socket, "getaddrinfo", getaddrinfo)
         yield
 

@@ -420,3 +420,21 @@ def test_router_advertisements_warn() -> None:
         if x.status.value == "WARN"
     ]
     assert [i["ifname"] for i in ra[0].evidence["interfaces"]] == ["eth0"]
+
+
+def test_checks_that_name_public_resolvers_open_no_socket(monkeypatch: Any) -> None:
+    """8.8.8.8 in these tests is data (a resolv.conf line, an nft set): the checks read it and judge it.
+    With socket creation refused outright, they still give their answers -- nothing is sent anywhere."""
+    import socket
+
+    def refused(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("an egress check opened a socket")
+
+    monkeypatch.setattr(socket, "socket", refused)
+    monkeypatch.setattr(socket, "create_connection", refused)
+    dns = BuiltSystem(files={"/etc/resolv.conf": "nameserver 8.8.8.8\n"})
+    assert statuses(list(egress.Dns().run(ctx_for(dns)))) == {"8.8.8.8": "FAIL"}
+    sys_ = routes_system(ROUTES_OPEN, _nft_drop_with(CT_EST, TO_OUTSIDE))
+    routes = list(egress.Routes().run(ctx_for(sys_, allowed_networks=["10.0.0.0/8"])))
+    assert routes[0].status.value == "FAIL"
+    assert list(egress.Firewall().run(ctx_for(sys_, allowed_networks=["10.0.0.0/8"])))

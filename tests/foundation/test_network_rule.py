@@ -19,6 +19,11 @@ def test_outside_addresses_are_refused() -> None:
         pytest.raises(PermissionError, match="network rule"),
     ):
         s.sendto(b"x", ("192.0.2.1", 53))
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s,
+        pytest.raises(PermissionError, match="network rule"),
+    ):
+        s.sendmsg([b"x"], [], 0, ("192.0.2.1", 53))
     with pytest.raises(PermissionError, match="resolve"):
         socket.getaddrinfo("resolver-test.invalid", 53)
 
