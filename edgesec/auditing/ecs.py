@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from edgesec.auditing.prepared import TRAIL_KEYS, Prepared, RecordShape, cached_shape, shape_for
+from edgesec.auditing.prepared import TRAIL_KEYS, Prepared, RecordShape, shape_for
 from edgesec.auditing.trail import canonical_value
 from edgesec.errors import InputError
 
@@ -350,23 +350,11 @@ class AuditEvent:
         when the dict path must be used: a field that names one every event has, or a shape that
         cannot be compiled. Raises ``InputError`` for a bad field value, as ``to_document`` does.
         """
-        head = (
-            self.kind,
-            self.category,
-            self.type,
-            self.action,
-            self.outcome,
-            self.severity,
-            self.part,
-            site or None,
-            host or _hostname(),
-            _PID[0],
-        )
         values: list[Any] = [
             isotime(self.timestamp) if self.timestamp else now_isotime(),
             self.message or self.action,
         ]
-        keys = ["@timestamp", "message"]
+        keys: list[str] = []
         plain = False
         for key, _plan_of_key, value in _checked_items(self.fields):
             if key in _RESERVED:
@@ -375,9 +363,18 @@ class AuditEvent:
             values.append(value)
         if plain:
             return None
-        names = tuple(keys)
-        shape = shape_for((head, names), lambda: ((*names, *TRAIL_KEYS), _fixed(head)))
+        shape = _shape_of(_head_of(self, site, host or _hostname()), tuple(keys))
         return None if shape is None else Prepared(shape, shape.fill(values))
+
+
+def _head_of(e: AuditEvent, site: str | None, host: str) -> tuple[Any, ...]:
+    """What a shape fixes of an event besides its fields (the key its shapes are cached under)."""
+    return (e.kind, e.category, e.type, e.action, e.outcome, e.severity, e.part, site or None, host, _PID[0])
+
+
+def _shape_of(head: tuple[Any, ...], keys: tuple[str, ...]) -> RecordShape | None:
+    """The shape of events with this head and these fields (after the timestamp and message)."""
+    return shape_for((head, keys), lambda: (("@timestamp", "message", *keys, *TRAIL_KEYS), _fixed(head)))
 
 
 def _fixed(head: tuple[Any, ...]) -> dict[str, Any]:
@@ -448,32 +445,13 @@ class EventTemplate:
         )
 
     def record(
-        self,
-        keys: tuple[str, ...],
-        values: list[Any],
-        message: str,
-        *,
-        site: str | None = None,
-        stable: int = 0,
+        self, keys: tuple[str, ...], values: list[Any], message: str, *, site: str | None = None
     ) -> Prepared | None:
         """The trail record of this event with these fields; ``None`` where only the dict path can write
-        it (a key that names a field every event has, a key that is a prefix of another).
-
-        The first ``stable`` values are the ones that tend to repeat from event to event (who asked,
-        with which roles, under which rule; hashable: a tuple for a list): see :meth:`stable_shape`.
-        """
-        if stable:
-            sub = self.stable_shape(keys, values, stable, site=site)
-            if sub is not None:
-                return self.prepared(sub, values[stable:], message)
-        head = self._head(site)
-        key = (head, keys)
-        shape = cached_shape(key)
-        if shape is None:
-            shape = shape_for(key, lambda: (("@timestamp", "message", *keys, *TRAIL_KEYS), _fixed(head)))
-            if shape is None:
-                return None
-        return self.prepared(shape, values, message)
+        it (a key that names a field every event has, a key that is a prefix of another). Values that
+        tend to repeat from event to event can go into a shape of their own: :meth:`stable_shape`."""
+        shape = _shape_of(self._head(site), keys)
+        return None if shape is None else self.prepared(shape, values, message)
 
     def prepared(self, shape: RecordShape, values: list[Any], message: str) -> Prepared:
         """The record, stamped now, of a shape this template made: its values but the fixed ones."""
@@ -483,10 +461,7 @@ class EventTemplate:
         pid = _PID[0]  # part of the shape: a forked worker writes its own pid
         head = self._heads.get((site, pid))
         if head is None:
-            e = self.template
-            head = (e.kind, e.category, e.type, e.action, e.outcome, e.severity, e.part, site or None,
-                    _hostname(), pid)  # fmt: skip
-            self._heads[(site, pid)] = head
+            head = self._heads[(site, pid)] = _head_of(self.template, site, _hostname())
         return head
 
     def stable_shape(

@@ -35,7 +35,7 @@ from typing import Any
 
 from edgesec.auditing.trail import canonical_value
 
-__all__ = ["TRAIL_KEYS", "Prepared", "RecordShape", "cached_shape", "shape_for"]
+__all__ = ["TRAIL_KEYS", "Prepared", "RecordShape", "shape_for"]
 
 #: The fields the trail writer sets on every record, in the order :meth:`RecordShape.render` takes them.
 TRAIL_KEYS = ("event.sequence", "edgesec.trail.prev", "event.hash")
@@ -162,11 +162,6 @@ class Prepared:
 
 _shapes: dict[Hashable, RecordShape | None] = {}
 _shapes_lock = threading.Lock()
-
-
-def cached_shape(key: Hashable) -> RecordShape | None:
-    """The shape cached under ``key``; ``None`` if none is (yet, or it cannot be compiled)."""
-    return _shapes.get(key)
 
 
 def shape_for(

@@ -85,17 +85,15 @@ _c_canonical: Callable[[Any, int], Any] | None = (
 )
 
 
-def canonical(doc: Mapping[str, Any]) -> str:
-    if _c_canonical is not None and type(doc) is dict:
-        return "".join(_c_canonical(doc, 0))
-    return _canonical_encoder.encode(doc)
-
-
 def canonical_value(value: Any) -> str:
     """The canonical JSON of any value (a record's field): the text ``canonical`` writes for it in place."""
     if _c_canonical is not None:
         return "".join(_c_canonical(value, 0))
     return _canonical_encoder.encode(value)
+
+
+def canonical(doc: Mapping[str, Any]) -> str:
+    return canonical_value(doc) if type(doc) is dict else _canonical_encoder.encode(doc)
 
 
 @functools.lru_cache(maxsize=256)
@@ -374,9 +372,10 @@ class Trail:
                 head, extra2 = self._read_head(fd)
                 extra += extra2
             seq, prev = head.seq, head.digest
+            records = [*extra, *docs]
             out: list[bytes] = []
             chain: list[tuple[int, str]] = []  # (sequence, hash) of each line, for rotation mid-batch
-            for doc in [*extra, *docs]:
+            for doc in records:
                 seq += 1
                 if isinstance(doc, dict):
                     doc.setdefault("event", {})["sequence"] = seq
@@ -393,7 +392,7 @@ class Trail:
             self._head = _Head(seq, prev, st.st_size, st.st_ino)
         written = [
             doc if isinstance(doc, dict) else json.loads(line)
-            for doc, line in zip([*extra, *docs], out, strict=True)
+            for doc, line in zip(records, out, strict=True)
         ] if (self.listeners or want_docs) else []  # fmt: skip
         # Outside the file lock: a slow receiver must not hold up other writers.
         if self.listeners and out:

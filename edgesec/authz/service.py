@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from edgesec import auditing
 from edgesec.auditing import AuditEvent, EventTemplate, emit
 from edgesec.auditing.ecs import ip_text
-from edgesec.auditing.prepared import RecordShape
+from edgesec.auditing.prepared import Prepared, RecordShape
 from edgesec.authz.identity import (
     CertIdentity,
     IdentityRejected,
@@ -345,6 +345,9 @@ class Authorizer:
         site = auditing.site()
         req = out.request
         source, peer = _addresses(out, client_ip)
+        template = _decision_event(glass, allowed, out.status == 401)
+        message = _message(out, allowed)
+        rec: Prepared | None = None
         # A decision like one made before for the same user, roles, rule...: everything but the path,
         # the detail and the addresses is as last time, and the record's shape already holds it (see
         # _record_fields below).
@@ -371,36 +374,40 @@ class Authorizer:
                     varying.append(source)
                 if peer is not None:
                     varying.append(peer)
-                template = _decision_event(glass, allowed, out.status == 401)
-                try:
-                    trail.submit(template.prepared(shape, varying, _message(out, allowed)))
-                except (OSError, EdgesecError):
-                    if glass:
-                        out.extra["audit_failed"] = True
-                return
-        keys, values, stable, checked = _record_fields(out, source, peer, allowed)
-        template = _decision_event(glass, allowed, out.status == 401)
-        message = _message(out, allowed)
+                rec = template.prepared(shape, varying, message)
         try:
-            if checked and group:
-                rec = None
-                if stable:
-                    sub = template.stable_shape(keys, values, stable, site=site)
-                    if sub is not None:
-                        if hot_key is not None:
-                            if len(_HOT_SHAPES) >= MAX_HOT_SHAPES:
-                                _HOT_SHAPES.clear()
-                            _HOT_SHAPES[hot_key] = sub
-                        rec = template.prepared(sub, values[stable:], message)
-                if rec is None:
-                    rec = template.record(keys, values, message, site=site)
-                if rec is not None:
-                    trail.submit(rec)
+            if rec is None:
+                keys, values, stable, checked = _record_fields(out, source, peer, allowed)
+                if checked and group:
+                    rec = _shaped_record(template, keys, values, stable, message, site, hot_key)
+                if rec is None:  # values to check, another durability, or no shape: the event itself
+                    emit(template.event(keys, values, message))
                     return
-            emit(template.event(keys, values, message))
+            trail.submit(rec)
         except (OSError, EdgesecError):
             if glass:
                 out.extra["audit_failed"] = True
+
+
+def _shaped_record(
+    template: EventTemplate,
+    keys: tuple[str, ...],
+    values: list[Any],
+    stable: int,
+    message: str,
+    site: str | None,
+    hot_key: tuple[Any, ...] | None,
+) -> Prepared | None:
+    """The record from the shape with the stable values fixed, once there is one (remembered under
+    ``hot_key`` for the next decision like this one), else from the plain shape."""
+    sub = template.stable_shape(keys, values, stable, site=site) if stable else None
+    if sub is None:
+        return template.record(keys, values, message, site=site)
+    if hot_key is not None:
+        if len(_HOT_SHAPES) >= MAX_HOT_SHAPES:
+            _HOT_SHAPES.clear()
+        _HOT_SHAPES[hot_key] = sub
+    return template.prepared(sub, values[stable:], message)
 
 
 def _message(out: Outcome, allowed: bool) -> str:
