@@ -40,24 +40,11 @@ def _wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
     raise RuntimeError("serve did not start")
 
 
-@pytest.mark.real("wrk")
-@pytest.mark.slow
-def test_reload_under_wrk_load_fails_no_request(site_ca: SiteCA, tmp_path: Path, home: Path) -> None:
-    files = bank_files(tmp_path)
+def _serve(tmp_path: Path, home: Path, authz: str) -> tuple[subprocess.Popen[str], str, Path]:
+    """``edgesec authz serve`` as a real subprocess, on a free port, with ``authz`` under ``[authz]``."""
     port = free_port()
     cfg = tmp_path / "edgesec.toml"
-    cfg.write_text(
-        f"""
-[authz]
-port = {port}
-policy_dir = "{files.policy.parent}"
-trust_dir = "{site_ca.trust}"
-identity_order = ["cert"]
-reload_interval_s = 0.1
-[authz.tenant_hosts]
-"{HOST}" = "branch"
-"""
-    )
+    cfg.write_text(f"[authz]\nport = {port}\n{authz}")
     cfg.chmod(0o600)
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgesec", "--config", str(cfg), "authz", "serve"],
@@ -66,7 +53,35 @@ reload_interval_s = 0.1
         text=True,
         env={**os.environ, "EDGESEC_HOME": str(home)},
     )
-    url = f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}", cfg
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=20)
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
+@pytest.mark.real("wrk")
+@pytest.mark.slow
+def test_reload_under_wrk_load_fails_no_request(site_ca: SiteCA, tmp_path: Path, home: Path) -> None:
+    files = bank_files(tmp_path)
+    proc, url, _cfg = _serve(
+        tmp_path,
+        home,
+        f"""policy_dir = "{files.policy.parent}"
+trust_dir = "{site_ca.trust}"
+identity_order = ["cert"]
+reload_interval_s = 0.1
+[authz.tenant_hosts]
+"{HOST}" = "branch"
+""",
+    )
     try:
         _wait_ready(url, proc)
         lua = tmp_path / "auth.lua"
@@ -123,35 +138,19 @@ reload_interval_s = 0.1
         )
         print(f"wrk: {requests} requests, 0 failed, while {changes} policy changes")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        _stop(proc)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sighup_reloads_every_worker(site_ca: SiteCA, tmp_path: Path, home: Path, workers: int) -> None:
     """With file polling effectively off, SIGHUP alone must reload the policy in every worker."""
     files = bank_files(tmp_path)
-    port = free_port()
-    cfg = tmp_path / "edgesec.toml"
-    cfg.write_text(
-        f'[authz]\nport = {port}\nworkers = {workers}\npolicy_dir = "{files.policy.parent}"\n'
-        f'trust_dir = "{site_ca.trust}"\nreload_interval_s = 3600\n'
+    proc, url, _cfg = _serve(
+        tmp_path,
+        home,
+        f'workers = {workers}\npolicy_dir = "{files.policy.parent}"\n'
+        f'trust_dir = "{site_ca.trust}"\nreload_interval_s = 3600\n',
     )
-    cfg.chmod(0o600)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edgesec", "--config", str(cfg), "authz", "serve"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "EDGESEC_HOME": str(home)},
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, proc)
         time.sleep(0.5)  # every worker past its lifespan startup (the handler is installed there)
@@ -168,14 +167,7 @@ def test_sighup_reloads_every_worker(site_ca: SiteCA, tmp_path: Path, home: Path
         assert len(seen) == workers and set(seen.values()) == {2}, seen
         assert proc.poll() is None  # SIGHUP did not kill anything
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        _stop(proc)
 
 
 DENIED_LUA = """
@@ -202,30 +194,17 @@ def test_every_denial_under_load_is_in_one_verified_chain_even_at_shutdown(
     wrk saw (and no other request) is in the trail, once, and the chain verifies -- including the events
     still queued when the workers were told to stop."""
     files = bank_files(tmp_path)
-    port = free_port()
-    cfg = tmp_path / "edgesec.toml"
-    cfg.write_text(
-        f"""
-[authz]
-port = {port}
-workers = 2
+    proc, url, cfg = _serve(
+        tmp_path,
+        home,
+        f"""workers = 2
 policy_dir = "{files.policy.parent}"
 trust_dir = "{site_ca.trust}"
 identity_order = ["cert"]
 [authz.tenant_hosts]
 "{HOST}" = "branch"
-"""
+""",
     )
-    cfg.chmod(0o600)
-    env = {**os.environ, "EDGESEC_HOME": str(home)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edgesec", "--config", str(cfg), "authz", "serve"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, proc)
         lua = tmp_path / "denied.lua"
@@ -240,14 +219,7 @@ identity_order = ["cert"]
         time.sleep(2)
     finally:
         # Stop the service in the middle of the stream: the last events are still queued.
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        _stop(proc)
     out, _err = wrk.communicate(timeout=60)
     assert "requests in" in out, out
     denied = int(out.split("Non-2xx or 3xx responses: ")[1].split()[0])  # every answer read was a 403
@@ -267,7 +239,7 @@ identity_order = ["cert"]
         [sys.executable, "-m", "edgesec", "--config", str(cfg), "--json", "auditlog", "verify"],
         capture_output=True,
         text=True,
-        env=env,
+        env={**os.environ, "EDGESEC_HOME": str(home)},
         timeout=120,
     )
     assert v.returncode == 0, v.stdout + v.stderr
