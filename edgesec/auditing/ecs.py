@@ -186,9 +186,6 @@ def ip_text(value: str) -> str | None:
         return None
 
 
-_ip_text = ip_text
-
-
 @functools.lru_cache(maxsize=1024)
 def _key_parts(key: str) -> tuple[str, ...]:
     # Field names come from code, a few dozen of them: split each once per process.
@@ -217,7 +214,7 @@ def _check_value(key: str, ftype: str, value: Any) -> Any:
             raise InputError(f"ECS field {key} must be a number")
         return float(value)
     if ftype == "ip":
-        text = _ip_text(str(value))
+        text = ip_text(str(value))
         if text is None:
             raise InputError(f"ECS field {key} must be an IP address, got {value!r}")
         return text
