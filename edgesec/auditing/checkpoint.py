@@ -8,7 +8,9 @@ X: a truncated or rewritten tail fails, even though the shortened chain is valid
 
 Signed payload: the canonical JSON (sorted keys, no whitespace, UTF-8) of the checkpoint without its
 ``signature`` field. Algorithms follow the certificate's key: ECDSA with SHA-256, RSA PKCS#1 v1.5 with
-SHA-256, or Ed25519.
+SHA-256, or Ed25519. ``certificate`` is the signer's certificate and the optional ``chain`` its
+intermediates (PEM, issuer order); both are judged by pki's one verifier under the detached-signature
+time rule (:mod:`edgesec.pki.trust`): valid and unrevoked now.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import base64
 import datetime as dt
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +33,10 @@ from edgesec.auditing.verify import Anchor
 from edgesec.errors import AlreadyExists, InputError, VerificationError
 from edgesec.pki import signing
 from edgesec.pki.signing import SigningKey
+from edgesec.pki.trust import Policy, TrustBundle, load_certificates, verify_certificate
 
 CHECKPOINT_TYPE = "edgesec.trail.checkpoint"
 CHECKPOINT_DIR = "checkpoints"
-
-# Verifies a signing certificate against the site's trust (chain, CRL, purpose); raises on failure.
-CertVerifier = Callable[[x509.Certificate], None]
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,11 @@ class Checkpoint:
 
 def load_signer(
     cert_path: Path, key_path: Path, password: bytes | None = None
-) -> tuple[x509.Certificate, SigningKey]:
-    """Read a signing certificate and its private key from PEM files (one clear error per problem)."""
-    try:
-        cert = x509.load_pem_x509_certificate(read_input_file(cert_path, what="certificate"))
-    except ValueError:
-        raise InputError(f"not a PEM certificate: {cert_path}") from None
+) -> tuple[list[x509.Certificate], SigningKey]:
+    """Read a signing certificate (leaf first, then its chain) and its private key from PEM files (one
+    clear error per problem). Whether the site accepts the certificate is the signing command's check
+    (:func:`edgesec.pki.signing.refuse_unless_accepted`)."""
+    certs = load_certificates(read_input_file(cert_path, what="certificate"), what=str(cert_path))
     try:
         loaded = serialization.load_pem_private_key(read_input_file(key_path, what="private key"), password)
     except TypeError:
@@ -75,26 +74,23 @@ def load_signer(
     except ValueError:
         raise InputError(f"not a PEM private key (or wrong passphrase): {key_path}") from None
     key = signing.check_signing_key(loaded, "the checkpoint key")
-    if not signing.key_matches(cert, key):
+    if not signing.key_matches(certs[0], key):
         raise InputError(f"the key {key_path} does not belong to the certificate {cert_path}")
-    require_signing_purpose(cert)
-    return cert, key
-
-
-def require_signing_purpose(cert: x509.Certificate) -> None:
-    signing.require_code_signing(cert, "the checkpoint certificate")
+    return certs, key
 
 
 def make_checkpoint(
     seq: int,
     digest: str,
-    cert: x509.Certificate,
+    cert: x509.Certificate | Sequence[x509.Certificate],
     key: SigningKey,
     *,
     host: str | None = None,
     site: str | None = None,
 ) -> Checkpoint:
-    """Sign the head ``(seq, digest)``."""
+    """Sign the head ``(seq, digest)`` with ``key`` and its certificate (or certificate and chain)."""
+    chain = [cert] if isinstance(cert, x509.Certificate) else list(cert)
+    pem = serialization.Encoding.PEM
     doc: dict[str, Any] = {
         "type": CHECKPOINT_TYPE,
         "version": 1,
@@ -102,8 +98,10 @@ def make_checkpoint(
         "seq": seq,
         "hash": digest,
         "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "certificate": cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+        "certificate": chain[0].public_bytes(pem).decode("ascii"),
     }
+    if chain[1:]:
+        doc["chain"] = [c.public_bytes(pem).decode("ascii") for c in chain[1:]]
     if site:
         doc["site"] = site
     doc["algorithm"] = signing.algorithm_for(key.public_key(), "pkcs1")
@@ -133,13 +131,20 @@ def parse_checkpoint(data: bytes, where: str) -> Checkpoint:
     return Checkpoint(doc)
 
 
-def verify_checkpoint(cp: Checkpoint, cert_verifier: CertVerifier | None) -> x509.Certificate:
-    """Check the signature and (with ``cert_verifier``) that the certificate is the site's signing one."""
+def verify_checkpoint(cp: Checkpoint, trust: TrustBundle | None) -> x509.Certificate:
+    """Check the signature and (with ``trust``) the signer with pki's verifier under the
+    detached-signature rule. Without ``trust`` only the signature is checked (reading a checkpoint
+    carried in the trail, not trusting it)."""
     try:
-        cert = x509.load_pem_x509_certificate(cp.doc["certificate"].encode("ascii"))
+        certs = load_certificates(cp.doc["certificate"].encode("ascii"), what="checkpoint certificate")
+        extra = cp.doc.get("chain", [])
+        if not isinstance(extra, list) or not all(isinstance(c, str) for c in extra):
+            raise ValueError("chain")
+        chain = [c for pem in extra for c in load_certificates(pem.encode("ascii"), what="checkpoint chain")]
         sig = base64.b64decode(cp.doc["signature"], validate=True)
-    except ValueError:
-        raise VerificationError("checkpoint certificate or signature is malformed") from None
+    except (ValueError, InputError):
+        raise VerificationError("checkpoint certificate, chain or signature is malformed") from None
+    cert = certs[0]
     body = {k: v for k, v in cp.doc.items() if k != "signature"}
     signing.verify(
         cert.public_key(),
@@ -148,9 +153,8 @@ def verify_checkpoint(cp: Checkpoint, cert_verifier: CertVerifier | None) -> x50
         canonical(body).encode("utf-8"),
         what="checkpoint signature",
     )
-    require_signing_purpose(cert)
-    if cert_verifier is not None:
-        cert_verifier(cert)
+    if trust is not None:
+        verify_certificate([cert, *chain], trust=trust, policy=Policy.signature())
     return cert
 
 

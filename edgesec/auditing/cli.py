@@ -33,23 +33,17 @@ def _trail_dir(trail: str | None) -> Path:
     return cfg.path_in_home(cfg.settings.auditing.trail_dir, "audit")
 
 
-def _cert_verifier(trust_dir: str | None) -> Any:
-    """The site's check of a checkpoint certificate: chain to the published trust bundle, CRL, purpose."""
-    from edgesec.pki.api import load_trust, verify_certificate
+def _trust(trust_dir: str | None) -> Any:
+    """The site's published trust bundle (or ``--trust DIR``), which checkpoint signers must chain to."""
+    from edgesec.pki.api import load_trust
 
-    cfg = state().config()
     try:
-        bundle = load_trust(cfg, trust_dir)
+        return load_trust(state().config(), trust_dir)
     except NotFound as exc:
         raise NotFound(
             f"cannot check checkpoint certificates: {exc.message}",
             hint="publish the site PKI (`edgesec pki init`) or pass --trust DIR",
         ) from None
-
-    def check(cert: Any) -> None:
-        verify_certificate(cert, purpose="signing", trust=bundle)
-
-    return check
 
 
 @auditlog_app.command("verify")
@@ -106,10 +100,10 @@ def verify_cmd(
         for f, cp in cps:
             if host is not None and cp.doc.get("host") != host:
                 raise InputError(f"checkpoint {f} is for host {cp.doc.get('host')!r}; this trail is {host!r}")
-        checker = _cert_verifier(trust)
+        bundle = _trust(trust)
         for f, cp in cps:
             try:
-                verify_checkpoint(cp, checker)
+                verify_checkpoint(cp, bundle)
             except VerificationError as exc:
                 raise VerificationError(f"checkpoint {f}: {exc.message}") from None
             anchors.append(cp.anchor(f.name))
@@ -156,6 +150,7 @@ def checkpoint_cmd(
     from edgesec.auditing.checkpoint import load_signer, make_checkpoint, store_checkpoint
     from edgesec.auditing.syslog import format_rfc5424, sender_from_settings
     from edgesec.auditing.verify import verify_trail
+    from edgesec.pki.signing import refuse_unless_accepted
 
     cfg = state().config()
     a = cfg.settings.auditing
@@ -171,6 +166,12 @@ def checkpoint_cmd(
             hint="issue one with `edgesec pki issue signing NAME` and pass --signer NAME (or --cert/--key,"
             " or set [auditing] checkpoint_cert/checkpoint_key)",
         )
+    # Sign only with a certificate this site's verifier accepts now (exit 2 otherwise).
+    try:
+        bundle = _trust(None)
+    except NotFound:
+        bundle = None
+    refuse_unless_accepted(c, bundle, what="checkpoint certificate")
     d = _trail_dir(trail)
     # Only a verified head is worth signing: a checkpoint over a broken chain would bless the damage.
     rep = verify_trail(d)
@@ -211,7 +212,7 @@ def checkpoint_cmd(
                 "edgesec.checkpoint.seq": cp.seq,
                 "edgesec.checkpoint.hash": cp.hash,
                 "edgesec.checkpoint.sent": sent,
-                "edgesec.checkpoint.signer_serial": f"{c.serial_number:x}",
+                "edgesec.checkpoint.signer_serial": f"{c[0].serial_number:x}",
                 # The signed document itself: it leaves the host with the trail (file tail, ship),
                 # even where syslog output is off.
                 "edgesec.checkpoint.signed": cp.to_json(),
@@ -225,19 +226,18 @@ def checkpoint_cmd(
 
 
 def _signer_from_store(name: str) -> Any:
-    """A signing certificate and key by name, through the PKI's API (only pki reads the CA store)."""
-    from edgesec.auditing.checkpoint import require_signing_purpose
+    """A signing certificate (with its chain) and key by name, through the PKI's API (only pki reads the
+    CA store)."""
     from edgesec.pki.api import open_ca
     from edgesec.pki.signing import check_signing_key
 
     ca = open_ca(state().config())
     try:
         cert, key = ca.leaf(name)
+        chain = [cert, *ca.chain_for(cert)]
     finally:
         ca.close()
-    signing_key = check_signing_key(key, f"the key of {name}")
-    require_signing_purpose(cert)
-    return cert, signing_key
+    return chain, check_signing_key(key, f"the key of {name}")
 
 
 def _print_lines(lines: list[str]) -> Any:

@@ -2,10 +2,12 @@
 
 ``edgesec audit --sign`` writes ``<result>.sig`` next to the JSON result: a small JSON document with the
 SHA-256 of the result bytes, the signature over those bytes, the signing certificate and its chain. The
-certificate must carry the codeSigning EKU (the PKI's ``signing`` profile). ``edgesec evidence verify
-RESULT`` checks the digest, the signature, that the certificate was valid when the result was signed,
-and that it chains to the site CA and was not revoked (the site's published trust bundle by default,
-or ``--trust`` naming a bundle directory or a PEM file of CA certificates).
+certificate must carry the codeSigning EKU (the PKI's ``signing`` profile), and ``audit --sign`` refuses
+(exit 2) a certificate the site's trust bundle would not accept. ``edgesec evidence verify RESULT`` checks
+the digest, the signature, and the certificate with pki's one verifier under the detached-signature time
+rule (:mod:`edgesec.pki.trust`): it chains to the site CA and is valid and unrevoked now (the site's
+published trust bundle by default, or ``--trust`` naming a bundle directory or a PEM file of CA
+certificates and their CRLs). The ``signed_at`` in the signature is the signer's claim and proves nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from typing import Annotated, Any
 
 import typer
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from edgesec._fs import atomic_write, read_input_file
@@ -70,59 +71,42 @@ class Signer:
 
 
 def load_signer(cfg: LoadedConfig, *, cert: str | None, key: str | None, name: str | None) -> Signer:
-    """The signing credentials: files (``--sign-cert``/``--sign-key``) or a name in the site PKI."""
+    """The signing credentials: files (``--sign-cert``/``--sign-key``) or a name in the site PKI.
+
+    Refused (exit 2) unless the site's trust bundle accepts the certificate for a signature made now:
+    the very check ``evidence verify`` runs.
+    """
     if name:
         from edgesec.pki.api import open_ca
 
         ca = open_ca(cfg)
         leaf_cert, leaf_key = ca.leaf(name)
-        store_key = signing.check_signing_key(leaf_key, f"signing key of {name}")
-        signing.require_code_signing(leaf_cert, f"certificate {name}")
-        return Signer(leaf_cert, ca.chain_for(leaf_cert), store_key)
+        signer = Signer(
+            leaf_cert, ca.chain_for(leaf_cert), signing.check_signing_key(leaf_key, f"signing key of {name}")
+        )
     else:
         if not cert or not key:
             raise UsageError("--sign needs --sign-cert and --sign-key, or --sign-name NAME")
         certs = _load_certs(read_input_file(Path(cert), what="signing certificate"), cert)
         key_bytes = read_input_file(Path(key), what="signing key")
+        try:
+            pk = serialization.load_pem_private_key(key_bytes, password=None)
+        except (ValueError, TypeError) as exc:
+            raise InputError(
+                f"signing key: cannot load (encrypted keys need the PKI by name): {exc}"
+            ) from None
+        file_key = signing.check_signing_key(pk, "signing key")
+        if not signing.key_matches(certs[0], file_key):
+            raise InputError("the signing key does not match the signing certificate")
+        signer = Signer(certs[0], certs[1:], file_key)
+    from edgesec.pki.api import load_trust
+
     try:
-        pk = serialization.load_pem_private_key(key_bytes, password=None)
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"signing key: cannot load (encrypted keys need the PKI by name): {exc}") from None
-    file_key = signing.check_signing_key(pk, "signing key")
-    leaf = certs[0]
-    signing.require_code_signing(leaf, "signing certificate")
-    if not signing.key_matches(leaf, file_key):
-        raise InputError("the signing key does not match the signing certificate")
-    return Signer(leaf, certs[1:], file_key)
-
-
-def _chain_to(
-    leaf: x509.Certificate, pool: list[x509.Certificate], anchors: list[x509.Certificate], at: dt.datetime
-) -> list[str]:
-    """Walk issuer links from ``leaf`` to a trust anchor; the subjects on the way, or raise."""
-    path = [leaf.subject.rfc4514_string()]
-    cur = leaf
-    for _ in range(8):
-        if any(cur == a for a in anchors):
-            return path
-        issuers = [c for c in [*anchors, *pool] if c.subject == cur.issuer and c != cur]
-        nxt = None
-        for cand in issuers:
-            try:
-                cur.verify_directly_issued_by(cand)
-            except (ValueError, TypeError, InvalidSignature):
-                continue
-            nxt = cand
-            break
-        if nxt is None:
-            raise VerificationError(
-                f"certificate {cur.subject.rfc4514_string()} does not chain to the trust bundle"
-            )
-        if not (nxt.not_valid_before_utc <= at <= nxt.not_valid_after_utc):
-            raise VerificationError(f"CA {nxt.subject.rfc4514_string()} was not valid at signing time")
-        path.append(nxt.subject.rfc4514_string())
-        cur = nxt
-    raise VerificationError("certificate chain is too long")
+        bundle = load_trust(cfg)
+    except NotFound:
+        bundle = None
+    signing.refuse_unless_accepted([signer.cert, *signer.chain], bundle)
+    return signer
 
 
 def verify(
@@ -158,44 +142,35 @@ def verify(
     except InputError:
         raise VerificationError(f"unsupported key type {type(pub).__name__}") from None
     signing.verify(pub, alg, signature, data, what=f"the signature over {result_path}")
-    signing.require_code_signing(leaf, "signature certificate")
-    if not (leaf.not_valid_before_utc <= signed_at <= leaf.not_valid_after_utc):
-        raise VerificationError("the signing certificate was not valid at the signing time")
-    out: dict[str, Any] = {
+    from edgesec.pki.api import Policy, load_anchors, load_trust, verify_certificate
+
+    if trust is not None:
+        grace = dt.timedelta(hours=cfg.settings.pki.crl_grace_hours) if cfg is not None else None
+        bundle = load_anchors(trust, crl_grace=grace)
+    else:
+        if cfg is None:
+            raise InputError("no trust bundle to check the signer against: give --trust")
+        try:
+            bundle = load_trust(cfg)
+        except NotFound as exc:
+            raise NotFound(
+                f"cannot check the signer: {exc.message}",
+                hint="give --trust (a trust bundle directory, or a PEM file of CA certificates and CRLs)",
+            ) from None
+    # The detached-signature time rule: judged now; the claimed signed_at proves nothing.
+    v = verify_certificate([leaf, *chain], trust=bundle, policy=Policy.signature())
+    return {
         "result": str(result_path),
         "signature": str(sig_path),
         "sha256": digest,
         "signer": leaf.subject.rfc4514_string(),
         "signed_at": signed_at.isoformat(),
-        "chain_verified": False,
+        "signed_at_proven": False,
+        "chain": [c.subject.rfc4514_string() for c in v.chain],
+        "chain_verified": True,
+        "trust": str(trust) if trust else "site trust bundle",
+        "signer_serial": v.serial,
     }
-    if trust is not None and trust.is_file():
-        anchors = _load_certs(read_input_file(trust, what="trust bundle"), str(trust))
-        out["chain"] = _chain_to(leaf, chain, anchors, signed_at)
-        out["chain_verified"] = True
-        out["trust"] = str(trust)
-    elif trust is not None or cfg is not None:
-        from edgesec.pki.api import TrustBundle, load_trust, verify_certificate
-
-        if trust is not None:
-            if not trust.is_dir():
-                raise InputError(f"trust bundle not found: {trust}")
-            bundle = TrustBundle.load(trust)
-        else:
-            assert cfg is not None
-            try:
-                bundle = load_trust(cfg)
-            except NotFound:
-                out["chain_note"] = "no site trust bundle here: give --trust to check the signer's chain"
-                return out
-        # The chain and the CRL are judged as of the signing time: a later expiry or CRL update does not
-        # make old evidence unverifiable, but a certificate revoked before signing fails.
-        v = verify_certificate([leaf, *chain], purpose="signing", trust=bundle, at=signed_at)
-        out["chain"] = [leaf.subject.rfc4514_string(), *[c.subject.rfc4514_string() for c in chain]]
-        out["chain_verified"] = True
-        out["trust"] = str(trust) if trust else "site trust bundle"
-        out["signer_serial"] = str(getattr(v, "serial", ""))
-    return out
 
 
 def mount_cli(app: typer.Typer) -> None:
@@ -224,9 +199,9 @@ def mount_cli(app: typer.Typer) -> None:
             Path(trust) if trust else None,
             cfg=state().config(),
         )
-        chain = (
-            " -> ".join(doc.get("chain", []))
-            if doc["chain_verified"]
-            else doc.get("chain_note", "not checked")
+        chain = " -> ".join(doc["chain"])
+        emit_result(
+            doc,
+            f"OK: {result_file} signed by {doc['signer']} (claims {doc['signed_at']}); "
+            f"valid and unrevoked now; chain: {chain}",
         )
-        emit_result(doc, f"OK: {result_file} signed by {doc['signer']} at {doc['signed_at']}; chain: {chain}")

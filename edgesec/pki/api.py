@@ -38,9 +38,12 @@ from edgesec.pki.builder import KEY_TYPES, PROFILES, NameConstraints, SubjectAlt
 from edgesec.pki.secrets import PassphraseSource
 from edgesec.pki.store import CertificateAuthority, CertRecord, ClientRequest, PublishResult, load_csr
 from edgesec.pki.trust import (
+    Policy,
+    ProvenTime,
     Purpose,
     TrustBundle,
     VerifiedCertificate,
+    load_anchors,
     load_certificate_file,
     load_certificates,
     verify_certificate,
@@ -53,11 +56,14 @@ __all__ = [
     "CertificateAuthority",
     "ClientRequest",
     "NameConstraints",
+    "Policy",
+    "ProvenTime",
     "PublishResult",
     "Purpose",
     "SubjectAltNames",
     "TrustBundle",
     "VerifiedCertificate",
+    "load_anchors",
     "load_certificate_file",
     "load_certificates",
     "load_csr",

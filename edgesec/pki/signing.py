@@ -3,19 +3,28 @@
 Trail checkpoints (``edgesec.auditing.checkpoint``) and signed audit results (``edgesec.checks.evidence``)
 sign bytes with a codeSigning certificate's key and verify them later against the certificate. Each
 keeps its own on-disk format; the algorithm names below are what those formats record.
+
+Whether a signing certificate is trusted is not decided here: :func:`edgesec.pki.trust.verify_certificate`
+with :meth:`~edgesec.pki.trust.Policy.signature` decides it for every format, and :func:`refuse_unless_accepted`
+runs that same check before anything is signed.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edgesec.errors import InputError, VerificationError
+
+if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Sequence
+
+    from edgesec.pki.trust import TrustBundle, VerifiedCertificate
 
 SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 Algorithm = Literal["ecdsa-sha256", "rsa-pkcs1-sha256", "rsa-pss-sha256", "ed25519"]
@@ -67,26 +76,6 @@ def verify(
         raise VerificationError(f"{what} is invalid (the signed content was altered)") from None
 
 
-def has_code_signing(cert: x509.Certificate) -> bool | None:
-    """Does ``cert`` carry the codeSigning extended key usage? ``None``: it has no EKU extension at all."""
-    try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        return None
-    return ExtendedKeyUsageOID.CODE_SIGNING in eku
-
-
-def require_code_signing(cert: x509.Certificate, what: str) -> None:
-    """Refuse (as a failed verification) a certificate without the codeSigning extended key usage."""
-    usage = has_code_signing(cert)
-    if usage is None:
-        raise VerificationError(
-            f"{what} has no extended key usage (not a signing certificate; codeSigning is required)"
-        )
-    if not usage:
-        raise VerificationError(f"{what} is not a signing certificate (no codeSigning usage)")
-
-
 def check_signing_key(key: object, what: str) -> SigningKey:
     """The key, if it is a type signatures support."""
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
@@ -99,3 +88,28 @@ def key_matches(cert: x509.Certificate, key: SigningKey) -> bool:
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     der = serialization.Encoding.DER
     return key.public_key().public_bytes(der, spki) == cert.public_key().public_bytes(der, spki)
+
+
+def refuse_unless_accepted(
+    chain: Sequence[x509.Certificate],
+    trust: TrustBundle | None,
+    *,
+    now: dt.datetime | None = None,
+    what: str = "signing certificate",
+) -> VerifiedCertificate:
+    """Before signing: the certificate (leaf first, with its chain) must be one this site would accept
+    for a signature made now, by the very check verification runs. Anything else is refused as input
+    (exit 2): no trust bundle to check against, or a certificate the verifier rejects."""
+    from edgesec.pki.trust import Policy, verify_certificate
+
+    if trust is None:
+        raise InputError(
+            f"refusing to sign: no trust bundle to check the {what} against",
+            hint="publish the site PKI (`edgesec pki init`) or name the trust bundle with --trust",
+        )
+    try:
+        return verify_certificate(list(chain), trust=trust, policy=Policy.signature(now=now))
+    except VerificationError as exc:
+        raise InputError(
+            f"refusing to sign: the {what} is not one this site accepts: {exc.message}"
+        ) from None

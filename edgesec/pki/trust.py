@@ -12,6 +12,19 @@ The bundle is the public half of the site's trust, published by the CA store whe
 building, signatures, validity, basicConstraints, pathLen, name constraints) and then does what that API
 does not: the purpose (EKU) check and a CRL check of every certificate below the root against the bundle's
 CRLs, refusing when a needed CRL is missing, badly signed, or stale beyond the grace period.
+
+It is the only certificate verifier in edgesec: TLS client identities (authz), ``pki verify``, and every
+detached signature (signed audit results, model manifests, trail checkpoints) call it, each with one
+:class:`Policy` saying the purpose and the time rule. No other module walks issuer links.
+
+The time rule of detached signatures. A signing time written by the signer proves nothing (an expired or
+revoked key can back-date). So a signature verifies while its chain is valid *now* and nothing in it is
+revoked *now*. Only a signing time *proven* by something the signer cannot forge (:class:`ProvenTime`:
+for example the site's own signed checkpoint covering the signing event, or an RFC 3161 token) lets it
+outlive its certificate: the chain is then judged at that time, and a revocation counts unless it came
+after that time for a reason that does not cast doubt on the key (superseded, affiliationChanged,
+cessationOfOperation, privilegeWithdrawn). keyCompromise, cACompromise, aACompromise, certificateHold,
+unspecified or no reason always count.
 """
 
 from __future__ import annotations
@@ -29,7 +42,7 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification as xv
@@ -39,6 +52,17 @@ from edgesec.errors import InputError, NotFound, VerificationError
 from edgesec.pki.builder import PURPOSE_EKU, SubjectAltNames, cert_sans, common_name
 
 Purpose = Literal["server", "client", "signing"]
+
+#: Revocation reasons that do not doubt the key: a revocation for one of these after a proven signing
+#: time leaves that signature valid. Every other reason (or none) revokes all the key ever signed.
+BENIGN_REASONS = frozenset(
+    {
+        x509.ReasonFlags.superseded,
+        x509.ReasonFlags.affiliation_changed,
+        x509.ReasonFlags.cessation_of_operation,
+        x509.ReasonFlags.privilege_withdrawn,
+    }
+)
 
 ROOT_FILE = "root.pem"
 INTERMEDIATES_FILE = "intermediates.pem"
@@ -131,16 +155,47 @@ class RevocationList:
     next_update: dt.datetime | None
     revoked: frozenset[int]
 
-    def entry(self, serial: int) -> tuple[dt.datetime, str | None]:
+    def entry(self, serial: int) -> tuple[dt.datetime, x509.ReasonFlags | None]:
         """Revocation date and reason of a serial known to be revoked (looked up only on a hit)."""
         r = self.crl.get_revoked_certificate_by_serial_number(serial)
         if r is None:
             return self.this_update, None
-        reason: str | None = None
+        reason: x509.ReasonFlags | None = None
         for ext in r.extensions:
             if isinstance(ext.value, x509.CRLReason):
-                reason = ext.value.reason.name
+                reason = ext.value.reason
         return r.revocation_date_utc, reason
+
+
+@dataclass(frozen=True)
+class ProvenTime:
+    """A signing time the signer could not have forged, and what proves it (shown to the operator)."""
+
+    at: dt.datetime
+    source: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What one use of a certificate needs: its purpose, and the time rule.
+
+    ``now``: the time the verdict is for (default: the clock); a TLS identity and an unproven signature
+    are judged at it. ``proven``: a proven signing time (detached signatures only, see the module's time
+    rule). Build one with :meth:`tls` or :meth:`signature`.
+    """
+
+    purpose: Purpose
+    now: dt.datetime | None = None
+    proven: ProvenTime | None = None
+
+    @classmethod
+    def tls(cls, purpose: Purpose, *, now: dt.datetime | None = None) -> Policy:
+        return cls(purpose, now=now)
+
+    @classmethod
+    def signature(cls, *, now: dt.datetime | None = None, proven: ProvenTime | None = None) -> Policy:
+        """A detached signature (evidence, model manifest, checkpoint): codeSigning, the time rule."""
+        return cls("signing", now=now, proven=proven)
 
 
 @dataclass(frozen=True)
@@ -328,12 +383,17 @@ class TrustBundle:
         return res
 
     def check_revocation(
-        self, chain: Sequence[x509.Certificate], at: dt.datetime, fingerprints: Sequence[str] | None = None
+        self,
+        chain: Sequence[x509.Certificate],
+        at: dt.datetime,
+        fingerprints: Sequence[str] | None = None,
+        *,
+        proven: ProvenTime | None = None,
     ) -> None:
         """CRL check of every certificate below the root (the chain is leaf first, root last).
 
-        The CRL must be fresh at ``at`` or now, whichever is later: verifying a past signature (``at`` =
-        signing time) still needs today's CRL, and a CRL issued after ``at`` only knows more.
+        The CRL must be fresh at ``at`` or now, whichever is later. Any revocation counts, except one
+        for a reason in :data:`BENIGN_REASONS` dated after a ``proven`` signing time.
         """
         at = max(at, utcnow())
         for i, (cert, issuer) in enumerate(itertools.pairwise(chain)):
@@ -349,27 +409,41 @@ class TrustBundle:
                 )
             if cert.serial_number in rl.revoked:
                 when, reason = rl.entry(cert.serial_number)
+                if proven is not None and reason in BENIGN_REASONS and when > proven.at:
+                    continue
                 what = "certificate" if cert is chain[0] else f"CA certificate {common_name(cert.subject)}"
                 raise VerificationError(
                     f"{what} {cert.serial_number:x} is revoked since {when.isoformat()}"
-                    + (f" ({reason})" if reason else "")
+                    + (f" ({_reason_name(reason)})" if reason else "")
                 )
+
+
+def _reason_name(reason: x509.ReasonFlags) -> str:
+    return reason.value if isinstance(reason.value, str) else reason.name
 
 
 def verify_certificate(
     chain: Sequence[x509.Certificate] | x509.Certificate,
     *,
-    purpose: Purpose,
     trust: TrustBundle,
+    purpose: Purpose | None = None,
     at: dt.datetime | None = None,
+    policy: Policy | None = None,
 ) -> VerifiedCertificate:
-    """Verify a certificate (leaf first, then any intermediates) for ``purpose`` against the bundle.
+    """Verify a certificate (leaf first, then any intermediates) against the bundle, under ``policy``
+    (or the TLS policy of ``purpose`` at ``at``, default now).
 
     Raises :class:`VerificationError` with a one-line reason: untrusted, expired, not yet valid, revoked,
     wrong purpose, or no usable CRL.
     """
-    if purpose not in PURPOSE_EKU:
-        raise InputError(f"unknown purpose {purpose!r}; expected server, client or signing")
+    if policy is None:
+        if purpose is None:
+            raise InputError("verify_certificate needs a purpose or a policy")
+        policy = Policy.tls(purpose, now=at)
+    elif purpose is not None or at is not None:
+        raise InputError("verify_certificate takes a policy, or a purpose and time, not both")
+    if policy.purpose not in PURPOSE_EKU:
+        raise InputError(f"unknown purpose {policy.purpose!r}; expected server, client or signing")
     certs = [chain] if isinstance(chain, x509.Certificate) else list(chain)
     if not certs:
         raise InputError("no certificate to verify")
@@ -378,16 +452,19 @@ def verify_certificate(
         if problem:
             raise VerificationError(f"malformed certificate: {problem}")
     leaf, extra = certs[0], certs[1:]
-    when = at if at is not None else utcnow()
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    _check_purpose(leaf, purpose)
-    res = trust._chain(leaf, extra, when)
-    trust.check_revocation(res.chain, when, res.fingerprints)
+    now = _aware(policy.now) if policy.now is not None else utcnow()
+    proven = policy.proven
+    if proven is not None:
+        proven = ProvenTime(_aware(proven.at), proven.source)
+        if proven.at > now:
+            raise VerificationError(f"the proven signing time {proven.at.isoformat()} is in the future")
+    _check_purpose(leaf, policy.purpose)
+    res = trust._chain(leaf, extra, proven.at if proven is not None else now)
+    trust.check_revocation(res.chain, now, res.fingerprints, proven=proven)
     return VerifiedCertificate(
         certificate=leaf,
         chain=res.chain,
-        purpose=purpose,
+        purpose=policy.purpose,
         subject=leaf.subject.rfc4514_string(),
         common_name=common_name(leaf.subject),
         serial=f"{leaf.serial_number:x}",
@@ -397,6 +474,39 @@ def verify_certificate(
         fingerprint_sha256=res.fingerprints[0],
         issuer=leaf.issuer.rfc4514_string(),
     )
+
+
+def _aware(t: dt.datetime) -> dt.datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
+
+
+def load_anchors(path: str | os.PathLike[str], *, crl_grace: dt.timedelta | None = None) -> TrustBundle:
+    """The trust a ``--trust`` argument names: a published bundle directory, or one PEM file holding the
+    CA certificates (self-signed ones are the roots, the others intermediates) and their CRLs.
+
+    A PEM file without the CRLs loads, but no certificate verifies against it: revocation cannot be
+    checked (the verifier names the missing CRL).
+    """
+    p = Path(path)
+    if p.is_dir():
+        return TrustBundle.load(p, crl_grace=crl_grace)
+    if not p.exists():
+        raise NotFound(f"trust bundle not found: {p}")
+    data = read_input_file(p, what="trust anchors")
+    certs = load_certificates(b"".join(split_pem(data, b"CERTIFICATE")) or data, what=str(p))
+    roots = [c for c in certs if c.subject == c.issuer and _self_signed(c)]
+    if not roots:
+        raise InputError(f"{p} holds no self-signed root certificate to anchor a chain")
+    inter = [c for c in certs if c not in roots]
+    return TrustBundle.from_parts(roots, inter, split_pem(data, b"X509 CRL"), crl_grace=crl_grace)
+
+
+def _self_signed(cert: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -450,7 +560,9 @@ def _explain(
     for ca in pool:
         if ca.subject == leaf.issuer and at > ca.not_valid_after_utc:
             return f"issuing CA {common_name(ca.subject)} expired on {ca.not_valid_after_utc.isoformat()}"
-    msg = str(exc).split(" (encountered", 1)[0]
+    msg = str(exc).split(" (encountered", 1)[0].removeprefix("validation failed: ")
+    if "all candidates exhausted with no interior errors" in msg:
+        msg = "the certificate does not chain to a root of the trust bundle"
     return f"untrusted: {msg}"
 
 

@@ -142,13 +142,10 @@ def test_checkpoint_sent_and_truncation_caught(cli, pki: SitePki, tmp_path: Path
 
 
 def test_altered_or_foreign_checkpoints_refused(pki: SitePki, tmp_path: Path) -> None:
-    from edgesec.pki.trust import TrustBundle, verify_certificate
+    from edgesec.pki.signing import refuse_unless_accepted
+    from edgesec.pki.trust import TrustBundle
 
-    bundle = TrustBundle.load(pki.trust)
-
-    def site(cert):  # type: ignore[no-untyped-def]
-        verify_certificate(cert, purpose="signing", trust=bundle)
-
+    site = TrustBundle.load(pki.trust)
     cert, key = load_signer(pki.signing.cert, pki.signing.key)
     cp = make_checkpoint(7, "ab" * 32, cert, key)
     verify_checkpoint(cp, site)
@@ -158,8 +155,12 @@ def test_altered_or_foreign_checkpoints_refused(pki: SitePki, tmp_path: Path) ->
     rcert, rkey = load_signer(pki.other_signing.cert, pki.other_signing.key)
     with pytest.raises(VerificationError):
         verify_checkpoint(make_checkpoint(7, "ab" * 32, rcert, rkey), site)
-    with pytest.raises(VerificationError, match="not a signing certificate"):
-        load_signer(pki.client.cert, pki.client.key)
+    # A client certificate loads (its key matches) but is refused before it signs anything.
+    ccert, _ = load_signer(pki.client.cert, pki.client.key)
+    with pytest.raises(InputError, match=r"refusing to sign.*wrong purpose"):
+        refuse_unless_accepted(ccert, site)
+    with pytest.raises(InputError, match=r"refusing to sign.*untrusted"):
+        refuse_unless_accepted(rcert, site)
     with pytest.raises(InputError, match="does not belong"):
         load_signer(pki.signing.cert, pki.client.key)
     with pytest.raises(InputError, match="not a checkpoint"):
@@ -206,7 +207,7 @@ def test_checkpoint_by_signer_name_from_the_site_ca(cli, pki: SitePki, tmp_path:
     code, _, err = cli(
         "--config", str(cfg), "auditlog", "checkpoint", "--signer", "syslog-ng-client", "--no-send"
     )
-    assert code == 1 and "not a signing certificate" in err
+    assert code == 2 and "refusing to sign" in err and "wrong purpose" in err
     code, _, err = cli("--config", str(cfg), "auditlog", "checkpoint", "--signer", "nobody", "--no-send")
     assert code == 2 and "nobody" in err
     # A checkpoint signed by a CA the site does not trust is refused by verify.

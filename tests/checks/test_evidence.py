@@ -43,11 +43,16 @@ def test_signed_result_verifies_and_tampering_is_caught(
     assert code == 0, err
     doc = json.loads(stdout)["result"]
     assert doc["chain_verified"] is True and doc["signer"].startswith("CN=auditor")
-    # A PEM file of the site root works as the trust anchor too.
-    code, stdout, err = cli(
-        "--json", "evidence", "verify", str(out), "--trust", str(home / "trust" / "root.pem")
+    # A PEM file of the site's CA certificates and their CRLs works as the trust anchor too.
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(
+        (home / "trust" / "ca-bundle.pem").read_bytes() + (home / "trust" / "crl.pem").read_bytes()
     )
+    code, stdout, err = cli("--json", "evidence", "verify", str(out), "--trust", str(anchors))
     assert code == 0, err
+    # The root alone cannot say whether the signer was revoked: not a pass.
+    code, _, err = cli("evidence", "verify", str(out), "--trust", str(home / "trust" / "root.pem"))
+    assert code == 1 and "cannot check revocation" in err
     # One changed byte: exit 1, one line.
     text = out.read_text()
     out.write_text(text.replace('"PASS"', '"FAIL"', 1))
@@ -121,7 +126,7 @@ def test_foreign_ca_is_rejected(cli, use_checks, demo_profile, site_signer, tmp_
     pem = tmp_path / "other.pem"
     pem.write_bytes(other.public_bytes(serialization.Encoding.PEM))
     code, _, err = cli("evidence", "verify", str(out), "--trust", str(pem))
-    assert code == 1 and "does not chain" in err
+    assert code == 1 and "untrusted" in err and "does not chain" in err
 
 
 def test_sign_refuses_a_non_signing_certificate(cli, use_checks, demo_profile, site_signer, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -144,7 +149,7 @@ def test_sign_refuses_a_non_signing_certificate(cli, use_checks, demo_profile, s
         "--sign-key",
         str(tmp_path / "web" / "key.pem"),
     )
-    assert code == 1 and "codeSigning" in err
+    assert code == 2 and "refusing to sign" in err and "wrong purpose" in err
     assert not (tmp_path / "r.json").exists()  # refused before anything ran or was written
     code, _, err = cli("audit", "--profile", str(demo_profile), "--sign")
     assert code == 2 and "--sign-cert" in err
@@ -226,3 +231,75 @@ def test_a_revoked_signer_no_longer_verifies(cli, use_checks, demo_profile, site
     assert cli("pki", "revoke", site_signer, "--reason", "key-compromise")[0] == 0
     code, _, err = cli("evidence", "verify", str(out))
     assert code == 1 and "revoked" in err
+
+
+def _forge_signer(teller_dir: Path, out: Path) -> tuple[Path, Path]:
+    """What an attacker with an ordinary client certificate can do: sign a "code-signing" certificate
+    for a key of their own with the teller's key (CA:FALSE). Writes forged + teller + intermediate."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    teller_key = serialization.load_pem_private_key((teller_dir / "key.pem").read_bytes(), None)
+    assert isinstance(teller_key, ec.EllipticCurvePrivateKey)
+    teller, inter = x509.load_pem_x509_certificates((teller_dir / "fullchain.pem").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    forged = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "forged-signer")]))
+        .issuer_name(teller.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        .sign(teller_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    out.mkdir()
+    (out / "fullchain.pem").write_bytes(b"".join(c.public_bytes(pem) for c in (forged, teller, inter)))
+    (out / "key.pem").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return out / "fullchain.pem", out / "key.pem"
+
+
+def test_a_teller_cannot_make_itself_a_signer(
+    cli, use_checks, demo_profile, site_signer, home, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """The forgery of issue 14: a client certificate (CA:FALSE) signs a code-signing certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from edgesec.checks.evidence import Signer
+
+    use_checks(Passes)
+    assert cli("pki", "issue", "client", "teller")[0] == 0
+    assert cli("pki", "export", "teller", "--pem", str(tmp_path / "teller"))[0] == 0
+    cert, key = _forge_signer(tmp_path / "teller", tmp_path / "forged")
+    # audit --sign refuses the forged chain (exit 2) before running anything.
+    out = tmp_path / "r.json"
+    code, _, err = cli(
+        "audit", "--profile", str(demo_profile), "--report", "json", "--out", str(out),
+        "--sign", "--sign-cert", str(cert), "--sign-key", str(key),
+    )  # fmt: skip
+    assert code == 2 and "refusing to sign" in err, err
+    assert not out.exists()
+    # The attacker signs with the library instead; every kind of --trust refuses the result.
+    out.write_text('{"verdict": "pass"}\n')
+    chain = x509.load_pem_x509_certificates(cert.read_bytes())
+    pk = serialization.load_pem_private_key(key.read_bytes(), None)
+    Signer(chain[0], chain[1:], pk).sign_file(out)  # type: ignore[arg-type]
+    trust = home / "trust"
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes((trust / "ca-bundle.pem").read_bytes() + (trust / "crl.pem").read_bytes())
+    roots_only = tmp_path / "roots.pem"
+    roots_only.write_bytes((trust / "root.pem").read_bytes() + (trust / "crl.pem").read_bytes())
+    for extra in ([], ["--trust", str(trust)], ["--trust", str(anchors)], ["--trust", str(roots_only)]):
+        code, stdout, err = cli("evidence", "verify", str(out), *extra)
+        assert code == 1 and "untrusted" in err, (extra, stdout, err)

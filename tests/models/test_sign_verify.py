@@ -11,6 +11,7 @@ import pytest
 
 from edgesec.checks.models import api
 from edgesec.checks.models.bundle import read_bundle
+from edgesec.errors import InputError
 from tests.models._pki import NOW, Issued, SitePki
 from tests.models.conftest import SHARD
 
@@ -146,10 +147,10 @@ def test_revoked_signing_certificate(cli, model_dir: Path, signer: Signer, pki: 
     assert code == 1
     assert len(out) == 2
     assert out[0].startswith("SIGNATURE ") and "is revoked since" in out[0]
-    # Signing with a revoked certificate is refused up front.
+    # Signing with a revoked certificate is refused up front, as input (exit 2).
     (model_dir / "model.sig").unlink()
     code, _, err = sign(cli, model_dir, signer)
-    assert code == 1 and "revoked" in err
+    assert code == 2 and "refusing to sign" in err and "revoked" in err
 
 
 def test_expired_certificate_refused_at_signing(cli, model_dir: Path, pki: SitePki, tmp_path: Path) -> None:
@@ -160,35 +161,44 @@ def test_expired_certificate_refused_at_signing(cli, model_dir: Path, pki: SiteP
 
 
 def test_signature_by_expired_certificate_fails(model_dir: Path, pki: SitePki, home: Path) -> None:
-    """Backdating is not possible: the signing time is signed, and the cert must cover it."""
+    """The claimed signing time proves nothing: once the certificate has expired, a signature made while
+    it was valid no longer verifies (an expired key could otherwise back-date new signatures)."""
     old = pki.signing("old", not_before=NOW - dt.timedelta(days=30), not_after=NOW - dt.timedelta(days=1))
-    # Signed while valid (ten days ago): still verifies today.
-    api.sign_model(
-        model_dir, key=old.key, chain=[old.cert, pki.intermediate.cert], now=NOW - dt.timedelta(days=10)
-    )
     trust = api.TrustBundle.load(home / "trust")
-    assert api.verify_model(model_dir, trust=trust).ok
-    # A manifest claiming a signing time after expiry fails with a clear reason.
+    # Signed while valid (ten days ago): it verified then...
+    api.sign_model(
+        model_dir,
+        key=old.key,
+        chain=[old.cert, pki.intermediate.cert],
+        trust=trust,
+        now=NOW - dt.timedelta(days=10),
+    )
+    assert api.verify_model(model_dir, trust=trust, now=NOW - dt.timedelta(days=10)).ok
+    # ...and fails today, with a clear reason.
+    res = api.verify_model(model_dir, trust=trust)
+    assert not res.ok
+    assert res.trust_error is not None and "expired" in res.trust_error
+    assert res.lines() == [f"SIGNATURE {model_dir / 'model.sig'}: {res.trust_error}"]
+    # Signing with it now is refused as input.
     (model_dir / "model.sig").unlink()
-    with pytest.raises(Exception, match="expired"):
-        api.sign_model(model_dir, key=old.key, chain=[old.cert], now=NOW)
+    with pytest.raises(InputError, match="expired"):
+        api.sign_model(model_dir, key=old.key, chain=[old.cert], trust=trust, now=NOW)
+    # A manifest back-dated into the validity period by the holder of the expired key fails the same way.
     from edgesec.checks.models import bundle, manifest
 
-    m = manifest.build(model_dir, signature_rel="model.sig", now=NOW)
+    m = manifest.build(model_dir, signature_rel="model.sig", now=NOW - dt.timedelta(days=10))
     (model_dir / "model.sig").write_bytes(
         bundle.write_bundle(manifest.to_statement(m), old.key, [old.cert, pki.intermediate.cert])
     )
     res = api.verify_model(model_dir, trust=trust)
-    assert not res.ok
-    assert res.trust_error is not None and "had expired" in res.trust_error
-    assert res.lines() == [f"SIGNATURE {model_dir / 'model.sig'}: {res.trust_error}"]
+    assert not res.ok and res.trust_error is not None and "expired" in res.trust_error
 
 
 def test_server_certificate_cannot_sign(cli, model_dir: Path, pki: SitePki, tmp_path: Path) -> None:
     srv = pki.server("server-web")
     crt, key = srv.write(tmp_path, "server", pki.intermediate.cert)
     code, _, err = cli("model", "sign", str(model_dir), "--cert", str(crt), "--key", str(key))
-    assert code == 2 and "not a signing certificate" in err
+    assert code == 2 and "refusing to sign" in err and "wrong purpose" in err
     # Forged with the library (bypassing the CLI check): verification still refuses it.
     from edgesec.checks.models import bundle, manifest
 
@@ -198,7 +208,7 @@ def test_server_certificate_cannot_sign(cli, model_dir: Path, pki: SitePki, tmp_
     )
     code, out = lines(cli, model_dir)
     assert code == 1
-    assert "is not a code-signing certificate (EKU: serverAuth)" in out[0]
+    assert "wrong purpose: certificate is for server, not signing" in out[0]
 
 
 def test_foreign_pki_is_not_trusted(cli, model_dir: Path, signer: Signer, tmp_path: Path) -> None:
@@ -206,7 +216,7 @@ def test_foreign_pki_is_not_trusted(cli, model_dir: Path, signer: Signer, tmp_pa
     leaf = other.signing("impostor")
     crt, key = leaf.write(tmp_path, "impostor", other.intermediate.cert)
     code, _, err = cli("model", "sign", str(model_dir), "--cert", str(crt), "--key", str(key))
-    assert code == 1 and "does not chain to the site root" in err
+    assert code == 2 and "refusing to sign" in err and "untrusted" in err
     from edgesec.checks.models import bundle, manifest
 
     m = manifest.build(model_dir, signature_rel="model.sig")
@@ -214,7 +224,7 @@ def test_foreign_pki_is_not_trusted(cli, model_dir: Path, signer: Signer, tmp_pa
         bundle.write_bundle(manifest.to_statement(m), leaf.key, [leaf.cert, other.intermediate.cert])
     )
     code, out = lines(cli, model_dir)
-    assert code == 1 and "does not chain to the site root" in out[0]
+    assert code == 1 and "untrusted" in out[0]
 
 
 def test_edited_manifest_breaks_the_signature(cli, model_dir: Path, signer: Signer) -> None:

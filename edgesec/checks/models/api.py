@@ -27,10 +27,9 @@ from edgesec.checks.models import bundle as bundle_mod
 from edgesec.checks.models import manifest as manifest_mod
 from edgesec.checks.models.hashing import DEFAULT_SHARD_SIZE
 from edgesec.checks.models.manifest import Difference, Manifest
-from edgesec.checks.models.trust import Signer, verify_signer
 from edgesec.errors import AlreadyExists, InputError, VerificationError
-from edgesec.pki.signing import has_code_signing, key_matches
-from edgesec.pki.trust import TrustBundle
+from edgesec.pki.signing import key_matches, refuse_unless_accepted
+from edgesec.pki.trust import Policy, TrustBundle, VerifiedCertificate, verify_certificate
 
 SIGNATURE_NAME = "model.sig"
 """Default signature file, inside the model directory (the OpenSSF tool's default name)."""
@@ -77,27 +76,13 @@ def load_signing_files(
     return key, chain
 
 
-def check_signing_material(
-    key: ec.EllipticCurvePrivateKey, chain: Sequence[x509.Certificate], now: dt.datetime
-) -> None:
-    """Refuse to sign with a key that does not match, or a certificate that is not for signing now."""
+def check_signing_material(key: ec.EllipticCurvePrivateKey, chain: Sequence[x509.Certificate]) -> None:
+    """Refuse to sign with a key that does not belong to the certificate. Whether the certificate is one
+    the site accepts (purpose, chain, time, revocation) is pki's check: :func:`refuse_unless_accepted`."""
     if not chain:
         raise InputError("no signing certificate")
-    leaf = chain[0]
-    if not key_matches(leaf, key):
+    if not key_matches(chain[0], key):
         raise InputError("the signing key does not belong to the signing certificate")
-    if not has_code_signing(leaf):
-        # Refused before signing: the operator's input (exit 2), not a failed verification.
-        raise InputError(
-            f"certificate {leaf.subject.rfc4514_string()} is not a signing certificate (no codeSigning EKU)",
-            hint="issue one with 'edgesec pki issue signing NAME'",
-        )
-    if leaf.not_valid_after_utc < now:
-        raise InputError(f"signing certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d}")
-    if leaf.not_valid_before_utc > now + CLOCK_SKEW:
-        raise InputError(
-            f"signing certificate is not valid before {leaf.not_valid_before_utc:%Y-%m-%d %H:%M}Z"
-        )
 
 
 @dataclass(frozen=True)
@@ -141,10 +126,9 @@ def sign_model(
 ) -> SignResult:
     """Hash ``root`` and write its signed manifest; never replaces an existing signature file."""
     now = now or utcnow()
-    check_signing_material(key, chain, now)
-    if trust is not None:
-        # Sign only what would verify: a revoked or foreign certificate is refused up front.
-        verify_signer(tuple(chain), trust, at=now, now=now)
+    check_signing_material(key, chain)
+    # Sign only what would verify: a revoked, foreign or forged certificate is refused up front (exit 2).
+    refuse_unless_accepted(chain, trust, now=now)
     if not root.is_dir():
         raise InputError(f"{root}: not a directory")
     sig_path, sig_rel = _signature_path(root, signature)
@@ -197,7 +181,7 @@ class VerifyResult:
     signature: Path
     ok: bool = False
     trust_error: str | None = None
-    signer: Signer | None = None
+    signer: VerifiedCertificate | None = None
     manifest: Manifest | None = None
     differences: list[Difference] = field(default_factory=list)
     bytes_hashed: int = 0
@@ -265,10 +249,12 @@ def verify_model(
     try:
         statement = bundle_mod.verify_envelope(b)
         m = manifest_mod.from_statement(statement)
-        at = m.signed_at or now
-        if at > now + CLOCK_SKEW:
-            raise VerificationError(f"the manifest claims to be signed in the future ({at.isoformat()})")
-        res.signer = verify_signer(b.chain, trust, at=at, now=now)
+        if m.signed_at is not None and m.signed_at > now + CLOCK_SKEW:
+            raise VerificationError(
+                f"the manifest claims to be signed in the future ({m.signed_at.isoformat()})"
+            )
+        # The detached-signature time rule: the signer's claimed signing time proves nothing.
+        res.signer = verify_certificate(b.chain, trust=trust, policy=Policy.signature(now=now))
         res.manifest = m
     except VerificationError as e:
         res.trust_error = e.message

@@ -25,7 +25,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from edgesec._console import info, result, state, stderr
+from edgesec._console import result, state, stderr
 from edgesec._fs import read_input_file
 from edgesec.auditing import AuditEvent, emit
 from edgesec.checks.models.hashing import DEFAULT_SHARD_SIZE
@@ -124,9 +124,8 @@ def sign_cmd(
     from edgesec.pki.api import load_trust
 
     trust_dir = _trust_dir(trust)
+    # Without a trust bundle sign_model refuses: nothing says the site would accept this certificate.
     bundle = load_trust(state().config(), trust_dir) if (trust is not None or trust_dir.is_dir()) else None
-    if bundle is None:
-        info(f"no trust bundle at {trust_dir}: the signing certificate is not checked against the site root")
     with _progress("signing") as (tick, total):
         res = sign_model(
             directory,
