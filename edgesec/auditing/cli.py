@@ -150,6 +150,7 @@ def checkpoint_cmd(
     from edgesec.auditing.checkpoint import load_signer, make_checkpoint, store_checkpoint
     from edgesec.auditing.syslog import format_rfc5424, sender_from_settings
     from edgesec.auditing.verify import verify_trail
+    from edgesec.pki.api import trust_for_signing
     from edgesec.pki.signing import refuse_unless_accepted
 
     cfg = state().config()
@@ -167,11 +168,7 @@ def checkpoint_cmd(
             " or set [auditing] checkpoint_cert/checkpoint_key)",
         )
     # Sign only with a certificate this site's verifier accepts now (exit 2 otherwise).
-    try:
-        bundle = _trust(None)
-    except NotFound:
-        bundle = None
-    refuse_unless_accepted(c, bundle, what="checkpoint certificate")
+    refuse_unless_accepted(c, trust_for_signing(cfg), what="checkpoint certificate")
     d = _trail_dir(trail)
     # Only a verified head is worth signing: a checkpoint over a broken chain would bless the damage.
     rep = verify_trail(d)

@@ -99,13 +99,9 @@ def load_signer(cfg: LoadedConfig, *, cert: str | None, key: str | None, name: s
         if not signing.key_matches(certs[0], file_key):
             raise InputError("the signing key does not match the signing certificate")
         signer = Signer(certs[0], certs[1:], file_key)
-    from edgesec.pki.api import load_trust
+    from edgesec.pki.api import trust_for_signing
 
-    try:
-        bundle = load_trust(cfg)
-    except NotFound:
-        bundle = None
-    signing.refuse_unless_accepted([signer.cert, *signer.chain], bundle)
+    signing.refuse_unless_accepted([signer.cert, *signer.chain], trust_for_signing(cfg))
     return signer
 
 

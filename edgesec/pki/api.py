@@ -34,6 +34,7 @@ import os
 from pathlib import Path
 
 from edgesec.config import LoadedConfig
+from edgesec.errors import NotFound
 from edgesec.pki.builder import KEY_TYPES, PROFILES, NameConstraints, SubjectAltNames
 from edgesec.pki.secrets import PassphraseSource
 from edgesec.pki.store import CertificateAuthority, CertRecord, ClientRequest, PublishResult, load_csr
@@ -71,6 +72,7 @@ __all__ = [
     "open_ca",
     "store_dir",
     "trust_dir",
+    "trust_for_signing",
     "verify_certificate",
 ]
 
@@ -102,3 +104,21 @@ def load_trust(
         cfg = state().config()
     d = Path(directory) if directory else trust_dir(cfg)
     return TrustBundle.load(d, crl_grace=dt.timedelta(hours=cfg.settings.pki.crl_grace_hours))
+
+
+def trust_for_signing(
+    cfg: LoadedConfig | None = None, directory: str | os.PathLike[str] | None = None
+) -> TrustBundle | None:
+    """The trust bundle a signing command checks its certificate against before it signs
+    (:func:`edgesec.pki.signing.refuse_unless_accepted`): None when none is published (the check then
+    refuses); a bundle that does not load (a forged CRL) is a refusal too, exit 2."""
+    from edgesec.errors import EdgesecError, InputError
+
+    try:
+        return load_trust(cfg, directory)
+    except NotFound:
+        return None
+    except InputError:
+        raise
+    except EdgesecError as exc:
+        raise InputError(f"refusing to sign: the trust bundle cannot be used: {exc.message}") from None

@@ -46,6 +46,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification as xv
+from cryptography.x509.oid import NameOID
 
 from edgesec._fs import read_input_file
 from edgesec.errors import InputError, NotFound, VerificationError
@@ -460,6 +461,7 @@ def verify_certificate(
             raise VerificationError(f"the proven signing time {proven.at.isoformat()} is in the future")
     _check_purpose(leaf, policy.purpose)
     res = trust._chain(leaf, extra, proven.at if proven is not None else now)
+    _check_cn_name_constraints(res.chain)
     trust.check_revocation(res.chain, now, res.fingerprints, proven=proven)
     return VerifiedCertificate(
         certificate=leaf,
@@ -474,6 +476,74 @@ def verify_certificate(
         fingerprint_sha256=res.fingerprints[0],
         issuer=leaf.issuer.rfc4514_string(),
     )
+
+
+def cn_as_dns_name(cn: str) -> str | None:
+    """The CN as OpenSSL reads it under DNS name constraints (``cn2dnsid`` in ``crypto/x509/v3_ncons.c``):
+    a host name when it is letters, digits, ``_``, inner ``-`` and at least one inner ``.`` not next to
+    another ``.`` or a ``-``; otherwise None (``Alice Smith``, ``teller-one`` are no host names)."""
+    is_dns = False
+    n = len(cn)
+    for i, c in enumerate(cn):
+        if c.isascii() and (c.isalnum() or c == "_"):
+            continue
+        if 0 < i < n - 1:
+            if c == "-":
+                continue
+            if c == "." and cn[i + 1] != "." and cn[i - 1] != "-" and cn[i + 1] != "-":
+                is_dns = True
+                continue
+        return None
+    return cn if is_dns else None
+
+
+def _dns_within(name: str, base: str) -> bool:
+    """OpenSSL's ``nc_dns``: ``base`` matches itself and any name with more labels on the left."""
+    name, base = name.lower(), base.lower()
+    if not base:
+        return True
+    if len(name) > len(base):
+        if not base.startswith(".") and name[len(name) - len(base) - 1] != ".":
+            return False
+        name = name[len(name) - len(base) :]
+    return name == base
+
+
+def _check_cn_name_constraints(chain: Sequence[x509.Certificate]) -> None:
+    """A leaf without a DNS SAN whose CN reads as a host name is held to every CA's DNS name constraints,
+    as OpenSSL (and so nginx) holds it; ``cryptography`` checks SANs only. One verifier, one answer."""
+    leaf = chain[0]
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        if san.get_values_for_type(x509.DNSName):
+            return
+    except x509.ExtensionNotFound:
+        pass
+    cns = [
+        cn_as_dns_name(common_name(x509.Name([a])))
+        for a in leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ]
+    names = [c for c in cns if c]
+    if not names:
+        return
+    for ca in chain[1:]:
+        try:
+            nc = ca.extensions.get_extension_for_class(x509.NameConstraints).value
+        except x509.ExtensionNotFound:
+            continue
+        permitted = [g.value for g in nc.permitted_subtrees or () if isinstance(g, x509.DNSName)]
+        excluded = [g.value for g in nc.excluded_subtrees or () if isinstance(g, x509.DNSName)]
+        who = common_name(ca.subject) or ca.subject.rfc4514_string()
+        for name in names:
+            if permitted and not any(_dns_within(name, b) for b in permitted):
+                raise VerificationError(
+                    f"untrusted: the CN {name!r} reads as a host name (no DNS SAN) outside the DNS names "
+                    f"{who} may certify ({', '.join(permitted)}); OpenSSL and nginx refuse it too"
+                )
+            if any(_dns_within(name, b) for b in excluded):
+                raise VerificationError(
+                    f"untrusted: the CN {name!r} reads as a host name (no DNS SAN) that {who} excludes"
+                )
 
 
 def _aware(t: dt.datetime) -> dt.datetime:
@@ -561,8 +631,11 @@ def _explain(
         if ca.subject == leaf.issuer and at > ca.not_valid_after_utc:
             return f"issuing CA {common_name(ca.subject)} expired on {ca.not_valid_after_utc.isoformat()}"
     msg = str(exc).split(" (encountered", 1)[0].removeprefix("validation failed: ")
+    msg = msg.removeprefix("candidates exhausted: ")
     if "all candidates exhausted with no interior errors" in msg:
         msg = "the certificate does not chain to a root of the trust bundle"
+    elif msg.startswith("Forbidden signature algorithm"):
+        msg = "a certificate in the chain is signed with an algorithm the verifier forbids (SHA-1?)"
     return f"untrusted: {msg}"
 
 

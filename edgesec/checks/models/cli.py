@@ -121,11 +121,10 @@ def sign_cmd(
         key_obj, chain = load_signing_files(cert, key, passphrase=passphrase)
     else:
         raise UsageError("a signing certificate is needed: --signer NAME, or --cert FILE --key FILE")
-    from edgesec.pki.api import load_trust
+    from edgesec.pki.api import trust_for_signing
 
-    trust_dir = _trust_dir(trust)
     # Without a trust bundle sign_model refuses: nothing says the site would accept this certificate.
-    bundle = load_trust(state().config(), trust_dir) if (trust is not None or trust_dir.is_dir()) else None
+    bundle = trust_for_signing(state().config(), _trust_dir(trust))
     with _progress("signing") as (tick, total):
         res = sign_model(
             directory,
