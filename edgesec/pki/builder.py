@@ -250,6 +250,37 @@ def _split_sans(item: str) -> list[str]:
 # --- name constraints ----------------------------------------------------------------------------------
 
 
+def cn_as_dns_name(cn: str) -> str | None:
+    """The CN as OpenSSL reads it under DNS name constraints (``cn2dnsid`` in ``crypto/x509/v3_ncons.c``):
+    a host name when it is letters, digits, ``_``, inner ``-`` and at least one inner ``.`` not next to
+    another ``.`` or a ``-``; otherwise None (``Alice Smith``, ``teller-one`` are no host names)."""
+    is_dns = False
+    n = len(cn)
+    for i, c in enumerate(cn):
+        if c.isascii() and (c.isalnum() or c == "_"):
+            continue
+        if 0 < i < n - 1:
+            if c == "-":
+                continue
+            if c == "." and cn[i + 1] != "." and cn[i - 1] != "-" and cn[i + 1] != "-":
+                is_dns = True
+                continue
+        return None
+    return cn if is_dns else None
+
+
+def dns_within(name: str, base: str) -> bool:
+    """OpenSSL's ``nc_dns``: ``base`` matches itself and any name with more labels on the left."""
+    name, base = name.lower(), base.lower()
+    if not base:
+        return True
+    if len(name) > len(base):
+        if not base.startswith(".") and name[len(name) - len(base) - 1] != ".":
+            return False
+        name = name[len(name) - len(base) :]
+    return name == base
+
+
 @dataclass(frozen=True)
 class NameConstraints:
     """Permitted DNS suffixes and IP networks the intermediate may certify (empty: unconstrained)."""
@@ -283,15 +314,24 @@ class NameConstraints:
         permitted += [x509.IPAddress(n) for n in self.ips]
         return x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=None)
 
-    def check(self, sans: SubjectAltNames) -> None:
-        """Refuse SANs the intermediate's name constraints would make every verifier reject."""
+    def check(self, sans: SubjectAltNames, common_name: str | None = None) -> None:
+        """Refuse names the intermediate's name constraints would make verifiers reject: DNS and IP SANs,
+        and, without a DNS SAN, a CN that reads as a host name (OpenSSL and nginx hold it to the DNS
+        constraints; so does edgesec's verifier). The matching is :func:`dns_within`, the verifier's."""
         if self.dns:
             for name in sans.dns:
                 bare = name[2:] if name.startswith("*.") else name
-                if not any(bare == s or bare.endswith("." + s) for s in self.dns):
+                if not any(dns_within(bare, s) for s in self.dns):
                     raise InputError(
                         f"DNS name {name} is outside the CA's name constraints ({', '.join(self.dns)})"
                     )
+            host = cn_as_dns_name(common_name) if common_name and not sans.dns else None
+            if host and not any(dns_within(host, s) for s in self.dns):
+                raise InputError(
+                    f"the name {common_name!r} reads as a host name, outside the CA's name constraints "
+                    f"({', '.join(self.dns)}): OpenSSL, nginx and edgesec would refuse the certificate",
+                    hint="choose a name without dots (e.g. teller-one), or one inside the permitted names",
+                )
         if self.ips:
             for ip in sans.ips:
                 if not any(ip.version == n.version and ip in n for n in self.ips):

@@ -654,7 +654,7 @@ class CertificateAuthority:
             raise InputError(
                 "a server certificate needs at least one DNS: or IP: SAN", hint="add --san DNS:host"
             )
-        self.name_constraints().check(sans)
+        self.name_constraints().check(sans, common_name=name)
         if replaces is None:
             row = conn.execute("SELECT serial FROM certs WHERE name=? LIMIT 1", (name,)).fetchone()
             if row is not None:

@@ -50,7 +50,14 @@ from cryptography.x509.oid import NameOID
 
 from edgesec._fs import read_input_file
 from edgesec.errors import InputError, NotFound, VerificationError
-from edgesec.pki.builder import PURPOSE_EKU, SubjectAltNames, cert_sans, common_name
+from edgesec.pki.builder import (
+    PURPOSE_EKU,
+    SubjectAltNames,
+    cert_sans,
+    cn_as_dns_name,
+    common_name,
+    dns_within,
+)
 
 Purpose = Literal["server", "client", "signing"]
 
@@ -478,37 +485,6 @@ def verify_certificate(
     )
 
 
-def cn_as_dns_name(cn: str) -> str | None:
-    """The CN as OpenSSL reads it under DNS name constraints (``cn2dnsid`` in ``crypto/x509/v3_ncons.c``):
-    a host name when it is letters, digits, ``_``, inner ``-`` and at least one inner ``.`` not next to
-    another ``.`` or a ``-``; otherwise None (``Alice Smith``, ``teller-one`` are no host names)."""
-    is_dns = False
-    n = len(cn)
-    for i, c in enumerate(cn):
-        if c.isascii() and (c.isalnum() or c == "_"):
-            continue
-        if 0 < i < n - 1:
-            if c == "-":
-                continue
-            if c == "." and cn[i + 1] != "." and cn[i - 1] != "-" and cn[i + 1] != "-":
-                is_dns = True
-                continue
-        return None
-    return cn if is_dns else None
-
-
-def _dns_within(name: str, base: str) -> bool:
-    """OpenSSL's ``nc_dns``: ``base`` matches itself and any name with more labels on the left."""
-    name, base = name.lower(), base.lower()
-    if not base:
-        return True
-    if len(name) > len(base):
-        if not base.startswith(".") and name[len(name) - len(base) - 1] != ".":
-            return False
-        name = name[len(name) - len(base) :]
-    return name == base
-
-
 def _check_cn_name_constraints(chain: Sequence[x509.Certificate]) -> None:
     """A leaf without a DNS SAN whose CN reads as a host name is held to every CA's DNS name constraints,
     as OpenSSL (and so nginx) holds it; ``cryptography`` checks SANs only. One verifier, one answer."""
@@ -535,12 +511,12 @@ def _check_cn_name_constraints(chain: Sequence[x509.Certificate]) -> None:
         excluded = [g.value for g in nc.excluded_subtrees or () if isinstance(g, x509.DNSName)]
         who = common_name(ca.subject) or ca.subject.rfc4514_string()
         for name in names:
-            if permitted and not any(_dns_within(name, b) for b in permitted):
+            if permitted and not any(dns_within(name, b) for b in permitted):
                 raise VerificationError(
                     f"untrusted: the CN {name!r} reads as a host name (no DNS SAN) outside the DNS names "
                     f"{who} may certify ({', '.join(permitted)}); OpenSSL and nginx refuse it too"
                 )
-            if any(_dns_within(name, b) for b in excluded):
+            if any(dns_within(name, b) for b in excluded):
                 raise VerificationError(
                     f"untrusted: the CN {name!r} reads as a host name (no DNS SAN) that {who} excludes"
                 )
