@@ -33,7 +33,7 @@ from edgesec.auditing.verify import Anchor
 from edgesec.errors import AlreadyExists, InputError, VerificationError
 from edgesec.pki import signing
 from edgesec.pki.signing import SigningKey
-from edgesec.pki.trust import Policy, TrustBundle, load_certificates, verify_certificate
+from edgesec.pki.trust import Policy, ProvenTime, TrustBundle, load_certificates, verify_certificate
 
 CHECKPOINT_TYPE = "edgesec.trail.checkpoint"
 CHECKPOINT_DIR = "checkpoints"
@@ -131,10 +131,13 @@ def parse_checkpoint(data: bytes, where: str) -> Checkpoint:
     return Checkpoint(doc)
 
 
-def verify_checkpoint(cp: Checkpoint, trust: TrustBundle | None) -> x509.Certificate:
+def verify_checkpoint(
+    cp: Checkpoint, trust: TrustBundle | None, *, proven: ProvenTime | None = None
+) -> x509.Certificate:
     """Check the signature and (with ``trust``) the signer with pki's verifier under the
-    detached-signature rule. Without ``trust`` only the signature is checked (reading a checkpoint
-    carried in the trail, not trusting it)."""
+    detached-signature rule (``proven``: a proven signing time, see :mod:`edgesec.auditing.proof`).
+    Without ``trust`` only the signature is checked (reading a checkpoint carried in the trail, not
+    trusting it)."""
     try:
         certs = load_certificates(cp.doc["certificate"].encode("ascii"), what="checkpoint certificate")
         extra = cp.doc.get("chain", [])
@@ -154,7 +157,7 @@ def verify_checkpoint(cp: Checkpoint, trust: TrustBundle | None) -> x509.Certifi
         what="checkpoint signature",
     )
     if trust is not None:
-        verify_certificate([cert, *chain], trust=trust, policy=Policy.signature())
+        verify_certificate([cert, *chain], trust=trust, policy=Policy.signature(proven=proven))
     return cert
 
 
@@ -173,3 +176,10 @@ def store_checkpoint(trail_dir: Path, cp: Checkpoint) -> Path:
 def local_checkpoints(trail_dir: Path) -> list[Path]:
     d = trail_dir / CHECKPOINT_DIR
     return sorted(d.glob("*.json")) if d.is_dir() else []
+
+
+def signature_bytes(cp: Checkpoint) -> bytes:
+    try:
+        return base64.b64decode(cp.doc["signature"], validate=True)
+    except ValueError:
+        raise VerificationError("checkpoint signature is malformed") from None

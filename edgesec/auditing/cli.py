@@ -105,7 +105,13 @@ def verify_cmd(
             try:
                 verify_checkpoint(cp, bundle)
             except VerificationError as exc:
-                raise VerificationError(f"checkpoint {f}: {exc.message}") from None
+                # The time rule: a checkpoint whose signer expired (or was superseded) since still counts
+                # when a later checkpoint of this trail, by a signer valid now, proves when it was signed.
+                why = _proven_checkpoint(d, cp, bundle)
+                if why is not None:
+                    raise VerificationError(
+                        f"checkpoint {f}: {exc.message}; the signing time is not proven: {why}"
+                    ) from None
             anchors.append(cp.anchor(f.name))
     rep = verify_trail(d, from_seq=from_seq, anchors=anchors)
     data = rep.to_dict()
@@ -117,6 +123,21 @@ def verify_cmd(
         + (f", {rep.shipped_checked} shipped record(s) matched" if shipped else "")
         + f"; head {rep.head_hash[:16]}",
     )
+
+
+def _proven_checkpoint(trail: Path, cp: Any, bundle: Any) -> str | None:
+    """None when ``cp`` verifies with a signing time proven by the trail; else why not."""
+    from edgesec.auditing.checkpoint import signature_bytes, verify_checkpoint
+    from edgesec.auditing.proof import prove_signing_time
+
+    if not trail.is_dir():
+        return f"no trail at {trail}"
+    try:
+        proven = prove_signing_time(trail, signature_bytes(cp), bundle)
+        verify_checkpoint(cp, bundle, proven=proven)
+    except VerificationError as exc:
+        return exc.message
+    return None
 
 
 @auditlog_app.command("rotate")
@@ -195,7 +216,9 @@ def checkpoint_cmd(
             finally:
                 sender.close()
     from edgesec.auditing import emit
+    from edgesec.auditing.checkpoint import signature_bytes
     from edgesec.auditing.ecs import AuditEvent
+    from edgesec.auditing.proof import SIGNATURE_FIELD, signature_digest
 
     emit(
         AuditEvent(
@@ -210,6 +233,8 @@ def checkpoint_cmd(
                 "edgesec.checkpoint.hash": cp.hash,
                 "edgesec.checkpoint.sent": sent,
                 "edgesec.checkpoint.signer_serial": f"{c[0].serial_number:x}",
+                # The signing event, which a later checkpoint covers: the time rule's proof.
+                SIGNATURE_FIELD: signature_digest(signature_bytes(cp)),
                 # The signed document itself: it leaves the host with the trail (file tail, ship),
                 # even where syslog output is off.
                 "edgesec.checkpoint.signed": cp.to_json(),

@@ -67,6 +67,25 @@ class Signer:
         }
         sig = Path(str(path) + ".sig")
         atomic_write(sig, json.dumps(doc, indent=1) + "\n", mode=0o644)
+        from edgesec.auditing import AuditEvent, emit
+        from edgesec.auditing.proof import SIGNATURE_FIELD, signature_digest
+
+        # The signing event: once a signed checkpoint covers it, it proves when the signature was made.
+        emit(
+            AuditEvent(
+                action="evidence.signed",
+                category=("file",),
+                type=("creation",),
+                part="checks",
+                message=f"signed {path}",
+                fields={
+                    "file.path": str(path),
+                    "file.hash.sha256": doc["sha256"],
+                    "file.x509.serial_number": f"{self.cert.serial_number:x}",
+                    SIGNATURE_FIELD: signature_digest(base64.b64decode(str(doc["signature"]))),
+                },
+            )
+        )
         return sig
 
 
@@ -110,8 +129,15 @@ def verify(
     sig_path: Path | None = None,
     trust: Path | None = None,
     cfg: LoadedConfig | None = None,
+    *,
+    proof_trail: Path | None = None,
+    now: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """Verify a signed result; returns what was checked, raises VerificationError (exit 1) if it is bad."""
+    """Verify a signed result; returns what was checked, raises VerificationError (exit 1) if it is bad.
+
+    ``proof_trail``: an audit trail whose signed checkpoints may prove when the result was signed (the
+    time rule); without a proof the signer's certificate must be valid and unrevoked ``now``.
+    """
     data = read_input_file(result_path, what="result")
     sig_path = sig_path or Path(str(result_path) + ".sig")
     raw = read_input_file(sig_path, what="signature")
@@ -153,15 +179,30 @@ def verify(
                 f"cannot check the signer: {exc.message}",
                 hint="give --trust (a trust bundle directory, or a PEM file of CA certificates and CRLs)",
             ) from None
-    # The detached-signature time rule: judged now; the claimed signed_at proves nothing.
-    v = verify_certificate([leaf, *chain], trust=bundle, policy=Policy.signature())
+    # The detached-signature time rule: the claimed signed_at proves nothing; the trail may.
+    proven, unproven = None, None
+    if proof_trail is not None:
+        from edgesec.auditing.proof import prove_signing_time
+
+        try:
+            proven = prove_signing_time(proof_trail, signature, bundle)
+        except VerificationError as exc:
+            unproven = exc.message
+    try:
+        v = verify_certificate([leaf, *chain], trust=bundle, policy=Policy.signature(now=now, proven=proven))
+    except VerificationError as exc:
+        if unproven is None:
+            raise
+        raise VerificationError(f"{exc.message}; the signing time is not proven: {unproven}") from None
     return {
         "result": str(result_path),
         "signature": str(sig_path),
         "sha256": digest,
         "signer": leaf.subject.rfc4514_string(),
         "signed_at": signed_at.isoformat(),
-        "signed_at_proven": False,
+        "signed_at_proven": proven is not None,
+        "proven_time": None if proven is None else {"at": proven.at.isoformat(), "by": proven.source},
+        "not_proven": unproven,
         "chain": [c.subject.rfc4514_string() for c in v.chain],
         "chain_verified": True,
         "trust": str(trust) if trust else "site trust bundle",
@@ -185,6 +226,13 @@ def mount_cli(app: typer.Typer) -> None:
                 help="CA certificates (PEM file) or a trust bundle directory (default: the site's).",
             ),
         ] = None,
+        proof_trail: Annotated[
+            str | None,
+            typer.Option(
+                "--proof-trail",
+                help="An audit trail whose signed checkpoints prove when the result was signed.",
+            ),
+        ] = None,
     ) -> None:
         """Verify a signed audit result: exit 0 valid, 1 tampered or untrusted, 2 unreadable."""
         from edgesec._console import state
@@ -194,10 +242,13 @@ def mount_cli(app: typer.Typer) -> None:
             Path(signature) if signature else None,
             Path(trust) if trust else None,
             cfg=state().config(),
+            proof_trail=Path(proof_trail) if proof_trail else None,
         )
         chain = " -> ".join(doc["chain"])
-        emit_result(
-            doc,
-            f"OK: {result_file} signed by {doc['signer']} (claims {doc['signed_at']}); "
-            f"valid and unrevoked now; chain: {chain}",
+        proven = doc["proven_time"]
+        when = (
+            f"signed by {proven['at']} (proven: {proven['by']})"
+            if proven
+            else f"claims {doc['signed_at']}; valid and unrevoked now"
         )
+        emit_result(doc, f"OK: {result_file} signed by {doc['signer']} ({when}); chain: {chain}")

@@ -229,3 +229,48 @@ def test_checkpoint_not_sent_is_a_failure_but_kept(cli, pki: SitePki, tmp_path: 
     code, _, err = cli("--config", str(cfg), "auditlog", "checkpoint")
     assert code == 1 and "kept in" in err and "not sent off the host" in err
     assert len(list((trail / "checkpoints").glob("*.json"))) == 1
+
+
+def test_a_superseded_checkpoint_signer_is_proven_by_a_later_checkpoint(
+    cli, home: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The time rule for checkpoints: once its signer is revoked as superseded, a checkpoint still counts
+    when a later checkpoint (by a signer valid now) covers the record of its signing; not when the
+    first signer's key was compromised (the reasons: ``tests/pki/test_corpus.py``)."""
+    import datetime as dt
+
+    from edgesec.pki.api import CertificateAuthority
+
+    trail = tmp_path / "trail"
+    fill(trail, 3)
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text(f'[auditing]\ntrail_dir = "{trail}"\n')
+    c = ("--config", str(cfg))
+    assert cli(*c, "pki", "init", "--no-encrypt")[0] == 0
+    for name in ("first-signer", "second-signer"):
+        assert cli(*c, "pki", "issue", "signing", name)[0] == 0
+    assert cli(*c, "auditlog", "checkpoint", "--signer", "first-signer", "--no-send")[0] == 0
+    assert cli(*c, "auditlog", "checkpoint", "--signer", "second-signer", "--no-send")[0] == 0
+    code, out, err = cli(*c, "auditlog", "verify")
+    assert code == 0 and "2 checkpoint(s) covered" in out, err
+
+    def revoke(reason: str) -> None:
+        # A CRL dates revocations to the second; a minute on, this one is clearly after both checkpoints.
+        ca = CertificateAuthority.open(home)
+        ca.clock = lambda: dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+        try:
+            ca.revoke("first-signer", reason)
+        finally:
+            ca.close()
+
+    revoke("superseded")
+    code, out, err = cli(*c, "auditlog", "verify")
+    assert code == 0 and "2 checkpoint(s) covered" in out, err
+    # Without the later checkpoint nothing proves when the first was signed.
+    second = sorted((trail / "checkpoints").glob("*.json"))[-1]
+    kept = second.read_bytes()
+    second.unlink()
+    code, _, err = cli(*c, "auditlog", "verify")
+    assert code == 1 and "revoked" in err and "not proven" in err
+    second.write_bytes(kept)
+    assert cli(*c, "auditlog", "verify")[0] == 0

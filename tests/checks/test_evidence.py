@@ -303,3 +303,59 @@ def test_a_teller_cannot_make_itself_a_signer(
     for extra in ([], ["--trust", str(trust)], ["--trust", str(anchors)], ["--trust", str(roots_only)]):
         code, stdout, err = cli("evidence", "verify", str(out), *extra)
         assert code == 1 and "untrusted" in err, (extra, stdout, err)
+
+
+def test_a_signing_time_proven_by_the_trail_outlives_the_certificate(
+    cli, use_checks, demo_profile, home, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """The time rule: a result signed with a 1-day certificate fails once it expired, unless the site's
+    signed trail proves it was signed before (its signing event covered by a checkpoint). A result signed
+    after the last checkpoint is not proven, however old its claimed time."""
+    import datetime as dt
+
+    from edgesec import auditing
+    from edgesec.checks.evidence import verify
+    from edgesec.errors import VerificationError
+
+    use_checks(Passes)
+    assert cli("pki", "init", "--no-encrypt")[0] == 0
+    assert cli("pki", "issue", "signing", "auditor", "--days", "1")[0] == 0
+    assert cli("pki", "issue", "signing", "trail-signer")[0] == 0
+    out = tmp_path / "r.json"
+    argv = ("audit", "--profile", str(demo_profile), "--report", "json", "--out")
+    assert cli(*argv, str(out), "--sign", "--sign-name", "auditor")[0] == 0
+    auditing.flush()
+    code, _, err = cli("auditlog", "checkpoint", "--signer", "trail-signer", "--no-send")
+    assert code == 0, err
+    late = tmp_path / "late.json"  # signed after the checkpoint: its signing event is not covered
+    assert cli(*argv, str(late), "--sign", "--sign-name", "auditor")[0] == 0
+    auditing.flush()
+    trust, trail = home / "trust", home / "audit"
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)  # the auditor certificate has expired
+    with pytest.raises(VerificationError, match="expired"):
+        verify(out, trust=trust, now=later)
+    doc = verify(out, trust=trust, proof_trail=trail, now=later)
+    assert doc["signed_at_proven"] is True and "covered by the checkpoint" in doc["proven_time"]["by"]
+    with pytest.raises(VerificationError, match="expired.*not proven.*covered by no checkpoint"):
+        verify(late, trust=trust, proof_trail=trail, now=later)
+    # Today both verify, and the CLI says which time it relied on.
+    code, stdout, err = cli("evidence", "verify", str(out), "--proof-trail", str(trail))
+    assert code == 0 and "proven" in stdout, err
+    # A revocation that doubts nothing about the key (superseded) after the proven time leaves it valid;
+    # a key compromise voids everything the key signed.
+    # (A CRL dates revocations to the second: one in the proven second itself counts. The CA's clock
+    # is set a minute on, so this revocation is unambiguously after the checkpoint.)
+    from edgesec.pki.api import CertificateAuthority
+
+    ca = CertificateAuthority.open(home)
+    ca.clock = lambda: dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    try:
+        ca.revoke("auditor", "superseded")
+    finally:
+        ca.close()
+    code, _, err = cli("evidence", "verify", str(out), "--proof-trail", str(trail))
+    assert code == 0, err
+    code, _, err = cli("evidence", "verify", str(late), "--proof-trail", str(trail))
+    assert code == 1 and "revoked" in err
+    code, _, err = cli("evidence", "verify", str(out))
+    assert code == 1 and "revoked" in err

@@ -353,3 +353,34 @@ def test_audit_trail_records_sign_verify_and_scan(cli, model_dir: Path, signer: 
     ]
     signed = next(r for r in records if r["event"]["action"] == "model.signed")
     assert signed["file"]["x509"]["serial_number"] == f"{signer[0].cert.serial_number:x}"
+
+
+def test_a_signing_time_proven_by_the_trail_outlives_the_certificate(
+    model_dir: Path, pki: SitePki, home: Path
+) -> None:
+    """The time rule: ``model sign`` records the signature in the trail; once a signed checkpoint covers
+    that record, the signature verifies after the certificate expired (``--proof-trail``), and not without."""
+    from edgesec import auditing
+    from edgesec.auditing.checkpoint import make_checkpoint, store_checkpoint
+    from edgesec.auditing.verify import verify_trail
+
+    short = pki.signing("short", not_before=NOW - dt.timedelta(hours=1), not_after=NOW + dt.timedelta(days=1))
+    trust = api.TrustBundle.load(home / "trust")
+    api.sign_model(model_dir, key=short.key, chain=[short.cert, pki.intermediate.cert], trust=trust)
+    auditing.flush()
+    trail = home / "audit"
+    rep = verify_trail(trail)
+    ts = pki.signing("trail-signer")
+    store_checkpoint(
+        trail, make_checkpoint(rep.head_seq, rep.head_hash, [ts.cert, pki.intermediate.cert], ts.key)
+    )
+    later = NOW + dt.timedelta(days=3)
+    res = api.verify_model(model_dir, trust=trust, now=later)
+    assert not res.ok and res.trust_error is not None and "expired" in res.trust_error
+    res = api.verify_model(model_dir, trust=trust, now=later, proof_trail=trail)
+    assert res.ok and res.proven is not None, res.trust_error
+    assert res.to_json()["proven_time"]["by"].startswith("trail record")
+    # A trail without the checkpoint proves nothing: the failure says why.
+    (next((trail / "checkpoints").glob("*.json"))).unlink()
+    res = api.verify_model(model_dir, trust=trust, now=later, proof_trail=trail)
+    assert not res.ok and res.trust_error is not None and "not proven" in res.trust_error

@@ -528,7 +528,10 @@ CASES: list[Case] = [
         openssl_note="openssl verify accepts a CA certificate as the end entity",
     ),
     Case(
-        "expired", False, "the leaf expired yesterday", _leaf(not_before=NOW - 30 * DAY, not_after=NOW - DAY)
+        "expired",
+        False,
+        "the leaf expired two days ago, before the claimed signing time",
+        _leaf(not_before=NOW - 30 * DAY, not_after=NOW - 2 * DAY),
     ),
     Case(
         "expired-after-claimed-signing",

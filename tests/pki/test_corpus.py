@@ -376,3 +376,30 @@ def test_a_host_name_cn_under_permit_dns_one_answer_with_nginx(cli, home: Path, 
     assert code == 2 and "reads as a host name" in err
     code, _, err = cli("pki", "issue", "client", "teller-one")
     assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.name.startswith(("revoked-", "expired", "valid"))], ids=lambda c: c.name
+)
+def test_a_proven_signing_time(case: Case, tmp_path: Path) -> None:
+    """With the signing time proven (here: the corpus's claimed time, as if a checkpoint covered it), a
+    signature outlives its certificate's expiry, and a revocation after that time for a reason that does
+    not doubt the key; keyCompromise, cACompromise, aACompromise, certificateHold, unspecified and no
+    reason still void it, and so does any revocation dated before the proven time."""
+    from edgesec.errors import VerificationError
+    from edgesec.pki.api import Policy, ProvenTime, TrustBundle, load_certificate_file, verify_certificate
+
+    d = write_case(case, tmp_path)
+    benign = ("superseded", "affiliation-changed", "cessation-of-operation", "privilege-withdrawn")
+    expect = case.name in ("valid", "expired-after-claimed-signing") or (
+        case.name.endswith("-after-signing") and case.name.removeprefix("revoked-").startswith(benign)
+    )
+    policy = Policy.signature(proven=ProvenTime(CLAIMED_SIGNING_TIME, "the test"))
+    try:
+        verify_certificate(
+            load_certificate_file(d / "signer.pem"), trust=TrustBundle.load(d / "trust"), policy=policy
+        )
+        got = True
+    except VerificationError:
+        got = False
+    assert got is expect

@@ -23,13 +23,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from edgesec._fs import atomic_write, read_input_file
 from edgesec.auditing import AuditEvent, emit
+from edgesec.auditing.proof import SIGNATURE_FIELD, prove_signing_time, signature_digest
 from edgesec.checks.models import bundle as bundle_mod
 from edgesec.checks.models import manifest as manifest_mod
 from edgesec.checks.models.hashing import DEFAULT_SHARD_SIZE
 from edgesec.checks.models.manifest import Difference, Manifest
 from edgesec.errors import AlreadyExists, InputError, VerificationError
 from edgesec.pki.signing import key_matches, refuse_unless_accepted
-from edgesec.pki.trust import Policy, TrustBundle, VerifiedCertificate, verify_certificate
+from edgesec.pki.trust import Policy, ProvenTime, TrustBundle, VerifiedCertificate, verify_certificate
 
 SIGNATURE_NAME = "model.sig"
 """Default signature file, inside the model directory (the OpenSSF tool's default name)."""
@@ -167,6 +168,8 @@ def sign_model(
                 "edgesec.models.signature": str(sig_path),
                 "edgesec.models.files": len(m.files),
                 "edgesec.models.bytes": m.total_bytes,
+                # The signing event: a signed checkpoint covering it proves when the model was signed.
+                SIGNATURE_FIELD: signature_digest(bundle_mod.read_bundle(data).signature),
             },
         )
     )
@@ -182,6 +185,7 @@ class VerifyResult:
     ok: bool = False
     trust_error: str | None = None
     signer: VerifiedCertificate | None = None
+    proven: ProvenTime | None = None
     manifest: Manifest | None = None
     differences: list[Difference] = field(default_factory=list)
     bytes_hashed: int = 0
@@ -209,6 +213,9 @@ class VerifyResult:
             "producer": m.producer if m else None,
             "algorithm": m.algorithm if m else None,
             "signed_at": m.signed_at.isoformat() if m and m.signed_at else None,
+            "proven_time": None
+            if self.proven is None
+            else {"at": self.proven.at.isoformat(), "by": self.proven.source},
             "files": len(m.files) if m else 0,
             "bytes_hashed": self.bytes_hashed,
             "seconds": round(self.seconds, 3),
@@ -228,10 +235,13 @@ def verify_model(
     on_total: Callable[[int], None] | None = None,
     now: dt.datetime | None = None,
     audit: bool = True,
+    proof_trail: Path | None = None,
 ) -> VerifyResult:
     """Verify ``root`` against its signature. Returns a verdict; raises only for unusable input (exit 2).
 
     ``follow_symlinks=False`` forbids symlinks even where the signer allowed them (in-directory ones).
+    ``proof_trail``: an audit trail whose signed checkpoints may prove when the model was signed (the
+    time rule of :mod:`edgesec.pki.trust`); without a proof the signer must be valid and unrevoked now.
     """
     import time
 
@@ -254,7 +264,21 @@ def verify_model(
                 f"the manifest claims to be signed in the future ({m.signed_at.isoformat()})"
             )
         # The detached-signature time rule: the signer's claimed signing time proves nothing.
-        res.signer = verify_certificate(b.chain, trust=trust, policy=Policy.signature(now=now))
+        proven, unproven = None, None
+        if proof_trail is not None:
+            try:
+                proven = prove_signing_time(proof_trail, b.signature, trust)
+            except VerificationError as exc:
+                unproven = exc.message
+        try:
+            res.signer = verify_certificate(
+                b.chain, trust=trust, policy=Policy.signature(now=now, proven=proven)
+            )
+        except VerificationError as exc:
+            if unproven is None:
+                raise
+            raise VerificationError(f"{exc.message}; the signing time is not proven: {unproven}") from None
+        res.proven = proven
         res.manifest = m
     except VerificationError as e:
         res.trust_error = e.message

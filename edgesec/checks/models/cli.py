@@ -185,6 +185,12 @@ def verify_cmd(
         ),
     ] = None,
     workers: Annotated[int | None, typer.Option("--workers", min=1, max=256, help="Hashing threads.")] = None,
+    proof_trail: Annotated[
+        Path | None,
+        typer.Option(
+            "--proof-trail", help="An audit trail whose signed checkpoints prove when DIR was signed."
+        ),
+    ] = None,
 ) -> None:
     """Check DIR against its signature: trusted signer, every digest, nothing missing or added."""
     from edgesec.checks.models.api import verify_model
@@ -204,6 +210,7 @@ def verify_cmd(
             workers=workers,
             progress=tick,
             on_total=total,
+            proof_trail=proof_trail,
         )
 
     def human(con: Console) -> None:
