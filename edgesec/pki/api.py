@@ -13,6 +13,15 @@ Verify a certificate a proxy forwarded (parse the bundle once, reload it when it
         deny(exc.message)            # untrusted / expired / revoked / wrong purpose / CRL stale
     user = v.common_name             # v.sans.emails, v.sans.uris, v.serial, v.fingerprint_sha256
 
+Verify the signer of a detached signature (the one rule: valid and unrevoked now, unless the signing
+time is proven, e.g. by :func:`edgesec.auditing.proof.prove_signing_time`)::
+
+    v = verify_certificate(chain, trust=trust, policy=Policy.signature(proven=None))
+
+Before signing, refuse what the site would not accept (exit 2): ``pki.signing.refuse_unless_accepted(chain,
+trust_for_signing(cfg))``. ``load_anchors(path)`` reads a ``--trust`` argument: a bundle directory or one
+PEM file of CA certificates and CRLs.
+
 Issue and use certificates from the CA store (only pki reads the store)::
 
     from edgesec.pki.api import CertificateAuthority

@@ -403,3 +403,24 @@ def test_a_proven_signing_time(case: Case, tmp_path: Path) -> None:
     except VerificationError:
         got = False
     assert got is expect
+
+
+def test_the_forgery_through_a_real_subprocess(tmp_path: Path) -> None:
+    """Once through the installed CLI in its own process (the rest of the corpus runs in-process)."""
+    import os
+    import sys
+
+    by_name = {c.name: c for c in CASES}
+    for name, want in (("leaf-as-issuer", 1), ("valid", 0)):
+        d = write_case(by_name[name], tmp_path)
+        work = tmp_path / f"work-{name}"
+        work.mkdir()
+        result = _signed_result(d, work)
+        for trust in (d / "trust", d / "anchors.pem"):
+            p = subprocess.run(
+                [sys.executable, "-m", "edgesec", "evidence", "verify", str(result), "--trust", str(trust)],
+                capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"},
+            )  # fmt: skip
+            assert p.returncode == want, (name, trust, p.stdout, p.stderr)
+            if want:
+                assert p.stderr.count("\n") == 1 and "untrusted" in p.stderr and "Traceback" not in p.stderr
