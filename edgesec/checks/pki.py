@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from edgesec.checks.interface import Check, CheckContext, CheckMeta, Finding, Severity
+from edgesec.pki.trust import crl_signed_by
 
 
 @dataclass
@@ -189,7 +190,7 @@ class CrlFreshness(Check):
                 )
         for ca in [*roots, *[c for c in inters if c.not_valid_after_utc > now]]:
             name = ca.subject.rfc4514_string()
-            mine = [c for c in crls if c.issuer == ca.subject and _signed_by(c, ca)]
+            mine = [c for c in crls if crl_signed_by(c, ca)]
             if not mine:
                 yield self.failed(f"no valid CRL from {name} in the bundle", resource=name)
                 continue
@@ -217,13 +218,6 @@ class CrlFreshness(Check):
                 yield self.passed(
                     f"the CRL of {name} is fresh until {nu:%Y-%m-%d %H:%M}", resource=name, evidence=ev
                 )
-
-
-def _signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
-    try:
-        return bool(crl.is_signature_valid(ca.public_key()))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
 
 
 class KeyProtection(Check):

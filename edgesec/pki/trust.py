@@ -624,14 +624,21 @@ def _crl_issuer(
     if not named:
         return None
     for ca in named:
-        try:
-            if crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
-                return ca
-        except TypeError:
-            continue
+        if crl_signed_by(crl, ca):
+            return ca
     raise VerificationError(
         f"trust bundle CRL from {crl.issuer.rfc4514_string()} is not signed by any CA in the bundle"
     )
+
+
+def crl_signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+    """Is ``crl`` issued by ``ca`` (its name and a valid signature by its key)?"""
+    if crl.issuer != ca.subject:
+        return False
+    try:
+        return bool(crl.is_signature_valid(ca.public_key()))  # type: ignore[arg-type]
+    except (TypeError, ValueError, UnsupportedAlgorithm):
+        return False
 
 
 def _parse_crl(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> RevocationList:
