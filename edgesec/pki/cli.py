@@ -54,7 +54,12 @@ def _passphrase_source(passphrase_file: str | None) -> Any:
 
 
 def _ca(passphrase_file: str | None = None) -> CertificateAuthority:
-    return open_ca(state().config(), passphrase=_passphrase_source(passphrase_file))
+    """The site's CA, after finishing whatever a killed command left (publication, audit events, orphan
+    files): every pki command repairs first, and says so on stderr."""
+    ca = open_ca(state().config(), passphrase=_passphrase_source(passphrase_file))
+    for step in ca.recover():
+        warn(f"an interrupted CA command was finished: {step}")
+    return ca
 
 
 def _cert_json(cert: Any, ca: CertificateAuthority) -> dict[str, Any]:
@@ -340,9 +345,14 @@ def revoke_cmd(
     ca = _ca(passphrase_file)
     serial = ca.revoke(name_or_serial, reason)
     rec = ca.get(serial)
-    result(
-        rec.to_json(), f"revoked {rec.name} (serial {serial}, {reason}); CRL republished to {ca.trust_dir}"
-    )
+    if ca.last_revoke_repeated:
+        msg = (
+            f"{rec.name} (serial {serial}) was already revoked ({rec.revocation_reason}); "
+            f"CRL signed again and republished to {ca.trust_dir}"
+        )
+    else:
+        msg = f"revoked {rec.name} (serial {serial}, {reason}); CRL republished to {ca.trust_dir}"
+    result({**rec.to_json(), "already_revoked": ca.last_revoke_repeated}, msg)
 
 
 @pki_app.command("crl")
