@@ -324,7 +324,6 @@ class CertificateAuthority:
         self._journal_publish = False
         self._journal_ready = False
         self._own_journal: set[int] = set()
-        self._hooks_due = False
         self.last_publication: PublishResult | None = None
         self.recovered: list[str] = []
 
@@ -419,7 +418,6 @@ class CertificateAuthority:
                     self._write_status(conn)
                 if self._journal_rows:
                     self._drain_journal(conn, recovered=False)
-            self._run_due_hooks()
 
     def _ensure_journal(self, conn: sqlite3.Connection) -> None:
         """Stores created before the journal existed get its (empty) table on their first write."""
@@ -451,11 +449,15 @@ class CertificateAuthority:
         )
         killpoint("pending-marker")
 
-    def _drain_journal(self, conn: sqlite3.Connection, *, recovered: bool, publish: bool = False) -> None:
-        """Do what the journal holds (lock held): write the audit events, publish, then clear it.
+    def _drain_journal(
+        self, conn: sqlite3.Connection, *, recovered: bool, publish: bool = False, run_hooks: bool = True
+    ) -> None:
+        """Do what the journal holds (lock held): write the audit events, publish and run the reload
+        hooks, then clear it.
 
         Events first, so a publication that fails (read-only or full trust directory) loses none; its
-        journal row and the pending marker stay until a later command publishes."""
+        journal row and the pending marker stay until a later command publishes and the servers have
+        reloaded (a failing hook leaves them too)."""
         rows = conn.execute("SELECT id, action, publish, events FROM journal ORDER BY id").fetchall()
         docs: list[dict[str, Any]] = []
         for id_, action, _pub, events in rows:
@@ -476,13 +478,18 @@ class CertificateAuthority:
             try:
                 self.last_publication = self._publish_files()
             except OSError as exc:
-                raise OperationFailed(
+                raise InputError(
                     f"the change is recorded, but publishing the trust bundle to {self.trust_dir} failed: "
                     f"{exc.strerror or exc}",
                     hint="fix the trust directory; the next `edgesec pki` command (or `edgesec pki publish`) "
                     "publishes it",
                 ) from None
-            self._hooks_due = True
+            if run_hooks:
+                hooks = self.run_reload_hooks()
+                self.last_publication = PublishResult(
+                    self.last_publication.directory, self.last_publication.files, hooks
+                )
+                killpoint("reload hooks")
         if rows:
             conn.execute("DELETE FROM journal WHERE id <= ?", (rows[-1][0],))
             self._own_journal.clear()
@@ -499,15 +506,6 @@ class CertificateAuthority:
             ticket = trail.submit(d)
         if trail.durability != "none":
             trail.wait_durable(ticket)
-
-    def _run_due_hooks(self) -> None:
-        if self._hooks_due:
-            self._hooks_due = False
-            hooks = self.run_reload_hooks()
-            if self.last_publication is not None:
-                self.last_publication = PublishResult(
-                    self.last_publication.directory, self.last_publication.files, hooks
-                )
 
     def needs_recovery(self) -> bool:
         """Whether a killed command left something to finish (cheap: a stat, a glob and one query)."""
@@ -556,7 +554,6 @@ class CertificateAuthority:
                     if pending or any(r[1] for r in rows):
                         done.append(f"published the trust bundle to {self.trust_dir}")
                     self._drain_journal(conn, recovered=True, publish=pending)
-            self._run_due_hooks()
         self.recovered = done
         if done:
             self._audit(
@@ -781,7 +778,6 @@ class CertificateAuthority:
             with ca._tlock, FileLock(ca.dir / LOCK_FILE, timeout=120):
                 ca._write_status(ca._db())
                 ca._drain_journal(ca._db(), recovered=False)
-        ca._run_due_hooks()
         return ca
 
     @classmethod
@@ -1446,21 +1442,14 @@ class CertificateAuthority:
     def publish(self, *, run_hooks: bool = True) -> PublishResult:
         """Write root, intermediates, CA bundle and CRLs (world-readable) to the trust directory, then run
         the reload hooks. What is published is read under the store lock, so a concurrent change is either
-        in it or publishes after it; each file is replaced atomically."""
+        in it or publishes after it; each file is replaced atomically. A pending publication (and any
+        audit event a killed command owed) is finished by it."""
         with self._tlock:
             with FileLock(self.dir / LOCK_FILE, timeout=120):
-                try:
-                    res = self._publish_files()
-                except OSError as exc:
-                    raise OperationFailed(
-                        f"publishing the trust bundle to {self.trust_dir} failed: {exc.strerror or exc}",
-                        hint="fix the trust directory (space, permissions, read-only mount), then run "
-                        "`edgesec pki publish`",
-                    ) from None
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.dir / PENDING_FILE)
-        hooks = self.run_reload_hooks() if run_hooks else []
-        self.last_publication = PublishResult(res.directory, res.files, hooks)
+                conn = self._db()
+                self._ensure_journal(conn)
+                self._drain_journal(conn, recovered=True, publish=True, run_hooks=run_hooks)
+        assert self.last_publication is not None
         return self.last_publication
 
     def _publish_files(self) -> PublishResult:

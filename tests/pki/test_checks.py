@@ -119,13 +119,13 @@ def test_failed_publication_stays_pending_until_the_next_command(
     the next command's recovery publishes it."""
     import pytest
 
-    from edgesec.errors import OperationFailed
+    from edgesec.errors import InputError
 
     ca.issue_client("alice")
     crl = ca.trust_dir / "crl.pem"
     crl.unlink()
     crl.mkdir()
-    with pytest.raises(OperationFailed, match="the change is recorded, but publishing"):
+    with pytest.raises(InputError, match="the change is recorded, but publishing"):
         ca.revoke("alice")
     assert ca.get("alice").status == "revoked"
     assert (ca.dir / "publish.pending").exists()
