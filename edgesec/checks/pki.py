@@ -8,6 +8,7 @@ published bundle (``root.pem``, ``intermediates.pem``, ``crl.pem``). Without a C
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,7 +66,17 @@ def _ca_certs(ctx: CheckContext, store: str) -> dict[str, x509.Certificate]:
     return out
 
 
-def _active_intermediate(cas: dict[str, x509.Certificate]) -> tuple[str, x509.Certificate] | None:
+def _active_intermediate(
+    cas: dict[str, x509.Certificate],
+    status: dict | None = None,  # type: ignore[type-arg]
+) -> tuple[str, x509.Certificate] | None:
+    """The active intermediate: the one status.json names (files a killed rotation left are not it), else
+    the highest-numbered certificate file of the store."""
+    fp = ((status or {}).get("publication") or {}).get("active_intermediate")
+    if fp:
+        for n, c in cas.items():
+            if n.startswith("intermediate-") and c.fingerprint(hashes.SHA256()).hex() == fp:
+                return n, c
     inters = [(int(n.split("-")[1].split(".")[0]), n) for n in cas if n.startswith("intermediate-")]
     if not inters:
         return None
@@ -107,7 +118,7 @@ class CaValidity(Check):
             targets.append(("root", cas["root.pem"], warn_root))
         else:
             yield self.failed("the CA store has no root certificate", resource=f"{site.store}/ca/root.pem")
-        act = _active_intermediate(cas)
+        act = _active_intermediate(cas, _status(ctx, site))
         if act is None:
             yield self.failed("the CA store has no intermediate certificate", resource=f"{site.store}/ca")
         else:
@@ -168,7 +179,8 @@ class CrlFreshness(Check):
             yield self.failed(f"no trust bundle is published in {site.trust}", resource=site.trust)
             return
         cas = _ca_certs(ctx, site.store)
-        act = _active_intermediate(cas)
+        status = _status(ctx, site)
+        act = _active_intermediate(cas, status)
         if cas.get("root.pem") is not None and cas["root.pem"] != roots[0]:
             yield self.failed(
                 "the published root differs from the store's root", resource=f"{site.trust}/root.pem"
@@ -179,7 +191,7 @@ class CrlFreshness(Check):
                 resource=f"{site.trust}/intermediates.pem",
                 remediation="run `edgesec pki publish`",
             )
-        text = ctx.system.read_text(f"{site.trust}/crl.pem") or ""
+        text = ctx.system.read_text(f"{site.trust}/crl.pem", CRL_READ_LIMIT) or ""
         crls: list[x509.CertificateRevocationList] = []
         for block in text.split("-----END X509 CRL-----")[:-1]:
             try:
@@ -188,6 +200,7 @@ class CrlFreshness(Check):
                 yield self.failed(
                     "the published crl.pem holds a corrupt CRL", resource=f"{site.trust}/crl.pem"
                 )
+        yield from self._published_vs_inventory(ctx, site, status, text, crls, inters)
         for ca in [*roots, *[c for c in inters if c.not_valid_after_utc > now]]:
             name = ca.subject.rfc4514_string()
             mine = [c for c in crls if crl_signed_by(c, ca)]
@@ -218,6 +231,101 @@ class CrlFreshness(Check):
                 yield self.passed(
                     f"the CRL of {name} is fresh until {nu:%Y-%m-%d %H:%M}", resource=name, evidence=ev
                 )
+
+    def _published_vs_inventory(
+        self,
+        ctx: CheckContext,
+        site: _Site,
+        status: dict | None,  # type: ignore[type-arg]
+        crl_text: str,
+        crls: list[x509.CertificateRevocationList],
+        inters: list[x509.Certificate],
+    ) -> Iterator[Finding]:
+        """The inventory against the published bundle: every revocation in the CRL, every intermediate in
+        use in the bundle, no change left unpublished. status.json (written after every change) says what
+        the inventory holds; publish.pending says a change is committed but not yet published."""
+        fix = "run `edgesec pki publish` (any `edgesec pki` command also finishes an interrupted one)"
+        pending = f"{site.store}/publish.pending"
+        if ctx.system.stat(pending) is not None:
+            yield self.failed(
+                "a CA change is committed but not published: a CA command was interrupted or could not "
+                "write the trust bundle",
+                resource=pending,
+                evidence={"marker": (ctx.system.read_text(pending, 4096) or "").strip()},
+                remediation=fix,
+            )
+        pub = (status or {}).get("publication")
+        if not isinstance(pub, dict) or "crl_sha256" not in pub:
+            yield self.warned(
+                "not assessed: the store's status.json does not record what must be published, so the "
+                "bundle cannot be compared with the inventory",
+                resource=f"{site.store}/status.json",
+                remediation="run `edgesec pki crl` (it rewrites status.json)",
+            )
+            return
+        manifest = ctx.system.read_text(f"{site.trust}/bundle.json") or ""
+        try:
+            published_at = json.loads(manifest).get("published_at")
+        except (ValueError, AttributeError):
+            published_at = None
+        evidence: dict[str, object] = {
+            "published_crl_sha256": hashlib.sha256(crl_text.encode("ascii", "replace")).hexdigest(),
+            "inventory_crl_sha256": pub["crl_sha256"],
+            "published_at": published_at,
+            "inventory_crl_signed_at": pub.get("crl_changed_at"),
+        }
+        ok = True
+        if evidence["published_crl_sha256"] != pub["crl_sha256"]:
+            ok = False
+            missing = []
+            for r in pub.get("recent_revocations", []):
+                serial = int(r["serial"], 16)
+                if not any(
+                    c.issuer.rfc4514_string() == r["issuer"]
+                    and c.get_revoked_certificate_by_serial_number(serial) is not None
+                    for c in crls
+                ):
+                    missing.append(r)
+            for r in missing:
+                yield self.failed(
+                    f"certificate {r['name']} (serial {r['serial']}) is revoked in the inventory but not in "
+                    "the published CRL: servers still accept it",
+                    resource=f"{site.trust}/crl.pem",
+                    evidence={**evidence, "revoked_at": r["revoked_at"], "issuer": r["issuer"]},
+                    severity=Severity.CRITICAL,
+                    remediation=fix,
+                )
+            if not missing:
+                yield self.failed(
+                    "the published crl.pem is not the inventory's current CRLs",
+                    resource=f"{site.trust}/crl.pem",
+                    evidence=evidence,
+                    remediation=fix,
+                )
+        published = {c.fingerprint(hashes.SHA256()).hex() for c in inters}
+        for fp in pub.get("intermediates", []):
+            if fp not in published:
+                ok = False
+                yield self.failed(
+                    "an intermediate in use is missing from the published bundle"
+                    + (
+                        " (the active one: certificates it issues do not chain)"
+                        if fp == pub.get("active_intermediate")
+                        else ""
+                    ),
+                    resource=f"{site.trust}/intermediates.pem",
+                    evidence={"sha256": fp, "published": sorted(published)},
+                    remediation=fix,
+                )
+        if ok:
+            yield self.passed(
+                "the published bundle matches the inventory (CRLs and intermediates)",
+                resource=site.trust,
+                evidence={**evidence, "intermediates": len(pub.get("intermediates", []))},
+            )
+
+
+CRL_READ_LIMIT = 256 << 20
 
 
 class KeyProtection(Check):

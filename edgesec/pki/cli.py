@@ -15,7 +15,7 @@ from rich.table import Table
 
 from edgesec._console import result, state, warn
 from edgesec._fs import read_input_file
-from edgesec.errors import InputError, NotFound, UsageError, VerificationError
+from edgesec.errors import EdgesecError, InputError, NotFound, UsageError, VerificationError
 from edgesec.pki import secrets
 from edgesec.pki.api import load_trust, open_ca, store_dir, trust_dir
 from edgesec.pki.builder import KEY_TYPES, PROFILES
@@ -54,7 +54,16 @@ def _passphrase_source(passphrase_file: str | None) -> Any:
 
 
 def _ca(passphrase_file: str | None = None) -> CertificateAuthority:
-    return open_ca(state().config(), passphrase=_passphrase_source(passphrase_file))
+    """The site's CA, after finishing whatever a killed command left (publication, audit events, orphan
+    files): every pki command repairs first, and says so on stderr."""
+    ca = open_ca(state().config(), passphrase=_passphrase_source(passphrase_file))
+    try:
+        for step in ca.recover():
+            warn(f"an interrupted CA command was finished: {step}")
+    except EdgesecError as exc:
+        # What is left stays pending (pki.crl-freshness FAILs on it); this command still runs.
+        warn(f"an interrupted CA command could not be finished: {exc.message}")
+    return ca
 
 
 def _cert_json(cert: Any, ca: CertificateAuthority) -> dict[str, Any]:
@@ -340,9 +349,14 @@ def revoke_cmd(
     ca = _ca(passphrase_file)
     serial = ca.revoke(name_or_serial, reason)
     rec = ca.get(serial)
-    result(
-        rec.to_json(), f"revoked {rec.name} (serial {serial}, {reason}); CRL republished to {ca.trust_dir}"
-    )
+    if ca.last_revoke_repeated:
+        msg = (
+            f"{rec.name} (serial {serial}) was already revoked ({rec.revocation_reason}); "
+            f"CRL signed again and republished to {ca.trust_dir}"
+        )
+    else:
+        msg = f"revoked {rec.name} (serial {serial}, {reason}); CRL republished to {ca.trust_dir}"
+    result({**rec.to_json(), "already_revoked": ca.last_revoke_repeated}, msg)
 
 
 @pki_app.command("crl")

@@ -9,10 +9,20 @@ Layout of the store directory (0700)::
     ca/intermediate-N.pem / .key   each intermediate the store ever had (N = 1, 2, ... after rotations)
     status.json         what the pki checks read: expiring leaves, key types (derived; refreshed on change)
 
-Crash safety: ``init`` builds the whole store in a temporary directory and renames it into place, so a
-killed ``init`` leaves no store at all; every later change is one SQLite transaction taken under the lock
-(new CA files are written atomically, before the transaction that refers to them), so a ``kill -9`` at
-any point leaves the previous consistent state or the next one.
+Crash safety: ``init`` builds the whole store (with its first CRLs) in a temporary directory and renames
+it into place, so a killed ``init`` leaves no store at all (the next ``init`` removes its leftovers, an
+orphan offline root key included); every later change is one SQLite transaction taken under the lock (new
+CA files are written atomically, before the transaction that refers to them; a revocation and the CRL that
+lists it are one transaction), so a ``kill -9`` at any point leaves the previous consistent state or the
+next one.
+
+What a change owes the outside world -- its audit events and, for revocations, CRLs and rotations, a new
+publication of the trust bundle -- is written into the ``journal`` table in the same transaction and done
+after the commit; a publishing change also leaves ``publish.pending`` in the store until the bundle is
+out, so the file-reading ``pki.crl-freshness`` check sees it. :meth:`CertificateAuthority.recover`
+(run by every ``edgesec pki`` command) finishes what a killed command left: it publishes, writes the
+missing audit events (marked ``edgesec.pki.recovered``) and removes orphan files of a killed rotation.
+``$EDGESEC_KILLPOINT=N`` (a test hook) makes the process SIGKILL itself at the N-th write step.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import sqlite3
 import subprocess
 import tempfile
@@ -78,7 +89,15 @@ STATUS_WINDOW_DAYS = 120
 # Re-sign the root's CRL (when the root key is online) once it has less than this left.
 ROOT_CRL_RENEW_DAYS = 30
 LOCK_FILE = "lock"
+INIT_LOCK_FILE = ".pki-init.lock"
+INIT_TMP_PREFIX = ".pki-init-"
+OFFLINE_FILES = "offline-files.json"
+RESTORE_TMP_PREFIX = ".pki-restore-"
+PENDING_FILE = "publish.pending"
 CA_DIR = "ca"
+KILLPOINT_ENV = "EDGESEC_KILLPOINT"
+# How many of the latest revocations status.json lists for the check that compares them with the bundle.
+STATUS_RECENT_REVOCATIONS = 200
 # Backdate notBefore a little so a client whose clock runs slightly behind still accepts a fresh cert.
 BACKDATE = dt.timedelta(minutes=5)
 
@@ -130,6 +149,13 @@ CREATE UNIQUE INDEX IF NOT EXISTS certs_current_name ON certs(name) WHERE curren
 CREATE INDEX IF NOT EXISTS certs_name ON certs(name);
 CREATE INDEX IF NOT EXISTS certs_revoked ON certs(issuer_id) WHERE revoked_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS certs_expiry ON certs(not_after) WHERE current = 1 AND revoked_at IS NULL;
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY,
+    action TEXT NOT NULL,
+    publish INTEGER NOT NULL,
+    events TEXT,
+    created_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS crls (
     id INTEGER PRIMARY KEY,
     issuer_id INTEGER NOT NULL REFERENCES cas(id),
@@ -140,6 +166,31 @@ CREATE TABLE IF NOT EXISTS crls (
     entries INTEGER NOT NULL
 );
 """
+
+
+_JOURNAL_SQL = (
+    "CREATE TABLE IF NOT EXISTS journal (id INTEGER PRIMARY KEY, action TEXT NOT NULL,"
+    " publish INTEGER NOT NULL, events TEXT, created_at TEXT NOT NULL)"
+)
+
+_killpoints_seen = 0
+
+
+def killpoint(label: str) -> None:
+    """A test hook at every write step of the CA: with ``$EDGESEC_KILLPOINT=N`` the process kills itself
+    (SIGKILL, nothing runs after it) at the N-th step; ``$EDGESEC_KILLPOINT_LOG`` names a file that gets
+    one line per step reached (how a test learns how many steps a command has)."""
+    spec = os.environ.get(KILLPOINT_ENV)
+    if not spec:
+        return
+    global _killpoints_seen
+    _killpoints_seen += 1
+    log = os.environ.get(KILLPOINT_ENV + "_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(f"{_killpoints_seen} {label}\n")
+    if spec.isdigit() and _killpoints_seen == int(spec):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _iso(t: dt.datetime) -> str:
@@ -269,6 +320,12 @@ class CertificateAuthority:
         self._meta_cache: dict[str, str] = {}
         self._status_needed = True
         self._status_types: set[str] | None = None
+        self._journal_rows = 0
+        self._journal_publish = False
+        self._journal_ready = False
+        self._own_journal: set[int] = set()
+        self.last_publication: PublishResult | None = None
+        self.recovered: list[str] = []
 
     # --- opening -----------------------------------------------------------------------------------
 
@@ -333,21 +390,180 @@ class CertificateAuthority:
     def _write(self, *, issuing: bool = False) -> Iterator[sqlite3.Connection]:
         """The file lock plus one immediate transaction: all or nothing, one writer at a time.
 
-        ``status.json`` is refreshed after the commit, except after plain issuance that changes nothing the
-        checks read (a certificate expiring beyond the status window, of a key type already listed).
+        What the transaction put in the journal (audit events, a publication) is done after the commit,
+        still under the lock; the reload hooks run after the lock is released. ``status.json`` is refreshed
+        after the commit, except after plain issuance that changes nothing the checks read (a certificate
+        expiring beyond the status window, of a key type already listed).
         """
-        with self._tlock, FileLock(self.dir / LOCK_FILE, timeout=120):
-            self._status_needed = not issuing
-            conn = self._db()
-            conn.execute("BEGIN IMMEDIATE")
+        with self._tlock:
+            with FileLock(self.dir / LOCK_FILE, timeout=120):
+                self._status_needed = not issuing
+                self._journal_rows = 0
+                self._journal_publish = False
+                conn = self._db()
+                self._ensure_journal(conn)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    if self._journal_publish:
+                        self._write_pending_marker()
+                    killpoint("before-commit")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                killpoint("commit")
+                if self._status_needed or self._journal_publish:
+                    self._write_status(conn)
+                if self._journal_rows:
+                    self._drain_journal(conn, recovered=False)
+
+    def _ensure_journal(self, conn: sqlite3.Connection) -> None:
+        """Stores created before the journal existed get its (empty) table on their first write."""
+        if not self._journal_ready:
+            conn.execute(_JOURNAL_SQL)
+            self._journal_ready = True
+
+    def _journal(
+        self, conn: sqlite3.Connection, action: str, events: Sequence[AuditEvent], *, publish: bool = False
+    ) -> None:
+        """Record, in the open transaction, what this change owes once committed: its audit events and,
+        with ``publish``, a publication of the trust bundle."""
+        site = auditing.site()
+        docs = [ev.to_document(site=site) for ev in events]
+        cur = conn.execute(
+            "INSERT INTO journal (action, publish, events, created_at) VALUES (?,?,?,?)",
+            (action, 1 if publish else 0, json.dumps(docs, default=str), _iso(utcnow())),
+        )
+        if cur.lastrowid is not None:
+            self._own_journal.add(cur.lastrowid)
+        self._journal_rows += 1
+        self._journal_publish = self._journal_publish or publish
+
+    def _write_pending_marker(self) -> None:
+        atomic_write(
+            self.dir / PENDING_FILE,
+            json.dumps({"since": _iso(utcnow()), "pid": os.getpid()}) + "\n",
+            mode=0o600,
+        )
+        killpoint("pending-marker")
+
+    def _drain_journal(
+        self, conn: sqlite3.Connection, *, recovered: bool, publish: bool = False, run_hooks: bool = True
+    ) -> None:
+        """Do what the journal holds (lock held): write the audit events, publish and run the reload
+        hooks, then clear it.
+
+        Events first, so a publication that fails (read-only or full trust directory) loses none; its
+        journal row and the pending marker stay until a later command publishes and the servers have
+        reloaded (a failing hook leaves them too)."""
+        rows = conn.execute("SELECT id, action, publish, events FROM journal ORDER BY id").fetchall()
+        docs: list[dict[str, Any]] = []
+        for id_, action, _pub, events in rows:
+            if events:
+                for d in json.loads(events):
+                    if recovered or id_ not in self._own_journal:
+                        d.setdefault("edgesec", {}).setdefault("pki", {})["recovered"] = True
+                        d["message"] = (
+                            f"{d.get('message', action)} (recorded late: the command was interrupted)"
+                        )
+                    docs.append(d)
+        if docs:
+            self._emit_documents(docs)
+            killpoint("audit-written")
+            conn.execute("UPDATE journal SET events=NULL WHERE id <= ?", (rows[-1][0],))
+            killpoint("audit-cleared")
+        if publish or any(r[2] for r in rows) or (self.dir / PENDING_FILE).exists():
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            if self._status_needed:
-                self._write_status(conn)
+                self.last_publication = self._publish_files()
+            except OSError as exc:
+                raise InputError(
+                    f"the change is recorded, but publishing the trust bundle to {self.trust_dir} failed: "
+                    f"{exc.strerror or exc}",
+                    hint="fix the trust directory; the next `edgesec pki` command (or `edgesec pki publish`) "
+                    "publishes it",
+                ) from None
+            if run_hooks:
+                hooks = self.run_reload_hooks()
+                self.last_publication = PublishResult(
+                    self.last_publication.directory, self.last_publication.files, hooks
+                )
+                killpoint("reload hooks")
+        if rows:
+            conn.execute("DELETE FROM journal WHERE id <= ?", (rows[-1][0],))
+            self._own_journal.clear()
+            killpoint("journal-cleared")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.dir / PENDING_FILE)
+            killpoint("pending-cleared")
+
+    def _emit_documents(self, docs: Sequence[dict[str, Any]]) -> None:
+        """Audit documents written as one group commit: durable on return."""
+        trail = auditing.current_trail()
+        ticket = 0
+        for d in docs:
+            ticket = trail.submit(d)
+        if trail.durability != "none":
+            trail.wait_durable(ticket)
+
+    def needs_recovery(self) -> bool:
+        """Whether a killed command left something to finish (cheap: a stat, a glob and one query)."""
+        if (self.dir / PENDING_FILE).exists() or self._orphan_files():
+            return True
+        try:
+            row = self._db().execute("SELECT COUNT(*) FROM journal").fetchone()
+        except sqlite3.OperationalError:
+            return False  # a store from before the journal: nothing journaled
+        return bool(row and row[0])
+
+    def _orphan_files(self) -> list[Path]:
+        """Files no committed state refers to: temporary files of interrupted atomic writes, and the
+        certificate and key of an intermediate whose rotation was killed before its commit."""
+        out: list[Path] = []
+        cadir = self.dir / CA_DIR
+        for d in (cadir, self.trust_dir, self.dir):
+            if d.is_dir():
+                out += [p for p in d.glob(".*.tmp") if p.is_file()]
+        files = list(cadir.glob("intermediate-*")) if cadir.is_dir() else []
+        if files:
+            keys = {r[0] for r in self._db().execute("SELECT key_file FROM cas WHERE key_file IS NOT NULL")}
+            used = keys | {k[: -len(".key")] + ".pem" for k in keys}
+            out += [p for p in files if p.name not in used]
+        return out
+
+    def recover(self) -> list[str]:
+        """Finish what a killed command left, under the lock: write its missing audit events (marked as
+        recovered), publish the trust bundle it did not publish, remove its orphan files. Returns what
+        was done (empty when nothing was left). Needs no passphrase."""
+        if not self.needs_recovery():
+            return []
+        done: list[str] = []
+        with self._tlock:
+            with FileLock(self.dir / LOCK_FILE, timeout=120):
+                conn = self._db()
+                self._ensure_journal(conn)
+                for p in self._orphan_files():
+                    p.unlink(missing_ok=True)
+                    done.append(f"removed orphan file {p}")
+                rows = conn.execute("SELECT action, publish, events IS NOT NULL FROM journal").fetchall()
+                pending = (self.dir / PENDING_FILE).exists()
+                if rows or pending:
+                    self._write_status(conn)
+                    done += [f"finished the interrupted {r[0]}" for r in rows]
+                    if pending or any(r[1] for r in rows):
+                        done.append(f"published the trust bundle to {self.trust_dir}")
+                    self._drain_journal(conn, recovered=True, publish=pending)
+        self.recovered = done
+        if done:
+            self._audit(
+                "pki.store.recovered",
+                ("configuration",),
+                ("change",),
+                "finished what an interrupted CA command left: " + "; ".join(done),
+                {"edgesec.pki.recovered_steps": done},
+            )
+        return done
 
     def _write_status(self, conn: sqlite3.Connection) -> None:
         """Refresh ``status.json``: what the pki checks read (they see the host only through file probes,
@@ -373,8 +589,33 @@ class CertificateAuthority:
             "window_days": STATUS_WINDOW_DAYS,
             "expiring": [{"name": r[0], "serial": r[1], "profile": r[2], "not_after": r[3]} for r in rows],
             "valid_key_types": types,
+            "publication": self._expected_publication(conn),
         }
         atomic_write(self.dir / STATUS_FILE, json.dumps(doc, indent=1) + "\n", mode=0o600, durable=False)
+        killpoint("status")
+
+    def _expected_publication(self, conn: sqlite3.Connection) -> dict[str, Any]:
+        """What the published bundle must hold, for the check that compares it with the inventory (which
+        reads files, not SQLite): the CRL file's digest, the intermediates, the latest revocations."""
+        import hashlib
+
+        crl_pem = "".join(r[0] for r in self._current_crl_rows()).encode("ascii")
+        inters = self.intermediates()
+        recent = conn.execute(
+            "SELECT c.serial, a.subject, c.name, c.revoked_at FROM certs c JOIN cas a ON a.id = c.issuer_id"
+            " WHERE c.revoked_at IS NOT NULL ORDER BY c.revoked_at DESC, c.rowid DESC LIMIT ?",
+            (STATUS_RECENT_REVOCATIONS,),
+        ).fetchall()
+        changed = conn.execute("SELECT MAX(this_update) FROM crls").fetchone()[0]
+        return {
+            "crl_sha256": hashlib.sha256(crl_pem).hexdigest(),
+            "crl_changed_at": changed,
+            "intermediates": [_fp(c) for c in inters],
+            "active_intermediate": _fp(inters[0]) if inters else None,
+            "recent_revocations": [
+                {"serial": r[0], "issuer": r[1], "name": r[2], "revoked_at": r[3]} for r in recent
+            ],
+        }
 
     def meta(self, key: str, default: str | None = None) -> str | None:
         # Settled at init and never changed afterwards: cache them.
@@ -512,12 +753,50 @@ class CertificateAuthority:
             pw = secrets.check_new_passphrase(
                 passphrase.encode() if isinstance(passphrase, str) else passphrase
             )
-        if d.exists() and any(d.iterdir()):
-            raise AlreadyExists(f"a CA store already exists in {d}; nothing was changed")
         offline = Path(offline_root) if offline_root else None
         if offline is not None and not offline.is_dir():
             raise InputError(f"--offline-root directory does not exist: {offline}")
+        d.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(d.parent / INIT_LOCK_FILE, timeout=120):
+            _remove_stale_builds(d.parent)
+            if d.exists() and any(d.iterdir()):
+                raise AlreadyExists(f"a CA store already exists in {d}; nothing was changed")
+            ca = cls._build(
+                d,
+                org=org,
+                site=site,
+                key_type=key_type,
+                constraints=constraints,
+                offline=offline,
+                pw=pw,
+                encrypt=encrypt,
+                settings=settings,
+                trust_dir=Path(trust_dir) if trust_dir else None,
+                publish=publish,
+            )
+            # The store is in place with its first CRLs; its journal holds the events and the publication.
+            with ca._tlock, FileLock(ca.dir / LOCK_FILE, timeout=120):
+                ca._write_status(ca._db())
+                ca._drain_journal(ca._db(), recovered=False)
+        return ca
 
+    @classmethod
+    def _build(
+        cls,
+        d: Path,
+        *,
+        org: str,
+        site: str | None,
+        key_type: str,
+        constraints: NameConstraints,
+        offline: Path | None,
+        pw: bytes | None,
+        encrypt: bool,
+        settings: PkiSettings,
+        trust_dir: Path | None,
+        publish: bool,
+    ) -> CertificateAuthority:
+        """Build the store in a temporary directory next to ``d`` and rename it into place."""
         now = utcnow()
         root_key = generate_key(key_type)
         inter_key = generate_key(key_type)
@@ -543,29 +822,36 @@ class CertificateAuthority:
             not_after=min(root_after, now + dt.timedelta(days=settings.intermediate_days)),
             constraints=constraints,
         )
-        d.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".pki-init-", dir=d.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=INIT_TMP_PREFIX, dir=d.parent))
+        killpoint("init temporary directory")
         try:
             os.chmod(tmp, 0o700)
             cadir = ensure_private_dir(tmp / CA_DIR)
             atomic_write(cadir / "root.pem", cert_pem(root), mode=0o644)
+            killpoint("init root certificate")
             atomic_write(cadir / "intermediate-1.pem", cert_pem(inter), mode=0o644)
+            killpoint("init intermediate certificate")
             atomic_write(cadir / "intermediate-1.key", secrets.key_to_pem(inter_key, pw), mode=0o600)
+            killpoint("init intermediate key")
             root_key_file: str | None = "root.key"
             if offline is not None:
                 root_key_file = None
-                atomic_write(
-                    offline / _offline_key_name(root), secrets.key_to_pem(root_key, pw), exclusive=True
-                )
-                atomic_write(
-                    offline / f"{_offline_key_name(root)[:-4]}.pem",
-                    cert_pem(root),
-                    mode=0o644,
-                    exclusive=True,
-                )
+                key_path = offline / _offline_key_name(root)
+                pem_path = offline / f"{_offline_key_name(root)[:-4]}.pem"
+                # Written before the files on the media: a build killed before its rename is removed by the
+                # next init together with what it wrote there (the key of a root no store ever used).
+                atomic_write(tmp / OFFLINE_FILES, json.dumps([str(key_path), str(pem_path)]), mode=0o600)
+                killpoint("init offline list")
+                atomic_write(key_path, secrets.key_to_pem(root_key, pw), exclusive=True)
+                killpoint("init offline root key")
+                atomic_write(pem_path, cert_pem(root), mode=0o644, exclusive=True)
+                killpoint("init offline root certificate")
             else:
                 atomic_write(cadir / "root.key", secrets.key_to_pem(root_key, pw), mode=0o600)
+                killpoint("init root key")
+            ca = cls(tmp, settings=settings, trust_dir=trust_dir, passphrase=pw)
             conn = sqlite3.connect(tmp / DB_FILE, isolation_level=None)
+            ca._conn = conn
             try:
                 os.chmod(tmp / DB_FILE, 0o600)
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -585,11 +871,34 @@ class CertificateAuthority:
                 conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
                 _insert_ca(conn, root, "root", root_key_file, now)
                 _insert_ca(conn, inter, "intermediate", "intermediate-1.key", now)
+                ca._signer = (2, inter, inter_key)
+                crl = ca._sign_crls(conn, root_key=root_key)
+                initialized = ca._event(
+                    "pki.ca.initialized",
+                    ("configuration",),
+                    ("creation",),
+                    f"CA {org} initialized ({key_type}, offline root: {offline is not None})",
+                    {
+                        "organization.name": org,
+                        "file.x509.serial_number": f"{root.serial_number:x}",
+                        "file.x509.subject.common_name": common_name(root_name),
+                        "file.x509.not_after": root.not_valid_after_utc,
+                        "edgesec.pki.key_type": key_type,
+                        "edgesec.pki.name_constraints": constraints.to_json(),
+                        "edgesec.pki.offline_root": offline is not None,
+                        "edgesec.pki.encrypted": encrypt,
+                    },
+                )
+                ca._journal(conn, "init", [initialized, ca._crl_event(crl)], publish=publish)
+                if publish:
+                    ca._write_pending_marker()
                 conn.execute("COMMIT")
                 # Fold the WAL into the main file so the renamed store is self-contained.
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
-                conn.close()
+                ca.close()
+            killpoint("init inventory")
+            (tmp / OFFLINE_FILES).unlink(missing_ok=True)
             fsync_dir(tmp)
             try:
                 if d.exists():
@@ -598,27 +907,13 @@ class CertificateAuthority:
             except OSError:
                 raise AlreadyExists(f"a CA store already exists in {d}; nothing was changed") from None
             fsync_dir(d.parent)
+            killpoint("init rename")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        ca = cls(d, settings=settings, trust_dir=Path(trust_dir) if trust_dir else None, passphrase=pw)
-        ca._audit(
-            "pki.ca.initialized",
-            ("configuration",),
-            ("creation",),
-            f"CA {org} initialized ({key_type}, offline root: {offline is not None})",
-            {
-                "organization.name": org,
-                "file.x509.serial_number": f"{root.serial_number:x}",
-                "file.x509.subject.common_name": common_name(root_name),
-                "file.x509.not_after": root.not_valid_after_utc,
-                "edgesec.pki.key_type": key_type,
-                "edgesec.pki.name_constraints": constraints.to_json(),
-                "edgesec.pki.offline_root": offline is not None,
-                "edgesec.pki.encrypted": encrypt,
-            },
-        )
-        ca.generate_crl(root_key=root_key, publish=publish)
+        ca = cls(d, settings=settings, trust_dir=trust_dir, passphrase=pw)
+        ca._signer = (2, inter, inter_key)
+        ca._own_journal = {1}
         return ca
 
     # --- issuing ---------------------------------------------------------------------------------------
@@ -716,11 +1011,6 @@ class CertificateAuthority:
         )
         return cert, key
 
-    def _audit_issued(
-        self, cert: x509.Certificate, profile: str, name: str, action: str = "pki.certificate.issued"
-    ) -> None:
-        emit(self._issued_event(cert, profile, name, action))
-
     def _issued_event(
         self, cert: x509.Certificate, profile: str, name: str, action: str = "pki.certificate.issued"
     ) -> AuditEvent:
@@ -760,8 +1050,8 @@ class CertificateAuthority:
                 days=days,
                 key_passphrase=key_passphrase,
             )
+            self._journal(conn, "issue", [self._issued_event(cert, profile, name)])
         assert key is not None
-        self._audit_issued(cert, profile, name)
         return cert, key
 
     def issue_server(
@@ -806,9 +1096,11 @@ class CertificateAuthority:
                         f"entry {i}: {exc.message}; no certificate of the batch was issued", hint=exc.hint
                     ) from None
                 out.append(cert)
-        self._audit_many(
-            [self._issued_event(cert, "client", r.id) for r, cert in zip(reqs, out, strict=True)]
-        )
+            self._journal(
+                conn,
+                "batch issue",
+                [self._issued_event(cert, "client", r.id) for r, cert in zip(reqs, out, strict=True)],
+            )
         return out
 
     def sign_csr(
@@ -842,7 +1134,7 @@ class CertificateAuthority:
             cert, _ = self._issue_in_tx(
                 conn, profile=profile, name=cn, sans=sans, public_key=public_key, days=days, source="csr"
             )
-        self._audit_issued(cert, profile, cn)
+            self._journal(conn, "sign-csr", [self._issued_event(cert, profile, cn)])
         return cert
 
     def renew(self, name: str, *, revoke_old: bool = False, days: int | None = None) -> x509.Certificate:
@@ -873,12 +1165,13 @@ class CertificateAuthority:
                 replaces=old_serial,
                 source=source,
             )
-            if revoke_old:
-                self._mark_revoked(conn, old_serial, "superseded")
-        self._audit_issued(cert, profile, name, action="pki.certificate.renewed")
-        if revoke_old:
-            self._audit_revoked(old_serial, name, "superseded")
-            self.generate_crl()
+            events = [self._issued_event(cert, profile, name, action="pki.certificate.renewed")]
+            if revoke_old and self._mark_revoked(conn, old_serial, "superseded"):
+                events += [
+                    self._revoked_event(old_serial, name, "superseded"),
+                    self._crl_event(self._sign_crls(conn)),
+                ]
+            self._journal(conn, "renew", events, publish=revoke_old)
         return cert
 
     # --- revocation and CRLs -------------------------------------------------------------------------
@@ -895,18 +1188,18 @@ class CertificateAuthority:
             raise NotFound(f"no certificate with name or serial {name_or_serial!r}")
         return row[0], row[1]
 
-    def _mark_revoked(self, conn: sqlite3.Connection, serial: str, reason: str) -> None:
+    def _mark_revoked(self, conn: sqlite3.Connection, serial: str, reason: str) -> bool:
+        """Mark ``serial`` revoked in the open transaction; False when it already was."""
         if reason not in REASONS:
             raise InputError(f"unknown revocation reason {reason!r}; expected one of {', '.join(REASONS)}")
         cur = conn.execute(
             "UPDATE certs SET revoked_at=?, revocation_reason=? WHERE serial=? AND revoked_at IS NULL",
             (_iso(self.clock()), reason, serial),
         )
-        if cur.rowcount != 1:
-            raise AlreadyExists(f"certificate {serial} is already revoked")
+        return cur.rowcount == 1
 
-    def _audit_revoked(self, serial: str, name: str, reason: str) -> None:
-        self._audit(
+    def _revoked_event(self, serial: str, name: str, reason: str) -> AuditEvent:
+        return self._event(
             "pki.certificate.revoked",
             ("iam",),
             ("deletion",),
@@ -920,16 +1213,32 @@ class CertificateAuthority:
         )
 
     def revoke(self, name_or_serial: str, reason: str = "unspecified", *, publish: bool = True) -> str:
-        """Revoke a certificate (the current one of a name, or any serial); regenerates and publishes the CRL.
-
-        Returns the serial revoked.
-        """
+        """Revoke a certificate (the current one of a name, or any serial). The revocation and the CRLs
+        that list it are one transaction; the trust bundle is then published (a kill in between leaves a
+        journal entry the next command finishes). Revoking an already revoked certificate signs and
+        publishes the CRLs again (``last_revoke_repeated`` tells which happened). Returns the serial."""
+        if reason not in REASONS:
+            raise InputError(f"unknown revocation reason {reason!r}; expected one of {', '.join(REASONS)}")
+        self.signer()  # the key (and its passphrase) before the lock is taken
         with self._write() as conn:
             serial, name = self._find(conn, name_or_serial)
-            self._mark_revoked(conn, serial, reason)
-        self._audit_revoked(serial, name, reason)
-        self.generate_crl(publish=publish)
+            fresh = self._mark_revoked(conn, serial, reason)
+            out = self._sign_crls(conn)
+            events = [self._revoked_event(serial, name, reason)] if fresh else []
+            self._journal(conn, "revoke", [*events, self._crl_event(out)], publish=publish)
+        self.last_revoke_repeated = not fresh
         return serial
+
+    last_revoke_repeated = False
+
+    def _crl_event(self, out: dict[str, Any]) -> AuditEvent:
+        return self._event(
+            "pki.crl.generated",
+            ("configuration",),
+            ("change",),
+            f"CRL number {out['number']} generated",
+            {"edgesec.pki.crl_number": out["number"], "edgesec.pki.crls": out["crls"]},
+        )
 
     def generate_crl(
         self,
@@ -954,50 +1263,57 @@ class CertificateAuthority:
             with_root = self.meta("offline_root") != "1"
         if root_key is None and (with_root or offline_root):
             root_key = self._load_root_key(offline_root)
-        out: dict[str, Any] = {"crls": []}
+        self.signer()
         with self._write() as conn:
-            number = int(self.meta("crl_number") or "0") + 1
-            rows = conn.execute(
-                "SELECT id, cert_pem, key_file, status FROM cas WHERE role='intermediate' ORDER BY id"
+            out = self._sign_crls(conn, root_key=root_key, days=crl_days)
+            self._journal(conn, "crl", [self._crl_event(out)], publish=publish)
+        if publish and self.last_publication is not None:
+            out["published"] = str(self.last_publication.directory)
+            out["hooks"] = self.last_publication.hooks
+        return out
+
+    def _sign_crls(
+        self, conn: sqlite3.Connection, *, root_key: PrivateKey | None = None, days: int | None = None
+    ) -> dict[str, Any]:
+        """Sign and store, in the open transaction, a CRL for every intermediate still valid (and the
+        root's, given its key), all with one new CRL number."""
+        crl_days = days if days is not None else self.settings.crl_days
+        now = self.clock()
+        out: dict[str, Any] = {"crls": []}
+        number = int(self.meta("crl_number") or "0") + 1
+        rows = conn.execute(
+            "SELECT id, cert_pem, key_file, status FROM cas WHERE role='intermediate' ORDER BY id"
+        ).fetchall()
+        for ca_id, pem, key_file, _status in rows:
+            cert = x509.load_pem_x509_certificate(pem.encode())
+            if cert.not_valid_after_utc <= now:
+                continue
+            if self._signer is not None and self._signer[0] == ca_id:
+                key = self._signer[2]
+            else:
+                key = self._load_ca_key(self.dir / CA_DIR / key_file, "intermediate CA key")
+                if _spki(key.public_key()) != _spki(cert.public_key()):
+                    raise VerificationError(f"the key {key_file} does not match its intermediate certificate")
+            revoked = conn.execute(
+                "SELECT serial, revoked_at, revocation_reason FROM certs WHERE issuer_id=? AND revoked_at IS NOT NULL",
+                (ca_id,),
             ).fetchall()
-            for ca_id, pem, key_file, _status in rows:
-                cert = x509.load_pem_x509_certificate(pem.encode())
-                if cert.not_valid_after_utc <= now:
-                    continue
-                if self._signer is not None and self._signer[0] == ca_id:
-                    key = self._signer[2]
-                else:
-                    key = self._load_ca_key(self.dir / CA_DIR / key_file, "intermediate CA key")
-                revoked = conn.execute(
-                    "SELECT serial, revoked_at, revocation_reason FROM certs WHERE issuer_id=? AND revoked_at IS NOT NULL",
-                    (ca_id,),
-                ).fetchall()
-                crl = build_crl(cert, key, revoked, number, now, now + dt.timedelta(days=crl_days))
-                self._store_crl(conn, ca_id, crl, number, len(revoked))
-                out["crls"].append(
-                    {"issuer": common_name(cert.subject), "number": number, "entries": len(revoked)}
-                )
-            if root_key is not None:
-                root_id, root = self._root_row(conn)
-                crl = build_crl(
-                    root, root_key, [], number, now, now + dt.timedelta(days=self.settings.root_crl_days)
-                )
-                self._store_crl(conn, root_id, crl, number, 0)
-                out["crls"].append({"issuer": common_name(root.subject), "number": number, "entries": 0})
-            conn.execute("UPDATE meta SET value=? WHERE key='crl_number'", (str(number),))
+            crl = build_crl(cert, key, revoked, number, now, now + dt.timedelta(days=crl_days))
+            self._store_crl(conn, ca_id, crl, number, len(revoked))
+            out["crls"].append(
+                {"issuer": common_name(cert.subject), "number": number, "entries": len(revoked)}
+            )
+        if root_key is not None:
+            root_id, root = self._root_row(conn)
+            crl = build_crl(
+                root, root_key, [], number, now, now + dt.timedelta(days=self.settings.root_crl_days)
+            )
+            self._store_crl(conn, root_id, crl, number, 0)
+            out["crls"].append({"issuer": common_name(root.subject), "number": number, "entries": 0})
+        conn.execute("UPDATE meta SET value=? WHERE key='crl_number'", (str(number),))
         out["number"] = number
         out["next_update"] = _iso(now + dt.timedelta(days=crl_days))
-        self._audit(
-            "pki.crl.generated",
-            ("configuration",),
-            ("change",),
-            f"CRL number {number} generated",
-            {"edgesec.pki.crl_number": number, "edgesec.pki.crls": out["crls"]},
-        )
-        if publish:
-            pub = self.publish()
-            out["published"] = str(pub.directory)
-            out["hooks"] = pub.hooks
+        self._status_needed = True
         return out
 
     def _root_crl_due(self, now: dt.datetime) -> bool:
@@ -1092,24 +1408,28 @@ class CertificateAuthority:
             )
             cadir = self.dir / CA_DIR
             atomic_write(cadir / f"intermediate-{n}.pem", cert_pem(cert), mode=0o644, exclusive=True)
+            killpoint("intermediate certificate")
             atomic_write(
                 cadir / f"intermediate-{n}.key", secrets.key_to_pem(key, pw), mode=0o600, exclusive=True
             )
+            killpoint("intermediate key")
             conn.execute("UPDATE cas SET status='retired' WHERE role='intermediate' AND status='active'")
             _insert_ca(conn, cert, "intermediate", f"intermediate-{n}.key", now)
+            self._signer = None
+            rotated = self._event(
+                "pki.intermediate.rotated",
+                ("configuration",),
+                ("change",),
+                f"intermediate rotated: {common_name(cert.subject)} is now active",
+                {
+                    "file.x509.serial_number": f"{cert.serial_number:x}",
+                    "file.x509.subject.common_name": common_name(cert.subject),
+                    "file.x509.not_after": cert.not_valid_after_utc,
+                },
+            )
+            crl = self._sign_crls(conn, root_key=root_key)
+            self._journal(conn, "rotate-intermediate", [rotated, self._crl_event(crl)], publish=True)
         self._signer = None
-        self._audit(
-            "pki.intermediate.rotated",
-            ("configuration",),
-            ("change",),
-            f"intermediate rotated: {common_name(cert.subject)} is now active",
-            {
-                "file.x509.serial_number": f"{cert.serial_number:x}",
-                "file.x509.subject.common_name": common_name(cert.subject),
-                "file.x509.not_after": cert.not_valid_after_utc,
-            },
-        )
-        self.generate_crl(root_key=root_key)
         return cert
 
     # --- the trust bundle -------------------------------------------------------------------------------
@@ -1121,12 +1441,28 @@ class CertificateAuthority:
 
     def publish(self, *, run_hooks: bool = True) -> PublishResult:
         """Write root, intermediates, CA bundle and CRLs (world-readable) to the trust directory, then run
-        the reload hooks. Each file is replaced atomically."""
+        the reload hooks. What is published is read under the store lock, so a concurrent change is either
+        in it or publishes after it; each file is replaced atomically. A pending publication (and any
+        audit event a killed command owed) is finished by it."""
+        with self._tlock:
+            with FileLock(self.dir / LOCK_FILE, timeout=120):
+                conn = self._db()
+                self._ensure_journal(conn)
+                self._drain_journal(conn, recovered=True, publish=True, run_hooks=run_hooks)
+        assert self.last_publication is not None
+        return self.last_publication
+
+    def _publish_files(self) -> PublishResult:
+        """Write the bundle files from the inventory; the caller holds the store lock."""
         root = self.root_certificate()
         inters = self.intermediates()
         crls = self._current_crl_rows()
         d = self.trust_dir
-        d.mkdir(parents=True, exist_ok=True)
+        if not d.is_dir():
+            d.mkdir(parents=True, exist_ok=True)
+            os.chmod(d, 0o755)  # noqa: S103 - explicit, never the umask: nginx reads it, only we write
+        elif d.stat().st_mode & 0o022:
+            os.chmod(d, d.stat().st_mode & 0o755)
         root_pem = cert_pem(root)
         inter_pem = b"".join(cert_pem(c) for c in inters)
         crl_pem = "".join(r[0] for r in crls).encode("ascii")
@@ -1151,17 +1487,17 @@ class CertificateAuthority:
                 for _, number, this_update, next_update, issuer in crls
             ],
         }
-        with FileLock(self.dir / LOCK_FILE, timeout=120):
-            # The CRL goes first and the manifest last, so a reader that sees a new manifest sees its files.
-            atomic_write(d / CRL_FILE, crl_pem, mode=0o644)
-            atomic_write(d / INTERMEDIATES_FILE, inter_pem, mode=0o644)
-            atomic_write(d / ROOT_FILE, root_pem, mode=0o644)
-            atomic_write(d / CA_BUNDLE_FILE, root_pem + inter_pem, mode=0o644)
-            atomic_write(d / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n", mode=0o644)
-        hooks = self.run_reload_hooks() if run_hooks else []
-        return PublishResult(
-            d, [ROOT_FILE, INTERMEDIATES_FILE, CA_BUNDLE_FILE, CRL_FILE, MANIFEST_FILE], hooks
-        )
+        # The CRL goes first and the manifest last, so a reader that sees a new manifest sees its files.
+        for name, data in (
+            (CRL_FILE, crl_pem),
+            (INTERMEDIATES_FILE, inter_pem),
+            (ROOT_FILE, root_pem),
+            (CA_BUNDLE_FILE, root_pem + inter_pem),
+            (MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode()),
+        ):
+            atomic_write(d / name, data, mode=0o644)
+            killpoint(f"publish {name}")
+        return PublishResult(d, [ROOT_FILE, INTERMEDIATES_FILE, CA_BUNDLE_FILE, CRL_FILE, MANIFEST_FILE], [])
 
     def run_reload_hooks(self) -> list[dict[str, Any]]:
         """Run each configured hook (argv split like a shell, no shell); a failing hook raises after all ran."""
@@ -1406,19 +1742,6 @@ class CertificateAuthority:
     ) -> None:
         emit(self._event(action, category, type_, message, fields))
 
-    def _audit_many(self, events: Sequence[AuditEvent]) -> None:
-        """One event per certificate of a batch, written as one group commit: durable on return, with one
-        fdatasync for the lot instead of one per event."""
-        if not events:
-            return
-        trail = auditing.current_trail()
-        site = getattr(auditing, "_site", None)
-        ticket = 0
-        for ev in events:
-            ticket = trail.submit(ev.to_document(site=site))
-        if trail.durability != "none":
-            trail.wait_durable(ticket)
-
 
 # --- helpers --------------------------------------------------------------------------------------------------
 
@@ -1529,6 +1852,23 @@ def _offline_key_name(root: x509.Certificate) -> str:
     return f"edgesec-root-{ski[:16]}.key"
 
 
+def _remove_stale_builds(parent: Path) -> None:
+    """Remove what a killed ``init`` (or ``restore``) left next to the store: its temporary directory and
+    the files it wrote to the offline-root media. The caller holds the init lock, so none is in progress."""
+    for tmp in [*parent.glob(INIT_TMP_PREFIX + "*"), *parent.glob(RESTORE_TMP_PREFIX + "*")]:
+        if not tmp.is_dir():
+            continue
+        listed = tmp / OFFLINE_FILES
+        if listed.is_file():
+            try:
+                paths = json.loads(listed.read_text())
+            except ValueError:
+                paths = []
+            for p in paths if isinstance(paths, list) else []:
+                Path(str(p)).unlink(missing_ok=True)
+        shutil.rmtree(tmp)
+
+
 def _check_dn_value(v: str, what: str) -> str:
     v = v.strip() if isinstance(v, str) else ""
     if not v or len(v) > 64 or any(ord(c) < 32 for c in v):
@@ -1596,8 +1936,6 @@ def restore(
     exact: bool = False,
 ) -> CertificateAuthority:
     """Restore a backup into a home without a CA store (refuses otherwise), then publish its bundle."""
-    import io
-    import tarfile
 
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -1614,10 +1952,31 @@ def restore(
     except InvalidTag:
         raise VerificationError("wrong passphrase, or the backup file is corrupt") from None
     d = _store_dir(Path(home_or_store_dir), exact)
+    d.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(d.parent / INIT_LOCK_FILE, timeout=120):
+        _remove_stale_builds(d.parent)
+        _restore_into(d, plain)
+    ca = CertificateAuthority.open(d, settings=settings, trust_dir=trust_dir)
+    ca._audit(
+        "pki.store.restored",
+        ("configuration",),
+        ("creation",),
+        f"CA store restored from {backup_file}",
+        {"file.path": str(Path(backup_file).absolute())},
+    )
+    with ca._write():
+        pass  # an empty transaction: refreshes status.json, which a backup does not carry
+    ca.publish()
+    return ca
+
+
+def _restore_into(d: Path, plain: bytes) -> None:
+    import io
+    import tarfile
+
     if d.exists() and any(d.iterdir()):
         raise AlreadyExists(f"a CA store already exists in {d}; restore only into a home without one")
-    d.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".pki-restore-", dir=d.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=RESTORE_TMP_PREFIX, dir=d.parent))
     try:
         os.chmod(tmp, 0o700)
         ensure_private_dir(tmp / CA_DIR)
@@ -1652,15 +2011,3 @@ def restore(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    ca = CertificateAuthority.open(d, settings=settings, trust_dir=trust_dir)
-    ca._audit(
-        "pki.store.restored",
-        ("configuration",),
-        ("creation",),
-        f"CA store restored from {backup_file}",
-        {"file.path": str(Path(backup_file).absolute())},
-    )
-    with ca._write():
-        pass  # an empty transaction: refreshes status.json, which a backup does not carry
-    ca.publish()
-    return ca

@@ -94,3 +94,64 @@ def test_offline_root_crl_ceremony_announced(home: Path, tmp_path: Path) -> None
     CertificateAuthority.init(home, org="Bank", offline_root=media, passphrase=PASSPHRASE)
     res = _run(home, utcnow() + dt.timedelta(days=340))["pki.crl-freshness"]
     assert any(f.status == Status.WARN and "root's CRL expires" in f.message for f in res)
+
+
+def test_revocation_missing_from_published_crl_fails_with_evidence(
+    ca: CertificateAuthority, home: Path
+) -> None:
+    ca.issue_client("alice")
+    ca.issue_client("bob")
+    ca.revoke("alice", "key-compromise", publish=False)  # committed, never published
+    res = _run(home)["pki.crl-freshness"]
+    missing = [f for f in res if f.status == Status.FAIL and "not in the published CRL" in f.message]
+    assert len(missing) == 1 and "alice" in missing[0].message
+    assert missing[0].evidence["published_crl_sha256"] != missing[0].evidence["inventory_crl_sha256"]
+    assert not any(f.status == Status.PASS and "matches the inventory" in f.message for f in res)
+    ca.publish()
+    assert _statuses(_run(home)["pki.crl-freshness"]) == {Status.PASS}
+
+
+def test_failed_publication_stays_pending_until_the_next_command(
+    ca: CertificateAuthority, home: Path
+) -> None:
+    """A trust directory that cannot take the new CRL (here: crl.pem is a directory) fails the revoke
+    with one line; the revocation is committed, the store says so (publish.pending), the check FAILs, and
+    the next command's recovery publishes it."""
+    import pytest
+
+    from edgesec.errors import InputError
+
+    ca.issue_client("alice")
+    crl = ca.trust_dir / "crl.pem"
+    crl.unlink()
+    crl.mkdir()
+    with pytest.raises(InputError, match="the change is recorded, but publishing"):
+        ca.revoke("alice")
+    assert ca.get("alice").status == "revoked"
+    assert (ca.dir / "publish.pending").exists()
+    res = _run(home)["pki.crl-freshness"]
+    assert any(f.status == Status.FAIL and "committed but not published" in f.message for f in res)
+    crl.rmdir()
+    again = CertificateAuthority.open(home)
+    assert again.needs_recovery()
+    done = again.recover()
+    assert any("published the trust bundle" in d for d in done)
+    assert not (ca.dir / "publish.pending").exists()
+    assert _statuses(_run(home)["pki.crl-freshness"]) == {Status.PASS}
+    assert again.recover() == []
+
+
+def test_orphan_intermediate_of_a_killed_rotation_is_not_the_active_one(
+    ca: CertificateAuthority, home: Path
+) -> None:
+    # What a rotation killed before its commit leaves: a certificate and key file no inventory row names.
+    (ca.dir / "ca" / "intermediate-7.pem").write_bytes((ca.dir / "ca" / "root.pem").read_bytes())
+    (ca.dir / "ca" / "intermediate-7.key").write_bytes(b"junk")
+    res = _run(home)
+    assert _statuses(res["pki.crl-freshness"]) == {Status.PASS}
+    again = CertificateAuthority.open(home)
+    assert sorted(Path(d.split()[-1]).name for d in again.recover()) == [
+        "intermediate-7.key",
+        "intermediate-7.pem",
+    ]
+    assert not (ca.dir / "ca" / "intermediate-7.pem").exists()

@@ -179,13 +179,19 @@ def test_revoke_by_serial_and_crl_numbers(ca: CertificateAuthority) -> None:
     with pytest.raises(NotFound):
         ca.revoke(serial)  # a prefix is not a serial
     ca.revoke(f"0x{cert.serial_number:X}", "privilege-withdrawn")
-    with pytest.raises(AlreadyExists, match="already revoked"):
-        ca.revoke("alice")
+    assert not ca.last_revoke_repeated
+    n1 = int(ca.meta("crl_number") or 0)
+    assert n1 == n0 + 1
+    # Revoking it again signs and publishes the CRLs again (a revocation is never left unpublished); the
+    # first reason stays.
+    ca.revoke("alice")
+    assert ca.last_revoke_repeated
+    assert ca.get("alice").revocation_reason == "privilege-withdrawn"
     with pytest.raises(InputError, match="unknown revocation reason"):
         ca.issue_client("bob")
         ca.revoke("bob", "because")
     n1 = int(ca.meta("crl_number") or 0)
-    assert n1 == n0 + 1
+    assert n1 == n0 + 2
     ca.generate_crl()
     crls = ca.current_crls()
     numbers = {c.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number for c in crls[1:]}
