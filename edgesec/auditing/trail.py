@@ -123,6 +123,23 @@ def record_hash(doc: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
 
 
+def line_hash_ok(raw: bytes, doc: Mapping[str, Any]) -> bool:
+    """Does a trail line (without its newline) hash to its own ``event.hash``? The one record check
+    that ``auditlog verify`` and ``auditlog ship`` both use.
+
+    The writer hashed the canonical record without ``event.hash``, and wrote the canonical record with
+    it; the two differ only by ``"hash":"<h>",`` inside ``event`` (never its last key: ``kind``
+    follows). So the check works on the raw bytes: one SHA-256, no re-encoding. Any other byte change,
+    re-formatting included, changes the digest. (Inside a JSON string every quote is escaped, so the
+    pair cannot be matched there.)
+    """
+    h = str(doc["event"]["hash"])
+    needle = b'"hash":"' + h.encode("ascii", "replace") + b'",'
+    if needle not in raw:
+        return False
+    return hashlib.sha256(raw.replace(needle, b"", 1)).hexdigest() == h
+
+
 _SCALARS = (str, int, float, bool, type(None))
 
 
