@@ -120,6 +120,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     st.command = " ".join(a for a in args if not a.startswith("-"))[:80]
     token = set_state(st)
     try:
+        code = _dispatch(args, st)
+        # Audit events queued by group commit are written before the command ends; events that
+        # cannot be written are an error the exit code shows, never a silent loss.
+        from edgesec import auditing
+
+        try:
+            auditing.flush()
+        except EdgesecError as exc:
+            _error_line(exc.message, exc.hint)
+            code = code or exc.exit_code
+        return code
+    finally:
+        reset_state(token)
+
+
+def _dispatch(args: list[str], st: AppState) -> int:
+    try:
         command = typer.main.get_command(app)
         try:
             rv = command.main(args=args, prog_name="edgesec", standalone_mode=False)
@@ -169,11 +186,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _error_line(msg, "this is a bug in edgesec; re-run with --debug for a traceback")
         return EXIT_FAILED
-    finally:
-        from edgesec import auditing
-
-        auditing.flush()
-        reset_state(token)
 
 
 def run() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesec.auditing.ecs import AuditEvent, EventTemplate
-from edgesec.auditing.trail import Trail
+from edgesec.auditing.trail import Trail, TrailWriteFailed
 
 __all__ = [
     "AuditEvent",
@@ -33,6 +33,8 @@ __all__ = [
     "emit",
     "flush",
     "site",
+    "trail_error",
+    "trail_failing",
 ]
 
 _lock = threading.Lock()
@@ -116,16 +118,30 @@ def emit(event: AuditEvent, *, wait: bool | None = None) -> dict[str, Any] | Non
     return trail.append(event.to_document(site=_site))
 
 
+def trail_error() -> str | None:
+    """Why the configured trail cannot be written now, or ``None`` (for ``/readyz`` and health checks)."""
+    t = _trail
+    return None if t is None else t.error()
+
+
+def trail_failing() -> bool:
+    """Whether the configured trail's last write failed (cheap: the authz decision path asks it)."""
+    t = _trail
+    return t is not None and t.failing
+
+
 def site() -> str | None:
     """The site name events are written with (``[site] name``)."""
     return _site
 
 
 def flush(timeout: float = 30.0) -> None:
-    """Wait until every queued event is durable (no-op when nothing is queued)."""
+    """Wait until every queued event is durable (no-op when nothing is queued). Raises
+    :class:`~edgesec.auditing.trail.TrailWriteFailed`, naming how many events are not on disk, when
+    they cannot be written or are not written within ``timeout``."""
     t = _trail
-    if t is not None:
-        t.flush(timeout)
+    if t is not None and not t.flush(timeout):
+        raise TrailWriteFailed(f"audit trail {t.path}: queued events not written within {timeout:g} s")
 
 
 @contextmanager

@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import functools
 import ipaddress
+import math
 import os
 import socket
 import time
@@ -212,6 +213,8 @@ def _check_value(key: str, ftype: str, value: Any) -> Any:
     if ftype == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InputError(f"ECS field {key} must be a number")
+        if not math.isfinite(value):
+            raise InputError(f"ECS field {key} must be a finite number (NaN and Infinity are not JSON)")
         return float(value)
     if ftype == "ip":
         text = ip_text(str(value))
@@ -525,7 +528,9 @@ def _checked_items(fields: Mapping[str, Any]) -> Iterator[tuple[str, _Plan, Any]
             value = _check_value(key, ftype, value)
             if value is None:
                 continue
-        elif ftype is None and type(value) not in _JSON_SCALARS:
+        elif ftype is None and (
+            type(value) not in _JSON_SCALARS or (type(value) is float and not math.isfinite(value))
+        ):
             _check_json(key, value)
         yield key, plan, value
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from edgesec._fs import FileLock, atomic_write, read_input_file
 from edgesec.auditing.syslogng import KINDS
-from edgesec.auditing.trail import GENESIS, trail_files
+from edgesec.auditing.trail import GENESIS, line_hash_ok, trail_files
 from edgesec.errors import InputError, OperationFailed, VerificationError
 
 # Retention in days by site profile, and why.
@@ -380,7 +380,8 @@ def index_for(prefix: str, doc: dict[str, Any]) -> str:
 
 
 def _pending(trail_dir: Path, after: ShipState) -> Iterator[tuple[bytes, dict[str, Any]]]:
-    """Records after ``after``, checking the chain's sequence and links as they are read.
+    """Records after ``after``, checking each record's hash and the chain's sequence and links as they
+    are read.
 
     A writer may rotate while we read: a file that vanished, or a gap at the start of the new
     ``trail.jsonl``, means "list the files again" (the records are in a new rotated file) -- only a gap
@@ -405,7 +406,7 @@ def _pending(trail_dir: Path, after: ShipState) -> Iterator[tuple[bytes, dict[st
                 relist = True
                 break
             with fh:
-                for raw in fh:
+                for lineno, raw in enumerate(fh, start=1):
                     if not raw.endswith(b"\n"):
                         return  # a record still being written
                     try:
@@ -423,6 +424,14 @@ def _pending(trail_dir: Path, after: ShipState) -> Iterator[tuple[bytes, dict[st
                         raise VerificationError(
                             f"the trail is broken at record {seq + 1} ({f.name}); nothing after it is shipped",
                             hint="run `edgesec auditlog verify`",
+                        )
+                    if not line_hash_ok(raw[:-1], doc):
+                        # An edited record keeps its genuine hash (its _id): sending it would index
+                        # the forgery under that id.
+                        raise VerificationError(
+                            f"record {s} ({f.name}:{lineno}) does not match its hash (edited); "
+                            "it and the records after it are not shipped",
+                            hint="run `edgesec auditlog verify` and keep the trail as evidence",
                         )
                     seq, prev = s, doc["event"]["hash"]
                     yield raw[:-1], doc
@@ -487,9 +496,13 @@ def ship(
                 on_batch(state.seq)
             buf.clear()
 
-        for raw, doc in _pending(trail_dir, state):
-            buf.append((raw, doc))
-            if len(buf) >= batch:
-                flush()
+        try:
+            for raw, doc in _pending(trail_dir, state):
+                buf.append((raw, doc))
+                if len(buf) >= batch:
+                    flush()
+        except VerificationError:
+            flush()  # the records before the bad one are good: they go, then the error is reported
+            raise
         flush()
         return {"from": start, "to": state.seq, "created": created, "already_present": dup}

@@ -20,6 +20,14 @@ Durability (``[auditing] durability``): ``fsync`` -- ``append()`` returns after 
 ``group`` -- ``submit()`` queues, a writer thread writes and fdatasyncs whatever has queued, so a record
 is durable within about ``group_commit_ms`` of ``submit()`` under normal load, and ``flush()`` waits for
 it; ``none`` -- ``write()`` only.
+
+Nothing is dropped silently. A write or fdatasync that fails (a full disk) cuts the file back to its last
+whole record and raises :class:`TrailWriteFailed`; under ``group`` the failed records stay queued and are
+written when the disk takes them again, while ``submit()``, ``flush()`` and ``wait_durable()`` raise the
+error, naming how many records are not on disk, until a write succeeds (``error()`` says the same for a
+health check). A record that cannot be written at all (a string that is not valid Unicode, a value that is
+not JSON data) is set aside as evidence under ``rejected/`` and a ``trail.record_rejected`` record takes its
+place in the chain, so one bad record never blocks the ones after it.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import functools
 import hashlib
 import json
 import os
+import sys
 import threading
 import time
 import weakref
@@ -57,6 +66,7 @@ GROUP_GATHER_S = 0.02
 CURRENT = "trail.jsonl"
 LOCK = "trail.lock"
 TORN_DIR = "torn"
+REJECTED_DIR = "rejected"
 # Rotated files: trail.<first-seq:012d>-<last-seq:012d>.jsonl, in the same directory.
 ROTATED_GLOB = "trail.*-*.jsonl"
 
@@ -66,7 +76,9 @@ ROTATED_GLOB = "trail.*-*.jsonl"
 # one JSONEncoder.encode would build for these options, so the output is the same; it is made without
 # the circular-reference table (records are trees: JSON parsed from a line, or built field by field),
 # which saves a dictionary update per nested object.
-_canonical_encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_canonical_encoder = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
 _c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
 _c_canonical: Callable[[Any, int], Any] | None = (
     _c_make_encoder(
@@ -78,7 +90,7 @@ _c_canonical: Callable[[Any, int], Any] | None = (
         ",",
         True,
         False,
-        True,
+        False,  # allow_nan: NaN and Infinity are not JSON (Elasticsearch refuses them)
     )
     if _c_make_encoder is not None
     else None
@@ -109,6 +121,23 @@ def record_hash(doc: Mapping[str, Any]) -> str:
     body = dict(doc)
     body["event"] = event
     return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
+
+
+def line_hash_ok(raw: bytes, doc: Mapping[str, Any]) -> bool:
+    """Does a trail line (without its newline) hash to its own ``event.hash``? The one record check
+    that ``auditlog verify`` and ``auditlog ship`` both use.
+
+    The writer hashed the canonical record without ``event.hash``, and wrote the canonical record with
+    it; the two differ only by ``"hash":"<h>",`` inside ``event`` (never its last key: ``kind``
+    follows). So the check works on the raw bytes: one SHA-256, no re-encoding. Any other byte change,
+    re-formatting included, changes the digest. (Inside a JSON string every quote is escaped, so the
+    pair cannot be matched there.)
+    """
+    h = str(doc["event"]["hash"])
+    needle = b'"hash":"' + h.encode("ascii", "replace") + b'",'
+    if needle not in raw:
+        return False
+    return hashlib.sha256(raw.replace(needle, b"", 1)).hexdigest() == h
 
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -161,6 +190,28 @@ def seal(doc: dict[str, Any]) -> tuple[str, bytes]:
     digest = record_hash(doc)
     event["hash"] = digest
     return digest, (canonical(doc) + "\n").encode("utf-8")
+
+
+class TrailWriteFailed(OperationFailed):
+    """Records could not be written to the trail (a full disk, an I/O error); ``written`` of the batch were."""
+
+    kind = "trail-write-failed"
+
+    def __init__(
+        self, message: str, *, written: int = 0, reason: str | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.written = written
+        self.reason = reason or self.message
+
+
+class _Unwritable(Exception):
+    """The lines from ``done`` on were not written; the current file was cut back to ``size``."""
+
+    def __init__(self, done: int, exc: OSError) -> None:
+        super().__init__(str(exc))
+        self.done = done
+        self.exc = exc
 
 
 class TrailCorrupt(OperationFailed):
@@ -268,6 +319,9 @@ class Trail:
         self._closed = False
         self._oldest = 0.0  # monotonic time the oldest queued record was submitted
         self._hurry = False  # someone waits for durability: write what is queued now
+        # Records made by the writer itself (a repair note) that a failed write could not write yet.
+        self._carry: list[dict[str, Any]] = []
+        self._attempts = 0  # group-commit writes tried, failed or not
         _LIVE.add(self)
 
     # -- writing ---------------------------------------------------------------------------------
@@ -358,8 +412,27 @@ class Trail:
     def _write_batch(
         self, docs: list[Record], *, sync: bool, want_docs: bool = False
     ) -> list[dict[str, Any]]:
+        try:
+            return self._write_batch_now(docs, sync=sync, want_docs=want_docs)
+        except OSError as exc:  # before any line was written (the lock, a repair, a rotation)
+            self._head = None
+            raise TrailWriteFailed(
+                f"audit trail {self.path} not written: {exc.strerror or exc}; "
+                f"{len(docs)} record(s) not on disk",
+                reason=str(exc.strerror or exc),
+                hint="free space in the trail's file system or fix its permissions",
+            ) from exc
+
+    def _write_batch_now(
+        self, docs: list[Record], *, sync: bool, want_docs: bool = False
+    ) -> list[dict[str, Any]]:
         """Seal and write ``docs`` as the next records of the chain; with ``want_docs`` (or listeners)
-        return them as written (a Prepared record is read back from its line)."""
+        return them as written (a Prepared record is read back from its line).
+
+        A record that cannot be sealed is set aside (see :meth:`_set_aside`) and its notice written in
+        its place. A write or fdatasync that fails cuts the current file back to its last whole record
+        and raises :class:`TrailWriteFailed` saying how many of ``docs`` were written (in files rotated
+        away before the failure, which were fsynced): the rest are not on disk."""
         if not self._dir_ready:  # once per Trail: a mkdir+stat per record costs more than the write
             ensure_private_dir(self.dir)
             self._dir_ready = True
@@ -371,23 +444,35 @@ class Trail:
                 fd = self._current_fd()
                 head, extra2 = self._read_head(fd)
                 extra += extra2
+            # Notes of an earlier failed write (a repair, a record set aside) go first.
+            extra, self._carry = [*self._carry, *extra], []
             seq, prev = head.seq, head.digest
-            records = [*extra, *docs]
+            records: list[Record] = [*extra, *docs]
             out: list[bytes] = []
             chain: list[tuple[int, str]] = []  # (sequence, hash) of each line, for rotation mid-batch
-            for doc in records:
+            for i, doc in enumerate(records):
                 seq += 1
-                if isinstance(doc, dict):
-                    doc.setdefault("event", {})["sequence"] = seq
-                    doc.setdefault("edgesec", {}).setdefault("trail", {})["prev"] = prev
-                    prev, line = seal(doc)
-                else:  # a Prepared record: its shape's template writes the same line
-                    prev, line = doc.shape.seal(doc.pieces, seq, prev)
+                try:
+                    prev, line = self._seal(doc, seq, prev)
+                except (UnicodeError, TypeError, ValueError, RecursionError) as exc:
+                    doc = records[i] = self._set_aside(doc, exc)
+                    prev, line = self._seal(doc, seq, prev)
                 out.append(line)
                 chain.append((seq, prev))
-            fd = self._write_lines(fd, head, out, chain)
-            if sync:
-                os.fdatasync(fd)
+            try:
+                fd = self._write_lines(fd, head, out, chain, sync=sync)
+            except _Unwritable as exc:
+                done, cause = exc.done, exc.exc
+                self._head = None  # read the head again from the file next time
+                self._carry = [r for r in records[done : len(extra)] if isinstance(r, dict)]
+                n_written = max(0, done - len(extra))
+                raise TrailWriteFailed(
+                    f"audit trail {self.path} not written: {cause.strerror or cause}; "
+                    f"{len(docs) - n_written} record(s) not on disk",
+                    written=n_written,
+                    reason=str(cause.strerror or cause),
+                    hint="free space in the trail's file system; the records are kept and written again",
+                ) from cause
             st = os.fstat(fd)
             self._head = _Head(seq, prev, st.st_size, st.st_ino)
         written = [
@@ -400,30 +485,111 @@ class Trail:
                 listener(written, out)
         return written
 
-    def _write_lines(self, fd: int, head: _Head, out: list[bytes], chain: list[tuple[int, str]]) -> int:
+    @staticmethod
+    def _seal(doc: Record, seq: int, prev: str) -> tuple[str, bytes]:
+        if isinstance(doc, dict):
+            doc.setdefault("event", {})["sequence"] = seq
+            doc.setdefault("edgesec", {}).setdefault("trail", {})["prev"] = prev
+            return seal(doc)
+        return doc.shape.seal(doc.pieces, seq, prev)  # a Prepared record: its shape writes the same line
+
+    def _set_aside(self, doc: Record, exc: BaseException) -> dict[str, Any]:
+        """Keep a record that cannot be written as evidence under ``rejected/`` and return the notice
+        that takes its place in the chain (the chain goes on; the record is not lost)."""
+        if isinstance(doc, dict):
+            event = doc.get("event")
+            if isinstance(event, dict):
+                for k in ("sequence", "hash"):
+                    event.pop(k, None)
+            trail = doc.get("edgesec", {}).get("trail") if isinstance(doc.get("edgesec"), dict) else None
+            if isinstance(trail, dict):
+                trail.pop("prev", None)
+            try:
+                text = _canonical_encoder.encode(doc)
+            except (TypeError, ValueError, RecursionError):
+                text = repr(doc)
+        else:
+            text = "".join(doc.pieces)  # the record's JSON but the trail's three fields
+        # Lossless: a lone surrogate (a file name decoded with surrogateescape) is kept as written.
+        data = text.encode("utf-8", "surrogatepass")
+        digest = hashlib.sha256(data).hexdigest()
+        rejected = ensure_private_dir(self.dir / REJECTED_DIR)
+        name = f"{digest[:32]}.json"  # the same record set aside again (a retried batch): one file
+        with contextlib.suppress(FileExistsError):
+            atomic_write(rejected / name, data, exclusive=True)
+        from edgesec.auditing.ecs import AuditEvent
+
+        return AuditEvent(
+            action="trail.record_rejected",
+            category=("file",),
+            type=("info",),
+            outcome="failure",
+            severity="high",
+            part="auditing",
+            message=f"a record that cannot be written to the trail was set aside: {ascii(str(exc))[:300]}",
+            fields={
+                "file.path": str(rejected / name),
+                "edgesec.trail.rejected_bytes": len(data),
+                "edgesec.trail.rejected_sha256": digest,
+            },
+        ).to_document()
+
+    def _write_lines(
+        self, fd: int, head: _Head, out: list[bytes], chain: list[tuple[int, str]], *, sync: bool
+    ) -> int:
         """Write the lines; with size rotation, start a new file whenever one reaches ``rotate_bytes``
-        (a large group-commit batch is split, so files stay near the configured size)."""
+        (a large group-commit batch is split, so files stay near the configured size).
+
+        A failed write or fdatasync cuts the current file back to where this batch began in it and raises
+        :class:`_Unwritable` with the number of lines before that (whole, in rotated and fsynced files)."""
         size = head.size
+        base_i, base_size = 0, head.size  # the first line of the batch in the current file, and where
         i = 0
-        while i < len(out):
-            if self.rotate_bytes and size >= self.rotate_bytes:
-                seq, digest = chain[i - 1] if i else (head.seq, head.digest)
-                at = _Head(seq, digest, size, os.fstat(fd).st_ino)
-                self._rotate(fd, at)
-                fd = self._current_fd()
-                size = 0
-            j, chunk = i, 0
-            while j < len(out) and (
-                j == i or not self.rotate_bytes or size + chunk + len(out[j]) <= self.rotate_bytes
-            ):
-                chunk += len(out[j])
-                j += 1
-            view = memoryview(b"".join(out[i:j]))
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            size += chunk
-            i = j
+        done = 0  # bytes of out[base_i:] in the current file
+        syncing = False
+        try:
+            while i < len(out):
+                if self.rotate_bytes and size >= self.rotate_bytes:
+                    seq, digest = chain[i - 1] if i else (head.seq, head.digest)
+                    at = _Head(seq, digest, size, os.fstat(fd).st_ino)
+                    self._rotate(fd, at)
+                    fd = self._current_fd()
+                    size = 0
+                    base_i, base_size, done = i, 0, 0
+                j, chunk = i, 0
+                while j < len(out) and (
+                    j == i or not self.rotate_bytes or size + chunk + len(out[j]) <= self.rotate_bytes
+                ):
+                    chunk += len(out[j])
+                    j += 1
+                view = memoryview(b"".join(out[i:j]))
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                    done += n
+                size += chunk
+                i = j
+            syncing = True
+            if sync:
+                os.fdatasync(fd)
+        except OSError as exc:
+            # A failed fdatasync leaves nothing of this file's part of the batch sure: cut it all.
+            # A failed write (a full disk takes part of a batch) keeps the whole lines that went in,
+            # if they can be made durable, and cuts the rest, so the file ends on a whole record.
+            k, kept = base_i, 0
+            if not syncing:
+                while k < len(out) and kept + len(out[k]) <= done:
+                    kept += len(out[k])
+                    k += 1
+            try:
+                os.ftruncate(fd, base_size + kept)
+                if sync and k > base_i:
+                    os.fdatasync(fd)
+            except OSError:
+                k = base_i
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, base_size)
+            raise _Unwritable(k, exc) from exc
         return fd
 
     # -- rotation --------------------------------------------------------------------------------
@@ -506,11 +672,14 @@ class Trail:
 
     def submit(self, doc: Record) -> int:
         """Queue a record (a document, or a :class:`~edgesec.auditing.prepared.Prepared` one) for group
-        commit; returns a ticket for :meth:`wait_durable`."""
+        commit; returns a ticket for :meth:`wait_durable`.
+
+        Raises :class:`TrailWriteFailed` (and queues nothing) while the trail cannot be written: the
+        caller knows at once that this record is not on its way, and the records already queued stay
+        queued until a write succeeds."""
         with self._cond:
             if self._error is not None:
-                err, self._error = self._error, None
-                raise OperationFailed(f"audit trail writer failed: {err}") from err
+                raise self._failure()
             queue = self._queue
             first = not queue
             if first:
@@ -526,6 +695,27 @@ class Trail:
             if first or len(queue) >= GROUP_MAX_BATCH:
                 self._cond.notify_all()
         return ticket
+
+    def _failure(self) -> TrailWriteFailed:
+        """The error callers see while the writer fails (call with ``_cond`` held)."""
+        lost = self._submitted - self._durable
+        err = self._error
+        reason = err.reason if isinstance(err, TrailWriteFailed) else f"{type(err).__name__}: {err}"
+        return TrailWriteFailed(
+            f"audit trail {self.path} cannot be written: {reason}; {lost} queued record(s) not on disk",
+            reason=reason,
+            hint="free space in the trail's file system; queued records are written when it takes them",
+        )
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last write failed (read without the lock: the authz decision path asks it)."""
+        return self._error is not None
+
+    def error(self) -> str | None:
+        """Why the trail cannot be written now (``None`` when the last write succeeded): for health checks."""
+        with self._cond:
+            return None if self._error is None else str(self._failure())
 
     def _run(self) -> None:
         while True:
@@ -549,27 +739,38 @@ class Trail:
                 batch, self._queue = self._queue, []
             try:
                 self._write_batch(batch, sync=True)
-            except BaseException as exc:  # noqa: BLE001 - kept and re-raised to the next caller
+            except BaseException as exc:  # noqa: BLE001 - kept and raised to every caller until a write succeeds
+                done = exc.written if isinstance(exc, TrailWriteFailed) else 0
                 with self._cond:
-                    self._queue[:0] = batch  # keep them: nothing is dropped
+                    self._durable += done
+                    self._queue[:0] = batch[done:]  # keep them: nothing is dropped
                     self._error = exc
+                    self._attempts += 1
                     self._cond.notify_all()
-                time.sleep(self.interval)
+                    if self._closed:
+                        return  # close() has reported what is not on disk
+                time.sleep(max(self.interval, 0.05))
                 continue
             with self._cond:
                 self._durable += len(batch)
+                self._error = None
+                self._attempts += 1
                 self._cond.notify_all()
 
     def wait_durable(self, ticket: int, timeout: float | None = None) -> bool:
+        """Wait until the record of ``ticket`` is durable; ``False`` on timeout. Raises
+        :class:`TrailWriteFailed` while the trail cannot be written."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
+            attempts = self._attempts
             if self._durable < ticket:
                 self._hurry = True  # someone is waiting: do not hold the batch open
                 self._cond.notify_all()
             while self._durable < ticket:
-                if self._error is not None:
-                    err = self._error
-                    raise OperationFailed(f"audit trail writer failed: {err}") from err
+                # A write that failed after this call began is the answer; a failure from before it
+                # gets one more try first (the disk may have room again).
+                if self._error is not None and self._attempts > attempts:
+                    raise self._failure() from self._error
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -577,7 +778,8 @@ class Trail:
         return True
 
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Wait until every submitted record is durable."""
+        """Wait until every submitted record is durable; ``False`` on timeout, :class:`TrailWriteFailed`
+        while the trail cannot be written (naming how many records are not on disk)."""
         with self._cond:
             ticket = self._submitted
         if ticket == 0:
@@ -585,20 +787,30 @@ class Trail:
         return self.wait_durable(ticket, timeout)
 
     def close(self) -> None:
-        self.flush()
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        with self._mutex:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-        for listener in self.listeners:
-            closer = getattr(listener, "close", None)
-            if callable(closer):
-                closer()
+        """Write what is queued and stop the writer. Raises :class:`TrailWriteFailed` naming the records
+        that could not be written (they are lost with the process: the error is the record of that)."""
+        try:
+            done = self.flush()
+            with self._cond:
+                lost = self._submitted - self._durable
+            if not done and lost:
+                raise TrailWriteFailed(
+                    f"audit trail {self.path}: {lost} queued record(s) not written before close (timeout)"
+                )
+        finally:
+            with self._cond:
+                self._closed = True
+                self._cond.notify_all()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            with self._mutex:
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
+            for listener in self.listeners:
+                closer = getattr(listener, "close", None)
+                if callable(closer):
+                    closer()
 
     def _after_fork(self) -> None:
         # A forked child inherits no writer thread and must not share our fd's cached head.
@@ -610,15 +822,23 @@ class Trail:
         self._head = None
         self._error = None
         self._hurry = False
+        self._carry = []
+        self._attempts = 0
 
 
 _LIVE: weakref.WeakSet[Trail] = weakref.WeakSet()
 
 
 def _flush_all() -> None:
+    """At exit: write what is queued; a loss is said on stderr (an exit handler cannot change the code)."""
     for t in list(_LIVE):
-        with contextlib.suppress(Exception):
-            t.flush(timeout=10)
+        try:
+            if not t.flush(timeout=10):
+                sys.stderr.write(
+                    f"edgesec: error: audit trail {t.path}: queued records not written at exit\n"
+                )
+        except Exception as exc:  # noqa: BLE001 - every trail gets its turn
+            sys.stderr.write(f"edgesec: error: {exc}\n")
 
 
 def _reset_after_fork() -> None:

@@ -19,7 +19,6 @@ Truncating the *current* file's tail leaves a valid, shorter chain: only a check
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgesec.auditing.trail import CURRENT, GENESIS, trail_files
+from edgesec.auditing.trail import CURRENT, GENESIS, line_hash_ok, trail_files
 from edgesec.errors import InputError, NotFound, VerificationError
 
 _ROTATED_RE = re.compile(r"^trail\.(\d{12})-(\d{12})\.jsonl$")
@@ -99,21 +98,6 @@ class _Rec:
     doc: dict[str, Any] | None
     seq: int | None
     torn: bool = False
-
-
-def _hash_ok(raw: bytes, doc: dict[str, Any]) -> bool:
-    """Does the line hash to its own ``event.hash``?
-
-    The writer hashed the canonical record without ``event.hash``, and wrote the canonical record with
-    it; the two differ only by ``"hash":"<h>",`` inside ``event`` (never its last key: ``kind``
-    follows). So the check works on the raw bytes: one SHA-256, no re-encoding. Any other byte change,
-    re-formatting included, changes the digest.
-    """
-    h = str(doc["event"]["hash"])
-    needle = b'"hash":"' + h.encode("ascii", "replace") + b'",'
-    if needle not in raw:
-        return False
-    return hashlib.sha256(raw.replace(needle, b"", 1)).hexdigest() == h
 
 
 def _name_range(path: Path) -> tuple[int, int] | None:
@@ -379,7 +363,7 @@ def _walk(
                 f"{_where(rec)}: not a trail record where record {expected} should be (inserted text or damaged record)",
             )
         doc = rec.doc
-        if not _hash_ok(rec.raw, doc):
+        if not line_hash_ok(rec.raw, doc):
             return Problem(
                 "edited",
                 rec.seq,

@@ -207,8 +207,9 @@ class Authorizer:
             self._audit(out, client_ip, headers)
         except Exception:  # noqa: BLE001 -- an audit fault must not become a 500 or an unaudited break-glass
             out.extra["audit_failed"] = bool(out.extra.get("break_glass"))
-        # The audit of a break-glass use must be on disk before the request goes through.
-        if out.status == 200 and out.extra.get("audit_failed"):
+        # The audit of a break-glass use must be on disk before the request goes through, and while
+        # the trail cannot be written nothing is allowed (fail closed; /readyz answers 503).
+        if out.status == 200 and (out.extra.get("audit_failed") or auditing.trail_failing()):
             out.status, out.reason = 403, "audit-failed"
             return self._answer(out)
         return answer
@@ -719,6 +720,14 @@ def readiness(authz: Authorizer) -> dict[str, Any]:
     body: dict[str, Any] = {"ready": True, "process": os.getpid(), "policy": policy}
     if authz.notes:
         body["notes"] = list(authz.notes)
+    audit_error = auditing.trail_error()
+    if audit_error is not None:
+        body["audit"] = {
+            "ok": False,
+            "error": audit_error,
+            "note": "allows are denied until the trail is written",
+        }
+        body["ready"] = False
     if authz.trust is not None:
         t = authz.trust.status()
         body["trust"] = t

@@ -194,3 +194,26 @@ def test_ship_refuses_a_broken_trail(cli, es: FakeElasticsearch, pki: SitePki, t
     cur.write_bytes(b"".join(lines))
     code, _, err = cli("auditlog", "ship", *tls_args(es, pki), "--trail", str(trail))
     assert code == 1 and "broken at record" in err
+
+
+def test_ship_refuses_an_edited_record_and_names_it(
+    cli, es: FakeElasticsearch, pki: SitePki, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """An edited record keeps its genuine hash and links: ship must check the hash itself, send the
+    records before it, and never index the forgery under the genuine _id."""
+    trail = tmp_path / "trail"
+    _emit(trail, 50)
+    cur = trail / "trail.jsonl"
+    lines = cur.read_bytes().splitlines(keepends=True)
+    forged = json.loads(lines[20])
+    genuine_id = forged["event"]["hash"]
+    forged["user"]["id"] = "root"
+    lines[20] = json.dumps(forged, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    cur.write_bytes(b"".join(lines))
+    code, _, err = cli("auditlog", "ship", *tls_args(es, pki), "--trail", str(trail))
+    assert code == 1
+    assert "record 21 (trail.jsonl:21) does not match its hash" in err
+    shipped = es.docs("edgesec-audit-")
+    assert genuine_id not in shipped and len(shipped) == 20
+    code, _, _ = cli("auditlog", "verify", "--trail", str(trail))
+    assert code == 1
