@@ -356,8 +356,13 @@ def gen_traefik(
         list[str] | None, typer.Option("--trusted-ip", help="peer allowed to set X-Forwarded-* (repeat)")
     ] = None,
     dynamic_path: Annotated[
-        str, typer.Option("--dynamic-path", help="path of the dynamic file, as the static config names it")
-    ] = "/etc/traefik/dynamic/edgesec.yml",
+        str | None,
+        typer.Option(
+            "--dynamic-path",
+            help="path of the dynamic file, as the static config names it "
+            "(default: edgesec-dynamic.yml in --out, else /etc/traefik/dynamic/edgesec-dynamic.yml)",
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="directory for edgesec-dynamic.yml and edgesec-static.yml")
     ] = None,
@@ -366,13 +371,20 @@ def gen_traefik(
     from edgesec.authz.gen import render_traefik_dynamic, render_traefik_static
 
     site = _site(server_name, backend, cert, key, ca, listen, trusted_ip)
+    if dynamic_path is None:
+        # The static config names the file this command writes (not a different name beside it).
+        base = out.absolute() if out is not None else Path("/etc/traefik/dynamic")
+        dynamic_path = str(base / _TRAEFIK_DYNAMIC)
     _write_or_print(
         out,
         {
-            "edgesec-dynamic.yml": render_traefik_dynamic(site),
+            _TRAEFIK_DYNAMIC: render_traefik_dynamic(site),
             "edgesec-static.yml": render_traefik_static(site, dynamic_path),
         },
     )
+
+
+_TRAEFIK_DYNAMIC = "edgesec-dynamic.yml"
 
 
 @gen_app.command("caddy")

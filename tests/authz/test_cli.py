@@ -180,7 +180,15 @@ def test_gen_traefik_validates_against_the_schemas(cli, tmp_path: Path, conforma
     assert "X-Forwarded-Tls-Client-Cert" in fa["authRequestHeaders"]
     assert dyn["http"]["middlewares"]["edgesec-client-cert"]["passTLSClientCert"]["pem"] is True
     router = dyn["http"]["routers"]["edgesec-app"]
-    assert router["middlewares"] == ["edgesec-client-cert", "edgesec-forward-auth"]
+    assert router["middlewares"] == ["edgesec-strip", "edgesec-client-cert", "edgesec-forward-auth"]
+    strip = dyn["http"]["middlewares"]["edgesec-strip"]["headers"]["customRequestHeaders"]
+    assert {"X_User_ID", "X-User_ID", "X_Roles", "X-HTTP-Method-Override", "Connection"} <= set(strip)
+    assert set(strip.values()) == {""}
+    # The static config names the dynamic file this command wrote, keeps the listen address it was
+    # given (the default 0.0.0.0:443 here) and never phones home.
+    assert static["providers"]["file"]["filename"] == str(out_dir.absolute() / "edgesec-dynamic.yml")
+    assert static["entryPoints"]["websecure"]["address"] == "0.0.0.0:443"
+    assert static["global"] == {"checkNewVersion": False, "sendAnonymousUsage": False}
     opts = dyn["tls"]["options"][router["tls"]["options"]]
     assert opts["clientAuth"]["clientAuthType"] == "RequireAndVerifyClientCert"
     assert opts["clientAuth"]["caFiles"][0].endswith("ca-bundle.pem")

@@ -19,45 +19,88 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import pytest
 
-from edgesec.authz.gen import ProxySite, render_caddy, render_nginx
+from edgesec.authz import headers as hdr
+from edgesec.authz.gen import (
+    ProxySite,
+    render_caddy,
+    render_nginx,
+    render_traefik_dynamic,
+    render_traefik_static,
+)
 from edgesec.authz.service import Authorizer, create_app
 from tests.authz.conftest import SiteCA, bank_files, free_port, running, settings
 
 IDENTITY = ("x-user-id", "x-roles", "x-tenant", "x-auth-method")
 
 
+class _Tee:
+    """The request's input stream, recording every header line exactly as the proxy sent its bytes."""
+
+    def __init__(self, raw: Any, lines: list[bytes]) -> None:
+        self.raw, self.lines, self.done = raw, lines, False
+
+    def readline(self, *a: Any) -> bytes:
+        line: bytes = self.raw.readline(*a)
+        if not self.done:
+            self.lines.append(line)
+            self.done = line in (b"\r\n", b"\n", b"")
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+
 class Backend:
-    """An echo backend that records the headers of every request it receives."""
+    """A real WSGI backend (wsgiref, which folds ``_`` and ``-`` into ``HTTP_X_USER_ID`` as most frameworks
+    do) that also records the raw header bytes of every request the proxy sent it.
+
+    ``seen`` holds each request's headers as (lower-case name as sent, value); ``raw`` the header bytes;
+    ``environ`` the ``HTTP_*`` variables the application read.
+    """
 
     def __init__(self) -> None:
-        seen: list[list[tuple[str, str]]] = []
-        self.seen = seen
+        self.seen: list[list[tuple[str, str]]] = []
+        self.raw: list[bytes] = []
+        self.environ: list[dict[str, str]] = []
+        backend = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def _any(self) -> None:
-                seen.append([(k.lower(), v) for k, v in self.headers.items()])
-                n = int(self.headers.get("Content-Length") or 0)
-                if n:
-                    self.rfile.read(n)
-                body = json.dumps({"path": self.path}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            backend.environ.append({k: v for k, v in environ.items() if k.startswith("HTTP_")})
+            n = int(environ.get("CONTENT_LENGTH") or 0)
+            if n:
+                environ["wsgi.input"].read(n)
+            body = json.dumps({"path": environ.get("PATH_INFO")}).encode()
+            start_response(
+                "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            )
+            return [body]
 
-            do_GET = do_POST = do_DELETE = do_PUT = _any
+        class Handler(WSGIRequestHandler):
+            def setup(self) -> None:
+                super().setup()
+                self.lines: list[bytes] = []
+                self.rfile = _Tee(self.rfile, self.lines)  # type: ignore[assignment]
+
+            def get_environ(self) -> dict[str, Any]:
+                backend.raw.append(b"".join(self.lines))
+                backend.seen.append([(k.lower(), v) for k, v in self.headers.items()])
+                return super().get_environ()  # type: ignore[no-any-return]
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingMixIn, WSGIServer):
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server.set_app(app)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -174,6 +217,40 @@ http {{
         proc.wait(timeout=20)
 
 
+@pytest.fixture
+def traefik(site_ca: SiteCA, stack: dict[str, Any], tmp_path: Path) -> Iterator[int]:
+    port = free_port()
+    site = _site(site_ca, stack, port)
+    dyn = tmp_path / "edgesec-dynamic.yml"
+    dyn.write_text(render_traefik_dynamic(site))
+    static = tmp_path / "traefik.yml"
+    static.write_text(render_traefik_static(site, str(dyn)))
+    log = tmp_path / "traefik.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            ["traefik", f"--configFile={static}"], stdout=fh, stderr=subprocess.STDOUT, cwd=tmp_path
+        )
+    try:
+        wait_port(port, proc, log)
+        # The file provider loads the routers just after the entrypoint opens: wait for a real answer.
+        deadline = time.time() + 20
+        while True:
+            try:
+                st, _ = request(site_ca, port, "alice", "GET", "/v1/chat-messages")
+            except (OSError, http.client.HTTPException):
+                st = 0
+            if st not in (0, 404) or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        stack["backend"].seen.clear()
+        stack["backend"].raw.clear()
+        stack["backend"].environ.clear()
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 def tls(site_ca: SiteCA, who: str | None) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(site_ca.files / "ca-bundle.pem"))
     if who is not None:
@@ -264,3 +341,140 @@ def test_caddy_end_to_end(site_ca: SiteCA, stack: dict[str, Any], caddy: int) ->
 @pytest.mark.real("nginx")
 def test_nginx_end_to_end(site_ca: SiteCA, stack: dict[str, Any], nginx: int) -> None:
     _run_scenarios(site_ca, stack, nginx, "nginx")
+
+
+@pytest.mark.real("traefik")
+def test_traefik_end_to_end(site_ca: SiteCA, stack: dict[str, Any], traefik: int) -> None:
+    _run_scenarios(site_ca, stack, traefik, "traefik")
+
+
+# -- header hygiene: every spelling of every protected header, through each proxy, to both backends ------
+
+DECIDED = dict(zip(IDENTITY, ("alice", "role:teller", "branch", "cert"), strict=True))
+MARK = "evil"
+
+
+def _spoof_value(name: str) -> str:
+    key = hdr.fold(name)
+    if key == "x-roles":
+        return f"role:admin,{MARK}"
+    if key.endswith(("-uri", "-url", "-prefix")):
+        return f"/{MARK}/console/api/apps"
+    if "method" in key:
+        return "DELETE"
+    if key.endswith("-for") or key == "x-real-ip":
+        return "10.6.6.6"
+    return f"{MARK}-erin"
+
+
+def variants() -> list[tuple[str, str]]:
+    """Every protected header: ``_``/``-`` at each separator, in three cases, plus a duplicate."""
+    out: list[tuple[str, str]] = []
+    for name in hdr.protected(IDENTITY_NAMES, "X-Forwarded-Tls-Client-Cert"):
+        for sp in hdr.spellings(name):
+            for v in (sp, sp.lower(), sp.upper()):
+                out.append((v, _spoof_value(name)))
+        out.append((name, _spoof_value(name)))  # the exact name twice: a duplicate
+    return out
+
+
+IDENTITY_NAMES = ("X-User-ID", "X-Roles", "X-Tenant", "X-Auth-Method")
+
+
+def raw_request(
+    site_ca: SiteCA, port: int, method: str, path: str, headers: list[tuple[str, str]]
+) -> tuple[int, bytes]:
+    conn = http.client.HTTPSConnection("localhost", port, context=tls(site_ca, "alice"), timeout=30)
+    try:
+        conn.putrequest(method, path)
+        body = b"{}" if method == "POST" else b""
+        for k, v in headers:
+            conn.putheader(k, v)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def _assert_clean(backend: Backend, proxy: str, case: str) -> None:
+    """The last request reached the backend with exactly the decided identity and no client-set value."""
+    seen, raw, env = backend.seen[-1], backend.raw[-1], backend.environ[-1]
+    protected = {hdr.fold(h) for h in hdr.protected(IDENTITY_NAMES, "X-Forwarded-Tls-Client-Cert")}
+    for name, value in seen:
+        if hdr.fold(name) in protected:
+            assert MARK not in value and value not in ("DELETE", "10.6.6.6"), (proxy, case, name, value)
+            assert "_" not in name, (proxy, case, name)
+    for name, want in DECIDED.items():
+        assert [v for k, v in seen if hdr.fold(k) == name] == [want], (proxy, case, name, seen)
+        # What a folding framework reads: the decided value, nothing appended.
+        assert env.get("HTTP_" + name.upper().replace("-", "_")) == want, (proxy, case, name, env)
+    assert MARK.encode() not in raw and b"10.6.6.6" not in raw, (proxy, case, raw)
+    for key, value in env.items():
+        if hdr.fold(key.removeprefix("HTTP_")) in protected:
+            assert MARK not in value and "DELETE" not in value, (proxy, case, key, value)
+
+
+def _hygiene(site_ca: SiteCA, stack: dict[str, Any], port: int, proxy: str) -> dict[str, int]:
+    backend: Backend = stack["backend"]
+    counts = {"variants": 0, "requests": 0}
+    every = variants()
+    counts["variants"] = len(every)
+    # 1. All variants at once on an allowed request: 200, and the backend sees only what authz decided.
+    st, body = raw_request(site_ca, port, "POST", "/v1/chat-messages", every)
+    assert st == 200, (proxy, st, body)
+    _assert_clean(backend, proxy, "all variants")
+    # 2. Each protected header's variants on their own (a proxy may refuse a huge request as a whole).
+    for name in hdr.protected(IDENTITY_NAMES, "X-Forwarded-Tls-Client-Cert"):
+        group = [(k, v) for k, v in every if hdr.fold(k) == hdr.fold(name)]
+        st, body = raw_request(site_ca, port, "POST", "/v1/chat-messages", group)
+        assert st == 200, (proxy, name, st, body)
+        _assert_clean(backend, proxy, name)
+        counts["requests"] += 1
+    # 3. Connection names the identity headers (hop-by-hop deletion of what the proxy copied in), with
+    #    the underscore twins ready to take their place.
+    twins = [("X_User_ID", "admin"), ("X_Roles", "role:admin")]
+    st, body = raw_request(
+        site_ca, port, "POST", "/v1/chat-messages", [("Connection", "close, X-User-ID, X-Roles"), *twins]
+    )
+    assert st == 200, (proxy, st, body)
+    seen = backend.seen[-1]
+    assert [v for k, v in seen if hdr.fold(k) == "x-user-id"] == ["alice"], (proxy, seen)
+    assert backend.environ[-1].get("HTTP_X_ROLES") == "role:teller", (proxy, backend.environ[-1])
+    # 4. Client-chosen request attributes never decide: a denied request stays denied whatever
+    #    X-Forwarded-*/X-Original-*/override headers (any spelling) say.
+    n = len(backend.seen)
+    for k in ("X-Forwarded-Uri", "X-Forwarded-Method", "X-Original-URI", "X-Original-Method"):
+        for sp in hdr.spellings(k):
+            value = "POST" if "method" in k.lower() else "/v1/chat-messages"
+            st, _ = raw_request(site_ca, port, "DELETE", "/console/api/apps/1", [(sp, value)])
+            assert st in (400, 401, 403), (proxy, sp, st)
+            counts["requests"] += 1
+    assert len(backend.seen) == n, (proxy, backend.seen[n:])
+    # 5. obs-fold (a continuation line), where the proxy accepts it at all.
+    try:
+        st, _ = raw_request(
+            site_ca, port, "POST", "/v1/chat-messages", [("X-Roles", "role:teller\r\n role:admin")]
+        )
+    except (OSError, http.client.HTTPException):
+        st = 0
+    assert st in (0, 200, 400), (proxy, st)
+    if st == 200:
+        _assert_clean(backend, proxy, "obs-fold")
+    return counts
+
+
+@pytest.mark.real("caddy")
+def test_caddy_passes_no_header_variant(site_ca: SiteCA, stack: dict[str, Any], caddy: int) -> None:
+    _hygiene(site_ca, stack, caddy, "caddy")
+
+
+@pytest.mark.real("nginx")
+def test_nginx_passes_no_header_variant(site_ca: SiteCA, stack: dict[str, Any], nginx: int) -> None:
+    _hygiene(site_ca, stack, nginx, "nginx")
+
+
+@pytest.mark.real("traefik")
+def test_traefik_passes_no_header_variant(site_ca: SiteCA, stack: dict[str, Any], traefik: int) -> None:
+    _hygiene(site_ca, stack, traefik, "traefik")
