@@ -111,6 +111,7 @@ def explain(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Show the decision for one request: allowed or not, the user's roles, the matched rule."""
+    from edgesec.authz.identity import role_clash
     from edgesec.authz.request import RequestRejected, canonical_path
 
     s = state().config().settings.authz
@@ -125,12 +126,17 @@ def explain(
         "uri": uri,
         "policy": str(files.policy),
     }
+    clash = role_clash(user, engine.role_names)
+    path: str | None = None
     try:
         path = canonical_path(uri.split("?", 1)[0])
     except RequestRejected as exc:
-        data.update(
-            allowed=False, effect="rejected", reason=f"{exc.reason}: {exc}", roles=[], rule=None, path=None
-        )
+        rejected: str | None = f"{exc.reason}: {exc}"
+    else:
+        # /auth answers 401 for an identity in the role namespace, whatever the policy says.
+        rejected = None if clash is None else f"identity-names-role: {clash}"
+    if rejected is not None or path is None:
+        data.update(allowed=False, effect="rejected", reason=rejected, roles=[], rule=None, path=path)
     else:
         d = engine.decide(user, t, path, method)
         data.update(
@@ -163,6 +169,7 @@ def test_cmd(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Check a table of expected decisions against the policy; exit 1 on any mismatch."""
+    from edgesec.authz.identity import role_clash
     from edgesec.authz.policy import load_test_table
     from edgesec.authz.request import RequestRejected, canonical_path
 
@@ -175,8 +182,8 @@ def test_cmd(
             path: str | None = canonical_path(c.uri.split("?", 1)[0])
         except RequestRejected:
             path = None
-        if path is None:
-            got, rule = False, None
+        if path is None or role_clash(c.user, engine.role_names) is not None:
+            got, rule = False, None  # /auth refuses these before the policy is asked
         else:
             d = engine.decide(c.user, c.tenant, path, c.method)
             got, rule = d.allowed, d.rule
