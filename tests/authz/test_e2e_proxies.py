@@ -13,6 +13,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import posixpath
+import re
 import socket
 import ssl
 import subprocess
@@ -22,8 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
+from urllib.parse import unquote
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
+import jwt
 import pytest
 
 from edgesec.authz import headers as hdr
@@ -36,6 +40,8 @@ from edgesec.authz.gen import (
 )
 from edgesec.authz.service import Authorizer, create_app
 from tests.authz.conftest import SiteCA, bank_files, free_port, running, settings
+from tests.authz.test_bypass import CORPUS, broad_files
+from tests.authz.test_identity import _attacks, claims, jwt_settings, keys  # noqa: F401 -- keys: a fixture
 
 IDENTITY = ("x-user-id", "x-roles", "x-tenant", "x-auth-method")
 
@@ -127,9 +133,17 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @pytest.fixture
-def stack(site_ca: SiteCA, tmp_path: Path) -> Iterator[dict[str, Any]]:
+def stack(site_ca: SiteCA, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """authz (real uvicorn) and the backend; ``param``: ``bank`` (default), ``broad`` (the bypass corpus'
+    allow-everything-but-deny-rules policy) or ``jwt`` (bank, with bearer tokens accepted before the
+    certificate, the JWT attack corpus' keys)."""
+    kind = getattr(request, "param", "bank")
+    files = broad_files(tmp_path) if kind == "broad" else bank_files(tmp_path)
+    extra: dict[str, Any] = {}
+    if kind == "jwt":
+        extra = {"identity_order": ["jwt", "cert"], "jwt": jwt_settings(request.getfixturevalue("keys"))}
     a = Authorizer(
-        settings(tenant_hosts={"localhost": "branch"}), files=bank_files(tmp_path), trust_dir=site_ca.trust
+        settings(tenant_hosts={"localhost": "branch"}, **extra), files=files, trust_dir=site_ca.trust
     )
     app = create_app(a.settings, authorizer=a, watch=False)
     with running(app) as auth_url, Backend() as backend:
@@ -478,3 +492,122 @@ def test_nginx_passes_no_header_variant(site_ca: SiteCA, stack: dict[str, Any], 
 @pytest.mark.real("traefik")
 def test_traefik_passes_no_header_variant(site_ca: SiteCA, stack: dict[str, Any], traefik: int) -> None:
     _hygiene(site_ca, stack, traefik, "traefik")
+
+
+# -- the bypass corpus, the JWT attacks and the spoofing cases through each real proxy -------------------
+
+PROXIES = [
+    pytest.param("caddy", marks=pytest.mark.real("caddy")),
+    pytest.param("nginx", marks=pytest.mark.real("nginx")),
+    pytest.param("traefik", marks=pytest.mark.real("traefik")),
+]
+_FWD = {"x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-forwarded-proto"}
+FORBIDDEN = re.compile(r"^/admin(/|$)|^/internal/[^/]+/secret(/|$)")
+
+
+def _lenient(path: str) -> str:
+    """The resource a lenient backend would serve for ``path``: decoded until stable, ``\\`` as ``/``,
+    path parameters dropped, dot segments resolved, lower case."""
+    p = path.split("?", 1)[0].split("#", 1)[0]
+    for _ in range(3):
+        p = unquote(p)
+    p = re.sub(r";[^/]*", "", p.replace("\\", "/").replace("\x00", ""))
+    p = posixpath.normpath("/" + p.lstrip("/")).lower()
+    return "/" if p in (".", "//") else p
+
+
+def _send(
+    site_ca: SiteCA, port: int, who: str | None, method: str, target: str, extra: list[tuple[str, str]]
+) -> int:
+    """One request as a client would send it; 0 when the client library or the TLS handshake refuses."""
+    try:
+        conn = http.client.HTTPSConnection("localhost", port, context=tls(site_ca, who), timeout=20)
+        try:
+            conn.putrequest(method, target, skip_accept_encoding=True)
+            for k, v in extra:
+                conn.putheader(k, v)
+            conn.endheaders()
+            r = conn.getresponse()
+            r.read()
+            return r.status
+        finally:
+            conn.close()
+    except (ValueError, OSError, http.client.HTTPException):
+        return 0
+
+
+@pytest.mark.parametrize("stack", ["broad"], indirect=True)
+@pytest.mark.parametrize("proxy", PROXIES)
+def test_bypass_corpus_through_the_proxy(
+    site_ca: SiteCA, stack: dict[str, Any], proxy: str, request: pytest.FixtureRequest
+) -> None:
+    """Each corpus case as a client would send it: the request target and method, the certificate the
+    case names, every other header as a client header. The backend never serves a forbidden resource
+    (under any decoding a lenient backend might apply)."""
+    port = request.getfixturevalue(proxy)
+    backend: Backend = stack["backend"]
+    assert _send(site_ca, port, "alice", "GET", "/public/docs", []) == 200  # control
+    assert _send(site_ca, port, "alice", "GET", "/admin", []) == 403  # control
+    counts = {"cases": 0, "proxy-refused": 0, "authz-refused": 0, "served-harmless": 0, "unsendable": 0}
+    for case in CORPUS:
+        counts["cases"] += 1
+        h = {k.lower(): v for k, v in case.headers}
+        method = h.get("x-forwarded-method", "GET")
+        target = h.get("x-forwarded-uri", "/")
+        who: str | None = None
+        cert = h.get("x-forwarded-tls-client-cert")
+        if cert is not None:
+            who = cert[1:] if cert.startswith("@") else "alice"
+        extra = [
+            (k, site_ca.der_b64(v[1:]) if v.startswith("@") else v)
+            for k, v in case.headers[len([1 for k, _ in case.headers[:5] if k.lower() in _FWD]) :]
+            if not (k == "X-Forwarded-Tls-Client-Cert" and v == cert)
+        ]
+        if h.get("x-forwarded-host", "dify.branch.local") != "dify.branch.local":
+            extra.append(("Host", h["x-forwarded-host"]))
+        n = len(backend.seen)
+        st = _send(site_ca, port, who, method, target, extra)
+        served = backend.environ[n:]
+        for env in served:
+            path = env.get("PATH_INFO", "")
+            assert not FORBIDDEN.search(_lenient(path)), (proxy, case.desc, path)
+        if st == 0:
+            counts["unsendable"] += 1
+        elif st in (401, 403):
+            counts["authz-refused"] += 1
+        elif 200 <= st < 300 and served:
+            counts["served-harmless"] += 1
+        else:
+            counts["proxy-refused"] += 1
+    print(f"\nbypass corpus through {proxy}: {counts}")
+
+
+@pytest.mark.parametrize("stack", ["jwt"], indirect=True)
+@pytest.mark.parametrize("proxy", PROXIES)
+def test_jwt_attacks_through_the_proxy(
+    site_ca: SiteCA, stack: dict[str, Any], proxy: str, request: pytest.FixtureRequest
+) -> None:
+    """Every token of the JWT attack corpus, as a bearer token through the proxy: 401, backend not reached;
+    a good token gets through with its subject."""
+    port = request.getfixturevalue(proxy)
+    jwt_keys: dict[str, Any] = request.getfixturevalue("keys")
+    backend: Backend = stack["backend"]
+    good = jwt.encode(claims(tenant="branch"), jwt_keys["ec"], algorithm="ES256", headers={"kid": "ec"})
+    assert (
+        _send(site_ca, port, "alice", "POST", "/v1/chat-messages", [("Authorization", f"Bearer {good}")])
+        == 200
+    )
+    assert [v for k, v in backend.seen[-1] if k == "x-auth-method"] == ["jwt+cert"]
+    n = len(backend.seen)
+    refused = 0
+    for name, token in _attacks(jwt_keys).items():
+        st = _send(
+            site_ca, port, "alice", "POST", "/v1/chat-messages", [("Authorization", f"Bearer {token}")]
+        )
+        # 403: a token naming another user than the certificate; oversized: a proxy may refuse it first.
+        assert st in (400, 401, 403, 431, 494), (proxy, name, st)
+        refused += 1
+    assert len(backend.seen) == n, (proxy, backend.seen[n:])
+    print(
+        f"\nJWT attacks through {proxy}: {refused} of {len(_attacks(jwt_keys))} refused, 0 reached the backend"
+    )
