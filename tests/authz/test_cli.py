@@ -118,7 +118,7 @@ def test_lint_finds_dead_shadowed_and_roleless(cli, tmp_path: Path) -> None:  # 
         "p, role:teller, branch, /v1/chat-messages, POST, allow\n"
         "p, role:teller, branch, /v1/chat-messages, POST, deny\n"  # shadows line 1
         "p, role:ghost, branch, /v1/x, GET, allow\n"  # nobody holds role:ghost
-        "p, role:teller, branch, /v1/../admin, GET, allow\n"  # never a canonical path
+        "p, role:teller, branch, /v1/../admin, GET, allow\n"  # live only through '.' = any character
         "p, role:teller, branch, /v1/y, get, allow\n"  # matches no method
         "p, role:teller, branch, v1/z, GET, allow\n"  # no leading slash
         "p, role:teller, branch, /v1/a/*, GET, allow\n"
@@ -132,7 +132,7 @@ def test_lint_finds_dead_shadowed_and_roleless(cli, tmp_path: Path) -> None:  # 
     found = {(f["line"], f["code"]) for f in json.loads(out)["result"]["findings"]}
     assert (1, "shadowed") in found
     assert (3, "never-matches") in found
-    assert (4, "never-matches") in found
+    assert (4, "dot-wildcard") in found and (4, "never-matches") not in found
     assert (5, "never-matches") in found
     assert (6, "never-matches") in found
     assert (8, "redundant") in found
