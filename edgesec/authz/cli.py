@@ -408,7 +408,9 @@ def gen_caddy(
     from edgesec.authz.gen import render_caddy
 
     _write_or_print(
-        out, {"Caddyfile": render_caddy(_site(server_name, backend, cert, key, ca, listen, None))}
+        # Every certificate of the bundle inline: Caddy 2.6 reads only the first one of a file.
+        out,
+        {"Caddyfile": render_caddy(_site(server_name, backend, cert, key, ca, listen, None).with_ca_certs())},
     )
 
 

@@ -580,16 +580,29 @@ def _caddy_tls(site: CaddyNode, path: str, read: Reader, trust: SiteTrust, rep: 
     mode = (opts.get("mode") or ["request"])[0]
     if mode != "require_and_verify":
         rep.fail(f"{path}:{ca.line}", f"client_auth mode is {mode}, not require_and_verify")
-    files = opts.get("trusted_ca_cert_file")
-    if not files:
+    files = [c for c in ca.block if c.name == "trusted_ca_cert_file" and len(c.args) > 1]
+    inline = [c for c in ca.block if c.name == "trusted_ca_cert" and len(c.args) > 1]
+    if not files and not inline:
         rep.fail(
             f"{path}:{ca.line}",
-            "client_auth names no trusted_ca_cert_file: the site CA is not what verifies clients",
+            "client_auth names no trusted_ca_cert(_file): the site CA is not what verifies clients",
         )
-    else:
-        why = judge_ca_file(files[0], read(files[0]), trust)
+    for f in files:
+        text = read(f.args[1])
+        why = judge_ca_file(f.args[1], text, trust)
         if why:
-            rep.fail(f"{path}:{ca.line}", why)
+            rep.fail(f"{path}:{f.line}", why)
+        elif text is not None and len(fingerprints(text)) > 1:
+            rep.warn(
+                f"{path}:{f.line}",
+                f"Caddy 2.6 reads only the first certificate of {f.args[1]}: a client that sends only its leaf "
+                "is refused (edgesec authz gen caddy names every certificate with trusted_ca_cert)",
+            )
+    for c in inline:
+        pem = "-----BEGIN CERTIFICATE-----\n" + c.args[1] + "\n-----END CERTIFICATE-----\n"
+        why = judge_ca_file(f"trusted_ca_cert on line {c.line}", pem, trust)
+        if why:
+            rep.fail(f"{path}:{c.line}", why)
 
 
 def _caddy_auth(site: CaddyNode, path: str, trust: SiteTrust, rep: ProxyReport) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from edgesec._data import policies_root
 
@@ -201,11 +204,12 @@ def test_gen_traefik_validates_against_the_schemas(cli, tmp_path: Path, conforma
     assert code == 1 and "overwrite" in err
 
 
-def test_gen_uses_configured_header_names(cli, tmp_path: Path, home: Path) -> None:  # type: ignore[no-untyped-def]
+def test_gen_uses_configured_header_names(cli, tmp_path: Path, home: Path, site_ca) -> None:  # type: ignore[no-untyped-def]
     cfg = tmp_path / "edgesec.toml"
     cfg.write_text('[authz]\nport = 9500\n[authz.headers]\nuser = "X-Edge-User"\n')
     cfg.chmod(0o600)
-    code, out, err = cli("--config", str(cfg), "authz", "gen", "caddy", *GEN)
+    ca = str(site_ca.files / "ca-bundle.pem")
+    code, out, err = cli("--config", str(cfg), "authz", "gen", "caddy", *GEN, "--ca", ca)
     assert code == 0, err
     assert "copy_headers X-Edge-User X-Roles X-Tenant X-Auth-Method" in out
     assert "request_header -X-Edge-User" in out and "127.0.0.1:9500" in out
@@ -245,6 +249,16 @@ def test_generated_caddyfile_is_accepted_by_caddy(cli, tmp_path: Path, site_ca) 
     )
     assert p.returncode == 0, p.stderr
     assert "require_and_verify" in p.stdout
+    # Every certificate of the bundle is trusted (Caddy 2.6 reads only the first one of a file).
+    bundle = x509.load_pem_x509_certificates((site_ca.files / "ca-bundle.pem").read_bytes())
+    assert len(bundle) == 2
+    for c in bundle:
+        assert base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() in p.stdout
+    # No bundle to read: a one-line error, nothing written.
+    code, _, err = cli(
+        "authz", "gen", "caddy", *GEN, "--ca", str(tmp_path / "none.pem"), "--out", str(tmp_path / "C2")
+    )
+    assert code == 2 and "client CA bundle" in err and not (tmp_path / "C2").exists()
 
 
 def test_cli_subprocess_once(tmp_path: Path) -> None:

@@ -161,7 +161,7 @@ def _site(site_ca: SiteCA, stack: dict[str, Any], port: int) -> ProxySite:
         listen=f"127.0.0.1:{port}",
     )
     site.validate()
-    return site
+    return site.with_ca_certs()  # as `authz gen` does
 
 
 @pytest.fixture
@@ -611,3 +611,39 @@ def test_jwt_attacks_through_the_proxy(
     print(
         f"\nJWT attacks through {proxy}: {refused} of {len(_attacks(jwt_keys))} refused, 0 reached the backend"
     )
+
+
+def leaf_only(site_ca: SiteCA, who: str) -> ssl.SSLContext:
+    """A client context that sends only its leaf: OpenSSL completes a client's chain from the verify store,
+    so this one has none (it does not check the proxy; the proxy's check of the client is under test)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.load_cert_chain(str(site_ca.cert_file(who)), str(site_ca.key_file(who)))
+    return ctx
+
+
+@pytest.mark.parametrize("proxy", PROXIES)
+def test_client_sending_only_its_leaf_is_accepted(
+    site_ca: SiteCA, stack: dict[str, Any], proxy: str, request: pytest.FixtureRequest
+) -> None:
+    """The proxy trusts every certificate of the site bundle (Caddy 2.6 reads only the first of a file)."""
+    port = request.getfixturevalue(proxy)
+    conn = http.client.HTTPSConnection("localhost", port, context=leaf_only(site_ca, "alice"), timeout=20)
+    try:
+        conn.request("POST", "/v1/chat-messages", body=b"{}")
+        r = conn.getresponse()
+        assert r.status == 200, (proxy, r.status, r.read())
+    finally:
+        conn.close()
+    assert [v for k, v in stack["backend"].seen[-1] if k == "x-user-id"] == ["alice"]
+    # A leaf from a CA the site does not trust is still refused in the handshake (or by authz).
+    conn = http.client.HTTPSConnection("localhost", port, context=leaf_only(site_ca, "stranger"), timeout=20)
+    try:
+        conn.request("POST", "/v1/chat-messages", body=b"{}")
+        st = conn.getresponse().status
+    except (ssl.SSLError, ConnectionError, http.client.HTTPException):
+        st = 0
+    finally:
+        conn.close()
+    assert st in (0, 400, 401), (proxy, st)

@@ -197,6 +197,27 @@ def test_unbalanced_nginx_config_is_one_line() -> None:
     assert rep.failed and "cannot parse" in rep.issues[0].message
 
 
+def _b64(pem: str) -> str:
+    return "".join(pem.strip().splitlines()[1:-1])
+
+
+def test_caddy_trust_every_certificate_of_the_bundle() -> None:
+    """Inline trusted_ca_cert lines are judged like a file; a bundle file Caddy 2.6 reads only partly warns."""
+    second = ca_pem("Site Intermediate")
+    trusted = SiteTrust.from_pem(SITE_CA + second, AUTH)
+    site = replace(proxy_site(), ca_certs=(_b64(SITE_CA), _b64(second)))
+    text = render_caddy(site)
+    assert text.count("trusted_ca_cert ") == 2 and "trusted_ca_cert_file" not in text
+    rep = check_caddy("/etc/caddy/Caddyfile", reader({"/etc/caddy/Caddyfile": text}), trusted)
+    assert rep.issues == [], rep.issues
+    bad = replace(proxy_site(), ca_certs=(_b64(SITE_CA), _b64(FOREIGN_CA)))
+    rep = check_caddy("/etc/caddy/Caddyfile", reader({"/etc/caddy/Caddyfile": render_caddy(bad)}), trusted)
+    assert rep.failed and any("not the site CA" in i.message for i in rep.issues), rep.issues
+    files = {"/etc/caddy/Caddyfile": render_caddy(proxy_site()), TRUST: SITE_CA + second}
+    rep = check_caddy("/etc/caddy/Caddyfile", reader(files), trusted)
+    assert not rep.failed and any("reads only the first certificate" in i.message for i in rep.issues)
+
+
 def test_generated_caddyfile_passes_and_weaknesses_fail() -> None:
     text = render_caddy(proxy_site())
     rep = check_caddy("/etc/caddy/Caddyfile", reader({"/etc/caddy/Caddyfile": text, TRUST: SITE_CA}), TRUSTED)
