@@ -111,6 +111,7 @@ def explain(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Show the decision for one request: allowed or not, the user's roles, the matched rule."""
+    from edgesec.authz.identity import role_clash
     from edgesec.authz.request import RequestRejected, canonical_path
 
     s = state().config().settings.authz
@@ -125,12 +126,17 @@ def explain(
         "uri": uri,
         "policy": str(files.policy),
     }
+    clash = role_clash(user, engine.role_names)
+    path: str | None = None
     try:
         path = canonical_path(uri.split("?", 1)[0])
     except RequestRejected as exc:
-        data.update(
-            allowed=False, effect="rejected", reason=f"{exc.reason}: {exc}", roles=[], rule=None, path=None
-        )
+        rejected: str | None = f"{exc.reason}: {exc}"
+    else:
+        # /auth answers 401 for an identity in the role namespace, whatever the policy says.
+        rejected = None if clash is None else f"identity-names-role: {clash}"
+    if rejected is not None or path is None:
+        data.update(allowed=False, effect="rejected", reason=rejected, roles=[], rule=None, path=path)
     else:
         d = engine.decide(user, t, path, method)
         data.update(
@@ -163,6 +169,7 @@ def test_cmd(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Check a table of expected decisions against the policy; exit 1 on any mismatch."""
+    from edgesec.authz.identity import role_clash
     from edgesec.authz.policy import load_test_table
     from edgesec.authz.request import RequestRejected, canonical_path
 
@@ -175,8 +182,8 @@ def test_cmd(
             path: str | None = canonical_path(c.uri.split("?", 1)[0])
         except RequestRejected:
             path = None
-        if path is None:
-            got, rule = False, None
+        if path is None or role_clash(c.user, engine.role_names) is not None:
+            got, rule = False, None  # /auth refuses these before the policy is asked
         else:
             d = engine.decide(c.user, c.tenant, path, c.method)
             got, rule = d.allowed, d.rule
@@ -356,8 +363,13 @@ def gen_traefik(
         list[str] | None, typer.Option("--trusted-ip", help="peer allowed to set X-Forwarded-* (repeat)")
     ] = None,
     dynamic_path: Annotated[
-        str, typer.Option("--dynamic-path", help="path of the dynamic file, as the static config names it")
-    ] = "/etc/traefik/dynamic/edgesec.yml",
+        str | None,
+        typer.Option(
+            "--dynamic-path",
+            help="path of the dynamic file, as the static config names it "
+            "(default: edgesec-dynamic.yml in --out, else /etc/traefik/dynamic/edgesec-dynamic.yml)",
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="directory for edgesec-dynamic.yml and edgesec-static.yml")
     ] = None,
@@ -366,13 +378,20 @@ def gen_traefik(
     from edgesec.authz.gen import render_traefik_dynamic, render_traefik_static
 
     site = _site(server_name, backend, cert, key, ca, listen, trusted_ip)
+    if dynamic_path is None:
+        # The static config names the file this command writes (not a different name beside it).
+        base = out.absolute() if out is not None else Path("/etc/traefik/dynamic")
+        dynamic_path = str(base / _TRAEFIK_DYNAMIC)
     _write_or_print(
         out,
         {
-            "edgesec-dynamic.yml": render_traefik_dynamic(site),
+            _TRAEFIK_DYNAMIC: render_traefik_dynamic(site),
             "edgesec-static.yml": render_traefik_static(site, dynamic_path),
         },
     )
+
+
+_TRAEFIK_DYNAMIC = "edgesec-dynamic.yml"
 
 
 @gen_app.command("caddy")
@@ -389,7 +408,9 @@ def gen_caddy(
     from edgesec.authz.gen import render_caddy
 
     _write_or_print(
-        out, {"Caddyfile": render_caddy(_site(server_name, backend, cert, key, ca, listen, None))}
+        # Every certificate of the bundle inline: Caddy 2.6 reads only the first one of a file.
+        out,
+        {"Caddyfile": render_caddy(_site(server_name, backend, cert, key, ca, listen, None).with_ca_certs())},
     )
 
 

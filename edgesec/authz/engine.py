@@ -460,6 +460,11 @@ def _family(model: Model) -> tuple[_Family | None, str]:
     return _Family(_OBJ_TERMS[obj[0]], _ACT_TERMS[act[0]], len(p_tokens) == 5, deny_wins), ""
 
 
+def _role_names(model: Model) -> frozenset[str]:
+    """The second field of every grouping line of every ``g`` section: the names used as roles."""
+    return frozenset(line[1] for g in model.model.get("g", {}).values() for line in g.policy if len(line) > 1)
+
+
 def _load_model(model_path: Path) -> Model:
     raw = read_input_file(model_path, what="casbin model")
     try:
@@ -552,6 +557,8 @@ class PolicyEngine:
         self.rule_count: int = 0
         self.ruleset_count: int = 0  # distinct (shared) rule sets in indexed mode
         self.role_link_count: int = 0
+        # Every name some g line grants as a role (any tenant): no identity may be one of these.
+        self.role_names: frozenset[str] = frozenset()
         self.indexed: bool = False
         self.note: str = ""
         self.cache_hits: int = 0
@@ -581,11 +588,13 @@ class PolicyEngine:
         family, why = _family(model)
         if family is None:
             self._load_fallback(model, why)
+            self.role_names = _role_names(model)
             return self
         _load_policy_into(model, self.policy_path)
         _check_sizes(model, self.policy_path)
         self._family = family
         self._build(model, family)
+        self.role_names = _role_names(model)
         self.indexed = True
         self.note = (
             f"indexed: RBAC with domains, {family.obj_kind} paths, {family.act_kind} methods, "

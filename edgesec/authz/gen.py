@@ -8,12 +8,19 @@ headers authz answered with to the backend.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from edgesec._fs import read_input_file
+from edgesec.authz.headers import TRAEFIK_SETS, strip_list
 from edgesec.authz.settings import AuthzSettings
 from edgesec.errors import InputError
 
@@ -40,12 +47,31 @@ class ProxySite:
     header_tenant: str = "X-Tenant"
     header_method: str = "X-Auth-Method"
     cert_header: str = "X-Forwarded-Tls-Client-Cert"
-    trusted_ips: tuple[str, ...] = field(default_factory=lambda: ("127.0.0.1/32", "::1/128"))
+    # Peers allowed to set X-Forwarded-* (a load balancer in front of the proxy); none by default, and then
+    # Traefik's forwardAuth does not trust them either.
+    trusted_ips: tuple[str, ...] = field(default_factory=tuple)
     entrypoint: str = "websecure"
+    # Every certificate of ca_file as base64 DER (:meth:`with_ca_certs`): Caddy 2.6 reads only the first
+    # certificate of a trusted_ca_cert_file, so the Caddyfile names each one inline.
+    ca_certs: tuple[str, ...] = ()
 
     @property
     def identity_headers(self) -> tuple[str, str, str, str]:
         return (self.header_user, self.header_roles, self.header_tenant, self.header_method)
+
+    def with_ca_certs(self) -> ProxySite:
+        """This site with ``ca_certs`` read from ``ca_file``; :class:`InputError` if it holds none."""
+        raw = read_input_file(Path(self.ca_file), what="client CA bundle", limit=4 * 1024 * 1024)
+        try:
+            certs = x509.load_pem_x509_certificates(raw)
+        except ValueError as exc:
+            raise InputError(f"client CA bundle {self.ca_file} holds no PEM certificate: {exc}") from None
+        der = tuple(base64.b64encode(c.public_bytes(Encoding.DER)).decode() for c in certs)
+        return replace(self, ca_certs=der)
+
+    def strip(self, keep: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """Client headers this site's proxy deletes first (see :func:`edgesec.authz.headers.strip_list`)."""
+        return strip_list(self.identity_headers, self.cert_header, keep)
 
     def validate(self) -> None:
         """One-line errors for values that would break or weaken the generated config."""
@@ -122,19 +148,26 @@ def traefik_dynamic(site: ProxySite) -> dict[str, Any]:
                 "edgesec-app": {
                     "rule": f"Host(`{site.server_name}`)",
                     "entryPoints": [site.entrypoint],
-                    # passTLSClientCert first: forwardAuth must see the header it sets.
-                    "middlewares": ["edgesec-client-cert", "edgesec-forward-auth"],
+                    # Strip first, then passTLSClientCert: forwardAuth must see the header it sets.
+                    "middlewares": ["edgesec-strip", "edgesec-client-cert", "edgesec-forward-auth"],
                     "service": "edgesec-app",
                     "tls": {"options": "edgesec-mtls"},
                 }
             },
             "middlewares": {
+                # Every client-sent spelling of a protected header ("" deletes), except the ones the
+                # entrypoint itself replaces for an untrusted peer.
+                "edgesec-strip": {
+                    "headers": {"customRequestHeaders": {h: "" for h in site.strip(TRAEFIK_SETS)}}
+                },
                 "edgesec-client-cert": {"passTLSClientCert": {"pem": True}},
                 "edgesec-forward-auth": {
                     "forwardAuth": {
                         "address": f"{site.auth_url}/auth",
-                        # true keeps the X-Forwarded-Tls-Client-Cert set by passTLSClientCert (Traefik
-                        # deletes it otherwise); the entrypoint's trustedIPs strips client copies.
+                        # true is what keeps passTLSClientCert's X-Forwarded-Tls-Client-Cert (Traefik drops
+                        # every X-Forwarded-* otherwise). It trusts only Traefik's own values: edgesec-strip
+                        # deleted the client's X-Forwarded-Uri/-Method/-Prefix (every spelling), and the
+                        # entrypoint replaces the rest unless the peer is a named --trusted-ip.
                         "trustForwardHeader": True,
                         "authResponseHeaders": list(site.identity_headers),
                         # Only what authz reads (Traefik adds its managed X-Forwarded-* itself): other
@@ -159,15 +192,15 @@ def traefik_dynamic(site: ProxySite) -> dict[str, Any]:
 
 
 def traefik_static(site: ProxySite, dynamic_file: str) -> dict[str, Any]:
-    """The static-config part the dynamic config depends on: the entrypoint and the file provider."""
+    """The static-config part the dynamic config depends on: the entrypoint and the file provider, and
+    no update check or usage report (a sealed site's proxy never phones home)."""
+    entry: dict[str, Any] = {"address": site.listen}
+    if site.trusted_ips:
+        # Only these peers may set X-Forwarded-*; Traefik drops client-sent copies otherwise.
+        entry["forwardedHeaders"] = {"trustedIPs": list(site.trusted_ips)}
     return {
-        "entryPoints": {
-            site.entrypoint: {
-                "address": ":" + site.listen.rsplit(":", 1)[1],
-                # Only these peers may set X-Forwarded-*; Traefik drops client-sent copies otherwise.
-                "forwardedHeaders": {"trustedIPs": list(site.trusted_ips)},
-            }
-        },
+        "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+        "entryPoints": {site.entrypoint: entry},
         "providers": {"file": {"filename": dynamic_file, "watch": True}},
     }
 
@@ -192,9 +225,17 @@ def render_caddy(site: ProxySite) -> str:
     """A Caddyfile (Caddy 2.6+) with mTLS and forward_auth; strips client-sent identity headers itself."""
     auth = urlsplit(site.auth_url)
     upstream = f"{auth.hostname}:{auth.port or (443 if auth.scheme == 'https' else 80)}"
-    strip = "\n".join(f"\t\trequest_header -{h}" for h in (*site.identity_headers, site.cert_header))
+    strip = "\n".join(f"\t\trequest_header -{h}" for h in site.strip())
     copy = " ".join(site.identity_headers)
     host, port = site.listen.rsplit(":", 1)
+    if site.ca_certs:
+        # Caddy 2.6 reads only the first certificate of a trusted_ca_cert_file (the root of ca-bundle.pem):
+        # a client sending only its leaf would be refused. Every certificate of the bundle, inline.
+        trust = f"\t\t\t# every certificate of {site.ca_file}; regenerate when the CA rotates\n" + "\n".join(
+            f"\t\t\ttrusted_ca_cert {b}" for b in site.ca_certs
+        )
+    else:
+        trust = f"\t\t\ttrusted_ca_cert_file {site.ca_file}"
     bind = f"\tbind {host}\n" if host not in ("", "0.0.0.0", "[::]") else ""  # noqa: S104
     return f"""# Caddyfile generated by edgesec authz gen caddy
 {{
@@ -206,7 +247,7 @@ https://{site.server_name}:{port} {{
 {bind}\ttls {site.cert_file} {site.key_file} {{
 \t\tclient_auth {{
 \t\t\tmode require_and_verify
-\t\t\ttrusted_ca_cert_file {site.ca_file}
+{trust}
 \t\t}}
 \t}}
 \t# Caddy before 2.11.2 passes client-sent copies of copied headers on: strip them, inside the same
@@ -227,6 +268,19 @@ https://{site.server_name}:{port} {{
 """
 
 
+def _nginx_headers(site: ProxySite, values: dict[str, str]) -> str:
+    """``proxy_set_header`` lines: ``values`` first, then ``""`` (nginx then sends no such header) for every
+    other protected header; its underscore spellings are dropped by ``underscores_in_headers off``."""
+    lines = [f"        proxy_set_header {h} {v};" for h, v in values.items()]
+    done = {h.lower() for h in values}
+    lines += [
+        f'        proxy_set_header {h} "";'
+        for h in site.strip()
+        if "_" not in h and h.lower() not in done and h != "Connection"
+    ]
+    return "\n".join(lines)
+
+
 def render_nginx(site: ProxySite) -> str:
     """An nginx server block with mTLS and auth_request."""
     auth = site.auth_url.rstrip("/")
@@ -235,8 +289,28 @@ def render_nginx(site: ProxySite) -> str:
         f"        auth_request_set ${var[h]} $upstream_http_{h.lower().replace('-', '_')};"
         for h in site.identity_headers
     )
-    pass_vars = "\n".join(f"        proxy_set_header {h} ${var[h]};" for h in site.identity_headers)
-    clear_in_auth = "\n".join(f'        proxy_set_header {h} "";' for h in site.identity_headers)
+    to_auth = _nginx_headers(
+        site,
+        {
+            "Content-Length": '""',
+            "X-Original-URI": "$request_uri",
+            "X-Original-Method": "$request_method",
+            "X-Forwarded-Host": "$host",
+            "X-Forwarded-Proto": "$scheme",
+            "X-Forwarded-For": "$remote_addr",
+            site.cert_header: "$ssl_client_escaped_cert",
+        },
+    )
+    to_backend = _nginx_headers(
+        site,
+        {
+            **{h: "$" + var[h] for h in site.identity_headers},
+            "Host": "$host",
+            "X-Forwarded-Host": "$host",
+            "X-Forwarded-Proto": "$scheme",
+            "X-Forwarded-For": "$remote_addr",
+        },
+    )
     crl = f"    ssl_crl {site.crl_file};\n" if site.crl_file else ""
     return f"""# nginx server block generated by edgesec authz gen nginx
 server {{
@@ -256,30 +330,15 @@ server {{
         internal;
         proxy_pass {auth}/auth;
         proxy_pass_request_body off;
-        proxy_set_header Content-Length "";
-        proxy_set_header X-Original-URI $request_uri;
-        proxy_set_header X-Original-Method $request_method;
-        proxy_set_header X-Forwarded-Host $host;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_set_header X-Forwarded-For $remote_addr;
-        # A client-sent copy of these must not reach authz ("" removes the header).
-        proxy_set_header X-Forwarded-Uri "";
-        proxy_set_header X-Forwarded-Method "";
-        proxy_set_header X-Forwarded-Prefix "";
-        proxy_set_header {site.cert_header} $ssl_client_escaped_cert;
-{clear_in_auth}
+        # What authz decides on, set here; every other protected header is sent empty, i.e. not at all.
+{to_auth}
     }}
 
     location / {{
         auth_request /_edgesec_auth;
 {set_vars}
-        # Set from authz's answer: this replaces any copy the client sent.
-{pass_vars}
-        proxy_set_header {site.cert_header} "";
-        proxy_set_header X-Original-URI "";
-        proxy_set_header X-Original-Method "";
-        proxy_set_header Host $host;
-        proxy_set_header X-Forwarded-For $remote_addr;
+        # Identity from authz's answer; no client-sent X-Forwarded-*, X-Original-* or method override.
+{to_backend}
         proxy_pass {site.backend};
     }}
 }}

@@ -17,8 +17,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,14 @@ from edgesec.authz.settings import JwtSettings
 from edgesec.errors import ConfigError
 
 __all__ = [
+    "ROLE_PREFIX",
     "CertIdentity",
     "IdentityRejected",
     "JwtVerifier",
     "TokenIdentity",
     "identity_from_cert",
     "parse_cert_header",
+    "role_clash",
 ]
 
 _MAX_CERT_HEADER = 32 * 1024
@@ -127,6 +130,22 @@ def identity_from_cert(cert: x509.Certificate, source: str) -> str:
     return name
 
 
+# Roles are named with this prefix (``role:teller``); users never are. casbin keeps users and roles in one
+# namespace, so an identity equal to a role name would *be* that role.
+ROLE_PREFIX = "role:"
+
+
+def role_clash(user: str, role_names: Collection[str]) -> str | None:
+    """Why ``user`` (a CN, SAN or token subject) cannot be an identity, or ``None``: it uses the role
+    prefix (any case) or equals a name the policy grants as a role. Refused at ``/auth`` (401, audited),
+    in ``authz explain`` and ``authz test``."""
+    if user.lower().startswith(ROLE_PREFIX):
+        return f"identity {user!r} uses the role prefix {ROLE_PREFIX!r}: users and roles are separate"
+    if user in role_names:
+        return f"identity {user!r} is the name of a role in the policy: users and roles are separate"
+    return None
+
+
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+/-]{0,254}")
 
@@ -134,6 +153,10 @@ _USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+/-]{0,254}")
 def _valid_user(name: str) -> bool:
     # A user id ends up in a header and a casbin subject: no commas, spaces or control characters.
     return bool(_USER.fullmatch(name))
+
+
+def _numeric_date(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
 
 
 # Which algorithms each key type may verify (RFC 8725 3.1: bind the algorithm to the key).
@@ -274,6 +297,13 @@ class JwtVerifier:
                 last = exc
         else:
             raise IdentityRejected("jwt-invalid", f"bearer token rejected: {last}")
+        for name in ("exp", "nbf", "iat"):
+            # RFC 7519 2: a NumericDate is a JSON number. PyJWT also takes "1796404221" for exp and
+            # true for iat/nbf; a token whose times are not numbers is not a valid token.
+            if name in claims and not _numeric_date(claims[name]):
+                raise IdentityRejected(
+                    "jwt-claims", f"token claim {name!r} is not a NumericDate (a JSON number)"
+                )
         user = claims.get(s.user_claim)
         if not isinstance(user, str) or not _valid_user(user):
             raise IdentityRejected(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgesec._fs import read_input_file
+from edgesec.authz.identity import role_clash
 from edgesec.authz.request import METHODS, RequestRejected, canonical_path
 from edgesec.errors import InputError
 
@@ -84,25 +85,31 @@ def _methods(act: str) -> frozenset[str] | None:
 
 def _covers(outer: str, inner: str) -> bool:
     """Whether keyMatch2 pattern ``outer`` matches every path ``inner`` matches (conservative)."""
-    if outer == inner or outer == "/*":
+    if outer == inner or outer in ("/*", "*"):
         return True
     if outer.endswith("/*"):
         base = outer[:-1]
         if ":" in base:
             return False
-        return inner.startswith(base) or inner == base[:-1]
+        return inner.startswith(base)  # "/a/*" does not match "/a" itself
     return False
+
+
+def _canonical_or_none(path: str) -> str | None:
+    try:
+        return canonical_path(path)
+    except RequestRejected:
+        return None
 
 
 def lint_policy(path: Path) -> list[LintFinding]:
     """All findings for the policy at ``path``, in line order."""
     ps, gs = read_policy_lines(path)
+    role_names = {role for _, _, role, _ in gs}
     out: list[LintFinding] = []
     holders: dict[tuple[str, str], set[str]] = defaultdict(set)  # (tenant, role) -> users
-    users: set[tuple[str, str]] = set()
     for _, user, role, dom in gs:
         holders[(dom, role)].add(user)
-        users.add((dom, user))
     # Roles of roles: a role held by a role is held by that role's holders too.
     changed = True
     while changed:
@@ -119,7 +126,9 @@ def lint_policy(path: Path) -> list[LintFinding]:
                 LintFinding("error", "unknown-effect", p.line, f"effect {p.eft!r} is neither allow nor deny")
             )
             continue
-        if not holders.get((p.dom, p.sub)) and (p.dom, p.sub) not in users:
+        # A subject in the role namespace applies only through its holders (/auth refuses an identity
+        # that names a role); any other subject is a user name, and applies when that user calls.
+        if role_clash(p.sub, role_names) is not None and not holders.get((p.dom, p.sub)):
             out.append(
                 LintFinding(
                     "error",
@@ -128,14 +137,18 @@ def lint_policy(path: Path) -> list[LintFinding]:
                     f"nobody holds {p.sub!r} in tenant {p.dom!r}: the rule can never match",
                 )
             )
+        # A path the pattern matches: wildcards and keyMatch2's unescaped '.' (any character) filled.
         sample = re.sub(r":[A-Za-z0-9_]+", "x", p.obj).replace("*", "x")
-        if not p.obj.startswith("/"):
+        witness = sample.replace(".", "x")
+        if p.obj == "*":
+            pass  # keyMatch2's special case: matches every path
+        elif not p.obj.startswith("/"):
             out.append(
                 LintFinding("error", "never-matches", p.line, f"path {p.obj!r} does not start with '/'")
             )
         else:
             try:
-                canon = canonical_path(sample)
+                canon = canonical_path(witness)
             except RequestRejected as exc:
                 canon = None
                 out.append(
@@ -146,13 +159,23 @@ def lint_policy(path: Path) -> list[LintFinding]:
                         f"path {p.obj!r} is never a canonical request path ({exc})",
                     )
                 )
-            if canon is not None and canon != sample:
+            if canon is not None and canon != witness:
                 out.append(
                     LintFinding(
                         "error",
                         "never-matches",
                         p.line,
                         f"path {p.obj!r} is not canonical (requests arrive as {canon!r})",
+                    )
+                )
+            elif canon is not None and _canonical_or_none(sample) != sample:
+                out.append(
+                    LintFinding(
+                        "warning",
+                        "dot-wildcard",
+                        p.line,
+                        f"path {p.obj!r} is not canonical as written; it matches only because keyMatch2's '.' "
+                        f"matches any character (e.g. {witness!r})",
                     )
                 )
         if p.eft == "deny" and p.obj != p.obj.lower():
@@ -176,7 +199,7 @@ def lint_policy(path: Path) -> list[LintFinding]:
                     "error", "never-matches", p.line, f"method pattern {p.act!r} matches no HTTP method"
                 )
             )
-        if not p.sub.startswith("role:") and p.eft == "allow" and (p.dom, p.sub) in users:
+        if role_clash(p.sub, role_names) is None and p.eft == "allow":
             out.append(
                 LintFinding(
                     "warning", "direct-grant", p.line, f"rule grants {p.sub!r} directly; grant a role instead"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 __all__ = [
     "READ_HEADERS",
@@ -169,6 +170,14 @@ def canonical_path(path: str) -> str:
         if _BAD_ESCAPE.search(path):
             raise RequestRejected("bad-escape", "malformed percent-escape in the path")
         decoded = _ESCAPE.sub(_decode_escape, path)
+        try:
+            # The escaped bytes must be UTF-8: overlong forms (%C0%AE is '.', %C0%AF is '/', %E0%80%AE)
+            # and stray bytes are text to one component and a separator to another.
+            unquote_to_bytes(decoded).decode("utf-8")
+        except UnicodeDecodeError:
+            raise RequestRejected(
+                "invalid-utf8", "the path's percent-escapes are not UTF-8 (overlong or stray bytes)"
+            ) from None
     else:
         decoded = path
     if "/." not in decoded and "//" not in decoded:

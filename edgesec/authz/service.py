@@ -33,6 +33,7 @@ from edgesec.authz.identity import (
     IdentityRejected,
     JwtVerifier,
     TokenIdentity,
+    role_clash,
 )
 from edgesec.authz.policy import PolicyFiles, PolicyHolder, policy_files
 from edgesec.authz.request import ForwardedRequest, RequestRejected, collect_headers, parse_forwarded
@@ -256,11 +257,15 @@ class Authorizer:
                 user, out.auth_method = token.user, "jwt" if cert is None else "jwt+cert"
                 break
         out.user = user
+        engine = self.policy.engine
+        clash = role_clash(user, engine.role_names)
+        if clash is not None:
+            out.status, out.reason, out.detail = 401, "identity-names-role", clash
+            return
         tenant = self._tenant(req, token, out)
         if tenant is None:
             return
         out.tenant = tenant
-        engine = self.policy.engine
         decision = engine.decide(user, tenant, req.path, req.method)
         out.roles = tuple(decision.roles)
         out.rule = tuple(decision.rule) if decision.rule is not None else None

@@ -131,7 +131,7 @@ class ProxyConfig(Check):
         tdir = discover.trust_dir(ctx)
         ca_pem = ctx.system.read_text(f"{tdir}/ca-bundle.pem")
         h = s.headers
-        trust = SiteTrust.from_pem(ca_pem, s.url, (h.user, h.roles, h.tenant, h.method))
+        trust = SiteTrust.from_pem(ca_pem, s.url, (h.user, h.roles, h.tenant, h.method), s.cert_header)
         reports: list[tuple[ProxyReport, str]] = []
 
         def read(p: str) -> str | None:

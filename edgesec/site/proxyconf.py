@@ -22,11 +22,14 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from edgesec.authz.headers import IDENTITY_DEFAULT, TRAEFIK_SETS, fold, nginx_client_headers, strip_list
+
 Reader = Callable[[str], str | None]
 Globber = Callable[[str], list[str]]
 
-# Headers authz answers with and a client must never be able to set itself.
-IDENTITY_HEADERS = ("X-User-ID", "X-Roles", "X-Tenant", "X-Auth-Method")
+# Headers authz answers with and a client must never be able to set itself (one definition: authz.headers).
+IDENTITY_HEADERS = IDENTITY_DEFAULT
+CERT_HEADER = "X-Forwarded-Tls-Client-Cert"
 
 
 @dataclass(frozen=True)
@@ -78,12 +81,25 @@ class SiteTrust:
     ca_fingerprints: frozenset[str]
     auth_url: str | None = None
     identity_headers: tuple[str, ...] = IDENTITY_HEADERS
+    cert_header: str = CERT_HEADER
 
     @classmethod
     def from_pem(
-        cls, pem: str | None, auth_url: str | None, headers: Sequence[str] = IDENTITY_HEADERS
+        cls,
+        pem: str | None,
+        auth_url: str | None,
+        headers: Sequence[str] = IDENTITY_HEADERS,
+        cert_header: str = CERT_HEADER,
     ) -> SiteTrust:
-        return cls(frozenset(fingerprints(pem or "")), auth_url, tuple(headers))
+        return cls(frozenset(fingerprints(pem or "")), auth_url, tuple(headers), cert_header)
+
+    def strip(self, keep: Sequence[str] = ()) -> tuple[str, ...]:
+        """Every client header spelling the proxy must delete (:func:`edgesec.authz.headers.strip_list`)."""
+        return strip_list(self.identity_headers, self.cert_header, keep)
+
+    def protected(self) -> set[str]:
+        """The folded names of every protected header."""
+        return {fold(h) for h in self.strip()} - {"connection"}
 
     def auth_port(self) -> int | None:
         if not self.auth_url:
@@ -310,6 +326,7 @@ def check_nginx(path: str, read: Reader, glob: Globber, trust: SiteTrust) -> Pro
         else:
             _nginx_mtls(srv, http_ctx, read, trust, rep)
         _nginx_auth(srv, http_ctx, trust, rep)
+    _nginx_hygiene(tree, trust, rep)
     if not servers:
         rep.warn(path, "no server block found")
     return rep
@@ -415,18 +432,51 @@ def _is_upstream_name(host: str | None) -> bool:
 
 
 def _nginx_identity(loc: Directive, effective: list[Directive], rep: ProxyReport, trust: SiteTrust) -> None:
-    """The backend must get authz's identity headers, never the client's: each must be set explicitly."""
+    """The backend must get authz's identity headers, never the client's: every protected header must be
+    set explicitly (``""`` sends none); its underscore spellings are dropped by nginx itself."""
     assert loc.block is not None
     if not _find(loc.block, "proxy_pass"):
         return
-    set_headers = {d.args[0].lower() for d in effective if d.args}
-    missing = [h for h in trust.identity_headers if h.lower() not in set_headers]
+    set_headers = {fold(d.args[0]) for d in effective if d.args}
+    missing = [h for h in trust.strip() if "_" not in h and h != "Connection" and fold(h) not in set_headers]
     if missing:
         rep.fail(
             loc.where,
             f"location {' '.join(loc.args)} passes client-sent {', '.join(missing)} to the backend "
-            "(set them from auth_request_set)",
+            '(set the identity from auth_request_set, the others to "")',
         )
+
+
+def _nginx_hygiene(tree: list[Directive], trust: SiteTrust, rep: ProxyReport) -> None:
+    """Settings that let a client header through whatever the locations set: underscore spellings kept
+    (``underscores_in_headers on`` or ``ignore_invalid_headers off``), or a protected header copied from
+    the client's own (``proxy_set_header X-User-ID $http_x_user_id``)."""
+    protected = trust.protected()
+
+    def walk(ds: list[Directive]) -> None:
+        for d in ds:
+            if d.name == "underscores_in_headers" and d.args[:1] == ["on"]:
+                rep.fail(
+                    d.where,
+                    "underscores_in_headers on: X_User_ID reaches a backend that reads it as X-User-ID",
+                )
+            elif d.name == "ignore_invalid_headers" and d.args[:1] == ["off"]:
+                rep.fail(
+                    d.where,
+                    "ignore_invalid_headers off: X_User_ID reaches a backend that reads it as X-User-ID",
+                )
+            elif d.name in ("proxy_set_header", "auth_request_set", "set", "fastcgi_param", "uwsgi_param"):
+                copied = [h for a in d.args[1:] for h in nginx_client_headers(a) if h in protected]
+                if copied:
+                    rep.fail(
+                        d.where,
+                        f"{d.name} {' '.join(d.args[:1])} copies the client's own {', '.join(copied)}: "
+                        "a client chooses it",
+                    )
+            if d.block is not None:
+                walk(d.block)
+
+    walk(tree)
 
 
 # -- Caddy ---------------------------------------------------------------------------------------------
@@ -506,6 +556,10 @@ def check_caddy(path: str, read: Reader, trust: SiteTrust) -> ProxyReport:
     return rep
 
 
+def _few(names: Sequence[str], n: int = 6) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
 def _caddy_find(block: list[CaddyNode], names: Sequence[str]) -> Iterator[CaddyNode]:
     for n in block:
         if n.name in names:
@@ -526,16 +580,29 @@ def _caddy_tls(site: CaddyNode, path: str, read: Reader, trust: SiteTrust, rep: 
     mode = (opts.get("mode") or ["request"])[0]
     if mode != "require_and_verify":
         rep.fail(f"{path}:{ca.line}", f"client_auth mode is {mode}, not require_and_verify")
-    files = opts.get("trusted_ca_cert_file")
-    if not files:
+    files = [c for c in ca.block if c.name == "trusted_ca_cert_file" and len(c.args) > 1]
+    inline = [c for c in ca.block if c.name == "trusted_ca_cert" and len(c.args) > 1]
+    if not files and not inline:
         rep.fail(
             f"{path}:{ca.line}",
-            "client_auth names no trusted_ca_cert_file: the site CA is not what verifies clients",
+            "client_auth names no trusted_ca_cert(_file): the site CA is not what verifies clients",
         )
-    else:
-        why = judge_ca_file(files[0], read(files[0]), trust)
+    for f in files:
+        text = read(f.args[1])
+        why = judge_ca_file(f.args[1], text, trust)
         if why:
-            rep.fail(f"{path}:{ca.line}", why)
+            rep.fail(f"{path}:{f.line}", why)
+        elif text is not None and len(fingerprints(text)) > 1:
+            rep.warn(
+                f"{path}:{f.line}",
+                f"Caddy 2.6 reads only the first certificate of {f.args[1]}: a client that sends only its leaf "
+                "is refused (edgesec authz gen caddy names every certificate with trusted_ca_cert)",
+            )
+    for c in inline:
+        pem = "-----BEGIN CERTIFICATE-----\n" + c.args[1] + "\n-----END CERTIFICATE-----\n"
+        why = judge_ca_file(f"trusted_ca_cert on line {c.line}", pem, trust)
+        if why:
+            rep.fail(f"{path}:{c.line}", why)
 
 
 def _caddy_auth(site: CaddyNode, path: str, trust: SiteTrust, rep: ProxyReport) -> None:
@@ -552,7 +619,8 @@ def _caddy_auth(site: CaddyNode, path: str, trust: SiteTrust, rep: ProxyReport) 
                 stripped.add(n.args[1][1:].lower())
             if n.name == "forward_auth":
                 authed = True
-                missing = [h for h in trust.identity_headers if h.lower() not in stripped]
+                # Go proxies store and delete a header by its canonical name: case does not matter.
+                missing = [h for h in trust.strip() if h.lower() not in stripped]
                 if not ordered:
                     rep.fail(
                         f"{path}:{n.line}",
@@ -562,8 +630,8 @@ def _caddy_auth(site: CaddyNode, path: str, trust: SiteTrust, rep: ProxyReport) 
                 elif missing:
                     rep.fail(
                         f"{path}:{n.line}",
-                        f"identity headers {', '.join(missing)} are not stripped before forward_auth: a client "
-                        "can send its own",
+                        f"headers {_few(missing)} are not stripped before forward_auth: a client can send its "
+                        "own (an underscore spelling is the same header to a WSGI backend)",
                     )
                 if trust.auth_url and len(n.args) > 1:
                     want, got = (
@@ -634,12 +702,31 @@ def check_traefik(dynamic: Sequence[str], static: str | None, read: Reader, trus
     if static is not None:
         sdoc = _load_or_report(static, read, rep, "warn")
         entry = _d(_d(sdoc).get("entryPoints"))
+        if sdoc is not None:
+            _traefik_telemetry(static, _d(_d(sdoc).get("global")), rep)
     for name, (p, r) in sorted(routers.items()):
         rep.routes += 1
         where = f"{p}: router {name}"
-        fas = [fa for m in _l(r.get("middlewares")) for fa in _forward_auths(str(m), middlewares, 0)]
+        flat = [m for x in _l(r.get("middlewares")) for m in _flatten(str(x), middlewares, 0)]
+        fas = [_d(m["forwardAuth"]) for m in flat if "forwardAuth" in m]
         if not fas:
             rep.fail(where, "no forwardAuth middleware: requests reach the service without an authz decision")
+        else:
+            first = next(i for i, m in enumerate(flat) if "forwardAuth" in m)
+            deleted = {
+                str(k).lower()
+                for m in flat[:first]
+                for k, v in _d(_d(m.get("headers")).get("customRequestHeaders")).items()
+                if v == ""
+            }
+            missing = [h for h in trust.strip(TRAEFIK_SETS) if h.lower() not in deleted]
+            if missing:
+                rep.fail(
+                    where,
+                    f'headers {_few(missing)} are not deleted (headers.customRequestHeaders "") before '
+                    "forwardAuth: a client can send its own (an underscore spelling is the same header to a "
+                    "WSGI backend)",
+                )
         if any(fa.get("trustForwardHeader") is True for fa in fas):
             _traefik_trusted(where, r, entry, static, rep)
         tls = r.get("tls")
@@ -689,14 +776,27 @@ def _load_or_report(path: str, read: Reader, rep: ProxyReport, level: str) -> An
         return None
 
 
-def _forward_auths(name: str, middlewares: dict[str, Any], depth: int) -> list[dict[str, Any]]:
+def _flatten(name: str, middlewares: dict[str, Any], depth: int) -> list[dict[str, Any]]:
+    """A router's middleware ``name`` as the definitions it runs, in order (chains expanded)."""
     m = _d(middlewares.get(name.split("@", 1)[0]))
-    if "forwardAuth" in m:
-        return [_d(m["forwardAuth"])]
-    if "chain" in m and depth < 5:
+    if "chain" in m:
+        if depth >= 5:
+            return []
         subs = _l(_d(m["chain"]).get("middlewares"))
-        return [fa for sub in subs for fa in _forward_auths(str(sub), middlewares, depth + 1)]
-    return []
+        return [x for sub in subs for x in _flatten(str(sub), middlewares, depth + 1)]
+    return [m] if m else []
+
+
+def _traefik_telemetry(static: str, glob_: dict[str, Any], rep: ProxyReport) -> None:
+    """A sealed site's proxy never phones home: Traefik's update check is on unless turned off."""
+    if glob_.get("checkNewVersion") is not False:
+        rep.fail(
+            static,
+            "global.checkNewVersion is not false (Traefik's default is true): the proxy asks the internet "
+            "for new versions",
+        )
+    if glob_.get("sendAnonymousUsage") is True:
+        rep.fail(static, "global.sendAnonymousUsage is true: the proxy reports usage to the internet")
 
 
 def _traefik_trusted(
@@ -718,11 +818,7 @@ def _traefik_trusted(
             )
             continue
         ips = _l(fh.get("trustedIPs"))
-        if not ips:
-            rep.fail(
-                where, f"trustForwardHeader is true but entrypoint {ep} names no forwardedHeaders.trustedIPs"
-            )
-            continue
+        # No trustedIPs: the entrypoint trusts no peer and replaces every X-Forwarded-* with its own.
         for ip in ips:
             try:
                 net = ipaddress.ip_network(str(ip), strict=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from edgesec._data import policies_root
 
@@ -118,7 +121,7 @@ def test_lint_finds_dead_shadowed_and_roleless(cli, tmp_path: Path) -> None:  # 
         "p, role:teller, branch, /v1/chat-messages, POST, allow\n"
         "p, role:teller, branch, /v1/chat-messages, POST, deny\n"  # shadows line 1
         "p, role:ghost, branch, /v1/x, GET, allow\n"  # nobody holds role:ghost
-        "p, role:teller, branch, /v1/../admin, GET, allow\n"  # never a canonical path
+        "p, role:teller, branch, /v1/../admin, GET, allow\n"  # live only through '.' = any character
         "p, role:teller, branch, /v1/y, get, allow\n"  # matches no method
         "p, role:teller, branch, v1/z, GET, allow\n"  # no leading slash
         "p, role:teller, branch, /v1/a/*, GET, allow\n"
@@ -132,7 +135,7 @@ def test_lint_finds_dead_shadowed_and_roleless(cli, tmp_path: Path) -> None:  # 
     found = {(f["line"], f["code"]) for f in json.loads(out)["result"]["findings"]}
     assert (1, "shadowed") in found
     assert (3, "never-matches") in found
-    assert (4, "never-matches") in found
+    assert (4, "dot-wildcard") in found and (4, "never-matches") not in found
     assert (5, "never-matches") in found
     assert (6, "never-matches") in found
     assert (8, "redundant") in found
@@ -180,7 +183,15 @@ def test_gen_traefik_validates_against_the_schemas(cli, tmp_path: Path, conforma
     assert "X-Forwarded-Tls-Client-Cert" in fa["authRequestHeaders"]
     assert dyn["http"]["middlewares"]["edgesec-client-cert"]["passTLSClientCert"]["pem"] is True
     router = dyn["http"]["routers"]["edgesec-app"]
-    assert router["middlewares"] == ["edgesec-client-cert", "edgesec-forward-auth"]
+    assert router["middlewares"] == ["edgesec-strip", "edgesec-client-cert", "edgesec-forward-auth"]
+    strip = dyn["http"]["middlewares"]["edgesec-strip"]["headers"]["customRequestHeaders"]
+    assert {"X_User_ID", "X-User_ID", "X_Roles", "X-HTTP-Method-Override", "Connection"} <= set(strip)
+    assert set(strip.values()) == {""}
+    # The static config names the dynamic file this command wrote, keeps the listen address it was
+    # given (the default 0.0.0.0:443 here) and never phones home.
+    assert static["providers"]["file"]["filename"] == str(out_dir.absolute() / "edgesec-dynamic.yml")
+    assert static["entryPoints"]["websecure"]["address"] == "0.0.0.0:443"
+    assert static["global"] == {"checkNewVersion": False, "sendAnonymousUsage": False}
     opts = dyn["tls"]["options"][router["tls"]["options"]]
     assert opts["clientAuth"]["clientAuthType"] == "RequireAndVerifyClientCert"
     assert opts["clientAuth"]["caFiles"][0].endswith("ca-bundle.pem")
@@ -193,11 +204,12 @@ def test_gen_traefik_validates_against_the_schemas(cli, tmp_path: Path, conforma
     assert code == 1 and "overwrite" in err
 
 
-def test_gen_uses_configured_header_names(cli, tmp_path: Path, home: Path) -> None:  # type: ignore[no-untyped-def]
+def test_gen_uses_configured_header_names(cli, tmp_path: Path, home: Path, site_ca) -> None:  # type: ignore[no-untyped-def]
     cfg = tmp_path / "edgesec.toml"
     cfg.write_text('[authz]\nport = 9500\n[authz.headers]\nuser = "X-Edge-User"\n')
     cfg.chmod(0o600)
-    code, out, err = cli("--config", str(cfg), "authz", "gen", "caddy", *GEN)
+    ca = str(site_ca.files / "ca-bundle.pem")
+    code, out, err = cli("--config", str(cfg), "authz", "gen", "caddy", *GEN, "--ca", ca)
     assert code == 0, err
     assert "copy_headers X-Edge-User X-Roles X-Tenant X-Auth-Method" in out
     assert "request_header -X-Edge-User" in out and "127.0.0.1:9500" in out
@@ -237,6 +249,16 @@ def test_generated_caddyfile_is_accepted_by_caddy(cli, tmp_path: Path, site_ca) 
     )
     assert p.returncode == 0, p.stderr
     assert "require_and_verify" in p.stdout
+    # Every certificate of the bundle is trusted (Caddy 2.6 reads only the first one of a file).
+    bundle = x509.load_pem_x509_certificates((site_ca.files / "ca-bundle.pem").read_bytes())
+    assert len(bundle) == 2
+    for c in bundle:
+        assert base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() in p.stdout
+    # No bundle to read: a one-line error, nothing written.
+    code, _, err = cli(
+        "authz", "gen", "caddy", *GEN, "--ca", str(tmp_path / "none.pem"), "--out", str(tmp_path / "C2")
+    )
+    assert code == 2 and "client CA bundle" in err and not (tmp_path / "C2").exists()
 
 
 def test_cli_subprocess_once(tmp_path: Path) -> None:

@@ -246,6 +246,9 @@ def call(a: Any, token: str, **kw: Any) -> tuple[int, dict[str, str]]:
 
 
 def test_valid_tokens_are_accepted(jwt_authz, keys) -> None:  # type: ignore[no-untyped-def]
+    now = time.time()
+    # A NumericDate may hold a fraction (RFC 7519 2).
+    assert call(jwt_authz, es(keys, iat=now - 1.5, exp=now + 300.25, nbf=now - 2.0))[0] == 200
     st, h = call(jwt_authz, es(keys))
     assert st == 200 and h["X-User-ID"] == "alice" and h["X-Auth-Method"] == "jwt"
     rs = jwt.encode(claims(), keys["rsa"], algorithm="RS256", headers={"kid": "rsa-1"})
@@ -287,6 +290,12 @@ def _attacks(keys: dict[str, Any]) -> dict[str, str]:
         "tampered": es(keys)[:-4] + "AAAA",
         "garbage": "not.a.token",
         "bad-sub": es(keys, sub="alice, admin"),
+        # RFC 7519 NumericDate is a JSON number: not a numeric string, not a boolean.
+        "exp-string": es(keys, exp=str(now + 300)),
+        "iat-bool": es(keys, iat=True),
+        "nbf-bool": es(keys, nbf=True),
+        "nbf-string": es(keys, nbf=str(now - 10)),
+        "role-sub": es(keys, sub="role:admin"),
     }
 
 
@@ -315,6 +324,11 @@ def _attacks(keys: dict[str, Any]) -> dict[str, str]:
         "tampered",
         "garbage",
         "bad-sub",
+        "exp-string",
+        "iat-bool",
+        "nbf-bool",
+        "nbf-string",
+        "role-sub",
     ],
 )
 def test_jwt_attacks_get_401(jwt_authz, keys, attack: str) -> None:  # type: ignore[no-untyped-def]

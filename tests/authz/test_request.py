@@ -55,6 +55,15 @@ def test_canonical_examples(raw: str, canon: str) -> None:
         ("/a%g0", "bad-escape"),
         ("/a b", "bad-character"),
         ('/a"b', "bad-character"),
+        # Percent-escapes that are not UTF-8: overlong '.' and '/' (a lenient decoder's dot segment or
+        # separator), a stray continuation byte, a lone lead byte, an encoded surrogate.
+        ("/v1/chat-messages/%c0%ae%c0%ae/console/api/apps", "invalid-utf8"),
+        ("/v1/%c0%af..%c0%afconsole", "invalid-utf8"),
+        ("/a/%e0%80%ae%e0%80%ae/b", "invalid-utf8"),
+        ("/a/%f0%80%80%af", "invalid-utf8"),
+        ("/a%80", "invalid-utf8"),
+        ("/caf%c3", "invalid-utf8"),
+        ("/a%ed%a0%80", "invalid-utf8"),
     ],
 )
 def test_canonical_refusals(raw: str, reason: str) -> None:
@@ -72,6 +81,24 @@ PATHS = st.lists(
     ),
     max_size=8,
 ).map(lambda segs: "/" + "/".join(segs))
+
+
+@given(st.binary(min_size=1, max_size=6))
+def test_escaped_bytes_pass_exactly_when_they_are_utf8(raw: bytes) -> None:
+    path = "/x" + "".join(f"%{b:02X}" for b in raw)
+    try:
+        canonical_path(path)
+        reason = None
+    except RequestRejected as exc:
+        reason = exc.reason
+    # Bytes with a path meaning or control characters are refused for that, whatever the encoding.
+    special = any(b < 0x20 or b == 0x7F or chr(b) in "/\\;?#%" for b in raw)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        assert reason == "invalid-utf8" or (reason is not None and special), (raw, reason)
+        return
+    assert reason is None or (special and reason != "invalid-utf8"), (raw, reason)
 
 
 @given(PATHS)

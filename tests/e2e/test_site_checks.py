@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,36 @@ def test_generated_nginx_config_passes() -> None:
         (("        proxy_set_header X-User-ID $edgesec_x_user_id;\n", ""), "client-sent X-User-ID"),
         (("    ssl_client_certificate", "    #ssl_client_certificate"), "no ssl_client_certificate"),
         (("listen 0.0.0.0:443 ssl;", "listen 0.0.0.0:80;"), "without TLS"),
+        # The issue's attacks: a hand-written copy of the client's own header, underscore spellings kept,
+        # a method override or a client X-Forwarded-Prefix passed to the backend.
+        (
+            ("proxy_set_header X-User-ID $edgesec_x_user_id;", "proxy_set_header X-User-ID $http_x_user_id;"),
+            "copies the client's own x-user-id",
+        ),
+        (
+            ("proxy_set_header X-Roles $edgesec_x_roles;", 'proxy_set_header X-Roles "${http_X_Roles},x";'),
+            "copies the client's own x-roles",
+        ),
+        (("underscores_in_headers off;", "underscores_in_headers on;"), "underscores_in_headers on"),
+        (("ignore_invalid_headers on;", "ignore_invalid_headers off;"), "ignore_invalid_headers off"),
+        (
+            (
+                '        proxy_set_header X-HTTP-Method-Override "";\n        proxy_set_header X-HTTP-Method "";\n'
+                '        proxy_set_header X-Method-Override "";\n        proxy_pass',
+                "        proxy_pass",
+            ),
+            "client-sent X-HTTP-Method-Override",
+        ),
+        (
+            (
+                '        proxy_set_header X-Forwarded-Prefix "";\n        proxy_set_header X-Forwarded-Uri "";\n'
+                '        proxy_set_header X-Forwarded-Method "";\n        proxy_set_header X-Forwarded-Ssl "";\n'
+                '        proxy_set_header X-Forwarded-Tls-Client-Cert-Info "";\n        proxy_set_header X-Real-IP "";\n'
+                '        proxy_set_header X-Original-URI "";',
+                '        proxy_set_header X-Original-URI "";',
+            ),
+            "client-sent X-Forwarded-Prefix",
+        ),
     ],
 )
 def test_nginx_weaknesses_are_named(edit: tuple[str, str], expect: str) -> None:
@@ -166,6 +197,27 @@ def test_unbalanced_nginx_config_is_one_line() -> None:
     assert rep.failed and "cannot parse" in rep.issues[0].message
 
 
+def _b64(pem: str) -> str:
+    return "".join(pem.strip().splitlines()[1:-1])
+
+
+def test_caddy_trust_every_certificate_of_the_bundle() -> None:
+    """Inline trusted_ca_cert lines are judged like a file; a bundle file Caddy 2.6 reads only partly warns."""
+    second = ca_pem("Site Intermediate")
+    trusted = SiteTrust.from_pem(SITE_CA + second, AUTH)
+    site = replace(proxy_site(), ca_certs=(_b64(SITE_CA), _b64(second)))
+    text = render_caddy(site)
+    assert text.count("trusted_ca_cert ") == 2 and "trusted_ca_cert_file" not in text
+    rep = check_caddy("/etc/caddy/Caddyfile", reader({"/etc/caddy/Caddyfile": text}), trusted)
+    assert rep.issues == [], rep.issues
+    bad = replace(proxy_site(), ca_certs=(_b64(SITE_CA), _b64(FOREIGN_CA)))
+    rep = check_caddy("/etc/caddy/Caddyfile", reader({"/etc/caddy/Caddyfile": render_caddy(bad)}), trusted)
+    assert rep.failed and any("not the site CA" in i.message for i in rep.issues), rep.issues
+    files = {"/etc/caddy/Caddyfile": render_caddy(proxy_site()), TRUST: SITE_CA + second}
+    rep = check_caddy("/etc/caddy/Caddyfile", reader(files), trusted)
+    assert not rep.failed and any("reads only the first certificate" in i.message for i in rep.issues)
+
+
 def test_generated_caddyfile_passes_and_weaknesses_fail() -> None:
     text = render_caddy(proxy_site())
     rep = check_caddy("/etc/caddy/Caddyfile", reader({"/etc/caddy/Caddyfile": text, TRUST: SITE_CA}), TRUSTED)
@@ -173,6 +225,9 @@ def test_generated_caddyfile_passes_and_weaknesses_fail() -> None:
     for edit, expect in [
         (("mode require_and_verify", "mode request"), "not require_and_verify"),
         (("\t\trequest_header -X-Roles\n", ""), "X-Roles are not stripped"),
+        (("\t\trequest_header -X_User_ID\n", ""), "X_User_ID are not stripped"),
+        (("\t\trequest_header -X-HTTP-Method-Override\n", ""), "X-HTTP-Method-Override are not stripped"),
+        (("\t\trequest_header -Connection\n", ""), "Connection are not stripped"),
         (("forward_auth http", "reverse_proxy http"), "no forward_auth"),
     ]:
         bad = text.replace(*edit)
@@ -196,14 +251,29 @@ def test_generated_traefik_config_passes_and_weaknesses_fail() -> None:
         ["/etc/traefik/dynamic/edgesec.yml"], "/etc/traefik/traefik.yml", reader(files), TRUSTED
     )
     assert rep.issues == [] and rep.routes == 1
+    # The listen address is kept (not widened to every interface), and nothing phones home.
+    assert 'address: "0.0.0.0:443"' in static and "checkNewVersion: false" in static
+    assert "trustedIPs" not in static  # no peer may set X-Forwarded-* unless one is named
+    named = render_traefik_static(
+        replace(site, trusted_ips=("10.0.0.5/32",)), "/etc/traefik/dynamic/edgesec.yml"
+    )
+    rep = check_traefik(
+        ["/etc/traefik/dynamic/edgesec.yml"],
+        "/etc/traefik/traefik.yml",
+        reader(traefik_files(dyn, named)),
+        TRUSTED,
+    )
+    assert rep.issues == []
     cases = [
         (dyn.replace('"edgesec-forward-auth"\n', ""), static, "no forwardAuth middleware"),
-        (dyn, static.replace('"127.0.0.1/32"', '"0.0.0.0/0"'), "effectively anyone"),
-        (
-            dyn,
-            static.replace("forwardedHeaders", "forwardedHeadersX"),
-            "names no forwardedHeaders.trustedIPs",
-        ),
+        (dyn, named.replace('"10.0.0.5/32"', '"0.0.0.0/0"'), "effectively anyone"),
+        (dyn, static.replace("checkNewVersion: false", "checkNewVersion: true"), "checkNewVersion"),
+        (dyn, static.replace("  checkNewVersion: false\n", ""), "checkNewVersion is not false"),
+        (dyn, static.replace("sendAnonymousUsage: false", "sendAnonymousUsage: true"), "sendAnonymousUsage"),
+        # The underscore twins of the identity headers, and the forwarded URI authz decides on.
+        (dyn.replace('          X_User_ID: ""\n', ""), static, "X_User_ID are not deleted"),
+        (dyn.replace('          X-Forwarded-Uri: ""\n', ""), static, "X-Forwarded-Uri are not deleted"),
+        (dyn.replace('        - "edgesec-strip"\n', ""), static, "are not deleted"),
         (
             dyn.replace("RequireAndVerifyClientCert", "VerifyClientCertIfGiven"),
             static,
