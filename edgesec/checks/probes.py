@@ -102,6 +102,7 @@ class SystemProbe(Protocol):
     def hostname(self) -> str: ...
     def euid(self) -> int: ...
     def connect(self, host: str, port: int, protocol: str, timeout: float) -> dict[str, Any]: ...
+    def netlink(self, op: str, *args: Any) -> dict[str, Any]: ...
 
 
 class Clock(Protocol):
@@ -238,6 +239,12 @@ class LiveSystem:
         (a RST or ICMP came back: packets do leave), or ``blocked`` (silence until the timeout, or no route).
         """
         return active_probe(host, port, protocol, timeout)
+
+    def netlink(self, op: str, *args: Any) -> dict[str, Any]:
+        """The kernel's routing state and FIB lookups (:mod:`edgesec.checks.netlink`)."""
+        from edgesec.checks.netlink import query
+
+        return query(op, *args)
 
 
 def active_probe(host: str, port: int, protocol: str, timeout: float) -> dict[str, Any]:
@@ -383,6 +390,9 @@ class RecordingSystem:
         self.rec.calls[_key("connect", host, port, protocol)] = value
         return value
 
+    def netlink(self, op: str, *args: Any) -> dict[str, Any]:
+        return self._do("netlink", op, *args)  # type: ignore[no-any-return]
+
 
 class ReplaySystem:
     """Answers from a recording; anything not recorded raises :class:`ProbeNotRecorded`."""
@@ -434,6 +444,9 @@ class ReplaySystem:
     def connect(self, host: str, port: int, protocol: str, timeout: float) -> dict[str, Any]:
         return self._get("connect", host, port, protocol)  # type: ignore[no-any-return]
 
+    def netlink(self, op: str, *args: Any) -> dict[str, Any]:
+        return self._get("netlink", op, *args)  # type: ignore[no-any-return]
+
 
 class BuiltSystem:
     """A system described in a test: files (path -> text, or a FileStat), commands, environment.
@@ -452,6 +465,7 @@ class BuiltSystem:
         hostname: str = "built-host",
         euid: int = 0,
         network: Mapping[tuple[str, int, str], Mapping[str, Any]] | None = None,
+        netlink: Callable[..., dict[str, Any]] | None = None,
     ) -> None:
         self.files = dict(files or {})
         self.commands = {tuple(k): v for k, v in (commands or {}).items()}
@@ -461,6 +475,7 @@ class BuiltSystem:
         self._hostname = hostname
         self._euid = euid
         self.network = {k: dict(v) for k, v in (network or {}).items()}
+        self._netlink = netlink
 
     def read_text(self, path: str, limit: int = 1 << 20) -> str | None:
         v = self.files.get(path)
@@ -513,6 +528,12 @@ class BuiltSystem:
     def connect(self, host: str, port: int, protocol: str, timeout: float) -> dict[str, Any]:
         # An undescribed destination behaves like a sealed site: silence.
         return dict(self.network.get((host, port, protocol), {"outcome": "blocked", "detail": "no answer"}))
+
+    def netlink(self, op: str, *args: Any) -> dict[str, Any]:
+        # Undescribed, netlink is what a sandbox without it gives: an error the check must report.
+        if self._netlink is None:
+            return {"ok": False, "error": "netlink: Operation not permitted"}
+        return self._netlink(op, *args)
 
 
 class RecordingClock:
@@ -567,6 +588,7 @@ class CachingSystem:
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, ...], CommandResult] = {}
         self._pending: dict[tuple[str, ...], threading.Lock] = {}
+        self._netlink: dict[tuple[str, str], dict[str, Any]] = {}
 
     def run(self, argv: Sequence[str], timeout: float = 10.0) -> CommandResult:
         import threading
@@ -614,3 +636,13 @@ class CachingSystem:
 
     def connect(self, host: str, port: int, protocol: str, timeout: float) -> dict[str, Any]:
         return self.inner.connect(host, port, protocol, timeout)
+
+    def netlink(self, op: str, *args: Any) -> dict[str, Any]:
+        key = ("\0netlink", _key(op, *args))
+        with self._lock:
+            if key in self._netlink:
+                return self._netlink[key]
+        value = self.inner.netlink(op, *args)
+        with self._lock:
+            self._netlink[key] = value
+        return value
