@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -484,7 +485,16 @@ def _nft_text(expr: list[Any]) -> str:
     return " ".join(parts)[:300] or "(empty rule)"
 
 
-def add_nft(rs: Ruleset, doc: Any, allowed: list[Net], skip_tables: set[tuple[str, str]]) -> None:
+_TABLE_FLAGS = {"owner", "persist"}
+
+
+def add_nft(
+    rs: Ruleset,
+    doc: Any,
+    allowed: list[Net],
+    skip_tables: set[tuple[str, str]],
+    table_text: Callable[[str, str], str | None] | None = None,
+) -> None:
     items = doc.get("nftables") if isinstance(doc, dict) else None
     if not isinstance(items, list):
         rs.errors.append("nft -j list ruleset: not an nftables JSON document")
@@ -496,11 +506,22 @@ def add_nft(rs: Ruleset, doc: Any, allowed: list[Net], skip_tables: set[tuple[st
         if not isinstance(it, dict):
             continue
         t = it.get("table")
-        if isinstance(t, dict):
-            flags = t.get("flags", [])
+        if isinstance(t, dict) and "flags" in t:
+            ft = (str(t.get("family")), str(t.get("name")))
+            flags = t["flags"]
             flags = [flags] if isinstance(flags, str) else flags
             if isinstance(flags, list) and "dormant" in flags:
-                dormant.add((str(t.get("family")), str(t.get("name"))))
+                dormant.add(ft)
+            elif not (isinstance(flags, list) and set(map(str, flags)) <= _TABLE_FLAGS):
+                # nft 1.0.6 prints the table's name as its "flags" in JSON: ask the text form instead.
+                text = table_text(*ft) if table_text else None
+                if text is None:
+                    dormant.add(ft)
+                    rs.errors.append(
+                        f"nft {ft[0]} {ft[1]}: table flags not readable; its chains are not counted"
+                    )
+                elif re.search(r"^\s*flags\s+.*\bdormant\b", text, re.MULTILINE):
+                    dormant.add(ft)
         for kind in ("set", "map"):
             s = it.get(kind)
             if isinstance(s, dict):
@@ -722,6 +743,8 @@ def read_ruleset(system: Any, allowed: list[Net]) -> Ruleset:
             r = system.run([cmd])
             if r.returncode == 127:
                 continue
+            if r.ok and not r.stdout.strip():
+                continue  # this backend holds no tables
             if not r.ok:
                 if "incompatible" not in r.stderr:  # nft-native tables iptables cannot show: nft reads them
                     rs.errors.append(f"{cmd}: {(r.stderr.strip() or f'exit {r.returncode}')[:200]}")
@@ -744,7 +767,12 @@ def read_ruleset(system: Any, allowed: list[Net]) -> Ruleset:
             doc = json.loads(r.stdout) if r.stdout.strip() else {"nftables": []}
         except ValueError:
             doc = None
-        add_nft(rs, doc, allowed, skip_tables)
+
+        def table_text(family: str, name: str) -> str | None:
+            t = system.run(["nft", "list", "table", family, name])
+            return t.stdout if t.ok else None
+
+        add_nft(rs, doc, allowed, skip_tables, table_text)
     for cmd, version, text in texts:
         add_iptables(rs, text, cmd, version, allowed)
     return rs

@@ -93,6 +93,15 @@ def _route(msg: Any, names: dict[int, str], version: int) -> dict[str, Any]:
     }
 
 
+def _uid_range(uid: Any) -> list[int] | None:
+    if isinstance(uid, dict):
+        return [int(uid.get("start", 0)), int(uid.get("end", 0))]
+    if isinstance(uid, str) and ":" in uid:
+        lo, hi = uid.split(":", 1)
+        return [int(lo), int(hi)]
+    return None
+
+
 def _rule(msg: Any, version: int) -> dict[str, Any]:
     a = _attrs(msg)
     table = int(a.get("FRA_TABLE", msg.get("table", 0)))
@@ -109,7 +118,7 @@ def _rule(msg: Any, version: int) -> dict[str, Any]:
         "fwmark": a.get("FRA_FWMARK"),
         "iif": a.get("FRA_IIFNAME"),
         "oif": a.get("FRA_OIFNAME"),
-        "uidrange": None if not isinstance(uid, dict) else [uid.get("start"), uid.get("end")],
+        "uidrange": _uid_range(uid),
         "ipproto": a.get("FRA_IP_PROTO"),
         "sport": a.get("FRA_SPORT_RANGE"),
         "dport": a.get("FRA_DPORT_RANGE"),
