@@ -791,17 +791,12 @@ class Interfaces(_EgressCheck):
     )
 
     def evaluate(self, ctx: CheckContext) -> Iterator[Finding]:
-        r = ctx.system.run(["ip", "-j", "-d", "link", "show"])
-        if r.returncode == 127:
-            raise _Unavailable("the ip command (iproute2) is not installed")
-        links = _json(r.stdout) if r.ok else None
-        if not isinstance(links, list):
-            raise _Unavailable(f"'ip -j -d link show' failed: {r.stderr.strip()[:200]}")
+        links = _netlink_rows(ctx.system.netlink("links"), "the interfaces")
         found = 0
         for link in links:
-            name = link.get("ifname", "?")
-            kind = (link.get("linkinfo") or {}).get("info_kind")
-            what = _TUNNEL_KINDS.get(kind or "") or (
+            name = str(link.get("ifname") or "?")
+            kind = link.get("kind")
+            what = _TUNNEL_KINDS.get(str(kind or "")) or (
                 "point-to-point (modem/VPN)" if link.get("link_type") == "ppp" else None
             )
             wireless = (
@@ -813,14 +808,14 @@ class Interfaces(_EgressCheck):
             if what is None:
                 continue
             found += 1
-            state = link.get("operstate", "UNKNOWN")
-            up = "UP" in (link.get("flags") or []) or state == "UP"
+            state = link.get("operstate") or "UNKNOWN"
+            up = bool(link.get("up")) or state == "UP"
             ev = {
                 "ifname": name,
                 "kind": kind,
                 "link_type": link.get("link_type"),
                 "operstate": state,
-                "flags": link.get("flags"),
+                "up": up,
             }
             if up:
                 yield self.failed(f"{what} interface {name} is up", resource=name, evidence=ev)

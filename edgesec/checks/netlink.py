@@ -6,6 +6,7 @@
   ``type``, ``protocol``, ``dev``, ``gateway``, ``nhid`` and ``nexthops`` (multipath legs);
 * ``("rules", version)`` -- the policy routing rules with their selectors;
 * ``("addrs",)`` -- the host's interface addresses;
+* ``("links",)`` -- the interfaces: name, kind (``wireguard``, ``tun``...), link type, state;
 * ``("lookup", version, [[dst, {"src": ..., "mark": ..., "uid": ...}], ...])`` -- the kernel's own FIB
   lookup (``RTM_GETROUTE``, what ``ip route get`` asks) for each destination with those selectors.
 
@@ -190,6 +191,22 @@ def query(op: str, *args: Any) -> dict[str, Any]:
                         }
                     )
                 return {"ok": True, "data": data}
+            if op == "links":
+                links = []
+                for m in ipr.get_links():
+                    a = _attrs(m)
+                    info = _attrs(a.get("IFLA_LINKINFO") or {})
+                    flags = int(m.get("flags", 0))
+                    links.append(
+                        {
+                            "ifname": a.get("IFLA_IFNAME"),
+                            "kind": info.get("IFLA_INFO_KIND"),
+                            "link_type": "ppp" if int(m.get("ifi_type", 0)) == 512 else None,
+                            "operstate": a.get("IFLA_OPERSTATE"),
+                            "up": bool(flags & 1),
+                        }
+                    )
+                return {"ok": True, "data": links}
             if op == "lookup":
                 pairs: Sequence[Any] = args[1]
                 return {"ok": True, "data": [_lookup(ipr, names, str(d), dict(s or {})) for d, s in pairs]}

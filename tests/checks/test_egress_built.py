@@ -271,19 +271,14 @@ def test_connections_outbound_only() -> None:
 
 
 def test_interfaces() -> None:
+    # The shape edgesec.checks.netlink answers ("links").
     links = [
-        {"ifname": "lo", "link_type": "loopback", "flags": ["LOOPBACK", "UP"], "operstate": "UNKNOWN"},
-        {
-            "ifname": "wg0",
-            "link_type": "none",
-            "flags": ["POINTOPOINT", "UP"],
-            "operstate": "UNKNOWN",
-            "linkinfo": {"info_kind": "wireguard"},
-        },
-        {"ifname": "wlan0", "link_type": "ether", "flags": ["BROADCAST"], "operstate": "DOWN"},
+        {"ifname": "lo", "kind": None, "link_type": None, "operstate": "UNKNOWN", "up": True},
+        {"ifname": "wg0", "kind": "wireguard", "link_type": None, "operstate": "UNKNOWN", "up": True},
+        {"ifname": "wlan0", "kind": None, "link_type": None, "operstate": "DOWN", "up": False},
     ]
     sys_ = BuiltSystem(
-        commands={("ip", "-j", "-d", "link", "show"): json.dumps(links)},
+        netlink=lambda op, *a: {"ok": True, "data": links},
         stats={"/sys/class/net/wlan0/wireless": FileStat(0o40755, 0, 0, 0, 0.0, True, False)},
     )
     f = statuses(list(egress.Interfaces().run(ctx_for(sys_))))

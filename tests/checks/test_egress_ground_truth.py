@@ -302,3 +302,51 @@ def test_verdicts_match_real_packets(lab: Lab, name: str) -> None:
         assert fw != "PASS", row
     else:
         assert routes in ("PASS", "FAIL", "WARN"), row
+
+
+def test_without_ip_nft_and_iptables_binaries(lab: Lab, tmp_path: Path) -> None:
+    """A minimal image: no iproute2, nft or iptables on PATH. Routes still come from the kernel (netlink);
+    what needs a missing tool is ERROR "not assessed" -- never SKIP, never PASS."""
+    default_gw(lab)
+    lab.config.write_text('[checks]\nallowed_networks = ["198.51.100.0/24"]\n')
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "NO_COLOR": "1"}
+    cp = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.site,
+            "env",
+            f"PATH={empty}",
+            sys.executable,
+            "-m",
+            "edgesec",
+            "--json",
+            "--home",
+            str(lab.home),
+            "--config",
+            str(lab.config),
+            "audit",
+            "--only",
+            "egress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert cp.returncode == 3, cp.stderr  # incomplete: the firewall could not be assessed
+    res = json.loads(cp.stdout)["result"]["result"]
+    checks = {c["id"]: c for c in res["checks"]}
+    assert res["summary"]["verdict"] == "incomplete"
+    v4 = next(f for f in checks["egress.routes"]["findings"] if f["resource"] == "IPv4")
+    assert v4["status"] == "FAIL" and v4["evidence"]["outbound_routes"][0]["gateway"] == GW
+    assert "no firewall tool" in v4["message"]
+    assert checks["egress.firewall"]["status"] == "ERROR"
+    assert checks["egress.firewall"]["findings"][0]["message"].startswith("not assessed:")
+    assert checks["egress.interfaces"]["status"] in ("PASS", "WARN", "FAIL")
+    skipped = {cid for cid, c in checks.items() if c["status"] == "SKIP"}
+    assert skipped <= {"egress.probe", "egress.telemetry"}, skipped  # opt-in / no model server: real reasons
