@@ -545,14 +545,19 @@ class Dns(_EgressCheck):
                 )
 
 
-_PROXY_VARS = ("http_proxy", "https_proxy", "ftp_proxy", "all_proxy", "rsync_proxy", "grpc_proxy")
+# Any variable named like a proxy: http(s)/ftp/all/rsync/grpc/socks_proxy, PIP_PROXY, npm_config_(https_)proxy,
+# YARN_HTTPS_PROXY, ... -- but not no_proxy (a list of exceptions, not a way out).
+_PROXY_NAME = re.compile(r"(?i)^(?![a-z0-9_]*no_proxy$)[a-z0-9_]*proxy$")
 _ASSIGN_RE = re.compile(
-    r"""(?:^|[\s"';=])(?:export\s+)?(?P<name>(?i:(?:http|https|ftp|all|rsync|grpc)_proxy))=(?P<value>"[^"]*"|'[^']*'|[^\s"';]*)""",
+    r"""(?<![A-Za-z0-9_])(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?=(?P<value>"[^"]*"|'[^']*'|[^\s"';]*))""",
     re.MULTILINE,
 )
 _APT_PROXY_RE = re.compile(r"""Acquire::(?:https?|ftp)::Proxy\s+"([^"]+)"\s*;""", re.IGNORECASE)
 # Docker daemon ("proxies": {"http-proxy": ...}) and client config ("httpProxy"): containers inherit these.
 _JSON_PROXY_RE = re.compile(r'"((?:https?|ftp|all)[-_]?proxy)"\s*:\s*"([^"]+)"', re.IGNORECASE)
+
+
+ENVIRON_LIMIT = 1 << 24  # far above what execve accepts by default (a quarter of an 8 MiB stack)
 
 
 def redact(value: str) -> str:
@@ -561,7 +566,7 @@ def redact(value: str) -> str:
 
 
 def _proxies_in_environ(env: dict[str, str]) -> dict[str, str]:
-    return {k: redact(v) for k, v in env.items() if k.lower() in _PROXY_VARS and v.strip()}
+    return {k: redact(v) for k, v in env.items() if _PROXY_NAME.match(k) and v.strip()}
 
 
 class ProxyEnv(_EgressCheck):
@@ -614,7 +619,9 @@ class ProxyEnv(_EgressCheck):
                 continue
             scanned_files += 1
             found = {
-                m.group("name"): redact(m.group("value").strip("'\"")) for m in _ASSIGN_RE.finditer(text)
+                m.group("name"): redact(m.group("value").strip("'\""))
+                for m in _ASSIGN_RE.finditer(text)
+                if _PROXY_NAME.match(m.group("name"))
             }
             found = {k: v for k, v in found.items() if v}
             for m in _APT_PROXY_RE.finditer(text):
@@ -639,12 +646,21 @@ class ProxyEnv(_EgressCheck):
         unreadable = 0
         for env_path in ctx.system.glob("/proc/[0-9]*/environ"):
             pid = env_path.split("/")[2]
-            raw = ctx.system.read_text(env_path, 1 << 17)
+            raw = ctx.system.read_text(env_path, ENVIRON_LIMIT + 1)
             if raw is None:
                 # Gone since the listing, or another user's process read without root.
                 unreadable += ctx.system.stat(f"/proc/{pid}") is not None
                 continue
             procs += 1
+            if len(raw) > ENVIRON_LIMIT:
+                hits += 1
+                comm = (ctx.system.read_text(f"/proc/{pid}/comm") or "?").strip()
+                yield self.warned(
+                    f"running process {pid} ({comm}) has an environment over {ENVIRON_LIMIT >> 20} MiB: "
+                    "not read to the end, so it cannot be shown free of proxy variables",
+                    resource=f"pid {pid} ({comm})",
+                    evidence={"pid": int(pid), "comm": comm, "read_bytes": ENVIRON_LIMIT},
+                )
             env = dict(kv.split("=", 1) for kv in raw.split("\0") if "=" in kv)
             found = _proxies_in_environ(env)
             if found:
@@ -692,8 +708,18 @@ def _hex_addr(h: str, v6: bool) -> Addr:
     return ipaddress.IPv6Address(words) if v6 else ipaddress.IPv4Address(words)
 
 
+def _listens(listening: set[tuple[Addr, int]], la: Addr, lp: int) -> bool:
+    if (la, lp) in listening:
+        return True
+    mapped = la.ipv4_mapped if isinstance(la, ipaddress.IPv6Address) else None
+    for addr, port in listening:
+        if port == lp and (addr.is_unspecified or (mapped is not None and addr == mapped)):
+            return True
+    return False
+
+
 class Connections(_EgressCheck):
-    """Established outbound TCP connections to peers outside the allowed networks."""
+    """Established outbound TCP connections and connected UDP flows to peers outside the allowed networks."""
 
     meta = CheckMeta(
         id="egress.connections",
@@ -708,44 +734,53 @@ class Connections(_EgressCheck):
 
     def evaluate(self, ctx: CheckContext) -> Iterator[Finding]:
         allowed = allowed_networks(ctx)
-        rows = []
-        read_any = False
-        for path, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
-            text = ctx.system.read_text(path)
-            if text is not None:
-                read_any = True
-                rows.extend(_parse_proc_net(text, v6))
-        if not read_any:
-            raise _Unavailable("/proc/net/tcp is not readable here")
-        listening = {lp for (_la, lp, _ra, _rp, st, _u) in rows if st == "0A"}
         bad: list[dict[str, Any]] = []
-        for la, lp, ra, rp, st, uid in rows:
-            if st != "01" or lp in listening:  # 01 ESTABLISHED; a local listening port means inbound
-                continue
-            if is_internal(ra, allowed):
-                continue
-            bad.append({"local": f"{la}:{lp}", "remote": f"{ra}:{rp}", "uid": int(uid)})
+        seen = 0
+        for proto in ("tcp", "udp"):
+            rows = []
+            read_any = False
+            for path, v6 in ((f"/proc/net/{proto}", False), (f"/proc/net/{proto}6", True)):
+                text = ctx.system.read_text(path)
+                if text is not None:
+                    read_any = True
+                    rows.extend(_parse_proc_net(text, v6))
+            if not read_any:
+                raise _Unavailable(f"/proc/net/{proto} is not readable here")
+            seen += len(rows)
+            # A connection is inbound when a socket listens on its local address and port (or on the
+            # wildcard address of that port); an outbound one merely sharing a port number is not.
+            listening = {(la, lp) for (la, lp, _ra, _rp, st, _u) in rows if proto == "tcp" and st == "0A"}
+            for la, lp, ra, rp, st, uid in rows:
+                # TCP 01 ESTABLISHED; UDP 01 is a connected socket (a fixed peer: a flow out).
+                if st != "01":
+                    continue
+                if proto == "tcp" and _listens(listening, la, lp):
+                    continue
+                if is_internal(ra, allowed):
+                    continue
+                bad.append(
+                    {"protocol": proto, "local": f"{la}:{lp}", "remote": f"{ra}:{rp}", "uid": int(uid)}
+                )
         owners = self._owners(ctx) if bad else {}
         for b in bad:
             b["process"] = owners.get((str(b["local"]), str(b["remote"])))
             who = f" by {b['process']}" if b["process"] else f" (uid {b['uid']})"
-            yield self.failed(
-                f"established connection {b['local']} -> {b['remote']}{who}", resource=b["remote"], evidence=b
-            )
+            what = "established connection" if b["protocol"] == "tcp" else "connected UDP flow"
+            yield self.failed(f"{what} {b['local']} -> {b['remote']}{who}", resource=b["remote"], evidence=b)
         if not bad:
             yield self.passed(
-                "no established outbound connection to outside the allowed networks",
-                evidence={
-                    "stats": {"connections_seen": len(rows)},
-                    "allowed_networks": [str(n) for n in allowed],
-                },
+                "no established outbound TCP connection or connected UDP flow to outside the allowed networks",
+                evidence={"stats": {"sockets_seen": seen}, "allowed_networks": [str(n) for n in allowed]},
             )
 
     @staticmethod
     def _owners(ctx: CheckContext) -> dict[tuple[str, str], str]:
-        r = ctx.system.run(["ss", "-H", "-t", "-n", "-p", "state", "established"])
+        lines: list[str] = []
+        for proto in ("-t", "-u"):
+            r = ctx.system.run(["ss", "-H", proto, "-n", "-p", "state", "established"])
+            lines.extend(r.stdout.splitlines() if r.ok else [])
         out = {}
-        for line in r.stdout.splitlines() if r.ok else []:
+        for line in lines:
             parts = line.split()
             if len(parts) >= 4:
                 m = re.search(r'users:\(\("([^"]+)",pid=(\d+)', line)
@@ -887,7 +922,7 @@ class Telemetry(_EgressCheck):
             if match is None:
                 continue
             seen += 1
-            raw = ctx.system.read_text(f"/proc/{pid}/environ", 1 << 17)
+            raw = ctx.system.read_text(f"/proc/{pid}/environ", ENVIRON_LIMIT)
             if raw is None:
                 yield self.warned(
                     f"model server {exe} (pid {pid}): its environment is not readable",
@@ -952,6 +987,16 @@ class ActiveProbe(_EgressCheck):
             ev = {"target": res, "timeout_s": settings.probe_timeout_s, **ans}
             if ans.get("outcome") == "blocked":
                 yield self.passed(f"{res} is blocked ({ans.get('detail')})", resource=res, evidence=ev)
+            elif ans.get("outcome") in ("unresolved", "error"):
+                yield Finding(
+                    self.meta.id,
+                    Status.ERROR,
+                    f"not assessed: {res} was not tried ({ans.get('detail')}); name a target by IP address",
+                    resource=res,
+                    evidence={**ev, "not_assessed": True},
+                )
+            elif ans.get("outcome") not in ("reachable", "refused"):
+                raise _Unavailable(f"the probe of {res} gave no known outcome ({ans.get('outcome')!r})")
             else:
                 yield self.failed(f"{res} is reachable: {ans.get('detail')}", resource=res, evidence=ev)
 

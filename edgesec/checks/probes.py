@@ -236,7 +236,8 @@ class LiveSystem:
         """One short connection attempt (the opt-in egress probe): ``{"outcome", "detail"}``.
 
         ``outcome`` is ``reachable`` (TCP handshake done, or a DNS answer came back), ``refused``
-        (a RST or ICMP came back: packets do leave), or ``blocked`` (silence until the timeout, or no route).
+        (a RST or ICMP came back: packets do leave), ``blocked`` (silence until the timeout, or no route),
+        ``unresolved`` (the name does not resolve: nothing was tried) or ``error`` (the attempt itself failed).
         """
         return active_probe(host, port, protocol, timeout)
 
@@ -256,7 +257,8 @@ def active_probe(host: str, port: int, protocol: str, timeout: float) -> dict[st
             host, port, type=socket.SOCK_DGRAM if protocol == "dns" else socket.SOCK_STREAM
         )
     except socket.gaierror as exc:
-        return {"outcome": "blocked", "detail": f"name does not resolve: {exc.strerror}"}
+        # Nothing was tried: a name that does not resolve proves nothing about the path out.
+        return {"outcome": "unresolved", "detail": f"name does not resolve here: {exc.strerror}"}
     family, stype, proto, _canon, addr = infos[0]
     peer = ":".join((str(addr[0]), str(addr[1])))
     with socket.socket(family, stype, proto) as s:
@@ -277,7 +279,7 @@ def active_probe(host: str, port: int, protocol: str, timeout: float) -> dict[st
         except OSError as exc:
             if exc.errno in (_errno.ENETUNREACH, _errno.EHOSTUNREACH, _errno.EPERM, _errno.EACCES):
                 return {"outcome": "blocked", "detail": exc.strerror or str(exc)}
-            return {"outcome": "blocked", "detail": f"{type(exc).__name__}: {exc.strerror or exc}"}
+            return {"outcome": "error", "detail": f"{type(exc).__name__}: {exc.strerror or exc}"}
 
 
 def _key(method: str, *args: Any) -> str:

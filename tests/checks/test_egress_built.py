@@ -262,12 +262,63 @@ def test_connections_outbound_only() -> None:
         "   2: 026433C6:0016 147100CB:C350 01 00000000:00000000 00:00000000 00000000     0        0 3\n"
         "   3: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 4\n"
     ).replace("0264 33C6", "026433C6")
-    sys_ = BuiltSystem(files={"/proc/net/tcp": tcp, "/proc/net/tcp6": "header\n"})
+    sys_ = BuiltSystem(files={"/proc/net/tcp": tcp, "/proc/net/tcp6": "header\n", "/proc/net/udp": UDP_HDR})
     f = list(egress.Connections().run(ctx_for(sys_)))
     assert [(x.status.value, x.resource) for x in f] == [("FAIL", "203.0.113.10:443")]
     assert f[0].evidence["local"] == "198.51.100.2:40000" and f[0].evidence["uid"] == 1000
     f = list(egress.Connections().run(ctx_for(sys_, allowed_networks=["203.0.113.0/24"])))
     assert [x.status.value for x in f] == ["PASS"]
+
+
+UDP_HDR = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n"
+
+
+def test_an_outbound_connection_sharing_a_listening_port_number_is_still_outbound() -> None:
+    # Something listens on 127.0.0.1:40000; the connection 198.51.100.2:40000 -> 203.0.113.10:443 is outbound.
+    tcp = (
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+        "   0: 0100007F:9C40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1\n"
+        "   1: 026433C6:9C40 0A7100CB:01BB 01 00000000:00000000 00:00000000 00000000  1000        0 2\n"
+    )
+    sys_ = BuiltSystem(files={"/proc/net/tcp": tcp, "/proc/net/tcp6": "h\n", "/proc/net/udp": UDP_HDR})
+    sys_.files["/proc/net/udp6"] = UDP_HDR
+    f = list(egress.Connections().run(ctx_for(sys_)))
+    assert [(x.status.value, x.resource) for x in f] == [("FAIL", "203.0.113.10:443")]
+    # A wildcard listener on that port makes it inbound.
+    sys_.files["/proc/net/tcp"] = tcp.replace("0100007F:9C40", "00000000:9C40")
+    assert [x.status.value for x in egress.Connections().run(ctx_for(sys_))] == ["PASS"]
+
+
+def test_a_connected_udp_flow_to_outside_fails() -> None:
+    udp = (
+        UDP_HDR + "  7: 026433C6:A000 0A7100CB:0035 01 00000000:00000000 00:00000000 00000000  0  0 9 2 0 0\n"
+    )
+    udp += "  8: 00000000:0044 00000000:0000 07 00000000:00000000 00:00000000 00000000  0  0 9 2 0 0\n"
+    files = {"/proc/net/tcp": "h\n", "/proc/net/tcp6": "h\n", "/proc/net/udp": udp, "/proc/net/udp6": UDP_HDR}
+    f = list(egress.Connections().run(ctx_for(BuiltSystem(files=files))))
+    assert [(x.status.value, x.resource, x.evidence["protocol"]) for x in f] == [
+        ("FAIL", "203.0.113.10:53", "udp")
+    ]
+    # Unreadable UDP tables: not assessed, not a pass.
+    del files["/proc/net/udp"], files["/proc/net/udp6"]
+    (e,) = egress.Connections().run(ctx_for(BuiltSystem(files=files)))
+    assert e.status.value == "ERROR" and e.message.startswith("not assessed:")
+
+
+def test_every_proxy_variable_name_and_a_huge_environment() -> None:
+    env = "PIP_PROXY=http://p:3128\0npm_config_https_proxy=http://p:3128\0socks_proxy=socks5://p:1080\0no_proxy=x\0"
+    files = {"/proc/10/environ": env, "/etc/environment": "NPM_CONFIG_PROXY=http://q:3128\nNO_PROXY=a,b\n"}
+    f = {x.resource: x for x in egress.ProxyEnv().run(ctx_for(BuiltSystem(files=files)))}
+    assert set(f["pid 10 (?)"].evidence["variables"]) == {
+        "PIP_PROXY",
+        "npm_config_https_proxy",
+        "socks_proxy",
+    }
+    assert f["/etc/environment"].evidence["variables"] == {"NPM_CONFIG_PROXY": "http://q:3128"}
+    # An environment past the read limit cannot be shown clean: WARN, never PASS.
+    big = {"/proc/11/environ": "A=" + "x" * egress.ENVIRON_LIMIT + "\0HTTPS_PROXY=http://late:3128\0"}
+    (w,) = egress.ProxyEnv().run(ctx_for(BuiltSystem(files=big)))
+    assert w.status.value == "WARN" and "not read to the end" in w.message
 
 
 def test_interfaces() -> None:
@@ -315,6 +366,22 @@ def test_active_probe_is_opt_in() -> None:
     targets = [{"host": "203.0.113.10", "port": 443}, {"host": "203.0.113.11", "port": 53, "protocol": "dns"}]
     f = statuses(list(egress.ActiveProbe().run(ctx_for(sys_, probe_targets=targets))))
     assert f == {"tcp://203.0.113.10:443": "FAIL", "dns://203.0.113.11:53": "PASS"}
+
+
+def test_a_probe_target_that_does_not_resolve_is_not_a_pass(monkeypatch: Any) -> None:
+    import socket
+
+    from edgesec.checks import probes
+
+    def no_name(*_a: object, **_k: object) -> None:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_name)  # no resolver is asked: nothing leaves this test
+    ans = probes.active_probe("telemetry.example", 443, "tcp", 1.0)
+    assert ans["outcome"] == "unresolved"
+    sys_ = BuiltSystem(network={("telemetry.example", 443, "tcp"): ans})
+    (f,) = egress.ActiveProbe().run(ctx_for(sys_, probe_targets=[{"host": "telemetry.example"}]))
+    assert f.status.value == "ERROR" and f.message.startswith("not assessed:") and "not tried" in f.message
 
 
 @given(st.text(max_size=400))
