@@ -16,9 +16,10 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from edgesec.checks.firewall import Pkt, Ruleset, read_ruleset
 from edgesec.checks.interface import Check, CheckContext, CheckMeta, Finding, Severity, Status
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -61,307 +62,203 @@ def _json(text: str) -> Any:
 
 # --- routes and firewall -------------------------------------------------------------------------------
 
-_NON_FORWARDING = {
-    "local",
-    "broadcast",
-    "multicast",
-    "unreachable",
-    "prohibit",
-    "blackhole",
-    "throw",
-    "anycast",
-    "nat",
-}
+
+class _Unavailable(Exception):
+    """The evidence a check needs cannot be read here: the check is not assessed (ERROR, run incomplete)."""
 
 
-def outbound_routes(
-    ctx: CheckContext, version: int, allowed: list[Net]
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Routes (any table) that carry traffic to destinations outside the allowed networks."""
-    r = ctx.system.run(["ip", "-j", f"-{version}", "route", "show", "table", "all"])
-    ev: dict[str, Any] = {"command": " ".join(r.argv), "returncode": r.returncode}
-    if r.returncode == 127:
-        raise _Unavailable("the ip command (iproute2) is not installed")
-    routes = _json(r.stdout)
-    if not r.ok or not isinstance(routes, list):
-        raise _Unavailable(f"'{' '.join(r.argv)}' failed: {r.stderr.strip()[:200]}")
-    out = []
-    for rt in routes:
-        if (
-            not isinstance(rt, dict)
-            or rt.get("type", "unicast") in _NON_FORWARDING
-            or rt.get("table") == "local"
-        ):
-            continue
-        dst = rt.get("dst", "")
-        if dst == "default":
-            net: Net = ipaddress.ip_network("0.0.0.0/0" if version == 4 else "::/0")
-        else:
-            try:
-                net = ipaddress.ip_network(dst, strict=False)
-            except ValueError:
-                continue
-        # A route through a gateway (or a default route on a point-to-point link) leads beyond this
-        # segment; an on-link route to an internal segment does not.
-        via = rt.get("gateway") or rt.get("via")
-        leaves = net.prefixlen == 0 or (via is not None and not _net_internal(net, allowed))
-        if net.prefixlen <= 1 and not via:
-            leaves = True  # default or split-default (0/1 + 128/1, a VPN trick) straight onto a link
-        if leaves:
-            out.append(
-                {
-                    "dst": dst,
-                    "gateway": via,
-                    "dev": rt.get("dev"),
-                    "table": rt.get("table", "main"),
-                    "protocol": rt.get("protocol"),
-                }
-            )
-    ev["stats"] = {"routes_seen": len(routes)}
-    return out, ev
+def _v4_samples() -> list[str]:
+    # One address in every /8 (spread across the second and third octets): "the rest of the Internet".
+    return [f"{i}.{(i * 37 + 11) % 256}.{(i * 91 + 7) % 256}.{1 + (i * 13) % 250}" for i in range(1, 256)]
 
 
-def policy_rules(ctx: CheckContext, version: int) -> list[dict[str, Any]]:
-    """Non-standard policy routing rules (anything beyond local/main/default lookups)."""
-    r = ctx.system.run(["ip", "-j", f"-{version}", "rule", "show"])
-    rules = _json(r.stdout) if r.ok else None
-    if not isinstance(rules, list):
-        return []
-    return [x for x in rules if isinstance(x, dict) and x.get("table") not in ("local", "main", "default")]
+def _v6_samples() -> list[str]:
+    out = [f"{0x2000 + i * 0x1F3:x}:{(i * 0x3B1) % 0xFFFF:x}::{i + 1:x}" for i in range(64)]
+    return [*out, "64:ff9b::c633:6401", "fc00::1", "fd00::1", "2001:db8::1", "2002:c000:201::1"]
+
+
+def _hosts_of(net: Net) -> list[str]:
+    """Addresses a lookup for ``net`` asks about: its first, middle and last host."""
+    if net.num_addresses <= 2:
+        return [str(net.network_address)]
+    first = net.network_address + 1
+    last = net.broadcast_address - 1
+    mid = net.network_address + net.num_addresses // 2
+    return [str(first), str(mid), str(last)]
+
+
+def _route_net(rt: dict[str, Any], version: int) -> Net | None:
+    dst = str(rt.get("dst", ""))
+    try:
+        return ipaddress.ip_network(("0.0.0.0/0" if version == 4 else "::/0") if dst == "default" else dst)
+    except ValueError:
+        return None
+
+
+_FORWARDING = {"unicast"}
+_STANDARD_TABLES = ("local", "main", "default")
 
 
 @dataclass
-class FirewallView:
-    """Whether output/forward traffic is dropped by default, per IP version, and why we think so.
+class RouteView:
+    """What the kernel answers: the destinations outside the site it would send a packet to."""
 
-    A base chain "drops by default" when its policy is drop (or its last rule drops everything). Its
-    accept rules are classified: return traffic (``ct state established,related``), loopback and
-    destinations inside the allowed networks are safe; anything else (a port, an outside address, an
-    interface) is a *hole* that lets traffic out. Traffic is blocked when at least one base chain on the
-    hook drops by default with no hole: every base chain must accept a packet for it to leave.
+    version: int
+    out: list[dict[str, Any]]
+    rules: list[dict[str, Any]]
+    routes_seen: int
+    lookups: int
+    sources: list[str]
+
+
+def kernel_routes_out(ctx: CheckContext, version: int, allowed: list[Net]) -> RouteView:
+    """Ask the kernel's own FIB (``RTM_GETROUTE``) about every candidate outside destination.
+
+    Candidates: three hosts of every route's own prefix in every table, the prefixes policy rules name, and
+    one address in every /8 (IPv4) or a spread of global addresses (IPv6), minus the internal ones (the
+    allowed networks, loopback, link-local, multicast, and the segments of the host's own addresses).
+    Each is looked up without a source, from each of the host's addresses, and with each rule's fwmark. An
+    answer of type unicast on a device other than ``lo`` is a route out, whatever table, rule, nexthop
+    object or device produced it. A rule with selectors the lookup cannot carry (uid range, ports, ip
+    protocol, tos, interfaces) counts every route of its table that reaches outside.
     """
-
-    output_drop: dict[int, bool] = field(default_factory=lambda: {4: False, 6: False})
-    forward_drop: dict[int, bool] = field(default_factory=lambda: {4: False, 6: False})
-    output_holes: dict[int, list[str]] = field(default_factory=lambda: {4: [], 6: []})
-    sources: list[str] = field(default_factory=list)
-    detail: list[str] = field(default_factory=list)
-    exceptions: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    readable: bool = False
-
-    def add_chain(self, hook: str, versions: Iterable[int], drop: bool, holes: list[str]) -> None:
-        target = self.output_drop if hook == "output" else self.forward_drop
-        for v in versions:
-            if drop and not holes:
-                target[v] = True
-            elif drop and hook == "output":
-                self.output_holes[v].extend(holes)
-
-    def finish(self) -> None:
-        for v in (4, 6):
-            if self.output_drop[v]:
-                self.output_holes[v] = []  # another chain drops what this one's holes let through
-
-
-_FAMILY_VERSIONS = {"ip": (4,), "ip6": (6,), "inet": (4, 6)}
-_SAFE_CT = {"established", "related"}
-
-
-def _rule_verdict(expr: list[Any]) -> tuple[str | None, bool]:
-    """(verdict, unconditional) of an nft rule in JSON form."""
-    verdict = None
-    matches = 0
-    for e in expr:
-        if not isinstance(e, dict):
+    sys_ = ctx.system
+    routes = _netlink_rows(sys_.netlink("routes", version), "the routing table")
+    rules = _netlink_rows(sys_.netlink("rules", version), "the policy routing rules")
+    own: list[str] = []
+    segments: list[Net] = []
+    for a in _netlink_rows(sys_.netlink("addrs"), "the interface addresses"):
+        if a.get("family") != version or a.get("address") is None:
             continue
-        for k in ("accept", "drop", "reject"):
-            if k in e:
-                verdict = k
-        if "match" in e:
-            matches += 1
-    return verdict, matches == 0
-
-
-def _describe_match(expr: list[Any]) -> str:
-    parts = []
-    for e in expr:
-        if isinstance(e, dict) and "match" in e:
-            m = e["match"]
-            left = json.dumps(m.get("left"), sort_keys=True)
-            parts.append(f"{left} {m.get('op')} {json.dumps(m.get('right'), sort_keys=True)}")
-    return " and ".join(parts)[:300] or "(any)"
-
-
-def _nft_networks(right: Any) -> list[Net] | None:
-    """The networks an nft match's right-hand side names, or None if it is not a plain address list."""
-    items = right.get("set") if isinstance(right, dict) and "set" in right else right
-    if not isinstance(items, list):
-        items = [items]
-    out: list[Net] = []
-    for it in items:
         try:
-            if isinstance(it, str):
-                out.append(ipaddress.ip_network(it, strict=False))
-            elif isinstance(it, dict) and isinstance(it.get("prefix"), dict):
-                p = it["prefix"]
-                out.append(ipaddress.ip_network(f"{p.get('addr')}/{p.get('len')}", strict=False))
-            else:
-                return None
-        except ValueError:
-            return None
-    return out
-
-
-def nft_accept_is_safe(expr: list[Any], allowed: list[Net]) -> bool:
-    """True when an accept rule cannot let new traffic leave the site (see :class:`FirewallView`)."""
-    for e in expr:
-        if not isinstance(e, dict) or not isinstance(e.get("match"), dict):
+            ip = ipaddress.ip_address(str(a["address"]))
+            seg = ipaddress.ip_network(f"{ip}/{int(a.get('prefixlen', ip.max_prefixlen))}", strict=False)
+        except (ValueError, TypeError):
             continue
-        m = e["match"]
-        left, right, op = m.get("left"), m.get("right"), m.get("op", "==")
-        if op not in ("==", "in"):
+        if ip.is_loopback or ip.is_link_local:
             continue
-        if not isinstance(left, dict):
+        own.append(str(ip))
+        segments.append(seg)
+    internal = [*allowed, *segments]
+    cands: list[str] = []
+    for rt in routes:
+        net = _route_net(rt, version)
+        if net is not None and net.prefixlen > 0:
+            cands.extend(_hosts_of(net))
+    for ru in rules:
+        if ru.get("dst"):
+            try:
+                cands.extend(_hosts_of(ipaddress.ip_network(str(ru["dst"]), strict=False)))
+            except ValueError:
+                pass
+    cands.extend(_v4_samples() if version == 4 else _v6_samples())
+    todo = []
+    for c in dict.fromkeys(cands):
+        addr = ipaddress.ip_address(c)
+        if addr.version == version and not is_internal(addr, internal) and not addr.is_reserved:
+            todo.append(c)
+    selectors: list[dict[str, Any]] = [{}, *({"src": a} for a in own)]
+    selectors += [
+        {"mark": int(r["fwmark"])} for r in rules if isinstance(r.get("fwmark"), int) and r["fwmark"]
+    ]
+    pairs = [[d, s] for s in selectors for d in todo]
+    lans = sys_.netlink("lookup", version, pairs)
+    if not lans.get("ok"):
+        raise _Unavailable(f"the kernel's route lookup failed over netlink ({lans.get('error')})")
+    found: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for a in lans.get("data") or []:
+        if (
+            not isinstance(a, dict)
+            or a.get("error")
+            or a.get("type") not in _FORWARDING
+            or a.get("dev") == "lo"
+        ):
             continue
-        ct, meta, payload = left.get("ct"), left.get("meta"), left.get("payload")
-        if isinstance(ct, dict) and ct.get("key") == "state":
-            states = set(right if isinstance(right, list) else [right])
-            if states and {str(x) for x in states} <= _SAFE_CT:
-                return True
-        if isinstance(meta, dict) and meta.get("key") in ("oifname", "oif") and right in ("lo", 1):
-            return True
-        if isinstance(payload, dict) and payload.get("field") == "daddr":
-            nets = _nft_networks(right)
-            if nets and all(_net_internal(n, allowed) for n in nets):
-                return True
-    return False
-
-
-def iptables_accept_is_safe(line: str, allowed: list[Net]) -> bool:
-    toks = line.split()
-    if "-o" in toks and toks[toks.index("-o") + 1 : toks.index("-o") + 2] == ["lo"]:
-        return True
-    for flag in ("--ctstate", "--state"):
-        if flag in toks and toks.index(flag) + 1 < len(toks):
-            states = {x.lower() for x in toks[toks.index(flag) + 1].split(",")}
-            if states <= _SAFE_CT:
-                return True
-    if "-d" in toks and toks.index("-d") + 1 < len(toks):
-        try:
-            nets = [ipaddress.ip_network(x, strict=False) for x in toks[toks.index("-d") + 1].split(",")]
-        except ValueError:
-            return False
-        return all(_net_internal(n, allowed) for n in nets)
-    return False
-
-
-def read_firewall(ctx: CheckContext, allowed: list[Net] | None = None) -> FirewallView:
-    allowed = allowed if allowed is not None else allowed_networks(ctx)
-    fw = FirewallView()
-    r = ctx.system.run(["nft", "-j", "list", "ruleset"])
-    if r.returncode not in (0, 127):
-        fw.errors.append(f"nft: {(r.stderr.strip() or f'exit {r.returncode}')[:200]}")
-    doc = _json(r.stdout) if r.ok else None
-    if isinstance(doc, dict) and isinstance(doc.get("nftables"), list):
-        fw.readable = True
-        fw.sources.append("nft -j list ruleset")
-        chains: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
-        rules: dict[tuple[Any, Any, Any], list[list[Any]]] = {}
-        for item in doc["nftables"]:
-            if not isinstance(item, dict):
+        to = ipaddress.ip_address(str(a["dst"]))
+        via = _longest_match(routes, to, version, a)
+        sel = {k: a[k] for k in ("src", "mark") if a.get(k) is not None}
+        key = (via.get("dst") if via else None, a.get("table"), a.get("gateway"), a.get("dev"))
+        if key in found:
+            continue
+        found[key] = {
+            "dst": via.get("dst") if via else str(to),
+            "to": str(to),
+            "gateway": a.get("gateway"),
+            "dev": a.get("dev"),
+            "table": a.get("table"),
+            "protocol": via.get("protocol") if via else None,
+            "lookup": sel or "no source",
+        }
+    for ru in rules:
+        hidden = [k for k in ("uidrange", "ipproto", "sport", "dport") if ru.get(k)]
+        hidden += [k for k in ("iif", "oif") if ru.get(k) not in (None, "lo")]
+        hidden += ["tos"] if ru.get("tos") else []
+        if not hidden or ru.get("action") != "lookup":
+            continue
+        for rt in routes:
+            net = _route_net(rt, version)
+            if rt.get("table") != ru.get("table") or rt.get("type") not in _FORWARDING or net is None:
                 continue
-            if isinstance(item.get("chain"), dict):
-                c = item["chain"]
-                chains[(c.get("family"), c.get("table"), c.get("name"))] = c
-            elif isinstance(item.get("rule"), dict):
-                ru = item["rule"]
-                expr = ru.get("expr", [])
-                rules.setdefault((ru.get("family"), ru.get("table"), ru.get("chain")), []).append(
-                    expr if isinstance(expr, list) else []
+            if net.prefixlen and all(is_internal(ipaddress.ip_address(h), internal) for h in _hosts_of(net)):
+                continue
+            legs = rt.get("nexthops") or [{"gateway": rt.get("gateway"), "dev": rt.get("dev")}]
+            for leg in legs:
+                if leg.get("dev") == "lo":
+                    continue
+                key = (rt.get("dst"), rt.get("table"), leg.get("gateway"), leg.get("dev"))
+                found.setdefault(
+                    key,
+                    {
+                        "dst": rt.get("dst"),
+                        "to": None,
+                        "gateway": leg.get("gateway"),
+                        "dev": leg.get("dev"),
+                        "table": rt.get("table"),
+                        "protocol": rt.get("protocol"),
+                        "lookup": f"rule {ru.get('priority')} ({', '.join(hidden)}: not simulated)",
+                    },
                 )
-        for k, c in chains.items():
-            hook = c.get("hook")
-            if hook not in ("output", "forward") or c.get("type", "filter") != "filter":
-                continue
-            versions = _FAMILY_VERSIONS.get(str(c.get("family", "")), ())
-            rs = rules.get(k, [])
-            drop = c.get("policy") == "drop"
-            if rs:
-                last_verdict, last_uncond = _rule_verdict(rs[-1])
-                if last_verdict in ("drop", "reject") and last_uncond:
-                    drop = True
-            holes: list[str] = []
-            name = f"nft {c.get('family')} {c.get('table')} {c.get('name')}"
-            if drop:
-                for ex in rs:
-                    v, uncond = _rule_verdict(ex)
-                    jumps = any(isinstance(e, dict) and ("jump" in e or "goto" in e) for e in ex)
-                    if v == "accept" and uncond:
-                        holes.append(f"{name}: accept (every packet)")
-                    elif v == "accept" or jumps:
-                        desc = f"{name}: {'accept' if v == 'accept' else 'jump'} {_describe_match(ex)}"
-                        fw.exceptions.append(desc)
-                        if hook == "output" and (jumps or not nft_accept_is_safe(ex, allowed)):
-                            holes.append(desc)
-            fw.detail.append(
-                f"{name} hook {hook} policy {c.get('policy', 'accept')}"
-                + (" (drops by default)" if drop else "")
-                + (f", {len(holes)} rule(s) let traffic out" if holes else "")
-            )
-            fw.add_chain(str(hook), versions, drop, holes)
-    for version, cmd in ((4, "iptables-save"), (6, "ip6tables-save")):
-        r = ctx.system.run([cmd])
-        if r.returncode not in (0, 127):
-            fw.errors.append(f"{cmd}: {(r.stderr.strip() or f'exit {r.returncode}')[:200]}")
-        if not r.ok or not r.stdout.strip():
-            continue
-        fw.readable = True
-        fw.sources.append(cmd)
-        table = None
-        policy: dict[str, str] = {}
-        accepts: dict[str, list[str]] = {"OUTPUT": [], "FORWARD": []}
-        final_drop: dict[str, bool] = {"OUTPUT": False, "FORWARD": False}
-        for line in r.stdout.splitlines():
-            if line.startswith("*"):
-                table = line[1:].strip()
-            elif table != "filter":
-                continue
-            elif line.startswith(":"):
-                parts = line[1:].split()
-                if len(parts) >= 2 and parts[0] in accepts:
-                    policy[parts[0]] = parts[1]
-            elif m := re.match(r"^-A (OUTPUT|FORWARD) (.*)$", line):
-                chain, rest = m.group(1), m.group(2).strip()
-                if re.fullmatch(r"-j (DROP|REJECT)", rest):
-                    final_drop[chain] = True
-                elif not final_drop[chain] and re.search(r"-j (ACCEPT|[A-Za-z][\w-]*)\s*$", rest):
-                    target = rest.split("-j", 1)[1].split()[0]
-                    if target not in ("DROP", "REJECT", "LOG", "RETURN"):
-                        accepts[chain].append(rest)
-        for chain in ("OUTPUT", "FORWARD"):
-            if chain not in policy:
-                continue
-            drop = policy[chain] in ("DROP", "REJECT") or final_drop[chain]
-            holes = [
-                f"{cmd} {chain}: {a}"
-                for a in accepts[chain]
-                if not (a.endswith("-j ACCEPT") and iptables_accept_is_safe(a, allowed))
-            ]
-            if drop:
-                fw.exceptions.extend(f"{cmd} {chain}: {a}" for a in accepts[chain])
-            fw.detail.append(
-                f"{cmd} filter {chain} policy {policy[chain]}"
-                + (" (drops by default)" if drop else "")
-                + (f", {len(holes)} rule(s) let traffic out" if drop and holes and chain == "OUTPUT" else "")
-            )
-            fw.add_chain(chain.lower(), (version,), drop, holes if chain == "OUTPUT" else [])
-    fw.finish()
-    return fw
+    nonstd = [r for r in rules if r.get("table") not in _STANDARD_TABLES or r.get("action") != "lookup"]
+    return RouteView(version, list(found.values()), nonstd, len(routes), len(pairs), own)
 
 
-class _Unavailable(Exception):
-    """The evidence a check needs cannot be read here (tool missing): the check SKIPs with this reason."""
+def _netlink_rows(ans: Any, what: str) -> list[dict[str, Any]]:
+    if not isinstance(ans, dict) or not ans.get("ok"):
+        err = ans.get("error") if isinstance(ans, dict) else ans
+        raise _Unavailable(f"{what} could not be read over netlink ({err})")
+    data = ans.get("data")
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise _Unavailable(f"{what} read over netlink is not a list of entries")
+    return data
+
+
+def _longest_match(
+    routes: list[dict[str, Any]], to: Addr, version: int, ans: dict[str, Any]
+) -> dict[str, Any]:
+    best: dict[str, Any] = {}
+    best_len = -1
+    for prefer_table in (True, False):
+        for rt in routes:
+            if prefer_table and rt.get("table") != ans.get("table"):
+                continue
+            if rt.get("type") not in _FORWARDING:
+                continue
+            net = _route_net(rt, version)
+            if net is not None and to in net and net.prefixlen > best_len:
+                best, best_len = rt, net.prefixlen
+        if best:
+            return best
+    return best
+
+
+def _describe_routes(out: list[dict[str, Any]]) -> str:
+    return ", ".join(
+        f"{r['dst']} via {r['gateway'] or 'link'} dev {r['dev']} (table {r['table']})" for r in out[:4]
+    ) + (f" and {len(out) - 4} more" if len(out) > 4 else "")
+
+
+def _firewall_for(ctx: CheckContext, allowed: list[Net]) -> Ruleset:
+    return read_ruleset(ctx.system, allowed)
 
 
 class _EgressCheck(Check):
@@ -369,14 +266,24 @@ class _EgressCheck(Check):
         try:
             yield from self.evaluate(ctx)
         except _Unavailable as exc:
-            yield self.skipped(str(exc))
+            yield Finding(self.meta.id, Status.ERROR, f"not assessed: {exc}", evidence={"not_assessed": True})
 
     def evaluate(self, ctx: CheckContext) -> Iterator[Finding]:
         raise NotImplementedError
 
 
+def _fw_evidence(rs: Ruleset) -> dict[str, Any]:
+    return {
+        "sources": rs.sources,
+        "chains": sorted(f"{c.name} hook {c.hook} policy {c.policy}" for c in rs.chains.values() if c.hook),
+        "accept_rules": [r.where for c in rs.chains.values() for r in c.rules if r.verdict == "accept"],
+        "not_read": rs.skipped,
+        "errors": rs.errors,
+    }
+
+
 class Routes(_EgressCheck):
-    """A route out (default or via a gateway to outside networks) with nothing dropping the traffic."""
+    """A destination outside the site the kernel would route a packet to, with nothing dropping it."""
 
     meta = CheckMeta(
         id="egress.routes",
@@ -393,45 +300,72 @@ class Routes(_EgressCheck):
 
     def evaluate(self, ctx: CheckContext) -> Iterator[Finding]:
         allowed = allowed_networks(ctx)
-        fw = read_firewall(ctx, allowed)
-        for version in (4, 6):
-            routes, ev = outbound_routes(ctx, version, allowed)
-            rules = policy_rules(ctx, version)
-            evidence = {
-                **ev,
-                "outbound_routes": routes,
-                "policy_rules": rules,
-                "firewall": fw.detail,
-                "firewall_output_drops": fw.output_drop[version],
-                "firewall_exceptions": fw.exceptions,
-                "firewall_holes": fw.output_holes[version],
-                "allowed_networks": [str(n) for n in allowed],
-            }
+        views = [kernel_routes_out(ctx, v, allowed) for v in (4, 6)]
+        rs = _firewall_for(ctx, allowed) if any(v.out for v in views) else None
+        for view in views:
+            version = view.version
             res = f"IPv{version}"
-            if not routes:
-                yield self.passed(f"IPv{version}: no route leaves the site", resource=res, evidence=evidence)
-            elif fw.output_drop[version]:
+            evidence: dict[str, Any] = {
+                "source": "netlink (RTM_GETROUTE lookups)",
+                "outbound_routes": view.out,
+                "policy_rules": view.rules,
+                "site_addresses": view.sources,
+                "allowed_networks": [str(n) for n in allowed],
+                "stats": {"routes_seen": view.routes_seen, "lookups": view.lookups},
+            }
+            if not view.out:
                 yield self.passed(
-                    f"IPv{version}: {len(routes)} route(s) out exist but the firewall drops outbound traffic by "
-                    "default",
+                    f"IPv{version}: no route leaves the site (the kernel routes none of "
+                    f"{view.lookups} outside lookups)",
+                    resource=res,
+                    evidence=evidence,
+                )
+                continue
+            assert rs is not None
+            devs = sorted({str(r["dev"]) for r in view.out if r.get("dev")}) or [""]
+            verdicts = {d: rs.judge(Pkt(version, "output", d or None)) for d in devs}
+            evidence["firewall"] = _fw_evidence(rs)
+            evidence["firewall_sealed_by"] = {d: v.sealed_by for d, v in verdicts.items()}
+            holes = _dedup_all(v.holes for v in verdicts.values())
+            unknown = _dedup_all(v.unknown for v in verdicts.values())
+            evidence["firewall_holes"] = holes
+            evidence["firewall_unknown"] = unknown
+            desc = _describe_routes(view.out)
+            if all(v.sealed for v in verdicts.values()):
+                yield self.passed(
+                    f"IPv{version}: {len(view.out)} route(s) out exist but the firewall drops outbound traffic "
+                    "by default",
+                    resource=res,
+                    evidence=evidence,
+                )
+            elif not rs.readable:
+                why = (
+                    f"the firewall could not be read ({rs.errors[0]}); run the audit as root"
+                    if rs.errors
+                    else "no firewall tool (nft, iptables) is installed to show a drop"
+                )
+                yield self.failed(
+                    f"IPv{version} egress is open: {desc}; {why}", resource=res, evidence=evidence
+                )
+            elif holes:
+                yield self.failed(
+                    f"IPv{version} egress is open: {desc}; the firewall drops by default but lets traffic out "
+                    f"through {len(holes)} rule(s): {holes[0]}",
+                    resource=res,
+                    evidence=evidence,
+                )
+            elif unknown:
+                yield self.warned(
+                    f"IPv{version}: {len(view.out)} route(s) out exist ({desc}); cannot prove sealed: "
+                    f"{unknown[0]}",
                     resource=res,
                     evidence=evidence,
                 )
             else:
-                desc = ", ".join(
-                    f"{r['dst']} via {r['gateway'] or 'link'} dev {r['dev']} (table {r['table']})"
-                    for r in routes[:4]
-                )
-                holes = fw.output_holes[version]
-                if holes:
-                    why = f"the firewall drops by default but lets traffic out through {len(holes)} rule(s): {holes[0]}"
-                elif fw.errors and not fw.readable:
-                    # Unverified is not sealed: without the ruleset the route must count as open.
-                    why = f"the firewall could not be read ({fw.errors[0]}); run the audit as root"
-                else:
-                    why = "no firewall drops outbound traffic"
                 yield self.failed(
-                    f"IPv{version} egress is open: {desc}; {why}", resource=res, evidence=evidence
+                    f"IPv{version} egress is open: {desc}; no firewall drops outbound traffic",
+                    resource=res,
+                    evidence=evidence,
                 )
         yield from self._router_advertisements(ctx)
 
@@ -463,8 +397,12 @@ class Routes(_EgressCheck):
             )
 
 
+def _dedup_all(lists: Iterable[list[str]]) -> list[str]:
+    return list(dict.fromkeys(x for xs in lists for x in xs))
+
+
 class Firewall(_EgressCheck):
-    """Output and forward default policy of the host firewall."""
+    """Output and forward paths of the host firewall, judged by the firewall model."""
 
     meta = CheckMeta(
         id="egress.firewall",
@@ -481,71 +419,83 @@ class Firewall(_EgressCheck):
 
     def evaluate(self, ctx: CheckContext) -> Iterator[Finding]:
         allowed = allowed_networks(ctx)
-        fw = read_firewall(ctx, allowed)
-        if not fw.readable:
-            if fw.errors:
-                yield Finding(
-                    self.meta.id,
-                    Status.ERROR,
-                    f"the firewall ruleset could not be read ({fw.errors[0]}); run the audit as root",
-                    evidence={"errors": fw.errors},
+        rs = _firewall_for(ctx, allowed)
+        if not rs.readable:
+            if rs.errors:
+                raise _Unavailable(
+                    f"the firewall ruleset could not be read ({rs.errors[0]}); run the audit as root"
                 )
-                return
-            have = [t for t in ("nft", "iptables-save") if ctx.system.which(t)]
-            if not have:
-                raise _Unavailable("neither nft nor iptables-save is installed: the firewall cannot be read")
-        ev = {"sources": fw.sources, "chains": fw.detail, "output_exceptions": fw.exceptions}
+            raise _Unavailable("neither nft nor iptables-save is installed: the firewall cannot be read")
+        ev = _fw_evidence(rs)
         for version in (4, 6):
-            try:
-                routes, _ = outbound_routes(ctx, version, allowed)
-            except _Unavailable:
-                routes = []
+            view = kernel_routes_out(ctx, version, allowed)
             res = f"IPv{version} output"
-            holes = fw.output_holes[version]
-            if fw.output_drop[version]:
-                yield self.passed(f"IPv{version} output is dropped by default", resource=res, evidence=ev)
-            elif holes:
+            pv = rs.judge(Pkt(version, "output", None))
+            pev = {**ev, "sealed_by": pv.sealed_by, "holes": pv.holes, "unknown": pv.unknown}
+            if pv.sealed:
+                yield self.passed(f"IPv{version} output is dropped by default", resource=res, evidence=pev)
+            elif pv.holes:
                 yield self.failed(
-                    f"IPv{version} output is dropped by default but {len(holes)} rule(s) let traffic leave the "
-                    f"site: {'; '.join(holes[:3])}",
+                    f"IPv{version} output is dropped by default but {len(pv.holes)} rule(s) let traffic leave "
+                    f"the site: {'; '.join(pv.holes[:3])}",
                     resource=res,
-                    evidence={**ev, "holes": holes},
-                    severity=None if routes else Severity.MEDIUM,
+                    evidence=pev,
+                    severity=None if view.out else Severity.MEDIUM,
                 )
-            elif routes:
+            elif pv.unknown:
+                yield self.warned(
+                    f"IPv{version} output: cannot prove sealed: {pv.unknown[0]}",
+                    resource=res,
+                    evidence=pev,
+                )
+            elif view.out:
                 yield self.failed(
                     f"IPv{version} output is accepted by default and a route out exists",
                     resource=res,
-                    evidence=ev,
+                    evidence=pev,
                 )
             else:
                 yield self.warned(
                     f"IPv{version} output is accepted by default (no route out today: routing alone keeps it sealed)",
                     resource=res,
-                    evidence=ev,
+                    evidence=pev,
                     severity=Severity.MEDIUM,
                 )
-            fwd_on = (
-                ctx.system.read_text(
-                    "/proc/sys/net/ipv4/ip_forward"
-                    if version == 4
-                    else "/proc/sys/net/ipv6/conf/all/forwarding"
-                )
-                or "0"
-            ).strip() == "1"
+            path = (
+                "/proc/sys/net/ipv4/ip_forward" if version == 4 else "/proc/sys/net/ipv6/conf/all/forwarding"
+            )
+            raw = ctx.system.read_text(path)
             res = f"IPv{version} forward"
-            fev = {**ev, "forwarding_enabled": fwd_on}
+            if raw is None:
+                yield Finding(
+                    self.meta.id,
+                    Status.ERROR,
+                    f"not assessed: IPv{version} forwarding state could not be read ({path})",
+                    resource=res,
+                    evidence={"not_assessed": True},
+                )
+                continue
+            fwd_on = raw.strip() == "1"
+            fv = rs.judge(Pkt(version, "forward", None))
+            fev = {**ev, "forwarding_enabled": fwd_on, "sealed_by": fv.sealed_by, "holes": fv.holes}
             if not fwd_on:
                 yield self.passed(f"IPv{version} forwarding is disabled", resource=res, evidence=fev)
-            elif fw.forward_drop[version]:
+            elif fv.sealed:
                 yield self.passed(
                     f"IPv{version} forwarding is on; forward is dropped by default",
                     resource=res,
                     evidence=fev,
                 )
+            elif fv.unknown and not fv.holes:
+                yield self.warned(
+                    f"IPv{version} forwarding is on; cannot prove forward sealed: {fv.unknown[0]}",
+                    resource=res,
+                    evidence={**fev, "unknown": fv.unknown},
+                )
             else:
                 yield self.failed(
-                    f"IPv{version} forwarding is on and forwarded traffic is accepted by default",
+                    f"IPv{version} forwarding is on and forwarded traffic is accepted by default"
+                    + (f" ({len(fv.holes)} rule(s) let it out: {fv.holes[0]})" if fv.holes else ""),
                     resource=res,
                     evidence=fev,
                 )
@@ -595,14 +545,19 @@ class Dns(_EgressCheck):
                 )
 
 
-_PROXY_VARS = ("http_proxy", "https_proxy", "ftp_proxy", "all_proxy", "rsync_proxy", "grpc_proxy")
+# Any variable named like a proxy: http(s)/ftp/all/rsync/grpc/socks_proxy, PIP_PROXY, npm_config_(https_)proxy,
+# YARN_HTTPS_PROXY, ... -- but not no_proxy (a list of exceptions, not a way out).
+_PROXY_NAME = re.compile(r"(?i)^(?![a-z0-9_]*no_proxy$)[a-z0-9_]*proxy$")
 _ASSIGN_RE = re.compile(
-    r"""(?:^|[\s"';=])(?:export\s+)?(?P<name>(?i:(?:http|https|ftp|all|rsync|grpc)_proxy))=(?P<value>"[^"]*"|'[^']*'|[^\s"';]*)""",
+    r"""(?<![A-Za-z0-9_])(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?=(?P<value>"[^"]*"|'[^']*'|[^\s"';]*))""",
     re.MULTILINE,
 )
 _APT_PROXY_RE = re.compile(r"""Acquire::(?:https?|ftp)::Proxy\s+"([^"]+)"\s*;""", re.IGNORECASE)
 # Docker daemon ("proxies": {"http-proxy": ...}) and client config ("httpProxy"): containers inherit these.
 _JSON_PROXY_RE = re.compile(r'"((?:https?|ftp|all)[-_]?proxy)"\s*:\s*"([^"]+)"', re.IGNORECASE)
+
+
+ENVIRON_LIMIT = 1 << 24  # far above what execve accepts by default (a quarter of an 8 MiB stack)
 
 
 def redact(value: str) -> str:
@@ -611,7 +566,7 @@ def redact(value: str) -> str:
 
 
 def _proxies_in_environ(env: dict[str, str]) -> dict[str, str]:
-    return {k: redact(v) for k, v in env.items() if k.lower() in _PROXY_VARS and v.strip()}
+    return {k: redact(v) for k, v in env.items() if _PROXY_NAME.match(k) and v.strip()}
 
 
 class ProxyEnv(_EgressCheck):
@@ -664,7 +619,9 @@ class ProxyEnv(_EgressCheck):
                 continue
             scanned_files += 1
             found = {
-                m.group("name"): redact(m.group("value").strip("'\"")) for m in _ASSIGN_RE.finditer(text)
+                m.group("name"): redact(m.group("value").strip("'\""))
+                for m in _ASSIGN_RE.finditer(text)
+                if _PROXY_NAME.match(m.group("name"))
             }
             found = {k: v for k, v in found.items() if v}
             for m in _APT_PROXY_RE.finditer(text):
@@ -689,12 +646,21 @@ class ProxyEnv(_EgressCheck):
         unreadable = 0
         for env_path in ctx.system.glob("/proc/[0-9]*/environ"):
             pid = env_path.split("/")[2]
-            raw = ctx.system.read_text(env_path, 1 << 17)
+            raw = ctx.system.read_text(env_path, ENVIRON_LIMIT + 1)
             if raw is None:
                 # Gone since the listing, or another user's process read without root.
                 unreadable += ctx.system.stat(f"/proc/{pid}") is not None
                 continue
             procs += 1
+            if len(raw) > ENVIRON_LIMIT:
+                hits += 1
+                comm = (ctx.system.read_text(f"/proc/{pid}/comm") or "?").strip()
+                yield self.warned(
+                    f"running process {pid} ({comm}) has an environment over {ENVIRON_LIMIT >> 20} MiB: "
+                    "not read to the end, so it cannot be shown free of proxy variables",
+                    resource=f"pid {pid} ({comm})",
+                    evidence={"pid": int(pid), "comm": comm, "read_bytes": ENVIRON_LIMIT},
+                )
             env = dict(kv.split("=", 1) for kv in raw.split("\0") if "=" in kv)
             found = _proxies_in_environ(env)
             if found:
@@ -742,8 +708,18 @@ def _hex_addr(h: str, v6: bool) -> Addr:
     return ipaddress.IPv6Address(words) if v6 else ipaddress.IPv4Address(words)
 
 
+def _listens(listening: set[tuple[Addr, int]], la: Addr, lp: int) -> bool:
+    if (la, lp) in listening:
+        return True
+    mapped = la.ipv4_mapped if isinstance(la, ipaddress.IPv6Address) else None
+    for addr, port in listening:
+        if port == lp and (addr.is_unspecified or (mapped is not None and addr == mapped)):
+            return True
+    return False
+
+
 class Connections(_EgressCheck):
-    """Established outbound TCP connections to peers outside the allowed networks."""
+    """Established outbound TCP connections and connected UDP flows to peers outside the allowed networks."""
 
     meta = CheckMeta(
         id="egress.connections",
@@ -758,44 +734,53 @@ class Connections(_EgressCheck):
 
     def evaluate(self, ctx: CheckContext) -> Iterator[Finding]:
         allowed = allowed_networks(ctx)
-        rows = []
-        read_any = False
-        for path, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
-            text = ctx.system.read_text(path)
-            if text is not None:
-                read_any = True
-                rows.extend(_parse_proc_net(text, v6))
-        if not read_any:
-            raise _Unavailable("/proc/net/tcp is not readable here")
-        listening = {lp for (_la, lp, _ra, _rp, st, _u) in rows if st == "0A"}
         bad: list[dict[str, Any]] = []
-        for la, lp, ra, rp, st, uid in rows:
-            if st != "01" or lp in listening:  # 01 ESTABLISHED; a local listening port means inbound
-                continue
-            if is_internal(ra, allowed):
-                continue
-            bad.append({"local": f"{la}:{lp}", "remote": f"{ra}:{rp}", "uid": int(uid)})
+        seen = 0
+        for proto in ("tcp", "udp"):
+            rows = []
+            read_any = False
+            for path, v6 in ((f"/proc/net/{proto}", False), (f"/proc/net/{proto}6", True)):
+                text = ctx.system.read_text(path)
+                if text is not None:
+                    read_any = True
+                    rows.extend(_parse_proc_net(text, v6))
+            if not read_any:
+                raise _Unavailable(f"/proc/net/{proto} is not readable here")
+            seen += len(rows)
+            # A connection is inbound when a socket listens on its local address and port (or on the
+            # wildcard address of that port); an outbound one merely sharing a port number is not.
+            listening = {(la, lp) for (la, lp, _ra, _rp, st, _u) in rows if proto == "tcp" and st == "0A"}
+            for la, lp, ra, rp, st, uid in rows:
+                # TCP 01 ESTABLISHED; UDP 01 is a connected socket (a fixed peer: a flow out).
+                if st != "01":
+                    continue
+                if proto == "tcp" and _listens(listening, la, lp):
+                    continue
+                if is_internal(ra, allowed):
+                    continue
+                bad.append(
+                    {"protocol": proto, "local": f"{la}:{lp}", "remote": f"{ra}:{rp}", "uid": int(uid)}
+                )
         owners = self._owners(ctx) if bad else {}
         for b in bad:
             b["process"] = owners.get((str(b["local"]), str(b["remote"])))
             who = f" by {b['process']}" if b["process"] else f" (uid {b['uid']})"
-            yield self.failed(
-                f"established connection {b['local']} -> {b['remote']}{who}", resource=b["remote"], evidence=b
-            )
+            what = "established connection" if b["protocol"] == "tcp" else "connected UDP flow"
+            yield self.failed(f"{what} {b['local']} -> {b['remote']}{who}", resource=b["remote"], evidence=b)
         if not bad:
             yield self.passed(
-                "no established outbound connection to outside the allowed networks",
-                evidence={
-                    "stats": {"connections_seen": len(rows)},
-                    "allowed_networks": [str(n) for n in allowed],
-                },
+                "no established outbound TCP connection or connected UDP flow to outside the allowed networks",
+                evidence={"stats": {"sockets_seen": seen}, "allowed_networks": [str(n) for n in allowed]},
             )
 
     @staticmethod
     def _owners(ctx: CheckContext) -> dict[tuple[str, str], str]:
-        r = ctx.system.run(["ss", "-H", "-t", "-n", "-p", "state", "established"])
+        lines: list[str] = []
+        for proto in ("-t", "-u"):
+            r = ctx.system.run(["ss", "-H", proto, "-n", "-p", "state", "established"])
+            lines.extend(r.stdout.splitlines() if r.ok else [])
         out = {}
-        for line in r.stdout.splitlines() if r.ok else []:
+        for line in lines:
             parts = line.split()
             if len(parts) >= 4:
                 m = re.search(r'users:\(\("([^"]+)",pid=(\d+)', line)
@@ -841,17 +826,12 @@ class Interfaces(_EgressCheck):
     )
 
     def evaluate(self, ctx: CheckContext) -> Iterator[Finding]:
-        r = ctx.system.run(["ip", "-j", "-d", "link", "show"])
-        if r.returncode == 127:
-            raise _Unavailable("the ip command (iproute2) is not installed")
-        links = _json(r.stdout) if r.ok else None
-        if not isinstance(links, list):
-            raise _Unavailable(f"'ip -j -d link show' failed: {r.stderr.strip()[:200]}")
+        links = _netlink_rows(ctx.system.netlink("links"), "the interfaces")
         found = 0
         for link in links:
-            name = link.get("ifname", "?")
-            kind = (link.get("linkinfo") or {}).get("info_kind")
-            what = _TUNNEL_KINDS.get(kind or "") or (
+            name = str(link.get("ifname") or "?")
+            kind = link.get("kind")
+            what = _TUNNEL_KINDS.get(str(kind or "")) or (
                 "point-to-point (modem/VPN)" if link.get("link_type") == "ppp" else None
             )
             wireless = (
@@ -863,14 +843,14 @@ class Interfaces(_EgressCheck):
             if what is None:
                 continue
             found += 1
-            state = link.get("operstate", "UNKNOWN")
-            up = "UP" in (link.get("flags") or []) or state == "UP"
+            state = link.get("operstate") or "UNKNOWN"
+            up = bool(link.get("up")) or state == "UP"
             ev = {
                 "ifname": name,
                 "kind": kind,
                 "link_type": link.get("link_type"),
                 "operstate": state,
-                "flags": link.get("flags"),
+                "up": up,
             }
             if up:
                 yield self.failed(f"{what} interface {name} is up", resource=name, evidence=ev)
@@ -942,7 +922,7 @@ class Telemetry(_EgressCheck):
             if match is None:
                 continue
             seen += 1
-            raw = ctx.system.read_text(f"/proc/{pid}/environ", 1 << 17)
+            raw = ctx.system.read_text(f"/proc/{pid}/environ", ENVIRON_LIMIT)
             if raw is None:
                 yield self.warned(
                     f"model server {exe} (pid {pid}): its environment is not readable",
@@ -1007,6 +987,16 @@ class ActiveProbe(_EgressCheck):
             ev = {"target": res, "timeout_s": settings.probe_timeout_s, **ans}
             if ans.get("outcome") == "blocked":
                 yield self.passed(f"{res} is blocked ({ans.get('detail')})", resource=res, evidence=ev)
+            elif ans.get("outcome") in ("unresolved", "error"):
+                yield Finding(
+                    self.meta.id,
+                    Status.ERROR,
+                    f"not assessed: {res} was not tried ({ans.get('detail')}); name a target by IP address",
+                    resource=res,
+                    evidence={**ev, "not_assessed": True},
+                )
+            elif ans.get("outcome") not in ("reachable", "refused"):
+                raise _Unavailable(f"the probe of {res} gave no known outcome ({ans.get('outcome')!r})")
             else:
                 yield self.failed(f"{res} is reachable: {ans.get('detail')}", resource=res, evidence=ev)
 

@@ -7,7 +7,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from edgesec.checks.interface import Check, CheckContext, CheckMeta, Finding, Severity
+from edgesec.checks.interface import Check, CheckContext, CheckMeta, Finding, Severity, Status
 
 _TIME_DAEMONS = {
     "chronyd": "chrony",
@@ -127,32 +127,43 @@ class Auditd(Check):
             return
         s = ctx.system.run(["auditctl", "-s"], timeout=5)
         ev["auditctl_s"] = (s.stdout or s.stderr)[-800:]
-        if s.ok:
-            m = re.search(r"^enabled\s+(\d)", s.stdout, re.MULTILINE)
-            if m and m.group(1) == "0":
-                yield self.failed(
-                    "auditd runs but auditing is disabled in the kernel (enabled 0)", evidence=ev
-                )
-                return
-            rules = ctx.system.run(["auditctl", "-l"], timeout=5)
-            ev["rules"] = rules.stdout[-2000:]
-            n = (
-                0
-                if "No rules" in rules.stdout
-                else len([ln for ln in rules.stdout.splitlines() if ln.strip()])
-            )
-            ev["rule_count"] = n
-            if n == 0:
-                yield self.warned(
-                    "auditd runs but no audit rules are loaded", evidence=ev, severity=Severity.MEDIUM
-                )
-                return
-            locked = bool(m and m.group(1) == "2")
-            yield self.passed(
-                f"auditd is running with {n} rules{' (configuration locked)' if locked else ''}", evidence=ev
+        m = re.search(r"^enabled\s+(\d)", s.stdout, re.MULTILINE) if s.ok else None
+        if m is None:
+            # Running is not enough: without the kernel's answer nothing says auditing is on.
+            why = (s.stderr.strip() or s.stdout.strip() or f"exit {s.returncode}")[:200]
+            yield Finding(
+                self.meta.id,
+                Status.ERROR,
+                f"not assessed: auditd runs but the kernel's audit state could not be read (auditctl -s: {why}); "
+                "run the audit as root with CAP_AUDIT_CONTROL in the initial PID namespace",
+                evidence={**ev, "not_assessed": True},
             )
             return
-        yield self.passed("auditd is running (rules not readable without root)", evidence=ev)
+        if m.group(1) == "0":
+            yield self.failed("auditd runs but auditing is disabled in the kernel (enabled 0)", evidence=ev)
+            return
+        rules = ctx.system.run(["auditctl", "-l"], timeout=5)
+        ev["rules"] = (rules.stdout or rules.stderr)[-2000:]
+        if not rules.ok:
+            yield Finding(
+                self.meta.id,
+                Status.ERROR,
+                f"not assessed: the loaded audit rules could not be read (auditctl -l: "
+                f"{(rules.stderr.strip() or f'exit {rules.returncode}')[:200]})",
+                evidence={**ev, "not_assessed": True},
+            )
+            return
+        n = 0 if "No rules" in rules.stdout else len([ln for ln in rules.stdout.splitlines() if ln.strip()])
+        ev["rule_count"] = n
+        if n == 0:
+            yield self.warned(
+                "auditd runs but no audit rules are loaded", evidence=ev, severity=Severity.MEDIUM
+            )
+            return
+        locked = m.group(1) == "2"
+        yield self.passed(
+            f"auditd is running with {n} rules{' (configuration locked)' if locked else ''}", evidence=ev
+        )
 
 
 class EdgesecFiles(Check):

@@ -102,6 +102,7 @@ class SystemProbe(Protocol):
     def hostname(self) -> str: ...
     def euid(self) -> int: ...
     def connect(self, host: str, port: int, protocol: str, timeout: float) -> dict[str, Any]: ...
+    def netlink(self, op: str, *args: Any) -> dict[str, Any]: ...
 
 
 class Clock(Protocol):
@@ -235,9 +236,16 @@ class LiveSystem:
         """One short connection attempt (the opt-in egress probe): ``{"outcome", "detail"}``.
 
         ``outcome`` is ``reachable`` (TCP handshake done, or a DNS answer came back), ``refused``
-        (a RST or ICMP came back: packets do leave), or ``blocked`` (silence until the timeout, or no route).
+        (a RST or ICMP came back: packets do leave), ``blocked`` (silence until the timeout, or no route),
+        ``unresolved`` (the name does not resolve: nothing was tried) or ``error`` (the attempt itself failed).
         """
         return active_probe(host, port, protocol, timeout)
+
+    def netlink(self, op: str, *args: Any) -> dict[str, Any]:
+        """The kernel's routing state and FIB lookups (:mod:`edgesec.checks.netlink`)."""
+        from edgesec.checks.netlink import query
+
+        return query(op, *args)
 
 
 def active_probe(host: str, port: int, protocol: str, timeout: float) -> dict[str, Any]:
@@ -249,7 +257,8 @@ def active_probe(host: str, port: int, protocol: str, timeout: float) -> dict[st
             host, port, type=socket.SOCK_DGRAM if protocol == "dns" else socket.SOCK_STREAM
         )
     except socket.gaierror as exc:
-        return {"outcome": "blocked", "detail": f"name does not resolve: {exc.strerror}"}
+        # Nothing was tried: a name that does not resolve proves nothing about the path out.
+        return {"outcome": "unresolved", "detail": f"name does not resolve here: {exc.strerror}"}
     family, stype, proto, _canon, addr = infos[0]
     peer = ":".join((str(addr[0]), str(addr[1])))
     with socket.socket(family, stype, proto) as s:
@@ -270,7 +279,7 @@ def active_probe(host: str, port: int, protocol: str, timeout: float) -> dict[st
         except OSError as exc:
             if exc.errno in (_errno.ENETUNREACH, _errno.EHOSTUNREACH, _errno.EPERM, _errno.EACCES):
                 return {"outcome": "blocked", "detail": exc.strerror or str(exc)}
-            return {"outcome": "blocked", "detail": f"{type(exc).__name__}: {exc.strerror or exc}"}
+            return {"outcome": "error", "detail": f"{type(exc).__name__}: {exc.strerror or exc}"}
 
 
 def _key(method: str, *args: Any) -> str:
@@ -383,6 +392,9 @@ class RecordingSystem:
         self.rec.calls[_key("connect", host, port, protocol)] = value
         return value
 
+    def netlink(self, op: str, *args: Any) -> dict[str, Any]:
+        return self._do("netlink", op, *args)  # type: ignore[no-any-return]
+
 
 class ReplaySystem:
     """Answers from a recording; anything not recorded raises :class:`ProbeNotRecorded`."""
@@ -434,6 +446,9 @@ class ReplaySystem:
     def connect(self, host: str, port: int, protocol: str, timeout: float) -> dict[str, Any]:
         return self._get("connect", host, port, protocol)  # type: ignore[no-any-return]
 
+    def netlink(self, op: str, *args: Any) -> dict[str, Any]:
+        return self._get("netlink", op, *args)  # type: ignore[no-any-return]
+
 
 class BuiltSystem:
     """A system described in a test: files (path -> text, or a FileStat), commands, environment.
@@ -452,6 +467,7 @@ class BuiltSystem:
         hostname: str = "built-host",
         euid: int = 0,
         network: Mapping[tuple[str, int, str], Mapping[str, Any]] | None = None,
+        netlink: Callable[..., dict[str, Any]] | None = None,
     ) -> None:
         self.files = dict(files or {})
         self.commands = {tuple(k): v for k, v in (commands or {}).items()}
@@ -461,6 +477,7 @@ class BuiltSystem:
         self._hostname = hostname
         self._euid = euid
         self.network = {k: dict(v) for k, v in (network or {}).items()}
+        self._netlink = netlink
 
     def read_text(self, path: str, limit: int = 1 << 20) -> str | None:
         v = self.files.get(path)
@@ -513,6 +530,12 @@ class BuiltSystem:
     def connect(self, host: str, port: int, protocol: str, timeout: float) -> dict[str, Any]:
         # An undescribed destination behaves like a sealed site: silence.
         return dict(self.network.get((host, port, protocol), {"outcome": "blocked", "detail": "no answer"}))
+
+    def netlink(self, op: str, *args: Any) -> dict[str, Any]:
+        # Undescribed, netlink is what a sandbox without it gives: an error the check must report.
+        if self._netlink is None:
+            return {"ok": False, "error": "netlink: Operation not permitted"}
+        return self._netlink(op, *args)
 
 
 class RecordingClock:
@@ -567,6 +590,7 @@ class CachingSystem:
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, ...], CommandResult] = {}
         self._pending: dict[tuple[str, ...], threading.Lock] = {}
+        self._netlink: dict[tuple[str, str], dict[str, Any]] = {}
 
     def run(self, argv: Sequence[str], timeout: float = 10.0) -> CommandResult:
         import threading
@@ -614,3 +638,13 @@ class CachingSystem:
 
     def connect(self, host: str, port: int, protocol: str, timeout: float) -> dict[str, Any]:
         return self.inner.connect(host, port, protocol, timeout)
+
+    def netlink(self, op: str, *args: Any) -> dict[str, Any]:
+        key = ("\0netlink", _key(op, *args))
+        with self._lock:
+            if key in self._netlink:
+                return self._netlink[key]
+        value = self.inner.netlink(op, *args)
+        with self._lock:
+            self._netlink[key] = value
+        return value

@@ -54,10 +54,25 @@ def test_auditd() -> None:
     assert next(iter(host.Auditd().run(ctx_for(sys_)))).status.value == "WARN"
     sys_ = BuiltSystem(files=running, commands={("auditctl", "-s"): status.replace("enabled 1", "enabled 0")})
     assert next(iter(host.Auditd().run(ctx_for(sys_)))).status.value == "FAIL"
+    # auditctl -s failing (not root, no CAP_AUDIT_CONTROL, a non-initial PID namespace): not assessed.
     sys_ = BuiltSystem(
         files=running, commands={("auditctl", "-s"): CommandResult(("auditctl", "-s"), 1, "", "denied")}
     )
-    assert next(iter(host.Auditd().run(ctx_for(sys_)))).status.value == "PASS"
+    (f,) = host.Auditd().run(ctx_for(sys_))
+    assert f.status.value == "ERROR" and f.message.startswith("not assessed:") and "denied" in f.message
+    # auditctl not installed while auditd runs, or an answer without "enabled": not assessed either.
+    for cmds in ({}, {("auditctl", "-s"): "garbage\n"}):
+        (f,) = host.Auditd().run(ctx_for(BuiltSystem(files=running, commands=cmds)))
+        assert f.status.value == "ERROR", cmds
+    sys_ = BuiltSystem(
+        files=running,
+        commands={
+            ("auditctl", "-s"): status,
+            ("auditctl", "-l"): CommandResult(("auditctl", "-l"), 1, "", "EPERM"),
+        },
+    )
+    (f,) = host.Auditd().run(ctx_for(sys_))
+    assert f.status.value == "ERROR" and "EPERM" in f.message
 
 
 def test_world_writable_edgesec_files(home: Path) -> None:

@@ -19,7 +19,7 @@ def test_record_then_replay_gives_the_same_findings(cli, tmp_path: Path) -> None
     assert code in (0, 1), err
     doc = json.loads(rec.read_text())
     assert doc["version"] == 1 and doc["clock"] and doc["calls"]
-    assert any(k.startswith("run:") and "route" in k for k in doc["calls"])
+    assert any(k.startswith("netlink:") and "route" in k for k in doc["calls"])
     code2, replay_out, err = cli(
         "--json", "audit", "--only", "egress", "--only", "host", "--replay", str(rec)
     )
