@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -73,3 +75,6 @@ class ModelsSettings(BaseModel):
     ignore: list[str] = Field(default_factory=list, description="glob patterns ignored when verifying")
     follow_symlinks: bool = False
     allowed_formats: list[str] = Field(default_factory=lambda: ["safetensors", "gguf", "onnx"])
+    unknown_format_severity: Literal["low", "medium", "high", "critical"] = Field(
+        "high", description="severity of a model file whose format scan cannot identify"
+    )

@@ -109,7 +109,11 @@ class ModelScanCheck(Check):
             if not path.exists():
                 yield self.failed(f"model directory {d} does not exist", resource=d)
                 continue
-            report = scan_path(path, allowed_formats=settings.allowed_formats, ignore=settings.ignore)
+            report = scan_path(
+                path,
+                allowed_formats=settings.allowed_formats,
+                unknown_severity=settings.unknown_format_severity,
+            )
             bad = report.blocking()
             evidence = {
                 "files_scanned": report.files_scanned,

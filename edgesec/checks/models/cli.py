@@ -244,7 +244,9 @@ def scan_cmd(
     allowed = allow_format or cfg.settings.models.allowed_formats
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
-    report = scan_path(path, allowed_formats=allowed, ignore=cfg.settings.models.ignore)
+    report = scan_path(
+        path, allowed_formats=allowed, unknown_severity=cfg.settings.models.unknown_format_severity
+    )
     blocking = report.blocking()
     emit(
         AuditEvent(
