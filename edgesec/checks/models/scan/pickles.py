@@ -64,6 +64,8 @@ class PickleResult:
     protocol: int = 0
     ops: int = 0
     end: int = 0
+    lenient: list[str] = field(default_factory=list)
+    """Where the reader went on although CPython's C unpickler would stop (it then reports more, never less)."""
 
 
 class _Reader:
@@ -212,7 +214,8 @@ def read_pickle(f: IO[bytes], size: int) -> PickleResult:
             elif c == 0x95:  # FRAME: C checks the length is there, then reads across it
                 n = r.u(8)
                 if n > r.left():
-                    raise Stop("pickle data was truncated (FRAME longer than the file)")
+                    # CPython's C unpickler stops here; pickle.py's (dill, pickle._Unpickler) reads on.
+                    res.lenient.append("FRAME longer than the file: read on as pickle.py does")
             elif c == 0x28:  # MARK
                 marks.append(stack)
                 stack = []

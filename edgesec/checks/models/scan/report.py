@@ -25,8 +25,6 @@ def printable(text: str) -> str:
         o = ord(ch)
         if o < 0x20 or o == 0x7F or 0x80 <= o < 0xA0 or 0xDC80 <= o <= 0xDCFF or ch in "\u2028\u2029":
             out.append(f"\\x{o & 0xFF:02x}" if o < 0x100 or 0xDC80 <= o <= 0xDCFF else f"\\u{o:04x}")
-        elif ch == "\\":
-            out.append("\\\\")
         else:
             out.append(ch)
     return "".join(out)
