@@ -343,3 +343,38 @@ def test_audit_trail_records_sign_verify_and_scan(cli, model_dir: Path, signer: 
     ]
     signed = next(r for r in records if r["event"]["action"] == "model.signed")
     assert signed["file"]["x509"]["serial_number"] == f"{signer[0].cert.serial_number:x}"
+
+
+def test_verifier_ignore_tolerates_only_unsigned_paths(cli, model_dir: Path, signer: Signer) -> None:
+    """``--ignore`` can hide an added file, never a change to a signed one."""
+    assert sign(cli, model_dir, signer)[0] == 0
+    with open(model_dir / "model.safetensors", "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff")
+    code, out = lines(cli, model_dir, "--ignore", "*.safetensors")
+    assert code == 1
+    assert any(ln.startswith("MODIFIED model.safetensors: shard 1/4") for ln in out)
+    code, out = lines(cli, model_dir, "--ignore", "model.safetensors")
+    assert code == 1
+
+
+def test_the_same_path_rules_when_signing_and_verifying(cli, model_dir: Path, signer: Signer) -> None:
+    """A name a verifier would refuse is refused at signing (exit 2), not signed into a manifest that fails."""
+    (model_dir / "a\\b.txt").write_text("x")
+    code, _, err = sign(cli, model_dir, signer)
+    assert code == 2
+    assert "cannot sign 'a\\\\b.txt': its name holds a backslash" in err
+    (model_dir / "a\\b.txt").unlink()
+    (model_dir / "x\nOK y").write_text("x")
+    assert sign(cli, model_dir, signer)[0] == 2
+    assert sign(cli, model_dir, signer, "--ignore", "x*")[0] == 0
+    assert verify(cli, model_dir)[0] == 0
+
+
+def test_names_cannot_forge_verify_lines(cli, model_dir: Path, signer: Signer) -> None:
+    assert sign(cli, model_dir, signer)[0] == 0
+    (model_dir / "evil\nOK forged: 0 problems").write_text("x")
+    code, out = lines(cli, model_dir)
+    assert code == 1
+    assert "EXTRA evil\\x0aOK forged: 0 problems: not in the signed manifest (1 bytes)" in out
+    assert not any(ln.startswith("OK") for ln in out)

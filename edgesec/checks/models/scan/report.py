@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgesec.checks.models.hashing import printable
+
+__all__ = ["BLOCKING", "MEANING", "SEVERITIES", "Bad", "ScanFinding", "ScanReport", "printable"]
+
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 BLOCKING = ("high", "critical")
 
@@ -16,18 +20,6 @@ MEANING = {
     "info": "informational",
 }
 """What each severity means to the person reading a scan (the README's table says the same)."""
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters, newlines and undecodable bytes escaped: a file name cannot forge a line."""
-    out = []
-    for ch in text:
-        o = ord(ch)
-        if o < 0x20 or o == 0x7F or 0x80 <= o < 0xA0 or 0xDC80 <= o <= 0xDCFF or ch in "\u2028\u2029":
-            out.append(f"\\x{o & 0xFF:02x}" if o < 0x100 or 0xDC80 <= o <= 0xDCFF else f"\\u{o:04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 @dataclass(frozen=True)
