@@ -378,3 +378,47 @@ def test_names_cannot_forge_verify_lines(cli, model_dir: Path, signer: Signer) -
     assert code == 1
     assert "EXTRA evil\\x0aOK forged: 0 problems: not in the signed manifest (1 bytes)" in out
     assert not any(ln.startswith("OK") for ln in out)
+
+
+def test_rollback_to_an_older_signed_release_is_refused_by_a_pin(
+    cli, model_dir: Path, signer: Signer, tmp_path: Path, home: Path
+) -> None:
+    """An older release with its own valid model.sig verifies by itself; a pinned digest refuses it."""
+    import shutil
+
+    old = tmp_path / "old-release"
+    shutil.copytree(model_dir, old)
+    assert sign(cli, old, signer)[0] == 0
+    (model_dir / "config.json").write_text('{"architectures": ["Tiny"], "fixed": true}\n')
+    code, out, _ = sign(cli, model_dir, signer)
+    assert code == 0
+    import re
+
+    found = re.search(r"^manifest digest: sha256:([0-9a-f]{64}) \(pin it in \[models\] pins\)$", out, re.M)
+    assert found is not None, out
+    digest = found.group(1)
+    assert verify(cli, model_dir, "--pin", digest)[0] == 0
+    # The attacker restores the old release, signature included: it verifies on its own...
+    shutil.rmtree(model_dir)
+    shutil.copytree(old, model_dir)
+    assert verify(cli, model_dir)[0] == 0
+    # ...but not against the pin, from the command line or the site config (models.signature).
+    code, out = lines(cli, model_dir, "--pin", digest)
+    assert code == 1
+    assert out[0].startswith("PINNED .: the signed manifest is sha256:")
+    assert out[0].endswith("(an older or another release)")
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text(f'[models]\ndirs = ["{model_dir}"]\npins = {{ "{model_dir}" = "{digest}" }}\n')
+    code, out, _ = cli("--config", str(cfg), "model", "verify", str(model_dir))
+    assert code == 1 and out.splitlines()[0].startswith("PINNED")
+    from edgesec.checks.interface import CheckContext, Status
+    from edgesec.checks.models import ModelSignatureCheck
+    from edgesec.checks.probes import FixedClock, LiveSystem
+    from edgesec.config import load_config
+
+    ctx = CheckContext(
+        system=LiveSystem(), clock=FixedClock(dt.datetime.now(dt.UTC)), config=load_config(cfg)
+    )
+    (finding,) = list(ModelSignatureCheck().run(ctx))
+    assert finding.status == Status.FAIL and finding.message.startswith("PINNED .: the signed manifest")
+    assert cli("model", "verify", str(model_dir), "--pin", "nothex")[0] == 2

@@ -202,6 +202,8 @@ class VerifyResult:
     differences: list[Difference] = field(default_factory=list)
     bytes_hashed: int = 0
     seconds: float = 0.0
+    root_digest: str | None = None
+    """The sha256 digest of the signed manifest (what ``sign`` printed, what a site pins)."""
 
     def lines(self) -> list[str]:
         if self.trust_error:
@@ -226,6 +228,7 @@ class VerifyResult:
             "algorithm": m.algorithm if m else None,
             "signed_at": m.signed_at.isoformat() if m and m.signed_at else None,
             "files": len(m.files) if m else 0,
+            "root_digest": self.root_digest,
             "bytes_hashed": self.bytes_hashed,
             "seconds": round(self.seconds, 3),
             "differences": [d.to_dict() for d in self.differences],
@@ -244,10 +247,13 @@ def verify_model(
     on_total: Callable[[int], None] | None = None,
     now: dt.datetime | None = None,
     audit: bool = True,
+    pin: str | None = None,
 ) -> VerifyResult:
     """Verify ``root`` against its signature. Returns a verdict; raises only for unusable input (exit 2).
 
     ``follow_symlinks=False`` forbids symlinks even where the signer allowed them (in-directory ones).
+    ``pin`` is the manifest digest the site expects (``[models] pins``): an older release, correctly
+    signed with its own ``model.sig``, is then a difference, not a pass (rollback).
     """
     import time
 
@@ -270,6 +276,7 @@ def verify_model(
             raise VerificationError(f"the manifest claims to be signed in the future ({at.isoformat()})")
         res.signer = verify_signer(b.chain, trust, at=at, now=now)
         res.manifest = m
+        res.root_digest = str(statement["subject"][0]["digest"]["sha256"])
     except VerificationError as e:
         res.trust_error = e.message
     if res.manifest is not None:
@@ -284,8 +291,20 @@ def verify_model(
             on_total=on_total,
         )
         res.differences = cmp.differences
+        if pin is not None and res.root_digest != pin.lower():
+            res.differences.insert(
+                0,
+                Difference(
+                    "pinned",
+                    ".",
+                    f"the signed manifest is sha256:{(res.root_digest or '')[:16]}…, not the pinned "
+                    f"sha256:{pin[:16]}… (an older or another release)",
+                    expected=pin.lower(),
+                    found=res.root_digest,
+                ),
+            )
         res.bytes_hashed = cmp.bytes_hashed
-        res.ok = not cmp.differences
+        res.ok = not res.differences
     res.seconds = time.perf_counter() - started
     if audit:
         emit(

@@ -146,7 +146,7 @@ def sign_cmd(
     result(
         res.to_json(),
         f"signed {len(m.files)} file{'s' if len(m.files) != 1 else ''} ({m.total_bytes} bytes, {m.algorithm}) as {res.signer}\n"
-        f"signature: {res.signature}",
+        f"signature: {res.signature}\nmanifest digest: sha256:{res.root_digest} (pin it in [models] pins)",
     )
 
 
@@ -187,8 +187,18 @@ def verify_cmd(
         ),
     ] = None,
     workers: Annotated[int | None, typer.Option("--workers", min=1, max=256, help="Hashing threads.")] = None,
+    pin: Annotated[
+        str | None,
+        typer.Option(
+            "--pin",
+            help="The sha256 manifest digest DIR must carry (default: [models] pins); refuses rollbacks.",
+        ),
+    ] = None,
 ) -> None:
     """Check DIR against its signature: trusted signer, every digest, nothing missing or added."""
+    import re
+
+    from edgesec.checks.models import pin_for
     from edgesec.checks.models.api import verify_model
     from edgesec.pki.api import load_trust
 
@@ -196,9 +206,13 @@ def verify_cmd(
     bundle = load_trust(cfg, _trust_dir(trust))
     patterns = [*cfg.settings.models.ignore, *(ignore or [])]
     follow = cfg.settings.models.follow_symlinks if follow_symlinks is None else follow_symlinks
+    if pin is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", pin):
+        raise UsageError("--pin takes a sha256 digest (64 hex digits), as 'edgesec model sign' prints it")
+    expected = pin if pin is not None else pin_for(cfg.settings.models.pins, directory)
     with _progress("verifying") as (tick, total):
         res = verify_model(
             directory,
+            pin=expected,
             trust=bundle,
             signature=signature,
             ignore=patterns,
