@@ -175,6 +175,32 @@ def _zip(path: Path, members: dict[str, bytes], *, encrypt: set[str] = frozenset
     return path
 
 
+WEIGHTS_ONLY = (
+    b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01X\x01\x00\x00\x00wq\x02ctorch._utils\n_rebuild_tensor_v2\n"
+    b"q\x03(X\x01\x00\x00\x000ctorch\nFloatStorage\nq\x04K\x00K\x04\x85K\x01\x85\x89h\x00)Rtq\x05Rq\x06s."
+)
+"""What torch.save writes for a state dict of one tensor (hand-assembled: torch is not needed)."""
+
+
+def _nemo(path: Path, data_pkl: bytes, *, gz: bool) -> Path:
+    import tarfile
+
+    ckpt = io.BytesIO()
+    with zipfile.ZipFile(ckpt, "w") as z:
+        z.writestr("archive/data.pkl", data_pkl)
+        z.writestr("archive/version", b"3\n")
+        z.writestr("archive/data/0", b"\x00" * 16)
+    with tarfile.open(path, "w:gz" if gz else "w") as tf:
+        for name, blob in (
+            ("model_config.yaml", b"target: nemo.collections.asr.models.EncDecCTCModel\n"),
+            ("model_weights.ckpt", ckpt.getvalue()),
+        ):
+            info = tarfile.TarInfo(f"./{name}")
+            info.size = len(blob)
+            tf.addfile(info, io.BytesIO(blob))
+    return path
+
+
 def build(root: Path, canary_dir: Path) -> list[Sample]:
     """Write every sample under ``root``; a payload that runs writes ``canary_dir/<name>``."""
     samples: list[Sample] = []
@@ -374,6 +400,14 @@ def build(root: Path, canary_dir: Path) -> list[Sample]:
         else:
             (p / "model.pkl").write_bytes(make(c(name)))
 
+    # archives: NeMo's .nemo is a tar holding a PyTorch zip checkpoint
+    name = "nemo-evil"
+    p = d("archives", name, allowed=("tar", "pickle"))
+    _nemo(p / "model.nemo", exec_payload(c(name)), gz=True)
+    name = "tar-pickle-not-allowed"
+    p = d("archives", name, allowed=("tar",))
+    _nemo(p / "model.nemo", WEIGHTS_ONLY, gz=False)
+
     # the benign set: real libraries, real shapes
     p = d("benign", "safetensors", hostile=False)
     _safetensors(p / "model.safetensors")
@@ -387,6 +421,8 @@ def build(root: Path, canary_dir: Path) -> list[Sample]:
         (p / f"state-p{proto}.pkl").write_bytes(pickle.dumps(state, protocol=proto))
     np.save(p / "a.npy", np.arange(10))
     np.savez(p / "b.npz", x=np.ones(3), y=np.zeros((2, 2)))
+    p = d("benign", "nemo", hostile=False, allowed=("tar", "pickle"))
+    _nemo(p / "model.nemo", WEIGHTS_ONLY, gz=False)
     p = d("benign", "tokenizer-config", hostile=False)
     for i, tpl in enumerate(_real_templates()):
         (p / f"t{i}").mkdir()

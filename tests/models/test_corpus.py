@@ -105,6 +105,15 @@ def test_attack_lines(corpus: tuple[list[Sample], Path]) -> None:
     out = lines("newline-name")
     assert all("\n" not in x for x in out)
     assert any(x.startswith("CRITICAL a.bin\\x0aCLEAN x: 0 findings: pickle imports") for x in out)
+    assert "HIGH model.nemo:./model_weights.ckpt: format pickle is not allowed by the site policy" in lines(
+        "tar-pickle-not-allowed"
+    )
+    assert any(
+        x.startswith(
+            "CRITICAL model.nemo:./model_weights.ckpt:archive/data.pkl: pickle imports builtins.exec"
+        )
+        for x in lines("nemo-evil")
+    )
     sym = lines("symlink-out")
     assert any("symlink to" in x and "outside the directory" in x for x in sym)
     assert any("builtins.exec" in x for x in sym)

@@ -322,7 +322,7 @@ def _scan_zip(f: IO[bytes], rel: str, allowed: Sequence[str], depth: int) -> tup
                     raw = (kind == "pickle" and "/data/" in f"/{info.filename}") or (
                         kind == "keras" and info.filename.endswith(".h5")
                     )
-                    out += _scan_member(m, info.file_size, member, info.filename, allowed, depth, raw)
+                    out += _scan_member(m, info.file_size, member, info.filename, allowed, depth, raw, kind)
             except (
                 zipfile.BadZipFile,
                 OSError,
@@ -363,19 +363,29 @@ def _scan_tar(f: IO[bytes], rel: str, allowed: Sequence[str], depth: int) -> lis
                         ScanFinding(member, "tar-malformed", "high", "member larger than 1 GiB not assessed")
                     )
                     continue
-                out += _scan_member(io.BytesIO(data), len(data), member, ti.name, allowed, depth, False)
+                out += _scan_member(
+                    io.BytesIO(data), len(data), member, ti.name, allowed, depth, False, "tar"
+                )
     except (tarfile.TarError, OSError, EOFError, ValueError) as e:
         out.append(ScanFinding(rel, "tar-malformed", "high", f"archive cannot be read: {e}"))
     return out
 
 
 def _scan_member(
-    m: IO[bytes], size: int, rel: str, name: str, allowed: Sequence[str], depth: int, raw_ok: bool
+    m: IO[bytes],
+    size: int,
+    rel: str,
+    name: str,
+    allowed: Sequence[str],
+    depth: int,
+    raw_ok: bool,
+    container: str = "zip",
 ) -> list[ScanFinding]:
     """An archive member: sniffed and judged like a file, read as a stream.
 
     ``raw_ok``: the container's format says what this member is (a PyTorch storage, Keras weights), so
-    bytes that are no other format are fine; elsewhere an unidentified member blocks like a file.
+    bytes that are no other format are fine; elsewhere an unidentified member blocks like a file. A member
+    of another allowed-formats family than its ``container`` must be allowed too (a pickle in a tar).
     """
     if depth >= MAX_DEPTH:
         return [
@@ -385,28 +395,31 @@ def _scan_member(
         ]
     head = m.read(HEAD)
     fmt = detect(name, head, size)
+    out: list[ScanFinding] = []
     try:
         if fmt == "pickle":
             m.seek(0)
-            return _scan_pickle_file(m, size, rel, head)
-        if fmt == "numpy":
+            out = _scan_pickle_file(m, size, rel, head)
+        elif fmt == "numpy":
             m.seek(0)
-            return _scan_numpy(m, size, rel)
-        if fmt == "zip":
+            out = _scan_numpy(m, size, rel)
+        elif fmt == "zip":
             m.seek(0)
-            return _scan_zip(m, rel, allowed, depth + 1)[1]
-        if fmt == "tar":
+            fmt, out = _scan_zip(m, rel, allowed, depth + 1)
+        elif fmt == "tar":
             m.seek(0)
-            return _scan_tar(m, rel, allowed, depth + 1)
-        if fmt in ("7z", "unknown", "h5", "code") and not raw_ok:
-            return [
+            out = _scan_tar(m, rel, allowed, depth + 1)
+        elif fmt in ("7z", "unknown", "h5", "code") and not raw_ok:
+            out = [
                 ScanFinding(
                     rel, "unknown-format", "high", f"archive member of format {fmt}: cannot be assessed"
                 )
             ]
     except Bad as bad:
-        return [ScanFinding(rel, f"{fmt}-header", "high", f"invalid {fmt} member: {bad}")]
-    return []
+        out = [ScanFinding(rel, f"{fmt}-header", "high", f"invalid {fmt} member: {bad}")]
+    if not raw_ok and fmt != container:
+        out = _policy(rel, fmt, allowed) + out
+    return out
 
 
 # --- files ------------------------------------------------------------------------------------------------
