@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 
 class ProbeTarget(BaseModel):
@@ -70,6 +72,15 @@ class ModelsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dirs: list[str] = Field(default_factory=list, description="model directories that must verify and scan")
-    ignore: list[str] = Field(default_factory=list, description="glob patterns ignored when verifying")
+    ignore: list[str] = Field(
+        default_factory=list, description="glob patterns of unsigned paths tolerated when verifying"
+    )
     follow_symlinks: bool = False
     allowed_formats: list[str] = Field(default_factory=lambda: ["safetensors", "gguf", "onnx"])
+    unknown_format_severity: Literal["low", "medium", "high", "critical"] = Field(
+        "high", description="severity of a model file whose format scan cannot identify"
+    )
+    pins: dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        default_factory=dict,
+        description="model directory -> the sha256 manifest digest it must carry (a rollback is refused)",
+    )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edgesec.checks.models.bundle import read_bundle
 from tests.models._pki import Issued, SitePki
 
 pytestmark = pytest.mark.real("model_signing")
@@ -140,3 +141,76 @@ def test_blake3_manifest_verifies_with_the_model_signing_library(
     model_signing.verifying.Config().use_certificate_verifier(
         certificate_chain=[str(home / "trust" / "root.pem")]
     ).verify(str(model_dir), str(model_dir / "model.sig"))
+
+
+SHARDED_SIGN = """
+import sys
+from model_signing import hashing, signing
+model, sig, key, crt, chain = sys.argv[1:]
+(
+    signing.Config()
+    .use_certificate_signer(private_key=key, signing_certificate=crt, certificate_chain=[chain])
+    .set_hashing_config(hashing.Config().use_shard_serialization(shard_size=1 << 20))
+    .sign(model, sig)
+)
+"""
+
+
+def test_edgesec_verifies_a_model_signing_sharded_signature(
+    cli, model_dir: Path, signer: tuple[Issued, Path, Path], home: Path, tmp_path: Path
+) -> None:
+    """model_signing 1.1.1's shard serialization ("sha256-sharded-1048576", a float shard size) verifies."""
+    leaf, _, _ = signer
+    crt, key = leaf.write(tmp_path, "leaf-only")
+    sig = tmp_path / "model.sig"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SHARDED_SIGN,
+            str(model_dir),
+            str(sig),
+            str(key),
+            str(crt),
+            str(home / "trust" / "intermediates.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    statement = json.loads(read_bundle(sig.read_bytes()).payload)
+    algorithms = {res["algorithm"] for res in statement["predicate"]["resources"]}
+    assert algorithms == {"sha256-sharded-1048576"}
+    code, out, err = cli("--json", "model", "verify", str(model_dir), "--signature", str(sig))
+    assert code == 0, out + err
+    with open(model_dir / "model.safetensors", "r+b") as f:
+        f.seek((1 << 20) + 5)  # in the second shard
+        f.write(b"\x00\x01\x02")
+    code, out, _ = cli("model", "verify", str(model_dir), "--signature", str(sig))
+    assert code == 1
+    assert out.splitlines()[0].startswith("MODIFIED model.safetensors: shard 2/4 bytes [1048576, 2097152)")
+
+
+def test_model_signing_ignore_paths_are_literal_paths(
+    cli, model_dir: Path, signer: tuple[Issued, Path, Path], home: Path, tmp_path: Path
+) -> None:
+    """model_signing's ignore_paths name paths from the model's root, not patterns at any depth."""
+    leaf, _, _ = signer
+    crt, key = leaf.write(tmp_path, "leaf-only")
+    sig = tmp_path / "model.sig"
+    (model_dir / "notes.txt").write_text("unsigned")
+    r = model_signing(
+        "sign", "certificate", str(model_dir), "--signature", str(sig), "--private_key", str(key),
+        "--signing_certificate", str(crt), "--certificate_chain", str(home / "trust" / "intermediates.pem"),
+        "--ignore-paths", str(model_dir / "notes.txt"),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    statement = json.loads(read_bundle(sig.read_bytes()).payload)
+    assert "notes.txt" in statement["predicate"]["serialization"]["ignore_paths"]
+    assert cli("model", "verify", str(model_dir), "--signature", str(sig))[0] == 0
+    (model_dir / "tokenizer" / "notes.txt").write_text("added later, deeper")
+    code, out, _ = cli("model", "verify", str(model_dir), "--signature", str(sig))
+    assert code == 1
+    assert "EXTRA tokenizer/notes.txt: not in the signed manifest (19 bytes)" in out

@@ -51,7 +51,10 @@ def test_malicious_pickle_is_flagged_and_never_runs(tmp_path: Path, cli, protoco
     (model / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker), protocol=protocol))
     code, out, _ = cli("model", "scan", str(model))
     assert code == 1
-    assert "CRITICAL pytorch_model.bin: pickle imports posix.system, which runs code when loaded" in out
+    assert (
+        "CRITICAL pytorch_model.bin: pickle imports posix.system: a callable that runs code when loaded"
+        in out
+    )
     assert "HIGH pytorch_model.bin: format pickle is not allowed by the site policy" in out
     assert not marker.exists()
 
@@ -68,7 +71,7 @@ def test_zip_wrapped_pickle(tmp_path: Path) -> None:
     lines = [f.line() for f in findings(p)]
     assert "HIGH model.pt: format a zip-wrapped pickle (PyTorch) is not allowed by the site policy" in lines
     assert (
-        "CRITICAL model.pt:archive/data.pkl: pickle imports posix.system, which runs code when loaded"
+        "CRITICAL model.pt:archive/data.pkl: pickle imports posix.system: a callable that runs code when loaded"
         in lines
     )
     assert not marker.exists()
@@ -91,11 +94,11 @@ def test_unknown_import_is_high_and_computed_import_is_critical(tmp_path: Path) 
     p.write_bytes(b"\x80\x02cmylib.models\nNet\nq\x00)R.")
     assert (
         one_line(p, ["pickle"])
-        == "HIGH a.pkl: pickle imports mylib.models.Net, which is outside the weights-only allowlist"
+        == "HIGH a.pkl: pickle imports mylib.models.Net: a suspicious import outside the weights-only allowlist"
     )
-    # STACK_GLOBAL whose operands are not constants pushed just before it.
-    p.write_bytes(b"\x80\x04N\x93.")
-    assert "computed at load time" in one_line(p, ["pickle"])
+    # STACK_GLOBAL whose operands are results of calls, not constants.
+    p.write_bytes(b"\x80\x04cmylib\nname\n)R\x940\x8c\x02os\x8c\x06system\x940h\x00h\x01\x93.")
+    assert "computed at load time" in " ".join(f.line() for f in findings(p, ["pickle"]))
 
 
 def test_hostile_lengths_in_a_pickle_cost_nothing(tmp_path: Path) -> None:
@@ -211,8 +214,11 @@ def test_real_gguf_with_a_normal_chat_template_is_clean(tmp_path: Path) -> None:
 def test_gguf_chat_template_reaching_python_internals(tmp_path: Path, template: str, reason: str) -> None:
     p = make_gguf(tmp_path / "m.gguf", template=template)
     line = one_line(p)
-    assert line.startswith("CRITICAL m.gguf: tokenizer.chat_template reaches for Python internals: ")
-    assert reason in line
+    assert line.startswith(
+        "CRITICAL m.gguf: tokenizer.chat_template reaches for Python internals (code execution under an "
+        "unsandboxed Jinja): "
+    )
+    assert reason in findings(p)[0].evidence["reasons"]
 
 
 def _gguf_header(version: int = 3, n_tensors: int = 0, n_kv: int = 0) -> bytes:
@@ -323,7 +329,10 @@ def test_onnx_external_data_inside_and_symlinked_out(tmp_path: Path) -> None:
     assert "external data 'weights.bin' is missing" in one_line(d)
     (tmp_path / "elsewhere.bin").write_bytes(b"x")
     (d / "weights.bin").symlink_to(tmp_path / "elsewhere.bin")
-    assert "outside the model directory" in one_line(d)
+    lines = [f.line() for f in findings(d)]
+    assert "outside the model directory" in lines[0]
+    assert lines[1].startswith("HIGH weights.bin: symlink to ")
+    assert lines[1].endswith("elsewhere.bin', outside the directory: loaders follow it, verify refuses it")
 
 
 def test_truncated_onnx(tmp_path: Path) -> None:
@@ -348,9 +357,11 @@ def test_scan_policy_code_and_unknown_files(cli, model_dir: Path) -> None:
     assert code == 1
     res = json.loads(out)["result"]
     rules = {(f["path"], f["rule"], f["severity"]) for f in res["findings"]}
-    assert rules == {("modeling_tiny.py", "code-file", "high"), ("weights.xyz", "unknown-format", "low")}
+    assert rules == {("modeling_tiny.py", "code-file", "high"), ("weights.xyz", "unknown-format", "high")}
     (model_dir / "modeling_tiny.py").unlink()
-    assert cli("model", "scan", str(model_dir))[0] == 0  # a low finding does not block
+    assert cli("model", "scan", str(model_dir))[0] == 1  # an unidentified file blocks (allowlist)
+    (model_dir / "weights.xyz").unlink()
+    assert cli("model", "scan", str(model_dir))[0] == 0
     # The format policy comes from the site config or the command line.
     assert cli("model", "scan", str(model_dir), "--allow-format", "safetensors")[0] == 1
 
@@ -364,7 +375,7 @@ def test_tokenizer_config_template(tmp_path: Path) -> None:
     p = tmp_path / "tokenizer_config.json"
     p.write_text(json.dumps({"chat_template": "{{ cycler.__init__.__globals__.os.popen('id') }}"}))
     assert one_line(p).startswith(
-        "CRITICAL tokenizer_config.json: chat_template reaches for Python internals"
+        "CRITICAL tokenizer_config.json: chat_template reaches for Python internals (code execution"
     )
     p.write_text(json.dumps({"chat_template": [{"name": "default", "template": SAFE_TEMPLATE}]}))
     assert findings(p) == []
@@ -381,7 +392,7 @@ def test_numpy_arrays(tmp_path: Path) -> None:
     np.save(p, np.array([_Payload(marker), 1], dtype=object), allow_pickle=True)
     lines = [f.line() for f in findings(p, [*ALLOWED, "numpy"])]
     assert lines[0].startswith("CRITICAL a.npy: array of Python objects")
-    assert "CRITICAL a.npy: pickle imports posix.system, which runs code when loaded" in lines
+    assert "CRITICAL a.npy: pickle imports posix.system: a callable that runs code when loaded" in lines
     assert not marker.exists()
 
 
@@ -397,8 +408,11 @@ def test_deeply_nested_inputs_do_not_crash(tmp_path: Path) -> None:
 def test_extension_registry_import_and_plain_zip(tmp_path: Path) -> None:
     p = tmp_path / "a.pkl"
     p.write_bytes(b"\x80\x02\x82\x01.")  # EXT1 1
-    assert one_line(p, ["pickle"]) == "HIGH a.pkl: pickle imports extension code 1 (copyreg registry)"
+    assert one_line(p, ["pickle"]) == (
+        "HIGH a.pkl: pickle imports extension code 1 (copyreg registry): the import is not in the file and "
+        "cannot be assessed"
+    )
     z = tmp_path / "bundle.zip"
     with zipfile.ZipFile(z, "w") as zf:
         zf.writestr("readme.txt", "hi")
-    assert one_line(z) == "LOW bundle.zip: zip archive (no pickle inside)"
+    assert one_line(z) == "HIGH bundle.zip: format zip is not allowed by the site policy"

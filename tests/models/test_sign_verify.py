@@ -384,3 +384,82 @@ def test_a_signing_time_proven_by_the_trail_outlives_the_certificate(
     (next((trail / "checkpoints").glob("*.json"))).unlink()
     res = api.verify_model(model_dir, trust=trust, now=later, proof_trail=trail)
     assert not res.ok and res.trust_error is not None and "not proven" in res.trust_error
+
+
+def test_verifier_ignore_tolerates_only_unsigned_paths(cli, model_dir: Path, signer: Signer) -> None:
+    """``--ignore`` can hide an added file, never a change to a signed one."""
+    assert sign(cli, model_dir, signer)[0] == 0
+    with open(model_dir / "model.safetensors", "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff")
+    code, out = lines(cli, model_dir, "--ignore", "*.safetensors")
+    assert code == 1
+    assert any(ln.startswith("MODIFIED model.safetensors: shard 1/4") for ln in out)
+    code, out = lines(cli, model_dir, "--ignore", "model.safetensors")
+    assert code == 1
+
+
+def test_the_same_path_rules_when_signing_and_verifying(cli, model_dir: Path, signer: Signer) -> None:
+    """A name a verifier would refuse is refused at signing (exit 2), not signed into a manifest that fails."""
+    (model_dir / "a\\b.txt").write_text("x")
+    code, _, err = sign(cli, model_dir, signer)
+    assert code == 2
+    assert "cannot sign 'a\\\\b.txt': its name holds a backslash" in err
+    (model_dir / "a\\b.txt").unlink()
+    (model_dir / "x\nOK y").write_text("x")
+    assert sign(cli, model_dir, signer)[0] == 2
+    assert sign(cli, model_dir, signer, "--ignore", "x*")[0] == 0
+    assert verify(cli, model_dir)[0] == 0
+
+
+def test_names_cannot_forge_verify_lines(cli, model_dir: Path, signer: Signer) -> None:
+    assert sign(cli, model_dir, signer)[0] == 0
+    (model_dir / "evil\nOK forged: 0 problems").write_text("x")
+    code, out = lines(cli, model_dir)
+    assert code == 1
+    assert "EXTRA evil\\x0aOK forged: 0 problems: not in the signed manifest (1 bytes)" in out
+    assert not any(ln.startswith("OK") for ln in out)
+
+
+def test_rollback_to_an_older_signed_release_is_refused_by_a_pin(
+    cli, model_dir: Path, signer: Signer, tmp_path: Path, home: Path
+) -> None:
+    """An older release with its own valid model.sig verifies by itself; a pinned digest refuses it."""
+    import shutil
+
+    old = tmp_path / "old-release"
+    shutil.copytree(model_dir, old)
+    assert sign(cli, old, signer)[0] == 0
+    (model_dir / "config.json").write_text('{"architectures": ["Tiny"], "fixed": true}\n')
+    code, out, _ = sign(cli, model_dir, signer)
+    assert code == 0
+    import re
+
+    found = re.search(r"^manifest digest: sha256:([0-9a-f]{64}) \(pin it in \[models\] pins\)$", out, re.M)
+    assert found is not None, out
+    digest = found.group(1)
+    assert verify(cli, model_dir, "--pin", digest)[0] == 0
+    # The attacker restores the old release, signature included: it verifies on its own...
+    shutil.rmtree(model_dir)
+    shutil.copytree(old, model_dir)
+    assert verify(cli, model_dir)[0] == 0
+    # ...but not against the pin, from the command line or the site config (models.signature).
+    code, out = lines(cli, model_dir, "--pin", digest)
+    assert code == 1
+    assert out[0].startswith("PINNED .: the signed manifest is sha256:")
+    assert out[0].endswith("(an older or another release)")
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text(f'[models]\ndirs = ["{model_dir}"]\npins = {{ "{model_dir}" = "{digest}" }}\n')
+    code, out, _ = cli("--config", str(cfg), "model", "verify", str(model_dir))
+    assert code == 1 and out.splitlines()[0].startswith("PINNED")
+    from edgesec.checks.interface import CheckContext, Status
+    from edgesec.checks.models import ModelSignatureCheck
+    from edgesec.checks.probes import FixedClock, LiveSystem
+    from edgesec.config import load_config
+
+    ctx = CheckContext(
+        system=LiveSystem(), clock=FixedClock(dt.datetime.now(dt.UTC)), config=load_config(cfg)
+    )
+    (finding,) = list(ModelSignatureCheck().run(ctx))
+    assert finding.status == Status.FAIL and finding.message.startswith("PINNED .: the signed manifest")
+    assert cli("model", "verify", str(model_dir), "--pin", "nothex")[0] == 2

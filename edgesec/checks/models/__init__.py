@@ -17,6 +17,15 @@ MAX_EVIDENCE = 50
 """Differences kept in a finding's evidence (a swapped model can differ in thousands of files)."""
 
 
+def pin_for(pins: dict[str, str], directory: str | Path) -> str | None:
+    """The manifest digest ``[models] pins`` expects for ``directory`` (keys compared as resolved paths)."""
+    want = Path(directory).resolve()
+    for key, digest in pins.items():
+        if Path(key).resolve() == want:
+            return digest
+    return None
+
+
 class ModelSignatureCheck(Check):
     """Every configured model directory verifies against its signature."""
 
@@ -60,6 +69,7 @@ class ModelSignatureCheck(Check):
                     ignore=settings.models.ignore,
                     follow_symlinks=settings.models.follow_symlinks,
                     now=ctx.now(),
+                    pin=pin_for(settings.models.pins, d),
                 )
             except EdgesecError as e:
                 yield self.failed(f"cannot verify: {e.message}", resource=d)
@@ -109,7 +119,11 @@ class ModelScanCheck(Check):
             if not path.exists():
                 yield self.failed(f"model directory {d} does not exist", resource=d)
                 continue
-            report = scan_path(path, allowed_formats=settings.allowed_formats, ignore=settings.ignore)
+            report = scan_path(
+                path,
+                allowed_formats=settings.allowed_formats,
+                unknown_severity=settings.unknown_format_severity,
+            )
             bad = report.blocking()
             evidence = {
                 "files_scanned": report.files_scanned,

@@ -190,6 +190,8 @@ class VerifyResult:
     differences: list[Difference] = field(default_factory=list)
     bytes_hashed: int = 0
     seconds: float = 0.0
+    root_digest: str | None = None
+    """The sha256 digest of the signed manifest (what ``sign`` printed, what a site pins)."""
 
     def lines(self) -> list[str]:
         if self.trust_error:
@@ -217,6 +219,7 @@ class VerifyResult:
             if self.proven is None
             else {"at": self.proven.at.isoformat(), "by": self.proven.source},
             "files": len(m.files) if m else 0,
+            "root_digest": self.root_digest,
             "bytes_hashed": self.bytes_hashed,
             "seconds": round(self.seconds, 3),
             "differences": [d.to_dict() for d in self.differences],
@@ -236,12 +239,15 @@ def verify_model(
     now: dt.datetime | None = None,
     audit: bool = True,
     proof_trail: Path | None = None,
+    pin: str | None = None,
 ) -> VerifyResult:
     """Verify ``root`` against its signature. Returns a verdict; raises only for unusable input (exit 2).
 
     ``follow_symlinks=False`` forbids symlinks even where the signer allowed them (in-directory ones).
     ``proof_trail``: an audit trail whose signed checkpoints may prove when the model was signed (the
     time rule of :mod:`edgesec.pki.trust`); without a proof the signer must be valid and unrevoked now.
+    ``pin`` is the manifest digest the site expects (``[models] pins``): an older release, correctly
+    signed with its own ``model.sig``, is then a difference, not a pass (rollback).
     """
     import time
 
@@ -280,6 +286,7 @@ def verify_model(
             raise VerificationError(f"{exc.message}; the signing time is not proven: {unproven}") from None
         res.proven = proven
         res.manifest = m
+        res.root_digest = str(statement["subject"][0]["digest"]["sha256"])
     except VerificationError as e:
         res.trust_error = e.message
     if res.manifest is not None:
@@ -294,8 +301,20 @@ def verify_model(
             on_total=on_total,
         )
         res.differences = cmp.differences
+        if pin is not None and res.root_digest != pin.lower():
+            res.differences.insert(
+                0,
+                Difference(
+                    "pinned",
+                    ".",
+                    f"the signed manifest is sha256:{(res.root_digest or '')[:16]}…, not the pinned "
+                    f"sha256:{pin[:16]}… (an older or another release)",
+                    expected=pin.lower(),
+                    found=res.root_digest,
+                ),
+            )
         res.bytes_hashed = cmp.bytes_hashed
-        res.ok = not cmp.differences
+        res.ok = not res.differences
     res.seconds = time.perf_counter() - started
     if audit:
         emit(

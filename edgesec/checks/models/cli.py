@@ -144,7 +144,7 @@ def sign_cmd(
     result(
         res.to_json(),
         f"signed {len(m.files)} file{'s' if len(m.files) != 1 else ''} ({m.total_bytes} bytes, {m.algorithm}) as {res.signer}\n"
-        f"signature: {res.signature}",
+        f"signature: {res.signature}\nmanifest digest: sha256:{res.root_digest} (pin it in [models] pins)",
     )
 
 
@@ -191,8 +191,18 @@ def verify_cmd(
             "--proof-trail", help="An audit trail whose signed checkpoints prove when DIR was signed."
         ),
     ] = None,
+    pin: Annotated[
+        str | None,
+        typer.Option(
+            "--pin",
+            help="The sha256 manifest digest DIR must carry (default: [models] pins); refuses rollbacks.",
+        ),
+    ] = None,
 ) -> None:
     """Check DIR against its signature: trusted signer, every digest, nothing missing or added."""
+    import re
+
+    from edgesec.checks.models import pin_for
     from edgesec.checks.models.api import verify_model
     from edgesec.pki.api import load_trust
 
@@ -200,9 +210,13 @@ def verify_cmd(
     bundle = load_trust(cfg, _trust_dir(trust))
     patterns = [*cfg.settings.models.ignore, *(ignore or [])]
     follow = cfg.settings.models.follow_symlinks if follow_symlinks is None else follow_symlinks
+    if pin is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", pin):
+        raise UsageError("--pin takes a sha256 digest (64 hex digits), as 'edgesec model sign' prints it")
+    expected = pin if pin is not None else pin_for(cfg.settings.models.pins, directory)
     with _progress("verifying") as (tick, total):
         res = verify_model(
             directory,
+            pin=expected,
             trust=bundle,
             signature=signature,
             ignore=patterns,
@@ -249,7 +263,9 @@ def scan_cmd(
     allowed = allow_format or cfg.settings.models.allowed_formats
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
-    report = scan_path(path, allowed_formats=allowed, ignore=cfg.settings.models.ignore)
+    report = scan_path(
+        path, allowed_formats=allowed, unknown_severity=cfg.settings.models.unknown_format_severity
+    )
     blocking = report.blocking()
     emit(
         AuditEvent(

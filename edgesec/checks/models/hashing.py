@@ -90,12 +90,29 @@ class Listing:
     issues: list[DirIssue] = field(default_factory=list)
 
 
-def is_ignored(rel: str, patterns: Sequence[str]) -> bool:
-    """Whether ``rel`` or one of its parent directories matches a pattern.
+def printable(text: str) -> str:
+    """``text`` with control characters, newlines and undecodable bytes escaped: a file name cannot forge a line."""
+    out = []
+    for ch in text:
+        o = ord(ch)
+        if o < 0x20 or o == 0x7F or 0x80 <= o < 0xA0 or 0xDC80 <= o <= 0xDCFF or ch in "\u2028\u2029":
+            out.append(f"\\x{o & 0xFF:02x}" if o < 0x100 or 0xDC80 <= o <= 0xDCFF else f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def is_ignored(rel: str, patterns: Sequence[str], literal: Sequence[str] = ()) -> bool:
+    """Whether ``rel`` or one of its parent directories matches a pattern or is a literal path.
 
     A pattern with a ``/`` matches the relative path (``logs/*.txt``); one without also matches any single
-    component (``*.log``, ``.cache``), as in ``.gitignore``.
+    component (``*.log``, ``.cache``), as in ``.gitignore``. ``literal`` paths (model_signing's
+    ``ignore_paths``) match only themselves and what lies under them, from the model's root.
     """
+    for lit in literal:
+        lit = lit.strip("/")
+        if lit and (rel == lit or rel.startswith(lit + "/")):
+            return True
     parts = rel.split("/")
     prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
     for pat in patterns:
@@ -110,7 +127,9 @@ def is_ignored(rel: str, patterns: Sequence[str]) -> bool:
     return False
 
 
-def walk(root: Path, *, ignore: Sequence[str] = (), follow_symlinks: bool = False) -> Listing:
+def walk(
+    root: Path, *, ignore: Sequence[str] = (), literal: Sequence[str] = (), follow_symlinks: bool = False
+) -> Listing:
     """List the model directory without following anything out of it.
 
     Symlinks are refused unless ``follow_symlinks``; even then one whose target leaves ``root`` (or is not
@@ -130,7 +149,7 @@ def walk(root: Path, *, ignore: Sequence[str] = (), follow_symlinks: bool = Fals
             return subdirs
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            if is_ignored(rel, ignore):
+            if is_ignored(rel, ignore, literal):
                 listing.ignored.append(rel)
                 continue
             try:

@@ -30,6 +30,7 @@ from edgesec.checks.models.hashing import (
     Task,
     TaskResult,
     is_ignored,
+    printable,
     run_tasks,
     shard_ranges,
     sort_key,
@@ -76,16 +77,23 @@ class Manifest:
         return sum(f.size or 0 for f in self.files.values())
 
 
+def rel_path_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a manifest path (None if it can): one rule for signing and verifying."""
+    p = PurePosixPath(name)
+    if not name or p.is_absolute() or any(part in ("..", ".", "") for part in name.split("/")):
+        return "not a relative path inside the model"
+    if "\\" in name:
+        return "holds a backslash (a path separator on Windows verifiers)"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        return "holds a control character"
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in name):
+        return "is not valid UTF-8"
+    return None
+
+
 def check_rel_path(name: str) -> str:
     """A manifest path must stay inside the model directory; anything else is an attack."""
-    p = PurePosixPath(name)
-    if (
-        not name
-        or "\x00" in name
-        or "\\" in name
-        or p.is_absolute()
-        or any(part in ("..", ".", "") for part in name.split("/"))
-    ):
+    if rel_path_problem(name) is not None:
         raise VerificationError(f"the manifest names an unsafe path {name!r}")
     return name
 
@@ -113,6 +121,11 @@ def build(
         raise InputError("shard size must be at least 1 MiB")
     patterns = tuple(dict.fromkeys([*GIT_PATHS, *([signature_rel] if signature_rel else []), *ignore]))
     listing = walk(root, ignore=patterns, follow_symlinks=follow_symlinks)
+    for rel in [*listing.files, *(i.path for i in listing.issues)]:
+        problem = rel_path_problem(rel)
+        if problem is not None:
+            shown = rel.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+            raise InputError(f"cannot sign {shown!r}: its name {problem}; rename it or --ignore it")
     if listing.issues:
         first = listing.issues[0]
         more = f" (and {len(listing.issues) - 1} more)" if len(listing.issues) > 1 else ""
@@ -226,6 +239,14 @@ def _digest(value: Any, algorithm: str, where: str) -> str:
     return str(value)
 
 
+def _shard_size(value: Any) -> int:
+    """A shard size as model_signing writes it: an integer, or a float holding one (protobuf JSON)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    _need(isinstance(value, int) and not isinstance(value, bool) and value > 0, "shard_size")
+    return int(value)
+
+
 def from_statement(st: dict[str, Any]) -> Manifest:
     """Parse and cross-check a signed statement (already authenticated by its signature)."""
     subject = _list(st.get("subject"), "subject")
@@ -245,13 +266,17 @@ def from_statement(st: dict[str, Any]) -> Manifest:
     allow_symlinks = ser.get("allow_symlinks", False)
     _need(isinstance(allow_symlinks, bool), "allow_symlinks is not a boolean")
     resources = _list(pred.get("resources"), "resources")
+    # model_signing names a shard digest's algorithm after the shard size ("sha256-sharded-1000000000").
+    resource_algorithms = {algorithm}
+    if method == "shards":
+        resource_algorithms.add(f"{algorithm}-sharded-{_shard_size(ser.get('shard_size'))}")
     # The subject digest binds the resource list (in its order), as model_signing checks it.
     h = hashlib.sha256()
     whole: dict[str, str] = {}
     shard_map: dict[str, list[tuple[int, int, str]]] = {}
     for i, r in enumerate(resources):
         _need(isinstance(r, dict) and isinstance(r.get("name"), str), f"resource {i} has no name")
-        _need(r.get("algorithm", algorithm) == algorithm, f"resource {i} uses another algorithm")
+        _need(r.get("algorithm", algorithm) in resource_algorithms, f"resource {i} uses another algorithm")
         d = _digest(r.get("digest"), algorithm, f"resource {r['name']!r}")
         h.update(bytes.fromhex(d))
         if method == "files":
@@ -278,9 +303,7 @@ def from_statement(st: dict[str, Any]) -> Manifest:
     patterns: tuple[str, ...] = ()
     shard_size: int | None = None
     if method == "shards":
-        ss = ser.get("shard_size")
-        _need(isinstance(ss, int) and ss > 0, "shard_size")
-        shard_size = int(str(ss))
+        shard_size = _shard_size(ser.get("shard_size"))
         for name, shards in shard_map.items():
             shards.sort()
             pos = 0
@@ -350,10 +373,18 @@ class Difference:
     found: str | None = None
 
     def line(self) -> str:
-        return f"{self.kind.upper()} {self.path}: {self.detail}"
+        """One line: a file name cannot print a line of its own (control characters are escaped)."""
+        return f"{self.kind.upper()} {printable(self.path)}: {printable(self.detail)}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        # An undecodable file name travels as text JSON and the audit trail can carry.
+        return {
+            k: v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            if isinstance(v, str)
+            else v
+            for k, v in self.__dict__.items()
+            if v is not None
+        }
 
 
 @dataclass
@@ -391,19 +422,26 @@ def compare(
     on_total: Callable[[int], None] | None = None,
 ) -> Comparison:
     """Hash ``root`` as ``m`` prescribes and list every difference (one per file or shard)."""
-    patterns = [*GIT_PATHS, *m.ignore_paths, *m.ignore_patterns, *extra_ignore]
+    # What the signer left out is left out by its own rules: model_signing's ignore_paths are literal
+    # paths from the root, edgesec's patterns are globs. The verifier's own --ignore only tolerates
+    # unsigned paths: a signed file is always checked, whatever it is called.
+    patterns = [*GIT_PATHS, *m.ignore_patterns]
     if signature_rel:
         patterns.append(signature_rel)
     allow = m.allow_symlinks if follow_symlinks is None else (follow_symlinks and m.allow_symlinks)
-    listing = walk(root, ignore=patterns, follow_symlinks=allow)
+    listing = walk(root, ignore=patterns, literal=m.ignore_paths, follow_symlinks=allow)
+
+    def tolerated(name: str) -> bool:
+        return name not in m.files and is_ignored(name, extra_ignore)
+
     out = Comparison()
     issue_paths = set()
     for issue in listing.issues:
+        if tolerated(issue.path):
+            continue
         out.differences.append(Difference(issue.kind, issue.path, issue.detail))
         issue_paths.add(issue.path)
     for name in sorted(m.files, key=sort_key):
-        if is_ignored(name, extra_ignore):
-            continue
         entry = m.files[name]
         if name not in listing.files:
             if name not in issue_paths:
@@ -418,7 +456,7 @@ def compare(
                 )
             )
     for name, size in listing.files.items():
-        if name in m.files:
+        if name in m.files or tolerated(name):
             continue
         if m.method == "shards" and size == 0:
             continue  # model_signing's shard serialization lists no empty files

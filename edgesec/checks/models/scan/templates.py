@@ -1,0 +1,285 @@
+"""Chat templates (CVE-2024-34359 class), judged by Jinja's own sandbox with a static second opinion.
+
+A template that an unsandboxed Jinja renders can walk ``''.__class__.__mro__`` to ``os.popen``; the names it
+needs can be built at render time (``'_'~'_'``, ``'%c'|format(95)``, ``dict(__globals__=1)|list``), so no
+reading of the source finds them all. Each template is therefore rendered in
+:class:`jinja2.sandbox.ImmutableSandboxedEnvironment` with the message, tool and loop shapes real chat
+formats use; every attribute the sandbox refuses and every :class:`~jinja2.sandbox.SecurityError` is a
+finding. The sandbox only sees the paths a render takes, so the static reading of the parsed template stays
+as a second opinion. The extensions real templates use are supported: ``loopcontrols`` (``{% break %}``)
+and transformers' ``{% generation %}`` block.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jinja2
+import jinja2.ext
+from jinja2 import nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
+
+from edgesec.checks.models.scan.report import ScanFinding
+
+MAX_CHUNKS = 200_000
+"""Output pieces one render may produce before it is stopped (a template looping without end)."""
+RENDER_SECONDS = 5
+
+SUSPICIOUS_NAMES = frozenset(
+    {
+        "self",
+        "lipsum",
+        "cycler",
+        "joiner",
+        "config",
+        "request",
+        "url_for",
+        "get_flashed_messages",
+        "os",
+        "__builtins__",
+    }
+)
+SUSPICIOUS_CALLS = frozenset(
+    {"popen", "system", "eval", "exec", "import_module", "load_module", "__import__", "subprocess", "spawn"}
+)
+
+
+class GenerationExtension(jinja2.ext.Extension):
+    """transformers' ``{% generation %}…{% endgeneration %}``: marks assistant text, renders its body."""
+
+    tags = {"generation"}  # noqa: RUF012 - jinja2 reads the class attribute
+
+    def parse(self, parser: Any) -> nodes.Node:
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return nodes.Scope(body, lineno=lineno)
+
+
+EXTENSIONS = (jinja2.ext.loopcontrols, GenerationExtension)
+
+
+class _TemplateRaised(Exception):
+    """``raise_exception(...)`` in a template: a refusal of the conversation, not an attack."""
+
+
+class _Budget(Exception):
+    """The render ran past its bound."""
+
+
+class _Watching(ImmutableSandboxedEnvironment):
+    """Jinja's sandbox, noting each attribute it refuses instead of only answering undefined.
+
+    Mutating a list or dict (``ids.append(x)``, used by real templates) is let through and not a finding:
+    it cannot reach Python internals, and refusing it would end the render before the paths after it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(extensions=list(EXTENSIONS), autoescape=False)
+        self.refused: list[str] = []
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if not SandboxedEnvironment.is_safe_attribute(self, obj, attr, value):
+            self.refused.append(f"reaches the unsafe attribute {attr!r} of a {type(obj).__name__}")
+            return False
+        return True
+
+    def is_safe_callable(self, obj: Any) -> bool:
+        ok = bool(super().is_safe_callable(obj))
+        if not ok:
+            self.refused.append(f"calls an unsafe callable {getattr(obj, '__name__', type(obj).__name__)!r}")
+        return ok
+
+
+def _raise(message: object = "") -> None:
+    raise _TemplateRaised(str(message))
+
+
+def _strftime_now(fmt: str) -> str:
+    return "26 Jul 2024"
+
+
+_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather of a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "the city"}},
+            "required": ["city"],
+        },
+    },
+}
+_CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": {"city": "Oslo"}},
+}
+
+
+def _shapes() -> Iterator[dict[str, Any]]:
+    """Conversations as chat front ends pass them (transformers, llama.cpp, vLLM)."""
+    plain = [
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Hi there"},
+        {"role": "user", "content": "How are you?"},
+    ]
+    system = [{"role": "system", "content": "You are helpful."}, *plain]
+    tools = [
+        {"role": "system", "content": "You are helpful."},
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": "", "tool_calls": [_CALL]},
+        {"role": "tool", "content": '{"temp": 3}', "tool_call_id": "call_1", "name": "get_weather"},
+        {"role": "assistant", "content": "3 degrees."},
+        {"role": "user", "content": "Thanks"},
+    ]
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Describe"}, {"type": "image"}]}]
+    thinking = [
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4", "reasoning_content": "add"},
+        {"role": "user", "content": "3+3?"},
+    ]
+    for messages in (plain, system, tools, parts, thinking):
+        for gen in (True, False):
+            yield {"messages": messages, "add_generation_prompt": gen}
+    yield {"messages": tools, "tools": [_TOOL], "add_generation_prompt": True}
+    yield {"messages": system, "tools": [_TOOL], "add_generation_prompt": True, "enable_thinking": False}
+
+
+def _with_deadline(fn: Callable[[], None], seconds: int) -> None:
+    """Run ``fn`` under SIGALRM when this is the main thread (the CLI); elsewhere the chunk bound holds."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        fn()
+        return
+
+    def alarm(signum: int, frame: Any) -> None:
+        raise _Budget(f"rendering took longer than {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        fn()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def sandbox_reasons(text: str) -> list[str]:
+    """What the sandbox refused while rendering ``text`` with every conversation shape."""
+    env = _Watching()
+    env.globals.update(raise_exception=_raise, strftime_now=_strftime_now)
+    env.filters["tojson"] = env.filters.get("tojson", lambda v, **kw: repr(v))
+    template = env.from_string(text)
+    reasons: list[str] = []
+
+    def render_all() -> None:
+        for shape in _shapes():
+            ctx = {"bos_token": "<s>", "eos_token": "</s>", **shape}
+            try:
+                for n, _ in enumerate(template.generate(ctx)):
+                    if n > MAX_CHUNKS:
+                        reasons.append(f"rendering produced more than {MAX_CHUNKS} pieces of output")
+                        return
+            except SecurityError as e:
+                reasons.append(f"the sandbox refused it: {e}")
+            except (_TemplateRaised, jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError):
+                continue  # this conversation does not fit the template: try the next one
+            except (AttributeError, ZeroDivisionError, OverflowError, LookupError, RecursionError):
+                continue
+
+    try:
+        _with_deadline(render_all, RENDER_SECONDS)
+    except _Budget as e:
+        reasons.append(str(e))
+    return reasons + env.refused
+
+
+def static_reasons(ast: nodes.Template) -> list[str]:
+    """What the parsed template reaches for, read without rendering (the second opinion)."""
+    reasons: list[str] = []
+    for node in ast.find_all(
+        (nodes.Getattr, nodes.Getitem, nodes.Name, nodes.Filter, nodes.Const, nodes.Call, nodes.Keyword)
+    ):
+        if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
+            reasons.append(f"reads attribute {node.attr!r}")
+        elif isinstance(node, nodes.Getattr) and node.attr in SUSPICIOUS_CALLS:
+            reasons.append(f"calls {node.attr!r}")
+        elif isinstance(node, nodes.Name) and node.name in SUSPICIOUS_NAMES:
+            reasons.append(f"uses the global {node.name!r}")
+        elif isinstance(node, nodes.Filter) and node.name in ("attr", "pprint"):
+            reasons.append(f"uses the {node.name!r} filter")
+        elif isinstance(node, nodes.Const) and isinstance(node.value, str) and "__" in node.value:
+            reasons.append(f"holds the string {node.value[:40]!r}")
+        elif isinstance(node, nodes.Keyword) and node.key.startswith("_"):
+            reasons.append(f"passes the keyword {node.key!r}")
+        elif isinstance(node, nodes.Keyword) and node.key == "attribute" and not _plain_const(node.value):
+            reasons.append("maps over an attribute whose name is computed")
+        elif (
+            isinstance(node, nodes.Getitem)
+            and isinstance(node.node, nodes.Name)
+            and node.node.name
+            in (
+                "namespace",
+                "range",
+                "dict",
+                "joiner",
+                "cycler",
+            )
+        ):
+            reasons.append(f"indexes the builtin {node.node.name!r}")
+        elif (
+            isinstance(node, nodes.Filter)
+            and node.name == "format"
+            and any(
+                isinstance(c, nodes.Const) and isinstance(c.value, str) and "%c" in c.value
+                for c in node.find_all(nodes.Const)
+            )
+        ):
+            reasons.append("builds characters with '%c'|format")
+    return reasons
+
+
+def _plain_const(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Const) and isinstance(node.value, str) and not node.value.startswith("_")
+
+
+def check_chat_template(text: str) -> list[str]:
+    """Reasons a Jinja chat template reaches for Python internals (empty when it does not)."""
+    env = jinja2.Environment(extensions=list(EXTENSIONS), autoescape=False)  # noqa: S701 - parsed only
+    try:
+        ast = env.parse(text)
+    except jinja2.TemplateSyntaxError as e:
+        return [f"does not parse as Jinja ({e.message}); it cannot be checked"]
+    except RecursionError:
+        return ["does not parse as Jinja (nested too deeply); it cannot be checked"]
+    try:
+        dynamic = sandbox_reasons(text)
+    except (jinja2.TemplateSyntaxError, RecursionError, MemoryError) as e:
+        dynamic = [f"the sandbox could not compile it ({type(e).__name__})"]
+    return sorted(set(dynamic)) + sorted(set(static_reasons(ast)) - set(dynamic))
+
+
+def template_findings(rel: str, templates: Sequence[tuple[str, str]]) -> list[ScanFinding]:
+    out = []
+    for key, text in templates:
+        reasons = check_chat_template(text)
+        if not reasons:
+            continue
+        parses = not reasons[0].startswith("does not parse")
+        out.append(
+            ScanFinding(
+                rel,
+                "chat-template",
+                "critical" if parses else "high",
+                f"{key} reaches for Python internals (code execution under an unsandboxed Jinja): "
+                f"{'; '.join(reasons[:4])}"
+                if parses
+                else f"{key} {reasons[0]}",
+                {"key": key, "reasons": reasons},
+            )
+        )
+    return out
