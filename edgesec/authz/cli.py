@@ -235,7 +235,10 @@ def lint(policy_dir: PolicyDirOpt = None) -> None:
             style = "red" if f.level == "error" else "yellow"
             con.print(f"[{style}]{f.level}[/] {files.policy}:{f.line}: {f.code}: ", end="")
             con.print(f.message, markup=False)
-        con.print(f"{len(findings)} finding(s), {len(errors)} error(s) in {engine.rule_count} rules")
+        con.print(
+            f"{len(findings)} finding(s), {len(errors)} error(s) in {engine.rule_count} rules of {files.policy}",
+            markup=False,
+        )
 
     result(
         {
