@@ -20,6 +20,12 @@ Durability (``[auditing] durability``): ``fsync`` -- ``append()`` returns after 
 ``group`` -- ``submit()`` queues, a writer thread writes and fdatasyncs whatever has queued, so a record
 is durable within about ``group_commit_ms`` of ``submit()`` under normal load, and ``flush()`` waits for
 it; ``none`` -- ``write()`` only.
+
+Sharing: a trail directory is private (created 0700, files 0600) unless its group has ``rwx`` (the
+tmpfiles entry of ``edgesec site units`` makes it ``02770 root:<service group>``): then the current
+file, rotated files and ``trail.lock`` are 0660 in the directory's group, so root-run commands and the
+ForwardAuth service user append to one chain. A write that fails sets :attr:`Trail.failure` (the
+service's ``/readyz`` reports it) and logs one error when the trail goes from writable to failing.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
+import stat
 import threading
 import time
 import weakref
@@ -59,6 +67,20 @@ LOCK = "trail.lock"
 TORN_DIR = "torn"
 # Rotated files: trail.<first-seq:012d>-<last-seq:012d>.jsonl, in the same directory.
 ROTATED_GLOB = "trail.*-*.jsonl"
+SHARED_MODE = 0o660
+log = logging.getLogger("edgesec.auditing.trail")
+
+
+def _share(fd: int, mode: int, gid: int) -> None:
+    """Give a file we own the shared directory's mode and group (umask and a setgid-less dir aside)."""
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid():
+        return
+    if st.st_gid != gid:
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, -1, gid)
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.fchmod(fd, mode)
 
 
 # One encoder for every record: ``json.dumps`` with options builds a new JSONEncoder (and the C
@@ -268,12 +290,36 @@ class Trail:
         self._closed = False
         self._oldest = 0.0  # monotonic time the oldest queued record was submitted
         self._hurry = False  # someone waits for durability: write what is queued now
+        self._mode = 0o600
+        self._gid = -1
+        #: Why the last write failed (``None`` while the trail is writable).
+        self.failure: str | None = None
         _LIVE.add(self)
+
+    def _prepare_dir(self) -> None:
+        """Create the directory private, or adopt a group-shared one (see the module docstring)."""
+        try:
+            st = os.stat(self.dir)
+        except FileNotFoundError:
+            st = None
+        if st is not None and st.st_mode & 0o070 == 0o070:
+            self._mode, self._gid = SHARED_MODE, st.st_gid
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SHARED_MODE)
+            try:
+                _share(fd, SHARED_MODE, st.st_gid)
+            finally:
+                os.close(fd)
+            return
+        self._mode, self._gid = 0o600, -1
+        if st is None or st.st_uid == os.geteuid():
+            ensure_private_dir(self.dir)
 
     # -- writing ---------------------------------------------------------------------------------
     def _open(self) -> int:
-        ensure_private_dir(self.dir)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._prepare_dir()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, self._mode)
+        if self._mode != 0o600:
+            _share(fd, self._mode, self._gid)
         return fd
 
     def _current_fd(self) -> int:
@@ -360,8 +406,21 @@ class Trail:
     ) -> list[dict[str, Any]]:
         """Seal and write ``docs`` as the next records of the chain; with ``want_docs`` (or listeners)
         return them as written (a Prepared record is read back from its line)."""
+        try:
+            written = self._write_batch_locked(docs, sync=sync, want_docs=want_docs)
+        except BaseException as exc:
+            if self.failure is None:
+                log.error("audit trail %s: cannot write: %s", self.dir, exc)
+            self.failure = f"{type(exc).__name__}: {exc}"
+            raise
+        if self.failure is not None:
+            log.warning("audit trail %s: writable again", self.dir)
+            self.failure = None
+        return written
+
+    def _write_batch_locked(self, docs: list[Record], *, sync: bool, want_docs: bool) -> list[dict[str, Any]]:
         if not self._dir_ready:  # once per Trail: a mkdir+stat per record costs more than the write
-            ensure_private_dir(self.dir)
+            self._prepare_dir()
             self._dir_ready = True
         with self._mutex, FileLock(self._lock_path):
             fd = self._current_fd()

@@ -115,6 +115,10 @@ class Authorizer:
 
     def _policy_reloaded(self, ok: bool, error: str | None) -> None:
         self.metrics.reload("policy", ok)
+        if not ok:
+            log.error(
+                "policy reload failed, the last good policy is kept: %s: %s", self.policy.files.policy, error
+            )
         _audit_safely(
             AuditEvent(
                 action="authz.policy.reloaded" if ok else "authz.policy.reload_failed",
@@ -717,6 +721,12 @@ def readiness(authz: Authorizer) -> dict[str, Any]:
         policy["error"] = p.last_error
         policy["note"] = "the last good policy is still enforced"
     body: dict[str, Any] = {"ready": True, "process": os.getpid(), "policy": policy}
+    # A decision that cannot be recorded is a gap in the evidence: not ready until the trail takes writes.
+    trail = auditing.current_trail()
+    body["audit"] = {"ok": trail.failure is None, "trail": str(trail.dir)}
+    if trail.failure is not None:
+        body["audit"]["error"] = trail.failure
+        body["ready"] = False
     if authz.notes:
         body["notes"] = list(authz.notes)
     if authz.trust is not None:
