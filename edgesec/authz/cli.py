@@ -282,7 +282,8 @@ def policy_init(
     written = [str(directory / n) for n in plan]
     result(
         {"directory": str(directory), "example": example, "files": written},
-        f'wrote {", ".join(written)}\nset [authz] policy_dir = "{directory}" in edgesec.toml',
+        f"wrote {', '.join(written)}\nthe service enforces it once the site config names it: "
+        f'[authz] policy_dir = "{directory.absolute()}" (`edgesec config init --policy-dir` writes that)',
     )
 
 

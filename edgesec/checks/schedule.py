@@ -92,7 +92,7 @@ def default_part_jobs(cfg: LoadedConfig, part: str) -> list[PeriodicJob]:
         a = st.auditing
         if a.checkpoint_signer or (a.checkpoint_cert and a.checkpoint_key):
             # A signer named in the CA store is read through pki, which locks its store.
-            store = str(cfg.path_in_home(st.pki.store_dir, "pki"))
+            ca_store = str(cfg.path_in_home(st.pki.store_dir, "pki"))
             jobs.append(
                 PeriodicJob(
                     name="trail-checkpoint",
@@ -100,7 +100,7 @@ def default_part_jobs(cfg: LoadedConfig, part: str) -> list[PeriodicJob]:
                     args=("--quiet", "auditlog", "checkpoint"),
                     on_calendar="hourly",
                     cron="5 * * * *",
-                    writable=(home, trail, store) if a.checkpoint_signer else (home, trail),
+                    writable=(home, trail, ca_store) if a.checkpoint_signer else (home, trail),
                     random_delay="5min",
                 )
             )
