@@ -5,17 +5,35 @@
 * ``@pytest.mark.root`` -- needs root (network namespaces, nft); same skip/fail rule.
 * ``conformance`` -- the path in ``$EDGESEC_CONFORMANCE_DATA`` (schemas, specs, vectors).
 * ``home`` -- an isolated edgesec home and config search path for each test.
+
+Host guard (``tests/_hostguard.py``): ``EDGESEC_HOME`` and the config search path point at a session
+temporary home from conftest import time, before any fixture of any scope; the session fails if
+``/var/lib/edgesec``, ``/etc/edgesec`` or the user's edgesec dirs changed while it ran.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests import _hostguard
+
+# Before any fixture of any scope (module-scoped PKI fixtures run before function-scoped autouse ones):
+# no code in this session defaults to the host's real home or reads the host's config.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="edgesec-test-session-"))
+os.environ["EDGESEC_HOME"] = str(_SESSION_HOME)
+os.environ.pop("EDGESEC_CONFIG", None)
+
+import edgesec.config as _config  # noqa: E402
+
+_config.SEARCH_PATH = ()
+_GUARD_BEFORE: _hostguard.Snapshot = {}
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
@@ -42,6 +60,25 @@ def require_tool(*names: str) -> None:
 def require_root() -> None:
     if os.geteuid() != 0:
         _missing("this test needs root")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _GUARD_BEFORE.update(_hostguard.snapshot(_hostguard.guarded_dirs()))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    found = _hostguard.changes(_GUARD_BEFORE, _hostguard.snapshot(_hostguard.guarded_dirs()))
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+    if not found:
+        return
+    shown = "\n  ".join(found[:50]) + (f"\n  ... and {len(found) - 50} more" if len(found) > 50 else "")
+    msg = f"host guard: the test session changed the host's real edgesec state:\n  {shown}"
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(msg, red=True)
+    else:
+        print(msg)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

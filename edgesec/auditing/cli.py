@@ -433,6 +433,8 @@ def _client(es: str | None, ca: str | None, cert: str | None, key: str | None) -
     if ca is None:
         bundle = cfg.path_in_home(cfg.settings.pki.trust_bundle_dir, "trust") / "ca-bundle.pem"
         ca = str(bundle) if bundle.is_file() else None
+    if cert is None and key is None:
+        cert, key = cfg.settings.auditing.elasticsearch_cert, cfg.settings.auditing.elasticsearch_key
     return make_client(url, ca=ca, cert=cert, key=key)
 
 

@@ -46,6 +46,10 @@ class AuditingSettings(BaseModel):
         None, description="ship resume state file (default: <trail_dir>/ship.state)"
     )
     elasticsearch_urls: list[str] = Field(default_factory=list)
+    elasticsearch_cert: str | None = Field(
+        None, description="client certificate (PEM) for mutual TLS to Elasticsearch (ship, push)"
+    )
+    elasticsearch_key: str | None = Field(None, description="its private key (PEM)")
     index_prefix: str = "edgesec"
     archive_dir: str = "/var/log/edgesec/archive"
     retention_days: int | None = Field(None, ge=1, description="default: from the site profile")

@@ -28,6 +28,12 @@ error, naming how many records are not on disk, until a write succeeds (``error(
 health check). A record that cannot be written at all (a string that is not valid Unicode, a value that is
 not JSON data) is set aside as evidence under ``rejected/`` and a ``trail.record_rejected`` record takes its
 place in the chain, so one bad record never blocks the ones after it.
+
+Sharing: a trail directory is private (created 0700, files 0600) unless its group has ``rwx`` (the
+tmpfiles entry of ``edgesec site units`` makes it ``02770 root:<service group>``): then the current
+file, rotated files and ``trail.lock`` are 0660 in the directory's group, so root-run commands and the
+ForwardAuth service user append to one chain. A write that fails sets :attr:`Trail.failure` (the
+service's ``/readyz`` reports it) and logs one error when the trail goes from writable to failing.
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
+import stat
 import sys
 import threading
 import time
@@ -69,6 +77,20 @@ TORN_DIR = "torn"
 REJECTED_DIR = "rejected"
 # Rotated files: trail.<first-seq:012d>-<last-seq:012d>.jsonl, in the same directory.
 ROTATED_GLOB = "trail.*-*.jsonl"
+SHARED_MODE = 0o660
+log = logging.getLogger("edgesec.auditing.trail")
+
+
+def _share(fd: int, mode: int, gid: int) -> None:
+    """Give a file we own the shared directory's mode and group (umask and a setgid-less dir aside)."""
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid():
+        return
+    if st.st_gid != gid:
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, -1, gid)
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.fchmod(fd, mode)
 
 
 # One encoder for every record: ``json.dumps`` with options builds a new JSONEncoder (and the C
@@ -322,12 +344,36 @@ class Trail:
         # Records made by the writer itself (a repair note) that a failed write could not write yet.
         self._carry: list[dict[str, Any]] = []
         self._attempts = 0  # group-commit writes tried, failed or not
+        self._mode = 0o600
+        self._gid = -1
+        #: Why the last write failed (``None`` while the trail is writable).
+        self.failure: str | None = None
         _LIVE.add(self)
+
+    def _prepare_dir(self) -> None:
+        """Create the directory private, or adopt a group-shared one (see the module docstring)."""
+        try:
+            st = os.stat(self.dir)
+        except FileNotFoundError:
+            st = None
+        if st is not None and st.st_mode & 0o070 == 0o070:
+            self._mode, self._gid = SHARED_MODE, st.st_gid
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SHARED_MODE)
+            try:
+                _share(fd, SHARED_MODE, st.st_gid)
+            finally:
+                os.close(fd)
+            return
+        self._mode, self._gid = 0o600, -1
+        if st is None or st.st_uid == os.geteuid():
+            ensure_private_dir(self.dir)
 
     # -- writing ---------------------------------------------------------------------------------
     def _open(self) -> int:
-        ensure_private_dir(self.dir)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._prepare_dir()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, self._mode)
+        if self._mode != 0o600:
+            _share(fd, self._mode, self._gid)
         return fd
 
     def _current_fd(self) -> int:
@@ -413,15 +459,30 @@ class Trail:
         self, docs: list[Record], *, sync: bool, want_docs: bool = False
     ) -> list[dict[str, Any]]:
         try:
-            return self._write_batch_now(docs, sync=sync, want_docs=want_docs)
+            written = self._write_batch_now(docs, sync=sync, want_docs=want_docs)
         except OSError as exc:  # before any line was written (the lock, a repair, a rotation)
             self._head = None
-            raise TrailWriteFailed(
+            err = TrailWriteFailed(
                 f"audit trail {self.path} not written: {exc.strerror or exc}; "
                 f"{len(docs)} record(s) not on disk",
                 reason=str(exc.strerror or exc),
                 hint="free space in the trail's file system or fix its permissions",
-            ) from exc
+            )
+            self._note_failure(err)
+            raise err from exc
+        except BaseException as exc:
+            self._note_failure(exc)
+            raise
+        if self.failure is not None:
+            log.warning("audit trail %s: writable again", self.dir)
+            self.failure = None
+        return written
+
+    def _note_failure(self, exc: BaseException) -> None:
+        """Remember why the last write failed, logging once when the trail goes from writable to failing."""
+        if self.failure is None:
+            log.error("audit trail %s: cannot write: %s", self.dir, exc)
+        self.failure = f"{type(exc).__name__}: {exc}"
 
     def _write_batch_now(
         self, docs: list[Record], *, sync: bool, want_docs: bool = False
@@ -434,7 +495,7 @@ class Trail:
         and raises :class:`TrailWriteFailed` saying how many of ``docs`` were written (in files rotated
         away before the failure, which were fsynced): the rest are not on disk."""
         if not self._dir_ready:  # once per Trail: a mkdir+stat per record costs more than the write
-            ensure_private_dir(self.dir)
+            self._prepare_dir()
             self._dir_ready = True
         with self._mutex, FileLock(self._lock_path):
             fd = self._current_fd()
@@ -710,12 +771,12 @@ class Trail:
     @property
     def failing(self) -> bool:
         """Whether the last write failed (read without the lock: the authz decision path asks it)."""
-        return self._error is not None
+        return self._error is not None or self.failure is not None
 
     def error(self) -> str | None:
         """Why the trail cannot be written now (``None`` when the last write succeeded): for health checks."""
         with self._cond:
-            return None if self._error is None else str(self._failure())
+            return self.failure if self._error is None else str(self._failure())
 
     def _run(self) -> None:
         while True:

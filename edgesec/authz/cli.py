@@ -242,7 +242,10 @@ def lint(policy_dir: PolicyDirOpt = None) -> None:
             style = "red" if f.level == "error" else "yellow"
             con.print(f"[{style}]{f.level}[/] {files.policy}:{f.line}: {f.code}: ", end="")
             con.print(f.message, markup=False)
-        con.print(f"{len(findings)} finding(s), {len(errors)} error(s) in {engine.rule_count} rules")
+        con.print(
+            f"{len(findings)} finding(s), {len(errors)} error(s) in {engine.rule_count} rules of {files.policy}",
+            markup=False,
+        )
 
     result(
         {
@@ -286,7 +289,8 @@ def policy_init(
     written = [str(directory / n) for n in plan]
     result(
         {"directory": str(directory), "example": example, "files": written},
-        f'wrote {", ".join(written)}\nset [authz] policy_dir = "{directory}" in edgesec.toml',
+        f"wrote {', '.join(written)}\nthe service enforces it once the site config names it: "
+        f'[authz] policy_dir = "{directory.absolute()}" (`edgesec config init --policy-dir` writes that)',
     )
 
 

@@ -17,11 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgesec._data import policies_root
 from edgesec._fs import read_input_file
 from edgesec.authz.engine import PolicyEngine
 from edgesec.authz.settings import AuthzSettings
-from edgesec.errors import EdgesecError, InputError
+from edgesec.errors import ConfigError, EdgesecError, InputError
 
 __all__ = ["PolicyFiles", "PolicyHolder", "TestCase", "load_test_table", "policy_files"]
 
@@ -50,13 +49,21 @@ class PolicyFiles:
 
 
 def policy_files(settings: AuthzSettings, policy_dir: str | Path | None = None) -> PolicyFiles:
-    """The site's policy files: ``policy_dir`` (model.conf + policy.csv), else the shipped example."""
+    """The site's policy files: ``--policy-dir`` or ``[authz] policy_dir`` (model.conf + policy.csv).
+
+    There is no fallback: the shipped examples (which make ``erin`` an admin and ``emergency-1`` a
+    break-glass user) are only ever used by ``edgesec demo``, which names its copy in its own config.
+    """
     configured = policy_dir if policy_dir is not None else settings.policy_dir
-    if configured:
-        d = Path(configured).expanduser()
-        return PolicyFiles(d / MODEL_FILE, d / POLICY_FILE)
-    root = policies_root() / "casbin"
-    return PolicyFiles(root / MODEL_FILE, root / f"{settings.example_policy}.csv")
+    if not configured:
+        raise ConfigError(
+            "no site policy: [authz] policy_dir is not set and no --policy-dir was given "
+            "(the shipped example policies are never used in its place)",
+            hint="edgesec authz policy init /etc/edgesec/policy --example bank, "
+            "then set [authz] policy_dir (edgesec config init writes it)",
+        )
+    d = Path(configured).expanduser()
+    return PolicyFiles(d / MODEL_FILE, d / POLICY_FILE)
 
 
 SETTLE_S = 0.25

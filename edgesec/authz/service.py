@@ -116,6 +116,10 @@ class Authorizer:
 
     def _policy_reloaded(self, ok: bool, error: str | None) -> None:
         self.metrics.reload("policy", ok)
+        if not ok:
+            log.error(
+                "policy reload failed, the last good policy is kept: %s: %s", self.policy.files.policy, error
+            )
         _audit_safely(
             AuditEvent(
                 action="authz.policy.reloaded" if ok else "authz.policy.reload_failed",
@@ -725,13 +729,12 @@ def readiness(authz: Authorizer) -> dict[str, Any]:
     body: dict[str, Any] = {"ready": True, "process": os.getpid(), "policy": policy}
     if authz.notes:
         body["notes"] = list(authz.notes)
-    audit_error = auditing.trail_error()
+    # A decision that cannot be recorded is a gap in the evidence: not ready until the trail takes writes.
+    trail = auditing.current_trail()
+    body["audit"] = {"ok": True, "trail": str(trail.dir)}
+    audit_error = trail.error()
     if audit_error is not None:
-        body["audit"] = {
-            "ok": False,
-            "error": audit_error,
-            "note": "allows are denied until the trail is written",
-        }
+        body["audit"].update(ok=False, error=audit_error, note="allows are denied until the trail is written")
         body["ready"] = False
     if authz.trust is not None:
         t = authz.trust.status()

@@ -66,7 +66,7 @@ class AuthzSettings(BaseModel):
     port: int = Field(9091, ge=1, le=65535)
     workers: int = Field(2, ge=1, le=256)
     policy_dir: str | None = Field(
-        None, description="casbin model+policy directory (default: shipped bank policy)"
+        None, description="the site's casbin model+policy directory (required by serve, lint, test, explain)"
     )
     identity_order: list[Literal["cert", "jwt"]] = Field(default_factory=lambda: ["cert", "jwt"])  # type: ignore[arg-type]
     cert_header: str = "X-Forwarded-Tls-Client-Cert"
@@ -80,9 +80,6 @@ class AuthzSettings(BaseModel):
     headers: HeaderNames = Field(default_factory=HeaderNames)
     jwt: JwtSettings = Field(default_factory=JwtSettings)
     url: str | None = Field(None, description="where the running service is reachable (for /readyz checks)")
-    example_policy: Literal["bank", "clinic", "factory"] = Field(
-        "bank", description="shipped example policy used when policy_dir is not set"
-    )
     break_glass_roles: list[str] = Field(
         default_factory=lambda: ["role:breakglass"],
         description="roles whose every allowed request is a high-severity audit event",

@@ -72,7 +72,8 @@ def _summary_printer(res: dict[str, Any], written: list[str]) -> Any:
         if ch.get("against"):
             con.print(
                 f"since {ch['against']}: {len(ch['new_failures'])} new failures, {len(ch['fixed'])} fixed, "
-                f"{len(ch['changed_evidence'])} with changed evidence",
+                f"{len(ch['changed_evidence'])} with changed evidence, "
+                f"{len(ch.get('not_assessed', []))} not assessed this run",
                 markup=False,
             )
         for path in written:
@@ -113,7 +114,8 @@ def _targets(reports: list[str], out: str | None) -> list[tuple[str, Path]]:
     r = renderers()
     if not reports:
         return []
-    if len(reports) == 1 and out and not Path(out).is_dir():
+    # A trailing slash names a directory (made if missing), never a file called like it.
+    if len(reports) == 1 and out and not out.endswith("/") and not Path(out).is_dir():
         return [(reports[0], Path(out))]
     base = Path(out) if out else Path.cwd()
     if out and not base.is_dir():

@@ -173,8 +173,21 @@ def _stable(evidence: Any) -> Any:
     return evidence
 
 
+#: A check with this status did not assess anything this run (it errored, or did not apply).
+NOT_ASSESSED = frozenset({"ERROR", "SKIP"})
+
+
+def _assessed(result: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {c["id"]: c for c in result.get("checks", []) if c.get("status") not in NOT_ASSESSED}
+
+
 def diff(previous: Mapping[str, Any] | None, current: Mapping[str, Any], *, source: str) -> dict[str, Any]:
-    """What changed between two results, compared only over checks that ran in both."""
+    """What changed between two results, compared only over checks *assessed* in both.
+
+    A check that errored or was skipped in either run has no known state to compare: it is never
+    "fixed" (or "new") because of that run. One assessed last time but not this time is listed under
+    ``not_assessed`` instead.
+    """
     if previous is None:
         return {
             "against": None,
@@ -183,10 +196,25 @@ def diff(previous: Mapping[str, Any] | None, current: Mapping[str, Any], *, sour
             "fixed": [],
             "changed_evidence": [],
             "status_changes": [],
+            "not_assessed": [],
         }
-    prev_checks = {c["id"] for c in previous.get("checks", [])}
-    cur_checks = {c["id"] for c in current.get("checks", [])}
-    both = prev_checks & cur_checks
+    prev_checks, cur_checks = _assessed(previous), _assessed(current)
+    both = set(prev_checks) & set(cur_checks)
+    not_assessed = []
+    for c in current.get("checks", []):
+        if c["id"] in prev_checks and c["id"] not in cur_checks:
+            why = next(
+                (f.get("message") for f in c.get("findings", []) if f.get("status") == c["status"]), None
+            )
+            not_assessed.append(
+                {
+                    "check_id": c["id"],
+                    "resource": None,
+                    "before": prev_checks[c["id"]].get("status"),
+                    "after": c.get("status"),
+                    "message": why,
+                }
+            )
     pm, cm = _finding_map(previous), _finding_map(current)
     new_failures, fixed, changed, status_changes = [], [], [], []
     for key in sorted(set(pm) | set(cm)):
@@ -219,4 +247,5 @@ def diff(previous: Mapping[str, Any] | None, current: Mapping[str, Any], *, sour
         "fixed": fixed,
         "changed_evidence": changed,
         "status_changes": status_changes,
+        "not_assessed": not_assessed,
     }

@@ -3,8 +3,12 @@
 Jobs come from the parts: this module contributes the nightly audit and, for a part that does not
 provide its own module ``edgesec.<part>.jobs`` with ``periodic_jobs(cfg: LoadedConfig) ->
 list[PeriodicJob]``, the part's default jobs when its config enables them: CRL renewal when a CA store
-exists (``pki crl``, daily), signed trail checkpoints when ``[auditing] checkpoint_cert``/``_key`` are set
-(hourly), and shipping when ``[auditing] elasticsearch_urls`` is set (every 5 minutes). Files are never overwritten with different content: a changed existing unit is refused.
+exists (``pki crl``, daily), signed trail checkpoints when ``[auditing] checkpoint_signer`` or
+``checkpoint_cert``/``_key`` are set (hourly), and shipping when ``[auditing] elasticsearch_urls`` is set
+and no syslog output already carries the trail to the syslog-ng pipeline that ships it (every 5 minutes,
+with ``[auditing] elasticsearch_cert``/``_key`` for mutual TLS). Command lines name the config and home
+by absolute path; cron output goes to syslog (``logger -t edgesec-<job>``). Files are never overwritten
+with different content: a changed existing unit is refused.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class PeriodicJob:
     # Extra capabilities the job needs beyond a read-only view (e.g. CAP_NET_ADMIN to read nft rules).
     capabilities: tuple[str, ...] = ()
     writable: tuple[str, ...] = field(default_factory=tuple)
+    # systemd RandomizedDelaySec=: well under the period, so runs never pile up or skip.
+    random_delay: str = "10min"
 
 
 def audit_job(cfg: LoadedConfig) -> PeriodicJob:
@@ -83,7 +89,10 @@ def default_part_jobs(cfg: LoadedConfig, part: str) -> list[PeriodicJob]:
     if part == "auditing":
         jobs = []
         trail = str(cfg.path_in_home(st.auditing.trail_dir, "audit"))
-        if st.auditing.checkpoint_cert and st.auditing.checkpoint_key:
+        a = st.auditing
+        if a.checkpoint_signer or (a.checkpoint_cert and a.checkpoint_key):
+            # A signer named in the CA store is read through pki, which locks its store.
+            ca_store = str(cfg.path_in_home(st.pki.store_dir, "pki"))
             jobs.append(
                 PeriodicJob(
                     name="trail-checkpoint",
@@ -91,10 +100,13 @@ def default_part_jobs(cfg: LoadedConfig, part: str) -> list[PeriodicJob]:
                     args=("--quiet", "auditlog", "checkpoint"),
                     on_calendar="hourly",
                     cron="5 * * * *",
-                    writable=(home, trail),
+                    writable=(home, trail, ca_store) if a.checkpoint_signer else (home, trail),
+                    random_delay="5min",
                 )
             )
-        if st.auditing.elasticsearch_urls:
+        # With syslog output on, every record already goes to the syslog-ng pipeline, which ships it:
+        # a second shipper would only send each record twice.
+        if a.elasticsearch_urls and a.syslog == "off":
             jobs.append(
                 PeriodicJob(
                     name="trail-ship",
@@ -103,6 +115,7 @@ def default_part_jobs(cfg: LoadedConfig, part: str) -> list[PeriodicJob]:
                     on_calendar="*:0/5",
                     cron="*/5 * * * *",
                     writable=(home, trail),
+                    random_delay="1min",
                 )
             )
         return jobs
@@ -136,7 +149,7 @@ def _cmdline(cfg: LoadedConfig, job: PeriodicJob) -> str:
     base = shlex.split(_exe())
     extra = ["--home", str(cfg.home)]
     if cfg.path:
-        extra += ["--config", str(cfg.path)]
+        extra += ["--config", str(cfg.path.absolute())]
     return shlex.join([*base, *extra, *job.args])
 
 
@@ -184,7 +197,7 @@ Description=Timer: {job.description}
 [Timer]
 OnCalendar={job.on_calendar}
 Persistent=yes
-RandomizedDelaySec=10min
+RandomizedDelaySec={job.random_delay}
 Unit=edgesec-{job.name}.service
 
 [Install]
@@ -202,7 +215,7 @@ def crontab(cfg: LoadedConfig, jobs: list[PeriodicJob]) -> str:
     ]
     for j in jobs:
         lines.append(f"# {j.description}")
-        lines.append(f"{j.cron} root {_cmdline(cfg, j)} >/dev/null 2>&1")
+        lines.append(f"{j.cron} root {_cmdline(cfg, j)} 2>&1 | logger -t edgesec-{j.name}")
     return "\n".join(lines) + "\n"
 
 

@@ -246,7 +246,8 @@ class Policy(Check):
             return
         if not s.policy_dir:
             yield self.failed(
-                "the service runs the shipped example policy ([authz] policy_dir is not set)",
+                "[authz] url is set but [authz] policy_dir is not: the policy the service enforces cannot be "
+                "judged (and 'edgesec authz serve' refuses to start without one)",
                 remediation="'edgesec authz policy init /etc/edgesec/policy' and set [authz] policy_dir",
                 severity=Severity.MEDIUM,
             )

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from edgesec._console import info, result, state
+from edgesec._console import info, result, state, warn
 from edgesec._fs import atomic_write, read_input_file
 from edgesec.errors import AlreadyExists, InputError, UsageError
 
@@ -150,14 +150,33 @@ def units_cmd(
         Path, typer.Option("--out", help="Directory for edgesec-authz@.service and its sysusers file.")
     ],
     executable: Annotated[
-        str, typer.Option("--executable", help="Absolute path of the edgesec command.")
-    ] = "/usr/bin/edgesec",
+        str | None,
+        typer.Option("--executable", help="Absolute path of the edgesec command (default: the one on PATH)."),
+    ] = None,
     user: Annotated[str, typer.Option("--user", help="Dedicated service account.")] = "edgesec-authz",
     host: Annotated[str, typer.Option("--host", help="Address each replica listens on.")] = "127.0.0.1",
 ) -> None:
-    """Hardened systemd template unit for ForwardAuth replicas (one instance per port)."""
+    """Hardened systemd template unit for ForwardAuth replicas (one instance per port), its account and
+    the tmpfiles.d entry that shares the trail with it."""
+    import os
+    import shutil
+
     from edgesec.site.units import UnitOptions, render_units
 
+    if executable is None:
+        found = shutil.which("edgesec")
+        if found is None:
+            raise UsageError(
+                "no edgesec command on PATH to name in ExecStart", hint="give --executable /path/to/edgesec"
+            )
+        executable = str(Path(found).absolute())
+    elif not (os.path.isfile(executable) and os.access(executable, os.X_OK)):
+        raise InputError(f"--executable {executable} is not an executable file on this host")
+    if executable.startswith(("/root/", "/home/", "/run/user/")):
+        warn(
+            f"{executable} is under a home directory, which the unit hides (ProtectHome=yes): install "
+            "edgesec outside home directories (e.g. a virtual environment in /opt/edgesec)"
+        )
     cfg = state().config()
     s = cfg.settings
     opts = UnitOptions(
@@ -173,7 +192,11 @@ def units_cmd(
     files = render_units(opts)
     written = _write_new(out, files)
     result(
-        {"files": written}, "wrote " + ", ".join(written) + "\ncheck it: systemd-analyze verify " + written[0]
+        {"files": written, "executable": executable},
+        "wrote "
+        + ", ".join(written)
+        + f"\ncheck it: systemd-analyze verify {written[0]}\n"
+        + f"then: systemd-sysusers {written[1]} && systemd-tmpfiles --create {written[2]}",
     )
 
 

@@ -6,6 +6,10 @@ one reviewed unit. Each runs as a dedicated system user, reads the config, polic
 can write only the audit trail: the CA store is not even visible (``InaccessiblePaths``), the rest of
 the file system is read-only (``ProtectSystem=strict``), and the usual kernel, namespace and privilege
 escalation doors are shut. ``systemd-analyze security`` scores this unit 1.3 ("OK").
+
+The trail is shared with root-run commands through the service group: the tmpfiles.d entry makes the
+trail directory ``02770 root:<group>`` (and an existing ``trail.jsonl``/``trail.lock`` 0660 in that
+group), and the trail writer keeps every file it creates there 0660 in the directory's group.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from dataclasses import dataclass
 from edgesec.errors import InputError
 
 UNIT_NAME = "edgesec-authz@.service"
+SYSUSERS_NAME = "edgesec-authz.sysusers.conf"
+TMPFILES_NAME = "edgesec-authz.tmpfiles.conf"
 
 
 @dataclass(frozen=True)
@@ -113,4 +119,12 @@ WantedBy=multi-user.target
     sysusers = f"""# edgesec ForwardAuth service account (systemd-sysusers)
 u {o.user} - "edgesec ForwardAuth" {o.home} /usr/sbin/nologin
 """
-    return {UNIT_NAME: unit, "edgesec-authz.sysusers.conf": sysusers}
+    if o.group != o.user:
+        sysusers += f"g {o.group} -\nm {o.user} {o.group}\n"
+    tmpfiles = f"""# edgesec: the audit trail, shared by root-run commands and the ForwardAuth replicas (systemd-tmpfiles)
+# The directory is setgid in the service group; the trail writer keeps its files 0660 in that group.
+d {o.trail_dir} 2770 root {o.group} -
+z {o.trail_dir}/trail.jsonl 0660 - {o.group} -
+z {o.trail_dir}/trail.lock 0660 - {o.group} -
+"""
+    return {UNIT_NAME: unit, SYSUSERS_NAME: sysusers, TMPFILES_NAME: tmpfiles}

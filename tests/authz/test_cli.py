@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,53 @@ from cryptography.hazmat.primitives import serialization
 from edgesec._data import policies_root
 
 
-def test_explain_allow_deny_and_canonical_path(cli) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+def site_policy(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:  # type: ignore[no-untyped-def]
+    """The bank example copied into a site policy directory that the site config names."""
+    d = tmp_path / "site-policy"
+    assert cli("authz", "policy", "init", str(d), "--example", "bank")[0] == 0
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text(f'[authz]\npolicy_dir = "{d}"\n')
+    monkeypatch.setenv("EDGESEC_CONFIG", str(cfg))
+    return d
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["authz", "lint"],
+        ["authz", "explain", "--user", "erin", "--tenant", "branch", "--method", "GET", "--uri", "/"],
+        ["authz", "test", "TABLE"],
+        ["authz", "serve", "--host", "127.0.0.1", "--port", "1", "--workers", "1"],
+    ],
+)
+def test_no_site_policy_is_refused_never_the_shipped_example(cli, tmp_path: Path, argv: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """Issue #20 attack 2: with [authz] policy_dir unset, nothing silently enforces or judges bank.csv."""
+    table = tmp_path / "t.csv"
+    table.write_text("user,tenant,method,uri,expect\nerin,branch,GET,/console/api/apps,allow\n")
+    argv = [str(table) if a == "TABLE" else a for a in argv]
+    code, out, err = cli(*argv)
+    assert code == 2, (out, err)
+    assert "no site policy" in err and "policy_dir" in err and "policy init" in err
+    assert "Traceback" not in err and out == ""
+    code, out, _ = cli("--json", *argv)
+    doc = json.loads(out)
+    assert code == 2 and doc["ok"] is False and doc["error"]["kind"] == "config"
+
+
+def test_lint_names_the_policy_it_judged(cli, site_policy: Path) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = cli("authz", "lint")
+    assert code == 0 and f"rules of {site_policy / 'policy.csv'}" in out.replace("\n", "")
+    (site_policy / "policy.csv").write_text(
+        (site_policy / "policy.csv").read_text() + "p, role:ghost, branch, /v1/x, GET, allow\n"
+    )
+    code, out, _ = cli("--json", "authz", "lint")
+    doc = json.loads(out)["result"]
+    assert doc["policy"] == str(site_policy / "policy.csv")
+    assert any(f["code"] == "never-matches" for f in doc["findings"]), doc
+
+
+def test_explain_allow_deny_and_canonical_path(cli, site_policy: Path) -> None:  # type: ignore[no-untyped-def]
     code, out, _ = cli(
         "--json",
         "authz",
@@ -88,7 +135,7 @@ def test_shipped_policies_pass_their_tables_and_lint_clean(cli, tmp_path: Path, 
     assert [f for f in json.loads(out)["result"]["findings"] if f["level"] == "error"] == []
 
 
-def test_policy_table_mismatch_fails(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_policy_table_mismatch_fails(cli, tmp_path: Path, site_policy: Path) -> None:  # type: ignore[no-untyped-def]
     table = tmp_path / "t.csv"
     table.write_text(
         "user,tenant,method,uri,expect\nalice,branch,GET,/console/api/apps,allow\n"
@@ -295,13 +342,20 @@ def test_cli_subprocess_once(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        env={"EDGESEC_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        env={
+            "EDGESEC_HOME": str(tmp_path),
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        },
     )
-    # Default policy is the bank example: dr-chen is unknown there.
-    assert p.returncode == 0 and json.loads(p.stdout)["result"]["allowed"] is False
+    # No site policy configured: refused, never answered from the shipped bank example.
+    doc = json.loads(p.stdout)
+    assert (
+        p.returncode == 2 and doc["error"]["kind"] == "config" and "no site policy" in doc["error"]["message"]
+    )
 
 
-def test_serve_on_a_busy_port_is_one_line(cli) -> None:  # type: ignore[no-untyped-def]
+def test_serve_on_a_busy_port_is_one_line(cli, site_policy: Path) -> None:  # type: ignore[no-untyped-def]
     import socket
 
     with socket.socket() as s:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -189,3 +190,22 @@ def test_results_template_cli(cli: Any, tmp_path: Path) -> None:
     assert json.loads(out)["result"]["template"]["index_patterns"] == ["edgesec-results-*"]
     code, _, _ = cli("site", "results-template", "--out", str(tmp_path / "t.json"))
     assert code == 0 and json.loads((tmp_path / "t.json").read_text())["priority"] == 200
+
+
+def test_units_name_the_installed_executable_and_share_the_trail(cli: Any, tmp_path: Path) -> None:
+    """Issue #20 attack 3: ExecStart names an executable that exists here; the trail is shared by group."""
+    code, out, err = cli("--json", "site", "units", "--out", str(tmp_path / "u"))
+    assert code == 0, err
+    doc = json.loads(out)["result"]
+    exe = doc["executable"]
+    assert (
+        os.path.isabs(exe)
+        and os.access(exe, os.X_OK)
+        and exe == os.path.abspath(shutil.which("edgesec") or "")
+    )
+    unit = (tmp_path / "u" / UNIT_NAME).read_text()
+    assert f"ExecStart={exe} authz serve" in unit
+    tmpfiles = (tmp_path / "u" / "edgesec-authz.tmpfiles.conf").read_text()
+    assert re.search(r"^d /\S+/audit 2770 root edgesec-authz -$", tmpfiles, re.M), tmpfiles
+    code, _, err = cli("site", "units", "--out", str(tmp_path / "v"), "--executable", str(tmp_path / "nope"))
+    assert code == 2 and "not an executable file" in err and not (tmp_path / "v").exists()
