@@ -68,6 +68,7 @@ def make(
     basic_constraints: bool = True,
     claims_ca: bool | None = None,
     key_cert_sign: bool = True,
+    crl_sign: bool = True,
     eku: Sequence[ObjectIdentifier] | None = BOTH,
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
@@ -104,7 +105,17 @@ def make(
     if ca:
         # keyCertSign and cRLSign (unless the case takes keyCertSign away).
         b = b.add_extension(
-            x509.KeyUsage(not key_cert_sign, False, False, False, False, key_cert_sign, True, False, False),
+            x509.KeyUsage(
+                not (key_cert_sign and crl_sign),
+                False,
+                False,
+                False,
+                False,
+                key_cert_sign,
+                crl_sign,
+                False,
+                False,
+            ),
             critical=True,
         )
     else:
@@ -133,16 +144,21 @@ def crl(
     *,
     next_update: dt.datetime | None = None,
     sign_key: Key | None = None,
+    this_update: dt.datetime | None = None,
+    extra: Sequence[x509.Extension[x509.ExtensionType]] = (),
 ) -> x509.CertificateRevocationList:
     key = sign_key or ca.key
+    last = this_update or (NOW - dt.timedelta(hours=1) if next_update is None else next_update - 7 * DAY)
     b = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.cert.subject)
-        .last_update(NOW - dt.timedelta(hours=1) if next_update is None else next_update - 7 * DAY)
-        .next_update(next_update or NOW + 7 * DAY)
+        .last_update(last)
+        .next_update(next_update or last + 7 * DAY)
         .add_extension(x509.CRLNumber(1), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
     )
+    for ext in extra:
+        b = b.add_extension(ext.value, critical=ext.critical)
     for cert, when, reason in revoked:
         rb = x509.RevokedCertificateBuilder().serial_number(cert.serial_number).revocation_date(when)
         if reason is not None:
@@ -301,6 +317,23 @@ def _crl_of_another_ca(_: Path) -> Built:
 def _crl_stale(_: Path) -> Built:
     s = Site()
     return s.built(s.leaf(), crls=[crl(s.root), crl(s.inter, next_update=NOW - 2 * DAY)])
+
+
+def _crl_not_yet_valid(_: Path) -> Built:
+    s = Site()
+    return s.built(s.leaf(), crls=[crl(s.root), crl(s.inter, this_update=NOW + DAY)])
+
+
+def _crl_unknown_critical(_: Path) -> Built:
+    s = Site()
+    ext = x509.Extension(UNKNOWN_OID, True, x509.UnrecognizedExtension(UNKNOWN_OID, b"\x05\x00"))
+    return s.built(s.leaf(), crls=[crl(s.root), crl(s.inter, extra=[ext])])
+
+
+def _intermediate_without_crlsign(_: Path) -> Built:
+    s = Site()
+    s.inter = make("Corpus Intermediate", s.root, ca=True, path_len=0, crl_sign=False)
+    return s.built(s.leaf())
 
 
 def _foreign_root_same_subject(_: Path) -> Built:
@@ -573,6 +606,19 @@ CASES: list[Case] = [
         False,
         "the intermediate's CRL is two days past nextUpdate (grace 24 h)",
         _crl_stale,
+    ),
+    Case("crl-not-yet-valid", False, "the intermediate's CRL has thisUpdate tomorrow", _crl_not_yet_valid),
+    Case(
+        "crl-unknown-critical-extension",
+        False,
+        "the intermediate's CRL carries an unknown critical extension (a partial CRL read as complete)",
+        _crl_unknown_critical,
+    ),
+    Case(
+        "intermediate-without-crlsign",
+        False,
+        "the intermediate's keyUsage lacks cRLSign, yet its CRL is the one published",
+        _intermediate_without_crlsign,
     ),
     Case(
         "foreign-root-same-subject",
