@@ -46,7 +46,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification as xv
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edgesec._fs import read_input_file
 from edgesec.errors import InputError, NotFound, VerificationError
@@ -577,6 +577,15 @@ def _check_purpose(leaf: x509.Certificate, purpose: str) -> None:
     except ValueError:
         raise VerificationError("certificate has malformed extensions") from None
     try:
+        ku = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not ku.digital_signature:
+            # Every purpose here signs with the key (TLS 1.3 handshakes, ECDHE, detached signatures).
+            raise VerificationError(
+                "wrong purpose: the certificate's keyUsage does not allow digitalSignature"
+            )
+    except x509.ExtensionNotFound:
+        pass
+    try:
         eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         raise VerificationError(
@@ -587,7 +596,9 @@ def _check_purpose(leaf: x509.Certificate, purpose: str) -> None:
         raise VerificationError(f"wrong purpose: certificate is for {have or 'nothing'}, not {purpose}")
 
 
-_EKU_NAMES = {v.dotted_string: k for k, v in PURPOSE_EKU.items()}
+_EKU_NAMES = {v.dotted_string: k for k, v in PURPOSE_EKU.items()} | {
+    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE.dotted_string: "anyExtendedKeyUsage"
+}
 
 
 def _safe_sans(cert: x509.Certificate) -> SubjectAltNames:

@@ -74,6 +74,7 @@ def make(
     not_after: dt.datetime | None = None,
     key: Key | None = None,
     digest: hashes.HashAlgorithm | None = None,
+    digital_signature: bool = True,
     permitted_dns: Sequence[str] = (),
     sans: Sequence[x509.GeneralName] = (),
     extra: Sequence[x509.Extension[x509.ExtensionType]] = (),
@@ -119,8 +120,11 @@ def make(
             critical=True,
         )
     else:
-        b = b.add_extension(  # digitalSignature only
-            x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
+        b = b.add_extension(  # digitalSignature only (or, where a case says so, keyEncipherment instead)
+            x509.KeyUsage(
+                digital_signature, False, not digital_signature, False, False, False, False, False, False
+            ),
+            critical=True,
         )
         if eku:
             b = b.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
@@ -543,6 +547,18 @@ CASES: list[Case] = [
         False,
         "extendedKeyUsage is serverAuth only",
         _leaf(eku=[ExtendedKeyUsageOID.SERVER_AUTH]),
+    ),
+    Case(
+        "any-eku",
+        False,
+        "extendedKeyUsage is anyExtendedKeyUsage only",
+        _leaf(eku=[ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE]),
+    ),
+    Case(
+        "keyusage-without-digitalsignature",
+        False,
+        "the leaf's keyUsage is keyEncipherment only: its key may not sign",
+        _leaf(digital_signature=False),
     ),
     Case(
         "missing-eku",
