@@ -323,6 +323,14 @@ def _crl_stale(_: Path) -> Built:
     return s.built(s.leaf(), crls=[crl(s.root), crl(s.inter, next_update=NOW - 2 * DAY)])
 
 
+def _intermediate_expired(_: Path) -> Built:
+    s = Site()
+    s.inter = make(
+        "Corpus Intermediate", s.root, ca=True, path_len=0, not_before=NOW - 60 * DAY, not_after=NOW - DAY
+    )
+    return s.built(make("corpus-signer", s.inter, not_before=NOW - 30 * DAY, not_after=NOW + 30 * DAY))
+
+
 def _crl_not_yet_valid(_: Path) -> Built:
     s = Site()
     return s.built(s.leaf(), crls=[crl(s.root), crl(s.inter, this_update=NOW + DAY)])
@@ -594,6 +602,7 @@ CASES: list[Case] = [
         "the leaf is valid from tomorrow",
         _leaf(not_before=NOW + DAY, not_after=NOW + 30 * DAY),
     ),
+    Case("intermediate-expired", False, "the intermediate expired yesterday", _intermediate_expired),
     Case(
         "intermediate-revoked",
         False,
