@@ -133,6 +133,10 @@ def _proven_checkpoint(trail: Path, cp: Any, bundle: Any) -> str | None:
     if not trail.is_dir():
         return f"no trail at {trail}"
     try:
+        verify_checkpoint(cp, None)  # a bad signature is not a matter of time
+    except VerificationError as exc:
+        return exc.message
+    try:
         proven = prove_signing_time(trail, signature_bytes(cp), bundle)
         verify_checkpoint(cp, bundle, proven=proven)
     except VerificationError as exc:

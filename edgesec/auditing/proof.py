@@ -21,6 +21,8 @@ from edgesec.errors import InputError, VerificationError
 from edgesec.pki.trust import ProvenTime, TrustBundle
 
 SIGNATURE_FIELD = "edgesec.signature.sha256"
+#: The events that record a signing; no other record proves anything, whatever fields it carries.
+SIGNING_ACTIONS = frozenset({"evidence.signed", "model.signed", "trail.checkpoint"})
 
 
 def signature_digest(signature: bytes) -> str:
@@ -46,8 +48,10 @@ def prove_signing_time(trail_dir: Path, signature: bytes, trust: TrustBundle) ->
     verify_trail(trail_dir, anchors=[cp.anchor("proof") for cp in checkpoints])
     seq = None
     for rec in _records(select_files(trail_dir, None)):
-        sig = ((rec.doc or {}).get("edgesec") or {}).get("signature")
-        if isinstance(sig, dict) and sig.get("sha256") == digest:
+        doc = rec.doc or {}
+        sig = (doc.get("edgesec") or {}).get("signature")
+        action = (doc.get("event") or {}).get("action")
+        if isinstance(sig, dict) and sig.get("sha256") == digest and action in SIGNING_ACTIONS:
             seq = rec.seq
             break
     if seq is None:

@@ -46,7 +46,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification as xv
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edgesec._fs import read_input_file
 from edgesec.errors import InputError, NotFound, VerificationError
@@ -79,6 +79,8 @@ CRL_FILE = "crl.pem"
 MANIFEST_FILE = "bundle.json"
 
 DEFAULT_CRL_GRACE = dt.timedelta(hours=24)
+#: How far a CRL's thisUpdate may lie ahead of this host's clock (the CA's host may run a little ahead).
+CRL_CLOCK_SKEW = dt.timedelta(minutes=5)
 _CACHE_SIZE = 4096
 
 
@@ -162,6 +164,7 @@ class RevocationList:
     this_update: dt.datetime
     next_update: dt.datetime | None
     revoked: frozenset[int]
+    problem: str | None = None  # why this CRL cannot be relied on (then nothing under its CA verifies)
 
     def entry(self, serial: int) -> tuple[dt.datetime, x509.ReasonFlags | None]:
         """Revocation date and reason of a serial known to be revoked (looked up only on a hit)."""
@@ -409,6 +412,12 @@ class TrustBundle:
             who = common_name(issuer.subject) or issuer.subject.rfc4514_string()
             if rl is None:
                 raise VerificationError(f"no CRL from {who} in the trust bundle: cannot check revocation")
+            if rl.problem is not None:
+                raise VerificationError(f"the CRL of {who} cannot be relied on: {rl.problem}")
+            if rl.this_update > at + CRL_CLOCK_SKEW:
+                raise VerificationError(
+                    f"the CRL of {who} is not valid before {rl.this_update.isoformat()} (a clock is wrong)"
+                )
             if rl.next_update is not None and at > rl.next_update + self.crl_grace:
                 raise VerificationError(
                     f"the CRL of {who} is stale (nextUpdate {rl.next_update.isoformat()} plus "
@@ -568,6 +577,15 @@ def _check_purpose(leaf: x509.Certificate, purpose: str) -> None:
     except ValueError:
         raise VerificationError("certificate has malformed extensions") from None
     try:
+        ku = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not ku.digital_signature:
+            # Every purpose here signs with the key (TLS 1.3 handshakes, ECDHE, detached signatures).
+            raise VerificationError(
+                "wrong purpose: the certificate's keyUsage does not allow digitalSignature"
+            )
+    except x509.ExtensionNotFound:
+        pass
+    try:
         eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         raise VerificationError(
@@ -578,7 +596,9 @@ def _check_purpose(leaf: x509.Certificate, purpose: str) -> None:
         raise VerificationError(f"wrong purpose: certificate is for {have or 'nothing'}, not {purpose}")
 
 
-_EKU_NAMES = {v.dotted_string: k for k, v in PURPOSE_EKU.items()}
+_EKU_NAMES = {v.dotted_string: k for k, v in PURPOSE_EKU.items()} | {
+    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE.dotted_string: "anyExtendedKeyUsage"
+}
 
 
 def _safe_sans(cert: x509.Certificate) -> SubjectAltNames:
@@ -641,6 +661,21 @@ def crl_signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> 
         return False
 
 
+def _crl_problem(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> str | None:
+    """What makes a correctly signed CRL unusable, as OpenSSL judges it: a critical extension we do not
+    process (a partitioned or delta CRL would be read as complete), or an issuer not allowed to sign CRLs."""
+    try:
+        ku = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not ku.crl_sign:
+            return "its issuer's keyUsage lacks cRLSign"
+    except x509.ExtensionNotFound:
+        pass
+    for ext in crl.extensions:
+        if ext.critical:
+            return f"it carries a critical extension edgesec does not process ({ext.oid.dotted_string})"
+    return None
+
+
 def _parse_crl(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> RevocationList:
     try:
         number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
@@ -649,6 +684,7 @@ def _parse_crl(crl: x509.CertificateRevocationList, issuer: x509.Certificate) ->
     # Only the serials, in a set: what every verification looks up. Dates and reasons are read on a hit.
     revoked = frozenset(r.serial_number for r in crl)
     return RevocationList(
+        problem=_crl_problem(crl, issuer),
         crl=crl,
         issuer_fingerprint=_fp(issuer),
         number=number,

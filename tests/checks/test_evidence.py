@@ -336,7 +336,7 @@ def test_a_signing_time_proven_by_the_trail_outlives_the_certificate(
         verify(out, trust=trust, now=later)
     doc = verify(out, trust=trust, proof_trail=trail, now=later)
     assert doc["signed_at_proven"] is True and "covered by the checkpoint" in doc["proven_time"]["by"]
-    with pytest.raises(VerificationError, match="expired.*not proven.*covered by no checkpoint"):
+    with pytest.raises(VerificationError, match=r"expired.*not proven.*covered by no checkpoint"):
         verify(late, trust=trust, proof_trail=trail, now=later)
     # Today both verify, and the CLI says which time it relied on.
     code, stdout, err = cli("evidence", "verify", str(out), "--proof-trail", str(trail))

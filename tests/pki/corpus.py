@@ -68,11 +68,13 @@ def make(
     basic_constraints: bool = True,
     claims_ca: bool | None = None,
     key_cert_sign: bool = True,
+    crl_sign: bool = True,
     eku: Sequence[ObjectIdentifier] | None = BOTH,
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
     key: Key | None = None,
     digest: hashes.HashAlgorithm | None = None,
+    digital_signature: bool = True,
     permitted_dns: Sequence[str] = (),
     sans: Sequence[x509.GeneralName] = (),
     extra: Sequence[x509.Extension[x509.ExtensionType]] = (),
@@ -104,12 +106,25 @@ def make(
     if ca:
         # keyCertSign and cRLSign (unless the case takes keyCertSign away).
         b = b.add_extension(
-            x509.KeyUsage(not key_cert_sign, False, False, False, False, key_cert_sign, True, False, False),
+            x509.KeyUsage(
+                not (key_cert_sign and crl_sign),
+                False,
+                False,
+                False,
+                False,
+                key_cert_sign,
+                crl_sign,
+                False,
+                False,
+            ),
             critical=True,
         )
     else:
-        b = b.add_extension(  # digitalSignature only
-            x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
+        b = b.add_extension(  # digitalSignature only (or, where a case says so, keyEncipherment instead)
+            x509.KeyUsage(
+                digital_signature, False, not digital_signature, False, False, False, False, False, False
+            ),
+            critical=True,
         )
         if eku:
             b = b.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
@@ -133,16 +148,21 @@ def crl(
     *,
     next_update: dt.datetime | None = None,
     sign_key: Key | None = None,
+    this_update: dt.datetime | None = None,
+    extra: Sequence[x509.Extension[x509.ExtensionType]] = (),
 ) -> x509.CertificateRevocationList:
     key = sign_key or ca.key
+    last = this_update or (NOW - dt.timedelta(hours=1) if next_update is None else next_update - 7 * DAY)
     b = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.cert.subject)
-        .last_update(NOW - dt.timedelta(hours=1) if next_update is None else next_update - 7 * DAY)
-        .next_update(next_update or NOW + 7 * DAY)
+        .last_update(last)
+        .next_update(next_update or last + 7 * DAY)
         .add_extension(x509.CRLNumber(1), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
     )
+    for ext in extra:
+        b = b.add_extension(ext.value, critical=ext.critical)
     for cert, when, reason in revoked:
         rb = x509.RevokedCertificateBuilder().serial_number(cert.serial_number).revocation_date(when)
         if reason is not None:
@@ -301,6 +321,31 @@ def _crl_of_another_ca(_: Path) -> Built:
 def _crl_stale(_: Path) -> Built:
     s = Site()
     return s.built(s.leaf(), crls=[crl(s.root), crl(s.inter, next_update=NOW - 2 * DAY)])
+
+
+def _intermediate_expired(_: Path) -> Built:
+    s = Site()
+    s.inter = make(
+        "Corpus Intermediate", s.root, ca=True, path_len=0, not_before=NOW - 60 * DAY, not_after=NOW - DAY
+    )
+    return s.built(make("corpus-signer", s.inter, not_before=NOW - 30 * DAY, not_after=NOW + 30 * DAY))
+
+
+def _crl_not_yet_valid(_: Path) -> Built:
+    s = Site()
+    return s.built(s.leaf(), crls=[crl(s.root), crl(s.inter, this_update=NOW + DAY)])
+
+
+def _crl_unknown_critical(_: Path) -> Built:
+    s = Site()
+    ext = x509.Extension(UNKNOWN_OID, True, x509.UnrecognizedExtension(UNKNOWN_OID, b"\x05\x00"))
+    return s.built(s.leaf(), crls=[crl(s.root), crl(s.inter, extra=[ext])])
+
+
+def _intermediate_without_crlsign(_: Path) -> Built:
+    s = Site()
+    s.inter = make("Corpus Intermediate", s.root, ca=True, path_len=0, crl_sign=False)
+    return s.built(s.leaf())
 
 
 def _foreign_root_same_subject(_: Path) -> Built:
@@ -512,6 +557,18 @@ CASES: list[Case] = [
         _leaf(eku=[ExtendedKeyUsageOID.SERVER_AUTH]),
     ),
     Case(
+        "any-eku",
+        False,
+        "extendedKeyUsage is anyExtendedKeyUsage only",
+        _leaf(eku=[ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE]),
+    ),
+    Case(
+        "keyusage-without-digitalsignature",
+        False,
+        "the leaf's keyUsage is keyEncipherment only: its key may not sign",
+        _leaf(digital_signature=False),
+    ),
+    Case(
         "missing-eku",
         False,
         "no extendedKeyUsage",
@@ -545,6 +602,7 @@ CASES: list[Case] = [
         "the leaf is valid from tomorrow",
         _leaf(not_before=NOW + DAY, not_after=NOW + 30 * DAY),
     ),
+    Case("intermediate-expired", False, "the intermediate expired yesterday", _intermediate_expired),
     Case(
         "intermediate-revoked",
         False,
@@ -573,6 +631,19 @@ CASES: list[Case] = [
         False,
         "the intermediate's CRL is two days past nextUpdate (grace 24 h)",
         _crl_stale,
+    ),
+    Case("crl-not-yet-valid", False, "the intermediate's CRL has thisUpdate tomorrow", _crl_not_yet_valid),
+    Case(
+        "crl-unknown-critical-extension",
+        False,
+        "the intermediate's CRL carries an unknown critical extension (a partial CRL read as complete)",
+        _crl_unknown_critical,
+    ),
+    Case(
+        "intermediate-without-crlsign",
+        False,
+        "the intermediate's keyUsage lacks cRLSign, yet its CRL is the one published",
+        _intermediate_without_crlsign,
     ),
     Case(
         "foreign-root-same-subject",

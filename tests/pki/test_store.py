@@ -323,11 +323,10 @@ def test_export_pem_refuses_overwrite(ca: CertificateAuthority, tmp_path: Path) 
 
 
 def test_verify_at_a_past_time_uses_todays_crl(ca: CertificateAuthority, trust: TrustBundle) -> None:
-    """Model and evidence signatures are verified at their signing time, against the current CRL."""
+    """A verification at a past time (``pki verify --at``, a proven signing time) uses the current CRL."""
     cert, _ = ca.issue_signing("models")
-    signed_at = utcnow() + dt.timedelta(minutes=1)
-    ca.clock = lambda: utcnow() + dt.timedelta(days=3)  # three days later cron renews the CRL
-    ca.generate_crl()
+    signed_at = utcnow() + dt.timedelta(hours=1)  # a time other than now
+    ca.generate_crl()  # cron renews the CRL (one from the future would be refused: its thisUpdate is checked)
     fresh = trust.reload_if_changed()
     verify_certificate(cert, purpose="signing", trust=fresh, at=signed_at)
     ca.revoke("models", "key-compromise")
