@@ -564,6 +564,13 @@ def test_traefik_discovered_from_its_command_line() -> None:
     assert statuses(out) == ["PASS"] and out[0].evidence["kind"] == "traefik"
     files["/etc/traefik/traefik.yml"] = "entryPoints: {}\nproviders:\n  docker: {}\n"
     out = list(ProxyConfig().run(ctx(BuiltSystem(files=files))))
+    # Traefik's defaults: the update check is on (a sealed site's proxy phones home), routers unknown.
+    assert statuses(out) == ["FAIL", "WARN"] and "routers not judged" in out[1].message
+    assert "checkNewVersion" in out[0].message and "/etc/traefik/traefik.yml" in out[0].message
+    files["/etc/traefik/traefik.yml"] = (
+        "global:\n  checkNewVersion: false\nentryPoints: {}\nproviders:\n  docker: {}\n"
+    )
+    out = list(ProxyConfig().run(ctx(BuiltSystem(files=files))))
     assert statuses(out) == ["WARN"] and "routers not judged" in out[0].message
 
 
