@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 __all__ = [
+    "CERT_HEADER_DEFAULT",
     "FORWARDED_SET",
     "HOP_BY_HOP",
     "IDENTITY_DEFAULT",
@@ -29,8 +30,10 @@ __all__ = [
     "strip_list",
 ]
 
-# The identity headers authz answers with, by default ([authz.headers] may rename them).
+# The identity headers authz answers with, by default ([authz.headers] may rename them), and the header a
+# proxy forwards the client certificate in (Traefik's passTLSClientCert name; [authz] cert_header).
 IDENTITY_DEFAULT = ("X-User-ID", "X-Roles", "X-Tenant", "X-Auth-Method")
+CERT_HEADER_DEFAULT = "X-Forwarded-Tls-Client-Cert"
 
 # Set (or consumed) by a proxy, never by a client: the request attributes authz decides on and the
 # backend may read (client address, scheme, host, prefix, the original URI and method).

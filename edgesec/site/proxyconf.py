@@ -22,14 +22,21 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from edgesec.authz.headers import IDENTITY_DEFAULT, TRAEFIK_SETS, fold, nginx_client_headers, strip_list
+from edgesec.authz.headers import (
+    CERT_HEADER_DEFAULT,
+    IDENTITY_DEFAULT,
+    TRAEFIK_SETS,
+    fold,
+    nginx_client_headers,
+    strip_list,
+)
 
 Reader = Callable[[str], str | None]
 Globber = Callable[[str], list[str]]
 
 # Headers authz answers with and a client must never be able to set itself (one definition: authz.headers).
 IDENTITY_HEADERS = IDENTITY_DEFAULT
-CERT_HEADER = "X-Forwarded-Tls-Client-Cert"
+CERT_HEADER = CERT_HEADER_DEFAULT
 
 
 @dataclass(frozen=True)
