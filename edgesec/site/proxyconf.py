@@ -546,6 +546,14 @@ def check_caddy(path: str, read: Reader, trust: SiteTrust) -> ProxyReport:
     except ValueError as exc:
         rep.fail(path, f"cannot parse: {exc}")
         return rep
+    # Caddy's phone-home equivalent: automatic HTTPS asks a public ACME CA for certificates.
+    glob_opts = [c for n in nodes if not n.args for c in n.block]
+    if not any(c.args[:2] == ["auto_https", "off"] for c in glob_opts):
+        rep.warn(
+            path,
+            "automatic HTTPS is not off (global option auto_https off): Caddy may contact a public ACME CA "
+            "from a sealed site",
+        )
     # The global options block has no address; "(name)" blocks are snippets.
     for site in nodes:
         if not site.args or site.name.startswith("("):

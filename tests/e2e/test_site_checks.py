@@ -228,6 +228,7 @@ def test_generated_caddyfile_passes_and_weaknesses_fail() -> None:
         (("\t\trequest_header -X_User_ID\n", ""), "X_User_ID are not stripped"),
         (("\t\trequest_header -X-HTTP-Method-Override\n", ""), "X-HTTP-Method-Override are not stripped"),
         (("\t\trequest_header -Connection\n", ""), "Connection are not stripped"),
+        (("\tauto_https off\n", ""), "automatic HTTPS is not off"),
         (("forward_auth http", "reverse_proxy http"), "no forward_auth"),
     ]:
         bad = text.replace(*edit)
