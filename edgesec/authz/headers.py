@@ -114,8 +114,12 @@ _NGINX_HTTP_VAR = re.compile(r"\$\{?http_([A-Za-z0-9_]+)")
 
 
 def nginx_client_headers(value: str) -> list[str]:
-    """The client headers an nginx value reads (``"$http_x_user_id"`` -> ``["x-user-id"]``), folded."""
-    return [fold(m) for m in _NGINX_HTTP_VAR.findall(value)]
+    """The client headers an nginx value reads (``"$http_x_user_id"`` -> ``["x-user-id"]``), folded;
+    ``$proxy_add_x_forwarded_for`` is the client's X-Forwarded-For with the peer address appended."""
+    found = [fold(m) for m in _NGINX_HTTP_VAR.findall(value)]
+    if "proxy_add_x_forwarded_for" in value:
+        found.append("x-forwarded-for")
+    return found
 
 
 def strip_list(
