@@ -489,6 +489,8 @@ def _hygiene(site_ca: SiteCA, stack: dict[str, Any], port: int, proxy: str) -> d
     assert st in (0, 200, 400), (proxy, st)
     if st == 200:
         _assert_clean(backend, proxy, "obs-fold")
+    counts["obs-fold"] = st
+    print(f"\nheader hygiene through {proxy}: {counts}")
     return counts
 
 
