@@ -3,6 +3,8 @@
     python bench/authz.py              decision latency, cache hits, memory and reload time
     python bench/authz.py --quick      fewer samples (a smoke run)
     python bench/authz.py --http       also the HTTP part: wrk against /auth vs a bare ASGI app
+    python bench/authz.py --proxies    only the proxy rows of --http: real Traefik forwardAuth and nginx
+                                       auth_request in front of authz
     python bench/authz.py --json F     also write every figure to F
 
 Decision latency is measured per call on *distinct* requests (each one new to the decision cache), at
@@ -22,6 +24,12 @@ certificate and 10,000 rules: a bare ASGI app answering 200 (the ceiling), the l
 allowed traffic, denied traffic from one client (every denial audited by group commit), and denied
 traffic where every request comes from another client address (no two denials share their stable audit
 fields), and the FastAPI app. Every wrk run is interleaved with the others, round after round.
+
+The proxy part runs real Traefik and real nginx with the configs ``edgesec authz gen`` writes (header
+hygiene, forwardAuth / auth_request to the lean app, 2 workers), served over plain HTTP on loopback with a
+bearer token as the identity (wrk cannot present a client certificate), in front of the bare ASGI app. Each
+proxy also routes straight to that app on a second port: "added p99" is the p99 through forward auth minus
+the p99 of the same proxy without it, measured in the same round.
 """
 
 from __future__ import annotations
@@ -370,7 +378,13 @@ else:
         {{"tenant_hosts": {{"dify.branch.local": "branch"}}, "identity_order": ["cert"]}}
     )
     files = PolicyFiles(tmp / "policy" / "model.conf", tmp / "policy" / "policy.csv")
-    if kind == "hot":
+    if kind == "hot-jwt":  # behind a proxy: the identity is a bearer token (wrk sends no client certificate)
+        settings = AuthzSettings.model_validate(
+            {{"default_tenant": "branch", "identity_order": ["jwt"],
+              "jwt": {{"public_key_files": [str(tmp / "jwt.pem")], "algorithms": ["ES256"],
+                      "issuer": "https://idp.bench", "audience": "edgesec-authz"}}}}
+        )
+    if kind in ("hot", "hot-jwt"):
         from edgesec.authz.hotpath import create_hot_app
         app = create_hot_app(settings, trust_dir=tmp / "trust", files=files)
     else:
@@ -434,7 +448,7 @@ def _site(tmp: Path) -> str:
     return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
 
 
-def _wrk(port: int, script: Path, seconds: int, connections: int) -> dict[str, float]:
+def _wrk(port: int, script: Path, seconds: int, connections: int, path: str = "/auth") -> dict[str, float]:
     proc = subprocess.run(
         [
             "wrk",
@@ -444,7 +458,7 @@ def _wrk(port: int, script: Path, seconds: int, connections: int) -> dict[str, f
             "--latency",
             "-s",
             str(script),
-            f"http://127.0.0.1:{port}/auth",
+            f"http://127.0.0.1:{port}{path}",
         ],
         capture_output=True,
         text=True,
@@ -572,6 +586,200 @@ def bench_http(tmp: Path, quick: bool, workers: int = 2) -> dict[str, object]:
     return results
 
 
+# --------------------------------------------------------------------------- proxies
+
+PROXY_WRK = """
+wrk.method = "GET"
+wrk.path = "/v1/items/42"
+wrk.headers["Authorization"] = "Bearer {token}"
+"""
+
+
+def _token(tmp: Path) -> str:
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp / "jwt.pem").write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    now = int(time.time())
+    claims = {
+        "sub": "alice",
+        "iss": "https://idp.bench",
+        "aud": "edgesec-authz",
+        "iat": now,
+        "exp": now + 7200,
+    }
+    return jwt.encode(claims, key, algorithm="ES256")
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    import socket
+
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{what} did not start")
+
+
+def _traefik(tmp: Path, site: object, port: int, direct: int, backend: str) -> subprocess.Popen[bytes]:
+    """The generated dynamic config's middlewares (strip, forwardAuth), on plain HTTP entrypoints."""
+    import yaml
+
+    from edgesec.authz.gen import traefik_dynamic, traefik_static
+
+    dyn = traefik_dynamic(site)  # type: ignore[arg-type]
+    mws = dyn["http"]["middlewares"]
+    mws.pop("edgesec-client-cert")  # plain HTTP: no client certificate to pass on
+    routers = {
+        "auth": {"rule": "PathPrefix(`/`)", "entryPoints": ["web"], "service": "app",
+                 "middlewares": ["edgesec-strip", "edgesec-forward-auth"]},
+        "direct": {"rule": "PathPrefix(`/`)", "entryPoints": ["direct"], "service": "app"},
+    }  # fmt: skip
+    doc = {"http": {"routers": routers, "middlewares": mws,
+                    "services": {"app": {"loadBalancer": {"servers": [{"url": backend}]}}}}}  # fmt: skip
+    d = tmp / "traefik"
+    d.mkdir(exist_ok=True)
+    (d / "dynamic.yml").write_text(yaml.safe_dump(doc))
+    static = traefik_static(site, str(d / "dynamic.yml"))  # type: ignore[arg-type]
+    static["entryPoints"] = {
+        "web": {"address": f"127.0.0.1:{port}"},
+        "direct": {"address": f"127.0.0.1:{direct}"},
+    }
+    static["log"] = {"level": "ERROR"}
+    (d / "traefik.yml").write_text(yaml.safe_dump(static))
+    proc = subprocess.Popen(["traefik", f"--configFile={d / 'traefik.yml'}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    _wait_port(port, proc, "traefik")
+    return proc
+
+
+def _nginx(tmp: Path, site: object, port: int, direct: int, backend: str) -> subprocess.Popen[bytes]:
+    """The generated server block with its TLS lines taken out, and a second server straight to the app."""
+    from edgesec.authz.gen import render_nginx
+
+    block = render_nginx(site)  # type: ignore[arg-type]
+    block = "\n".join(
+        ln
+        for ln in block.splitlines()
+        if not ln.strip().startswith(("ssl_", "#")) or "proxy_set_header" in ln
+    ).replace(" ssl;", ";")
+    d = tmp / "nginx"
+    d.mkdir(exist_ok=True)
+    (d / "nginx.conf").write_text(f"""
+worker_processes 2;
+pid {d}/nginx.pid;
+error_log {d}/error.log error;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+{block}
+    server {{ listen 127.0.0.1:{direct}; location / {{ proxy_pass {backend}; }} }}
+}}
+""")
+    proc = subprocess.Popen(["nginx", "-c", str(d / "nginx.conf"), "-p", str(d), "-g", "daemon off;"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    _wait_port(port, proc, "nginx")
+    return proc
+
+
+def bench_proxies(tmp: Path, quick: bool, workers: int = 2) -> dict[str, object]:
+    from edgesec.authz.gen import ProxySite
+
+    if not (tmp / "policy").exists():
+        _site(tmp)
+    token = _token(tmp)
+    script = tmp / "proxy.lua"
+    script.write_text(PROXY_WRK.format(token=token))
+    seconds = 3 if quick else 4
+    rounds = 1 if quick else 5
+    connections = 64
+    print(
+        f"== proxies: wrk -t1 -c{connections} -d{seconds}s x {rounds} interleaved rounds, authz {workers} workers,"
+        " 10,000 rules, bearer-token identity, plain HTTP on loopback, bare ASGI app behind"
+    )
+    servers = {kind: _serve(kind, tmp, workers) for kind in ("bare", "hot-jwt")}
+    backend = f"http://127.0.0.1:{servers['bare'][1]}"
+    ports = {name: (_free_port(), _free_port()) for name in ("traefik", "nginx")}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    results: dict[str, object] = {"rounds": rounds, "seconds": seconds, "connections": connections}
+    samples: dict[str, list[dict[str, float]]] = {}
+    try:
+        for name, start in (("traefik", _traefik), ("nginx", _nginx)):
+            if shutil.which(name) is None:
+                print(f"{name} not found: its row is skipped")
+                continue
+            site = ProxySite(
+                server_name="localhost", backend=backend, auth_url=f"http://127.0.0.1:{servers['hot-jwt'][1]}",
+                ca_file=str(tmp / "trust" / "ca-bundle.pem"), cert_file="/dev/null", key_file="/dev/null",
+                listen=f"127.0.0.1:{ports[name][0]}",
+            )  # fmt: skip
+            procs[name] = start(tmp, site, ports[name][0], ports[name][1], backend)
+        # 64 connections: throughput (p99 includes queueing); 1 connection: the latency one request adds.
+        runs = [
+            (n, route, c) for n in procs for route in ("direct", "forward-auth") for c in (connections, 1)
+        ]
+        for name, route, conns in runs:  # warm up
+            _wrk_url(ports[name][route == "direct"], script, 1, conns)
+        for _round in range(rounds):
+            for name, route, conns in runs:
+                samples.setdefault(f"{name}/{route}/c{conns}", []).append(
+                    _wrk_url(ports[name][route == "direct"], script, seconds, conns)
+                )
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for server, _port in servers.values():
+            server.terminate()
+        for proc in [*procs.values(), *(srv for srv, _ in servers.values())]:
+            proc.wait(timeout=30)
+    for name in procs:
+        row: dict[str, object] = {}
+        for conns in (connections, 1):
+            fa, direct = samples[f"{name}/forward-auth/c{conns}"], samples[f"{name}/direct/c{conns}"]
+            added = [a["p99_ms"] - b["p99_ms"] for a, b in zip(fa, direct, strict=True)]
+            ratio = [a["rps"] / b["rps"] for a, b in zip(fa, direct, strict=True)]
+            row[f"c{conns}"] = {
+                "rps": statistics.median(x["rps"] for x in fa),
+                "p99_ms": statistics.median(x["p99_ms"] for x in fa),
+                "direct_rps": statistics.median(x["rps"] for x in direct),
+                "direct_p99_ms": statistics.median(x["p99_ms"] for x in direct),
+                "added_p99_ms": round(statistics.median(added), 2),
+                "of_direct": round(statistics.median(ratio), 3),
+                "non_2xx": sum(x["non_2xx"] for x in fa) + sum(x["non_2xx"] for x in direct),
+            }
+        results[name] = row
+        label = {"traefik": "Traefik forwardAuth", "nginx": "nginx auth_request"}[name]
+        for conns in (connections, 1):
+            r = row[f"c{conns}"]
+            assert isinstance(r, dict)
+            check = "" if r["non_2xx"] == 0 else "  UNEXPECTED non-2xx answers"
+            print(
+                f"{label:>20} -> authz, {conns:>2} conn: {r['rps']:>7,.0f} req/s  p99 {r['p99_ms']:6.2f} ms"
+                f"  (same proxy, no auth: {r['direct_rps']:,.0f} req/s, p99 {r['direct_p99_ms']:.2f} ms)"
+                f"  added p99 {r['added_p99_ms']:.2f} ms, {r['of_direct']:.2f} of direct{check}",
+                flush=True,
+            )
+    return results
+
+
+def _wrk_url(port: int, script: Path, seconds: int, connections: int) -> dict[str, float]:
+    """wrk against ``/`` of a proxy (the path comes from the script)."""
+    return _wrk(port, script, seconds, connections, path="/")
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -579,6 +787,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--http", action="store_true", help="also run the wrk HTTP benchmark")
+    ap.add_argument(
+        "--proxies",
+        action="store_true",
+        help="also run Traefik and nginx forward auth in front of authz (wrk)",
+    )
     ap.add_argument("--no-decisions", action="store_true", help="skip the decision benchmark")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -595,6 +808,11 @@ def main(argv: list[str] | None = None) -> int:
                 print("wrk not found: HTTP benchmark skipped")
             else:
                 results["http"] = bench_http(tmp, args.quick)
+        if args.http or args.proxies:
+            if shutil.which("wrk") is None:
+                print("wrk not found: proxy benchmark skipped")
+            else:
+                results["proxies"] = bench_proxies(tmp, args.quick)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

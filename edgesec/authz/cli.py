@@ -73,8 +73,10 @@ def serve(
     h = host or s.host
     p = port or s.port
     w = workers or s.workers
-    if not 1 <= p <= 65535 or w < 1:
-        raise UsageError("--port must be 1..65535 and --workers at least 1")
+    from edgesec.authz.metrics import MAX_WORKERS
+
+    if not 1 <= p <= 65535 or not 1 <= w <= MAX_WORKERS:
+        raise UsageError(f"--port must be 1..65535 and --workers 1..{MAX_WORKERS}")
     # Build once in this process: a broken policy, JWT key or config fails here with one line.
     # The lean app answers /auth as bare ASGI (certificate-verify cache, denial events by group commit)
     # and hands every other path to the FastAPI app.

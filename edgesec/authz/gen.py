@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from edgesec._fs import read_input_file
-from edgesec.authz.headers import TRAEFIK_SETS, strip_list
+from edgesec.authz.headers import CERT_HEADER_DEFAULT, IDENTITY_DEFAULT, TRAEFIK_SETS, strip_list
 from edgesec.authz.settings import AuthzSettings
 from edgesec.errors import InputError
 
@@ -42,11 +42,11 @@ class ProxySite:
     key_file: str
     listen: str = "0.0.0.0:443"
     crl_file: str | None = None
-    header_user: str = "X-User-ID"
-    header_roles: str = "X-Roles"
-    header_tenant: str = "X-Tenant"
-    header_method: str = "X-Auth-Method"
-    cert_header: str = "X-Forwarded-Tls-Client-Cert"
+    header_user: str = IDENTITY_DEFAULT[0]
+    header_roles: str = IDENTITY_DEFAULT[1]
+    header_tenant: str = IDENTITY_DEFAULT[2]
+    header_method: str = IDENTITY_DEFAULT[3]
+    cert_header: str = CERT_HEADER_DEFAULT
     # Peers allowed to set X-Forwarded-* (a load balancer in front of the proxy); none by default, and then
     # Traefik's forwardAuth does not trust them either.
     trusted_ips: tuple[str, ...] = field(default_factory=tuple)

@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 __all__ = [
+    "CERT_HEADER_DEFAULT",
     "FORWARDED_SET",
     "HOP_BY_HOP",
     "IDENTITY_DEFAULT",
@@ -29,8 +30,10 @@ __all__ = [
     "strip_list",
 ]
 
-# The identity headers authz answers with, by default ([authz.headers] may rename them).
+# The identity headers authz answers with, by default ([authz.headers] may rename them), and the header a
+# proxy forwards the client certificate in (Traefik's passTLSClientCert name; [authz] cert_header).
 IDENTITY_DEFAULT = ("X-User-ID", "X-Roles", "X-Tenant", "X-Auth-Method")
+CERT_HEADER_DEFAULT = "X-Forwarded-Tls-Client-Cert"
 
 # Set (or consumed) by a proxy, never by a client: the request attributes authz decides on and the
 # backend may read (client address, scheme, host, prefix, the original URI and method).
@@ -111,8 +114,12 @@ _NGINX_HTTP_VAR = re.compile(r"\$\{?http_([A-Za-z0-9_]+)")
 
 
 def nginx_client_headers(value: str) -> list[str]:
-    """The client headers an nginx value reads (``"$http_x_user_id"`` -> ``["x-user-id"]``), folded."""
-    return [fold(m) for m in _NGINX_HTTP_VAR.findall(value)]
+    """The client headers an nginx value reads (``"$http_x_user_id"`` -> ``["x-user-id"]``), folded;
+    ``$proxy_add_x_forwarded_for`` is the client's X-Forwarded-For with the peer address appended."""
+    found = [fold(m) for m in _NGINX_HTTP_VAR.findall(value)]
+    if "proxy_add_x_forwarded_for" in value:
+        found.append("x-forwarded-for")
+    return found
 
 
 def strip_list(

@@ -63,6 +63,11 @@ def run_server(app: Any, host: str, port: int, workers: int) -> None:
         finally:
             sock.close()
         return
+    from edgesec.authz.metrics import MAX_WORKERS, set_worker_slot
+
+    if workers > MAX_WORKERS:
+        sock.close()
+        raise OperationFailed(f"at most {MAX_WORKERS} workers (the shared metrics block has that many slots)")
     children: dict[int, int] = {}  # pid -> slot
     stopping = False
 
@@ -75,6 +80,8 @@ def run_server(app: Any, host: str, port: int, workers: int) -> None:
                     signal.signal(sig, signal.SIG_DFL)
                 # Until the app's lifespan installs its reload handler, a SIGHUP must not kill the worker.
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                # /metrics sums every worker's slot; a replacement goes on counting in the same one.
+                set_worker_slot(slot)
                 _server(app, host, port).run(sockets=[sock])
             except BaseException:  # noqa: BLE001 -- a worker must never return into the parent's loop
                 code = 1

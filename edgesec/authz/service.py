@@ -15,7 +15,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +35,7 @@ from edgesec.authz.identity import (
     TokenIdentity,
     role_clash,
 )
+from edgesec.authz.metrics import SharedMetrics
 from edgesec.authz.policy import PolicyFiles, PolicyHolder, policy_files
 from edgesec.authz.request import ForwardedRequest, RequestRejected, collect_headers, parse_forwarded
 from edgesec.authz.settings import AuthzSettings
@@ -109,7 +110,7 @@ class Authorizer:
         self._cert_header = settings.cert_header.lower()
         self._cookie = settings.jwt.cookie
         self.metrics = _Metrics()
-        self.metrics.engine_stats = lambda: _stats_of(self.policy.engine)
+        self.metrics.engine = lambda: self.policy.engine
         self._rand = random.Random()  # noqa: S311 -- sampling, not security
 
     # -- reload -----------------------------------------------------------------------------------
@@ -536,73 +537,43 @@ def _audit_safely(event: AuditEvent) -> bool:
 
 
 class _Metrics:
-    """Prometheus metrics of one service process (its own registry, so tests can build many apps)."""
+    """Prometheus metrics of the service: counters in a block shared by every worker
+    (:mod:`edgesec.authz.metrics`), summed on scrape; its own registry, so tests can build many apps."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry
 
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.decisions = Counter(
-            "edgesec_authz_decisions", "ForwardAuth decisions by outcome", ["outcome"], registry=self.registry
-        )
-        self.latency = Histogram(
-            "edgesec_authz_decision_seconds",
-            "Time to decide one /auth call",
-            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-            registry=self.registry,
-        )
-        self.reloads = Counter(
-            "edgesec_authz_reloads",
-            "Policy and trust bundle reloads",
-            ["kind", "result"],
-            registry=self.registry,
-        )
-        self.engine_stats: Any = dict
-        self.registry.register(_EngineCollector(lambda: self.engine_stats()))
-
-        # The labelled children, bound once: ``labels()`` costs about 3 us a call on the /auth path.
-        self._by_status = {
-            200: self.decisions.labels("allow"),
-            401: self.decisions.labels("unauthenticated"),
-            403: self.decisions.labels("deny"),
-        }
+        self.shared = SharedMetrics()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.engine: Callable[[], Any] = lambda: None
+        self.registry.register(self.shared.collector(self._engine_gauges))
 
     def observe(self, out: Outcome, seconds: float) -> None:
-        child = self._by_status.get(out.status)
-        if child is None:
-            child = self.decisions.labels("deny")
-        child.inc()
-        self.latency.observe(seconds)
+        self.shared.observe(out.status, seconds)
 
     def reload(self, kind: str, ok: bool) -> None:
-        self.reloads.labels(kind, "ok" if ok else "error").inc()
+        self.shared.reload(kind, ok)
+
+    def publish_engine(self) -> None:
+        """This worker's engine cache counters into the shared block (on scrape and on each reload poll)."""
+        engine = self.engine()
+        stats = _stats_of(engine)
+        hits, misses = stats.get("cache_hits"), stats.get("cache_misses")
+        if isinstance(hits, int | float) and isinstance(misses, int | float):
+            self.shared.publish_engine(engine, float(hits), float(misses))
+
+    def _engine_gauges(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        self.publish_engine()
+        rules = _stats_of(self.engine()).get("rules")
+        if isinstance(rules, int):
+            yield GaugeMetricFamily("edgesec_authz_policy_rules", "Rules in the enforced policy", value=rules)
 
 
 def _stats_of(engine: Any) -> dict[str, Any]:
     stats = getattr(engine, "stats", None)
     return dict(stats()) if callable(stats) else {}
-
-
-class _EngineCollector:
-    """The current engine's cache counters (they restart with each reloaded engine: a counter reset)."""
-
-    def __init__(self, source: Any) -> None:
-        self._source = source
-
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        stats = self._source()
-        for name, help_text in (
-            ("cache_hits", "Decision cache hits"),
-            ("cache_misses", "Decision cache misses"),
-        ):
-            v = stats.get(name)
-            if isinstance(v, int | float):
-                yield CounterMetricFamily(f"edgesec_authz_engine_{name}", help_text, value=float(v))
-        rules = stats.get("rules")
-        if isinstance(rules, int):
-            yield GaugeMetricFamily("edgesec_authz_policy_rules", "Rules in the enforced policy", value=rules)
 
 
 class _Watcher:
@@ -636,6 +607,8 @@ class _Watcher:
             if self._stop.is_set():
                 return
             try:
+                # The engine that is about to be replaced has its last cache counts recorded first.
+                self.authorizer.metrics.publish_engine()
                 if self._force.is_set():
                     self._force.clear()
                     self.authorizer.force_reload()

@@ -6,16 +6,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edgesec.authz.headers import CERT_HEADER_DEFAULT, IDENTITY_DEFAULT
+
 
 class HeaderNames(BaseModel):
     """Names of the identity headers authz answers with; the proxy generators read the same names."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    user: str = "X-User-ID"
-    roles: str = "X-Roles"
-    tenant: str = "X-Tenant"
-    method: str = "X-Auth-Method"
+    user: str = IDENTITY_DEFAULT[0]
+    roles: str = IDENTITY_DEFAULT[1]
+    tenant: str = IDENTITY_DEFAULT[2]
+    method: str = IDENTITY_DEFAULT[3]
 
 
 class JwtSettings(BaseModel):
@@ -69,7 +71,7 @@ class AuthzSettings(BaseModel):
         None, description="the site's casbin model+policy directory (required by serve, lint, test, explain)"
     )
     identity_order: list[Literal["cert", "jwt"]] = Field(default_factory=lambda: ["cert", "jwt"])  # type: ignore[arg-type]
-    cert_header: str = "X-Forwarded-Tls-Client-Cert"
+    cert_header: str = CERT_HEADER_DEFAULT
     cert_identity: Literal["cn", "san-email", "san-uri", "san-dns"] = "cn"
     crl_grace_hours: float | None = Field(
         None, ge=0, description="how long past nextUpdate a CRL still counts (default: [pki] crl_grace_hours)"

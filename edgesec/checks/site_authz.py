@@ -120,9 +120,13 @@ class ProxyConfig(Check):
         severity=Severity.CRITICAL,
         rationale="One router without the forwardAuth middleware, one location without auth_request or a "
         "client CA other than the site's is a way into the AI services around every policy; "
-        "trustForwardHeader without trusted IPs lets a client forge the identity the proxy forwards.",
+        "trustForwardHeader without trusted IPs lets a client forge the identity the proxy forwards; a "
+        "client-sent copy of an identity, X-Forwarded-* or method-override header in any spelling (X_User_ID "
+        "is X-User-ID to a WSGI app) lets a client choose who it is or what it asked for; a proxy that checks "
+        "for updates breaks the site's zero-egress seal.",
         remediation="Re-generate the proxy config ('edgesec authz gen traefik|caddy|nginx') and merge local "
-        "changes into it; keep forwardedHeaders.trustedIPs to the proxies' own addresses.",
+        "changes into it; keep forwardedHeaders.trustedIPs to the proxies' own addresses; set Traefik's "
+        "global.checkNewVersion and sendAnonymousUsage to false.",
         controls=(*_CONTROLS, "pci-dss-4.0:4.2.1", "mlps-2.0-l3:8.1.4.1"),
     )
 
@@ -146,7 +150,10 @@ class ProxyConfig(Check):
             if dyn:
                 reports.append((check_traefik(dyn, static, read, trust), origin))
             else:
-                rep = ProxyReport("traefik", path, files=[path])
+                # The static config is still judged (update check, usage report); the routers cannot be.
+                rep = check_traefik([], static, read, trust)
+                rep.kind, rep.path, rep.files = "traefik", path, [path]
+                rep.issues = [i for i in rep.issues if i.message != "no HTTP routers found"]
                 rep.warn(
                     path, "no file-provider dynamic config found from this static config: routers not judged"
                 )

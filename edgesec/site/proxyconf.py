@@ -22,14 +22,21 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from edgesec.authz.headers import IDENTITY_DEFAULT, TRAEFIK_SETS, fold, nginx_client_headers, strip_list
+from edgesec.authz.headers import (
+    CERT_HEADER_DEFAULT,
+    IDENTITY_DEFAULT,
+    TRAEFIK_SETS,
+    fold,
+    nginx_client_headers,
+    strip_list,
+)
 
 Reader = Callable[[str], str | None]
 Globber = Callable[[str], list[str]]
 
 # Headers authz answers with and a client must never be able to set itself (one definition: authz.headers).
 IDENTITY_HEADERS = IDENTITY_DEFAULT
-CERT_HEADER = "X-Forwarded-Tls-Client-Cert"
+CERT_HEADER = CERT_HEADER_DEFAULT
 
 
 @dataclass(frozen=True)
@@ -307,12 +314,14 @@ def check_nginx(path: str, read: Reader, glob: Globber, trust: SiteTrust) -> Pro
         servers += [(s, h.block) for s in _find(h.block, "server") if s.block is not None]
     servers += [(s, []) for s in _find(tree, "server") if s.block is not None]
     auth_port = trust.auth_port()
+    balancers: set[int] = set()
     for srv, http_ctx in servers:
         assert srv.block is not None
         listens = _find(srv.block, "listen")
         ports = {_listen_port(listen.args) for listen in listens}
         if auth_port is not None and auth_port in ports and all(_is_loopback_listen(x.args) for x in listens):
             # The internal load balancer in front of the ForwardAuth replicas: it is what gets asked.
+            balancers.add(id(srv))
             continue
         tls = any("ssl" in listen.args for listen in listens)
         serves = any(True for _ in _serving_locations(srv.block))
@@ -326,7 +335,7 @@ def check_nginx(path: str, read: Reader, glob: Globber, trust: SiteTrust) -> Pro
         else:
             _nginx_mtls(srv, http_ctx, read, trust, rep)
         _nginx_auth(srv, http_ctx, trust, rep)
-    _nginx_hygiene(tree, trust, rep)
+    _nginx_hygiene(tree, trust, rep, balancers)
     if not servers:
         rep.warn(path, "no server block found")
     return rep
@@ -447,7 +456,7 @@ def _nginx_identity(loc: Directive, effective: list[Directive], rep: ProxyReport
         )
 
 
-def _nginx_hygiene(tree: list[Directive], trust: SiteTrust, rep: ProxyReport) -> None:
+def _nginx_hygiene(tree: list[Directive], trust: SiteTrust, rep: ProxyReport, skip: set[int]) -> None:
     """Settings that let a client header through whatever the locations set: underscore spellings kept
     (``underscores_in_headers on`` or ``ignore_invalid_headers off``), or a protected header copied from
     the client's own (``proxy_set_header X-User-ID $http_x_user_id``)."""
@@ -473,7 +482,7 @@ def _nginx_hygiene(tree: list[Directive], trust: SiteTrust, rep: ProxyReport) ->
                         f"{d.name} {' '.join(d.args[:1])} copies the client's own {', '.join(copied)}: "
                         "a client chooses it",
                     )
-            if d.block is not None:
+            if d.block is not None and id(d) not in skip:  # skip: the internal balancer between proxies
                 walk(d.block)
 
     walk(tree)
@@ -539,6 +548,14 @@ def check_caddy(path: str, read: Reader, trust: SiteTrust) -> ProxyReport:
     except ValueError as exc:
         rep.fail(path, f"cannot parse: {exc}")
         return rep
+    # Caddy's phone-home equivalent: automatic HTTPS asks a public ACME CA for certificates.
+    glob_opts = [c for n in nodes if not n.args for c in n.block]
+    if not any(c.args[:2] == ["auto_https", "off"] for c in glob_opts):
+        rep.warn(
+            path,
+            "automatic HTTPS is not off (global option auto_https off): Caddy may contact a public ACME CA "
+            "from a sealed site",
+        )
     # The global options block has no address; "(name)" blocks are snippets.
     for site in nodes:
         if not site.args or site.name.startswith("("):

@@ -21,6 +21,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -233,8 +234,20 @@ http {{
 
 @pytest.fixture
 def traefik(site_ca: SiteCA, stack: dict[str, Any], tmp_path: Path) -> Iterator[int]:
+    yield from _traefik(site_ca, stack, tmp_path, ())
+
+
+@pytest.fixture
+def traefik_trusting_loopback(site_ca: SiteCA, stack: dict[str, Any], tmp_path: Path) -> Iterator[int]:
+    """Traefik generated with ``--trusted-ip 127.0.0.1/32``: the test client itself is a trusted hop."""
+    yield from _traefik(site_ca, stack, tmp_path, ("127.0.0.1/32",))
+
+
+def _traefik(
+    site_ca: SiteCA, stack: dict[str, Any], tmp_path: Path, trusted: tuple[str, ...]
+) -> Iterator[int]:
     port = free_port()
-    site = _site(site_ca, stack, port)
+    site = replace(_site(site_ca, stack, port), trusted_ips=trusted)
     dyn = tmp_path / "edgesec-dynamic.yml"
     dyn.write_text(render_traefik_dynamic(site))
     static = tmp_path / "traefik.yml"
@@ -476,6 +489,8 @@ def _hygiene(site_ca: SiteCA, stack: dict[str, Any], port: int, proxy: str) -> d
     assert st in (0, 200, 400), (proxy, st)
     if st == 200:
         _assert_clean(backend, proxy, "obs-fold")
+    counts["obs-fold"] = st
+    print(f"\nheader hygiene through {proxy}: {counts}")
     return counts
 
 
@@ -647,3 +662,27 @@ def test_client_sending_only_its_leaf_is_accepted(
     finally:
         conn.close()
     assert st in (0, 400, 401), (proxy, st)
+
+
+@pytest.mark.real("traefik")
+def test_traefik_trusted_hop_still_cannot_choose_what_authz_decides(
+    site_ca: SiteCA, stack: dict[str, Any], traefik_trusting_loopback: int
+) -> None:
+    """With a named trusted hop (here the test client's own address) Traefik keeps that hop's X-Forwarded-For,
+    -Host and -Proto, but the URI and method authz decides on are still Traefik's own: the strip middleware
+    deletes every spelling of X-Forwarded-Uri/-Method/-Prefix before forwardAuth."""
+    port = traefik_trusting_loopback
+    backend: Backend = stack["backend"]
+    n = len(backend.seen)
+    for headers in (
+        [("X-Forwarded-Uri", "/v1/chat-messages"), ("X-Forwarded-Method", "POST")],
+        [("X_Forwarded_Uri", "/v1/chat-messages"), ("X-Forwarded_Method", "POST")],
+        [("X-Forwarded-Prefix", "/v1/chat-messages")],
+    ):
+        st = _send(site_ca, port, "alice", "DELETE", "/console/api/apps/1", headers)
+        assert st == 403, (headers, st)
+    assert len(backend.seen) == n
+    st = _send(site_ca, port, "alice", "POST", "/v1/chat-messages", [("X-Forwarded-For", "10.9.9.9")])
+    assert st == 200
+    # The trusted hop's client address is kept (that is what naming it means).
+    assert any(k == "x-forwarded-for" and "10.9.9.9" in v for k, v in backend.seen[-1])

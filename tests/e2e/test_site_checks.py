@@ -123,6 +123,23 @@ def test_generated_nginx_config_passes() -> None:
     assert rep.files == ["/etc/nginx/nginx.conf", "/etc/nginx/conf.d/edgesec.conf"]
 
 
+def test_internal_balancer_may_pass_the_front_proxys_headers_on() -> None:
+    """The loopback load balancer in front of the authz replicas forwards what the front proxy set: copying
+    X-Forwarded-Uri there is not a client's choice. The same line in the app's server is."""
+    balancer = (
+        "server {\n    listen 127.0.0.1:9100;\n    location / {\n"
+        "        proxy_set_header X-Forwarded-Uri $http_x_forwarded_uri;\n"
+        "        proxy_pass http://edgesec_authz;\n    }\n}\n"
+    )
+    files = nginx_files(render_nginx(proxy_site()) + balancer)
+    rep = check_nginx("/etc/nginx/nginx.conf", reader(files), nginx_glob(files), TRUSTED)
+    assert rep.issues == [], rep.issues
+    exposed = render_nginx(proxy_site()) + balancer.replace("127.0.0.1:9100", "0.0.0.0:8080")
+    files = nginx_files(exposed)
+    rep = check_nginx("/etc/nginx/nginx.conf", reader(files), nginx_glob(files), TRUSTED)
+    assert any("copies the client's own x-forwarded-uri" in i.message for i in rep.issues), rep.issues
+
+
 @pytest.mark.parametrize(
     ("edit", "expect"),
     [
@@ -141,6 +158,14 @@ def test_generated_nginx_config_passes() -> None:
         (
             ("proxy_set_header X-Roles $edgesec_x_roles;", 'proxy_set_header X-Roles "${http_X_Roles},x";'),
             "copies the client's own x-roles",
+        ),
+        (
+            (
+                "proxy_set_header X-Forwarded-For $remote_addr;\n        proxy_set_header X-Forwarded-Tls-Client-Cert",
+                "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+                "        proxy_set_header X-Forwarded-Tls-Client-Cert",
+            ),
+            "copies the client's own x-forwarded-for",
         ),
         (("underscores_in_headers off;", "underscores_in_headers on;"), "underscores_in_headers on"),
         (("ignore_invalid_headers on;", "ignore_invalid_headers off;"), "ignore_invalid_headers off"),
@@ -228,6 +253,7 @@ def test_generated_caddyfile_passes_and_weaknesses_fail() -> None:
         (("\t\trequest_header -X_User_ID\n", ""), "X_User_ID are not stripped"),
         (("\t\trequest_header -X-HTTP-Method-Override\n", ""), "X-HTTP-Method-Override are not stripped"),
         (("\t\trequest_header -Connection\n", ""), "Connection are not stripped"),
+        (("\tauto_https off\n", ""), "automatic HTTPS is not off"),
         (("forward_auth http", "reverse_proxy http"), "no forward_auth"),
     ]:
         bad = text.replace(*edit)
@@ -563,6 +589,13 @@ def test_traefik_discovered_from_its_command_line() -> None:
     out = list(ProxyConfig().run(ctx(BuiltSystem(files=files))))
     assert statuses(out) == ["PASS"] and out[0].evidence["kind"] == "traefik"
     files["/etc/traefik/traefik.yml"] = "entryPoints: {}\nproviders:\n  docker: {}\n"
+    out = list(ProxyConfig().run(ctx(BuiltSystem(files=files))))
+    # Traefik's defaults: the update check is on (a sealed site's proxy phones home), routers unknown.
+    assert statuses(out) == ["FAIL", "WARN"] and "routers not judged" in out[1].message
+    assert "checkNewVersion" in out[0].message and "/etc/traefik/traefik.yml" in out[0].message
+    files["/etc/traefik/traefik.yml"] = (
+        "global:\n  checkNewVersion: false\nentryPoints: {}\nproviders:\n  docker: {}\n"
+    )
     out = list(ProxyConfig().run(ctx(BuiltSystem(files=files))))
     assert statuses(out) == ["WARN"] and "routers not judged" in out[0].message
 
