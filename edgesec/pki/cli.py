@@ -215,7 +215,10 @@ def issue_server_cmd(
 def issue_client_cmd(
     id: Annotated[str | None, typer.Argument(help="Client identity (its CN).")] = None,
     email: Annotated[str | None, typer.Option("--email", help="Email SAN.")] = None,
-    uri: Annotated[str | None, typer.Option("--uri", help="URI SAN (spiffe://site/user).")] = None,
+    uri: Annotated[
+        str | None,
+        typer.Option("--uri", help="URI SAN, https://host/path (e.g. https://bank.local/users/alice)."),
+    ] = None,
     from_file: Annotated[
         str | None, typer.Option("--from-file", help="CSV with columns id[,email][,uri]: one locked batch.")
     ] = None,

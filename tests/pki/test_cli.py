@@ -108,7 +108,9 @@ def test_issue_list_verify_revoke(inited, tmp_path: Path) -> None:  # type: igno
 def test_batch_enrolment(inited, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cli = inited
     good = tmp_path / "users.csv"
-    good.write_text("id,email,uri\nalice,alice@clinic.local,\nbob,,spiffe://clinic/bob\n\ncarol,,\n")
+    good.write_text(
+        "id,email,uri\nalice,alice@clinic.local,\nbob,,https://clinic.local/users/bob\n\ncarol,,\n"
+    )
     code, out, err = cli("--json", "pki", "issue", "client", "--from-file", str(good))
     assert code == 0, err
     assert json.loads(out)["result"]["issued"] == 3
