@@ -63,6 +63,7 @@ def test_init_with_systemd_credentials(
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "edgesec-ca-passphrase").write_bytes(PASSPHRASE)
+    (creds / "edgesec-ca-passphrase").chmod(0o400)  # as systemd writes credentials
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     assert cli("pki", "init", "--org", "Bank")[0] == 0
     assert (home / "pki" / "ca" / "root.key").read_bytes().startswith(b"-----BEGIN ENCRYPTED")
@@ -181,6 +182,7 @@ def test_p12_export_cli(inited, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     cli("pki", "issue", "client", "alice")
     pw = tmp_path / "p12.pass"
     pw.write_text("p12-secret\n")
+    pw.chmod(0o600)
     assert cli("pki", "export", "alice", "--p12", str(tmp_path / "a.p12"), "--password-file", str(pw))[0] == 0
     code, _, err = cli("pki", "export", "alice", "--p12", str(tmp_path / "a.p12"), "--password-file", str(pw))
     assert code == 1 and "refusing to overwrite" in _one_line_error(err)
@@ -225,11 +227,13 @@ def test_encrypted_leaf_key(inited, tmp_path: Path) -> None:  # type: ignore[no-
     cli = inited
     kp = tmp_path / "leaf.pass"
     kp.write_text("leaf key passphrase\n")
+    kp.chmod(0o600)
     assert cli("pki", "issue", "signing", "models", "--key-passphrase-file", str(kp))[0] == 0
     assert cli("pki", "export", "models", "--pem", str(tmp_path / "m"))[0] == 0
     assert (tmp_path / "m" / "key.pem").read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
     pw = tmp_path / "p12.pass"
     pw.write_text("p12-secret\n")
+    pw.chmod(0o600)
     code, _, err = cli(
         "pki", "export", "models", "--p12", str(tmp_path / "m.p12"), "--password-file", str(pw)
     )
