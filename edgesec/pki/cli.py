@@ -648,3 +648,25 @@ def status_cmd() -> None:
         "certificates: " + (", ".join(f"{n} {k}" for k, n in data["certificates"].items()) or "none")
     )
     result(data, "\n".join(lines))
+
+
+def _operational_errors(fn: Any) -> Any:
+    """A pki command with OS and SQLite failures (disk full, permission, read-only, damaged store) turned
+    into one line and exit 2, never "internal error" or a traceback."""
+    import functools
+    import sqlite3
+
+    from edgesec.pki.store import operational_error
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (OSError, sqlite3.Error) as exc:
+            raise operational_error(exc) from None
+
+    return run
+
+
+for _cmd in [*pki_app.registered_commands, *issue_app.registered_commands]:
+    _cmd.callback = _operational_errors(_cmd.callback)

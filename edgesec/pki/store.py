@@ -327,6 +327,7 @@ class CertificateAuthority:
         self._journal_publish = False
         self._journal_ready = False
         self._own_journal: set[int] = set()
+        self._verified: set[str] = set()  # fingerprints of CA certificates whose signature was checked
         self.last_publication: PublishResult | None = None
         self.recovered: list[str] = []
 
@@ -384,8 +385,8 @@ class CertificateAuthority:
     def _check_schema(self) -> None:
         try:
             row = self._db().execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"the CA inventory {self.dir / DB_FILE} is unreadable: {exc}") from None
+        except sqlite3.Error as exc:
+            raise operational_error(exc, store=self.dir) from None
         if row is None or int(row[0]) != SCHEMA_VERSION:
             raise InputError(f"the CA inventory {self.dir / DB_FILE} has an unknown schema version")
 
@@ -399,28 +400,44 @@ class CertificateAuthority:
         expiring beyond the status window, of a key type already listed).
         """
         with self._tlock:
-            with FileLock(self.dir / LOCK_FILE, timeout=120):
+            try:
+                lock = FileLock(self.dir / LOCK_FILE, timeout=120)
+                lock.acquire()
+            except OSError as exc:
+                raise operational_error(exc, store=self.dir) from None
+            try:
                 self._status_needed = not issuing
                 self._journal_rows = 0
                 self._journal_publish = False
-                conn = self._db()
-                self._ensure_journal(conn)
-                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn = self._db()
+                    self._ensure_journal(conn)
+                    conn.execute("BEGIN IMMEDIATE")
+                except (OSError, sqlite3.Error) as exc:
+                    raise operational_error(exc, store=self.dir) from None
                 try:
                     yield conn
                     if self._journal_publish:
                         self._write_pending_marker()
                     killpoint("before-commit")
                     conn.execute("COMMIT")
-                except BaseException:
+                except BaseException as exc:
                     if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    if isinstance(exc, OSError | sqlite3.Error):
+                        raise operational_error(exc, store=self.dir) from None
                     raise
                 killpoint("commit")
-                if self._status_needed or self._journal_publish:
-                    self._write_status(conn)
-                if self._journal_rows:
-                    self._drain_journal(conn, recovered=False)
+                try:
+                    if self._status_needed or self._journal_publish:
+                        self._write_status(conn)
+                    if self._journal_rows:
+                        self._drain_journal(conn, recovered=False)
+                except (OSError, sqlite3.Error) as exc:
+                    raise operational_error(exc, store=self.dir, committed=True) from None
+            finally:
+                lock.release()
 
     def _ensure_journal(self, conn: sqlite3.Connection) -> None:
         """Stores created before the journal existed get its (empty) table on their first write."""
@@ -658,7 +675,18 @@ class CertificateAuthority:
         )
         if row is None:
             raise OperationFailed("the CA store has no active intermediate")
-        return row[0], x509.load_pem_x509_certificate(row[1].encode()), row[2]
+        return row[0], self._checked_intermediate(row[1]), row[2]
+
+    def _checked_intermediate(self, pem: str) -> x509.Certificate:
+        """An intermediate from the inventory, parsed and verified under the root: a damaged one is never
+        used to sign nor published."""
+        cert = _ca_cert(pem, "an intermediate")
+        fp = _fp(cert)
+        if fp not in self._verified:
+            root = self.root_certificate()
+            _check_signed(cert, root, f"intermediate {cert.subject.rfc4514_string()}")
+            self._verified.add(fp)
+        return cert
 
     def signer(self) -> tuple[int, x509.Certificate, PrivateKey]:
         """The active intermediate (id, certificate, decrypted key), cached after the first call."""
@@ -681,7 +709,12 @@ class CertificateAuthority:
         row = self._db().execute("SELECT cert_pem FROM cas WHERE role='root'").fetchone()
         if row is None:
             raise OperationFailed("the CA store has no root")
-        return x509.load_pem_x509_certificate(row[0].encode())
+        root = _ca_cert(row[0], "the root")
+        fp = _fp(root)
+        if fp not in self._verified:
+            _check_signed(root, root, "root")
+            self._verified.add(fp)
+        return root
 
     def intermediates(self, *, include_expired: bool = False) -> list[x509.Certificate]:
         """Intermediates still in use, newest first (the active one first)."""
@@ -691,7 +724,7 @@ class CertificateAuthority:
         now = self.clock()
         out = []
         for (pem,) in rows:
-            c = x509.load_pem_x509_certificate(pem.encode())
+            c = self._checked_intermediate(pem)
             if include_expired or c.not_valid_after_utc > now:
                 out.append(c)
         return out
@@ -1318,7 +1351,7 @@ class CertificateAuthority:
             "SELECT id, cert_pem, key_file, status FROM cas WHERE role='intermediate' ORDER BY id"
         ).fetchall()
         for ca_id, pem, key_file, _status in rows:
-            cert = x509.load_pem_x509_certificate(pem.encode())
+            cert = self._checked_intermediate(pem)
             if cert.not_valid_after_utc <= now:
                 continue
             if self._signer is not None and self._signer[0] == ca_id:
@@ -1977,6 +2010,75 @@ def _insert_ca(
             _iso(now),
         ),
     )
+
+
+def operational_error(
+    exc: BaseException, *, store: Path | None = None, committed: bool = False
+) -> InputError:
+    """An OS or SQLite failure as the one line an operator acts on: the cause (disk full, permission,
+    read-only, damaged store) and whether anything changed."""
+    import errno as errno_
+
+    after = (
+        "the change is recorded; the next `edgesec pki` command finishes it"
+        if committed
+        else "nothing was changed"
+    )
+    where = f" ({store / DB_FILE})" if store is not None else ""
+    hint: str | None = None
+    if isinstance(exc, sqlite3.Error):
+        text = str(exc)
+        low = text.lower()
+        if "malformed" in low or "not a database" in low or "corrupt" in low:
+            msg = f"the CA inventory is damaged{where}: {text}"
+            hint = "restore the store from a backup (`edgesec pki restore`)"
+        elif "full" in low:
+            msg = f"no space left for the CA inventory{where}"
+        elif "readonly" in low or "read-only" in low:
+            msg = f"the CA store is read-only{where}"
+        elif "unable to open" in low:
+            msg = f"cannot open the CA inventory{where} (permission denied or missing)"
+            hint = "run as the user that owns the CA store (usually root)"
+        else:
+            msg = f"the CA inventory{where} failed: {text}"
+    elif isinstance(exc, OSError):
+        name = f": {exc.filename}" if exc.filename else ""
+        cause = {
+            errno_.ENOSPC: "no space left on device",
+            errno_.EDQUOT: "disk quota exceeded",
+            errno_.EROFS: "read-only file system",
+            errno_.EACCES: "permission denied",
+            errno_.EPERM: "operation not permitted",
+        }.get(exc.errno or 0, exc.strerror or str(exc))
+        msg = f"{cause}{name}"
+        if exc.errno in (errno_.EACCES, errno_.EPERM):
+            hint = "run as the user that owns the CA store (usually root)"
+    else:
+        msg = str(exc)
+    return InputError(f"{msg}; {after}", hint=hint)
+
+
+def _ca_cert(pem: str, what: str) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(pem.encode())
+    except ValueError:
+        raise InputError(
+            f"the CA store is damaged: {what} certificate in the inventory does not parse; nothing was changed",
+            hint="restore the store from a backup (`edgesec pki restore`)",
+        ) from None
+
+
+def _check_signed(cert: x509.Certificate, issuer: x509.Certificate, what: str) -> None:
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        raise InputError(
+            f"the CA store is damaged: the {what} certificate does not verify under the root; "
+            "it is neither used nor published",
+            hint="restore the store from a backup (`edgesec pki restore`)",
+        ) from None
 
 
 def _fp(cert: x509.Certificate) -> str:
