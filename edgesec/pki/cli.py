@@ -42,6 +42,25 @@ PassFile = Annotated[
 ]
 
 
+RootPassFile = Annotated[
+    str | None,
+    typer.Option(
+        "--root-passphrase-file",
+        help="File holding the root key's own passphrase (else $EDGESEC_CA_ROOT_PASSPHRASE, systemd "
+        "credential edgesec-ca-root-passphrase, a prompt); never read from the site config.",
+    ),
+]
+
+
+def _root_source(root_passphrase_file: str | None) -> Any:
+    def resolve() -> bytes | None:
+        return secrets.resolve_root_passphrase(
+            passphrase_file=root_passphrase_file, prompt="root CA key passphrase (empty: the CA passphrase): "
+        )
+
+    return resolve
+
+
 def _passphrase_source(passphrase_file: str | None) -> Any:
     cfg = state().config()
 
@@ -103,6 +122,7 @@ def init_cmd(
         typer.Option("--offline-root", help="Write the root key only to this directory (removable media)."),
     ] = None,
     passphrase_file: PassFile = None,
+    root_passphrase_file: RootPassFile = None,
     no_encrypt: Annotated[
         bool, typer.Option("--no-encrypt", help="Store CA keys unencrypted (not recommended).")
     ] = False,
@@ -131,6 +151,16 @@ def init_cmd(
                 "no CA passphrase given",
                 hint=f"use --passphrase-file, ${secrets.ENV_PASSPHRASE}, systemd credentials, or --no-encrypt",
             )
+        root_pw = secrets.resolve_root_passphrase(
+            passphrase_file=root_passphrase_file,
+            prompt="new root key passphrase (empty: the same as the CA passphrase): ",
+            confirm=True,
+        )
+        if root_pw is None:
+            warn(
+                "the root key shares the intermediate's passphrase: whoever holds it for the CRL job can "
+                f"unlock the root; give --root-passphrase-file (or ${secrets.ENV_ROOT_PASSPHRASE}) to separate them"
+            )
     ca = CertificateAuthority.init(
         sd,
         org=org or s.site.org,
@@ -140,6 +170,7 @@ def init_cmd(
         permit_ip=permit_ip or [],
         offline_root=offline_root,
         passphrase=pw,
+        root_passphrase=None if no_encrypt else root_pw,
         encrypt=not no_encrypt,
         settings=s.pki,
         trust_dir=trust_dir(cfg),
@@ -375,9 +406,12 @@ def crl_cmd(
         typer.Option("--days", min=1, max=365, help="nextUpdate in days (default: [pki] crl_days)."),
     ] = None,
     passphrase_file: PassFile = None,
+    root_passphrase_file: RootPassFile = None,
 ) -> None:
     """Sign fresh CRLs (the intermediate's key suffices) and publish the trust bundle. Run it from cron."""
     ca = _ca(passphrase_file)
+    if root or offline_root or root_passphrase_file:
+        ca.use_root_passphrase(_root_source(root_passphrase_file))
     out = ca.generate_crl(with_root=root or bool(offline_root), offline_root=offline_root, days=days)
     result(out, f"CRL number {out['number']} published to {ca.trust_dir} (next update {out['next_update']})")
 
@@ -403,9 +437,11 @@ def rotate_cmd(
         str | None, typer.Option("--offline-root", help="Directory holding the root key.")
     ] = None,
     passphrase_file: PassFile = None,
+    root_passphrase_file: RootPassFile = None,
 ) -> None:
     """A new intermediate signed by the root; the old one stays trusted until it expires."""
     ca = _ca(passphrase_file)
+    ca.use_root_passphrase(_root_source(root_passphrase_file))
     cert = ca.rotate_intermediate(offline_root=offline_root)
     result(
         {

@@ -28,6 +28,9 @@ from edgesec.errors import InputError, VerificationError
 
 CREDENTIAL_NAME = "edgesec-ca-passphrase"
 ENV_PASSPHRASE = "EDGESEC_CA_PASSPHRASE"  # noqa: S105 - the name of the variable, not a secret
+# The offline root's own passphrase: never read from the site config, so the CRL job never holds it.
+ROOT_CREDENTIAL_NAME = "edgesec-ca-root-passphrase"
+ENV_ROOT_PASSPHRASE = "EDGESEC_CA_ROOT_PASSPHRASE"  # noqa: S105 - a variable name
 MIN_PASSPHRASE = 8
 
 PassphraseSource = bytes | str | Callable[[], bytes | None] | None
@@ -84,6 +87,28 @@ def resolve_passphrase(
     if config_file:
         return read_passphrase_file(config_file, what="[pki] passphrase_file")
     if sys.stdin is not None and sys.stdin.isatty():
+        first = getpass.getpass(prompt)
+        if confirm and getpass.getpass("again: ") != first:
+            raise InputError("the passphrases do not match")
+        return first.encode() if first else None
+    return None
+
+
+def resolve_root_passphrase(
+    *, passphrase_file: str | None = None, prompt: str | None = None, confirm: bool = False
+) -> bytes | None:
+    """The root key's own passphrase: ``--root-passphrase-file``, ``$EDGESEC_CA_ROOT_PASSPHRASE``, systemd
+    credential ``edgesec-ca-root-passphrase``, or (with ``prompt``) a prompt on a terminal -- never the site
+    config, never the intermediate's sources. None when none has one."""
+    if passphrase_file:
+        return read_passphrase_file(passphrase_file, what="root passphrase file")
+    env = os.environ.get(ENV_ROOT_PASSPHRASE)
+    if env:
+        return env.encode()
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds and (Path(creds) / ROOT_CREDENTIAL_NAME).is_file():
+        return read_passphrase_file(Path(creds) / ROOT_CREDENTIAL_NAME, what="systemd credential")
+    if prompt and sys.stdin is not None and sys.stdin.isatty():
         first = getpass.getpass(prompt)
         if confirm and getpass.getpass("again: ") != first:
             raise InputError("the passphrases do not match")

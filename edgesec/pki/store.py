@@ -308,11 +308,14 @@ class CertificateAuthority:
         trust_dir: Path | None = None,
         passphrase: secrets.PassphraseSource = None,
         clock: Callable[[], dt.datetime] = utcnow,
+        root_passphrase: secrets.PassphraseSource = None,
     ) -> None:
         self.dir = Path(store_dir)
         self.settings = settings or PkiSettings()
         self.trust_dir = Path(trust_dir) if trust_dir else self.dir.parent / "trust"
         self._passphrase_source = passphrase
+        self._root_passphrase_source = root_passphrase
+        self._root_passphrase: bytes | None = None
         self._passphrase: bytes | None = None
         self._signer: tuple[int, x509.Certificate, PrivateKey] | None = None
         self._tlock = threading.RLock()
@@ -657,15 +660,39 @@ class CertificateAuthority:
                 self._passphrase = secrets.resolve_passphrase(src, config_file=self.settings.passphrase_file)
         return self._passphrase
 
-    def _load_ca_key(self, path: Path, what: str) -> PrivateKey:
+    def use_root_passphrase(self, source: secrets.PassphraseSource) -> None:
+        """Where the root key's own passphrase comes from (default: its file option's sources)."""
+        self._root_passphrase_source = source
+        self._root_passphrase = None
+
+    def _get_root_passphrase(self) -> bytes | None:
+        """The root key's own passphrase (never the site config's file); None when no source has one."""
+        if self._root_passphrase is None:
+            src = self._root_passphrase_source
+            if callable(src):
+                self._root_passphrase = src()
+            elif src is not None:
+                self._root_passphrase = src.encode() if isinstance(src, str) else src
+            else:
+                self._root_passphrase = secrets.resolve_root_passphrase()
+        return self._root_passphrase
+
+    def _load_ca_key(self, path: Path, what: str, *, root: bool = False) -> PrivateKey:
+        """A CA key; the root's is tried with its own passphrase first, then (a CA created with one
+        passphrase for both) the intermediate's."""
         try:
             pem = path.read_bytes()
         except FileNotFoundError:
             raise NotFound(f"{what} not found: {path}") from None
         except PermissionError:
             raise InputError(f"{what} is not readable (permission denied): {path}") from None
-        pw = self._get_passphrase() if secrets.is_encrypted_pem(pem) else None
-        return secrets.load_key_pem(pem, pw, what=what)
+        if not secrets.is_encrypted_pem(pem):
+            return secrets.load_key_pem(pem, None, what=what)
+        if root:
+            rpw = self._get_root_passphrase()
+            if rpw is not None:
+                return secrets.load_key_pem(pem, rpw, what=f"{what} (root passphrase)")
+        return secrets.load_key_pem(pem, self._get_passphrase(), what=what)
 
     def _active_intermediate(self) -> tuple[int, x509.Certificate, str | None]:
         row = (
@@ -743,7 +770,7 @@ class CertificateAuthority:
                     hint="mount the removable media and pass --offline-root DIR",
                 )
             path = self.dir / CA_DIR / row[0]
-        key = self._load_ca_key(path, "root CA key")
+        key = self._load_ca_key(path, "root CA key", root=True)
         if _spki(key.public_key()) != _spki(root.public_key()):
             raise VerificationError(f"{path} is not the key of this CA's root")
         return key
@@ -767,10 +794,13 @@ class CertificateAuthority:
         trust_dir: str | os.PathLike[str] | None = None,
         publish: bool = True,
         exact: bool = False,
+        root_passphrase: bytes | str | None = None,
     ) -> CertificateAuthority:
         """Create a new CA (root + intermediate + first CRLs) and publish its trust bundle.
 
-        Refuses, changing nothing, when a store already exists.
+        ``root_passphrase`` encrypts the root key on its own (it must differ from ``passphrase``, which then
+        protects only the intermediate key the daily CRL job uses); without it both keys share
+        ``passphrase``. Refuses, changing nothing, when a store already exists.
         """
         settings = settings or PkiSettings()
         d = _store_dir(Path(home_or_store_dir), exact)
@@ -789,6 +819,16 @@ class CertificateAuthority:
             pw = secrets.check_new_passphrase(
                 passphrase.encode() if isinstance(passphrase, str) else passphrase
             )
+        root_pw = pw
+        if encrypt and root_passphrase is not None:
+            root_pw = secrets.check_new_passphrase(
+                root_passphrase.encode() if isinstance(root_passphrase, str) else root_passphrase
+            )
+            if root_pw == pw:
+                raise InputError(
+                    "the root passphrase must differ from the intermediate's",
+                    hint="the CRL job holds the intermediate's; the root's stays with the offline media",
+                )
         offline = Path(offline_root) if offline_root else None
         if offline is not None and not offline.is_dir():
             raise InputError(f"--offline-root directory does not exist: {offline}")
@@ -805,6 +845,7 @@ class CertificateAuthority:
                 constraints=constraints,
                 offline=offline,
                 pw=pw,
+                root_pw=root_pw,
                 encrypt=encrypt,
                 settings=settings,
                 trust_dir=Path(trust_dir) if trust_dir else None,
@@ -827,6 +868,7 @@ class CertificateAuthority:
         constraints: NameConstraints,
         offline: Path | None,
         pw: bytes | None,
+        root_pw: bytes | None,
         encrypt: bool,
         settings: PkiSettings,
         trust_dir: Path | None,
@@ -878,12 +920,12 @@ class CertificateAuthority:
                 # next init together with what it wrote there (the key of a root no store ever used).
                 atomic_write(tmp / OFFLINE_FILES, json.dumps([str(key_path), str(pem_path)]), mode=0o600)
                 killpoint("init offline list")
-                atomic_write(key_path, secrets.key_to_pem(root_key, pw), exclusive=True)
+                atomic_write(key_path, secrets.key_to_pem(root_key, root_pw), exclusive=True)
                 killpoint("init offline root key")
                 atomic_write(pem_path, cert_pem(root), mode=0o644, exclusive=True)
                 killpoint("init offline root certificate")
             else:
-                atomic_write(cadir / "root.key", secrets.key_to_pem(root_key, pw), mode=0o600)
+                atomic_write(cadir / "root.key", secrets.key_to_pem(root_key, root_pw), mode=0o600)
                 killpoint("init root key")
             ca = cls(tmp, settings=settings, trust_dir=trust_dir, passphrase=pw)
             conn = sqlite3.connect(tmp / DB_FILE, isolation_level=None)
@@ -901,6 +943,7 @@ class CertificateAuthority:
                     "name_constraints": json.dumps(constraints.to_json()),
                     "encrypted": "1" if encrypt else "0",
                     "offline_root": "1" if offline is not None else "0",
+                    "root_passphrase": "separate" if root_pw != pw else "shared",
                     "crl_number": "0",
                     "created_at": _iso(now),
                 }
@@ -1326,7 +1369,11 @@ class CertificateAuthority:
             # With the root key in the store, the routine run renews the root's CRL before it lapses (an
             # expired root CRL makes nginx refuse every client); an offline root needs a ceremony, which
             # the pki.crl-freshness check announces 30 days ahead.
-            with_root = self.meta("offline_root") != "1"
+            # A root key under its own passphrase is renewed only when that passphrase was given: the CRL
+            # job holds the intermediate's alone.
+            with_root = self.meta("offline_root") != "1" and (
+                self.meta("root_passphrase") != "separate" or self._get_root_passphrase() is not None
+            )
         if root_key is None and (with_root or offline_root):
             root_key = self._load_root_key(offline_root)
         self.signer()

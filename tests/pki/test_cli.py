@@ -243,7 +243,10 @@ def test_encrypted_leaf_key(inited, tmp_path: Path) -> None:  # type: ignore[no-
     assert code == 0, err
 
 
-def test_failing_reload_hook_is_reported(cli, pw_file: Path, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_failing_reload_hook_is_reported(
+    cli, pw_file: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("EDGESEC_CA_ROOT_PASSPHRASE", "the root's own passphrase")
     cfg = tmp_path / "edgesec.toml"
     cfg.write_text('[pki]\nreload_hooks = ["sh -c \\"echo nginx not running >&2; exit 3\\""]\n')
     code, _, err = cli(

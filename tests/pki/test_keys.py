@@ -88,3 +88,52 @@ def test_directory_modes_do_not_come_from_the_umask(home: Path) -> None:
     assert ca.trust_dir.stat().st_mode & 0o777 == 0o755
     for f in ca.trust_dir.iterdir():
         assert f.stat().st_mode & 0o777 == 0o644, f
+
+
+@pytest.mark.real("openssl")
+def test_root_and_intermediate_have_separate_passphrases(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The offline root key has its own passphrase: the CRL job (intermediate passphrase only) works, the
+    root key opens only with the root's, a rotation needs it, and the two may not be the same."""
+    home = Path(os.environ["EDGESEC_HOME"])
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    ca_pw, root_pw = tmp_path / "ca.pass", tmp_path / "root.pass"
+    ca_pw.write_bytes(PASSPHRASE)
+    root_pw.write_bytes(b"root only, kept with the usb stick")
+    for f in (ca_pw, root_pw):
+        f.chmod(0o600)
+    code, _, err = cli("pki", "init", "--org", "Bank", "--offline-root", str(usb),
+                       "--passphrase-file", str(ca_pw), "--root-passphrase-file", str(ca_pw))  # fmt: skip
+    assert code == 2 and "must differ" in err
+    code, _, err = cli("pki", "init", "--org", "Bank", "--offline-root", str(usb),
+                       "--passphrase-file", str(ca_pw), "--root-passphrase-file", str(root_pw))  # fmt: skip
+    assert code == 0, err
+    assert "shares the intermediate" not in err
+    root_key = next(usb.glob("edgesec-root-*.key"))
+    inter_key = home / "pki" / "ca" / "intermediate-1.key"
+
+    def opens(key: Path, pw: bytes) -> bool:
+        return run("openssl", "pkey", "-in", key, "-passin", f"pass:{pw.decode()}", "-noout").returncode == 0
+
+    assert opens(root_key, b"root only, kept with the usb stick") and not opens(root_key, PASSPHRASE)
+    assert opens(inter_key, PASSPHRASE) and not opens(inter_key, b"root only, kept with the usb stick")
+    # The CRL job: the intermediate's passphrase from the environment, nothing of the root's.
+    monkeypatch.setenv("EDGESEC_CA_PASSPHRASE", PASSPHRASE.decode())
+    assert cli("pki", "crl")[0] == 0
+    code, _, err = cli("pki", "rotate-intermediate", "--offline-root", str(usb))
+    assert code == 1 and "wrong passphrase" in err
+    code, _, err = cli(
+        "pki", "rotate-intermediate", "--offline-root", str(usb), "--root-passphrase-file", str(root_pw)
+    )
+    assert code == 0, err
+    assert opens(home / "pki" / "ca" / "intermediate-2.key", PASSPHRASE)
+
+
+def test_shared_passphrase_is_warned_about(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ca_pw = tmp_path / "ca.pass"
+    ca_pw.write_bytes(PASSPHRASE)
+    ca_pw.chmod(0o600)
+    code, _, err = cli("pki", "init", "--org", "Bank", "--passphrase-file", str(ca_pw))
+    assert code == 0 and "shares the intermediate's passphrase" in err
