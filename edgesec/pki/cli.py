@@ -253,6 +253,12 @@ def issue_client_cmd(
     from_file: Annotated[
         str | None, typer.Option("--from-file", help="CSV with columns id[,email][,uri]: one locked batch.")
     ] = None,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing", help="With --from-file: leave out ids that already have a certificate."
+        ),
+    ] = False,
     key_type: KeyTypeOpt = None,
     days: DaysOpt = None,
     key_passphrase_file: KeyPassOpt = None,
@@ -260,16 +266,23 @@ def issue_client_cmd(
 ) -> None:
     """A mutual-TLS client certificate (clientAuth), or a batch of them from a CSV file."""
     kp = _key_pw(key_passphrase_file)
+    if skip_existing and not from_file:
+        raise UsageError("--skip-existing applies to --from-file only")
     if from_file:
         if id or email or uri:
             raise UsageError("give either ID [--email] [--uri] or --from-file, not both")
         reqs = read_clients_csv(from_file)
         ca = _ca(passphrase_file)
-        certs = ca.issue_clients(reqs, key_type=key_type, days=days, key_passphrase=kp)
+        certs = ca.issue_clients(
+            reqs, skip_existing=skip_existing, key_type=key_type, days=days, key_passphrase=kp
+        )
         recs = [r.to_json() for r in ca.records([f"{c.serial_number:x}" for c in certs])]
+        skipped = ca.last_skipped
         result(
-            {"issued": len(recs), "certificates": recs},
-            f"issued {len(recs)} client certificates from {from_file}",
+            {"issued": len(recs), "certificates": recs, "skipped": skipped},
+            f"issued {len(recs)} client certificates from {from_file}"
+            + (f"; skipped {len(skipped)} already issued: {', '.join(skipped[:10])}" if skipped else "")
+            + ("…" if len(skipped) > 10 else ""),
         )
         return
     if not id:
@@ -306,6 +319,9 @@ def read_clients_csv(path: str) -> list[ClientRequest]:
     out: list[ClientRequest] = []
     try:
         fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+        dup = sorted({f for f in fields if fields.count(f) > 1})
+        if dup:
+            raise InputError(f"{path}: the header names column {dup[0]!r} more than once")
         if "id" not in fields:
             raise InputError(
                 f"{path}: the first line must be a header with an 'id' column (and optionally email, uri)"

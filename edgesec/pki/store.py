@@ -150,6 +150,7 @@ CREATE TABLE IF NOT EXISTS certs (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS certs_current_name ON certs(name) WHERE current = 1;
 CREATE INDEX IF NOT EXISTS certs_name ON certs(name);
+CREATE INDEX IF NOT EXISTS certs_name_nocase ON certs(name COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS certs_revoked ON certs(issuer_id) WHERE revoked_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS certs_expiry ON certs(not_after) WHERE current = 1 AND revoked_at IS NULL;
 CREATE TABLE IF NOT EXISTS journal (
@@ -446,6 +447,7 @@ class CertificateAuthority:
         """Stores created before the journal existed get its (empty) table on their first write."""
         if not self._journal_ready:
             conn.execute(_JOURNAL_SQL)
+            conn.execute("CREATE INDEX IF NOT EXISTS certs_name_nocase ON certs(name COLLATE NOCASE)")
             self._journal_ready = True
 
     def _journal(
@@ -1031,8 +1033,15 @@ class CertificateAuthority:
         check_profile_sans(profile, sans)
         self.name_constraints().check(sans)
         if replaces is None:
-            row = conn.execute("SELECT serial FROM certs WHERE name=? LIMIT 1", (name,)).fetchone()
+            row = conn.execute(
+                "SELECT serial, name FROM certs WHERE name=? COLLATE NOCASE LIMIT 1", (name,)
+            ).fetchone()
             if row is not None:
+                if row[1] != name:
+                    raise AlreadyExists(
+                        f"a certificate named {row[1]!r} already exists; {name!r} differs from it only in case",
+                        hint="one identity, one name: a proxy or policy comparing names without case would mix them",
+                    )
                 raise AlreadyExists(
                     f"a certificate named {name!r} already exists (serial {row[0]})",
                     hint=f"use `edgesec pki renew {name}` for a new certificate under the same name",
@@ -1158,10 +1167,14 @@ class CertificateAuthority:
         """A codeSigning certificate (model manifests, trail checkpoints, signed audit results)."""
         return self.issue("signing", name, (), **kw)
 
-    def issue_clients(self, requests: Iterable[ClientRequest], **kw: Any) -> list[x509.Certificate]:
-        """Batch enrolment: every client certificate in one locked transaction, or none of them."""
+    def issue_clients(
+        self, requests: Iterable[ClientRequest], *, skip_existing: bool = False, **kw: Any
+    ) -> list[x509.Certificate]:
+        """Batch enrolment: every client certificate in one locked transaction, or none of them. With
+        ``skip_existing`` an id that already has a certificate under exactly that name is left out (a batch
+        re-run after a partial enrolment); ``last_skipped`` lists them."""
         reqs = list(requests)
-        seen: set[str] = set()
+        seen: dict[str, str] = {}
         parsed: list[tuple[ClientRequest, SubjectAltNames]] = []
         for i, r in enumerate(reqs, start=1):
             try:
@@ -1171,12 +1184,24 @@ class CertificateAuthority:
             except InputError as exc:
                 self._audit_refused("client", r.id, f"entry {i}: {exc.message}")
                 raise InputError(f"entry {i}: {exc.message}", hint=exc.hint) from None
-            if r.id in seen:
-                raise InputError(f"entry {i}: {r.id!r} appears twice in the batch")
-            seen.add(r.id)
+            if r.id.lower() in seen:
+                first = seen[r.id.lower()]
+                what = "appears twice" if first == r.id else f"differs from {first!r} only in case"
+                raise InputError(f"entry {i}: {r.id!r} {what} in the batch")
+            seen[r.id.lower()] = r.id
         out: list[x509.Certificate] = []
+        issued: list[ClientRequest] = []
+        self.last_skipped = []
         with self._write(issuing=True) as conn:
             for i, (r, sans) in enumerate(parsed, start=1):
+                if (
+                    skip_existing
+                    and conn.execute(
+                        "SELECT 1 FROM certs WHERE name=? AND profile='client' LIMIT 1", (r.id,)
+                    ).fetchone()
+                ):
+                    self.last_skipped.append(r.id)
+                    continue
                 try:
                     cert, _ = self._issue_in_tx(conn, profile="client", name=r.id, sans=sans, **kw)
                 except (InputError, AlreadyExists) as exc:
@@ -1184,12 +1209,15 @@ class CertificateAuthority:
                         f"entry {i}: {exc.message}; no certificate of the batch was issued", hint=exc.hint
                     ) from None
                 out.append(cert)
+                issued.append(r)
             self._journal(
                 conn,
                 "batch issue",
-                [self._issued_event(cert, "client", r.id) for r, cert in zip(reqs, out, strict=True)],
+                [self._issued_event(cert, "client", r.id) for r, cert in zip(issued, out, strict=True)],
             )
         return out
+
+    last_skipped: list[str] = []  # noqa: RUF012 - replaced per call, never mutated in place
 
     def sign_csr(
         self, csr_data: bytes, profile: str, *, name: str | None = None, days: int | None = None

@@ -302,3 +302,29 @@ def test_configured_store_and_bundle_dirs(cli, pw_file: Path, tmp_path: Path) ->
     ctx = CheckContext(system=LiveSystem(), clock=FixedClock(utcnow()), config=load_config(str(cfg), None))
     for c in CHECKS:
         assert Status.SKIP not in {f.status for f in c().run(ctx)}, c.meta.id
+
+
+def test_batch_csv_hygiene_and_rerun(inited, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cli = inited
+    dup = tmp_path / "dup.csv"
+    dup.write_text("id,email,email\nalice,a@clinic.local,evil@other.local\n")
+    code, _, err = cli("pki", "issue", "client", "--from-file", str(dup))
+    assert code == 2 and "column 'email' more than once" in _one_line_error(err)
+    case = tmp_path / "case.csv"
+    case.write_text("id\nAlice\nalice\n")
+    code, _, err = cli("pki", "issue", "client", "--from-file", str(case))
+    assert code == 2 and "differs from 'Alice' only in case" in _one_line_error(err)
+    assert cli("pki", "issue", "client", "bob")[0] == 0
+    code, _, err = cli("pki", "issue", "client", "BOB")
+    assert code == 1 and "differs from it only in case" in _one_line_error(err)
+    # A batch re-run after some were issued: --skip-existing issues the rest and names the skipped.
+    staff = tmp_path / "staff.csv"
+    staff.write_text("id\nbob\ncarol\ndave\n")
+    code, _, err = cli("pki", "issue", "client", "--from-file", str(staff))
+    assert code == 1 and "no certificate of the batch was issued" in _one_line_error(err)
+    code, out, err = cli("--json", "pki", "issue", "client", "--from-file", str(staff), "--skip-existing")
+    doc = json.loads(out)["result"]
+    assert code == 0, err
+    assert doc["skipped"] == ["bob"] and [c["name"] for c in doc["certificates"]] == ["carol", "dave"]
+    code, out, _ = cli("--json", "pki", "issue", "client", "--from-file", str(staff), "--skip-existing")
+    assert code == 0 and json.loads(out)["result"]["issued"] == 0
