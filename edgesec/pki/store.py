@@ -1786,8 +1786,7 @@ class CertificateAuthority:
         written = {}
         for fname, (data, mode) in files.items():
             written[fname] = str(atomic_write(d / fname, data, mode=mode))
-        self._record_path(rec.serial, str(d.absolute()))
-        self._audit_export(rec, str(d.absolute()), "pem")
+        self._record_export(rec, str(d.absolute()), "pem")
         return written
 
     def export_p12(
@@ -1826,31 +1825,30 @@ class CertificateAuthority:
         p = Path(out)
         atomic_write(p, data, mode=0o600, exclusive=not replace)
         rec = self.get(name)
-        self._record_path(rec.serial, str(p.absolute()))
-        self._audit_export(rec, str(p.absolute()), "p12-legacy" if legacy else "p12")
+        self._record_export(rec, str(p.absolute()), "p12-legacy" if legacy else "p12")
         return p
 
-    def _record_path(self, serial: str, path: str) -> None:
+    def _record_export(self, rec: CertRecord, path: str, fmt: str) -> None:
+        """The export's path in the inventory and its audit event, journaled in one transaction."""
         with self._write(issuing=True) as conn:
-            row = conn.execute("SELECT paths FROM certs WHERE serial=?", (serial,)).fetchone()
+            row = conn.execute("SELECT paths FROM certs WHERE serial=?", (rec.serial,)).fetchone()
             paths = json.loads(row[0])
             if path not in paths:
                 paths.append(path)
-                conn.execute("UPDATE certs SET paths=? WHERE serial=?", (json.dumps(paths), serial))
-
-    def _audit_export(self, rec: CertRecord, path: str, fmt: str) -> None:
-        self._audit(
-            "pki.certificate.exported",
-            ("file",),
-            ("creation",),
-            f"certificate {rec.name} exported ({fmt}) to {path}",
-            {
-                "file.path": path,
-                "file.x509.serial_number": rec.serial,
-                "edgesec.pki.name": rec.name,
-                "edgesec.pki.format": fmt,
-            },
-        )
+                conn.execute("UPDATE certs SET paths=? WHERE serial=?", (json.dumps(paths), rec.serial))
+            event = self._event(
+                "pki.certificate.exported",
+                ("file",),
+                ("creation",),
+                f"certificate {rec.name} exported ({fmt}) to {path}",
+                {
+                    "file.path": path,
+                    "file.x509.serial_number": rec.serial,
+                    "edgesec.pki.name": rec.name,
+                    "edgesec.pki.format": fmt,
+                },
+            )
+            self._journal(conn, "export", [event])
 
     # --- audit ----------------------------------------------------------------------------------------------------
 
