@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import os
+import sqlite3
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +20,15 @@ from edgesec.errors import EdgesecError, InputError, NotFound, UsageError, Verif
 from edgesec.pki import secrets
 from edgesec.pki.api import load_trust, open_ca, store_dir, trust_dir
 from edgesec.pki.builder import KEY_TYPES, PROFILES
-from edgesec.pki.store import REASONS, CertificateAuthority, CertRecord, ClientRequest, backup, restore
+from edgesec.pki.store import (
+    REASONS,
+    CertificateAuthority,
+    CertRecord,
+    ClientRequest,
+    backup,
+    operational_error,
+    restore,
+)
 from edgesec.pki.trust import cert_pem, load_certificate_file, verify_certificate
 
 pki_app = typer.Typer(
@@ -82,6 +91,8 @@ def _ca(passphrase_file: str | None = None) -> CertificateAuthority:
     except EdgesecError as exc:
         # What is left stays pending (pki.crl-freshness FAILs on it); this command still runs.
         warn(f"an interrupted CA command could not be finished: {exc.message}")
+    except (OSError, sqlite3.Error) as exc:
+        warn(f"an interrupted CA command could not be finished: {operational_error(exc).message}")
     return ca
 
 
@@ -706,9 +717,6 @@ def _operational_errors(fn: Any) -> Any:
     """A pki command with OS and SQLite failures (disk full, permission, read-only, damaged store) turned
     into one line and exit 2, never "internal error" or a traceback."""
     import functools
-    import sqlite3
-
-    from edgesec.pki.store import operational_error
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
