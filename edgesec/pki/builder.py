@@ -91,6 +91,31 @@ def check_public_key(key: object) -> PublicKey:
 # --- names -----------------------------------------------------------------------------------------
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
+# Roles live in their own namespace (``role:admin`` in the policy): no certificate identity may use it.
+ROLE_PREFIX = "role:"
+# A URI SAN: https://host[:port]/path, the form pkilint's PKIX linter accepts (it refuses spiffe: and urn:).
+_URI_HTTPS_RE = re.compile(
+    r"^https://(?P<host>[A-Za-z0-9.-]{1,253})(?::(?P<port>[0-9]{1,5}))?"
+    r"(?P<path>/(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})*)?$"
+)
+MAX_URI = 512
+
+# Which SAN types each profile certifies, and how many (the README's profiles): a server is named by DNS
+# names and addresses; a client by its CN plus at most one email and one URI; a signer by its CN alone.
+PROFILE_SANS: dict[str, dict[str, int]] = {
+    "server": {"dns": 100, "ip": 100},
+    "client": {"email": 1, "uri": 1},
+    "signing": {},
+}
+MAX_SERVER_SANS = 100
+
+
+def _shown(value: object, limit: int = 48) -> str:
+    """A value for an error line: repr, cut to ``limit`` characters (a 2 kB CN is not echoed whole)."""
+    r = repr(value)
+    return r if len(r) <= limit else f"{r[: limit - 1]}… ({len(str(value))} characters)"
+
+
 _LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _EMAIL_LOCAL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}$")
 _URI_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:[!-~]+$")
@@ -98,9 +123,14 @@ _URI_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:[!-~]+$")
 
 def check_name(name: str) -> str:
     """A certificate's inventory name (also its CN): 1-64 of ``A-Za-z0-9._@+-``, starting alphanumeric."""
+    if isinstance(name, str) and name.lower().startswith(ROLE_PREFIX):
+        raise InputError(
+            f"certificate name {_shown(name)} is in the role namespace ({ROLE_PREFIX}...)",
+            hint="roles are granted by the policy, never by a certificate; name the user or host instead",
+        )
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise InputError(
-            f"invalid certificate name {name!r}",
+            f"invalid certificate name {_shown(name)}",
             hint="use 1-64 characters of letters, digits and . _ @ + -, starting with a letter or digit",
         )
     return name
@@ -148,10 +178,48 @@ def check_email(value: str) -> str:
 
 
 def check_uri(value: str) -> str:
-    """A URI SAN (``spiffe://site/user``, ``urn:...``): ASCII, a scheme, no spaces."""
-    if not isinstance(value, str) or not _URI_RE.match(value) or len(value) > 2048:
-        raise InputError(f"invalid URI {value!r}", hint="give an absolute URI such as spiffe://site/workload")
+    """A URI SAN: ``https://host[:port]/path`` with a valid DNS host -- the form pkilint's PKIX linter
+    accepts, so every certificate lints clean. Anything in the role namespace is refused."""
+    if isinstance(value, str) and value.lower().startswith(ROLE_PREFIX):
+        raise InputError(
+            f"URI {_shown(value)} is in the role namespace ({ROLE_PREFIX}...)",
+            hint="roles are granted by the policy, never by a certificate",
+        )
+    m = _URI_HTTPS_RE.match(value) if isinstance(value, str) and len(value) <= MAX_URI else None
+    if m is not None:
+        try:
+            check_dns_name(m.group("host"))
+        except InputError:
+            m = None
+    if m is None or (m.group("port") and not 0 < int(m.group("port")) < 65536):
+        hint = "give an https URI such as https://bank.local/users/alice"
+        if isinstance(value, str) and _URI_RE.match(value) and not value.lower().startswith("https://"):
+            hint += (
+                " (spiffe:, urn: and other schemes fail the PKIX lint this CA is held to: "
+                "pkilint's invalid_uri_syntax)"
+            )
+        raise InputError(f"invalid or unsupported URI {_shown(value)}", hint=hint)
     return value
+
+
+def check_profile_sans(profile: str, sans: SubjectAltNames) -> None:
+    """Only the SAN types ``profile`` defines, within its count limits; one line naming what is refused."""
+    allowed = PROFILE_SANS.get(profile, {})
+    counts = {"dns": len(sans.dns), "ip": len(sans.ips), "email": len(sans.emails), "uri": len(sans.uris)}
+    label = {"dns": "DNS", "ip": "IP", "email": "email", "uri": "URI"}
+    for kind, n in counts.items():
+        if n and kind not in allowed:
+            what = ", ".join(label[k] for k in allowed) or "none"
+            raise InputError(
+                f"a {profile} certificate carries no {label[kind]} SAN (allowed: {what})",
+                hint="the profile decides the names; use the profile that fits the identity",
+            )
+        if n > allowed.get(kind, 0):
+            raise InputError(
+                f"{n} {label[kind]} SANs: a {profile} certificate carries at most {allowed[kind]}"
+            )
+    if profile == "server" and counts["dns"] + counts["ip"] > MAX_SERVER_SANS:
+        raise InputError(f"a server certificate carries at most {MAX_SERVER_SANS} SANs")
 
 
 @dataclass(frozen=True)

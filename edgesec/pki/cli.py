@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import os
+import sqlite3
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +20,15 @@ from edgesec.errors import EdgesecError, InputError, NotFound, UsageError, Verif
 from edgesec.pki import secrets
 from edgesec.pki.api import load_trust, open_ca, store_dir, trust_dir
 from edgesec.pki.builder import KEY_TYPES, PROFILES
-from edgesec.pki.store import REASONS, CertificateAuthority, CertRecord, ClientRequest, backup, restore
+from edgesec.pki.store import (
+    REASONS,
+    CertificateAuthority,
+    CertRecord,
+    ClientRequest,
+    backup,
+    operational_error,
+    restore,
+)
 from edgesec.pki.trust import cert_pem, load_certificate_file, verify_certificate
 
 pki_app = typer.Typer(
@@ -40,6 +49,25 @@ PassFile = Annotated[
         help="File holding the CA key passphrase (else $EDGESEC_CA_PASSPHRASE, systemd credentials, a prompt).",
     ),
 ]
+
+
+RootPassFile = Annotated[
+    str | None,
+    typer.Option(
+        "--root-passphrase-file",
+        help="File holding the root key's own passphrase (else $EDGESEC_CA_ROOT_PASSPHRASE, systemd "
+        "credential edgesec-ca-root-passphrase, a prompt); never read from the site config.",
+    ),
+]
+
+
+def _root_source(root_passphrase_file: str | None) -> Any:
+    def resolve() -> bytes | None:
+        return secrets.resolve_root_passphrase(
+            passphrase_file=root_passphrase_file, prompt="root CA key passphrase (empty: the CA passphrase): "
+        )
+
+    return resolve
 
 
 def _passphrase_source(passphrase_file: str | None) -> Any:
@@ -63,6 +91,8 @@ def _ca(passphrase_file: str | None = None) -> CertificateAuthority:
     except EdgesecError as exc:
         # What is left stays pending (pki.crl-freshness FAILs on it); this command still runs.
         warn(f"an interrupted CA command could not be finished: {exc.message}")
+    except (OSError, sqlite3.Error) as exc:
+        warn(f"an interrupted CA command could not be finished: {operational_error(exc).message}")
     return ca
 
 
@@ -103,6 +133,7 @@ def init_cmd(
         typer.Option("--offline-root", help="Write the root key only to this directory (removable media)."),
     ] = None,
     passphrase_file: PassFile = None,
+    root_passphrase_file: RootPassFile = None,
     no_encrypt: Annotated[
         bool, typer.Option("--no-encrypt", help="Store CA keys unencrypted (not recommended).")
     ] = False,
@@ -131,6 +162,16 @@ def init_cmd(
                 "no CA passphrase given",
                 hint=f"use --passphrase-file, ${secrets.ENV_PASSPHRASE}, systemd credentials, or --no-encrypt",
             )
+        root_pw = secrets.resolve_root_passphrase(
+            passphrase_file=root_passphrase_file,
+            prompt="new root key passphrase (empty: the same as the CA passphrase): ",
+            confirm=True,
+        )
+        if root_pw is None:
+            warn(
+                "the root key shares the intermediate's passphrase: whoever holds it for the CRL job can "
+                f"unlock the root; give --root-passphrase-file (or ${secrets.ENV_ROOT_PASSPHRASE}) to separate them"
+            )
     ca = CertificateAuthority.init(
         sd,
         org=org or s.site.org,
@@ -140,6 +181,7 @@ def init_cmd(
         permit_ip=permit_ip or [],
         offline_root=offline_root,
         passphrase=pw,
+        root_passphrase=None if no_encrypt else root_pw,
         encrypt=not no_encrypt,
         settings=s.pki,
         trust_dir=trust_dir(cfg),
@@ -215,10 +257,19 @@ def issue_server_cmd(
 def issue_client_cmd(
     id: Annotated[str | None, typer.Argument(help="Client identity (its CN).")] = None,
     email: Annotated[str | None, typer.Option("--email", help="Email SAN.")] = None,
-    uri: Annotated[str | None, typer.Option("--uri", help="URI SAN (spiffe://site/user).")] = None,
+    uri: Annotated[
+        str | None,
+        typer.Option("--uri", help="URI SAN, https://host/path (e.g. https://bank.local/users/alice)."),
+    ] = None,
     from_file: Annotated[
         str | None, typer.Option("--from-file", help="CSV with columns id[,email][,uri]: one locked batch.")
     ] = None,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing", help="With --from-file: leave out ids that already have a certificate."
+        ),
+    ] = False,
     key_type: KeyTypeOpt = None,
     days: DaysOpt = None,
     key_passphrase_file: KeyPassOpt = None,
@@ -226,16 +277,23 @@ def issue_client_cmd(
 ) -> None:
     """A mutual-TLS client certificate (clientAuth), or a batch of them from a CSV file."""
     kp = _key_pw(key_passphrase_file)
+    if skip_existing and not from_file:
+        raise UsageError("--skip-existing applies to --from-file only")
     if from_file:
         if id or email or uri:
             raise UsageError("give either ID [--email] [--uri] or --from-file, not both")
         reqs = read_clients_csv(from_file)
         ca = _ca(passphrase_file)
-        certs = ca.issue_clients(reqs, key_type=key_type, days=days, key_passphrase=kp)
+        certs = ca.issue_clients(
+            reqs, skip_existing=skip_existing, key_type=key_type, days=days, key_passphrase=kp
+        )
         recs = [r.to_json() for r in ca.records([f"{c.serial_number:x}" for c in certs])]
+        skipped = ca.last_skipped
         result(
-            {"issued": len(recs), "certificates": recs},
-            f"issued {len(recs)} client certificates from {from_file}",
+            {"issued": len(recs), "certificates": recs, "skipped": skipped},
+            f"issued {len(recs)} client certificates from {from_file}"
+            + (f"; skipped {len(skipped)} already issued: {', '.join(skipped[:10])}" if skipped else "")
+            + ("…" if len(skipped) > 10 else ""),
         )
         return
     if not id:
@@ -272,6 +330,9 @@ def read_clients_csv(path: str) -> list[ClientRequest]:
     out: list[ClientRequest] = []
     try:
         fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+        dup = sorted({f for f in fields if fields.count(f) > 1})
+        if dup:
+            raise InputError(f"{path}: the header names column {dup[0]!r} more than once")
         if "id" not in fields:
             raise InputError(
                 f"{path}: the first line must be a header with an 'id' column (and optionally email, uri)"
@@ -372,9 +433,12 @@ def crl_cmd(
         typer.Option("--days", min=1, max=365, help="nextUpdate in days (default: [pki] crl_days)."),
     ] = None,
     passphrase_file: PassFile = None,
+    root_passphrase_file: RootPassFile = None,
 ) -> None:
     """Sign fresh CRLs (the intermediate's key suffices) and publish the trust bundle. Run it from cron."""
     ca = _ca(passphrase_file)
+    if root or offline_root or root_passphrase_file:
+        ca.use_root_passphrase(_root_source(root_passphrase_file))
     out = ca.generate_crl(with_root=root or bool(offline_root), offline_root=offline_root, days=days)
     result(out, f"CRL number {out['number']} published to {ca.trust_dir} (next update {out['next_update']})")
 
@@ -400,9 +464,11 @@ def rotate_cmd(
         str | None, typer.Option("--offline-root", help="Directory holding the root key.")
     ] = None,
     passphrase_file: PassFile = None,
+    root_passphrase_file: RootPassFile = None,
 ) -> None:
     """A new intermediate signed by the root; the old one stays trusted until it expires."""
     ca = _ca(passphrase_file)
+    ca.use_root_passphrase(_root_source(root_passphrase_file))
     cert = ca.rotate_intermediate(offline_root=offline_root)
     result(
         {
@@ -645,3 +711,22 @@ def status_cmd() -> None:
         "certificates: " + (", ".join(f"{n} {k}" for k, n in data["certificates"].items()) or "none")
     )
     result(data, "\n".join(lines))
+
+
+def _operational_errors(fn: Any) -> Any:
+    """A pki command with OS and SQLite failures (disk full, permission, read-only, damaged store) turned
+    into one line and exit 2, never "internal error" or a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (OSError, sqlite3.Error) as exc:
+            raise operational_error(exc) from None
+
+    return run
+
+
+for _cmd in [*pki_app.registered_commands, *issue_app.registered_commands]:
+    _cmd.callback = _operational_errors(_cmd.callback)

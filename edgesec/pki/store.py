@@ -45,8 +45,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.utils import CryptographyDeprecationWarning
 
 from edgesec import auditing
 from edgesec._fs import FileLock, atomic_write, ensure_private_dir, fsync_dir
@@ -62,6 +64,7 @@ from edgesec.pki.builder import (
     SubjectAltNames,
     build_certificate,
     check_name,
+    check_profile_sans,
     check_public_key,
     common_name,
     describe_key,
@@ -147,6 +150,7 @@ CREATE TABLE IF NOT EXISTS certs (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS certs_current_name ON certs(name) WHERE current = 1;
 CREATE INDEX IF NOT EXISTS certs_name ON certs(name);
+CREATE INDEX IF NOT EXISTS certs_name_nocase ON certs(name COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS certs_revoked ON certs(issuer_id) WHERE revoked_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS certs_expiry ON certs(not_after) WHERE current = 1 AND revoked_at IS NULL;
 CREATE TABLE IF NOT EXISTS journal (
@@ -305,11 +309,14 @@ class CertificateAuthority:
         trust_dir: Path | None = None,
         passphrase: secrets.PassphraseSource = None,
         clock: Callable[[], dt.datetime] = utcnow,
+        root_passphrase: secrets.PassphraseSource = None,
     ) -> None:
         self.dir = Path(store_dir)
         self.settings = settings or PkiSettings()
         self.trust_dir = Path(trust_dir) if trust_dir else self.dir.parent / "trust"
         self._passphrase_source = passphrase
+        self._root_passphrase_source = root_passphrase
+        self._root_passphrase: bytes | None = None
         self._passphrase: bytes | None = None
         self._signer: tuple[int, x509.Certificate, PrivateKey] | None = None
         self._tlock = threading.RLock()
@@ -324,6 +331,7 @@ class CertificateAuthority:
         self._journal_publish = False
         self._journal_ready = False
         self._own_journal: set[int] = set()
+        self._verified: set[str] = set()  # fingerprints of CA certificates whose signature was checked
         self.last_publication: PublishResult | None = None
         self.recovered: list[str] = []
 
@@ -381,8 +389,8 @@ class CertificateAuthority:
     def _check_schema(self) -> None:
         try:
             row = self._db().execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"the CA inventory {self.dir / DB_FILE} is unreadable: {exc}") from None
+        except sqlite3.Error as exc:
+            raise operational_error(exc, store=self.dir) from None
         if row is None or int(row[0]) != SCHEMA_VERSION:
             raise InputError(f"the CA inventory {self.dir / DB_FILE} has an unknown schema version")
 
@@ -396,33 +404,50 @@ class CertificateAuthority:
         expiring beyond the status window, of a key type already listed).
         """
         with self._tlock:
-            with FileLock(self.dir / LOCK_FILE, timeout=120):
+            try:
+                lock = FileLock(self.dir / LOCK_FILE, timeout=120)
+                lock.acquire()
+            except OSError as exc:
+                raise operational_error(exc, store=self.dir) from None
+            try:
                 self._status_needed = not issuing
                 self._journal_rows = 0
                 self._journal_publish = False
-                conn = self._db()
-                self._ensure_journal(conn)
-                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn = self._db()
+                    self._ensure_journal(conn)
+                    conn.execute("BEGIN IMMEDIATE")
+                except (OSError, sqlite3.Error) as exc:
+                    raise operational_error(exc, store=self.dir) from None
                 try:
                     yield conn
                     if self._journal_publish:
                         self._write_pending_marker()
                     killpoint("before-commit")
                     conn.execute("COMMIT")
-                except BaseException:
+                except BaseException as exc:
                     if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    if isinstance(exc, OSError | sqlite3.Error):
+                        raise operational_error(exc, store=self.dir) from None
                     raise
                 killpoint("commit")
-                if self._status_needed or self._journal_publish:
-                    self._write_status(conn)
-                if self._journal_rows:
-                    self._drain_journal(conn, recovered=False)
+                try:
+                    if self._status_needed or self._journal_publish:
+                        self._write_status(conn)
+                    if self._journal_rows:
+                        self._drain_journal(conn, recovered=False)
+                except (OSError, sqlite3.Error) as exc:
+                    raise operational_error(exc, store=self.dir, committed=True) from None
+            finally:
+                lock.release()
 
     def _ensure_journal(self, conn: sqlite3.Connection) -> None:
         """Stores created before the journal existed get its (empty) table on their first write."""
         if not self._journal_ready:
             conn.execute(_JOURNAL_SQL)
+            conn.execute("CREATE INDEX IF NOT EXISTS certs_name_nocase ON certs(name COLLATE NOCASE)")
             self._journal_ready = True
 
     def _journal(
@@ -637,15 +662,39 @@ class CertificateAuthority:
                 self._passphrase = secrets.resolve_passphrase(src, config_file=self.settings.passphrase_file)
         return self._passphrase
 
-    def _load_ca_key(self, path: Path, what: str) -> PrivateKey:
+    def use_root_passphrase(self, source: secrets.PassphraseSource) -> None:
+        """Where the root key's own passphrase comes from (default: its file option's sources)."""
+        self._root_passphrase_source = source
+        self._root_passphrase = None
+
+    def _get_root_passphrase(self) -> bytes | None:
+        """The root key's own passphrase (never the site config's file); None when no source has one."""
+        if self._root_passphrase is None:
+            src = self._root_passphrase_source
+            if callable(src):
+                self._root_passphrase = src()
+            elif src is not None:
+                self._root_passphrase = src.encode() if isinstance(src, str) else src
+            else:
+                self._root_passphrase = secrets.resolve_root_passphrase()
+        return self._root_passphrase
+
+    def _load_ca_key(self, path: Path, what: str, *, root: bool = False) -> PrivateKey:
+        """A CA key; the root's is tried with its own passphrase first, then (a CA created with one
+        passphrase for both) the intermediate's."""
         try:
             pem = path.read_bytes()
         except FileNotFoundError:
             raise NotFound(f"{what} not found: {path}") from None
         except PermissionError:
             raise InputError(f"{what} is not readable (permission denied): {path}") from None
-        pw = self._get_passphrase() if secrets.is_encrypted_pem(pem) else None
-        return secrets.load_key_pem(pem, pw, what=what)
+        if not secrets.is_encrypted_pem(pem):
+            return secrets.load_key_pem(pem, None, what=what)
+        if root:
+            rpw = self._get_root_passphrase()
+            if rpw is not None:
+                return secrets.load_key_pem(pem, rpw, what=f"{what} (root passphrase)")
+        return secrets.load_key_pem(pem, self._get_passphrase(), what=what)
 
     def _active_intermediate(self) -> tuple[int, x509.Certificate, str | None]:
         row = (
@@ -655,7 +704,18 @@ class CertificateAuthority:
         )
         if row is None:
             raise OperationFailed("the CA store has no active intermediate")
-        return row[0], x509.load_pem_x509_certificate(row[1].encode()), row[2]
+        return row[0], self._checked_intermediate(row[1]), row[2]
+
+    def _checked_intermediate(self, pem: str) -> x509.Certificate:
+        """An intermediate from the inventory, parsed and verified under the root: a damaged one is never
+        used to sign nor published."""
+        cert = _ca_cert(pem, "an intermediate")
+        fp = _fp(cert)
+        if fp not in self._verified:
+            root = self.root_certificate()
+            _check_signed(cert, root, f"intermediate {cert.subject.rfc4514_string()}")
+            self._verified.add(fp)
+        return cert
 
     def signer(self) -> tuple[int, x509.Certificate, PrivateKey]:
         """The active intermediate (id, certificate, decrypted key), cached after the first call."""
@@ -678,7 +738,12 @@ class CertificateAuthority:
         row = self._db().execute("SELECT cert_pem FROM cas WHERE role='root'").fetchone()
         if row is None:
             raise OperationFailed("the CA store has no root")
-        return x509.load_pem_x509_certificate(row[0].encode())
+        root = _ca_cert(row[0], "the root")
+        fp = _fp(root)
+        if fp not in self._verified:
+            _check_signed(root, root, "root")
+            self._verified.add(fp)
+        return root
 
     def intermediates(self, *, include_expired: bool = False) -> list[x509.Certificate]:
         """Intermediates still in use, newest first (the active one first)."""
@@ -688,7 +753,7 @@ class CertificateAuthority:
         now = self.clock()
         out = []
         for (pem,) in rows:
-            c = x509.load_pem_x509_certificate(pem.encode())
+            c = self._checked_intermediate(pem)
             if include_expired or c.not_valid_after_utc > now:
                 out.append(c)
         return out
@@ -707,7 +772,7 @@ class CertificateAuthority:
                     hint="mount the removable media and pass --offline-root DIR",
                 )
             path = self.dir / CA_DIR / row[0]
-        key = self._load_ca_key(path, "root CA key")
+        key = self._load_ca_key(path, "root CA key", root=True)
         if _spki(key.public_key()) != _spki(root.public_key()):
             raise VerificationError(f"{path} is not the key of this CA's root")
         return key
@@ -731,10 +796,13 @@ class CertificateAuthority:
         trust_dir: str | os.PathLike[str] | None = None,
         publish: bool = True,
         exact: bool = False,
+        root_passphrase: bytes | str | None = None,
     ) -> CertificateAuthority:
         """Create a new CA (root + intermediate + first CRLs) and publish its trust bundle.
 
-        Refuses, changing nothing, when a store already exists.
+        ``root_passphrase`` encrypts the root key on its own (it must differ from ``passphrase``, which then
+        protects only the intermediate key the daily CRL job uses); without it both keys share
+        ``passphrase``. Refuses, changing nothing, when a store already exists.
         """
         settings = settings or PkiSettings()
         d = _store_dir(Path(home_or_store_dir), exact)
@@ -753,6 +821,16 @@ class CertificateAuthority:
             pw = secrets.check_new_passphrase(
                 passphrase.encode() if isinstance(passphrase, str) else passphrase
             )
+        root_pw = pw
+        if encrypt and root_passphrase is not None:
+            root_pw = secrets.check_new_passphrase(
+                root_passphrase.encode() if isinstance(root_passphrase, str) else root_passphrase
+            )
+            if root_pw == pw:
+                raise InputError(
+                    "the root passphrase must differ from the intermediate's",
+                    hint="the CRL job holds the intermediate's; the root's stays with the offline media",
+                )
         offline = Path(offline_root) if offline_root else None
         if offline is not None and not offline.is_dir():
             raise InputError(f"--offline-root directory does not exist: {offline}")
@@ -769,6 +847,7 @@ class CertificateAuthority:
                 constraints=constraints,
                 offline=offline,
                 pw=pw,
+                root_pw=root_pw,
                 encrypt=encrypt,
                 settings=settings,
                 trust_dir=Path(trust_dir) if trust_dir else None,
@@ -791,6 +870,7 @@ class CertificateAuthority:
         constraints: NameConstraints,
         offline: Path | None,
         pw: bytes | None,
+        root_pw: bytes | None,
         encrypt: bool,
         settings: PkiSettings,
         trust_dir: Path | None,
@@ -842,12 +922,12 @@ class CertificateAuthority:
                 # next init together with what it wrote there (the key of a root no store ever used).
                 atomic_write(tmp / OFFLINE_FILES, json.dumps([str(key_path), str(pem_path)]), mode=0o600)
                 killpoint("init offline list")
-                atomic_write(key_path, secrets.key_to_pem(root_key, pw), exclusive=True)
+                atomic_write(key_path, secrets.key_to_pem(root_key, root_pw), exclusive=True)
                 killpoint("init offline root key")
                 atomic_write(pem_path, cert_pem(root), mode=0o644, exclusive=True)
                 killpoint("init offline root certificate")
             else:
-                atomic_write(cadir / "root.key", secrets.key_to_pem(root_key, pw), mode=0o600)
+                atomic_write(cadir / "root.key", secrets.key_to_pem(root_key, root_pw), mode=0o600)
                 killpoint("init root key")
             ca = cls(tmp, settings=settings, trust_dir=trust_dir, passphrase=pw)
             conn = sqlite3.connect(tmp / DB_FILE, isolation_level=None)
@@ -865,6 +945,7 @@ class CertificateAuthority:
                     "name_constraints": json.dumps(constraints.to_json()),
                     "encrypted": "1" if encrypt else "0",
                     "offline_root": "1" if offline is not None else "0",
+                    "root_passphrase": "separate" if root_pw != pw else "shared",
                     "crl_number": "0",
                     "created_at": _iso(now),
                 }
@@ -949,10 +1030,18 @@ class CertificateAuthority:
             raise InputError(
                 "a server certificate needs at least one DNS: or IP: SAN", hint="add --san DNS:host"
             )
+        check_profile_sans(profile, sans)
         self.name_constraints().check(sans, common_name=name)
         if replaces is None:
-            row = conn.execute("SELECT serial FROM certs WHERE name=? LIMIT 1", (name,)).fetchone()
+            row = conn.execute(
+                "SELECT serial, name FROM certs WHERE name=? COLLATE NOCASE LIMIT 1", (name,)
+            ).fetchone()
             if row is not None:
+                if row[1] != name:
+                    raise AlreadyExists(
+                        f"a certificate named {row[1]!r} already exists; {name!r} differs from it only in case",
+                        hint="one identity, one name: a proxy or policy comparing names without case would mix them",
+                    )
                 raise AlreadyExists(
                     f"a certificate named {name!r} already exists (serial {row[0]})",
                     hint=f"use `edgesec pki renew {name}` for a new certificate under the same name",
@@ -1038,8 +1127,15 @@ class CertificateAuthority:
         days: int | None = None,
         key_passphrase: bytes | None = None,
     ) -> tuple[x509.Certificate, PrivateKey]:
-        """Generate a key and issue a ``profile`` certificate named ``name``; the key stays in the store."""
-        s = sans if isinstance(sans, SubjectAltNames) else SubjectAltNames.parse(list(sans))
+        """Generate a key and issue a ``profile`` certificate named ``name``; the key stays in the store.
+        A refusal (name, SANs, profile) is an audit event."""
+        try:
+            s = sans if isinstance(sans, SubjectAltNames) else SubjectAltNames.parse(list(sans))
+            check_name(name)
+            check_profile_sans(profile, s)
+        except InputError as exc:
+            self._audit_refused(profile, name, exc.message)
+            raise
         with self._write(issuing=True) as conn:
             cert, key = self._issue_in_tx(
                 conn,
@@ -1071,10 +1167,14 @@ class CertificateAuthority:
         """A codeSigning certificate (model manifests, trail checkpoints, signed audit results)."""
         return self.issue("signing", name, (), **kw)
 
-    def issue_clients(self, requests: Iterable[ClientRequest], **kw: Any) -> list[x509.Certificate]:
-        """Batch enrolment: every client certificate in one locked transaction, or none of them."""
+    def issue_clients(
+        self, requests: Iterable[ClientRequest], *, skip_existing: bool = False, **kw: Any
+    ) -> list[x509.Certificate]:
+        """Batch enrolment: every client certificate in one locked transaction, or none of them. With
+        ``skip_existing`` an id that already has a certificate under exactly that name is left out (a batch
+        re-run after a partial enrolment); ``last_skipped`` lists them."""
         reqs = list(requests)
-        seen: set[str] = set()
+        seen: dict[str, str] = {}
         parsed: list[tuple[ClientRequest, SubjectAltNames]] = []
         for i, r in enumerate(reqs, start=1):
             try:
@@ -1082,13 +1182,26 @@ class CertificateAuthority:
                 items = ([f"email:{r.email}"] if r.email else []) + ([f"URI:{r.uri}"] if r.uri else [])
                 parsed.append((r, SubjectAltNames.parse(items)))
             except InputError as exc:
+                self._audit_refused("client", r.id, f"entry {i}: {exc.message}")
                 raise InputError(f"entry {i}: {exc.message}", hint=exc.hint) from None
-            if r.id in seen:
-                raise InputError(f"entry {i}: {r.id!r} appears twice in the batch")
-            seen.add(r.id)
+            if r.id.lower() in seen:
+                first = seen[r.id.lower()]
+                what = "appears twice" if first == r.id else f"differs from {first!r} only in case"
+                raise InputError(f"entry {i}: {r.id!r} {what} in the batch")
+            seen[r.id.lower()] = r.id
         out: list[x509.Certificate] = []
+        issued: list[ClientRequest] = []
+        self.last_skipped = []
         with self._write(issuing=True) as conn:
             for i, (r, sans) in enumerate(parsed, start=1):
+                if (
+                    skip_existing
+                    and conn.execute(
+                        "SELECT 1 FROM certs WHERE name=? AND profile='client' LIMIT 1", (r.id,)
+                    ).fetchone()
+                ):
+                    self.last_skipped.append(r.id)
+                    continue
                 try:
                     cert, _ = self._issue_in_tx(conn, profile="client", name=r.id, sans=sans, **kw)
                 except (InputError, AlreadyExists) as exc:
@@ -1096,46 +1209,70 @@ class CertificateAuthority:
                         f"entry {i}: {exc.message}; no certificate of the batch was issued", hint=exc.hint
                     ) from None
                 out.append(cert)
+                issued.append(r)
             self._journal(
                 conn,
                 "batch issue",
-                [self._issued_event(cert, "client", r.id) for r, cert in zip(reqs, out, strict=True)],
+                [self._issued_event(cert, "client", r.id) for r, cert in zip(issued, out, strict=True)],
             )
         return out
+
+    last_skipped: list[str] = []  # noqa: RUF012 - replaced per call, never mutated in place
 
     def sign_csr(
         self, csr_data: bytes, profile: str, *, name: str | None = None, days: int | None = None
     ) -> x509.Certificate:
-        """Issue a certificate for a device-generated key. Refuses weak keys, CA requests, bad signatures
-        and names outside the name constraints; the key never enters the store."""
-        csr = load_csr(csr_data)
-        public_key = check_public_key(csr.public_key())
+        """Issue a certificate for a device-generated key, strictly by ``profile``: only the SAN types and
+        counts the profile defines, the name policy checked before anything else reads the subject, and
+        the device's exact public key (a key the library would re-encode, such as RSA-PSS, is refused).
+        Refuses weak keys, CA requests, bad signatures and names outside the name constraints; every
+        refusal is an audit event. The key never enters the store."""
         try:
-            bc = csr.extensions.get_extension_for_class(x509.BasicConstraints).value
-            if bc.ca:
-                raise InputError("the CSR requests a CA certificate; only end-entity certificates are signed")
-        except x509.ExtensionNotFound:
-            pass
-        try:
-            san_ext = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            sans = SubjectAltNames.from_extension(san_ext)
-        except x509.ExtensionNotFound:
-            sans = SubjectAltNames()
-        except ValueError:
-            raise InputError("the CSR's extensions are malformed") from None
-        cn = name or common_name(csr.subject)
-        if not cn:
-            raise InputError("the CSR has no common name; give --name")
-        try:
-            check_name(cn)
+            csr, public_key, sans, cn = _vet_csr(csr_data, profile, name)
         except InputError as exc:
-            raise InputError(f"the CSR's name is not usable: {exc.message}", hint="give --name") from None
-        with self._write(issuing=True) as conn:
-            cert, _ = self._issue_in_tx(
-                conn, profile=profile, name=cn, sans=sans, public_key=public_key, days=days, source="csr"
-            )
-            self._journal(conn, "sign-csr", [self._issued_event(cert, profile, cn)])
+            self._audit_csr_refused(csr_data, profile, exc.message)
+            raise
+        self.signer()
+        try:
+            with self._write(issuing=True) as conn:
+                cert, _ = self._issue_in_tx(
+                    conn, profile=profile, name=cn, sans=sans, public_key=public_key, days=days, source="csr"
+                )
+                if _spki(cert.public_key()) != _csr_spki(csr):
+                    raise InputError("the certificate would not carry the CSR's public key exactly as given")
+                self._journal(conn, "sign-csr", [self._issued_event(cert, profile, cn)])
+        except (InputError, AlreadyExists) as exc:
+            self._audit_csr_refused(csr_data, profile, exc.message)
+            raise
         return cert
+
+    def _audit_refused(self, profile: str, name: object, reason: str) -> None:
+        shown = name if isinstance(name, str) and len(name) <= 64 else repr(name)[:64]
+        emit(
+            self._event(
+                "pki.certificate.refused",
+                ("iam",),
+                ("denied",),
+                f"{profile} certificate for {shown} refused: {reason}",
+                {"event.reason": reason[:300], "edgesec.pki.profile": profile, "edgesec.pki.name": shown},
+            )
+        )
+
+    def _audit_csr_refused(self, csr_data: bytes, profile: str, reason: str) -> None:
+        import hashlib
+
+        ev = self._event(
+            "pki.csr.refused",
+            ("iam",),
+            ("denied",),
+            f"CSR refused ({profile}): {reason}",
+            {
+                "event.reason": reason[:300],
+                "edgesec.pki.profile": profile,
+                "edgesec.pki.csr_sha256": hashlib.sha256(csr_data).hexdigest(),
+            },
+        )
+        emit(ev)
 
     def renew(self, name: str, *, revoke_old: bool = False, days: int | None = None) -> x509.Certificate:
         """A new certificate (and key, unless it came from a CSR) under the same name; history is kept."""
@@ -1260,7 +1397,11 @@ class CertificateAuthority:
             # With the root key in the store, the routine run renews the root's CRL before it lapses (an
             # expired root CRL makes nginx refuse every client); an offline root needs a ceremony, which
             # the pki.crl-freshness check announces 30 days ahead.
-            with_root = self.meta("offline_root") != "1"
+            # A root key under its own passphrase is renewed only when that passphrase was given: the CRL
+            # job holds the intermediate's alone.
+            with_root = self.meta("offline_root") != "1" and (
+                self.meta("root_passphrase") != "separate" or self._get_root_passphrase() is not None
+            )
         if root_key is None and (with_root or offline_root):
             root_key = self._load_root_key(offline_root)
         self.signer()
@@ -1285,7 +1426,7 @@ class CertificateAuthority:
             "SELECT id, cert_pem, key_file, status FROM cas WHERE role='intermediate' ORDER BY id"
         ).fetchall()
         for ca_id, pem, key_file, _status in rows:
-            cert = x509.load_pem_x509_certificate(pem.encode())
+            cert = self._checked_intermediate(pem)
             if cert.not_valid_after_utc <= now:
                 continue
             if self._signer is not None and self._signer[0] == ca_id:
@@ -1645,8 +1786,7 @@ class CertificateAuthority:
         written = {}
         for fname, (data, mode) in files.items():
             written[fname] = str(atomic_write(d / fname, data, mode=mode))
-        self._record_path(rec.serial, str(d.absolute()))
-        self._audit_export(rec, str(d.absolute()), "pem")
+        self._record_export(rec, str(d.absolute()), "pem")
         return written
 
     def export_p12(
@@ -1685,31 +1825,30 @@ class CertificateAuthority:
         p = Path(out)
         atomic_write(p, data, mode=0o600, exclusive=not replace)
         rec = self.get(name)
-        self._record_path(rec.serial, str(p.absolute()))
-        self._audit_export(rec, str(p.absolute()), "p12-legacy" if legacy else "p12")
+        self._record_export(rec, str(p.absolute()), "p12-legacy" if legacy else "p12")
         return p
 
-    def _record_path(self, serial: str, path: str) -> None:
+    def _record_export(self, rec: CertRecord, path: str, fmt: str) -> None:
+        """The export's path in the inventory and its audit event, journaled in one transaction."""
         with self._write(issuing=True) as conn:
-            row = conn.execute("SELECT paths FROM certs WHERE serial=?", (serial,)).fetchone()
+            row = conn.execute("SELECT paths FROM certs WHERE serial=?", (rec.serial,)).fetchone()
             paths = json.loads(row[0])
             if path not in paths:
                 paths.append(path)
-                conn.execute("UPDATE certs SET paths=? WHERE serial=?", (json.dumps(paths), serial))
-
-    def _audit_export(self, rec: CertRecord, path: str, fmt: str) -> None:
-        self._audit(
-            "pki.certificate.exported",
-            ("file",),
-            ("creation",),
-            f"certificate {rec.name} exported ({fmt}) to {path}",
-            {
-                "file.path": path,
-                "file.x509.serial_number": rec.serial,
-                "edgesec.pki.name": rec.name,
-                "edgesec.pki.format": fmt,
-            },
-        )
+                conn.execute("UPDATE certs SET paths=? WHERE serial=?", (json.dumps(paths), rec.serial))
+            event = self._event(
+                "pki.certificate.exported",
+                ("file",),
+                ("creation",),
+                f"certificate {rec.name} exported ({fmt}) to {path}",
+                {
+                    "file.path": path,
+                    "file.x509.serial_number": rec.serial,
+                    "edgesec.pki.name": rec.name,
+                    "edgesec.pki.format": fmt,
+                },
+            )
+            self._journal(conn, "export", [event])
 
     # --- audit ----------------------------------------------------------------------------------------------------
 
@@ -1784,37 +1923,146 @@ def build_crl(
 
 def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     """A CSR from PEM or DER, with a valid self-signature and parseable subject, key and extensions; one
-    line on anything else."""
+    line on anything else. The library's warnings (an over-long name, a deprecated encoding) never reach
+    the operator's terminal: deprecated encodings are refused, the rest is judged by our own checks."""
     import warnings
 
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.utils import CryptographyDeprecationWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", CryptographyDeprecationWarning)
+        return _load_csr(data)
 
+
+def _load_csr(data: bytes) -> x509.CertificateSigningRequest:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", CryptographyDeprecationWarning)
-            if b"-----BEGIN" in data:
-                csr = x509.load_pem_x509_csr(data)
-            else:
-                csr = x509.load_der_x509_csr(data)
+        if b"-----BEGIN" in data:
+            csr = x509.load_pem_x509_csr(data)
+        else:
+            csr = x509.load_der_x509_csr(data)
     except (ValueError, UnsupportedAlgorithm, CryptographyDeprecationWarning, x509.InvalidVersion):
         raise InputError("the file is not a valid PEM or DER certificate signing request") from None
     try:
         csr.public_key()
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    except (ValueError, UnsupportedAlgorithm, CryptographyDeprecationWarning) as exc:
         raise InputError(f"the CSR's public key is unsupported or malformed: {exc}") from None
     try:
         ok = csr.is_signature_valid
-    except (ValueError, TypeError, UnsupportedAlgorithm):
+    except (ValueError, TypeError, UnsupportedAlgorithm, CryptographyDeprecationWarning):
         ok = False
     if not ok:
         raise InputError("the CSR's signature is invalid (it was altered or not signed by its key)")
     try:
         csr.subject.rfc4514_string()
         list(csr.extensions)
-    except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension):
+    except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension, CryptographyDeprecationWarning):
         raise InputError("the CSR's subject or extensions are malformed") from None
     return csr
+
+
+def _vet_csr(
+    csr_data: bytes, profile: str, name: str | None
+) -> tuple[x509.CertificateSigningRequest, PublicKey, SubjectAltNames, str]:
+    """Everything a CSR is checked for before the CA signs it; raises InputError with one line."""
+    if profile not in PROFILES:
+        raise InputError(f"unknown profile {profile!r}; expected server, client or signing")
+    csr = load_csr(csr_data)
+    spki = _csr_spki(csr)
+    public_key = check_public_key(csr.public_key())
+    if _spki(public_key) != spki:
+        raise InputError(
+            f"the CSR's key ({_spki_algorithm(spki)}) cannot be certified exactly as given",
+            hint="generate an EC (P-256/P-384) or plain RSA key; RSA-PSS keys are refused",
+        )
+    try:
+        bc = csr.extensions.get_extension_for_class(x509.BasicConstraints).value
+        if bc.ca:
+            raise InputError("the CSR requests a CA certificate; only end-entity certificates are signed")
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        san_ext = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        sans = SubjectAltNames()
+    else:
+        if len(san_ext) > MAX_CSR_SANS:
+            raise InputError(f"the CSR asks for {len(san_ext)} SANs (at most {MAX_CSR_SANS})")
+        sans = SubjectAltNames.from_extension(san_ext)
+    check_profile_sans(profile, sans)
+    cn = name or _csr_common_name(csr)
+    if not cn:
+        raise InputError("the CSR has no common name; give --name")
+    try:
+        check_name(cn)
+    except InputError as exc:
+        raise InputError(
+            f"the CSR's name is not usable: {exc.message}", hint=exc.hint or "give --name"
+        ) from None
+    return csr, public_key, sans, cn
+
+
+MAX_CSR_SANS = 100
+
+
+def _csr_common_name(csr: x509.CertificateSigningRequest) -> str | None:
+    """The CSR's CN without letting the library warn (a 2 kB CN makes it print a warning with a path)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        attrs = csr.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+    if not attrs:
+        return None
+    v = attrs[0].value
+    return v if isinstance(v, str) else None
+
+
+def _der_tlv(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, start of contents, end) of the DER element at ``pos``."""
+    tag = data[pos]
+    n = data[pos + 1]
+    pos += 2
+    if n & 0x80:
+        k = n & 0x7F
+        if not 0 < k <= 4:
+            raise InputError("the CSR is not valid DER")
+        n = int.from_bytes(data[pos : pos + k], "big")
+        pos += k
+    if pos + n > len(data):
+        raise InputError("the CSR is not valid DER")
+    return tag, pos, pos + n
+
+
+def _csr_spki(csr: x509.CertificateSigningRequest) -> bytes:
+    """The CSR's SubjectPublicKeyInfo exactly as the device encoded it."""
+    der = csr.public_bytes(serialization.Encoding.DER)
+    try:
+        _, body, _ = _der_tlv(der, 0)  # CertificationRequest
+        _, info, _ = _der_tlv(der, body)  # CertificationRequestInfo
+        _, _, p = _der_tlv(der, info)  # version
+        _, _, p = _der_tlv(der, p)  # subject
+        _, _, end = _der_tlv(der, p)  # subjectPKInfo
+    except IndexError:
+        raise InputError("the CSR is not valid DER") from None
+    return der[p:end]
+
+
+_SPKI_ALGORITHMS = {
+    "2a864886f70d010101": "RSA",
+    "2a864886f70d01010a": "RSA-PSS",
+    "2a8648ce3d0201": "EC",
+    "2b6570": "Ed25519",
+    "2b6571": "Ed448",
+}
+
+
+def _spki_algorithm(spki: bytes) -> str:
+    try:
+        _, body, _ = _der_tlv(spki, 0)
+        _, alg, _ = _der_tlv(spki, body)
+        _, oid_start, oid_end = _der_tlv(spki, alg)
+    except (IndexError, InputError):
+        return "unknown algorithm"
+    return _SPKI_ALGORITHMS.get(spki[oid_start:oid_end].hex(), "unknown algorithm")
 
 
 def _insert_ca(
@@ -1835,6 +2083,75 @@ def _insert_ca(
             _iso(now),
         ),
     )
+
+
+def operational_error(
+    exc: BaseException, *, store: Path | None = None, committed: bool = False
+) -> InputError:
+    """An OS or SQLite failure as the one line an operator acts on: the cause (disk full, permission,
+    read-only, damaged store) and whether anything changed."""
+    import errno as errno_
+
+    after = (
+        "the change is recorded; the next `edgesec pki` command finishes it"
+        if committed
+        else "nothing was changed"
+    )
+    where = f" ({store / DB_FILE})" if store is not None else ""
+    hint: str | None = None
+    if isinstance(exc, sqlite3.Error):
+        text = str(exc)
+        low = text.lower()
+        if "malformed" in low or "not a database" in low or "corrupt" in low:
+            msg = f"the CA inventory is damaged{where}: {text}"
+            hint = "restore the store from a backup (`edgesec pki restore`)"
+        elif "full" in low:
+            msg = f"no space left for the CA inventory{where}"
+        elif "readonly" in low or "read-only" in low:
+            msg = f"the CA store is read-only{where}"
+        elif "unable to open" in low:
+            msg = f"cannot open the CA inventory{where} (permission denied or missing)"
+            hint = "run as the user that owns the CA store (usually root)"
+        else:
+            msg = f"the CA inventory{where} failed: {text}"
+    elif isinstance(exc, OSError):
+        name = f": {exc.filename}" if exc.filename else ""
+        cause = {
+            errno_.ENOSPC: "no space left on device",
+            errno_.EDQUOT: "disk quota exceeded",
+            errno_.EROFS: "read-only file system",
+            errno_.EACCES: "permission denied",
+            errno_.EPERM: "operation not permitted",
+        }.get(exc.errno or 0, exc.strerror or str(exc))
+        msg = f"{cause}{name}"
+        if exc.errno in (errno_.EACCES, errno_.EPERM):
+            hint = "run as the user that owns the CA store (usually root)"
+    else:
+        msg = str(exc)
+    return InputError(f"{msg}; {after}", hint=hint)
+
+
+def _ca_cert(pem: str, what: str) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(pem.encode())
+    except ValueError:
+        raise InputError(
+            f"the CA store is damaged: {what} certificate in the inventory does not parse; nothing was changed",
+            hint="restore the store from a backup (`edgesec pki restore`)",
+        ) from None
+
+
+def _check_signed(cert: x509.Certificate, issuer: x509.Certificate, what: str) -> None:
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        raise InputError(
+            f"the CA store is damaged: the {what} certificate does not verify under the root; "
+            "it is neither used nor published",
+            hint="restore the store from a backup (`edgesec pki restore`)",
+        ) from None
 
 
 def _fp(cert: x509.Certificate) -> str:

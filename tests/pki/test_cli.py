@@ -63,6 +63,7 @@ def test_init_with_systemd_credentials(
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "edgesec-ca-passphrase").write_bytes(PASSPHRASE)
+    (creds / "edgesec-ca-passphrase").chmod(0o400)  # as systemd writes credentials
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     assert cli("pki", "init", "--org", "Bank")[0] == 0
     assert (home / "pki" / "ca" / "root.key").read_bytes().startswith(b"-----BEGIN ENCRYPTED")
@@ -108,7 +109,9 @@ def test_issue_list_verify_revoke(inited, tmp_path: Path) -> None:  # type: igno
 def test_batch_enrolment(inited, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cli = inited
     good = tmp_path / "users.csv"
-    good.write_text("id,email,uri\nalice,alice@clinic.local,\nbob,,spiffe://clinic/bob\n\ncarol,,\n")
+    good.write_text(
+        "id,email,uri\nalice,alice@clinic.local,\nbob,,https://clinic.local/users/bob\n\ncarol,,\n"
+    )
     code, out, err = cli("--json", "pki", "issue", "client", "--from-file", str(good))
     assert code == 0, err
     assert json.loads(out)["result"]["issued"] == 3
@@ -179,6 +182,7 @@ def test_p12_export_cli(inited, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     cli("pki", "issue", "client", "alice")
     pw = tmp_path / "p12.pass"
     pw.write_text("p12-secret\n")
+    pw.chmod(0o600)
     assert cli("pki", "export", "alice", "--p12", str(tmp_path / "a.p12"), "--password-file", str(pw))[0] == 0
     code, _, err = cli("pki", "export", "alice", "--p12", str(tmp_path / "a.p12"), "--password-file", str(pw))
     assert code == 1 and "refusing to overwrite" in _one_line_error(err)
@@ -223,11 +227,13 @@ def test_encrypted_leaf_key(inited, tmp_path: Path) -> None:  # type: ignore[no-
     cli = inited
     kp = tmp_path / "leaf.pass"
     kp.write_text("leaf key passphrase\n")
+    kp.chmod(0o600)
     assert cli("pki", "issue", "signing", "models", "--key-passphrase-file", str(kp))[0] == 0
     assert cli("pki", "export", "models", "--pem", str(tmp_path / "m"))[0] == 0
     assert (tmp_path / "m" / "key.pem").read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
     pw = tmp_path / "p12.pass"
     pw.write_text("p12-secret\n")
+    pw.chmod(0o600)
     code, _, err = cli(
         "pki", "export", "models", "--p12", str(tmp_path / "m.p12"), "--password-file", str(pw)
     )
@@ -237,7 +243,10 @@ def test_encrypted_leaf_key(inited, tmp_path: Path) -> None:  # type: ignore[no-
     assert code == 0, err
 
 
-def test_failing_reload_hook_is_reported(cli, pw_file: Path, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_failing_reload_hook_is_reported(
+    cli, pw_file: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("EDGESEC_CA_ROOT_PASSPHRASE", "the root's own passphrase")
     cfg = tmp_path / "edgesec.toml"
     cfg.write_text('[pki]\nreload_hooks = ["sh -c \\"echo nginx not running >&2; exit 3\\""]\n')
     code, _, err = cli(
@@ -293,3 +302,29 @@ def test_configured_store_and_bundle_dirs(cli, pw_file: Path, tmp_path: Path) ->
     ctx = CheckContext(system=LiveSystem(), clock=FixedClock(utcnow()), config=load_config(str(cfg), None))
     for c in CHECKS:
         assert Status.SKIP not in {f.status for f in c().run(ctx)}, c.meta.id
+
+
+def test_batch_csv_hygiene_and_rerun(inited, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cli = inited
+    dup = tmp_path / "dup.csv"
+    dup.write_text("id,email,email\nalice,a@clinic.local,evil@other.local\n")
+    code, _, err = cli("pki", "issue", "client", "--from-file", str(dup))
+    assert code == 2 and "column 'email' more than once" in _one_line_error(err)
+    case = tmp_path / "case.csv"
+    case.write_text("id\nAlice\nalice\n")
+    code, _, err = cli("pki", "issue", "client", "--from-file", str(case))
+    assert code == 2 and "differs from 'Alice' only in case" in _one_line_error(err)
+    assert cli("pki", "issue", "client", "bob")[0] == 0
+    code, _, err = cli("pki", "issue", "client", "BOB")
+    assert code == 1 and "differs from it only in case" in _one_line_error(err)
+    # A batch re-run after some were issued: --skip-existing issues the rest and names the skipped.
+    staff = tmp_path / "staff.csv"
+    staff.write_text("id\nbob\ncarol\ndave\n")
+    code, _, err = cli("pki", "issue", "client", "--from-file", str(staff))
+    assert code == 1 and "no certificate of the batch was issued" in _one_line_error(err)
+    code, out, err = cli("--json", "pki", "issue", "client", "--from-file", str(staff), "--skip-existing")
+    doc = json.loads(out)["result"]
+    assert code == 0, err
+    assert doc["skipped"] == ["bob"] and [c["name"] for c in doc["certificates"]] == ["carol", "dave"]
+    code, out, _ = cli("--json", "pki", "issue", "client", "--from-file", str(staff), "--skip-existing")
+    assert code == 0 and json.loads(out)["result"]["issued"] == 0

@@ -132,3 +132,52 @@ def test_kill_9_mid_init_leaves_no_store(home: Path, tmp_path: Path) -> None:
     else:
         CertificateAuthority.init(target, org="X", passphrase=PASSPHRASE).close()
     assert CertificateAuthority.exists(target)
+
+
+PUBLISHER = """
+import sys
+from edgesec.pki.api import CertificateAuthority
+ca = CertificateAuthority.open(sys.argv[1], passphrase=sys.argv[2].encode())
+for _ in range(int(sys.argv[3])):
+    if sys.argv[4] == "crl":
+        ca.generate_crl()
+    else:
+        ca.publish(run_hooks=False)
+print("done", flush=True)
+"""
+
+
+def test_publication_racing_revocations_never_drops_one(home: Path) -> None:
+    """Revocations in one process while another re-signs and republishes: publish() reads what it
+    writes under the store lock, so the bundle in the end lists every revocation (it once dropped a fresh
+    one when a concurrent `pki crl` published a CRL read before the lock)."""
+    ca = CertificateAuthority.init(home, org="Race", passphrase=PASSPHRASE)
+    names = [f"r{i}" for i in range(12)]
+    for n in names:
+        ca.issue_client(n)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PUBLISHER, str(home), PASSPHRASE.decode(), "15", mode],
+            env=_env(home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for mode in ("crl", "publish")
+    ]
+    for n in names:
+        ca.revoke(n, "key-compromise")
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0 and "done" in out, err
+    published = TrustBundle.load(ca.trust_dir)
+    for n in names:
+        cert = ca.certificate(n)
+        try:
+            verify_certificate(cert, purpose="client", trust=published)
+        except Exception as exc:
+            assert "revoked" in str(exc), exc
+        else:
+            raise AssertionError(f"{n} is revoked in the inventory but accepted by the published bundle")
+    expected = "".join(r[0] for r in ca._current_crl_rows()).encode()
+    assert (ca.trust_dir / "crl.pem").read_bytes() == expected

@@ -51,6 +51,7 @@ COMMANDS: dict[str, list[str]] = {
     "sign-csr": ["pki", "sign-csr", "{work}/device.csr", "--profile", "client"],
     "renew-revoke-old": ["pki", "renew", "alice", "--revoke-old"],
     "rotate": ["pki", "rotate-intermediate"],
+    "export": ["pki", "export", "alice", "--pem", "{work}/alice-export"],
 }
 
 
@@ -165,6 +166,10 @@ def _assert_consistent(home: Path, what: str) -> None:
                 assert r.serial in by_action.get("pki.certificate.revoked", set()), (
                     f"{what}: {r.name} has no revoked event"
                 )
+        exported = {e["file"]["path"] for e in events if e["event"]["action"] == "pki.certificate.exported"}
+        for r in recs:
+            for path in r.paths:
+                assert path in exported, f"{what}: export of {r.name} to {path} has no event"
         ctx = CheckContext(
             system=LiveSystem(), clock=FixedClock(utcnow()), config=load_config(None, str(home))
         )
@@ -204,6 +209,7 @@ def test_every_kill_point_is_repaired_by_the_next_command(
         assert any(s.endswith("publish crl.pem") for s in steps), steps
     for n, step in enumerate(steps, start=1):
         _restore(template, home)
+        shutil.rmtree(work / "alice-export", ignore_errors=True)
         killed = _edgesec(home, work, *argv, EDGESEC_KILLPOINT=str(n))
         assert killed.returncode == -9, (step, killed.stderr)
         nxt = _edgesec(home, work, "pki", "list", "--json")
@@ -212,6 +218,7 @@ def test_every_kill_point_is_repaired_by_the_next_command(
         _assert_consistent(home, f"{command} killed at {step}")
     # And the command itself, not killed, leaves the same guarantees.
     _restore(template, home)
+    shutil.rmtree(work / "alice-export", ignore_errors=True)
     _ok(_edgesec(home, work, *argv))
     _assert_consistent(home, f"{command} not killed")
 

@@ -104,6 +104,7 @@ def test_passphrase_sources(
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "edgesec-ca-passphrase").write_bytes(PASSPHRASE + b"\n")
+    (creds / "edgesec-ca-passphrase").chmod(0o400)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     CertificateAuthority.open(home).issue_client("via-credentials")
     monkeypatch.delenv("CREDENTIALS_DIRECTORY")
