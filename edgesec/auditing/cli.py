@@ -456,6 +456,41 @@ def ship_cmd(
     )
 
 
+@auditlog_app.command("reconcile")
+def reconcile_cmd(
+    journal: Annotated[
+        str | None,
+        typer.Option("--journal", help="The pipeline's _bulk journal (default: <archive_dir>/bulk)."),
+    ] = None,
+    es: EsOpt = None,
+    ca: CaOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    state_file: Annotated[
+        str | None, typer.Option("--state", help="Resume state file (default: <journal>/reconcile.state).")
+    ] = None,
+) -> None:
+    """Find by _id what Elasticsearch did not take from syslog-ng; create it, or dead-letter it."""
+    from edgesec.auditing.elastic import reconcile
+
+    cfg = state().config()
+    d = Path(journal or Path(cfg.settings.auditing.archive_dir) / "bulk")
+    if not d.is_dir():
+        raise NotFound(f"no _bulk journal at {d}")
+    sp = Path(state_file or d / "reconcile.state")
+    client = _client(es, ca, cert, key)
+    try:
+        rep = reconcile(client, d, sp, prefix=cfg.settings.auditing.index_prefix)
+    finally:
+        client.close()
+    result(
+        rep,
+        f"{rep['items']} item(s): {rep['present']} present, {rep['created']} created now, "
+        f"{rep['dead_lettered']} dead-lettered",
+        exit_code=1 if rep["dead_lettered"] else 0,
+    )
+
+
 @auditlog_app.command("lint")
 def lint_cmd(config: Annotated[str, typer.Argument(help="A syslog-ng configuration file.")]) -> None:
     """Flag known mistakes in a syslog-ng config (Beats port, _type, no disk buffer, no TLS checks...)."""

@@ -66,6 +66,10 @@ GROUP_GATHER_S = 0.02
 CURRENT = "trail.jsonl"
 LOCK = "trail.lock"
 TORN_DIR = "torn"
+#: The largest record the trail writes (its line, newline included). The generated syslog-ng pipeline reads
+#: lines up to a little more than this (log-msg-size), so a record always reaches it whole; a larger one is
+#: set aside under ``rejected/`` like an unencodable one.
+MAX_RECORD_BYTES = 1024 * 1024
 REJECTED_DIR = "rejected"
 # Rotated files: trail.<first-seq:012d>-<last-seq:012d>.jsonl, in the same directory.
 ROTATED_GLOB = "trail.*-*.jsonl"
@@ -490,8 +494,14 @@ class Trail:
         if isinstance(doc, dict):
             doc.setdefault("event", {})["sequence"] = seq
             doc.setdefault("edgesec", {}).setdefault("trail", {})["prev"] = prev
-            return seal(doc)
-        return doc.shape.seal(doc.pieces, seq, prev)  # a Prepared record: its shape writes the same line
+            digest, line = seal(doc)
+        else:  # a Prepared record: its shape writes the same line
+            digest, line = doc.shape.seal(doc.pieces, seq, prev)
+        if len(line) > MAX_RECORD_BYTES:
+            raise ValueError(
+                f"a record of {len(line)} bytes is over the trail's limit of {MAX_RECORD_BYTES} bytes"
+            )
+        return digest, line
 
     def _set_aside(self, doc: Record, exc: BaseException) -> dict[str, Any]:
         """Keep a record that cannot be written as evidence under ``rejected/`` and return the notice

@@ -192,3 +192,16 @@ def test_not_a_number_is_refused_at_the_event_never_written_as_invalid_json() ->
             ev(0, **{"edgesec.test.ratio": bad}).to_document()
         with pytest.raises(InputError, match="JSON data"):
             ev(0, **{"edgesec.test.ratio": bad}).prepare()
+
+
+def test_a_record_over_the_pipeline_limit_is_set_aside(tmp_path: Path) -> None:
+    """syslog-ng reads lines up to log-msg-size: a larger record would reach it as fragments."""
+    with auditing.configured(tmp_path, durability="group", group_commit_ms=5):
+        auditing.emit(ev(0, **{"edgesec.test.blob": "x" * trail_mod.MAX_RECORD_BYTES}))
+        auditing.emit(ev(1))
+        auditing.flush(10)
+    recs = records(tmp_path)
+    assert [r["event"]["action"] for r in recs] == ["trail.record_rejected", "test.event"]
+    assert "over the trail's limit" in recs[0]["message"]
+    assert Path(recs[0]["file"]["path"]).stat().st_size > trail_mod.MAX_RECORD_BYTES
+    verify_chain(trail_files(tmp_path))
