@@ -294,6 +294,7 @@ parser p_auditd_date {
 # What a user-space record's nested msg='...' may say: these fields only, and only where the kernel's
 # part has not set them. Never pid, uid, auid, ses, subj or any other kernel field.
 rewrite r_auditd_user {
+    set("${.m.comm}" value(".ecs.auditd.log.comm") condition("${.ecs.auditd.log.comm}" eq "" and "${.m.comm}" ne ""));
     set("${.m.op}" value(".ecs.auditd.log.op") condition("${.ecs.auditd.log.op}" eq "" and "${.m.op}" ne ""));
     set("${.m.acct}" value(".ecs.auditd.log.acct") condition("${.ecs.auditd.log.acct}" eq "" and "${.m.acct}" ne ""));
     set("${.m.exe}" value(".ecs.auditd.log.exe") condition("${.ecs.auditd.log.exe}" eq "" and "${.m.exe}" ne ""));
@@ -346,8 +347,9 @@ rewrite r_auditd_ecs {
     set("${.ecs.auditd.log.id}" value(".ecs.group.id")
         condition("${.ecs.auditd.log.id}" ne "" and match("^(ADD|DEL)_GROUP$|^GRP_MGMT$" value(".a.type"))));
     set("${.ecs.auditd.log.comm}" value(".ecs.process.name") condition("${.ecs.auditd.log.comm}" ne ""));
-    # exe is hex-encoded when it holds odd characters (3.38 does not decode it): keep only real paths.
+    # exe is hex-encoded when it holds odd characters (decoded by p_auditd_exe into .x.): real paths only.
     set("${.ecs.auditd.log.exe}" value(".ecs.process.executable") condition(match("^/" value(".ecs.auditd.log.exe"))));
+    set("${.x.proctitle}" value(".ecs.process.executable") condition(match("^/" value(".x.proctitle"))));
     set("${.ecs.auditd.log.addr}" value(".ecs.source.ip")
         condition(match('^([0-9]{1,3}\.){3}[0-9]{1,3}$|^[0-9a-fA-F]*:[0-9a-fA-F:.]*$' value(".ecs.auditd.log.addr"))));
     set("${.ecs.auditd.log.src}" value(".ecs.source.ip")
@@ -364,6 +366,35 @@ rewrite r_auditd_ecs {
     set("success" value(".ecs.event.outcome") condition(match("^(success|yes|1)$" value(".ecs.auditd.log.res"))));
     set("failure" value(".ecs.event.outcome") condition(match("^(fail|failed|failure|no|0)$" value(".ecs.auditd.log.res"))));
     set("${.a.enr}" value(".ecs.auditd.log.enriched") condition("${.a.enr}" ne ""));
+};
+
+# EXECVE: its arguments a0, a1... (hex-decoded by linux-audit-parser), as a list, one element each.
+rewrite r_auditd_execve {
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a0})" value(".h.args") condition("${.ecs.auditd.log.a0}" ne ""));
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a1})" value(".h.args") condition("${.ecs.auditd.log.a1}" ne ""));
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a2})" value(".h.args") condition("${.ecs.auditd.log.a2}" ne ""));
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a3})" value(".h.args") condition("${.ecs.auditd.log.a3}" ne ""));
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a4})" value(".h.args") condition("${.ecs.auditd.log.a4}" ne ""));
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a5})" value(".h.args") condition("${.ecs.auditd.log.a5}" ne ""));
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a6})" value(".h.args") condition("${.ecs.auditd.log.a6}" ne ""));
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a7})" value(".h.args") condition("${.ecs.auditd.log.a7}" ne ""));
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a8})" value(".h.args") condition("${.ecs.auditd.log.a8}" ne ""));
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a9})" value(".h.args") condition("${.ecs.auditd.log.a9}" ne ""));
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a10})" value(".h.args") condition("${.ecs.auditd.log.a10}" ne ""));
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a11})" value(".h.args") condition("${.ecs.auditd.log.a11}" ne ""));
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a12})" value(".h.args") condition("${.ecs.auditd.log.a12}" ne ""));
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a13})" value(".h.args") condition("${.ecs.auditd.log.a13}" ne ""));
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a14})" value(".h.args") condition("${.ecs.auditd.log.a14}" ne ""));
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a15})" value(".h.args") condition("${.ecs.auditd.log.a15}" ne ""));
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a16})" value(".h.args") condition("${.ecs.auditd.log.a16}" ne ""));
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a17})" value(".h.args") condition("${.ecs.auditd.log.a17}" ne ""));
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a18})" value(".h.args") condition("${.ecs.auditd.log.a18}" ne ""));
+    set("$(list-append ${.h.args} ${.ecs.auditd.log.a19})" value(".h.args") condition("${.ecs.auditd.log.a19}" ne ""));
+};
+
+# exe= is hex when the path holds a space ("charon (deleted)"): decoded the same way as a proctitle.
+parser p_auditd_exe {
+    linux-audit-parser(prefix(".x.") template("proctitle=${.ecs.auditd.log.exe}"));
 };
 
 # USER_CMD's cmd= is hex when it holds a space: decoded the way linux-audit-parser decodes a proctitle.
@@ -421,6 +452,11 @@ def _auditd_actions() -> str:
         if cat:
             out.append(f'    set({_q(",".join(cat))} value(".c.category") {cond});')
             out.append(f'    set({_q(",".join(typ))} value(".c.type") {cond});')
+    # An execve that auditd names (ENRICHED, or interpreted): Filebeat's "executed".
+    out.append(
+        '    set("executed" value(".ecs.event.action") condition("${.a.type}" eq "SYSCALL"'
+        ' and match("^execve(at)?$" value(".ecs.auditd.log.syscall"))));'
+    )
     out.append("};")
     return "\n".join(out) + "\n"
 
@@ -519,9 +555,9 @@ log {{
                  " --pair process.pid=int64(${.ecs.auditd.log.pid})"),
                 ('"${.c.category}" ne ""',
                  " --pair event.category=list(${.c.category}) --pair event.type=list(${.c.type})"),
-                ('"${.h.proctitle}" ne ""',
-                 ' --pair process.args=list($(explode " " ${.h.proctitle}))'
-                 ' --pair process.args_count=int64($(list-count $(explode " " ${.h.proctitle})))'),
+                ('"${.h.args}" ne ""',
+                 " --pair process.args=list(${.h.args})"
+                 " --pair process.args_count=int64($(list-count ${.h.args}))"),
             ],
         )  # fmt: skip
         paths.append(
@@ -539,10 +575,13 @@ log {{
         if ("${{.a.user}}" ne "") {{ parser(p_auditd_kv_msg); rewrite(r_auditd_user); }};
         if ("${{.a.enr}}" ne "") {{ parser(p_auditd_enriched); }};
         parser(p_auditd_date);
+        if (match('^2F([0-9A-F]{{2}})+$' value(".ecs.auditd.log.exe"))) {{ parser(p_auditd_exe); }};
         rewrite(r_auditd_ecs);
         rewrite(r_auditd_actions);
         if (match('^([0-9A-F]{{2}})+$' value(".ecs.auditd.log.cmd"))) {{ parser(p_auditd_cmd); }}
         elif ("${{.ecs.auditd.log.cmd}}" ne "") {{ rewrite {{ set("${{.ecs.auditd.log.cmd}}" value(".h.proctitle")); }}; }};
+        if ("${{.h.proctitle}}" ne "") {{ rewrite {{ set("$(explode ' ' ${{.h.proctitle}})" value(".h.args")); }}; }}
+        elif ("${{.a.type}}" eq "EXECVE") {{ rewrite(r_auditd_execve); }};
         {choose}
         destination(d_archive);
         destination(d_es);
