@@ -8,8 +8,10 @@ Generated objects (``render(...)`` is pure; ``push`` installs them with elastics
 * component template ``<prefix>-settings-<kind>``: ILM policy and default ingest pipeline;
 * one composable index template per kind (``audit``, ``auditd``, ``checkpoint``, ``journald``,
   ``syslog``, ``deadletter``) matching ``<prefix>-<kind>-*``;
-* ILM policy ``<prefix>-retention``: hot, then read-only after 90 days (PCI DSS 10.5.1 wants the last
-  three months immediately available), deleted after the retention the site profile requires;
+* ILM policy ``<prefix>-retention``: hot, then lower priority after 90 days (PCI DSS 10.5.1 wants the last
+  three months immediately available; never read-only, so a late event still lands), deleted a month
+  after the retention the site profile requires has passed from the index's creation, so that the newest
+  event of a monthly index is kept the whole retention (see :func:`delete_after_days`);
 * ingest pipeline ``<prefix>-ingest``: sets ``event.ingested``; any failure moves the document to
   ``<prefix>-deadletter-ingest`` with the reason, because syslog-ng 3.38 does not read bulk responses
   and a rejected document would otherwise vanish; for the same reason every index sets
@@ -44,6 +46,8 @@ PROFILE_RETENTION_DAYS: dict[str, tuple[int, str]] = {
     "baseline": (183, "Cybersecurity Law art. 21 minimum; no framework selected"),
 }
 HOT_DAYS = 90
+#: The longest month: what the newest event of a monthly index can be younger than the index.
+MONTH_DAYS = 31
 
 # ECS 8.17 types of the fields edgesec writes (its trail) and the generated syslog-ng config produces.
 ECS_MAPPED: dict[str, str] = {
@@ -197,6 +201,17 @@ def pipeline_id(o: ElasticOptions) -> str:
     return f"{o.index_prefix}-ingest"
 
 
+def delete_after_days(o: ElasticOptions) -> int:
+    """When ILM deletes an index, counted from its creation: the retention plus the longest month.
+
+    Indices hold a month each (``<prefix>-<kind>-YYYY.MM``, named from the events' own date) and ILM counts
+    from the index's creation, which is no earlier than its month's first event; its newest event can be
+    up to a month younger. Deleting at creation + retention would keep the month's last events about 11
+    months on a 12-month retention. Deleting a month later keeps every event at least the retention.
+    """
+    return o.retention_days + MONTH_DAYS
+
+
 def ilm_name(o: ElasticOptions) -> str:
     return f"{o.index_prefix}-retention"
 
@@ -225,15 +240,13 @@ def render(o: ElasticOptions) -> dict[str, dict[str, Any]]:
                 "_meta": {**meta, "retention": o.retention_reason or f"{o.retention_days} days"},
                 "phases": {
                     "hot": {"min_age": "0ms", "actions": {"set_priority": {"priority": 100}}},
+                    # No readonly or forcemerge (which also blocks writes): a late event (a disk
+                    # buffer drained after an outage, a `ship` backfill) still lands in its month.
                     "warm": {
                         "min_age": f"{min(HOT_DAYS, o.retention_days)}d",
-                        "actions": {
-                            "readonly": {},
-                            "forcemerge": {"max_num_segments": 1},
-                            "set_priority": {"priority": 50},
-                        },
+                        "actions": {"set_priority": {"priority": 50}},
                     },
-                    "delete": {"min_age": f"{o.retention_days}d", "actions": {"delete": {}}},
+                    "delete": {"min_age": f"{delete_after_days(o)}d", "actions": {"delete": {}}},
                 },
             }
         },
