@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -196,28 +197,36 @@ def checkpoint_cmd(
                 ) from None
             finally:
                 sender.close()
-    from edgesec.auditing import emit
+    from edgesec import auditing
     from edgesec.auditing.ecs import AuditEvent
 
-    emit(
-        AuditEvent(
-            action="trail.checkpoint",
-            category=("file",),
-            type=("info",),
-            part="auditing",
-            message=f"trail checkpoint signed at record {cp.seq}",
-            fields={
-                "file.path": str(path),
-                "edgesec.checkpoint.seq": cp.seq,
-                "edgesec.checkpoint.hash": cp.hash,
-                "edgesec.checkpoint.sent": sent,
-                "edgesec.checkpoint.signer_serial": f"{c.serial_number:x}",
-                # The signed document itself: it leaves the host with the trail (file tail, ship),
-                # even where syslog output is off.
-                "edgesec.checkpoint.signed": cp.to_json(),
-            },
-        )
+    # The checkpoint's own event goes into the trail it covers: --trail DIR, not the configured one.
+    here = auditing.current_trail()
+    target = (
+        contextlib.nullcontext(here)
+        if here.dir.resolve() == d.resolve()
+        else auditing.configured(d, durability="fsync", site=auditing.site())
     )
+    with target:
+        auditing.emit(
+            AuditEvent(
+                action="trail.checkpoint",
+                category=("file",),
+                type=("info",),
+                part="auditing",
+                message=f"trail checkpoint signed at record {cp.seq}",
+                fields={
+                    "file.path": str(path),
+                    "edgesec.checkpoint.seq": cp.seq,
+                    "edgesec.checkpoint.hash": cp.hash,
+                    "edgesec.checkpoint.sent": sent,
+                    "edgesec.checkpoint.signer_serial": f"{c.serial_number:x}",
+                    # The signed document itself: it leaves the host with the trail (file tail, ship),
+                    # even where syslog output is off.
+                    "edgesec.checkpoint.signed": cp.to_json(),
+                },
+            )
+        )
     result(
         {"seq": cp.seq, "hash": cp.hash, "file": str(path), "sent": sent, "checkpoint": cp.doc},
         f"checkpoint at record {cp.seq} ({cp.hash[:16]}) -> {path}" + (" (sent to syslog)" if sent else ""),
