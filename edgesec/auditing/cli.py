@@ -117,12 +117,31 @@ def verify_cmd(
     rep = verify_trail(d, from_seq=from_seq, anchors=anchors)
     data = rep.to_dict()
     data["trail"] = str(d)
+    # What the proof reaches: up to the newest anchor kept off the host. After it, a cut of the newest
+    # records, deleted newest files or a consistent rewrite would look the same as a shorter trail.
+    # (A local checkpoint under checkpoints/ proves no more than the host it sits on.)
+    offhost = {Path(x) for x in checkpoint or []}
+    offhost_seqs = [a.seq for a in anchors if a.kind == "shipped"]
+    if files:
+        offhost_seqs += [cp.seq for f, cp in cps if f in offhost]
+    covered = max((q for q in offhost_seqs if q <= rep.head_seq), default=0)
+    data["covered_to"] = covered
+    data["not_covered"] = max(0, rep.head_seq - max(covered, rep.first_seq - 1))
+    tail = ""
+    if data["not_covered"]:
+        tail = (
+            f"; records {max(covered + 1, rep.first_seq)}..{rep.head_seq} are after the newest off-host anchor:"
+            " their removal or consistent rewrite would not show (sign and send a checkpoint)"
+        )
+    if rep.torn_tail_bytes:
+        tail += f"; an unfinished last line ({rep.torn_tail_bytes} bytes) is not part of the chain and was not checked"
     result(
         data,
-        f"trail intact: {rep.records} records ({rep.first_seq}..{rep.head_seq}) in {len(rep.files)} file(s),"
+        f"chain intact: {rep.records} records ({rep.first_seq}..{rep.head_seq}) in {len(rep.files)} file(s),"
         f" {rep.anchors_checked} checkpoint(s) covered"
         + (f", {rep.shipped_checked} shipped record(s) matched" if shipped else "")
-        + f"; head {rep.head_hash[:16]}",
+        + f"; head {rep.head_hash[:16]}"
+        + tail,
     )
 
 
