@@ -521,18 +521,23 @@ def reconcile_cmd(
 
 @auditlog_app.command("lint")
 def lint_cmd(config: Annotated[str, typer.Argument(help="A syslog-ng configuration file.")]) -> None:
-    """Flag known mistakes in a syslog-ng config (Beats port, _type, no disk buffer, no TLS checks...)."""
+    """Flag known mistakes in a syslog-ng config and the files it @includes (Beats port, _type, no disk
+    buffer, no flow control, plain TCP/UDP to another host, no TLS checks, ECS names...)."""
     from edgesec._fs import read_input_file
-    from edgesec.auditing.lint import ERROR, lint_config
+    from edgesec.auditing.lint import ERROR, lint_paths
 
-    raw = read_input_file(Path(config), what="syslog-ng config", limit=8 * 1024 * 1024)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{config}: not UTF-8 text") from None
-    findings = lint_config(text)
+    def read(path: Path) -> str:
+        raw = read_input_file(path, what="syslog-ng config", limit=8 * 1024 * 1024)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: not UTF-8 text") from None
+
+    findings = lint_paths(Path(config), read)
     errors = sum(1 for f in findings if f.severity == ERROR)
-    lines = [f"{config}:{f.line}: {f.severity}: [{f.rule}] {f.message}\n  fix: {f.fix}" for f in findings]
+    lines = [
+        f"{f.file or config}:{f.line}: {f.severity}: [{f.rule}] {f.message}\n  fix: {f.fix}" for f in findings
+    ]
     lines.append(f"{len(findings)} finding(s), {errors} error(s)")
     result(
         {"findings": [f.to_dict() for f in findings], "errors": errors},

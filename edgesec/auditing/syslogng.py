@@ -721,7 +721,7 @@ destination d_archive {{
 
 destination d_deadletter_file {{
     file("{archive_dir}/deadletter/${{R_YEAR}}-${{R_MONTH}}-${{R_DAY}}.log"
-        template("$(format-json --pair time=${{R_ISODATE}} --pair source=${{.dl.kind}} --pair reason=${{.dl.reason}} --pair host=${{HOST}} --pair message=${{MSG}})\\n")
+        template("$(format-json --pair @timestamp=${{R_ISODATE}} --pair edgesec.deadletter.source=${{.dl.kind}} --pair error.message=${{.dl.reason}} --pair host.name=${{HOST}} --pair event.original=${{MSG}})\\n")
         create-dirs(yes) dir-perm(0700) perm(0600));
 }};
 
