@@ -800,16 +800,10 @@ class Trail:
         """Write what is queued and stop the writer. Raises :class:`TrailWriteFailed` naming the records
         that could not be written (they are lost with the process: the error is the record of that)."""
         try:
-            done = self.flush()
-            with self._cond:
-                lost = self._submitted - self._durable
-            if not done and lost:
-                raise TrailWriteFailed(
-                    f"audit trail {self.path}: {lost} queued record(s) not written before close (timeout)"
-                )
+            self.flush()
         finally:
             with self._cond:
-                self._closed = True
+                self._closed = True  # the writer empties the queue, then stops
                 self._cond.notify_all()
             if self._thread is not None:
                 self._thread.join(timeout=5)
@@ -821,6 +815,12 @@ class Trail:
                 closer = getattr(listener, "close", None)
                 if callable(closer):
                     closer()
+        with self._cond:
+            lost = self._submitted - self._durable
+        if lost:
+            raise TrailWriteFailed(
+                f"audit trail {self.path}: {lost} queued record(s) not written before close"
+            )
 
     def _after_fork(self) -> None:
         # A forked child inherits no writer thread and must not share our fd's cached head.

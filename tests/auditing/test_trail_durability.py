@@ -205,3 +205,9 @@ def test_a_record_over_the_pipeline_limit_is_set_aside(tmp_path: Path) -> None:
     assert "over the trail's limit" in recs[0]["message"]
     assert Path(recs[0]["file"]["path"]).stat().st_size > trail_mod.MAX_RECORD_BYTES
     verify_chain(trail_files(tmp_path))
+
+
+def test_canonical_refuses_what_is_not_json() -> None:
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(ValueError):
+            trail_mod.canonical({"v": bad})
