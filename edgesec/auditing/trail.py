@@ -463,6 +463,7 @@ class Trail:
                     prev, line = self._seal(doc, seq, prev)
                 out.append(line)
                 chain.append((seq, prev))
+            failure: TrailWriteFailed | None = None
             try:
                 fd = self._write_lines(fd, head, out, chain, sync=sync)
             except _Unwritable as exc:
@@ -470,15 +471,19 @@ class Trail:
                 self._head = None  # read the head again from the file next time
                 self._carry = [r for r in records[done : len(extra)] if isinstance(r, dict)]
                 n_written = max(0, done - len(extra))
-                raise TrailWriteFailed(
+                failure = TrailWriteFailed(
                     f"audit trail {self.path} not written: {cause.strerror or cause}; "
                     f"{len(docs) - n_written} record(s) not on disk",
                     written=n_written,
                     reason=str(cause.strerror or cause),
                     hint="free space in the trail's file system; the records are kept and written again",
-                ) from cause
-            st = os.fstat(fd)
-            self._head = _Head(seq, prev, st.st_size, st.st_ino)
+                )
+                failure.__cause__ = cause
+                # The lines that did go in are records like any other: the listeners get them too.
+                records, out = records[:done], out[:done]
+            else:
+                st = os.fstat(fd)
+                self._head = _Head(seq, prev, st.st_size, st.st_ino)
         written = [
             doc if isinstance(doc, dict) else json.loads(line)
             for doc, line in zip(records, out, strict=True)
@@ -487,6 +492,8 @@ class Trail:
         if self.listeners and out:
             for listener in self.listeners:
                 listener(written, out)
+        if failure is not None:
+            raise failure
         return written
 
     @staticmethod

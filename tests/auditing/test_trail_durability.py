@@ -72,6 +72,8 @@ def test_group_commit_on_full_disk_raises_keeps_queue_and_loses_nothing(tmp_path
         accepted: list[int] = []
         refused = 0
         with auditing.configured(trail_dir, durability="group", group_commit_ms=5) as trail:
+            forwarded: list[bytes] = []  # what a listener (the RFC 5424 forwarder) was given
+            trail.listeners.append(lambda _docs, lines: forwarded.extend(lines))
             for i in range(1500):
                 try:
                     auditing.emit(ev(i))
@@ -98,6 +100,9 @@ def test_group_commit_on_full_disk_raises_keeps_queue_and_loses_nothing(tmp_path
         assert got == accepted  # every accepted event, once, in order
         assert small_verifier(trail_dir) == len(records(trail_dir))
         verify_chain(trail_files(trail_dir))
+        # Every record on disk was forwarded once, those of a partly written batch included.
+        on_disk = [ln + b"\n" for f in trail_files(trail_dir) for ln in f.read_bytes().splitlines()]
+        assert forwarded == on_disk
 
 
 def test_cli_exit_code_names_events_lost_to_a_full_disk(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
