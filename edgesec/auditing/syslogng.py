@@ -48,8 +48,9 @@ from edgesec.errors import InputError
 KINDS = ("audit", "auditd", "checkpoint", "journald", "syslog", "deadletter")
 #: syslog-ng's log-msg-size(): a trail record (at most MAX_RECORD_BYTES) and its RFC 5424 header fit.
 LOG_MSG_SIZE = MAX_RECORD_BYTES + 64 * 1024
-#: A value int64() is given only after it matched this (so no cast can fail).
-_INT64 = "^[0-9]{1,18}$"
+#: A value int64() is given only after it matched this (so no cast can fail). No leading zero: 3.38 writes
+#: int64(0998) as the literal 0998, which is not JSON.
+_INT64 = "^(0|[1-9][0-9]{0,17})$"
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,7 @@ parser p_auditd_split {
 # msg=audit(epoch:serial): the stock linux-audit() wrapper drops it, so it is parsed here.
 parser p_auditd_header {
     regexp-parser(prefix(".a.") template("${.a.raw}")
-        patterns('^(?:node=(?<node>\S+) )?type=(?<type>\S+) msg=audit\((?<epoch>\d{1,12}(?:\.\d{1,9})?):(?<serial>\d{1,18})\):\s*(?<body>.*)$'));
+        patterns('^(?:node=(?<node>\S+) )?type=(?<type>\S+) msg=audit\((?<epoch>\d{1,12}(?:\.\d{1,9})?):(?<serial>0|[1-9]\d{0,17})\):\s*(?<body>.*)$'));
 };
 # The kernel's own fields (pid, uid, auid, ses, subj...) come before a user-space record's nested
 # msg='...'; the nested text is whatever the sending program wrote (PAM, shadow-utils, `auditctl -m`),
