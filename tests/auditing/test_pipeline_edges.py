@@ -173,14 +173,33 @@ def test_user_space_text_cannot_set_kernel_fields(pipe: Pipe) -> None:
 _TYPES = st.sampled_from(["SYSCALL", "USER_CMD", "USER_LOGIN", "PATH", "EXECVE", "PROCTITLE", "CWD", "X"])
 _KEYS = st.sampled_from(
     ["pid", "uid", "auid", "ses", "comm", "exe", "name", "proctitle", "addr", "res", "success", "acct", "a0",
-     "cwd", "cmd", "msg", "key", "op", "hostname", "terminal", "gid", "euid", "dst", "src"]
+     "cwd", "cmd", "msg", "key", "op", "hostname", "terminal", "gid", "euid", "dst", "src", "a1", "a2", "id"]
 )  # fmt: skip
 _VALUE = st.one_of(
     st.binary(max_size=24).filter(lambda b: b"\n" not in b and b"\x00" not in b and b"\r" not in b),
     st.text(st.characters(codec="utf-8", exclude_characters="\n\r\x00"), max_size=24).map(str.encode),
     st.binary(min_size=1, max_size=16).map(lambda b: b.hex().upper().encode()),  # hex, as auditd encodes
     st.integers(-(2**70), 2**70).map(lambda i: str(i).encode()),
-    st.sampled_from([b"4294967295", b"(null)", b"?", b'"quoted"', b"'", b"''", b"{,}", b"\\", b"\x1d"]),
+    st.sampled_from(
+        [
+            b"4294967295",
+            b"(null)",
+            b"?",
+            b'"quoted"',
+            b"'",
+            b"''",
+            b"{,}",
+            b"\\",
+            b"\x1d",
+            b"0998",
+            b"-1",
+            b'"a,b"',
+            b"2F746D7020782C7922",
+            b"2F",
+            b"22",
+            b"5C",
+        ]
+    ),
 )
 _FIELDS = st.lists(st.tuples(_KEYS, _VALUE), max_size=8).map(
     lambda kv: b" ".join(k.encode() + b"=" + v for k, v in kv)
