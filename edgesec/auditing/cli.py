@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -116,12 +117,31 @@ def verify_cmd(
     rep = verify_trail(d, from_seq=from_seq, anchors=anchors)
     data = rep.to_dict()
     data["trail"] = str(d)
+    # What the proof reaches: up to the newest anchor kept off the host. After it, a cut of the newest
+    # records, deleted newest files or a consistent rewrite would look the same as a shorter trail.
+    # (A local checkpoint under checkpoints/ proves no more than the host it sits on.)
+    offhost = {Path(x) for x in checkpoint or []}
+    offhost_seqs = [a.seq for a in anchors if a.kind == "shipped"]
+    if files:
+        offhost_seqs += [cp.seq for f, cp in cps if f in offhost]
+    covered = max((q for q in offhost_seqs if q <= rep.head_seq), default=0)
+    data["covered_to"] = covered
+    data["not_covered"] = max(0, rep.head_seq - max(covered, rep.first_seq - 1))
+    tail = ""
+    if data["not_covered"]:
+        tail = (
+            f"; records {max(covered + 1, rep.first_seq)}..{rep.head_seq} are after the newest off-host anchor:"
+            " their removal or consistent rewrite would not show (sign and send a checkpoint)"
+        )
+    if rep.torn_tail_bytes:
+        tail += f"; an unfinished last line ({rep.torn_tail_bytes} bytes) is not part of the chain and was not checked"
     result(
         data,
-        f"trail intact: {rep.records} records ({rep.first_seq}..{rep.head_seq}) in {len(rep.files)} file(s),"
+        f"chain intact: {rep.records} records ({rep.first_seq}..{rep.head_seq}) in {len(rep.files)} file(s),"
         f" {rep.anchors_checked} checkpoint(s) covered"
         + (f", {rep.shipped_checked} shipped record(s) matched" if shipped else "")
-        + f"; head {rep.head_hash[:16]}",
+        + f"; head {rep.head_hash[:16]}"
+        + tail,
     )
 
 
@@ -219,32 +239,40 @@ def checkpoint_cmd(
                 ) from None
             finally:
                 sender.close()
-    from edgesec.auditing import emit
+    from edgesec import auditing
     from edgesec.auditing.checkpoint import signature_bytes
     from edgesec.auditing.ecs import AuditEvent
     from edgesec.auditing.proof import SIGNATURE_FIELD, signature_digest
 
-    emit(
-        AuditEvent(
-            action="trail.checkpoint",
-            category=("file",),
-            type=("info",),
-            part="auditing",
-            message=f"trail checkpoint signed at record {cp.seq}",
-            fields={
-                "file.path": str(path),
-                "edgesec.checkpoint.seq": cp.seq,
-                "edgesec.checkpoint.hash": cp.hash,
-                "edgesec.checkpoint.sent": sent,
-                "edgesec.checkpoint.signer_serial": f"{c[0].serial_number:x}",
-                # The signing event, which a later checkpoint covers: the time rule's proof.
-                SIGNATURE_FIELD: signature_digest(signature_bytes(cp)),
-                # The signed document itself: it leaves the host with the trail (file tail, ship),
-                # even where syslog output is off.
-                "edgesec.checkpoint.signed": cp.to_json(),
-            },
-        )
+    # The checkpoint's own event goes into the trail it covers: --trail DIR, not the configured one.
+    here = auditing.current_trail()
+    target = (
+        contextlib.nullcontext(here)
+        if here.dir.resolve() == d.resolve()
+        else auditing.configured(d, durability="fsync", site=auditing.site())
     )
+    with target:
+        auditing.emit(
+            AuditEvent(
+                action="trail.checkpoint",
+                category=("file",),
+                type=("info",),
+                part="auditing",
+                message=f"trail checkpoint signed at record {cp.seq}",
+                fields={
+                    "file.path": str(path),
+                    "edgesec.checkpoint.seq": cp.seq,
+                    "edgesec.checkpoint.hash": cp.hash,
+                    "edgesec.checkpoint.sent": sent,
+                    "edgesec.checkpoint.signer_serial": f"{c[0].serial_number:x}",
+                    # The signing event, which a later checkpoint covers: the time rule's proof.
+                    SIGNATURE_FIELD: signature_digest(signature_bytes(cp)),
+                    # The signed document itself: it leaves the host with the trail (file tail, ship),
+                    # even where syslog output is off.
+                    "edgesec.checkpoint.signed": cp.to_json(),
+                },
+            )
+        )
     result(
         {"seq": cp.seq, "hash": cp.hash, "file": str(path), "sent": sent, "checkpoint": cp.doc},
         f"checkpoint at record {cp.seq} ({cp.hash[:16]}) -> {path}" + (" (sent to syslog)" if sent else ""),
@@ -484,20 +512,60 @@ def ship_cmd(
     )
 
 
+@auditlog_app.command("reconcile")
+def reconcile_cmd(
+    journal: Annotated[
+        str | None,
+        typer.Option("--journal", help="The pipeline's _bulk journal (default: <archive_dir>/bulk)."),
+    ] = None,
+    es: EsOpt = None,
+    ca: CaOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    state_file: Annotated[
+        str | None, typer.Option("--state", help="Resume state file (default: <journal>/reconcile.state).")
+    ] = None,
+) -> None:
+    """Find by _id what Elasticsearch did not take from syslog-ng; create it, or dead-letter it."""
+    from edgesec.auditing.elastic import reconcile
+
+    cfg = state().config()
+    d = Path(journal or Path(cfg.settings.auditing.archive_dir) / "bulk")
+    if not d.is_dir():
+        raise NotFound(f"no _bulk journal at {d}")
+    sp = Path(state_file or d / "reconcile.state")
+    client = _client(es, ca, cert, key)
+    try:
+        rep = reconcile(client, d, sp, prefix=cfg.settings.auditing.index_prefix)
+    finally:
+        client.close()
+    result(
+        rep,
+        f"{rep['items']} item(s): {rep['present']} present, {rep['created']} created now, "
+        f"{rep['dead_lettered']} dead-lettered",
+        exit_code=1 if rep["dead_lettered"] else 0,
+    )
+
+
 @auditlog_app.command("lint")
 def lint_cmd(config: Annotated[str, typer.Argument(help="A syslog-ng configuration file.")]) -> None:
-    """Flag known mistakes in a syslog-ng config (Beats port, _type, no disk buffer, no TLS checks...)."""
+    """Flag known mistakes in a syslog-ng config and the files it @includes (Beats port, _type, no disk
+    buffer, no flow control, plain TCP/UDP to another host, no TLS checks, ECS names...)."""
     from edgesec._fs import read_input_file
-    from edgesec.auditing.lint import ERROR, lint_config
+    from edgesec.auditing.lint import ERROR, lint_paths
 
-    raw = read_input_file(Path(config), what="syslog-ng config", limit=8 * 1024 * 1024)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{config}: not UTF-8 text") from None
-    findings = lint_config(text)
+    def read(path: Path) -> str:
+        raw = read_input_file(path, what="syslog-ng config", limit=8 * 1024 * 1024)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: not UTF-8 text") from None
+
+    findings = lint_paths(Path(config), read)
     errors = sum(1 for f in findings if f.severity == ERROR)
-    lines = [f"{config}:{f.line}: {f.severity}: [{f.rule}] {f.message}\n  fix: {f.fix}" for f in findings]
+    lines = [
+        f"{f.file or config}:{f.line}: {f.severity}: [{f.rule}] {f.message}\n  fix: {f.fix}" for f in findings
+    ]
     lines.append(f"{len(findings)} finding(s), {errors} error(s)")
     result(
         {"findings": [f.to_dict() for f in findings], "errors": errors},

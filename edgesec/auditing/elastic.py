@@ -8,8 +8,10 @@ Generated objects (``render(...)`` is pure; ``push`` installs them with elastics
 * component template ``<prefix>-settings-<kind>``: ILM policy and default ingest pipeline;
 * one composable index template per kind (``audit``, ``auditd``, ``checkpoint``, ``journald``,
   ``syslog``, ``deadletter``) matching ``<prefix>-<kind>-*``;
-* ILM policy ``<prefix>-retention``: hot, then read-only after 90 days (PCI DSS 10.5.1 wants the last
-  three months immediately available), deleted after the retention the site profile requires;
+* ILM policy ``<prefix>-retention``: hot, then lower priority after 90 days (PCI DSS 10.5.1 wants the last
+  three months immediately available; never read-only, so a late event still lands), deleted a month
+  after the retention the site profile requires has passed from the index's creation, so that the newest
+  event of a monthly index is kept the whole retention (see :func:`delete_after_days`);
 * ingest pipeline ``<prefix>-ingest``: sets ``event.ingested``; any failure moves the document to
   ``<prefix>-deadletter-ingest`` with the reason, because syslog-ng 3.38 does not read bulk responses
   and a rejected document would otherwise vanish; for the same reason every index sets
@@ -44,6 +46,8 @@ PROFILE_RETENTION_DAYS: dict[str, tuple[int, str]] = {
     "baseline": (183, "Cybersecurity Law art. 21 minimum; no framework selected"),
 }
 HOT_DAYS = 90
+#: The longest month: what the newest event of a monthly index can be younger than the index.
+MONTH_DAYS = 31
 
 # ECS 8.17 types of the fields edgesec writes (its trail) and the generated syslog-ng config produces.
 ECS_MAPPED: dict[str, str] = {
@@ -88,6 +92,13 @@ ECS_MAPPED: dict[str, str] = {
     "user.domain": "keyword",
     "user.roles": "keyword",
     "user.effective.id": "keyword",
+    "user.effective.group.id": "keyword",
+    "user.effective.name": "keyword",
+    "user.target.id": "keyword",
+    "user.target.name": "keyword",
+    "group.id": "keyword",
+    "process.args": "keyword",
+    "process.args_count": "long",
     "source.ip": "ip",
     "source.port": "long",
     "client.ip": "ip",
@@ -125,7 +136,17 @@ CUSTOM_MAPPED: dict[str, dict[str, Any]] = {
     "edgesec.deadletter.source": {"type": "keyword"},
     "edgesec.checkpoint": {"type": "flattened"},
     "auditd.log": {"type": "flattened"},
+    # Not ECS: the fields Filebeat's auditd module adds under user.* (its fields.yml), which the
+    # generated syslog-ng config writes the same way.
+    "user.audit.id": {"type": "keyword"},
+    "user.saved.id": {"type": "keyword"},
+    "user.saved.group.id": {"type": "keyword"},
+    "user.filesystem.id": {"type": "keyword"},
+    "user.filesystem.group.id": {"type": "keyword"},
+    "user.terminal": {"type": "keyword"},
 }
+#: The fields above that are not under a custom root of their own.
+AUDITD_EXTENSION_FIELDS = tuple(k for k in CUSTOM_MAPPED if k.startswith("user."))
 
 
 def _nest(flat: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -180,6 +201,17 @@ def pipeline_id(o: ElasticOptions) -> str:
     return f"{o.index_prefix}-ingest"
 
 
+def delete_after_days(o: ElasticOptions) -> int:
+    """When ILM deletes an index, counted from its creation: the retention plus the longest month.
+
+    Indices hold a month each (``<prefix>-<kind>-YYYY.MM``, named from the events' own date) and ILM counts
+    from the index's creation, which is no earlier than its month's first event; its newest event can be
+    up to a month younger. Deleting at creation + retention would keep the month's last events about 11
+    months on a 12-month retention. Deleting a month later keeps every event at least the retention.
+    """
+    return o.retention_days + MONTH_DAYS
+
+
 def ilm_name(o: ElasticOptions) -> str:
     return f"{o.index_prefix}-retention"
 
@@ -208,15 +240,13 @@ def render(o: ElasticOptions) -> dict[str, dict[str, Any]]:
                 "_meta": {**meta, "retention": o.retention_reason or f"{o.retention_days} days"},
                 "phases": {
                     "hot": {"min_age": "0ms", "actions": {"set_priority": {"priority": 100}}},
+                    # No readonly or forcemerge (which also blocks writes): a late event (a disk
+                    # buffer drained after an outage, a `ship` backfill) still lands in its month.
                     "warm": {
                         "min_age": f"{min(HOT_DAYS, o.retention_days)}d",
-                        "actions": {
-                            "readonly": {},
-                            "forcemerge": {"max_num_segments": 1},
-                            "set_priority": {"priority": 50},
-                        },
+                        "actions": {"set_priority": {"priority": 50}},
                     },
-                    "delete": {"min_age": f"{o.retention_days}d", "actions": {"delete": {}}},
+                    "delete": {"min_age": f"{delete_after_days(o)}d", "actions": {"delete": {}}},
                 },
             }
         },
@@ -506,3 +536,174 @@ def ship(
             raise
         flush()
         return {"from": start, "to": state.seq, "created": created, "already_present": dup}
+
+
+# -- reconcile -----------------------------------------------------------------------------------------
+
+#: How much of a refused document its dead letter carries (the whole item stays in the journal).
+DEADLETTER_ORIGINAL_BYTES = 16 * 1024
+
+
+@dataclass
+class _Item:
+    file: str
+    end: int  # offset just after the item's document line
+    action: bytes
+    doc: bytes
+    index: str
+    id: str
+
+
+def _journal_items(journal: Path, done: dict[str, int]) -> Iterator[_Item]:
+    """The _bulk items of the syslog-ng journal (``<archive>/bulk/*.ndjson``) after the offsets in ``done``.
+
+    A file's last item may still be being written: an item is read only once both of its lines end.
+    """
+    for f in sorted(journal.glob("*.ndjson")):
+        start = done.get(f.name, 0)
+        with open(f, "rb") as fh:
+            fh.seek(start)
+            offset = start
+            while True:
+                action = fh.readline()
+                doc = fh.readline()
+                if not action.endswith(b"\n") or not doc.endswith(b"\n"):
+                    break
+                offset += len(action) + len(doc)
+                try:
+                    meta = json.loads(action)["create"]
+                    index, _id = str(meta["_index"]), str(meta["_id"])
+                except (ValueError, KeyError, TypeError):
+                    raise InputError(
+                        f"{f}: the item ending at byte {offset} is not a _bulk create action; "
+                        "is this a journal written by the generated syslog-ng config?"
+                    ) from None
+                yield _Item(f.name, offset, action[:-1], doc[:-1], index, _id)
+
+
+def _deadletter_doc(prefix: str, item: _Item, status: int, reason: str) -> tuple[str, str, bytes]:
+    """(index, _id, document) of the dead letter for a refused item; the same item gives the same id."""
+    import datetime as dt
+    import hashlib
+
+    now = dt.datetime.now(dt.UTC)
+    original = item.doc[:DEADLETTER_ORIGINAL_BYTES].decode("utf-8", "replace")
+    doc = {
+        "@timestamp": now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "ecs": {"version": "8.17.0"},
+        "message": f"Elasticsearch refused {item.index}/{item.id} ({status}): {reason}"[:1024],
+        "event": {"kind": "pipeline_error", "original": original},
+        "error": {"message": reason[:1024], "code": str(status)},
+        "edgesec": {
+            "deadletter": {
+                "source": "reconcile",
+                "index": item.index,
+                "id": item.id,
+                "bytes": len(item.doc),
+                "sha256": hashlib.sha256(item.doc).hexdigest(),
+                "journal": item.file,
+            }
+        },
+    }
+    _id = hashlib.sha256(b"reconcile\0" + item.index.encode() + b"\0" + item.id.encode()).hexdigest()
+    return f"{prefix}-deadletter-{now:%Y.%m}", _id, json.dumps(doc, separators=(",", ":")).encode()
+
+
+def reconcile(
+    client: Any, journal: Path, state_path: Path, *, prefix: str = "edgesec", batch: int = 200
+) -> dict[str, int]:
+    """Offer every journalled _bulk item to Elasticsearch again, by ``_id``, reading each item's status.
+
+    ``create`` of an item already there is answered 409 (nothing changes); one that is missing -- refused
+    inside a ``200`` (syslog-ng 3.38 ignores per-item statuses), or in a batch syslog-ng dropped after
+    ``retries()`` -- is created now (201); one Elasticsearch refuses again (a 4xx per item, or a request
+    refused whole: 400, 413 -- such a batch is split down to single items) gets a dead letter in
+    ``<prefix>-deadletter-*`` naming its index, ``_id``, status and reason. Nothing is left unaccounted
+    for: each item ends present, created or dead-lettered, and the counts say how many of each. Resumes
+    after the last item accounted for (offsets per journal file in ``state_path``).
+    """
+    with FileLock(state_path.with_name(state_path.name + ".lock"), timeout=0.5):
+        try:
+            done: dict[str, int] = (
+                {str(k): int(v) for k, v in json.loads(state_path.read_bytes()).items()}
+                if state_path.exists()
+                else {}
+            )
+        except (ValueError, TypeError, AttributeError):
+            raise InputError(
+                f"reconcile state {state_path} is unreadable; move it away to start over"
+            ) from None
+        counts = {"items": 0, "present": 0, "created": 0, "dead_lettered": 0}
+
+        def bulk(items: list[_Item]) -> list[tuple[int, str]]:
+            body = b"".join(it.action + b"\n" + it.doc + b"\n" for it in items)
+            try:
+                resp = client.bulk(operations=body)
+            except _es_errors() as exc:
+                status = int(getattr(getattr(exc, "meta", None), "status", 0) or 0)
+                if status in (400, 413) and len(items) > 1:
+                    half = len(items) // 2
+                    return bulk(items[:half]) + bulk(items[half:])
+                if status in (400, 413):
+                    return [(status, _short(exc))]
+                raise OperationFailed(
+                    f"Elasticsearch bulk failed during reconcile: {_short(exc)}",
+                    hint="rerun `edgesec auditlog reconcile`: it resumes after the last item accounted for",
+                ) from None
+            got = resp["items"]
+            if len(got) != len(items):
+                raise OperationFailed("Elasticsearch answered a different number of bulk items than sent")
+            out = []
+            for r in got:
+                r = next(iter(r.values()), {}) if isinstance(r, dict) else {}
+                err = r.get("error") or {}
+                reason = f"{err.get('type')}: {err.get('reason')}" if err else ""
+                out.append((int(r.get("status", 0)), reason))
+            return out
+
+        def settle(items: list[_Item]) -> None:
+            if not items:
+                return
+            dead: list[tuple[_Item, int, str]] = []
+            for it, (status, reason) in zip(items, bulk(items), strict=True):
+                counts["items"] += 1
+                if status == 409:
+                    counts["present"] += 1
+                elif 200 <= status < 300:
+                    counts["created"] += 1
+                else:
+                    dead.append((it, status, reason or f"status {status}"))
+            if dead:
+                body = bytearray()
+                for it, status, reason in dead:
+                    index, _id, doc = _deadletter_doc(prefix, it, status, reason)
+                    body += (
+                        json.dumps({"create": {"_index": index, "_id": _id}}).encode() + b"\n" + doc + b"\n"
+                    )
+                try:
+                    resp = client.bulk(operations=bytes(body))
+                except _es_errors() as exc:
+                    raise OperationFailed(
+                        f"Elasticsearch refused the dead letters of {len(dead)} item(s): {_short(exc)}"
+                    ) from None
+                for (it, _, _), r in zip(dead, resp["items"], strict=True):
+                    one: dict[str, Any] = next(iter(r.values()), {}) if isinstance(r, dict) else {}
+                    st = int(one.get("status", 0))
+                    if not (200 <= st < 300 or st == 409):
+                        raise OperationFailed(
+                            f"Elasticsearch refused item {it.index}/{it.id} and its dead letter ({st})",
+                            hint="the item is kept in the journal; fix the dead-letter index and rerun",
+                        )
+                counts["dead_lettered"] += len(dead)
+            for it in items:
+                done[it.file] = it.end
+            atomic_write(state_path, json.dumps(done, sort_keys=True) + "\n")
+
+        pending: list[_Item] = []
+        for item in _journal_items(journal, done):
+            pending.append(item)
+            if len(pending) >= batch:
+                settle(pending)
+                pending = []
+        settle(pending)
+        return counts

@@ -5,8 +5,17 @@ mistake seen in configs copied from blogs and answers, why it matters, and the f
 
 Rules:
 
-* ``beats-port`` -- ``tcp()``/``network()``/``syslog()`` to port 5044: that is Logstash's Beats
-  (Lumberjack) input, which cannot read syslog-ng's output;
+* ``beats-port`` -- a ``tcp()``/``network()``/``syslog()`` *destination* on port 5044: that is Logstash's
+  Beats (Lumberjack) input, which cannot read syslog-ng's output (a source on 5044 is only a port);
+* ``plaintext-remote`` -- a ``tcp()``/``udp()``/``network()``/``syslog()`` destination to another host
+  without TLS: the audit stream crosses the network readable and alterable (UDP also drops);
+* ``no-flow-control`` -- a ``log {}`` path with a destination but no ``flags(flow-control)``: when the
+  destination's queue fills, syslog-ng drops messages instead of reading its sources more slowly;
+* ``ecs-name`` -- a ``format-json`` pair that writes a value where ECS has an object (``host``, ``user``,
+  ``process``...): Elasticsearch refuses the document (a mapping conflict); ``ecs-unknown-field`` (a
+  warning) -- a name under an ECS field set that is not an ECS field edgesec maps (a misspelling);
+* ``include-missing`` -- an ``@include`` that cannot be read: what is in it was not checked. Included
+  files are linted too (``lint_paths``), each finding naming its file;
 * ``es-type`` -- ``elasticsearch-http()`` with a non-empty ``type()``: Elasticsearch 8 rejects ``_type``;
 * ``es-type-missing`` -- ``elasticsearch-http()`` without ``type()``: 3.38 requires it (``type("")``);
 * ``no-disk-buffer`` -- an Elasticsearch/HTTP/network destination without ``disk-buffer()``: an outage
@@ -26,8 +35,11 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 ERROR = "error"
 WARNING = "warning"
@@ -42,9 +54,11 @@ class LintFinding:
     line: int
     message: str
     fix: str
+    file: str | None = None  # the included file it is in (lint_paths); None: the file linted
 
     def to_dict(self) -> dict[str, object]:
         return {
+            "file": self.file,
             "rule": self.rule,
             "severity": self.severity,
             "line": self.line,
@@ -106,12 +120,112 @@ def _line_of(text: str, pos: int) -> int:
 
 
 def lint_config(text: str) -> list[LintFinding]:
-    """Every finding in a syslog-ng configuration text, in line order."""
+    """Every finding in one syslog-ng configuration text (its includes not followed), in line order."""
     t = _strip_comments(text)
+    return sorted(_lint_text(t) + _lint_whole(t), key=lambda x: (x.line, x.rule))
+
+
+def lint_paths(path: Path, read: Callable[[Path], str]) -> list[LintFinding]:
+    """Every finding in a configuration file and the files it ``@include`` s (each finding names its
+    file; ``read`` reads one file, raising for one that cannot be read)."""
+    texts: list[tuple[str, str]] = []
+    missing: list[LintFinding] = []
+    seen: set[Path] = set()
+
+    def visit(p: Path, depth: int) -> None:
+        rp = p.resolve()
+        if rp in seen or depth > 16:
+            return
+        seen.add(rp)
+        t = _strip_comments(read(p))
+        texts.append((str(p), t))
+        for m in _INCLUDE.finditer(t):
+            target = m.group(1)
+            base = Path(target) if target.startswith("/") else p.parent / target
+            found = sorted(base.parent.glob(base.name)) if any(c in base.name for c in "*?[") else [base]
+            files = [x for f in found for x in (sorted(f.iterdir()) if f.is_dir() else [f]) if x.is_file()]
+            if not files:
+                if _is_scl(target):
+                    continue  # the syslog-ng configuration library, from its include path
+                missing.append(
+                    LintFinding(
+                        "include-missing",
+                        WARNING,
+                        _line_of(t, m.start()),
+                        f"@include {target!r} is not readable here: what it holds was not checked",
+                        "run lint where the included files are, or lint them one by one",
+                        str(p),
+                    )
+                )
+            for x in files:
+                visit(x, depth + 1)
+
+    visit(path, 0)
+    out = missing + [dataclasses.replace(x, file=name) for name, t in texts for x in _lint_text(t)]
+    out += [dataclasses.replace(x, file=str(path)) for x in _lint_whole("\n".join(t for _, t in texts))]
+    return sorted(out, key=lambda x: (x.file or "", x.line, x.rule))
+
+
+_INCLUDE = re.compile(r'^\s*@include\s+"([^"]+)"', re.M)
+
+
+def _is_scl(target: str) -> bool:
+    return target == "scl.conf" or target.startswith("scl/")
+
+
+def includes(text: str) -> list[str]:
+    """The files a configuration text ``@include`` s, but the syslog-ng configuration library (SCL)."""
+    return [m.group(1) for m in _INCLUDE.finditer(_strip_comments(text)) if not _is_scl(m.group(1))]
+
+
+def _lint_whole(t: str) -> list[LintFinding]:
+    """Rules about the configuration as a whole (all its files together)."""
+    if any(_in_destination(t, pos) for _, _, pos in _blocks(t, "file")):
+        return []
+    return [
+        LintFinding(
+            "no-archive",
+            WARNING,
+            1,
+            "no file() destination: no local archive while the central cluster is unreachable",
+            "add a file() destination with date macros in the path and perm(0600)",
+        )
+    ]
+
+
+_LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|::1|localhost|ip6-localhost)$")
+_ECS_OBJECTS = (
+    "agent", "client", "cloud", "container", "destination", "dns", "ecs", "error", "event", "file", "group",
+    "host", "http", "log", "network", "observer", "organization", "process", "rule", "server", "service",
+    "source", "threat", "tls", "url", "user", "user_agent",
+)  # fmt: skip
+
+
+def _known_ecs() -> set[str]:
+    from edgesec.auditing.ecs import FIELD_TYPES
+    from edgesec.auditing.elastic import CUSTOM_MAPPED, ECS_MAPPED
+
+    return set(ECS_MAPPED) | set(FIELD_TYPES) | set(CUSTOM_MAPPED) | {
+        "log.syslog.facility.name", "log.syslog.severity.name", "log.syslog.priority", "log.syslog.appname",
+        "log.syslog.hostname", "log.syslog.msgid", "log.syslog.procid", "log.syslog.version",
+        "log.syslog.structured_data", "log.file.path", "log.logger", "log.origin.file.name",
+        "event.timezone", "event.created", "event.start", "event.end", "event.code", "event.provider",
+        "process.parent.pid", "process.command_line", "process.exit_code", "process.thread.id",
+        "source.address", "destination.address", "destination.port", "source.domain", "destination.domain",
+        "network.transport", "network.protocol", "network.direction", "host.hostname", "host.ip",
+        "host.architecture", "user.changes.id", "user.changes.name", "user.target.group.id",
+        "observer.hostname", "observer.ip", "observer.type", "observer.vendor", "observer.product",
+    }  # fmt: skip
+
+
+def _lint_text(t: str) -> list[LintFinding]:
+    """Rules about one file's text (comments already stripped)."""
     f: list[LintFinding] = []
 
     for kw in ("tcp", "network", "syslog", "tcp6"):
-        for line, body, _ in _blocks(t, kw):
+        for line, body, pos in _blocks(t, kw):
+            if not _in_destination(t, pos):
+                continue  # a source listening on 5044 is only a port
             if re.search(r"\bport\s*\(\s*\"?5044\"?\s*\)", body) or re.search(
                 r"^\s*\"[^\"]+\"\s+port\s*\(\s*5044", body
             ):
@@ -203,17 +317,6 @@ def lint_config(text: str) -> list[LintFinding]:
             )
         )
 
-    if not any(_in_destination(t, pos) for _, _, pos in _blocks(t, "file")):
-        f.append(
-            LintFinding(
-                "no-archive",
-                WARNING,
-                1,
-                "no file() destination: no local archive while the central cluster is unreachable",
-                "add a file() destination with date macros in the path and perm(0600)",
-            )
-        )
-
     for line, body, pos in _blocks(t, "file"):
         m = re.search(r"\bperm\(\s*(0?[0-7]{3,4})\s*\)", body)
         if _in_destination(t, pos) and m and int(m.group(1), 8) & 0o077:
@@ -251,7 +354,99 @@ def lint_config(text: str) -> list[LintFinding]:
                 f"give it a type hint: --pair {m.group(1)}=int64(...)",
             )
         )
-    return sorted(f, key=lambda x: (x.line, x.rule))
+
+    for kw in ("tcp", "udp", "tcp6", "udp6", "network", "syslog"):
+        for line, body, pos in _blocks(t, kw):
+            if not _in_destination(t, pos):
+                continue
+            host = re.match(r'\s*"([^"]*)"', body)
+            transport = re.search(r'\btransport\s*\(\s*"?([\w-]+)"?\s*\)', body)
+            proto = kw.rstrip("6") if kw in ("tcp", "udp", "tcp6", "udp6") else (
+                transport.group(1) if transport else "tcp"
+            )  # fmt: skip
+            if host is None or _LOOPBACK.match(host.group(1)) or "tls" in proto:
+                continue
+            f.append(
+                LintFinding(
+                    "plaintext-remote",
+                    ERROR,
+                    line,
+                    f"{kw}() sends audit logs to {host.group(1)} over plain {proto.upper()}: readable and "
+                    "alterable on the way" + (", and UDP drops them silently" if proto == "udp" else ""),
+                    'use transport("tls") with tls(peer-verify(yes) ca-file() cert-file() key-file())',
+                )
+            )
+
+    internal_sources = {
+        m.group(1) for m in re.finditer(r"(?<![\w-])source\s+([\w-]+)\s*\{\s*internal\s*\(\s*\)\s*;\s*\}", t)
+    }
+    for line, body in _braces(t, "log"):
+        if "destination" not in body or re.search(r"\bflow-control\b", body):
+            continue
+        sources = set(re.findall(r"\bsource\s*\(\s*([\w-]+)\s*\)", body))
+        if sources and sources <= internal_sources:
+            continue  # syslog-ng's own messages cannot be slowed down
+        f.append(
+            LintFinding(
+                "no-flow-control",
+                ERROR,
+                line,
+                "log path without flags(flow-control): when a destination's queue is full, messages are dropped",
+                "add flags(flow-control); to the log path (with a disk-buffer() on the remote destination)",
+            )
+        )
+
+    known = _known_ecs()
+    for m in re.finditer(r"--pair\s+([@\w.]+)=", t):
+        name = m.group(1)
+        top = name.split(".", 1)[0]
+        if top not in _ECS_OBJECTS or name in known:
+            continue
+        if "." not in name:
+            f.append(
+                LintFinding(
+                    "ecs-name",
+                    ERROR,
+                    _line_of(t, m.start()),
+                    f"format-json writes a value at {name!r}, which ECS defines as an object: Elasticsearch "
+                    "refuses the document (mapping conflict)",
+                    f"use a field of it, for example {name}.name, as ECS 8.17 names them",
+                )
+            )
+        else:
+            f.append(
+                LintFinding(
+                    "ecs-unknown-field",
+                    WARNING,
+                    _line_of(t, m.start()),
+                    f"{name!r} is not an ECS 8.17 field the edgesec templates map: a misspelling?",
+                    "check the name against ECS 8.17, or put custom fields under a top-level name of your own",
+                )
+            )
+    return f
+
+
+def _braces(text: str, keyword: str) -> list[tuple[int, str]]:
+    """``keyword { ... }`` blocks with balanced braces: (start line, body)."""
+    found = []
+    for m in re.finditer(r"(?<![\w-])" + re.escape(keyword) + r"\s*\{", text):
+        depth, i, q = 1, m.end(), None
+        while i < len(text) and depth:
+            c = text[i]
+            if q:
+                if c == "\\" and q == '"':
+                    i += 1
+                elif c == q:
+                    q = None
+            elif c in "\"'":
+                q = c
+            elif c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+            i += 1
+        found.append((text.count("\n", 0, m.start()) + 1, text[m.end() : i - 1]))
+    return found
 
 
 def _in_destination(text: str, pos: int) -> bool:

@@ -74,6 +74,10 @@ GROUP_GATHER_S = 0.02
 CURRENT = "trail.jsonl"
 LOCK = "trail.lock"
 TORN_DIR = "torn"
+#: The largest record the trail writes (its line, newline included). The generated syslog-ng pipeline reads
+#: lines up to a little more than this (log-msg-size), so a record always reaches it whole; a larger one is
+#: set aside under ``rejected/`` like an unencodable one.
+MAX_RECORD_BYTES = 1024 * 1024
 REJECTED_DIR = "rejected"
 # Rotated files: trail.<first-seq:012d>-<last-seq:012d>.jsonl, in the same directory.
 ROTATED_GLOB = "trail.*-*.jsonl"
@@ -520,6 +524,7 @@ class Trail:
                     prev, line = self._seal(doc, seq, prev)
                 out.append(line)
                 chain.append((seq, prev))
+            failure: TrailWriteFailed | None = None
             try:
                 fd = self._write_lines(fd, head, out, chain, sync=sync)
             except _Unwritable as exc:
@@ -527,15 +532,19 @@ class Trail:
                 self._head = None  # read the head again from the file next time
                 self._carry = [r for r in records[done : len(extra)] if isinstance(r, dict)]
                 n_written = max(0, done - len(extra))
-                raise TrailWriteFailed(
+                failure = TrailWriteFailed(
                     f"audit trail {self.path} not written: {cause.strerror or cause}; "
                     f"{len(docs) - n_written} record(s) not on disk",
                     written=n_written,
                     reason=str(cause.strerror or cause),
                     hint="free space in the trail's file system; the records are kept and written again",
-                ) from cause
-            st = os.fstat(fd)
-            self._head = _Head(seq, prev, st.st_size, st.st_ino)
+                )
+                failure.__cause__ = cause
+                # The lines that did go in are records like any other: the listeners get them too.
+                records, out = records[:done], out[:done]
+            else:
+                st = os.fstat(fd)
+                self._head = _Head(seq, prev, st.st_size, st.st_ino)
         written = [
             doc if isinstance(doc, dict) else json.loads(line)
             for doc, line in zip(records, out, strict=True)
@@ -544,6 +553,8 @@ class Trail:
         if self.listeners and out:
             for listener in self.listeners:
                 listener(written, out)
+        if failure is not None:
+            raise failure
         return written
 
     @staticmethod
@@ -551,8 +562,14 @@ class Trail:
         if isinstance(doc, dict):
             doc.setdefault("event", {})["sequence"] = seq
             doc.setdefault("edgesec", {}).setdefault("trail", {})["prev"] = prev
-            return seal(doc)
-        return doc.shape.seal(doc.pieces, seq, prev)  # a Prepared record: its shape writes the same line
+            digest, line = seal(doc)
+        else:  # a Prepared record: its shape writes the same line
+            digest, line = doc.shape.seal(doc.pieces, seq, prev)
+        if len(line) > MAX_RECORD_BYTES:
+            raise ValueError(
+                f"a record of {len(line)} bytes is over the trail's limit of {MAX_RECORD_BYTES} bytes"
+            )
+        return digest, line
 
     def _set_aside(self, doc: Record, exc: BaseException) -> dict[str, Any]:
         """Keep a record that cannot be written as evidence under ``rejected/`` and return the notice
@@ -851,16 +868,10 @@ class Trail:
         """Write what is queued and stop the writer. Raises :class:`TrailWriteFailed` naming the records
         that could not be written (they are lost with the process: the error is the record of that)."""
         try:
-            done = self.flush()
-            with self._cond:
-                lost = self._submitted - self._durable
-            if not done and lost:
-                raise TrailWriteFailed(
-                    f"audit trail {self.path}: {lost} queued record(s) not written before close (timeout)"
-                )
+            self.flush()
         finally:
             with self._cond:
-                self._closed = True
+                self._closed = True  # the writer empties the queue, then stops
                 self._cond.notify_all()
             if self._thread is not None:
                 self._thread.join(timeout=5)
@@ -872,6 +883,12 @@ class Trail:
                 closer = getattr(listener, "close", None)
                 if callable(closer):
                     closer()
+        with self._cond:
+            lost = self._submitted - self._durable
+        if lost:
+            raise TrailWriteFailed(
+                f"audit trail {self.path}: {lost} queued record(s) not written before close"
+            )
 
     def _after_fork(self) -> None:
         # A forked child inherits no writer thread and must not share our fd's cached head.

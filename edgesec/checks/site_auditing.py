@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 
 from edgesec.auditing.elastic import PROFILE_RETENTION_DAYS as _RETENTION
-from edgesec.auditing.lint import ERROR, lint_config
+from edgesec.auditing.lint import ERROR, includes, lint_config
 from edgesec.checks.interface import Check, CheckContext, CheckMeta, Finding, Severity
 from edgesec.site import discover
 
@@ -94,7 +94,18 @@ class Pipeline(Check):
                     f"syslog-ng --syntax-only rejects {path}: {first}", resource=path, evidence=ev
                 )
                 ok = False
-            # The same rules as 'edgesec auditlog lint', on the text the probe read.
+            # The same rules as 'edgesec auditlog lint', on the text the probe read. Included files are
+            # not read here: their mistakes are not assessed, which is said, never passed over.
+            included = includes(text)
+            if included:
+                ev["includes"] = included
+                yield self.warned(
+                    f"{path} includes {', '.join(included)}: what they hold is not checked here;"
+                    f" run 'edgesec auditlog lint {path}', which follows them",
+                    resource=path,
+                    evidence=ev,
+                )
+                ok = False
             findings = lint_config(text)
             ev["lint"] = [f.to_dict() for f in findings]
             errors = [f for f in findings if f.severity == ERROR]

@@ -34,9 +34,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
+from edgesec.auditing.elastic import AUDITD_EXTENSION_FIELDS
+
 # Parameters every ES API accepts (the spec's "common parameters").
 COMMON_PARAMS = {"pretty", "human", "error_trace", "filter_path", "source"}
 KNOWN_CUSTOM_ROOTS = ("edgesec", "auditd")
+# Not ECS, but declared: the user.* fields Filebeat's auditd module adds (its fields.yml), mapped as keyword
+# by the generated index templates (AUDITD_EXTENSION_FIELDS).
 
 
 class RestSpec:
@@ -183,6 +187,10 @@ class EcsSchema:
                 continue  # custom fields live under their own top-level name, as ECS asks
             if path in self.open_objects:
                 continue
+            if path in AUDITD_EXTENSION_FIELDS:
+                if not isinstance(v, str):
+                    errors.append(f"{path}: {v!r} is not a keyword")
+                continue
             if path in self.types:
                 self._value(path, self.types[path], v, errors)
             elif isinstance(v, dict):
@@ -288,7 +296,12 @@ class FakeElasticsearch:
         self.client_subjects: set[str] = set()
         self.reject_ids: set[str] = set()
         self.handshake_failures = 0
-        self.bulk_delay = 0.0  # seconds each bulk request takes (to kill a client mid-run)  # ids answered as mapping errors (to test dead-letter handling)
+        self.bulk_delay = 0.0  # seconds each bulk request takes (to kill a client mid-run)
+        # Whole-request refusals: a _bulk body holding this marker is answered 400; a body over this
+        # many bytes 413 (as http.max_content_length does). Counted in refused.
+        self.refuse_marker: bytes | None = None
+        self.max_request_bytes: int | None = None
+        self.refused: list[int] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._conns: set[socket.socket] = set()
@@ -386,6 +399,20 @@ class FakeElasticsearch:
         if u.path.endswith("/_bulk"):
             if self.bulk_delay:
                 time.sleep(self.bulk_delay)
+            if self.max_request_bytes is not None and len(body) > self.max_request_bytes:
+                with self.lock:
+                    self.refused.append(413)
+                return 413, {
+                    "error": {"type": "content_too_long", "reason": "request too large"},
+                    "status": 413,
+                }
+            if self.refuse_marker is not None and self._marked(body):
+                with self.lock:
+                    self.refused.append(400)
+                return 400, {
+                    "error": {"type": "parse_exception", "reason": "refused on purpose"},
+                    "status": 400,
+                }
             return self._bulk(body, u.path)
         if method == "PUT":
             try:
@@ -408,6 +435,17 @@ class FakeElasticsearch:
                 }
             return 200, {u.path.rsplit("/", 1)[-1]: doc}
         return 200, {"acknowledged": True}
+
+    def _marked(self, body: bytes) -> bool:
+        """A document (not a dead letter) holding the marker: the request is refused whole."""
+        assert self.refuse_marker is not None
+        if self.refuse_marker not in body:
+            return False
+        lines = body.split(b"\n")
+        return any(
+            b"deadletter" not in action and self.refuse_marker in doc
+            for action, doc in zip(lines[0::2], lines[1::2], strict=False)
+        )
 
     def _bad(self, status: int, why: str) -> tuple[int, Any]:
         with self.lock:

@@ -127,7 +127,8 @@ def test_checkpoint_sent_and_truncation_caught(cli, pki: SitePki, tmp_path: Path
     code, out, err = cli(*args)
     assert code == 0, err
     assert "1 checkpoint(s) covered" in out
-    # Truncate the last three records: the shorter chain is valid, the checkpoint is not covered.
+    # Truncate the last three records (the checkpoint's own event is record 41): the shorter chain is
+    # valid, the checkpoint is not covered.
     cur = trail / "trail.jsonl"
     lines = cur.read_bytes().splitlines(keepends=True)
     cur.write_bytes(b"".join(lines[:-3]))
@@ -135,7 +136,7 @@ def test_checkpoint_sent_and_truncation_caught(cli, pki: SitePki, tmp_path: Path
     assert code == 1
     doc = json.loads(out)
     assert doc["error"]["details"]["problem"] == "truncated" and doc["error"]["details"]["seq"] == 40
-    assert "trail ends at record 37" in doc["error"]["message"]
+    assert "trail ends at record 38" in doc["error"]["message"]
     # The local copy (checkpoints/) catches it too.
     code, _, err = cli("--config", str(cfg), "auditlog", "verify")
     assert code == 1 and "truncated" in err
@@ -274,3 +275,26 @@ def test_a_superseded_checkpoint_signer_is_proven_by_a_later_checkpoint(
     assert code == 1 and "revoked" in err and "not proven" in err
     second.write_bytes(kept)
     assert cli(*c, "auditlog", "verify")[0] == 0
+
+
+def test_checkpoint_event_goes_into_the_trail_given(cli, pki: SitePki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`checkpoint --trail DIR` records its event in DIR, the trail it signed, not the configured one."""
+    configured, other = tmp_path / "configured", tmp_path / "other"
+    fill(configured, 3)
+    fill(other, 7)
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text(
+        f'[auditing]\ntrail_dir = "{configured}"\n[pki]\nstore_dir = "{pki.store}"\ntrust_bundle_dir = "{pki.trust}"\n'
+    )
+    before = (configured / "trail.jsonl").read_bytes()
+    code, out, err = cli(
+        "--config", str(cfg), "--json", "auditlog", "checkpoint", "--signer", "trail-signer", "--no-send",
+        "--trail", str(other),
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["result"]["seq"] == 7, err
+    assert (configured / "trail.jsonl").read_bytes() == before
+    last = json.loads((other / "trail.jsonl").read_bytes().splitlines()[-1])
+    assert last["event"]["action"] == "trail.checkpoint" and last["event"]["sequence"] == 8
+    assert last["edgesec"]["checkpoint"]["seq"] == 7
+    code, out, err = cli("--config", str(cfg), "auditlog", "verify", "--trail", str(other))
+    assert code == 0 and "1 checkpoint(s) covered" in out, err

@@ -69,7 +69,14 @@ def test_gen_elastic_files(cli, tmp_path: Path, home: Path) -> None:  # type: ig
     paths = [r["path"] for r in manifest["requests"]]
     assert "/_ilm/policy/edgesec-retention" in paths and "/_ingest/pipeline/edgesec-ingest" in paths
     ilm = json.loads((tmp_path / "es" / "_ilm__policy__edgesec-retention.json").read_text())
-    assert ilm["policy"]["phases"]["delete"]["min_age"] == "365d"
+    # A monthly index is created no earlier than its month's first event; its newest event is up to 31 days
+    # younger: deleting at 365 + 31 days keeps every event of the month at least the 12 months PCI asks.
+    assert ilm["policy"]["phases"]["delete"]["min_age"] == "396d"
+    # Never read-only: a late event (a drained disk buffer, a backfill) must still be accepted.
+    assert all(
+        not {"readonly", "forcemerge", "shrink"} & set(ph["actions"])
+        for ph in ilm["policy"]["phases"].values()
+    )
     # Re-running with the same content is a no-op; a different existing file is refused.
     assert cli("--config", str(cfg), "auditlog", "gen", "elastic", "--out", str(tmp_path / "es"))[0] == 0
     cfg.write_text('[site]\nprofile = "factory"\n')

@@ -175,3 +175,75 @@ def test_lint_no_archive() -> None:
     rules = {f.rule for f in lint_config(conf)}
     assert "no-archive" in rules  # a file() *source* is no archive
     assert "no-disk-buffer" not in rules and "disk-buffer-unreliable" not in rules
+
+
+GAPS = """\
+@version: 3.38
+source s_beats { network(ip("0.0.0.0") port(5044)); };
+source s_local { system(); };
+destination d_remote_tcp { network("collector.example" port(514) transport("tcp")
+    disk-buffer(reliable(yes) dir("/var/buf"))); };
+destination d_remote_udp { udp("10.1.2.3" port(514) disk-buffer(reliable(yes) dir("/var/buf2"))); };
+destination d_loop { tcp("127.0.0.1" port(6514) disk-buffer(reliable(yes) dir("/var/buf3"))); };
+destination d_tls { syslog("collector.example" transport("tls") tls(peer-verify(yes))
+    disk-buffer(reliable(yes) dir("/var/buf4"))); };
+destination d_file { file("/var/log/a.log" perm(0600)
+    template("$(format-json --pair host=${HOST} --pair user.idd=${USER} --pair user.name=${USER})\\n")); };
+log { source(s_local); destination(d_remote_tcp); destination(d_file); };
+log { source(s_beats); destination(d_loop); destination(d_tls); flags(flow-control); };
+"""
+
+
+def test_lint_gaps_closed() -> None:
+    found = {(f.rule, f.line) for f in lint_config(GAPS)}
+    assert not any(rule == "beats-port" for rule, _ in found)  # a *source* on 5044 is only a port
+    assert ("plaintext-remote", 4) in found and ("plaintext-remote", 6) in found
+    assert not any(rule == "plaintext-remote" and line in (7, 8) for rule, line in found)  # loopback, TLS
+    assert ("no-flow-control", 12) in found and ("no-flow-control", 13) not in found
+    assert ("ecs-name", 11) in found and ("ecs-unknown-field", 11) in found
+    assert sum(1 for rule, _ in found if rule.startswith("ecs-")) == 2  # user.name is fine
+
+
+def test_lint_follows_includes(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    main = tmp_path / "syslog-ng.conf"
+    (tmp_path / "conf.d").mkdir()
+    main.write_text(
+        '@version: 3.38\n@include "scl.conf"\n@include "conf.d/*.conf"\n@include "missing.conf"\n'
+        'destination d_file { file("/var/log/a.log" perm(0600)); };\n'
+    )
+    (tmp_path / "conf.d" / "remote.conf").write_text(
+        'source s { system(); };\n\ndestination d_es { http(url("http://es.example:9200/_bulk")); };\n'
+        "log { source(s); destination(d_es); destination(d_file); };\n"
+    )
+    code, out, _ = cli("--json", "auditlog", "lint", str(main))
+    assert code == 1
+    got = {(Path(f["file"]).name, f["rule"], f["line"]) for f in json.loads(out)["result"]["findings"]}
+    assert ("remote.conf", "http-no-tls", 3) in got and ("remote.conf", "no-disk-buffer", 3) in got
+    assert ("remote.conf", "no-flow-control", 4) in got
+    assert ("syslog-ng.conf", "include-missing", 4) in got
+    assert not any(rule == "no-archive" for _, rule, _ in got)  # the archive is in the main file
+    assert not any("scl" in f for f, _, _ in got)
+
+
+def test_site_pipeline_check_does_not_pass_unread_includes(cli, tmp_path: Path, home: Path) -> None:  # type: ignore[no-untyped-def]
+    """The auditing.pipeline check lints the text it read; a config that @includes other files cannot
+    PASS on that alone: it warns, naming them (``auditlog lint`` follows them)."""
+    from edgesec.checks.site_auditing import Pipeline
+    from edgesec.config import LoadedConfig, Settings
+    from tests.e2e.test_site_checks import NoProcesses, ctx, statuses
+
+    pki = make_site_pki(tmp_path / "pki")
+    code, _, err = cli(
+        "auditlog", "gen", "syslog-ng", "--out", str(tmp_path / "sng"), "--audit-log", "",
+        "--buffer-dir", str(tmp_path / "buf"), "--ca", str(pki.ca_bundle), "--cert", str(pki.client.cert),
+        "--key", str(pki.client.key),
+    )  # fmt: skip
+    assert code == 0, err
+    conf = tmp_path / "sng" / "syslog-ng.conf"
+    (tmp_path / "sng" / "extra.conf").write_text("# nothing yet\n")
+    conf.write_text(conf.read_text().replace("\noptions {", '\n@include "extra.conf"\n\noptions {', 1))
+    cfg = LoadedConfig(Settings(), None, home, "test")
+    params = {"auditing.pipeline": {"syslog-ng_configs": [str(conf)]}}
+    out = list(Pipeline().run(ctx(NoProcesses(), cfg=cfg, params=params)))
+    assert "PASS" not in statuses(out) and "WARN" in statuses(out)
+    assert any("includes extra.conf" in f.message for f in out)

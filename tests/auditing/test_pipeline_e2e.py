@@ -163,7 +163,13 @@ def test_pipeline_delivers_ecs_without_loss(rig: Rig, conformance: Path, cli) ->
     by_seq = {d["event"]["sequence"]: d for d in es.docs("edgesec-auditd-").values()}
     syscall = by_seq[4242]  # the ENRICHED sample
     assert syscall["@timestamp"].startswith("2023-11-14T22:13:20.123")
-    assert syscall["user"] == {"id": "1000", "name": "alice", "effective": {"id": "0"}, "group": {"id": "0"}}
+    # Filebeat's auditd semantics: uid -> user.id, auid -> user.audit.id, euid -> user.effective.id.
+    assert syscall["user"]["id"] == "0" and syscall["user"]["audit"] == {"id": "1000"}
+    assert syscall["user"]["name"] == "root" and syscall["user"]["effective"] == {
+        "id": "0",
+        "group": {"id": "0"},
+    }
+    assert syscall["event"]["category"] == ["process"] and syscall["event"]["type"] == ["info"]
     assert syscall["process"] == {
         "pid": 1001,
         "name": "id",
@@ -174,7 +180,7 @@ def test_pipeline_delivers_ecs_without_loss(rig: Rig, conformance: Path, cli) ->
     assert "\x1d" in syscall["event"]["original"] and "\x1d" not in syscall["message"]
     login = by_seq[4243]
     assert login["source"]["ip"] == "10.0.0.5" and login["event"]["outcome"] == "success"
-    assert login["process"]["executable"] == "/usr/sbin/sshd" and login["event"]["action"] == "user_login"
+    assert login["process"]["executable"] == "/usr/sbin/sshd" and login["event"]["action"] == "logged-in"
     ipsec = by_seq[18877201]  # MAC_IPSEC_EVENT: src/dst networks
     assert ipsec["source"]["ip"] == "192.168.2.0" and ipsec["destination"]["ip"] == "192.168.0.0"
     titles = {
@@ -186,7 +192,7 @@ def test_pipeline_delivers_ecs_without_loss(rig: Rig, conformance: Path, cli) ->
     failed = [d for d in by_seq.values() if d["auditd"]["log"].get("res") == "failed"]
     assert failed and all(d["event"]["outcome"] == "failure" for d in failed)
     unset = [d for d in by_seq.values() if d["auditd"]["log"].get("auid") == "4294967295"]
-    assert unset and all("id" not in d.get("user", {}) for d in unset)
+    assert unset and all(d["user"]["audit"]["id"] == "4294967295" for d in unset)  # as Filebeat keeps it
     assert all(d["host"]["name"] and d["edgesec"]["site"] == "branch-7" for d in by_seq.values())
 
     # 2. the endpoint goes away mid-stream; events keep coming; syslog-ng restarts during the outage

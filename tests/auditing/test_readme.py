@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edgesec import auditing
 from edgesec.auditing.ecs import AuditEvent
+from edgesec.auditing.elastic import index_for
 
 from .esmock import FakeElasticsearch
 from .sitepki import make_site_pki
@@ -49,6 +50,15 @@ def test_readme_auditlog_commands(cli, tmp_path: Path, conformance: Path) -> Non
     checkpoint_file = json.loads(out)["result"]["file"]
     archive = tmp_path / "archive-audit.log"  # what the syslog-ng archive holds: the trail lines
     archive.write_bytes((trail / "trail.jsonl").read_bytes())
+    journal = tmp_path / "bulk"  # what the syslog-ng journal holds: the _bulk items it sent
+    journal.mkdir()
+    (journal / "2026-01-01.ndjson").write_bytes(
+        b"".join(
+            json.dumps({"create": {"_index": index_for("edgesec", json.loads(ln)), "_id": json.loads(ln)["event"]["hash"]}}).encode()
+            + b"\n" + ln + b"\n"
+            for ln in (trail / "trail.jsonl").read_bytes().splitlines()
+        )
+    )  # fmt: skip
     with FakeElasticsearch(conformance, pki.server.cert, pki.server.key, pki.ca_bundle) as es:
         gen_dirs = iter(tmp_path / f"gen{i}" for i in range(10))
         last_conf = None
@@ -57,6 +67,7 @@ def test_readme_auditlog_commands(cli, tmp_path: Path, conformance: Path) -> Non
                 "SEQ": "1",
                 "FILE": checkpoint_file,
                 "ARCHIVE": str(archive),
+                "/var/log/edgesec/archive/bulk": str(journal),
                 "URL": es.url,
                 "CA": str(pki.ca_bundle),
                 "C": str(pki.client.cert),

@@ -72,6 +72,8 @@ def test_group_commit_on_full_disk_raises_keeps_queue_and_loses_nothing(tmp_path
         accepted: list[int] = []
         refused = 0
         with auditing.configured(trail_dir, durability="group", group_commit_ms=5) as trail:
+            forwarded: list[bytes] = []  # what a listener (the RFC 5424 forwarder) was given
+            trail.listeners.append(lambda _docs, lines: forwarded.extend(lines))
             for i in range(1500):
                 try:
                     auditing.emit(ev(i))
@@ -98,6 +100,9 @@ def test_group_commit_on_full_disk_raises_keeps_queue_and_loses_nothing(tmp_path
         assert got == accepted  # every accepted event, once, in order
         assert small_verifier(trail_dir) == len(records(trail_dir))
         verify_chain(trail_files(trail_dir))
+        # Every record on disk was forwarded once, those of a partly written batch included.
+        on_disk = [ln + b"\n" for f in trail_files(trail_dir) for ln in f.read_bytes().splitlines()]
+        assert forwarded == on_disk
 
 
 def test_cli_exit_code_names_events_lost_to_a_full_disk(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
@@ -192,3 +197,22 @@ def test_not_a_number_is_refused_at_the_event_never_written_as_invalid_json() ->
             ev(0, **{"edgesec.test.ratio": bad}).to_document()
         with pytest.raises(InputError, match="JSON data"):
             ev(0, **{"edgesec.test.ratio": bad}).prepare()
+
+
+def test_a_record_over_the_pipeline_limit_is_set_aside(tmp_path: Path) -> None:
+    """syslog-ng reads lines up to log-msg-size: a larger record would reach it as fragments."""
+    with auditing.configured(tmp_path, durability="group", group_commit_ms=5):
+        auditing.emit(ev(0, **{"edgesec.test.blob": "x" * trail_mod.MAX_RECORD_BYTES}))
+        auditing.emit(ev(1))
+        auditing.flush(10)
+    recs = records(tmp_path)
+    assert [r["event"]["action"] for r in recs] == ["trail.record_rejected", "test.event"]
+    assert "over the trail's limit" in recs[0]["message"]
+    assert Path(recs[0]["file"]["path"]).stat().st_size > trail_mod.MAX_RECORD_BYTES
+    verify_chain(trail_files(tmp_path))
+
+
+def test_canonical_refuses_what_is_not_json() -> None:
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(ValueError):
+            trail_mod.canonical({"v": bad})

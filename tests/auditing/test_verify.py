@@ -477,3 +477,27 @@ def test_verify_while_writers_rotate(tmp_path: Path) -> None:
         stop.set()
         t.join()
     assert verify_trail(tmp_path).records == small_verifier(tmp_path)
+
+
+def test_cli_verify_says_what_it_cannot_see(cli, trail: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Without an off-host anchor a cut on a line boundary verifies: the output must say that the records
+    after the newest anchor are not covered, and a torn last line must not read as "intact"."""
+    cur = trail / CURRENT
+    cur.write_bytes(b"".join(_lines(cur)[:-2]))  # the newest two records cut on a line boundary
+    code, out, err = cli("auditlog", "verify", "--trail", str(trail), "--no-local-checkpoints")
+    assert code == 0, err
+    assert "trail intact" not in out and "records 1..58 are after the newest off-host anchor" in out
+    code, out, _ = cli("--json", "auditlog", "verify", "--trail", str(trail), "--no-local-checkpoints")
+    res = json.loads(out)["result"]
+    assert res["covered_to"] == 0 and res["not_covered"] == 58
+    # A copy off the host up to record 50: records 51..58 are the only ones not covered.
+    shipped = tmp_path / "archive-audit.log"
+    shipped.write_bytes(b"".join(ln for f in trail_files(trail) for ln in _lines(f) if _seq(ln) <= 50))
+    code, out, _ = cli("--json", "auditlog", "verify", "--trail", str(trail), "--shipped", str(shipped))
+    res = json.loads(out)["result"]
+    assert code == 0 and res["covered_to"] == 50 and res["not_covered"] == 8
+    # A torn last line is named, not passed over.
+    with open(cur, "ab") as fh:
+        fh.write(b'{"event":{"seq')
+    code, out, _ = cli("auditlog", "verify", "--trail", str(trail), "--no-local-checkpoints")
+    assert code == 0 and "an unfinished last line (14 bytes) is not part of the chain" in out
