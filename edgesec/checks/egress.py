@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from edgesec.checks.firewall import Pkt, Ruleset, read_ruleset
+from edgesec.checks.firewall import PathVerdict, Pkt, Ruleset, read_ruleset
 from edgesec.checks.interface import Check, CheckContext, CheckMeta, Finding, Severity, Status
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -401,6 +401,17 @@ def _dedup_all(lists: Iterable[list[str]]) -> list[str]:
     return list(dict.fromkeys(x for xs in lists for x in xs))
 
 
+def _merge(verdicts: list[PathVerdict]) -> PathVerdict:
+    """Sealed only when every path is."""
+    return PathVerdict(
+        all(v.sealed for v in verdicts),
+        _dedup_all(v.sealed_by for v in verdicts),
+        _dedup_all(v.holes for v in verdicts),
+        _dedup_all(v.unknown for v in verdicts),
+        _dedup_all(v.chains for v in verdicts),
+    )
+
+
 class Firewall(_EgressCheck):
     """Output and forward paths of the host firewall, judged by the firewall model."""
 
@@ -430,7 +441,9 @@ class Firewall(_EgressCheck):
         for version in (4, 6):
             view = kernel_routes_out(ctx, version, allowed)
             res = f"IPv{version} output"
-            pv = rs.judge(Pkt(version, "output", None))
+            # Judged per device the routes out use (a netdev egress hook seals only its device).
+            devs = sorted({str(r["dev"]) for r in view.out if r.get("dev")}) or [None]
+            pv = _merge([rs.judge(Pkt(version, "output", d)) for d in devs])
             pev = {**ev, "sealed_by": pv.sealed_by, "holes": pv.holes, "unknown": pv.unknown}
             if pv.sealed:
                 yield self.passed(f"IPv{version} output is dropped by default", resource=res, evidence=pev)

@@ -584,3 +584,39 @@ def test_checks_that_name_public_resolvers_open_no_socket(monkeypatch: Any) -> N
     routes = list(egress.Routes().run(ctx_for(sys_, allowed_networks=["10.0.0.0/8"])))
     assert routes[0].status.value == "FAIL"
     assert list(egress.Firewall().run(ctx_for(sys_, allowed_networks=["10.0.0.0/8"])))
+
+
+def test_a_construct_the_model_does_not_understand_is_never_pass() -> None:
+    xt = [{"xt": {"type": "match", "name": "owner"}}, {"accept": None}]
+    sys_ = routes_system(ROUTES_OPEN, _nft_drop_with(CT_EST, xt))
+    (v4, _v6) = egress.Routes().run(ctx_for(sys_, allowed_networks=["10.0.0.0/8"]))
+    assert v4.status.value == "WARN" and "cannot prove sealed" in v4.message and "xt" in v4.message
+    fw = {x.resource: x for x in egress.Firewall().run(ctx_for(sys_, allowed_networks=["10.0.0.0/8"]))}
+    assert fw["IPv4 output"].status.value == "WARN" and fw["IPv4 output"].evidence["unknown"]
+
+
+def test_iptables_negation_limit_and_user_chains() -> None:
+    head = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [0:0]\n:site - [0:0]\n"
+
+    def v4(rules: str) -> str:
+        sys_ = routes_system(ROUTES_OPEN, commands={("iptables-save",): head + rules + "COMMIT\n"})
+        return next(iter(egress.Routes().run(ctx_for(sys_, allowed_networks=["10.0.0.0/8"])))).status.value
+
+    assert v4("-A OUTPUT ! -d 10.0.0.0/8 -j ACCEPT\n") == "FAIL"  # "not to the site" is a way out
+    assert v4("-A OUTPUT -d 10.0.0.0/8 -j ACCEPT\n") == "PASS"
+    assert v4("-A OUTPUT -j site\n-A site -d 10.0.0.0/8 -j ACCEPT\n-A site -j RETURN\n") == "PASS"
+    assert v4("-A OUTPUT -j site\n-A site -p tcp --dport 443 -j ACCEPT\n") == "FAIL"
+    # A rate-limited drop is not a drop: policy ACCEPT with a limited final drop stays open.
+    accept = head.replace(":OUTPUT DROP", ":OUTPUT ACCEPT")
+    sys_ = routes_system(
+        ROUTES_OPEN,
+        commands={("iptables-save",): accept + "-A OUTPUT -m limit --limit 5/min -j DROP\nCOMMIT\n"},
+    )
+    assert next(iter(egress.Routes().run(ctx_for(sys_)))).status.value == "FAIL"
+    sys_ = routes_system(
+        ROUTES_OPEN,
+        commands={
+            ("iptables-save",): accept + "-A OUTPUT -j REJECT --reject-with icmp-port-unreachable\nCOMMIT\n"
+        },
+    )
+    assert next(iter(egress.Routes().run(ctx_for(sys_)))).status.value == "PASS"

@@ -206,6 +206,32 @@ def s_netdev_egress(lab: Lab) -> None:
     )
 
 
+def s_netdev_egress_other_device(lab: Lab) -> None:
+    # A drop on the egress hook of a device the route out does not use seals nothing.
+    default_gw(lab)
+    _r(lab, "link", "add", "vx0", "type", "veth", "peer", "name", "vx1")
+    _nft(
+        lab,
+        "table netdev e {\n chain eg {\n  type filter hook egress device vx0 priority 0; policy drop;\n }\n}\n",
+    )
+
+
+def s_nft_goto_returns_to_policy_accept(lab: Lab) -> None:
+    # goto a chain that only accepts site traffic; what falls through meets the base chain's accept policy.
+    default_gw(lab)
+    _nft(
+        lab,
+        "table inet edge {\n chain site { ip daddr 198.51.100.0/24 accept\n }\n"
+        " chain out {\n  type filter hook output priority 0; policy accept;\n  goto site\n  drop\n }\n}\n",
+    )
+
+
+def s_nft_unknown_construct_numgen(lab: Lab) -> None:
+    # An expression the model does not understand (a packet counter): it must say "cannot prove sealed".
+    default_gw(lab)
+    _nft(lab, _drop_out("  numgen inc mod 2 0 accept\n"))
+
+
 def s_skuid_hole(lab: Lab) -> None:
     default_gw(lab)
     _nft(lab, _drop_out("  meta skuid 1000 accept\n"))
