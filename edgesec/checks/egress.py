@@ -442,7 +442,7 @@ class Firewall(_EgressCheck):
             view = kernel_routes_out(ctx, version, allowed)
             res = f"IPv{version} output"
             # Judged per device the routes out use (a netdev egress hook seals only its device).
-            devs = sorted({str(r["dev"]) for r in view.out if r.get("dev")}) or [None]
+            devs: list[str | None] = [*sorted({str(r["dev"]) for r in view.out if r.get("dev")})] or [None]
             pv = _merge([rs.judge(Pkt(version, "output", d)) for d in devs])
             pev = {**ev, "sealed_by": pv.sealed_by, "holes": pv.holes, "unknown": pv.unknown}
             if pv.sealed:
