@@ -193,11 +193,18 @@ def kernel_routes_out(ctx: CheckContext, version: int, allowed: list[Net]) -> Ro
         hidden = [k for k in ("uidrange", "ipproto", "sport", "dport") if ru.get(k)]
         hidden += [k for k in ("iif", "oif") if ru.get(k) not in (None, "lo")]
         hidden += ["tos"] if ru.get("tos") else []
-        if not hidden or ru.get("action") != "lookup":
+        hidden += ["l3mdev (VRF)"] if ru.get("l3mdev") else []
+        if not hidden or (ru.get("action") != "lookup" and not ru.get("l3mdev")):
             continue
         for rt in routes:
             net = _route_net(rt, version)
-            if rt.get("table") != ru.get("table") or rt.get("type") not in _FORWARDING or net is None:
+            # An l3mdev rule looks up the table of whichever VRF a socket is bound to: any VRF table.
+            in_table = (
+                rt.get("table") not in _STANDARD_TABLES
+                if ru.get("l3mdev")
+                else rt.get("table") == ru.get("table")
+            )
+            if not in_table or rt.get("type") not in _FORWARDING or net is None:
                 continue
             if net.prefixlen and all(is_internal(ipaddress.ip_address(h), internal) for h in _hosts_of(net)):
                 continue
@@ -534,6 +541,8 @@ class Dns(_EgressCheck):
         servers: dict[str, str] = {}
         for f in files:
             text = ctx.system.read_text(f)
+            if text is None and ctx.system.stat(f) is not None:
+                raise _Unavailable(f"{f} exists but could not be read")
             for line in (text or "").splitlines():
                 m = re.match(r"^\s*nameserver\s+(\S+)", line)
                 if m:
@@ -626,9 +635,13 @@ class ProxyEnv(_EgressCheck):
     def evaluate(self, ctx: CheckContext) -> Iterator[Finding]:
         hits = 0
         scanned_files = 0
+        unreadable_files: list[str] = []
         for path in self._files(ctx):
             text = ctx.system.read_text(path, 1 << 18)
             if text is None:
+                st = ctx.system.stat(path)
+                if st is not None and not st.is_dir:
+                    unreadable_files.append(path)  # there, but not read: not shown free of proxies
                 continue
             scanned_files += 1
             found = {
@@ -689,9 +702,16 @@ class ProxyEnv(_EgressCheck):
             "processes_scanned": procs,
             "processes_unreadable": unreadable,
         }
-        if unreadable and ctx.system.euid() != 0:
+        if unreadable_files:
+            hits += 1
             yield self.warned(
-                f"the environment of {unreadable} running processes could not be read; run the audit as root",
+                f"{len(unreadable_files)} configuration file(s) could not be read: {', '.join(unreadable_files[:3])}",
+                evidence={"unreadable": unreadable_files},
+            )
+        if unreadable:
+            hint = "; run the audit as root" if ctx.system.euid() != 0 else ""
+            yield self.warned(
+                f"the environment of {unreadable} running processes could not be read{hint}",
                 evidence={"stats": stats},
             )
         elif not hits:

@@ -125,6 +125,7 @@ def _rule(msg: Any, version: int) -> dict[str, Any]:
         "dport": a.get("FRA_DPORT_RANGE"),
         "tos": msg.get("tos", 0),
         "invert": bool(int(msg.get("flags", 0)) & 0x2),
+        "l3mdev": bool(a.get("FRA_L3MDEV")),
         "version": version,
     }
 

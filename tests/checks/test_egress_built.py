@@ -620,3 +620,26 @@ def test_iptables_negation_limit_and_user_chains() -> None:
         },
     )
     assert next(iter(egress.Routes().run(ctx_for(sys_)))).status.value == "PASS"
+
+
+def test_unreadable_sources_are_never_clean() -> None:
+    there = FileStat(0o100600, 0, 0, 10, 0.0, False, False)
+    # resolv.conf exists but cannot be read: not "no resolver".
+    (f,) = egress.Dns().run(ctx_for(BuiltSystem(stats={"/etc/resolv.conf": there})))
+    assert f.status.value == "ERROR" and f.message.startswith("not assessed:")
+    # A proxy configuration file that exists but cannot be read: WARN, not "no proxy variable found".
+    (f,) = egress.ProxyEnv().run(ctx_for(BuiltSystem(stats={"/etc/environment": there})))
+    assert f.status.value == "WARN" and "/etc/environment" in f.message
+    # Even as root, a process environment that could not be read is reported.
+    sys_ = BuiltSystem(
+        stats={"/proc/9": FileStat(0o40555, 0, 0, 0, 0.0, True, False), "/proc/9/environ": there}, euid=0
+    )
+    (f,) = egress.ProxyEnv().run(ctx_for(sys_))
+    assert f.status.value == "WARN" and "could not be read" in f.message
+
+
+def test_a_vrf_table_reached_through_the_l3mdev_rule_counts() -> None:
+    routes = [*ROUTES_SEALED, {"dst": "default", "gateway": "198.51.100.1", "dev": "eth0", "table": "200"}]
+    l3 = [{"priority": 1000, "table": "unspec", "action": "lookup", "l3mdev": True}]
+    (v4, _v6) = egress.Routes().run(ctx_for(routes_system(routes, netlink=fib(routes, rules=l3))))
+    assert v4.status.value == "FAIL" and "l3mdev" in v4.evidence["outbound_routes"][0]["lookup"]
