@@ -50,8 +50,46 @@ def attempt(bind=None, uid=None, mark=None):
     return os.waitpid(pid, 0)[1] == 0
 ways = {{"plain": attempt(), "bound": attempt(bind="{SITE_ADDR}"), "uid1000": attempt(uid=1000),
         "mark7": attempt(mark=7)}}
+if len(sys.argv) > 1:  # an IPv6 target was set up: try it too
+    def attempt6():
+        s = socket.socket(socket.AF_INET6)
+        s.settimeout(1.0)
+        try:
+            s.connect((sys.argv[1], {PORT}))
+            return True
+        except OSError:
+            return False
+    ways["v6"] = attempt6()
 print(__import__("json").dumps(ways))
 """
+V6_SITE, V6_GW, V6_OUTSIDE = "2001:db8:5::2", "2001:db8:5::1", "2001:db8:7::10"
+V6_LISTENER = (
+    "import socket\n"
+    "s=socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    f"s.bind(('{V6_OUTSIDE}', {PORT})); s.listen(16); print('ready', flush=True)\n"
+    "conns=[]\n"
+    "while True:\n"
+    "    c,_=s.accept(); conns.append(c)\n"
+)
+_STARTED: list[subprocess.Popen[str]] = []
+_V6: set[str] = set()
+
+
+def _v6(lab: Lab) -> None:
+    """IPv6 on the same link: the site 2001:db8:5::2/64, the outside 2001:db8:5::1 and a listener on
+    2001:db8:7::10 (its loopback), reached only through a route."""
+    sh("ip", "-n", lab.site, "addr", "add", f"{V6_SITE}/64", "dev", _dev(lab), "nodad")
+    sh("ip", "-n", lab.outside, "addr", "add", f"{V6_GW}/64", "dev", _dev(lab, lab.outside), "nodad")
+    sh("ip", "-n", lab.outside, "addr", "add", f"{V6_OUTSIDE}/128", "dev", "lo")
+    sh("ip", "-n", lab.outside, "route", "add", "2001:db8:5::/64", "dev", _dev(lab, lab.outside))
+    p = subprocess.Popen(
+        ["ip", "netns", "exec", lab.outside, sys.executable, "-c", V6_LISTENER],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    _STARTED.append(p)
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    _V6.add(lab.site)
 
 
 def _nft(lab: Lab, text: str) -> None:
@@ -283,6 +321,32 @@ def s_ipt_legacy_hole(lab: Lab) -> None:
     _in(lab, "iptables-legacy", "-A", "OUTPUT", "-p", "tcp", "--dport", str(PORT), "-j", "ACCEPT")
 
 
+def s_v6_default(lab: Lab) -> None:
+    _v6(lab)
+    _r(lab, "-6", "route", "add", "default", "via", V6_GW)
+
+
+def s_v6_default_inet_drop(lab: Lab) -> None:
+    _v6(lab)
+    _r(lab, "-6", "route", "add", "default", "via", V6_GW)
+    _nft(lab, _drop_out())
+
+
+def s_v6_ip6tables_legacy_hole(lab: Lab) -> None:
+    _v6(lab)
+    _r(lab, "-6", "route", "add", "default", "via", V6_GW)
+    _in(lab, "ip6tables-legacy", "-P", "OUTPUT", "DROP")
+    _in(lab, "ip6tables-legacy", "-A", "OUTPUT", "-p", "ipv6-icmp", "-j", "ACCEPT")  # neighbour discovery
+    _in(lab, "ip6tables-legacy", "-A", "OUTPUT", "-p", "tcp", "--dport", str(PORT), "-j", "ACCEPT")
+
+
+def s_v6_ipv4_only_drop(lab: Lab) -> None:
+    # An ip (IPv4-only) table drops nothing of IPv6.
+    _v6(lab)
+    _r(lab, "-6", "route", "add", "default", "via", V6_GW)
+    _nft(lab, _drop_out().replace("table inet edge", "table ip edge").replace('  oifname "lo" accept\n', ""))
+
+
 def _dev(lab: Lab, ns: str | None = None) -> str:
     links = json.loads(sh("ip", "-n", ns or lab.site, "-j", "link", "show"))
     return str(next(x["ifname"] for x in links if x["ifname"] != "lo"))
@@ -294,8 +358,9 @@ SCENARIOS: dict[str, Callable[[Lab], None]] = {
 
 
 def measure(lab: Lab) -> dict[str, bool]:
+    v6 = [V6_OUTSIDE] if lab.site in _V6 else []
     cp = subprocess.run(
-        ["ip", "netns", "exec", lab.site, sys.executable, "-c", PROBER],
+        ["ip", "netns", "exec", lab.site, sys.executable, "-c", PROBER, *v6],
         capture_output=True,
         text=True,
         timeout=60,
@@ -311,13 +376,22 @@ def verdict(check: dict[str, Any], resource: str) -> str:
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_verdicts_match_real_packets(lab: Lab, name: str) -> None:
-    lab.config.write_text('[checks]\nallowed_networks = ["198.51.100.0/24"]\n')
-    SCENARIOS[name](lab)
-    ways = measure(lab)
-    reach = any(ways.values())
+    lab.config.write_text('[checks]\nallowed_networks = ["198.51.100.0/24", "2001:db8:5::/64"]\n')
+    try:
+        SCENARIOS[name](lab)
+        ways = measure(lab)
+    finally:
+        for p in _STARTED:
+            p.kill()
+            p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
+        _STARTED.clear()
+    version = "IPv6" if "v6" in ways else "IPv4"
+    reach = ways.pop("v6") if version == "IPv6" else any(ways.values())
     checks = lab.audit("egress.routes", "egress.firewall")
-    routes = verdict(checks["egress.routes"], "IPv4")
-    fw = verdict(checks["egress.firewall"], "IPv4 output")
+    routes = verdict(checks["egress.routes"], version)
+    fw = verdict(checks["egress.firewall"], f"{version} output")
     row = {"scenario": name, "reach": reach, "ways": ways, "egress.routes": routes, "egress.firewall": fw}
     out = os.environ.get("EDGESEC_GROUND_TRUTH_OUT")
     if out:
