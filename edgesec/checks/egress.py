@@ -1,13 +1,15 @@
 """The ``egress`` check family: prove the site has no way out.
 
-Each check reads one kind of evidence through the probes: routes in every table (v4 and v6) and the policy
-rules (``ip -j``); the firewall's output and forward policy (``nft -j list ruleset``, ``iptables-save``);
-DNS resolvers; proxy variables (environment, systemd units, apt, running processes); established
-connections to peers outside the allowed networks; wireless, VPN and tunnel interfaces; telemetry
-switches of running model servers; and, only when the site config names targets, an active probe.
+Each check reads one kind of evidence through the probes: the kernel's routes, rules and FIB answers over
+netlink (:mod:`edgesec.checks.netlink`; no ``ip`` binary needed); the firewall as a model
+(:mod:`edgesec.checks.firewall`: nft and both iptables backends, read once); DNS resolvers; proxy variables
+(environment, systemd units, apt, running processes); established TCP connections and connected UDP flows
+to peers outside the allowed networks; wireless, VPN and tunnel interfaces; telemetry switches of running
+model servers; and, only when the site config names targets, an active probe.
 
 "Allowed networks" are ``[checks] allowed_networks`` (CIDRs); loopback, link-local and multicast are
-never egress.
+never egress. A check PASSes only on evidence: what it cannot read is ERROR "not assessed" (the run is
+incomplete), and what the firewall model does not understand is WARN "cannot prove sealed".
 """
 
 from __future__ import annotations
