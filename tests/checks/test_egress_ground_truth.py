@@ -450,3 +450,74 @@ def test_without_ip_nft_and_iptables_binaries(lab: Lab, tmp_path: Path) -> None:
     assert checks["egress.interfaces"]["status"] in ("PASS", "WARN", "FAIL")
     skipped = {cid for cid, c in checks.items() if c["status"] == "SKIP"}
     assert skipped <= {"egress.probe", "egress.telemetry"}, skipped  # opt-in / no model server: real reasons
+
+
+FORWARD = {
+    "open": [],
+    "disabled": ["sysctl -w net.ipv4.ip_forward=0"],
+    "nft_forward_drop": ["nft -f -"],
+    "iptables_forward_hole": [
+        "iptables-nft -P FORWARD DROP",
+        f"iptables-nft -A FORWARD -p tcp --dport {PORT} -j ACCEPT",
+        "iptables-nft -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORWARD))
+def test_forward_verdicts_match_forwarded_packets(lab: Lab, name: str) -> None:
+    """The site host as a router: a client namespace behind it tries the outside listener through it."""
+    client = lab.site.replace("es-site-", "es-cl-")
+    sh("ip", "netns", "add", client)
+    try:
+        sh(
+            "ip",
+            "link",
+            "add",
+            "c0",
+            "netns",
+            client,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "c1",
+            "netns",
+            lab.site,
+        )
+        sh("ip", "-n", client, "addr", "add", "10.77.0.2/24", "dev", "c0")
+        sh("ip", "-n", client, "link", "set", "c0", "up")
+        sh("ip", "-n", client, "route", "add", "default", "via", "10.77.0.1")
+        _r(lab, "addr", "add", "10.77.0.1/24", "dev", "c1")
+        _r(lab, "link", "set", "c1", "up")
+        default_gw(lab)
+        sh("ip", "-n", lab.outside, "route", "add", "10.77.0.0/24", "via", SITE_ADDR)
+        _in(lab, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for cmd in FORWARD[name]:
+            if cmd == "nft -f -":
+                _nft(
+                    lab,
+                    "table inet edge {\n chain forwarded {\n  type filter hook forward priority 0; policy drop;\n }\n}\n",
+                )
+            else:
+                _in(lab, *cmd.split())
+        lab.config.write_text('[checks]\nallowed_networks = ["198.51.100.0/24", "10.77.0.0/24"]\n')
+        probe = (
+            "import socket\ns=socket.socket(); s.settimeout(1.0)\n"
+            f"try:\n s.connect(('{OUTSIDE_ADDR}', {PORT})); print('yes')\nexcept OSError:\n print('no')\n"
+        )
+        out = sh("ip", "netns", "exec", client, sys.executable, "-c", probe).strip()
+        reach = out == "yes"
+        checks = lab.audit("egress.firewall")
+        fwd = verdict(checks["egress.firewall"], "IPv4 forward")
+        row = {"scenario": f"forward_{name}", "reach": reach, "egress.firewall forward": fwd}
+        dest = os.environ.get("EDGESEC_GROUND_TRUTH_OUT")
+        if dest:
+            with Path(dest).open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+        if reach:
+            assert fwd != "PASS", row
+        else:
+            assert fwd in ("PASS", "FAIL", "WARN"), row
+    finally:
+        subprocess.run(["ip", "netns", "del", client], check=False, capture_output=True)
