@@ -118,7 +118,8 @@ def kernel_routes_out(ctx: CheckContext, version: int, allowed: list[Net]) -> Ro
 
     Candidates: three hosts of every route's own prefix in every table, the prefixes policy rules name, and
     one address in every /8 (IPv4) or a spread of global addresses (IPv6), minus the internal ones (the
-    allowed networks, loopback, link-local, multicast, and the segments of the host's own addresses).
+    allowed networks, loopback, link-local, multicast, and the segments of the host's own addresses when
+    they are not point-to-point and not broader than /16 (IPv4) or /48 (IPv6) unless private).
     Each is looked up without a source, from each of the host's addresses, and with each rule's fwmark. An
     answer of type unicast on a device other than ``lo`` is a route out, whatever table, rule, nexthop
     object or device produced it. A rule with selectors the lookup cannot carry (uid range, ports, ip
@@ -140,7 +141,11 @@ def kernel_routes_out(ctx: CheckContext, version: int, allowed: list[Net]) -> Ro
         if ip.is_loopback or ip.is_link_local:
             continue
         own.append(str(ip))
-        segments.append(seg)
+        # The host's own segment is the site, unless the address names a peer (point-to-point: the far end
+        # is elsewhere) or the prefix is too broad to be a segment (a public /1 on a link is a way out).
+        narrow = seg.prefixlen >= (16 if version == 4 else 48) or seg.is_private
+        if not a.get("peer") and narrow:
+            segments.append(seg)
     internal = [*allowed, *segments]
     cands: list[str] = []
     for rt in routes:

@@ -142,6 +142,16 @@ def s_onlink_outside(lab: Lab) -> None:
     _r(lab, "route", "add", "203.0.113.0/24", "dev", dev)
 
 
+def s_ptp_peer_outside(lab: Lab) -> None:
+    # A point-to-point address whose peer is outside: the peer is a way out, not the site's own segment.
+    _r(lab, "addr", "add", "198.51.100.9", "peer", f"{OUTSIDE_ADDR}/32", "dev", _dev(lab))
+
+
+def s_broad_public_segment(lab: Lab) -> None:
+    # An address with a /1 prefix puts half the Internet "on the link": not a site segment.
+    _r(lab, "addr", "add", "198.51.100.9/1", "dev", _dev(lab))
+
+
 def s_rule_from_source(lab: Lab) -> None:
     _r(lab, "route", "add", "default", "via", GW, "table", "100")
     _r(lab, "rule", "add", "from", SITE_ADDR, "lookup", "100")
