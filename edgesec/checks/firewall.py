@@ -278,11 +278,14 @@ def dest_cond(
 
 
 def ct_cond(states: set[str], negated: bool) -> Cond:
+    """A new outbound packet is ``new``, or ``untracked`` when a raw-table ``notrack`` saw it first."""
+
     def cond(_pkt: Pkt) -> tuple[M, str | None]:
-        hit = bool(states & _NEW_STATES) or "new" in states
+        every = _NEW_STATES <= states  # matches the packet in question whichever state it has
+        none = not (states & _NEW_STATES)
         if negated:
-            hit = not hit
-        return (M.ALWAYS if hit else M.NEVER), None
+            every, none = none, every
+        return (M.ALWAYS if every else M.NEVER if none else M.SOME), None
 
     return cond
 

@@ -227,6 +227,16 @@ def s_nft_limit_drop(lab: Lab) -> None:
     )
 
 
+def s_nft_new_drop_with_notrack(lab: Lab) -> None:
+    # "ct state new drop" misses packets a raw-priority notrack made untracked.
+    default_gw(lab)
+    _nft(
+        lab,
+        "table inet edge {\n chain raw { type filter hook output priority -300; policy accept;\n  notrack\n }\n"
+        " chain out {\n  type filter hook output priority 0; policy accept;\n  ct state new drop\n }\n}\n",
+    )
+
+
 def s_nft_oif_not_lo_drop(lab: Lab) -> None:
     default_gw(lab)
     _nft(
