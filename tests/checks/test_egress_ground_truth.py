@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.checks.test_egress_netns import OUTSIDE_ADDR, PORT, Lab, lab, sh
 
@@ -541,3 +543,56 @@ def test_forward_verdicts_match_forwarded_packets(lab: Lab, name: str) -> None:
             assert fwd in ("PASS", "FAIL", "WARN"), row
     finally:
         subprocess.run(["ip", "netns", "del", client], check=False, capture_output=True)
+
+
+COND = st.sampled_from(
+    [
+        "",
+        "ip daddr 198.51.100.0/24 ",
+        "ip daddr != 198.51.100.0/24 ",
+        f"ip daddr {OUTSIDE_ADDR} ",
+        'oifname "lo" ',
+        'oifname != "lo" ',
+        "ct state established,related ",
+        "ct state new ",
+        f"tcp dport {PORT} ",
+        "tcp dport 22 ",
+        "meta l4proto udp ",
+        "meta nfproto ipv6 ",
+    ]
+)
+VERDICT = st.sampled_from(
+    ["accept", "drop", "reject", "jump sub", "goto sub", "return", "limit rate 1/second drop"]
+)
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    policy=st.sampled_from(["accept", "drop"]),
+    rules=st.lists(st.tuples(COND, VERDICT), max_size=4),
+    sub=st.lists(st.tuples(COND, st.sampled_from(["accept", "drop", "return"])), max_size=3),
+)
+def test_random_firewalls_never_pass_when_packets_leave(
+    lab: Lab, policy: str, rules: list[tuple[str, str]], sub: list[tuple[str, str]]
+) -> None:
+    """Random nft output chains (conditions x verdicts, a user chain, jumps and gotos): whenever a real
+    connection gets out, neither check may PASS."""
+    _in(lab, "nft", "flush", "ruleset")
+    subprocess.run(["ip", "-n", lab.site, "route", "replace", "default", "via", GW], check=True)
+    lab.config.write_text('[checks]\nallowed_networks = ["198.51.100.0/24"]\n')
+    body = "".join(f"  {c}{v}\n" for c, v in rules)
+    sub_body = "".join(f"  {c}{v}\n" for c, v in sub)
+    _nft(
+        lab,
+        f"table inet edge {{\n chain sub {{\n{sub_body} }}\n chain out {{\n"
+        f"  type filter hook output priority 0; policy {policy};\n{body} }}\n}}\n",
+    )
+    reach = measure(lab)["plain"]
+    checks = lab.audit("egress.routes", "egress.firewall")
+    got = (verdict(checks["egress.routes"], "IPv4"), verdict(checks["egress.firewall"], "IPv4 output"))
+    if reach:
+        assert "PASS" not in got, (policy, rules, sub, got)
