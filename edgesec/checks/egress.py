@@ -315,7 +315,7 @@ class Routes(_EgressCheck):
     def evaluate(self, ctx: CheckContext) -> Iterator[Finding]:
         allowed = allowed_networks(ctx)
         views = [kernel_routes_out(ctx, v, allowed) for v in (4, 6)]
-        rs = _firewall_for(ctx, allowed) if any(v.out for v in views) else None
+        rs = _firewall_for(ctx, allowed) if any(v.out for v in views) else Ruleset()
         for view in views:
             version = view.version
             res = f"IPv{version}"
@@ -335,7 +335,6 @@ class Routes(_EgressCheck):
                     evidence=evidence,
                 )
                 continue
-            assert rs is not None
             devs = sorted({str(r["dev"]) for r in view.out if r.get("dev")}) or [""]
             verdicts = {d: rs.judge(Pkt(version, "output", d or None)) for d in devs}
             evidence["firewall"] = _fw_evidence(rs)
