@@ -950,9 +950,14 @@ class Telemetry(_EgressCheck):
         servers = dict(_SERVERS)
         servers.update({k: tuple(v) for k, v in ctx.param(self.meta.id, "servers", {}).items()})
         seen = 0
+        unreadable = 0
         for cmd_path in ctx.system.glob("/proc/[0-9]*/cmdline"):
             pid = cmd_path.split("/")[2]
-            cmdline = (ctx.system.read_text(cmd_path, 1 << 14) or "").replace("\0", " ").strip()
+            raw_cmd = ctx.system.read_text(cmd_path, 1 << 14)
+            if raw_cmd is None:
+                unreadable += ctx.system.stat(f"/proc/{pid}") is not None  # gone since the listing is fine
+                continue
+            cmdline = raw_cmd.replace("\0", " ").strip()
             if not cmdline or "edgesec" in cmdline:
                 continue
             exe = cmdline.split(" ", 1)[0].rsplit("/", 1)[-1]
@@ -991,7 +996,13 @@ class Telemetry(_EgressCheck):
                     resource=f"pid {pid} ({match})",
                     evidence=ev,
                 )
-        if not seen:
+        if unreadable:
+            yield self.warned(
+                f"the command line of {unreadable} running processes could not be read: a model server among "
+                "them would be unseen",
+                evidence={"stats": {"processes_unreadable": unreadable}},
+            )
+        elif not seen:
             yield self.skipped(
                 "no running model server recognised (vLLM, TGI, SGLang, Triton, TensorRT-LLM, llama.cpp, Ollama)"
             )

@@ -643,3 +643,12 @@ def test_a_vrf_table_reached_through_the_l3mdev_rule_counts() -> None:
     l3 = [{"priority": 1000, "table": "unspec", "action": "lookup", "l3mdev": True}]
     (v4, _v6) = egress.Routes().run(ctx_for(routes_system(routes, netlink=fib(routes, rules=l3))))
     assert v4.status.value == "FAIL" and "l3mdev" in v4.evidence["outbound_routes"][0]["lookup"]
+
+
+def test_telemetry_with_unreadable_command_lines_is_not_a_skip() -> None:
+    there = FileStat(0o100400, 0, 0, 0, 0.0, False, False)
+    sys_ = BuiltSystem(
+        stats={"/proc/5": FileStat(0o40555, 0, 0, 0, 0.0, True, False), "/proc/5/cmdline": there}
+    )
+    (f,) = egress.Telemetry().run(ctx_for(sys_))
+    assert f.status.value == "WARN" and "could not be read" in f.message
