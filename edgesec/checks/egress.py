@@ -15,7 +15,6 @@ incomplete), and what the firewall model does not understand is WARN "cannot pro
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -47,19 +46,6 @@ def is_internal(addr: Addr, allowed: Iterable[Net]) -> bool:
     if addr.is_loopback or addr.is_link_local or addr.is_multicast or addr.is_unspecified:
         return True
     return any(addr.version == n.version and addr in n for n in allowed)
-
-
-def _net_internal(net: Net, allowed: Iterable[Net]) -> bool:
-    if net.is_loopback or net.is_link_local or net.is_multicast:
-        return True
-    return any(net.version == n.version and net.subnet_of(n) for n in allowed)  # type: ignore[arg-type]
-
-
-def _json(text: str) -> Any:
-    try:
-        return json.loads(text) if text.strip() else []
-    except ValueError:
-        return None
 
 
 # --- routes and firewall -------------------------------------------------------------------------------
