@@ -99,6 +99,32 @@ class RouteView:
     sources: list[str]
 
 
+def site_addresses(ctx: CheckContext, version: int) -> tuple[list[str], list[Net]]:
+    """The host's own addresses of ``version`` (lookup sources) and the site segments they sit on.
+
+    A segment is the site unless its address names a peer (point-to-point: the far end is elsewhere) or its
+    prefix is too broad to be a segment (broader than /16 or /48 and not private: a public /1 on a link is
+    a way out). Destinations on a site segment are internal to routes and firewall alike.
+    """
+    own: list[str] = []
+    segments: list[Net] = []
+    for a in _netlink_rows(ctx.system.netlink("addrs"), "the interface addresses"):
+        if a.get("family") != version or a.get("address") is None:
+            continue
+        try:
+            ip = ipaddress.ip_address(str(a["address"]))
+            seg = ipaddress.ip_network(f"{ip}/{int(a.get('prefixlen', ip.max_prefixlen))}", strict=False)
+        except (ValueError, TypeError):
+            continue
+        if ip.is_loopback or ip.is_link_local:
+            continue
+        own.append(str(ip))
+        narrow = seg.prefixlen >= (16 if version == 4 else 48) or seg.is_private
+        if not a.get("peer") and narrow:
+            segments.append(seg)
+    return own, segments
+
+
 def kernel_routes_out(ctx: CheckContext, version: int, allowed: list[Net]) -> RouteView:
     """Ask the kernel's own FIB (``RTM_GETROUTE``) about every candidate outside destination.
 
@@ -114,24 +140,7 @@ def kernel_routes_out(ctx: CheckContext, version: int, allowed: list[Net]) -> Ro
     sys_ = ctx.system
     routes = _netlink_rows(sys_.netlink("routes", version), "the routing table")
     rules = _netlink_rows(sys_.netlink("rules", version), "the policy routing rules")
-    own: list[str] = []
-    segments: list[Net] = []
-    for a in _netlink_rows(sys_.netlink("addrs"), "the interface addresses"):
-        if a.get("family") != version or a.get("address") is None:
-            continue
-        try:
-            ip = ipaddress.ip_address(str(a["address"]))
-            seg = ipaddress.ip_network(f"{ip}/{int(a.get('prefixlen', ip.max_prefixlen))}", strict=False)
-        except (ValueError, TypeError):
-            continue
-        if ip.is_loopback or ip.is_link_local:
-            continue
-        own.append(str(ip))
-        # The host's own segment is the site, unless the address names a peer (point-to-point: the far end
-        # is elsewhere) or the prefix is too broad to be a segment (a public /1 on a link is a way out).
-        narrow = seg.prefixlen >= (16 if version == 4 else 48) or seg.is_private
-        if not a.get("peer") and narrow:
-            segments.append(seg)
+    own, segments = site_addresses(ctx, version)
     internal = [*allowed, *segments]
     cands: list[str] = []
     for rt in routes:
@@ -258,7 +267,9 @@ def _describe_routes(out: list[dict[str, Any]]) -> str:
 
 
 def _firewall_for(ctx: CheckContext, allowed: list[Net]) -> Ruleset:
-    return read_ruleset(ctx.system, allowed)
+    """The firewall model, with the same internal destinations the routes are judged by."""
+    segments = [n for v in (4, 6) for n in site_addresses(ctx, v)[1]]
+    return read_ruleset(ctx.system, [*allowed, *segments])
 
 
 class _EgressCheck(Check):

@@ -652,3 +652,32 @@ def test_telemetry_with_unreadable_command_lines_is_not_a_skip() -> None:
     )
     (f,) = egress.Telemetry().run(ctx_for(sys_))
     assert f.status.value == "WARN" and "could not be read" in f.message
+
+
+def test_the_hosts_own_segment_is_internal_to_routes_and_firewall_alike() -> None:
+    to_segment = [
+        {
+            "match": {
+                "op": "==",
+                "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                "right": {"prefix": {"addr": "198.51.100.0", "len": 24}},
+            }
+        },
+        {"accept": None},
+    ]
+    (v4, _v6) = egress.Routes().run(ctx_for(routes_system(ROUTES_OPEN, _nft_drop_with(CT_EST, to_segment))))
+    assert v4.status.value == "PASS", v4.message
+    # A point-to-point address's peer is not a segment: the same accept to it is a hole.
+    ptp = [
+        {
+            "ifname": "eth0",
+            "family": 4,
+            "address": "198.51.100.2",
+            "prefixlen": 24,
+            "scope": 0,
+            "peer": "198.51.100.7",
+        }
+    ]
+    sys_ = routes_system(ROUTES_OPEN, _nft_drop_with(CT_EST, to_segment), netlink=fib(ROUTES_OPEN, addrs=ptp))
+    (v4, _v6) = egress.Routes().run(ctx_for(sys_))
+    assert v4.status.value == "FAIL"
