@@ -153,7 +153,7 @@ def checks_list(
         m = cls.meta
         sev = prof.severity_of(cid, m.severity) if prof else m.severity
         controls = list(m.controls)
-        if prof is not None:
+        if prof is not None and not m.housekeeping:  # housekeeping checks evidence no control
             for fw in prof.frameworks:
                 from edgesec.checks.profiles import expand
 

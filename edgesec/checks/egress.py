@@ -1,25 +1,26 @@
 """The ``egress`` check family: prove the site has no way out.
 
-Each check reads one kind of evidence through the probes: routes in every table (v4 and v6) and the policy
-rules (``ip -j``); the firewall's output and forward policy (``nft -j list ruleset``, ``iptables-save``);
-DNS resolvers; proxy variables (environment, systemd units, apt, running processes); established
-connections to peers outside the allowed networks; wireless, VPN and tunnel interfaces; telemetry
-switches of running model servers; and, only when the site config names targets, an active probe.
+Each check reads one kind of evidence through the probes: the kernel's routes, rules and FIB answers over
+netlink (:mod:`edgesec.checks.netlink`; no ``ip`` binary needed); the firewall as a model
+(:mod:`edgesec.checks.firewall`: nft and both iptables backends, read once); DNS resolvers; proxy variables
+(environment, systemd units, apt, running processes); established TCP connections and connected UDP flows
+to peers outside the allowed networks; wireless, VPN and tunnel interfaces; telemetry switches of running
+model servers; and, only when the site config names targets, an active probe.
 
 "Allowed networks" are ``[checks] allowed_networks`` (CIDRs); loopback, link-local and multicast are
-never egress.
+never egress. A check PASSes only on evidence: what it cannot read is ERROR "not assessed" (the run is
+incomplete), and what the firewall model does not understand is WARN "cannot prove sealed".
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from edgesec.checks.firewall import Pkt, Ruleset, read_ruleset
+from edgesec.checks.firewall import PathVerdict, Pkt, Ruleset, read_ruleset
 from edgesec.checks.interface import Check, CheckContext, CheckMeta, Finding, Severity, Status
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -45,19 +46,6 @@ def is_internal(addr: Addr, allowed: Iterable[Net]) -> bool:
     if addr.is_loopback or addr.is_link_local or addr.is_multicast or addr.is_unspecified:
         return True
     return any(addr.version == n.version and addr in n for n in allowed)
-
-
-def _net_internal(net: Net, allowed: Iterable[Net]) -> bool:
-    if net.is_loopback or net.is_link_local or net.is_multicast:
-        return True
-    return any(net.version == n.version and net.subnet_of(n) for n in allowed)  # type: ignore[arg-type]
-
-
-def _json(text: str) -> Any:
-    try:
-        return json.loads(text) if text.strip() else []
-    except ValueError:
-        return None
 
 
 # --- routes and firewall -------------------------------------------------------------------------------
@@ -111,23 +99,16 @@ class RouteView:
     sources: list[str]
 
 
-def kernel_routes_out(ctx: CheckContext, version: int, allowed: list[Net]) -> RouteView:
-    """Ask the kernel's own FIB (``RTM_GETROUTE``) about every candidate outside destination.
+def site_addresses(ctx: CheckContext, version: int) -> tuple[list[str], list[Net]]:
+    """The host's own addresses of ``version`` (lookup sources) and the site segments they sit on.
 
-    Candidates: three hosts of every route's own prefix in every table, the prefixes policy rules name, and
-    one address in every /8 (IPv4) or a spread of global addresses (IPv6), minus the internal ones (the
-    allowed networks, loopback, link-local, multicast, and the segments of the host's own addresses).
-    Each is looked up without a source, from each of the host's addresses, and with each rule's fwmark. An
-    answer of type unicast on a device other than ``lo`` is a route out, whatever table, rule, nexthop
-    object or device produced it. A rule with selectors the lookup cannot carry (uid range, ports, ip
-    protocol, tos, interfaces) counts every route of its table that reaches outside.
+    A segment is the site unless its address names a peer (point-to-point: the far end is elsewhere) or its
+    prefix is too broad to be a segment (broader than /16 or /48 and not private: a public /1 on a link is
+    a way out). Destinations on a site segment are internal to routes and firewall alike.
     """
-    sys_ = ctx.system
-    routes = _netlink_rows(sys_.netlink("routes", version), "the routing table")
-    rules = _netlink_rows(sys_.netlink("rules", version), "the policy routing rules")
     own: list[str] = []
     segments: list[Net] = []
-    for a in _netlink_rows(sys_.netlink("addrs"), "the interface addresses"):
+    for a in _netlink_rows(ctx.system.netlink("addrs"), "the interface addresses"):
         if a.get("family") != version or a.get("address") is None:
             continue
         try:
@@ -138,7 +119,28 @@ def kernel_routes_out(ctx: CheckContext, version: int, allowed: list[Net]) -> Ro
         if ip.is_loopback or ip.is_link_local:
             continue
         own.append(str(ip))
-        segments.append(seg)
+        narrow = seg.prefixlen >= (16 if version == 4 else 48) or seg.is_private
+        if not a.get("peer") and narrow:
+            segments.append(seg)
+    return own, segments
+
+
+def kernel_routes_out(ctx: CheckContext, version: int, allowed: list[Net]) -> RouteView:
+    """Ask the kernel's own FIB (``RTM_GETROUTE``) about every candidate outside destination.
+
+    Candidates: three hosts of every route's own prefix in every table, the prefixes policy rules name, and
+    one address in every /8 (IPv4) or a spread of global addresses (IPv6), minus the internal ones (the
+    allowed networks, loopback, link-local, multicast, and the segments of the host's own addresses when
+    they are not point-to-point and not broader than /16 (IPv4) or /48 (IPv6) unless private).
+    Each is looked up without a source, from each of the host's addresses, and with each rule's fwmark. An
+    answer of type unicast on a device other than ``lo`` is a route out, whatever table, rule, nexthop
+    object or device produced it. A rule with selectors the lookup cannot carry (uid range, ports, ip
+    protocol, tos, interfaces) counts every route of its table that reaches outside.
+    """
+    sys_ = ctx.system
+    routes = _netlink_rows(sys_.netlink("routes", version), "the routing table")
+    rules = _netlink_rows(sys_.netlink("rules", version), "the policy routing rules")
+    own, segments = site_addresses(ctx, version)
     internal = [*allowed, *segments]
     cands: list[str] = []
     for rt in routes:
@@ -193,11 +195,18 @@ def kernel_routes_out(ctx: CheckContext, version: int, allowed: list[Net]) -> Ro
         hidden = [k for k in ("uidrange", "ipproto", "sport", "dport") if ru.get(k)]
         hidden += [k for k in ("iif", "oif") if ru.get(k) not in (None, "lo")]
         hidden += ["tos"] if ru.get("tos") else []
-        if not hidden or ru.get("action") != "lookup":
+        hidden += ["l3mdev (VRF)"] if ru.get("l3mdev") else []
+        if not hidden or (ru.get("action") != "lookup" and not ru.get("l3mdev")):
             continue
         for rt in routes:
             net = _route_net(rt, version)
-            if rt.get("table") != ru.get("table") or rt.get("type") not in _FORWARDING or net is None:
+            # An l3mdev rule looks up the table of whichever VRF a socket is bound to: any VRF table.
+            in_table = (
+                rt.get("table") not in _STANDARD_TABLES
+                if ru.get("l3mdev")
+                else rt.get("table") == ru.get("table")
+            )
+            if not in_table or rt.get("type") not in _FORWARDING or net is None:
                 continue
             if net.prefixlen and all(is_internal(ipaddress.ip_address(h), internal) for h in _hosts_of(net)):
                 continue
@@ -258,7 +267,9 @@ def _describe_routes(out: list[dict[str, Any]]) -> str:
 
 
 def _firewall_for(ctx: CheckContext, allowed: list[Net]) -> Ruleset:
-    return read_ruleset(ctx.system, allowed)
+    """The firewall model, with the same internal destinations the routes are judged by."""
+    segments = [n for v in (4, 6) for n in site_addresses(ctx, v)[1]]
+    return read_ruleset(ctx.system, [*allowed, *segments])
 
 
 class _EgressCheck(Check):
@@ -301,7 +312,7 @@ class Routes(_EgressCheck):
     def evaluate(self, ctx: CheckContext) -> Iterator[Finding]:
         allowed = allowed_networks(ctx)
         views = [kernel_routes_out(ctx, v, allowed) for v in (4, 6)]
-        rs = _firewall_for(ctx, allowed) if any(v.out for v in views) else None
+        rs = _firewall_for(ctx, allowed) if any(v.out for v in views) else Ruleset()
         for view in views:
             version = view.version
             res = f"IPv{version}"
@@ -321,7 +332,6 @@ class Routes(_EgressCheck):
                     evidence=evidence,
                 )
                 continue
-            assert rs is not None
             devs = sorted({str(r["dev"]) for r in view.out if r.get("dev")}) or [""]
             verdicts = {d: rs.judge(Pkt(version, "output", d or None)) for d in devs}
             evidence["firewall"] = _fw_evidence(rs)
@@ -401,6 +411,17 @@ def _dedup_all(lists: Iterable[list[str]]) -> list[str]:
     return list(dict.fromkeys(x for xs in lists for x in xs))
 
 
+def _merge(verdicts: list[PathVerdict]) -> PathVerdict:
+    """Sealed only when every path is."""
+    return PathVerdict(
+        all(v.sealed for v in verdicts),
+        _dedup_all(v.sealed_by for v in verdicts),
+        _dedup_all(v.holes for v in verdicts),
+        _dedup_all(v.unknown for v in verdicts),
+        _dedup_all(v.chains for v in verdicts),
+    )
+
+
 class Firewall(_EgressCheck):
     """Output and forward paths of the host firewall, judged by the firewall model."""
 
@@ -430,7 +451,9 @@ class Firewall(_EgressCheck):
         for version in (4, 6):
             view = kernel_routes_out(ctx, version, allowed)
             res = f"IPv{version} output"
-            pv = rs.judge(Pkt(version, "output", None))
+            # Judged per device the routes out use (a netdev egress hook seals only its device).
+            devs: list[str | None] = [*sorted({str(r["dev"]) for r in view.out if r.get("dev")})] or [None]
+            pv = _merge([rs.judge(Pkt(version, "output", d)) for d in devs])
             pev = {**ev, "sealed_by": pv.sealed_by, "holes": pv.holes, "unknown": pv.unknown}
             if pv.sealed:
                 yield self.passed(f"IPv{version} output is dropped by default", resource=res, evidence=pev)
@@ -521,6 +544,8 @@ class Dns(_EgressCheck):
         servers: dict[str, str] = {}
         for f in files:
             text = ctx.system.read_text(f)
+            if text is None and ctx.system.stat(f) is not None:
+                raise _Unavailable(f"{f} exists but could not be read")
             for line in (text or "").splitlines():
                 m = re.match(r"^\s*nameserver\s+(\S+)", line)
                 if m:
@@ -613,9 +638,13 @@ class ProxyEnv(_EgressCheck):
     def evaluate(self, ctx: CheckContext) -> Iterator[Finding]:
         hits = 0
         scanned_files = 0
+        unreadable_files: list[str] = []
         for path in self._files(ctx):
             text = ctx.system.read_text(path, 1 << 18)
             if text is None:
+                st = ctx.system.stat(path)
+                if st is not None and not st.is_dir:
+                    unreadable_files.append(path)  # there, but not read: not shown free of proxies
                 continue
             scanned_files += 1
             found = {
@@ -676,9 +705,16 @@ class ProxyEnv(_EgressCheck):
             "processes_scanned": procs,
             "processes_unreadable": unreadable,
         }
-        if unreadable and ctx.system.euid() != 0:
+        if unreadable_files:
+            hits += 1
             yield self.warned(
-                f"the environment of {unreadable} running processes could not be read; run the audit as root",
+                f"{len(unreadable_files)} configuration file(s) could not be read: {', '.join(unreadable_files[:3])}",
+                evidence={"unreadable": unreadable_files},
+            )
+        if unreadable:
+            hint = "; run the audit as root" if ctx.system.euid() != 0 else ""
+            yield self.warned(
+                f"the environment of {unreadable} running processes could not be read{hint}",
                 evidence={"stats": stats},
             )
         elif not hits:
@@ -911,9 +947,14 @@ class Telemetry(_EgressCheck):
         servers = dict(_SERVERS)
         servers.update({k: tuple(v) for k, v in ctx.param(self.meta.id, "servers", {}).items()})
         seen = 0
+        unreadable = 0
         for cmd_path in ctx.system.glob("/proc/[0-9]*/cmdline"):
             pid = cmd_path.split("/")[2]
-            cmdline = (ctx.system.read_text(cmd_path, 1 << 14) or "").replace("\0", " ").strip()
+            raw_cmd = ctx.system.read_text(cmd_path, 1 << 14)
+            if raw_cmd is None:
+                unreadable += ctx.system.stat(f"/proc/{pid}") is not None  # gone since the listing is fine
+                continue
+            cmdline = raw_cmd.replace("\0", " ").strip()
             if not cmdline or "edgesec" in cmdline:
                 continue
             exe = cmdline.split(" ", 1)[0].rsplit("/", 1)[-1]
@@ -952,7 +993,13 @@ class Telemetry(_EgressCheck):
                     resource=f"pid {pid} ({match})",
                     evidence=ev,
                 )
-        if not seen:
+        if unreadable:
+            yield self.warned(
+                f"the command line of {unreadable} running processes could not be read: a model server among "
+                "them would be unseen",
+                evidence={"stats": {"processes_unreadable": unreadable}},
+            )
+        elif not seen:
             yield self.skipped(
                 "no running model server recognised (vLLM, TGI, SGLang, Triton, TensorRT-LLM, llama.cpp, Ollama)"
             )

@@ -103,7 +103,7 @@ class Chain:
     hook: str | None = None  # output forward postrouting egress ... (None: a regular chain)
     policy: str = "accept"
     versions: tuple[int, ...] = (4, 6)
-    dev: str | None = None  # netdev egress chains
+    devs: tuple[str, ...] | None = None  # the devices of a netdev egress chain (None: not readable)
     kind: str = "filter"
 
 
@@ -142,10 +142,10 @@ class Ruleset:
         for c in self.chains.values():
             if c.hook is None or c.kind == "nat" or pkt.version not in c.versions:
                 continue
-            if c.hook in hooks or (c.hook == "egress" and (c.dev is None or pkt.dev in (None, c.dev))):
-                if c.hook == "egress" and pkt.dev is None and c.dev is not None:
-                    continue  # a device's egress hook seals only that device
+            if c.hook in hooks:
                 out.append(c)
+            elif c.hook == "egress" and c.devs is not None and pkt.dev is not None and pkt.dev in c.devs:
+                out.append(c)  # a device's egress hook sees only that device's packets
         return out
 
     def walk(self, chain: Chain, pkt: Pkt, depth: int = 0) -> Walk:
@@ -278,11 +278,14 @@ def dest_cond(
 
 
 def ct_cond(states: set[str], negated: bool) -> Cond:
+    """A new outbound packet is ``new``, or ``untracked`` when a raw-table ``notrack`` saw it first."""
+
     def cond(_pkt: Pkt) -> tuple[M, str | None]:
-        hit = bool(states & _NEW_STATES) or "new" in states
+        every = _NEW_STATES <= states  # matches the packet in question whichever state it has
+        none = not (states & _NEW_STATES)
         if negated:
-            hit = not hit
-        return (M.ALWAYS if hit else M.NEVER), None
+            every, none = none, every
+        return (M.ALWAYS if every else M.NEVER if none else M.SOME), None
 
     return cond
 
@@ -545,14 +548,26 @@ def add_nft(
             if ft in dormant or ft in skip_tables:
                 continue
             name = f"nft {ft[0]} {ft[1]} {c.get('name')}"
-            dev = c.get("dev")
+            devs: tuple[str, ...] | None = None
+            dev = c.get("dev", c.get("devices"))
+            if isinstance(dev, str):
+                devs = (dev,)
+            elif isinstance(dev, list) and all(isinstance(d, str) for d in dev):
+                devs = tuple(dev)
+            elif ft[0] == "netdev" and c.get("hook") == "egress" and table_text is not None:
+                # nft 1.0.6 leaves the device out of its JSON: read it from the text form.
+                devs = _netdev_devices(table_text(*ft), str(c.get("name")))
+            if ft[0] == "netdev" and c.get("hook") == "egress" and devs is None:
+                rs.errors.append(
+                    f"{name}: the egress hook's device is not readable; the chain is not counted"
+                )
             rs.chains[name] = Chain(
                 name,
                 [],
                 hook=str(c["hook"]) if c.get("hook") else None,
                 policy=str(c.get("policy", "accept")),
                 versions=_FAMILY_VERSIONS.get(ft[0], ()),
-                dev=str(dev) if isinstance(dev, str) else None,
+                devs=devs,
                 kind=str(c.get("type", "filter")),
             )
     for it in items:
@@ -563,6 +578,22 @@ def add_nft(
         name = f"nft {ft[0]} {ft[1]} {ru.get('chain')}"
         if name in rs.chains:
             rs.chains[name].rules.append(_nft_rule(ru, name, allowed, sets.get(ft, {}), ft[0]))
+
+
+def _netdev_devices(text: str | None, chain: str) -> tuple[str, ...] | None:
+    if not text:
+        return None
+    m = re.search(r"chain\s+" + re.escape(chain) + r"\s*\{(.*?)\}", text, re.DOTALL)
+    if m is None:
+        return None
+    body = m.group(1)
+    one = re.search(r'hook\s+egress\s+device\s+"?([^\s";]+)"?', body)
+    if one:
+        return (one.group(1),)
+    many = re.search(r"devices\s*=\s*\{([^}]*)\}", body)
+    if many:
+        return tuple(d.strip().strip('"') for d in many.group(1).split(",") if d.strip())
+    return None
 
 
 # --- iptables-save ---------------------------------------------------------------------------------------

@@ -83,6 +83,8 @@ class CheckMeta:
     controls: tuple[str, ...] = ()
     timeout_s: float | None = None
     needs_root: bool = False
+    # Checks edgesec's own data (the age of its reference tables), not the site: evidence for no control.
+    housekeeping: bool = False
 
     @property
     def family(self) -> str:
@@ -99,6 +101,8 @@ class CheckMeta:
         for c in self.controls:
             if not _CONTROL_RE.match(c):
                 raise CheckDefinitionError(f"check {self.id}: control reference {c!r} must be framework:id")
+        if self.housekeeping and self.controls:
+            raise CheckDefinitionError(f"check {self.id}: a housekeeping check evidences no control")
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise CheckDefinitionError(f"check {self.id}: timeout_s must be positive")
 

@@ -125,6 +125,7 @@ def _rule(msg: Any, version: int) -> dict[str, Any]:
         "dport": a.get("FRA_DPORT_RANGE"),
         "tos": msg.get("tos", 0),
         "invert": bool(int(msg.get("flags", 0)) & 0x2),
+        "l3mdev": bool(a.get("FRA_L3MDEV")),
         "version": version,
     }
 
@@ -185,7 +186,13 @@ def query(op: str, *args: Any) -> dict[str, Any]:
                         {
                             "ifname": names.get(int(m.get("index", 0)), None),
                             "family": 4 if m.get("family") == socket.AF_INET else 6,
-                            "address": a.get("IFA_ADDRESS") or a.get("IFA_LOCAL"),
+                            "address": a.get("IFA_LOCAL") or a.get("IFA_ADDRESS"),
+                            # A point-to-point address names its peer here (IFA_ADDRESS != IFA_LOCAL).
+                            "peer": (
+                                a.get("IFA_ADDRESS")
+                                if a.get("IFA_LOCAL") and a.get("IFA_ADDRESS") != a.get("IFA_LOCAL")
+                                else None
+                            ),
                             "prefixlen": int(m.get("prefixlen", 0)),
                             "scope": int(m.get("scope", 0)),
                         }

@@ -94,36 +94,40 @@ def score_frameworks(
     check_status: Mapping[str, str],
     available: Iterable[str],
     meta_controls: Mapping[str, Iterable[str]] | None = None,
+    housekeeping: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
     """Score each framework as the share of its mapped controls whose checks all pass.
 
     A control's checks are those the profile names (ids, families, patterns) plus every check whose own
     metadata references ``<framework id>:<control id>``, so a new check that declares its controls counts
-    without editing every profile.
+    without editing every profile. Housekeeping checks (``CheckMeta.housekeeping``: edgesec's own data,
+    such as the age of its reference tables) bear on no control and are never counted, whatever a
+    pattern names.
 
     A control *passes* when every mapped check that ran is PASS or WAIVED and at least one of them ran
-    (was not SKIP); it *fails* when any is FAIL, WARN or ERROR; otherwise it is *not assessed* (its checks
-    are not installed, not selected, or all skipped). The score is passed / all mapped controls: a control
-    that could not be assessed counts against it, so a score never hides what was not checked.
+    (was not SKIP); it *fails* when any is FAIL or WARN; when none fails but one is ERROR (it could not
+    read its evidence), or none ran, it is *not assessed*. The score is passed / all mapped controls: a
+    control that could not be assessed counts against it, so a score never hides what was not checked.
     """
     from edgesec.checks.profiles import expand
 
-    avail = list(available)
+    skip = set(housekeeping)
+    avail = [a for a in available if a not in skip]
     out: list[dict[str, Any]] = []
     for fw in frameworks:
         controls = []
         for ctl in fw["controls"]:
             ref = f"{fw['id']}:{ctl['id']}"
             by_meta = [cid for cid, refs in (meta_controls or {}).items() if ref in refs]
-            ids = sorted(set(expand(ctl["checks"], avail)) | set(by_meta))
+            ids = sorted((set(expand(ctl["checks"], avail)) | set(by_meta)) - skip)
             statuses = {i: check_status[i] for i in ids if i in check_status}
             ran = {i: s for i, s in statuses.items() if s != "SKIP"}
-            if any(s in FAILING for s in ran.values()):
+            if any(s in ("FAIL", "WARN") for s in ran.values()):
                 st = "failed"
-            elif ran:
+            elif ran and all(s in ("PASS", "WAIVED") for s in ran.values()):
                 st = "passed"
             else:
-                st = "not_assessed"
+                st = "not_assessed"  # nothing ran, or a check could not read its evidence (ERROR)
             controls.append(
                 {
                     "id": ctl["id"],
@@ -149,8 +153,9 @@ def score_frameworks(
                 "score": round(passed / n, 4) if n else 0.0,
                 "method": (
                     "score = controls passed / controls mapped; a control passes when every mapped check "
-                    "that ran is PASS or WAIVED and at least one ran; FAIL, WARN or ERROR fails it; "
-                    "skipped or missing checks leave it not assessed, which counts as not passed"
+                    "that ran is PASS or WAIVED and at least one ran; FAIL or WARN fails it; an ERROR "
+                    "(evidence not readable), or only skipped, missing or housekeeping checks, leave it not "
+                    "assessed, which counts as not passed"
                 ),
                 "controls": controls,
             }

@@ -288,6 +288,7 @@ def build_result(
             status_of,
             list(catalog.checks),
             {cid: cls.meta.controls for cid, cls in catalog.checks.items()},
+            [cid for cid, cls in catalog.checks.items() if cls.meta.housekeeping],
         ),
         "waivers": waiver_out,
         "changes": None,

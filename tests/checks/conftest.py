@@ -79,7 +79,21 @@ class Passes(Check):
         yield self.passed("all good")
 
 
-ALL = [FileState, Raises, Hangs, Silent, LowFail, Passes]
+class Warns(Check):
+    meta = _meta("demo.warns")
+
+    def run(self, ctx: CheckContext) -> Iterator[Finding]:
+        yield self.warned("cannot prove sealed: an unknown construct", resource="thing")
+
+
+class Skips(Check):
+    meta = _meta("demo.skips")
+
+    def run(self, ctx: CheckContext) -> Iterator[Finding]:
+        yield self.skipped("not applicable here: no such part")
+
+
+ALL = [FileState, Raises, Hangs, Silent, LowFail, Passes, Warns, Skips]
 
 
 def catalog_of(*classes: type[Check]) -> Catalog:

@@ -584,3 +584,100 @@ def test_checks_that_name_public_resolvers_open_no_socket(monkeypatch: Any) -> N
     routes = list(egress.Routes().run(ctx_for(sys_, allowed_networks=["10.0.0.0/8"])))
     assert routes[0].status.value == "FAIL"
     assert list(egress.Firewall().run(ctx_for(sys_, allowed_networks=["10.0.0.0/8"])))
+
+
+def test_a_construct_the_model_does_not_understand_is_never_pass() -> None:
+    xt = [{"xt": {"type": "match", "name": "owner"}}, {"accept": None}]
+    sys_ = routes_system(ROUTES_OPEN, _nft_drop_with(CT_EST, xt))
+    (v4, _v6) = egress.Routes().run(ctx_for(sys_, allowed_networks=["10.0.0.0/8"]))
+    assert v4.status.value == "WARN" and "cannot prove sealed" in v4.message and "xt" in v4.message
+    fw = {x.resource: x for x in egress.Firewall().run(ctx_for(sys_, allowed_networks=["10.0.0.0/8"]))}
+    assert fw["IPv4 output"].status.value == "WARN" and fw["IPv4 output"].evidence["unknown"]
+
+
+def test_iptables_negation_limit_and_user_chains() -> None:
+    head = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [0:0]\n:site - [0:0]\n"
+
+    def v4(rules: str) -> str:
+        sys_ = routes_system(ROUTES_OPEN, commands={("iptables-save",): head + rules + "COMMIT\n"})
+        return next(iter(egress.Routes().run(ctx_for(sys_, allowed_networks=["10.0.0.0/8"])))).status.value
+
+    assert v4("-A OUTPUT ! -d 10.0.0.0/8 -j ACCEPT\n") == "FAIL"  # "not to the site" is a way out
+    assert v4("-A OUTPUT -d 10.0.0.0/8 -j ACCEPT\n") == "PASS"
+    assert v4("-A OUTPUT -j site\n-A site -d 10.0.0.0/8 -j ACCEPT\n-A site -j RETURN\n") == "PASS"
+    assert v4("-A OUTPUT -j site\n-A site -p tcp --dport 443 -j ACCEPT\n") == "FAIL"
+    # A rate-limited drop is not a drop: policy ACCEPT with a limited final drop stays open.
+    accept = head.replace(":OUTPUT DROP", ":OUTPUT ACCEPT")
+    sys_ = routes_system(
+        ROUTES_OPEN,
+        commands={("iptables-save",): accept + "-A OUTPUT -m limit --limit 5/min -j DROP\nCOMMIT\n"},
+    )
+    assert next(iter(egress.Routes().run(ctx_for(sys_)))).status.value == "FAIL"
+    sys_ = routes_system(
+        ROUTES_OPEN,
+        commands={
+            ("iptables-save",): accept + "-A OUTPUT -j REJECT --reject-with icmp-port-unreachable\nCOMMIT\n"
+        },
+    )
+    assert next(iter(egress.Routes().run(ctx_for(sys_)))).status.value == "PASS"
+
+
+def test_unreadable_sources_are_never_clean() -> None:
+    there = FileStat(0o100600, 0, 0, 10, 0.0, False, False)
+    # resolv.conf exists but cannot be read: not "no resolver".
+    (f,) = egress.Dns().run(ctx_for(BuiltSystem(stats={"/etc/resolv.conf": there})))
+    assert f.status.value == "ERROR" and f.message.startswith("not assessed:")
+    # A proxy configuration file that exists but cannot be read: WARN, not "no proxy variable found".
+    (f,) = egress.ProxyEnv().run(ctx_for(BuiltSystem(stats={"/etc/environment": there})))
+    assert f.status.value == "WARN" and "/etc/environment" in f.message
+    # Even as root, a process environment that could not be read is reported.
+    sys_ = BuiltSystem(
+        stats={"/proc/9": FileStat(0o40555, 0, 0, 0, 0.0, True, False), "/proc/9/environ": there}, euid=0
+    )
+    (f,) = egress.ProxyEnv().run(ctx_for(sys_))
+    assert f.status.value == "WARN" and "could not be read" in f.message
+
+
+def test_a_vrf_table_reached_through_the_l3mdev_rule_counts() -> None:
+    routes = [*ROUTES_SEALED, {"dst": "default", "gateway": "198.51.100.1", "dev": "eth0", "table": "200"}]
+    l3 = [{"priority": 1000, "table": "unspec", "action": "lookup", "l3mdev": True}]
+    (v4, _v6) = egress.Routes().run(ctx_for(routes_system(routes, netlink=fib(routes, rules=l3))))
+    assert v4.status.value == "FAIL" and "l3mdev" in v4.evidence["outbound_routes"][0]["lookup"]
+
+
+def test_telemetry_with_unreadable_command_lines_is_not_a_skip() -> None:
+    there = FileStat(0o100400, 0, 0, 0, 0.0, False, False)
+    sys_ = BuiltSystem(
+        stats={"/proc/5": FileStat(0o40555, 0, 0, 0, 0.0, True, False), "/proc/5/cmdline": there}
+    )
+    (f,) = egress.Telemetry().run(ctx_for(sys_))
+    assert f.status.value == "WARN" and "could not be read" in f.message
+
+
+def test_the_hosts_own_segment_is_internal_to_routes_and_firewall_alike() -> None:
+    to_segment = [
+        {
+            "match": {
+                "op": "==",
+                "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                "right": {"prefix": {"addr": "198.51.100.0", "len": 24}},
+            }
+        },
+        {"accept": None},
+    ]
+    (v4, _v6) = egress.Routes().run(ctx_for(routes_system(ROUTES_OPEN, _nft_drop_with(CT_EST, to_segment))))
+    assert v4.status.value == "PASS", v4.message
+    # A point-to-point address's peer is not a segment: the same accept to it is a hole.
+    ptp = [
+        {
+            "ifname": "eth0",
+            "family": 4,
+            "address": "198.51.100.2",
+            "prefixlen": 24,
+            "scope": 0,
+            "peer": "198.51.100.7",
+        }
+    ]
+    sys_ = routes_system(ROUTES_OPEN, _nft_drop_with(CT_EST, to_segment), netlink=fib(ROUTES_OPEN, addrs=ptp))
+    (v4, _v6) = egress.Routes().run(ctx_for(sys_))
+    assert v4.status.value == "FAIL"

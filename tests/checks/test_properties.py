@@ -106,3 +106,37 @@ def test_toml_waiver_file() -> None:
     assert w.covers("egress.dns", "10.1.2.3") and not w.covers("egress.dns", "8.8.8.8")
     assert not w.covers("egress.routes", "10.1.2.3")
     assert w.state(until) == "expired" and w.state(until - dt.timedelta(days=1)) == "active"
+
+
+def test_housekeeping_and_errors_never_pass_a_control() -> None:
+    """Bank PCI DSS 6.3.3 ("security patches are installed") maps gpu.*: on a host without a GPU only
+    gpu.reference-data (the age of edgesec's own NVIDIA tables) runs, and it bears on no control."""
+    from edgesec.checks.profiles import load_profile
+    from edgesec.checks.registry import load_catalog
+
+    cat = load_catalog()
+    assert cat.checks["gpu.reference-data"].meta.housekeeping
+    bank = load_profile("bank")
+    status = {cid: "SKIP" for cid in cat.checks if cid.startswith("gpu.")}
+    status["gpu.reference-data"] = "PASS"
+    frameworks = [fw.model_dump() for fw in bank.frameworks]
+    meta = {cid: cls.meta.controls for cid, cls in cat.checks.items()}
+    hk = [cid for cid, cls in cat.checks.items() if cls.meta.housekeeping]
+    pci = next(
+        f
+        for f in score_frameworks(frameworks, status, list(cat.checks), meta, hk)
+        if f["id"] == "pci-dss-4.0"
+    )
+    ctl = next(c for c in pci["controls"] if c["id"] == "6.3.3")
+    assert ctl["status"] == "not_assessed" and "gpu.reference-data" not in ctl["checks"]
+    # A check that could not read its evidence (ERROR) leaves a control not assessed; FAIL/WARN fail it.
+    fw = {"id": "f", "title": "F", "controls": [{"id": "1", "title": "one", "checks": ["e.*"]}]}
+    for statuses, want in (
+        ({"e.a": "PASS", "e.b": "ERROR"}, "not_assessed"),
+        ({"e.a": "ERROR"}, "not_assessed"),
+        ({"e.a": "FAIL", "e.b": "ERROR"}, "failed"),
+        ({"e.a": "WARN", "e.b": "PASS"}, "failed"),
+        ({"e.a": "PASS", "e.b": "SKIP"}, "passed"),
+    ):
+        (out,) = score_frameworks([fw], statuses, list(statuses))
+        assert out["controls"][0]["status"] == want, statuses

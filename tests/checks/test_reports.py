@@ -12,13 +12,13 @@ import pytest
 
 from edgesec.checks.reports import html, junit, prom, sarif
 from edgesec.checks.reports.json_ import canonical
-from tests.checks.conftest import FileState, LowFail, Passes, Raises
+from tests.checks.conftest import FileState, LowFail, Passes, Raises, Skips, Warns
 
 
 @pytest.fixture
 def full_result(cli, use_checks, demo_profile: Path, home: Path, tmp_path: Path) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    """A real result with every status: FAIL, WAIVED, ERROR, PASS, SKIP, plus hostile text."""
-    use_checks(FileState, LowFail, Passes, Raises)
+    """A real result with every status: FAIL, WAIVED, ERROR, PASS, SKIP, WARN, plus hostile text."""
+    use_checks(FileState, LowFail, Passes, Raises, Warns, Skips)
     (home / "state.txt").write_text('a=bad\n<script>alert("x")</script>=bad\nc=good\n')
     today = dt.datetime.now(dt.UTC).date()
     wf = tmp_path / "w.json"
@@ -70,6 +70,12 @@ def test_junit_validates(full_result: dict[str, Any], conformance: Path, xsd: st
     schema.validate(text)
     assert '<failure type="high"' in text and "<error " in text
     assert "&lt;script&gt;" in text
+    # A WARN is never a bare passing testcase: it is skipped, with its message.
+    import xml.etree.ElementTree as ET
+
+    tc = next(t for t in ET.fromstring(text).iter("testcase") if t.get("name") == "demo.warns")
+    (sk,) = list(tc)
+    assert sk.tag == "skipped" and sk.get("message", "").startswith("WARN: cannot prove sealed")
 
 
 def test_prometheus_text_parses(full_result: dict[str, Any]) -> None:
@@ -80,6 +86,12 @@ def test_prometheus_text_parses(full_result: dict[str, Any]) -> None:
     by_status = {s.labels["status"]: s.value for s in fams["edgesec_audit_findings"].samples}
     assert by_status["ERROR"] == 1 and by_status["WAIVED"] == 1
     assert fams["edgesec_framework_score_ratio"].samples[0].labels["framework"] == "pci-dss-4.0"
+    passing = {x.labels["check"]: x.value for x in fams["edgesec_check_passing"].samples}
+    skipped = {x.labels["check"] for x in fams["edgesec_check_skipped"].samples}
+    statuses = {c["id"]: c["status"] for c in full_result["checks"]}
+    assert {c for c, st in statuses.items() if st == "SKIP"} == skipped and skipped
+    assert not skipped & set(passing)  # SKIP is not PASS
+    assert passing["demo.passes"] == 1 and passing["demo.warns"] == 0 and passing["demo.raises"] == 0
     drift = {x.labels["change"]: x.value for x in fams["edgesec_audit_drift_findings"].samples}
     assert set(drift) == {"new_failures", "fixed", "changed_evidence", "status_changes"}
 

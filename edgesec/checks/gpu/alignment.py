@@ -340,6 +340,7 @@ class ReferenceData(GpuCheck):
             "verdicts from stale tables miss new requirements and new end-of-life dates."
         ),
         remediation="Update policies/reference/*.toml from NVIDIA's release notes and lifecycle pages.",
+        housekeeping=True,  # the age of edgesec's own tables says nothing about the site's patches
     )
 
     def check(self, ctx: CheckContext) -> Iterable[Finding]:

@@ -1,8 +1,10 @@
 """JUnit XML: one ``testsuite`` per check family, one ``testcase`` per check.
 
-A check's worst status decides its testcase: FAIL -> ``failure``, ERROR -> ``error``, SKIP -> ``skipped``;
-PASS, WARN and WAIVED pass (WARN and WAIVED findings are listed in the suite's ``system-out``, as JUnit has
-no warning). The output validates against both the Jenkins xUnit and the Ant JUnit schemas.
+A check's worst status decides its testcase: FAIL -> ``failure``, ERROR -> ``error``, SKIP -> ``skipped``,
+WARN -> ``skipped`` whose message starts with ``WARN:`` (JUnit has no warning, and both schemas allow only
+skipped/error/failure in a testcase: a WARN is never a bare passing testcase); PASS and WAIVED pass (WAIVED
+findings are listed in the suite's ``system-out``). The output validates against both the Jenkins xUnit and
+the Ant JUnit schemas.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def render(result: Mapping[str, Any], lang: str = "en") -> str:
         families.setdefault(c["family"], []).append(c)
     root = ET.Element("testsuites")
     for i, (fam, checks) in enumerate(sorted(families.items())):
-        counts = {s: sum(1 for c in checks if c["status"] == s) for s in ("FAIL", "ERROR", "SKIP")}
+        counts = {s: sum(1 for c in checks if c["status"] == s) for s in ("FAIL", "ERROR", "SKIP", "WARN")}
         suite = ET.SubElement(
             root,
             "testsuite",
@@ -43,7 +45,7 @@ def render(result: Mapping[str, Any], lang: str = "en") -> str:
                 "tests": str(len(checks)),
                 "failures": str(counts["FAIL"]),
                 "errors": str(counts["ERROR"]),
-                "skipped": str(counts["SKIP"]),
+                "skipped": str(counts["SKIP"] + counts["WARN"]),
                 "time": f"{sum(c['duration_s'] for c in checks):.3f}",
                 "timestamp": started.strftime("%Y-%m-%dT%H:%M:%S"),
                 "hostname": run["host"] or "localhost",
@@ -72,6 +74,9 @@ def render(result: Mapping[str, Any], lang: str = "en") -> str:
                 el.text = _details(c["findings"], {"ERROR"})
             elif c["status"] == "SKIP":
                 ET.SubElement(tc, "skipped", {"message": first["message"]})
+            elif c["status"] == "WARN":
+                el = ET.SubElement(tc, "skipped", {"message": f"WARN: {first['message']}"})
+                el.text = _details(c["findings"], {"WARN"})
             text = _details(c["findings"], {"WARN", "WAIVED"})
             if text:
                 notes.append(f"{c['id']}:\n{text}")

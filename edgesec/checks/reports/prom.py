@@ -60,14 +60,22 @@ def render(result: Mapping[str, Any], lang: str = "en") -> str:
     metric(
         "edgesec_check_passing",
         "gauge",
-        "1 when the check's worst status is PASS, WAIVED or SKIP.",
+        "1 when the check's worst status is PASS or WAIVED, 0 for FAIL, WARN or ERROR; "
+        "a skipped check has no sample here (see edgesec_check_skipped).",
         [
             (
                 _labels(profile=prof, check=c["id"], status=c["status"]),
-                0.0 if c["status"] in ("FAIL", "WARN", "ERROR") else 1.0,
+                1.0 if c["status"] in ("PASS", "WAIVED") else 0.0,
             )
             for c in result["checks"]
+            if c["status"] != "SKIP"
         ],
+    )
+    metric(
+        "edgesec_check_skipped",
+        "gauge",
+        "1 for each check that was skipped (not applicable here): neither passing nor failing.",
+        [(_labels(profile=prof, check=c["id"]), 1.0) for c in result["checks"] if c["status"] == "SKIP"],
     )
     metric(
         "edgesec_framework_score_ratio",
