@@ -416,3 +416,56 @@ def test_extension_registry_import_and_plain_zip(tmp_path: Path) -> None:
     with zipfile.ZipFile(z, "w") as zf:
         zf.writestr("readme.txt", "hi")
     assert one_line(z) == "HIGH bundle.zip: format zip is not allowed by the site policy"
+
+
+def test_weight_index_is_checked_in_addition(tmp_path: Path) -> None:
+    """An index's weight_map is a reference: checked, and the shards are still scanned as files."""
+    d = tmp_path / "m"
+    d.mkdir()
+    make_safetensors(d / "model-00001-of-00002.safetensors")
+    (d / "model-00002-of-00002.safetensors").write_bytes(
+        pickle.dumps(_Payload(tmp_path / "PWNED"), protocol=2)
+    )
+    weight_map = {
+        "a": "model-00001-of-00002.safetensors",
+        "b": "model-00002-of-00002.safetensors",
+        "c": "../x.bin",
+    }
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    lines = [f.line() for f in findings(d)]
+    assert (
+        "CRITICAL model.safetensors.index.json: weight_map names '../x.bin', outside the model directory: "
+        "loaders read it"
+    ) in lines
+    assert "HIGH model-00002-of-00002.safetensors: format pickle is not allowed by the site policy" in lines
+    assert any(
+        x.startswith("CRITICAL model-00002-of-00002.safetensors: pickle imports posix.system") for x in lines
+    )
+
+
+def test_templates_with_the_extensions_real_ones_use_are_clean(tmp_path: Path) -> None:
+    tpl = (
+        "{% for m in messages %}{% if loop.index > 50 %}{% break %}{% endif %}"
+        "{% if m.role == 'assistant' %}{% generation %}{{ m.content }}{% endgeneration %}"
+        "{% else %}{{ m.content }}{% endif %}{% endfor %}"
+    )
+    assert scan.check_chat_template(tpl) == []
+    p = tmp_path / "tokenizer_config.json"
+    p.write_text(json.dumps({"chat_template": tpl}))
+    assert findings(p) == []
+
+
+@given(
+    st.binary(max_size=600), st.sampled_from(["a.bin", "m.onnx", "x.npy", "y.npz", "z.keras", "t.nemo", "u"])
+)
+def test_any_bytes_under_any_name_scan_without_a_crash(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes, name: str
+) -> None:
+    p = tmp_path_factory.getbasetemp() / name
+    p.write_bytes(data)
+    _, out = scan.scan_file(p, name, p.parent, ALLOWED)
+    assert all(f.severity in scan.SEVERITIES for f in out)
+    z = tmp_path_factory.getbasetemp() / "wrap.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr(name, data)
+    scan.scan_file(z, "wrap.zip", z.parent, ALLOWED)

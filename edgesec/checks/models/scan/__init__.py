@@ -528,6 +528,8 @@ def _judge(
         out += check_onnx(path, rel, root)
     elif fmt == "tokenizer-config":
         out += _tokenizer_config(path, rel)
+    elif fmt == "json" and path.name.endswith(".index.json"):
+        out += _weight_index(path, rel, root)
     elif fmt == "code":
         out.append(
             ScanFinding(rel, "code-file", "high", "code in a model directory runs with trust_remote_code")
@@ -565,6 +567,42 @@ def _grep_lambda(f: IO[bytes], size: int) -> bytes:
         return b""
     with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         return b"Lambda" if re.search(rb'"class_name":\s*"(?:TFOp)?Lambda"', buf) else b""
+
+
+def _weight_index(path: Path, rel: str, root: Path) -> list[ScanFinding]:
+    """A sharded checkpoint's index (``model.safetensors.index.json``): where its ``weight_map`` points.
+
+    The shards it names are scanned as files of the directory anyway; this only adds what the index
+    itself claims: a shard outside the directory (loaders join the name to the directory) or missing.
+    """
+    if path.stat().st_size > 64 * 1024 * 1024:
+        return [ScanFinding(rel, "weight-index", "high", "weight index larger than 64 MiB: not assessed")]
+    try:
+        doc = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        return [ScanFinding(rel, "weight-index", "medium", f"not valid JSON: {e}")]
+    wm = doc.get("weight_map") if isinstance(doc, dict) else None
+    if not isinstance(wm, dict):
+        return []
+    out: list[ScanFinding] = []
+    real_root = os.path.realpath(root)
+    for shard in sorted({v for v in wm.values() if isinstance(v, str)}):
+        target = os.path.realpath(path.parent / shard)
+        if os.path.isabs(shard) or not target.startswith(real_root + os.sep):
+            out.append(
+                ScanFinding(
+                    rel,
+                    "weight-index",
+                    "critical",
+                    f"weight_map names {shard!r}, outside the model directory: loaders read it",
+                    {"shard": shard},
+                )
+            )
+        elif not os.path.isfile(target):
+            out.append(
+                ScanFinding(rel, "weight-index", "medium", f"weight_map names {shard!r}, which is missing")
+            )
+    return out
 
 
 def _tokenizer_config(path: Path, rel: str) -> list[ScanFinding]:
