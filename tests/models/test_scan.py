@@ -469,3 +469,33 @@ def test_any_bytes_under_any_name_scan_without_a_crash(
     with zipfile.ZipFile(z, "w") as zf:
         zf.writestr(name, data)
     scan.scan_file(z, "wrap.zip", z.parent, ALLOWED)
+
+
+@pytest.mark.parametrize(
+    ("template", "why"),
+    [
+        (
+            "{% set x = [1]*1000 %}{% for a in x %}{% for b in x %}{% for c in x %}{% endfor %}{% endfor %}{% endfor %}",
+            "steps",
+        ),
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "more than",
+        ),
+        ("{{ 'x' * 10**9 }}", "too large to judge"),
+        ("{{ 2 ** 100000000 }}", "too large to judge"),
+    ],
+)
+def test_a_template_cannot_stall_or_exhaust_the_scan(tmp_path: Path, template: str, why: str) -> None:
+    """Bounded in any thread (the audit runs checks in threads): HIGH 'cannot be judged', not a hang."""
+    import threading
+
+    p = tmp_path / "tokenizer_config.json"
+    p.write_text(json.dumps({"chat_template": template}))
+    got: list[str] = []
+    t = threading.Thread(target=lambda: got.extend(f.line() for f in findings(p)))
+    t.start()
+    t.join(60)
+    assert not t.is_alive()
+    assert len(got) == 1 and got[0].startswith("HIGH tokenizer_config.json: chat_template cannot be judged: ")
+    assert why in got[0]

@@ -13,6 +13,7 @@ and transformers' ``{% generation %}`` block.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -70,16 +71,44 @@ class _Budget(Exception):
     """The render ran past its bound."""
 
 
+MAX_ITERATIONS = 1_000_000
+"""``range`` items one render may draw in all (nested loops over ``range`` multiply)."""
+MAX_VALUE = 1 << 20
+"""Longest string or sequence, and largest power, a ``*`` or ``**`` in a template may build."""
+
+
 class _Watching(ImmutableSandboxedEnvironment):
     """Jinja's sandbox, noting each attribute it refuses instead of only answering undefined.
 
     Mutating a list or dict (``ids.append(x)``, used by real templates) is let through and not a finding:
     it cannot reach Python internals, and refusing it would end the render before the paths after it.
+    ``range``, ``*`` and ``**`` are bounded, so that a template cannot make the scan loop or allocate
+    without end (the sandbox itself only bounds one ``range``).
     """
+
+    intercepted_binops = frozenset({"*", "**"})
 
     def __init__(self) -> None:
         super().__init__(extensions=list(EXTENSIONS), autoescape=False)
         self.refused: list[str] = []
+        self.drawn = 0
+        self.globals["range"] = self._range
+
+    def _range(self, *args: int) -> Iterator[int]:
+        for i in range(*args):
+            self.drawn += 1
+            if self.drawn > MAX_ITERATIONS:
+                raise _Budget(f"rendering loops more than {MAX_ITERATIONS} times")
+            yield i
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > 64:
+            raise _Budget("a template computes a power too large to judge")
+        if operator == "*":
+            for a, b in ((left, right), (right, left)):
+                if isinstance(a, (str, list, tuple)) and isinstance(b, int) and len(a) * b > MAX_VALUE:
+                    raise _Budget("a template builds a value too large to judge")
+        return super().call_binop(context, operator, left, right)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if not SandboxedEnvironment.is_safe_attribute(self, obj, attr, value):
@@ -150,6 +179,33 @@ def _shapes() -> Iterator[dict[str, Any]]:
     yield {"messages": system, "tools": [_TOOL], "add_generation_prompt": True, "enable_thinking": False}
 
 
+MAX_STEPS = 2_000_000
+"""Lines of compiled template code one render may run: loops over anything, nested, stop here."""
+
+
+def _with_step_budget(fn: Callable[[], None]) -> None:
+    """Run ``fn`` counting the lines the compiled template executes, in any thread."""
+    steps = 0
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal steps
+        if event == "line":
+            steps += 1
+            if steps > MAX_STEPS:
+                raise _Budget(f"rendering ran more than {MAX_STEPS} steps")
+        return local
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        return local if frame.f_code.co_filename == "<template>" else None
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        fn()
+    finally:
+        sys.settrace(previous)
+
+
 def _with_deadline(fn: Callable[[], None], seconds: int) -> None:
     """Run ``fn`` under SIGALRM when this is the main thread (the CLI); elsewhere the chunk bound holds."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
@@ -182,19 +238,24 @@ def sandbox_reasons(text: str) -> list[str]:
             try:
                 for n, _ in enumerate(template.generate(ctx)):
                     if n > MAX_CHUNKS:
-                        reasons.append(f"rendering produced more than {MAX_CHUNKS} pieces of output")
+                        reasons.append(
+                            f"cannot be judged: rendering produced more than {MAX_CHUNKS} pieces of output"
+                        )
                         return
             except SecurityError as e:
                 reasons.append(f"the sandbox refused it: {e}")
+            except _Budget as e:
+                reasons.append(f"cannot be judged: {e}")
+                return
             except (_TemplateRaised, jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError):
                 continue  # this conversation does not fit the template: try the next one
             except (AttributeError, ZeroDivisionError, OverflowError, LookupError, RecursionError):
                 continue
 
     try:
-        _with_deadline(render_all, RENDER_SECONDS)
+        _with_deadline(lambda: _with_step_budget(render_all), RENDER_SECONDS)
     except _Budget as e:
-        reasons.append(str(e))
+        reasons.append(f"cannot be judged: {e}")
     return reasons + env.refused
 
 
@@ -259,27 +320,36 @@ def check_chat_template(text: str) -> list[str]:
     try:
         dynamic = sandbox_reasons(text)
     except (jinja2.TemplateSyntaxError, RecursionError, MemoryError) as e:
-        dynamic = [f"the sandbox could not compile it ({type(e).__name__})"]
+        dynamic = [f"cannot be judged: the sandbox could not compile it ({type(e).__name__})"]
     return sorted(set(dynamic)) + sorted(set(static_reasons(ast)) - set(dynamic))
 
 
+UNJUDGED = ("does not parse", "cannot be judged")
+
+
 def template_findings(rel: str, templates: Sequence[tuple[str, str]]) -> list[ScanFinding]:
+    """``critical`` when a template reaches for Python internals; ``high`` when it cannot be judged."""
     out = []
     for key, text in templates:
         reasons = check_chat_template(text)
         if not reasons:
             continue
-        parses = not reasons[0].startswith("does not parse")
-        out.append(
-            ScanFinding(
-                rel,
-                "chat-template",
-                "critical" if parses else "high",
-                f"{key} reaches for Python internals (code execution under an unsandboxed Jinja): "
-                f"{'; '.join(reasons[:4])}"
-                if parses
-                else f"{key} {reasons[0]}",
-                {"key": key, "reasons": reasons},
+        internals = [r for r in reasons if not r.startswith(UNJUDGED)]
+        if internals:
+            out.append(
+                ScanFinding(
+                    rel,
+                    "chat-template",
+                    "critical",
+                    f"{key} reaches for Python internals (code execution under an unsandboxed Jinja): "
+                    f"{'; '.join(internals[:4])}",
+                    {"key": key, "reasons": reasons},
+                )
             )
-        )
+        else:
+            out.append(
+                ScanFinding(
+                    rel, "chat-template", "high", f"{key} {reasons[0]}", {"key": key, "reasons": reasons}
+                )
+            )
     return out
