@@ -499,3 +499,34 @@ def test_a_template_cannot_stall_or_exhaust_the_scan(tmp_path: Path, template: s
     assert not t.is_alive()
     assert len(got) == 1 and got[0].startswith("HIGH tokenizer_config.json: chat_template cannot be judged: ")
     assert why in got[0]
+
+
+@pytest.mark.root
+def test_every_kind_of_directory_entry_is_a_finding_never_a_crash(tmp_path: Path, cli) -> None:
+    """Devices, FIFOs, sockets, symlinks in, out and dangling, directory links: each one line, never read."""
+    import socket
+    import stat as st_mod
+
+    d = tmp_path / "m"
+    d.mkdir()
+    make_safetensors(d / "model.safetensors")
+    os.mknod(d / "weights.bin", st_mod.S_IFCHR | 0o600, os.makedev(1, 3))  # /dev/null's numbers
+    os.mkfifo(d / "pipe.bin")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(d / "sock"))
+        (d / "inside.safetensors").symlink_to("model.safetensors")
+        (d / "dangling.bin").symlink_to("nowhere.bin")
+        (d / "etc").symlink_to("/etc")
+        code, out, _ = cli("model", "scan", str(d))
+    assert code == 1
+    lines = out.splitlines()
+    assert "HIGH weights.bin: device: a loader opening it may block or read a device; not read" in lines
+    assert "HIGH pipe.bin: FIFO: a loader opening it may block or read a device; not read" in lines
+    assert "HIGH sock: socket: a loader opening it may block or read a device; not read" in lines
+    assert (
+        "LOW inside.safetensors: symlink to 'model.safetensors' inside the directory (the target is scanned as itself)"
+        in lines
+    )
+    assert "MEDIUM dangling.bin: symlink to 'nowhere.bin', which does not exist" in lines
+    assert "HIGH etc: symlink to '/etc', outside the directory: loaders follow it, verify refuses it" in lines
+    assert lines[-1].endswith(": 7 files scanned, 6 findings")
