@@ -530,3 +530,43 @@ def test_every_kind_of_directory_entry_is_a_finding_never_a_crash(tmp_path: Path
     assert "MEDIUM dangling.bin: symlink to 'nowhere.bin', which does not exist" in lines
     assert "HIGH etc: symlink to '/etc', outside the directory: loaders follow it, verify refuses it" in lines
     assert lines[-1].endswith(": 7 files scanned, 6 findings")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "builtins.eval", "builtins.exec", "builtins.open", "builtins.getattr", "builtins.__import__",
+        "__builtin__.eval", "os.system", "posix.system", "nt.system", "subprocess.Popen", "socket.create_connection",
+        "runpy._run_code", "webbrowser.open", "httplib.HTTPSConnection", "requests.api.get", "aiohttp.client.ClientSession",
+        "bdb.Bdb.run", "pdb.Pdb.run", "torch.hub.load", "torch._inductor.codecache.compile_file",
+        "numpy.testing._private.utils.runstring", "pip.main", "shutil.rmtree", "timeit.timeit", "venv.create",
+        "pydoc.pipepager", "code.InteractiveInterpreter.runcode", "cProfile.run", "profile.run", "trace.Trace.run",
+        "_io.FileIO", "functools.partial", "operator.attrgetter", "operator.methodcaller", "importlib.import_module",
+        "asyncio.unix_events._UnixSubprocessTransport._start", "ctypes.CDLL", "sys.exit", "types.FunctionType",
+        "marshal.loads", "pickle.loads", "_pickle.loads", "linecache.getlines", "numpy.load", "torch.load",
+    ],
+)  # fmt: skip
+def test_the_peers_sample_imports_are_critical(target: str) -> None:
+    """Each import the peers' published samples use runs code, files or sockets: CRITICAL, not HIGH."""
+    from edgesec.checks.models.scan.pickles import effective
+    from edgesec.checks.models.scan.policy import classify_global
+
+    module, _, name = target.rpartition(".")
+    if module.endswith((".Bdb", ".Pdb", ".InteractiveInterpreter", ".Trace", "._UnixSubprocessTransport")):
+        module, _, cls = module.rpartition(".")
+        name = f"{cls}.{name}"
+    assert classify_global(*effective(module, name, 2)) == "critical"
+
+
+def test_what_only_builds_values_is_high_not_critical() -> None:
+    from edgesec.checks.models.scan.policy import classify_global
+
+    for module, name in (
+        ("builtins", "len"),
+        ("builtins", "dict"),
+        ("builtins", "list"),
+        ("mylib.models", "Net"),
+    ):
+        assert classify_global(module, name) == "high"
+    for module, name in (("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer")):
+        assert classify_global(module, name) is None
