@@ -178,6 +178,14 @@ DANGEROUS_MODULES = frozenset(
         "httplib",
         "urllib2",
         "paramiko",
+        "imaplib",
+        "poplib",
+        "nntplib",
+        "_pyrepl",
+        "pyrepl",
+        "_aix_support",
+        "_osx_support",
+        "test",
     }
 )
 DANGEROUS_NAMES = {
