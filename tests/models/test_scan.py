@@ -574,3 +574,23 @@ def test_what_only_builds_values_is_high_not_critical() -> None:
         assert classify_global(module, name) == "high"
     for module, name in (("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer")):
         assert classify_global(module, name) is None
+
+
+def test_chat_template_files_are_judged_too(tmp_path: Path) -> None:
+    """transformers writes chat_template.jinja (and processors chat_template.json): same check as GGUF's."""
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "chat_template.jinja").write_text(SAFE_TEMPLATE)
+    (d / "chat_template.json").write_text(json.dumps({"chat_template": SAFE_TEMPLATE}))
+    assert findings(d) == []
+    (d / "chat_template.jinja").write_text("{% set u='_'~'_' %}{{ cycler[u~'init'~u] }}")
+    (d / "chat_template.json").write_text(
+        json.dumps({"chat_template": "{{ (dict(__globals__=1)|list)[0] }}"})
+    )
+    lines = [f.line() for f in findings(d)]
+    assert any(
+        x.startswith("CRITICAL chat_template.jinja: template reaches for Python internals") for x in lines
+    )
+    assert any(
+        x.startswith("CRITICAL chat_template.json: chat_template reaches for Python internals") for x in lines
+    )

@@ -71,7 +71,9 @@ MAX_MEMBERS = 100_000
 
 FAMILIES = ("safetensors", "gguf", "onnx", "numpy", "pickle", "keras", "h5", "zip", "tar", "7z")
 """What ``allowed_formats`` may name. Text, JSON, images and tokenizer data are always allowed."""
-DATA_FORMATS = frozenset({"text", "json", "tokenizer-config", "image", "empty", "sentencepiece", "onnx-data"})
+DATA_FORMATS = frozenset(
+    {"text", "json", "tokenizer-config", "chat-template", "image", "empty", "sentencepiece", "onnx-data"}
+)
 
 IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -183,8 +185,10 @@ def detect(name: str, head: bytes, size: int) -> str:
         return "numpy"
     if suffix in (".py", ".pyc", ".so", ".dylib", ".dll", ".sh"):
         return "code"
-    if os.path.basename(lower) == "tokenizer_config.json":
+    if os.path.basename(lower) in ("tokenizer_config.json", "chat_template.json", "processor_config.json"):
         return "tokenizer-config"
+    if suffix == ".jinja" and _is_text(head):
+        return "chat-template"
     if _is_text(head):
         return "json" if suffix == ".json" else "text"
     if head[:1] == b"\x0a" and suffix == ".model":
@@ -528,6 +532,16 @@ def _judge(
         out += check_onnx(path, rel, root)
     elif fmt == "tokenizer-config":
         out += _tokenizer_config(path, rel)
+    elif fmt == "chat-template":  # transformers writes chat_template.jinja beside the tokenizer
+        if size > 64 * 1024 * 1024:
+            out.append(ScanFinding(rel, "chat-template", "high", "template larger than 64 MiB: not assessed"))
+        else:
+            try:
+                text = path.read_bytes().decode("utf-8")
+            except UnicodeDecodeError:
+                out.append(ScanFinding(rel, "chat-template", "high", "template is not UTF-8: not assessed"))
+            else:
+                out += template_findings(rel, [("template", text)])
     elif fmt == "json" and path.name.endswith(".index.json"):
         out += _weight_index(path, rel, root)
     elif fmt == "code":
