@@ -594,3 +594,11 @@ def test_chat_template_files_are_judged_too(tmp_path: Path) -> None:
     assert any(
         x.startswith("CRITICAL chat_template.json: chat_template reaches for Python internals") for x in lines
     )
+
+
+def test_a_payload_behind_a_condition_on_the_conversation_is_rendered_too() -> None:
+    tpl = (
+        "{% for m in messages %}{% if m.content == 'magic words' %}{% set u='_'~'_' %}"
+        "{{ cycler[u~'init'~u][u~'globals'~u]['os'].popen('id') }}{% else %}{{ m.content }}{% endif %}{% endfor %}"
+    )
+    assert "reaches the unsafe attribute '__init__' of a type" in scan.check_chat_template(tpl)

@@ -224,39 +224,65 @@ def _with_deadline(fn: Callable[[], None], seconds: int) -> None:
         signal.signal(signal.SIGALRM, old)
 
 
+def _forced(text: str, env: jinja2.Environment, branch: bool) -> nodes.Template:
+    """``text`` with every ``{% if %}`` (and ``x if c else y``) test replaced by ``branch``.
+
+    A payload behind a condition on the conversation (``{% if messages[0].content == 'magic' %}``) is not
+    reached by a render with ordinary messages; one variant takes every first branch, the other every last.
+    """
+    ast = env.parse(text)
+    for node in ast.find_all((nodes.If, nodes.CondExpr)):
+        if isinstance(node, nodes.If):
+            node.test = nodes.Const(branch)
+            for alt in node.elif_:
+                alt.test = nodes.Const(False)
+        elif isinstance(node, nodes.CondExpr):
+            node.test = nodes.Const(branch)
+    return ast
+
+
 def sandbox_reasons(text: str) -> list[str]:
-    """What the sandbox refused while rendering ``text`` with every conversation shape."""
+    """What the sandbox refused while rendering ``text`` with every conversation shape.
+
+    The template is rendered as written, then with all its conditions forced true and forced false (where
+    ``raise_exception`` is a no-op, so a refusal branch does not end the render).
+    """
     env = _Watching()
     env.globals.update(raise_exception=_raise, strftime_now=_strftime_now)
     env.filters["tojson"] = env.filters.get("tojson", lambda v, **kw: repr(v))
-    template = env.from_string(text)
+    forcing = _Watching()
+    forcing.globals.update(raise_exception=lambda *a: "", strftime_now=_strftime_now)
+    forcing.filters["tojson"] = env.filters["tojson"]
+    templates = [env.from_string(text)]
+    templates += [forcing.from_string(_forced(text, forcing, b)) for b in (True, False)]
     reasons: list[str] = []
 
     def render_all() -> None:
-        for shape in _shapes():
-            ctx = {"bos_token": "<s>", "eos_token": "</s>", **shape}
-            try:
-                for n, _ in enumerate(template.generate(ctx)):
-                    if n > MAX_CHUNKS:
-                        reasons.append(
-                            f"cannot be judged: rendering produced more than {MAX_CHUNKS} pieces of output"
-                        )
-                        return
-            except SecurityError as e:
-                reasons.append(f"the sandbox refused it: {e}")
-            except _Budget as e:
-                reasons.append(f"cannot be judged: {e}")
-                return
-            except (_TemplateRaised, jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError):
-                continue  # this conversation does not fit the template: try the next one
-            except (AttributeError, ZeroDivisionError, OverflowError, LookupError, RecursionError):
-                continue
+        for template in templates:
+            for shape in _shapes():
+                ctx = {"bos_token": "<s>", "eos_token": "</s>", **shape}
+                try:
+                    for n, _ in enumerate(template.generate(ctx)):
+                        if n > MAX_CHUNKS:
+                            reasons.append(
+                                f"cannot be judged: rendering produced more than {MAX_CHUNKS} pieces of output"
+                            )
+                            return
+                except SecurityError as e:
+                    reasons.append(f"the sandbox refused it: {e}")
+                except _Budget as e:
+                    reasons.append(f"cannot be judged: {e}")
+                    return
+                except (_TemplateRaised, jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError):
+                    continue  # this conversation does not fit the template: try the next one
+                except (AttributeError, ZeroDivisionError, OverflowError, LookupError, RecursionError):
+                    continue
 
     try:
         _with_deadline(lambda: _with_step_budget(render_all), RENDER_SECONDS)
     except _Budget as e:
         reasons.append(f"cannot be judged: {e}")
-    return reasons + env.refused
+    return reasons + env.refused + forcing.refused
 
 
 def static_reasons(ast: nodes.Template) -> list[str]:
