@@ -602,3 +602,18 @@ def test_a_payload_behind_a_condition_on_the_conversation_is_rendered_too() -> N
         "{{ cycler[u~'init'~u][u~'globals'~u]['os'].popen('id') }}{% else %}{{ m.content }}{% endif %}{% endfor %}"
     )
     assert "reaches the unsafe attribute '__init__' of a type" in scan.check_chat_template(tpl)
+
+
+def test_only_the_top_level_git_database_is_skipped_and_it_is_named(tmp_path: Path, cli) -> None:
+    d = tmp_path / "m"
+    (d / ".git" / "objects").mkdir(parents=True)
+    (d / ".git" / "objects" / "ab").write_bytes(b"x\x9c\x01\x02")
+    (d / "sub" / ".git").mkdir(parents=True)
+    (d / "sub" / ".git" / "w.bin").write_bytes(pickle.dumps(_Payload(tmp_path / "PWNED"), protocol=2))
+    (d / ".github").mkdir()
+    (d / ".github" / "x.pkl").write_bytes(pickle.dumps(_Payload(tmp_path / "PWNED"), protocol=2))
+    code, out, _ = cli("--json", "model", "scan", str(d))
+    res = json.loads(out)["result"]
+    assert code == 1 and res["skipped"] == [".git"]
+    flagged = {f["path"] for f in res["findings"] if f["severity"] == "critical"}
+    assert flagged == {"sub/.git/w.bin", ".github/x.pkl"}

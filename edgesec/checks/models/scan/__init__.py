@@ -27,7 +27,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from edgesec.checks.models.hashing import GIT_PATHS, is_ignored
 from edgesec.checks.models.scan import npy, pickles
 from edgesec.checks.models.scan.formats import (
     check_gguf,
@@ -647,26 +646,40 @@ def _shown(rel: str) -> str:
     return os.fsencode(rel).decode("utf-8", "backslashreplace")
 
 
-def _entries(root: Path) -> Iterator[tuple[Path, str, os.stat_result | None]]:
-    """Every entry under ``root`` (not following symlinks), with its lstat (None if it vanished)."""
-    for dirpath, dirnames, filenames in os.walk(root):
+VCS_DIR = ".git"
+"""The one entry scan does not read: the repository database at the top of a cloned model (zlib objects
+and LFS copies no loader opens). It is listed in the report's ``skipped``; nested ``.git`` directories,
+``.github`` and ``.gitattributes`` are scanned like everything else."""
+
+
+def _entries(
+    root: Path, problems: list[tuple[str, str]], skipped: list[str]
+) -> Iterator[tuple[Path, str, os.stat_result | None]]:
+    """Every entry under ``root`` (not following symlinks), with its lstat (None if it vanished).
+
+    Directories that cannot be listed go to ``problems``: os.walk would otherwise pass over them.
+    """
+
+    def onerror(err: OSError) -> None:
+        where = Path(err.filename).relative_to(root).as_posix() if err.filename else "."
+        problems.append((where, err.strerror or str(err)))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
         dirnames.sort()
         keep = []
         for name in dirnames:
             full = Path(dirpath) / name
             rel = full.relative_to(root).as_posix()
-            if is_ignored(rel, GIT_PATHS):
-                continue
             if full.is_symlink():
                 yield full, rel, full.lstat()
+            elif rel == VCS_DIR:
+                skipped.append(rel)
             else:
                 keep.append(name)
         dirnames[:] = keep
         for name in sorted(filenames):
             full = Path(dirpath) / name
             rel = full.relative_to(root).as_posix()
-            if is_ignored(rel, GIT_PATHS):
-                continue
             try:
                 yield full, rel, full.lstat()
             except OSError:
@@ -688,7 +701,14 @@ def scan_path(path: Path, *, allowed_formats: Sequence[str], unknown_severity: s
         report.formats[name] = fmt
         report.findings = findings
         return report
-    entries = list(_entries(path))
+    problems: list[tuple[str, str]] = []
+    entries = list(_entries(path, problems, report.skipped))
+    for where, why in problems:
+        report.findings.append(
+            ScanFinding(
+                _shown(where), "unreadable", "high", f"directory cannot be listed: {why}; not assessed"
+            )
+        )
     onnx_models = [
         f
         for f, _, st in entries

@@ -54,6 +54,8 @@ class ScanReport:
     files_scanned: int = 0
     formats: dict[str, str] = field(default_factory=dict)
     findings: list[ScanFinding] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    """Entries not read (only a top-level ``.git``), named so that nothing is left out silently."""
 
     def blocking(self) -> list[ScanFinding]:
         return [f for f in self.findings if f.severity in BLOCKING]
@@ -64,6 +66,7 @@ class ScanReport:
             "clean": not self.blocking(),
             "files_scanned": self.files_scanned,
             "formats": self.formats,
+            "skipped": self.skipped,
             "findings": [f.to_dict() for f in self.findings],
         }
 
