@@ -196,6 +196,31 @@ WEIGHTS_ONLY = (
 """What torch.save writes for a state dict of one tensor (hand-assembled: torch is not needed)."""
 
 
+def _keras_function(canary: Path) -> dict[str, Any]:
+    """A Lambda layer's function as Keras serializes it: base64 of the marshalled code object."""
+    import base64
+    import marshal
+
+    def fn(x: Any) -> Any:
+        return x
+
+    code = compile(_canary_code(canary), "<lambda>", "exec")
+    body = fn.__code__.replace(co_consts=(*fn.__code__.co_consts, code))
+    return {
+        "class_name": "__lambda__",
+        "config": {"code": base64.b64encode(marshal.dumps(body)).decode(), "defaults": None, "closure": None},
+    }
+
+
+def _sevenzip(path: Path, members: dict[str, bytes]) -> Path:
+    import py7zr
+
+    with py7zr.SevenZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(data, name)
+    return path
+
+
 def _nemo(path: Path, data_pkl: bytes, *, gz: bool) -> Path:
     import tarfile
 
@@ -265,14 +290,7 @@ def build(root: Path, canary_dir: Path) -> list[Sample]:
     name = "keras-lambda"
     cfg = {
         "class_name": "Functional",
-        "config": {
-            "layers": [
-                {
-                    "class_name": "Lambda",
-                    "config": {"function": {"class_name": "__lambda__", "config": {"code": "4wEAAAAAAAAA"}}},
-                }
-            ]
-        },
+        "config": {"layers": [{"class_name": "Lambda", "config": {"function": _keras_function(c(name))}}]},
     }
     _zip(
         d("allowlist", name) / "model.keras",
@@ -282,7 +300,8 @@ def build(root: Path, canary_dir: Path) -> list[Sample]:
             "model.weights.h5": b"\x89HDF\r\n\x1a\n" + b"\x00" * 64,
         },
     )
-    (d("allowlist", "sevenzip") / "model.7z").write_bytes(b"7z\xbc\xaf\x27\x1c\x00\x04" + b"\x00" * 56)
+    name = "sevenzip"
+    _sevenzip(d("allowlist", name) / "model.7z", {"data.pkl": exec_payload(c(name))})
     name = "zip-no-pkl"
     _zip(d("allowlist", name) / "weights.zip", {"weights/blob": exec_payload(c(name))})
     (d("allowlist", "raw-bin") / "weights.bin").write_bytes(os.urandom(256))
