@@ -373,16 +373,8 @@ def _scan_tar(f: IO[bytes], rel: str, allowed: Sequence[str], depth: int) -> lis
                 m = tf.extractfile(ti)
                 if m is None:
                     continue
-                with m:
-                    data = m.read(ti.size) if ti.size <= 1 << 30 else None
-                if data is None:
-                    out.append(
-                        ScanFinding(member, "tar-malformed", "high", "member larger than 1 GiB not assessed")
-                    )
-                    continue
-                out += _scan_member(
-                    io.BytesIO(data), len(data), member, ti.name, allowed, depth, False, "tar"
-                )
+                with m:  # read as a stream: a member is never held in memory whole
+                    out += _scan_member(m, ti.size, member, ti.name, allowed, depth, False, "tar")
     except (tarfile.TarError, OSError, EOFError, ValueError) as e:
         out.append(ScanFinding(rel, "tar-malformed", "high", f"archive cannot be read: {e}"))
     return out
