@@ -284,6 +284,15 @@ def build(root: Path, canary_dir: Path) -> list[Sample]:
     ):
         name = f"renamed-{fname}"
         (d("allowlist", name) / fname).write_bytes(maker(c(name)))
+    name = "long-prefix-proto0"  # text to the header read, the import after it
+    (d("allowlist", name) / "vocab.txt").write_bytes(
+        b"(lp0\nS'"
+        + b"a" * 8000
+        + b"'\np1\na"
+        + b"c__builtin__\nexec\n("
+        + _s0(_canary_code(c(name)))
+        + b"tR."
+    )
     name = "npz-object"
     obj_npy = _npy("|O", exec_payload(c(name)))
     _zip(d("allowlist", name) / "arrays.npz", {"a.npy": obj_npy})

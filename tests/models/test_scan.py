@@ -617,3 +617,20 @@ def test_only_the_top_level_git_database_is_skipped_and_it_is_named(tmp_path: Pa
     assert code == 1 and res["skipped"] == [".git"]
     flagged = {f["path"] for f in res["findings"] if f["severity"] == "critical"}
     assert flagged == {"sub/.git/w.bin", ".github/x.pkl"}
+
+
+def test_a_pickle_whose_import_comes_after_the_header_read_is_not_onnx_data(tmp_path: Path) -> None:
+    """Sniffing reads 4 KiB; an ONNX reference must not turn a longer pickle into raw tensor bytes."""
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "model.onnx").write_bytes(_onnx("weights.bin"))
+    body = b"(lp0\nS'" + b"a" * 8000 + b"'\np1\na" + b"cos\nsystem\n(S'touch PWNED'\ntR."
+    (d / "weights.bin").write_bytes(body)
+    lines = [f.line() for f in findings(d)]
+    assert "HIGH weights.bin: format pickle is not allowed by the site policy" in lines
+    assert "CRITICAL weights.bin: pickle imports os.system: a callable that runs code when loaded" in lines
+    # Text from its first byte to its last is still a pickle when it loads as one.
+    (d / "weights.bin").rename(d / "vocab.txt")
+    (d / "model.onnx").unlink()
+    lines = [f.line() for f in findings(d)]
+    assert "CRITICAL vocab.txt: pickle imports os.system: a callable that runs code when loaded" in lines

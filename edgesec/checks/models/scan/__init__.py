@@ -135,6 +135,16 @@ def pickle_offsets(head: bytes, size: int) -> list[int]:
     return found
 
 
+def _whole_file_pickle(f: IO[bytes], size: int) -> bool:
+    """Whether the whole file, read from its first byte either way CPython does, is a pickle that imports."""
+    for stream in (False, True):
+        f.seek(0)
+        res = pickles.read_pickle(f, size, stream=stream)
+        if res.error is None and (res.imports or res.computed or res.extensions):
+            return True
+    return False
+
+
 def _is_text(head: bytes) -> bool:
     if b"\x00" in head:
         return False
@@ -477,6 +487,8 @@ def scan_file(
         except OSError as e:
             return "unreadable", [ScanFinding(rel, "unreadable", "high", f"cannot read: {e.strerror}")]
         fmt = detect(rel, head, size)
+        if fmt in ("unknown", "text", "json", "sentencepiece") and _whole_file_pickle(f, size):
+            fmt = "pickle"  # its imports come after the header read (a long harmless prefix)
         if fmt == "unknown" and os.path.realpath(path) in onnx_data:
             fmt = "onnx-data"
         try:
