@@ -634,3 +634,10 @@ def test_a_pickle_whose_import_comes_after_the_header_read_is_not_onnx_data(tmp_
     (d / "model.onnx").unlink()
     lines = [f.line() for f in findings(d)]
     assert "CRITICAL vocab.txt: pickle imports os.system: a callable that runs code when loaded" in lines
+    with zipfile.ZipFile(d / "bundle.zip", "w") as zf:
+        zf.writestr("vocab.txt", body)
+    lines = [f.line() for f in findings(d / "bundle.zip")]
+    assert (
+        "CRITICAL bundle.zip:vocab.txt: pickle imports os.system: a callable that runs code when loaded"
+        in lines
+    )

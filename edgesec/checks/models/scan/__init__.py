@@ -414,6 +414,8 @@ def _scan_member(
         ]
     head = m.read(HEAD)
     fmt = detect(name, head, size)
+    if fmt in ("unknown", "text", "json", "sentencepiece") and _whole_file_pickle(m, size):
+        fmt = "pickle"
     out: list[ScanFinding] = []
     try:
         if fmt == "pickle":
