@@ -641,3 +641,9 @@ def test_a_pickle_whose_import_comes_after_the_header_read_is_not_onnx_data(tmp_
         "CRITICAL bundle.zip:vocab.txt: pickle imports os.system: a callable that runs code when loaded"
         in lines
     )
+
+
+def test_a_word_list_that_parses_as_a_pickle_by_chance_is_still_text(tmp_path: Path) -> None:
+    p = tmp_path / "vocab.txt"
+    p.write_text("cat\ndog\n.\nfish\n" + "word\n" * 2000)  # loads as GLOBAL at.dog, STOP
+    assert findings(p) == []

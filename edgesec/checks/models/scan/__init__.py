@@ -92,7 +92,34 @@ _KNOWN_TOPS = frozenset(sys.stdlib_module_names) | {
     "keras",
     "tensorflow",
     "nemo",
+    "accelerate",
+    "huggingface_hub",
+    "safetensors",
+    "sentencepiece",
+    "tokenizers",
+    "scipy",
+    "pandas",
+    "jinja2",
+    "yaml",
+    "requests",
+    "urllib3",
+    "setuptools",
+    "pip",
+    "pkg_resources",
+    "onnx",
+    "onnxruntime",
+    "vllm",
+    "llama_cpp",
+    "gguf",
+    "cloudpickle",
+    "xgboost",
+    "lightgbm",
+    "torchvision",
+    "timm",
+    "diffusers",
+    "peft",
 }
+"""Modules a pickle hidden in text must import from to count as one (a word list may parse by chance)."""
 
 
 # --- sniffing -------------------------------------------------------------------------------------------
@@ -119,9 +146,8 @@ def pickle_offsets(head: bytes, size: int) -> list[int]:
     cut = size > len(head)
     covered = 0
     res0 = pickles.read_pickle(io.BytesIO(head), len(head))
-    if re.match(rb"\x80[\x02-\x05]", head) or (
-        (res0.error is None and (res0.imports or res0.computed or res0.extensions)) or _plausible(res0, cut)
-    ):
+    any_import = res0.error is None and bool(res0.imports or res0.computed or res0.extensions)
+    if re.match(rb"\x80[\x02-\x05]", head) or _plausible(res0, cut) or (any_import and not _is_text(head)):
         found.append(0)
         covered = res0.end
     for m in _PICKLE_START.finditer(head, 1):
@@ -135,13 +161,18 @@ def pickle_offsets(head: bytes, size: int) -> list[int]:
     return found
 
 
-def _whole_file_pickle(f: IO[bytes], size: int) -> bool:
-    """Whether the whole file, read from its first byte either way CPython does, is a pickle that imports."""
+def _whole_file_pickle(f: IO[bytes], size: int, fmt: str) -> bool:
+    """Whether the whole file, read from its first byte either way CPython does, is a pickle that imports.
+
+    Unidentified bytes count with any import; text and JSON only with an import from a module loader hosts
+    have (``cat``/``dog``/``.`` lines of a word list load as ``at.dog``).
+    """
     for stream in (False, True):
         f.seek(0)
         res = pickles.read_pickle(f, size, stream=stream)
         if res.error is None and (res.imports or res.computed or res.extensions):
-            return True
+            if fmt == "unknown" or _plausible(res, cut=False):
+                return True
     return False
 
 
@@ -414,7 +445,7 @@ def _scan_member(
         ]
     head = m.read(HEAD)
     fmt = detect(name, head, size)
-    if fmt in ("unknown", "text", "json", "sentencepiece") and _whole_file_pickle(m, size):
+    if fmt in ("unknown", "text", "json", "sentencepiece") and _whole_file_pickle(m, size, fmt):
         fmt = "pickle"
     out: list[ScanFinding] = []
     try:
@@ -489,7 +520,7 @@ def scan_file(
         except OSError as e:
             return "unreadable", [ScanFinding(rel, "unreadable", "high", f"cannot read: {e.strerror}")]
         fmt = detect(rel, head, size)
-        if fmt in ("unknown", "text", "json", "sentencepiece") and _whole_file_pickle(f, size):
+        if fmt in ("unknown", "text", "json", "sentencepiece") and _whole_file_pickle(f, size, fmt):
             fmt = "pickle"  # its imports come after the header read (a long harmless prefix)
         if fmt == "unknown" and os.path.realpath(path) in onnx_data:
             fmt = "onnx-data"
