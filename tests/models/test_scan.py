@@ -647,3 +647,28 @@ def test_a_word_list_that_parses_as_a_pickle_by_chance_is_still_text(tmp_path: P
     p = tmp_path / "vocab.txt"
     p.write_text("cat\ndog\n.\nfish\n" + "word\n" * 2000)  # loads as GLOBAL at.dog, STOP
     assert findings(p) == []
+
+
+def test_keras_config_module_imports_are_judged(tmp_path: Path) -> None:
+    """Keras imports the ``module`` a config names (CVE-2025-1550 class): same table as pickle imports."""
+    cfg = {
+        "class_name": "Functional",
+        "module": "keras.src.models.functional",
+        "config": {
+            "layers": [
+                {"module": "keras.layers", "class_name": "Dense", "config": {}},
+                {"module": "os", "class_name": "system", "config": {}},
+                {"module": "my_layers", "class_name": "Gate", "config": {}},
+            ]
+        },
+    }
+    p = tmp_path / "model.keras"
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr("metadata.json", "{}")
+        zf.writestr("config.json", json.dumps(cfg))
+        zf.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n" + b"\x00" * 64)
+    lines = {f.line() for f in findings(p, ["keras"])}
+    assert lines == {
+        "CRITICAL model.keras:config.json: Keras config imports os.system: a callable that runs code when loaded",
+        "HIGH model.keras:config.json: Keras config imports my_layers.Gate: an import outside Keras",
+    }

@@ -312,7 +312,16 @@ def _zip_kind(names: Sequence[str]) -> str:
     return "zip"
 
 
+KERAS_MODULES = frozenset({"keras", "keras_hub", "keras_nlp", "keras_cv", "tf_keras", "tensorflow"})
+"""Where a Keras config's ``module`` may point without a finding (Keras imports whatever it names)."""
+
+
 def _keras_config(data: bytes, rel: str) -> list[ScanFinding]:
+    """A Keras v3 ``config.json``: Lambda layers carry marshalled code; ``module`` names are imported.
+
+    ``deserialize_keras_object`` imports the ``module`` a config names and fetches ``class_name`` from it
+    (the CVE-2025-1550 class): that import is judged by the same table as a pickle's.
+    """
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
@@ -321,14 +330,20 @@ def _keras_config(data: bytes, rel: str) -> list[ScanFinding]:
                 rel, "keras-config", "high", "Keras config.json is not valid JSON: cannot be assessed"
             )
         ]
-    found: set[str] = set()
+    lambdas: set[str] = set()
+    imports: set[tuple[str, str]] = set()
+    deep = False
 
     def walk(v: Any, depth: int) -> None:
+        nonlocal deep
         if depth > 200:
-            found.add("(nested too deeply)")
+            deep = True
         elif isinstance(v, dict):
             if v.get("class_name") in ("Lambda", "TFOpLambda"):
-                found.add(str(v.get("class_name")))
+                lambdas.add(str(v.get("class_name")))
+            module = v.get("module")
+            if isinstance(module, str) and module.split(".")[0] not in KERAS_MODULES:
+                imports.add((module, str(v.get("class_name", ""))))
             for x in v.values():
                 walk(x, depth + 1)
         elif isinstance(v, list):
@@ -336,7 +351,7 @@ def _keras_config(data: bytes, rel: str) -> list[ScanFinding]:
                 walk(x, depth + 1)
 
     walk(doc, 0)
-    return [
+    out = [
         ScanFinding(
             rel,
             "keras-lambda",
@@ -344,8 +359,25 @@ def _keras_config(data: bytes, rel: str) -> list[ScanFinding]:
             f"Keras model holds a {name} layer: its marshalled Python code runs when the model loads",
             {"layer": name},
         )
-        for name in sorted(found)
+        for name in sorted(lambdas)
     ]
+    for module, name in sorted(imports):
+        sev = classify_global(module, name) or "high"
+        what = "a callable that runs code when loaded" if sev == "critical" else "an import outside Keras"
+        out.append(
+            ScanFinding(
+                rel,
+                "keras-import",
+                sev,
+                f"Keras config imports {module}.{name}: {what}",
+                {"import": f"{module}.{name}"},
+            )
+        )
+    if deep:
+        out.append(
+            ScanFinding(rel, "keras-config", "high", "Keras config nested too deeply: cannot be assessed")
+        )
+    return out
 
 
 def _scan_zip(f: IO[bytes], rel: str, allowed: Sequence[str], depth: int) -> tuple[str, list[ScanFinding]]:
