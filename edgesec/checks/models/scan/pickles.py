@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import codecs
 import os
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
@@ -607,7 +606,3 @@ def pickle_findings(
         if first_only:
             break
     return out
-
-
-def _unpack_u64(b: bytes) -> int:
-    return int(struct.unpack("<Q", b)[0])

@@ -41,6 +41,7 @@ class ScanFinding:
             "path": self.path,
             "rule": self.rule,
             "severity": self.severity,
+            "meaning": MEANING.get(self.severity, ""),
             "message": self.message,
             "evidence": self.evidence,
         }
