@@ -672,3 +672,32 @@ def test_keras_config_module_imports_are_judged(tmp_path: Path) -> None:
         "CRITICAL model.keras:config.json: Keras config imports os.system: a callable that runs code when loaded",
         "HIGH model.keras:config.json: Keras config imports my_layers.Gate: an import outside Keras",
     }
+
+
+def _split_gguf(path: Path, no: int, count: int) -> Path:
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_uint16("split.no", no)
+    w.add_uint16("split.count", count)
+    w.add_tensor(f"blk.{no}.weight", np.zeros((4, 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_gguf_splits_are_checked_in_addition(tmp_path: Path) -> None:
+    d = tmp_path / "m"
+    d.mkdir()
+    _split_gguf(d / "llama-00001-of-00002.gguf", 0, 2)
+    assert [f.line() for f in findings(d)] == [
+        "MEDIUM llama-00001-of-00002.gguf: split GGUF sibling 'llama-00002-of-00002.gguf' is missing"
+    ]
+    _split_gguf(d / "llama-00002-of-00002.gguf", 1, 2)
+    assert findings(d) == []
+    (d / "llama-00002-of-00002.gguf").rename(d / "other.gguf")
+    lines = [f.line() for f in findings(d)]
+    assert "MEDIUM other.gguf: split metadata (file 1 of 2) disagrees with the file name" in lines

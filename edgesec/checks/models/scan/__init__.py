@@ -594,8 +594,8 @@ def _judge(
     elif fmt == "safetensors":
         check_safetensors(path)
     elif fmt == "gguf":
-        _, templates = check_gguf(path)
-        out += template_findings(rel, templates)
+        summary, templates = check_gguf(path)
+        out += template_findings(rel, templates) + _gguf_splits(path, rel, summary)
     elif fmt == "onnx":
         out += check_onnx(path, rel, root)
     elif fmt == "tokenizer-config":
@@ -649,6 +649,40 @@ def _grep_lambda(f: IO[bytes], size: int) -> bytes:
         return b""
     with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         return b"Lambda" if re.search(rb'"class_name":\s*"(?:TFOp)?Lambda"', buf) else b""
+
+
+_SPLIT_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+def _gguf_splits(path: Path, rel: str, summary: dict[str, Any]) -> list[ScanFinding]:
+    """The first file of a split GGUF names its siblings (llama.cpp loads ``<prefix>-0000N-of-0000M.gguf``).
+
+    Each sibling is scanned as a file of the directory anyway; this adds what the split metadata claims:
+    a sibling missing, or a name that disagrees with the metadata (a loader would read another file).
+    """
+    count, no = summary.get("split.count"), summary.get("split.no")
+    if not isinstance(count, int) or count <= 1:
+        return []
+    m = _SPLIT_NAME.match(path.name)
+    if m is None or int(m["count"]) != count or (isinstance(no, int) and int(m["no"]) != no + 1):
+        return [
+            ScanFinding(
+                rel,
+                "gguf-split",
+                "medium",
+                f"split metadata (file {no} of {count}) disagrees with the file name",
+                {"split.count": count, "split.no": no},
+            )
+        ]
+    missing = [
+        f"{m['prefix']}-{i:05d}-of-{count:05d}.gguf"
+        for i in range(1, count + 1)
+        if not (path.parent / f"{m['prefix']}-{i:05d}-of-{count:05d}.gguf").is_file()
+    ]
+    return [
+        ScanFinding(rel, "gguf-split", "medium", f"split GGUF sibling {name!r} is missing", {"missing": name})
+        for name in missing
+    ]
 
 
 def _weight_index(path: Path, rel: str, root: Path) -> list[ScanFinding]:
