@@ -1,12 +1,15 @@
 """A static pickle reader that follows CPython's ``_pickle`` unpickler opcode by opcode, without running it.
 
 The reader keeps the stack, the mark stack and the memo as CPython does (values reduced to "this string",
-"not a string" or "unknown"), so that the imports it reports are exactly the ``find_class`` calls a real
+a known non-string kind, or "unknown"), so that the imports it reports are the ``find_class`` calls a real
 ``pickle.load`` makes: a ``STACK_GLOBAL`` whose operands sit under a ``POP``, come from the memo or from a
 ``DUP`` is resolved, not guessed from the last two strings in the file. Framing is what CPython's C unpickler
-does with it: a ``FRAME`` only asks that its length be available, opcodes run across frame boundaries. Where
-CPython would stop with an error, the reader stops too; imports met before that point are still reported,
-because CPython has already imported them.
+does with it, in its two input modes: from bytes or a file with ``peek`` a ``FRAME`` only asks that its
+length be available; from a file without ``peek`` (``io.BytesIO``, torch's zip loader) the frame becomes the
+input buffer and a read it cannot satisfy drops its rest (:class:`_StreamReader`). Where CPython would stop
+with an error, the reader stops too; imports met before that point are still reported, because CPython has
+already imported them. Where the error depends on a type the file does not show (an imported object), the
+reader reads on: it may report more than CPython imports, never less.
 
 Nothing is allocated from a length the file declares: big byte strings are skipped with a seek.
 """
