@@ -701,3 +701,15 @@ def test_gguf_splits_are_checked_in_addition(tmp_path: Path) -> None:
     (d / "llama-00002-of-00002.gguf").rename(d / "other.gguf")
     lines = [f.line() for f in findings(d)]
     assert "MEDIUM other.gguf: split metadata (file 1 of 2) disagrees with the file name" in lines
+
+
+def test_unknown_format_severity_holds_inside_archives_too(tmp_path: Path) -> None:
+    z = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("blob.bin", os.urandom(64))
+    report = scan.scan_path(z, allowed_formats=["zip"], unknown_severity="low")
+    assert [f.line() for f in report.findings] == [
+        "LOW bundle.zip:blob.bin: format not identified: not a format the site allows"
+    ]
+    assert not scan.scan_path(z, allowed_formats=["zip"], unknown_severity="low").blocking()
+    assert scan.scan_path(z, allowed_formats=["zip"]).blocking()

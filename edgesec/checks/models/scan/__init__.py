@@ -24,6 +24,7 @@ import sys
 import tarfile
 import zipfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -302,6 +303,14 @@ def _scan_numpy(f: IO[bytes], size: int, rel: str) -> list[ScanFinding]:
 # --- archives ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Policy:
+    """What a site allows, carried into archives: the allowed families and the unidentified severity."""
+
+    allowed: tuple[str, ...]
+    unknown_severity: str = "high"
+
+
 def _zip_kind(names: Sequence[str]) -> str:
     if names and all(n.endswith(".npy") for n in names):
         return "numpy"
@@ -380,7 +389,7 @@ def _keras_config(data: bytes, rel: str) -> list[ScanFinding]:
     return out
 
 
-def _scan_zip(f: IO[bytes], rel: str, allowed: Sequence[str], depth: int) -> tuple[str, list[ScanFinding]]:
+def _scan_zip(f: IO[bytes], rel: str, policy: Policy, depth: int) -> tuple[str, list[ScanFinding]]:
     out: list[ScanFinding] = []
     try:
         zf = zipfile.ZipFile(f)
@@ -412,7 +421,7 @@ def _scan_zip(f: IO[bytes], rel: str, allowed: Sequence[str], depth: int) -> tup
                     raw = (kind == "pickle" and "/data/" in f"/{info.filename}") or (
                         kind == "keras" and info.filename.endswith(".h5")
                     )
-                    out += _scan_member(m, info.file_size, member, info.filename, allowed, depth, raw, kind)
+                    out += _scan_member(m, info.file_size, member, info.filename, policy, depth, raw, kind)
             except (
                 zipfile.BadZipFile,
                 OSError,
@@ -427,7 +436,7 @@ def _scan_zip(f: IO[bytes], rel: str, allowed: Sequence[str], depth: int) -> tup
     return kind, out
 
 
-def _scan_tar(f: IO[bytes], rel: str, allowed: Sequence[str], depth: int) -> list[ScanFinding]:
+def _scan_tar(f: IO[bytes], rel: str, policy: Policy, depth: int) -> list[ScanFinding]:
     out: list[ScanFinding] = []
     try:
         with tarfile.open(fileobj=f, mode="r:*") as tf:
@@ -447,7 +456,7 @@ def _scan_tar(f: IO[bytes], rel: str, allowed: Sequence[str], depth: int) -> lis
                 if m is None:
                     continue
                 with m:  # read as a stream: a member is never held in memory whole
-                    out += _scan_member(m, ti.size, member, ti.name, allowed, depth, False, "tar")
+                    out += _scan_member(m, ti.size, member, ti.name, policy, depth, False, "tar")
     except (tarfile.TarError, OSError, EOFError, ValueError) as e:
         out.append(ScanFinding(rel, "tar-malformed", "high", f"archive cannot be read: {e}"))
     return out
@@ -458,7 +467,7 @@ def _scan_member(
     size: int,
     rel: str,
     name: str,
-    allowed: Sequence[str],
+    policy: Policy,
     depth: int,
     raw_ok: bool,
     container: str = "zip",
@@ -489,11 +498,20 @@ def _scan_member(
             out = _scan_numpy(m, size, rel)
         elif fmt == "zip":
             m.seek(0)
-            fmt, out = _scan_zip(m, rel, allowed, depth + 1)
+            fmt, out = _scan_zip(m, rel, policy, depth + 1)
         elif fmt == "tar":
             m.seek(0)
-            out = _scan_tar(m, rel, allowed, depth + 1)
-        elif fmt in ("7z", "unknown", "h5", "code") and not raw_ok:
+            out = _scan_tar(m, rel, policy, depth + 1)
+        elif fmt == "unknown" and not raw_ok:
+            out = [
+                ScanFinding(
+                    rel,
+                    "unknown-format",
+                    policy.unknown_severity,
+                    "format not identified: not a format the site allows",
+                )
+            ]
+        elif fmt in ("7z", "code") and not raw_ok:
             out = [
                 ScanFinding(
                     rel, "unknown-format", "high", f"archive member of format {fmt}: cannot be assessed"
@@ -502,7 +520,7 @@ def _scan_member(
     except Bad as bad:
         out = [ScanFinding(rel, f"{fmt}-header", "high", f"invalid {fmt} member: {bad}")]
     if not raw_ok and fmt != container:
-        out = _policy(rel, fmt, allowed) + out
+        out = _policy(rel, fmt, policy.allowed) + out
     return out
 
 
@@ -580,7 +598,7 @@ def _judge(
     unknown_severity: str,
 ) -> list[ScanFinding]:
     if fmt == "zip":
-        kind, inner = _scan_zip(f, rel, allowed, 0)
+        kind, inner = _scan_zip(f, rel, Policy(tuple(allowed), unknown_severity), 0)
         what = {"pickle": "a zip-wrapped pickle (PyTorch)", "numpy": "numpy (.npz)"}.get(kind, kind)
         return _policy(rel, kind, allowed, what) + inner
     out = _policy(rel, fmt, allowed)
@@ -590,7 +608,7 @@ def _judge(
         out += _scan_numpy(f, size, rel)
     elif fmt == "tar":
         f.seek(0)
-        out += _scan_tar(f, rel, allowed, 0)
+        out += _scan_tar(f, rel, Policy(tuple(allowed), unknown_severity), 0)
     elif fmt == "safetensors":
         check_safetensors(path)
     elif fmt == "gguf":
