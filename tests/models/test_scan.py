@@ -484,6 +484,12 @@ def test_any_bytes_under_any_name_scan_without_a_crash(
         ),
         ("{{ 'x' * 10**9 }}", "too large to judge"),
         ("{{ 2 ** 100000000 }}", "too large to judge"),
+        ("{{ 'x'|center(10**9) }}", "too large to judge"),
+        ("{{ 'x'.ljust(10**9) }}", "too large to judge"),
+        ("{{ range(100000)|join('x'*1000000) }}", "too large to judge"),
+        ("{{ ('a'*1000000)|replace('a','b'*1000000) }}", "too large to judge"),
+        ("{{ '%0999999999d' % 1 }}", "too large to judge"),
+        ("{{ '{:>999999999}'.format(1) }}", "too large to judge"),
     ],
 )
 def test_a_template_cannot_stall_or_exhaust_the_scan(tmp_path: Path, template: str, why: str) -> None:

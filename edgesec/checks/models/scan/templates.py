@@ -12,9 +12,9 @@ and transformers' ``{% generation %}`` block.
 
 from __future__ import annotations
 
-import signal
+import functools
+import re
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -28,7 +28,6 @@ from edgesec.checks.models.scan.report import ScanFinding
 
 MAX_CHUNKS = 200_000
 """Output pieces one render may produce before it is stopped (a template looping without end)."""
-RENDER_SECONDS = 5
 
 SUSPICIOUS_NAMES = frozenset(
     {
@@ -77,6 +76,63 @@ MAX_VALUE = 1 << 20
 """Longest string or sequence, and largest power, a ``*`` or ``**`` in a template may build."""
 
 
+class _Range:
+    """``range`` for templates: has a length (so ``join`` can be bounded) and counts what loops draw."""
+
+    def __init__(self, r: range, env: _Watching) -> None:
+        self.r, self.env = r, env
+
+    def __len__(self) -> int:
+        return len(self.r)
+
+    def __iter__(self) -> Iterator[int]:
+        for i in self.r:
+            self.env.drawn += 1
+            if self.env.drawn > MAX_ITERATIONS:
+                raise _Budget(f"rendering loops more than {MAX_ITERATIONS} times")
+            yield i
+
+
+_WIDE = re.compile(r"%[-+ #0]*\d{7,}|\{[^}]*:[^}]*\d{7,}")
+"""A printf or format width of a million or more: the output is that wide."""
+
+
+def _too_big(name: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether a filter or method call would build more than the bound (checked before it runs)."""
+    values = [*args, *kwargs.values()]
+    if any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_VALUE for v in values):
+        return True
+    if any(isinstance(v, str) and _WIDE.search(v) for v in [target, *values]):
+        return True
+    if name == "join":
+        sep = target if isinstance(target, str) else next((v for v in values if isinstance(v, str)), "")
+        items = next((v for v in [target, *values] if isinstance(v, (list, tuple, range, _Range))), ())
+        return len(sep) * len(items) > MAX_VALUE * 16
+    if name == "replace" and isinstance(target, str) and len(values) >= 2:
+        old, new = str(values[0]), str(values[1])
+        n = target.count(old) if old else len(target) + 1
+        return n * len(new) > MAX_VALUE * 16
+    return False
+
+
+def _bounded(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A Jinja filter that refuses arguments that would make it build more than the bound."""
+
+    @functools.wraps(fn)  # keeps jinja's pass_context/pass_environment marks
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        plain = [
+            a
+            for a in args
+            if not isinstance(a, (jinja2.runtime.Context, jinja2.Environment, nodes.EvalContext))
+        ]
+        target = plain[0] if plain else None
+        if _too_big(name, target, tuple(plain[1:]), kwargs):
+            raise _Budget("a template builds a value too large to judge")
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 class _Watching(ImmutableSandboxedEnvironment):
     """Jinja's sandbox, noting each attribute it refuses instead of only answering undefined.
 
@@ -86,24 +142,32 @@ class _Watching(ImmutableSandboxedEnvironment):
     without end (the sandbox itself only bounds one ``range``).
     """
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def __init__(self) -> None:
         super().__init__(extensions=list(EXTENSIONS), autoescape=False)
         self.refused: list[str] = []
         self.drawn = 0
         self.globals["range"] = self._range
+        for name, fn in list(self.filters.items()):
+            self.filters[name] = _bounded(name, fn)
 
-    def _range(self, *args: int) -> Iterator[int]:
-        for i in range(*args):
-            self.drawn += 1
-            if self.drawn > MAX_ITERATIONS:
-                raise _Budget(f"rendering loops more than {MAX_ITERATIONS} times")
-            yield i
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        name = getattr(__obj, "__name__", "")
+        # The sandbox hands str.format out wrapped; the string it formats is the wrapped method's self.
+        target = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)
+        if _too_big(name, target, args, kwargs):
+            raise _Budget("a template builds a value too large to judge")
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def _range(self, *args: int) -> _Range:
+        return _Range(range(*args), self)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, int) and abs(right) > 64:
             raise _Budget("a template computes a power too large to judge")
+        if operator == "%" and isinstance(left, str) and _WIDE.search(left):
+            raise _Budget("a template builds a value too large to judge")
         if operator == "*":
             for a, b in ((left, right), (right, left)):
                 if isinstance(a, (str, list, tuple)) and isinstance(b, int) and len(a) * b > MAX_VALUE:
@@ -206,24 +270,6 @@ def _with_step_budget(fn: Callable[[], None]) -> None:
         sys.settrace(previous)
 
 
-def _with_deadline(fn: Callable[[], None], seconds: int) -> None:
-    """Run ``fn`` under SIGALRM when this is the main thread (the CLI); elsewhere the chunk bound holds."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        fn()
-        return
-
-    def alarm(signum: int, frame: Any) -> None:
-        raise _Budget(f"rendering took longer than {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        fn()
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
 def _forced(text: str, env: jinja2.Environment, branch: bool) -> nodes.Template:
     """``text`` with every ``{% if %}`` (and ``x if c else y``) test replaced by ``branch``.
 
@@ -277,9 +323,12 @@ def sandbox_reasons(text: str) -> list[str]:
                     continue  # this conversation does not fit the template: try the next one
                 except (AttributeError, ZeroDivisionError, OverflowError, LookupError, RecursionError):
                     continue
+                except MemoryError:
+                    reasons.append("cannot be judged: rendering ran out of memory")
+                    return
 
     try:
-        _with_deadline(lambda: _with_step_budget(render_all), RENDER_SECONDS)
+        _with_step_budget(render_all)
     except _Budget as e:
         reasons.append(f"cannot be judged: {e}")
     return reasons + env.refused + forcing.refused
