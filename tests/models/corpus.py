@@ -79,6 +79,20 @@ def stack_global_call(module: str, name: str, arg: str, *, proto: int = 4) -> by
     return b"\x80" + bytes([proto]) + _u(module) + _u(name) + b"\x93" + _u(arg) + b"\x85R."
 
 
+def frame_lie(canary: Path) -> bytes:
+    """A FRAME shorter than the argument that starts in it.
+
+    Read from ``io.BytesIO`` (torch's zip loader), CPython drops the rest of the frame and takes the
+    argument from the bytes after it, then runs the call; read in sequence (``pickle.loads``, any reader
+    that follows the bytes in order), the call is inside a byte string and nothing is imported.
+    """
+    payload = b"0" + _u("builtins") + _u("exec") + b"\x93" + _u(_canary_code(canary)) + b"\x85R."
+    assert len(payload) + 2 < 256
+    frame = b"\x8c\x20" + b"JUNKJ"  # SHORT_BINUNICODE of 32, with 5 of them left in the frame
+    after = b"F" * 27 + b"0C" + bytes([2 + len(payload)]) + b"xx" + payload + b"0N."
+    return b"\x80\x04\x95" + struct.pack("<Q", len(frame)) + frame + after
+
+
 def _with_frame(body: bytes, declared: int) -> bytes:
     return b"\x80\x04\x95" + struct.pack("<Q", declared) + body
 
@@ -182,6 +196,31 @@ WEIGHTS_ONLY = (
 """What torch.save writes for a state dict of one tensor (hand-assembled: torch is not needed)."""
 
 
+def _keras_function(canary: Path) -> dict[str, Any]:
+    """A Lambda layer's function as Keras serializes it: base64 of the marshalled code object."""
+    import base64
+    import marshal
+
+    def fn(x: Any) -> Any:
+        return x
+
+    code = compile(_canary_code(canary), "<lambda>", "exec")
+    body = fn.__code__.replace(co_consts=(*fn.__code__.co_consts, code))
+    return {
+        "class_name": "__lambda__",
+        "config": {"code": base64.b64encode(marshal.dumps(body)).decode(), "defaults": None, "closure": None},
+    }
+
+
+def _sevenzip(path: Path, members: dict[str, bytes]) -> Path:
+    import py7zr
+
+    with py7zr.SevenZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(data, name)
+    return path
+
+
 def _nemo(path: Path, data_pkl: bytes, *, gz: bool) -> Path:
     import tarfile
 
@@ -245,20 +284,22 @@ def build(root: Path, canary_dir: Path) -> list[Sample]:
     ):
         name = f"renamed-{fname}"
         (d("allowlist", name) / fname).write_bytes(maker(c(name)))
+    name = "long-prefix-proto0"  # text to the header read, the import after it
+    (d("allowlist", name) / "vocab.txt").write_bytes(
+        b"(lp0\nS'"
+        + b"a" * 8000
+        + b"'\np1\na"
+        + b"c__builtin__\nexec\n("
+        + _s0(_canary_code(c(name)))
+        + b"tR."
+    )
     name = "npz-object"
     obj_npy = _npy("|O", exec_payload(c(name)))
     _zip(d("allowlist", name) / "arrays.npz", {"a.npy": obj_npy})
     name = "keras-lambda"
     cfg = {
         "class_name": "Functional",
-        "config": {
-            "layers": [
-                {
-                    "class_name": "Lambda",
-                    "config": {"function": {"class_name": "__lambda__", "config": {"code": "4wEAAAAAAAAA"}}},
-                }
-            ]
-        },
+        "config": {"layers": [{"class_name": "Lambda", "config": {"function": _keras_function(c(name))}}]},
     }
     _zip(
         d("allowlist", name) / "model.keras",
@@ -268,7 +309,8 @@ def build(root: Path, canary_dir: Path) -> list[Sample]:
             "model.weights.h5": b"\x89HDF\r\n\x1a\n" + b"\x00" * 64,
         },
     )
-    (d("allowlist", "sevenzip") / "model.7z").write_bytes(b"7z\xbc\xaf\x27\x1c\x00\x04" + b"\x00" * 56)
+    name = "sevenzip"
+    _sevenzip(d("allowlist", name) / "model.7z", {"data.pkl": exec_payload(c(name))})
     name = "zip-no-pkl"
     _zip(d("allowlist", name) / "weights.zip", {"weights/blob": exec_payload(c(name))})
     (d("allowlist", "raw-bin") / "weights.bin").write_bytes(os.urandom(256))
@@ -290,6 +332,13 @@ def build(root: Path, canary_dir: Path) -> list[Sample]:
         (d("pickle-evasion", name, allowed=allow_pickle) / "model.pkl").write_bytes(
             _with_frame(body, declared)
         )
+    for name, where in (("frame-lie", "model.pkl"), ("frame-lie-torch-zip", "model.pt")):
+        blob = frame_lie(c(name))
+        target = d("pickle-evasion", name, allowed=allow_pickle) / where
+        if where.endswith(".pt"):
+            _zip(target, {"archive/data.pkl": blob, "archive/version": b"3\n"})
+        else:
+            target.write_bytes(blob)
     name = "stack-pop"  # the operands of STACK_GLOBAL are not the last two strings in the file
     (d("pickle-evasion", name, allowed=allow_pickle) / "model.pkl").write_bytes(
         b"\x80\x04"

@@ -83,3 +83,24 @@ def test_no_trust_bundle_fails_closed(tmp_path: Path, model_dir: Path) -> None:
     ctx = ctx_for(tmp_path, [model_dir])
     (f,) = list(ModelSignatureCheck().run(ctx))
     assert f.status is Status.FAIL and "cannot verify" in f.message
+
+
+def test_audit_survives_an_undecodable_file_name(cli, tmp_path: Path, model_dir: Path, signer) -> None:  # type: ignore[no-untyped-def]
+    """A name that is not UTF-8 is a finding in both checks; the audit and its trail still run."""
+    import os
+
+    sign(cli, model_dir, signer)
+    (model_dir / os.fsdecode(b"\xff\xfe.bin")).write_bytes(pickle.dumps({"w": 1}))
+    cfg = tmp_path / "edgesec.toml"
+    cfg.write_text(f'[models]\ndirs = ["{model_dir}"]\n')
+    code, out, err = cli("--config", str(cfg), "--json", "audit", "--only", "models")
+    assert code == 1, out + err
+    assert "Traceback" not in out + err
+    ctx = ctx_for(tmp_path, [model_dir])
+    (sig,) = list(ModelSignatureCheck().run(ctx))
+    assert sig.status is Status.FAIL and sig.message.startswith(
+        "EXTRA \\xff\\xfe.bin: not in the signed manifest"
+    )
+    (sc,) = list(ModelScanCheck().run(ctx))
+    assert sc.status is Status.FAIL
+    assert "\\xff\\xfe.bin" in sc.evidence["formats"]

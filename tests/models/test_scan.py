@@ -416,3 +416,306 @@ def test_extension_registry_import_and_plain_zip(tmp_path: Path) -> None:
     with zipfile.ZipFile(z, "w") as zf:
         zf.writestr("readme.txt", "hi")
     assert one_line(z) == "HIGH bundle.zip: format zip is not allowed by the site policy"
+
+
+def test_weight_index_is_checked_in_addition(tmp_path: Path) -> None:
+    """An index's weight_map is a reference: checked, and the shards are still scanned as files."""
+    d = tmp_path / "m"
+    d.mkdir()
+    make_safetensors(d / "model-00001-of-00002.safetensors")
+    (d / "model-00002-of-00002.safetensors").write_bytes(
+        pickle.dumps(_Payload(tmp_path / "PWNED"), protocol=2)
+    )
+    weight_map = {
+        "a": "model-00001-of-00002.safetensors",
+        "b": "model-00002-of-00002.safetensors",
+        "c": "../x.bin",
+    }
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    lines = [f.line() for f in findings(d)]
+    assert (
+        "CRITICAL model.safetensors.index.json: weight_map names '../x.bin', outside the model directory: "
+        "loaders read it"
+    ) in lines
+    assert "HIGH model-00002-of-00002.safetensors: format pickle is not allowed by the site policy" in lines
+    assert any(
+        x.startswith("CRITICAL model-00002-of-00002.safetensors: pickle imports posix.system") for x in lines
+    )
+
+
+def test_templates_with_the_extensions_real_ones_use_are_clean(tmp_path: Path) -> None:
+    tpl = (
+        "{% for m in messages %}{% if loop.index > 50 %}{% break %}{% endif %}"
+        "{% if m.role == 'assistant' %}{% generation %}{{ m.content }}{% endgeneration %}"
+        "{% else %}{{ m.content }}{% endif %}{% endfor %}"
+    )
+    assert scan.check_chat_template(tpl) == []
+    p = tmp_path / "tokenizer_config.json"
+    p.write_text(json.dumps({"chat_template": tpl}))
+    assert findings(p) == []
+
+
+@given(
+    st.binary(max_size=600), st.sampled_from(["a.bin", "m.onnx", "x.npy", "y.npz", "z.keras", "t.nemo", "u"])
+)
+def test_any_bytes_under_any_name_scan_without_a_crash(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes, name: str
+) -> None:
+    p = tmp_path_factory.getbasetemp() / name
+    p.write_bytes(data)
+    _, out = scan.scan_file(p, name, p.parent, ALLOWED)
+    assert all(f.severity in scan.SEVERITIES for f in out)
+    z = tmp_path_factory.getbasetemp() / "wrap.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr(name, data)
+    scan.scan_file(z, "wrap.zip", z.parent, ALLOWED)
+
+
+@pytest.mark.parametrize(
+    ("template", "why"),
+    [
+        (
+            "{% set x = [1]*1000 %}{% for a in x %}{% for b in x %}{% for c in x %}{% endfor %}{% endfor %}{% endfor %}",
+            "steps",
+        ),
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "more than",
+        ),
+        ("{{ 'x' * 10**9 }}", "too large to judge"),
+        ("{{ 2 ** 100000000 }}", "too large to judge"),
+        ("{{ 'x'|center(10**9) }}", "too large to judge"),
+        ("{{ 'x'.ljust(10**9) }}", "too large to judge"),
+        ("{{ range(100000)|join('x'*1000000) }}", "too large to judge"),
+        ("{{ ('a'*1000000)|replace('a','b'*1000000) }}", "too large to judge"),
+        ("{{ '%0999999999d' % 1 }}", "too large to judge"),
+        ("{{ '{:>999999999}'.format(1) }}", "too large to judge"),
+    ],
+)
+def test_a_template_cannot_stall_or_exhaust_the_scan(tmp_path: Path, template: str, why: str) -> None:
+    """Bounded in any thread (the audit runs checks in threads): HIGH 'cannot be judged', not a hang."""
+    import threading
+
+    p = tmp_path / "tokenizer_config.json"
+    p.write_text(json.dumps({"chat_template": template}))
+    got: list[str] = []
+    t = threading.Thread(target=lambda: got.extend(f.line() for f in findings(p)))
+    t.start()
+    t.join(60)
+    assert not t.is_alive()
+    assert len(got) == 1 and got[0].startswith("HIGH tokenizer_config.json: chat_template cannot be judged: ")
+    assert why in got[0]
+
+
+@pytest.mark.root
+def test_every_kind_of_directory_entry_is_a_finding_never_a_crash(tmp_path: Path, cli) -> None:
+    """Devices, FIFOs, sockets, symlinks in, out and dangling, directory links: each one line, never read."""
+    import socket
+    import stat as st_mod
+
+    d = tmp_path / "m"
+    d.mkdir()
+    make_safetensors(d / "model.safetensors")
+    os.mknod(d / "weights.bin", st_mod.S_IFCHR | 0o600, os.makedev(1, 3))  # /dev/null's numbers
+    os.mkfifo(d / "pipe.bin")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(d / "sock"))
+        (d / "inside.safetensors").symlink_to("model.safetensors")
+        (d / "dangling.bin").symlink_to("nowhere.bin")
+        (d / "etc").symlink_to("/etc")
+        code, out, _ = cli("model", "scan", str(d))
+    assert code == 1
+    lines = out.splitlines()
+    assert "HIGH weights.bin: device: a loader opening it may block or read a device; not read" in lines
+    assert "HIGH pipe.bin: FIFO: a loader opening it may block or read a device; not read" in lines
+    assert "HIGH sock: socket: a loader opening it may block or read a device; not read" in lines
+    assert (
+        "LOW inside.safetensors: symlink to 'model.safetensors' inside the directory (the target is scanned as itself)"
+        in lines
+    )
+    assert "MEDIUM dangling.bin: symlink to 'nowhere.bin', which does not exist" in lines
+    assert "HIGH etc: symlink to '/etc', outside the directory: loaders follow it, verify refuses it" in lines
+    assert lines[-1].endswith(": 7 files scanned, 6 findings")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "builtins.eval", "builtins.exec", "builtins.open", "builtins.getattr", "builtins.__import__",
+        "__builtin__.eval", "os.system", "posix.system", "nt.system", "subprocess.Popen", "socket.create_connection",
+        "runpy._run_code", "webbrowser.open", "httplib.HTTPSConnection", "requests.api.get", "aiohttp.client.ClientSession",
+        "bdb.Bdb.run", "pdb.Pdb.run", "torch.hub.load", "torch._inductor.codecache.compile_file",
+        "numpy.testing._private.utils.runstring", "pip.main", "shutil.rmtree", "timeit.timeit", "venv.create",
+        "pydoc.pipepager", "code.InteractiveInterpreter.runcode", "cProfile.run", "profile.run", "trace.Trace.run",
+        "_io.FileIO", "functools.partial", "operator.attrgetter", "operator.methodcaller", "importlib.import_module",
+        "asyncio.unix_events._UnixSubprocessTransport._start", "ctypes.CDLL", "sys.exit", "types.FunctionType",
+        "marshal.loads", "pickle.loads", "_pickle.loads", "linecache.getlines", "numpy.load", "torch.load",
+        # the kinds of picklescan's GHSA samples
+        "imaplib.IMAP4_stream", "uuid._get_command_stdout", "_pyrepl.pager.pipe_pager", "_aix_support._read_cmd_output",
+        "_osx_support._read_output", "test.support.script_helper.assert_python_ok", "logging.FileHandler",
+        "cloudpickle.cloudpickle._make_function", "sys.modules",
+    ],
+)  # fmt: skip
+def test_the_peers_sample_imports_are_critical(target: str) -> None:
+    """Each import the peers' published samples use runs code, files or sockets: CRITICAL, not HIGH."""
+    from edgesec.checks.models.scan.pickles import effective
+    from edgesec.checks.models.scan.policy import classify_global
+
+    module, _, name = target.rpartition(".")
+    if module.endswith((".Bdb", ".Pdb", ".InteractiveInterpreter", ".Trace", "._UnixSubprocessTransport")):
+        module, _, cls = module.rpartition(".")
+        name = f"{cls}.{name}"
+    assert classify_global(*effective(module, name, 2)) == "critical"
+
+
+def test_what_only_builds_values_is_high_not_critical() -> None:
+    from edgesec.checks.models.scan.policy import classify_global
+
+    for module, name in (
+        ("builtins", "len"),
+        ("builtins", "dict"),
+        ("builtins", "list"),
+        ("mylib.models", "Net"),
+    ):
+        assert classify_global(module, name) == "high"
+    for module, name in (("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer")):
+        assert classify_global(module, name) is None
+
+
+def test_chat_template_files_are_judged_too(tmp_path: Path) -> None:
+    """transformers writes chat_template.jinja (and processors chat_template.json): same check as GGUF's."""
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "chat_template.jinja").write_text(SAFE_TEMPLATE)
+    (d / "chat_template.json").write_text(json.dumps({"chat_template": SAFE_TEMPLATE}))
+    assert findings(d) == []
+    (d / "chat_template.jinja").write_text("{% set u='_'~'_' %}{{ cycler[u~'init'~u] }}")
+    (d / "chat_template.json").write_text(
+        json.dumps({"chat_template": "{{ (dict(__globals__=1)|list)[0] }}"})
+    )
+    lines = [f.line() for f in findings(d)]
+    assert any(
+        x.startswith("CRITICAL chat_template.jinja: template reaches for Python internals") for x in lines
+    )
+    assert any(
+        x.startswith("CRITICAL chat_template.json: chat_template reaches for Python internals") for x in lines
+    )
+
+
+def test_a_payload_behind_a_condition_on_the_conversation_is_rendered_too() -> None:
+    tpl = (
+        "{% for m in messages %}{% if m.content == 'magic words' %}{% set u='_'~'_' %}"
+        "{{ cycler[u~'init'~u][u~'globals'~u]['os'].popen('id') }}{% else %}{{ m.content }}{% endif %}{% endfor %}"
+    )
+    assert "reaches the unsafe attribute '__init__' of a type" in scan.check_chat_template(tpl)
+
+
+def test_only_the_top_level_git_database_is_skipped_and_it_is_named(tmp_path: Path, cli) -> None:
+    d = tmp_path / "m"
+    (d / ".git" / "objects").mkdir(parents=True)
+    (d / ".git" / "objects" / "ab").write_bytes(b"x\x9c\x01\x02")
+    (d / "sub" / ".git").mkdir(parents=True)
+    (d / "sub" / ".git" / "w.bin").write_bytes(pickle.dumps(_Payload(tmp_path / "PWNED"), protocol=2))
+    (d / ".github").mkdir()
+    (d / ".github" / "x.pkl").write_bytes(pickle.dumps(_Payload(tmp_path / "PWNED"), protocol=2))
+    code, out, _ = cli("--json", "model", "scan", str(d))
+    res = json.loads(out)["result"]
+    assert code == 1 and res["skipped"] == [".git"]
+    flagged = {f["path"] for f in res["findings"] if f["severity"] == "critical"}
+    assert flagged == {"sub/.git/w.bin", ".github/x.pkl"}
+
+
+def test_a_pickle_whose_import_comes_after_the_header_read_is_not_onnx_data(tmp_path: Path) -> None:
+    """Sniffing reads 4 KiB; an ONNX reference must not turn a longer pickle into raw tensor bytes."""
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "model.onnx").write_bytes(_onnx("weights.bin"))
+    body = b"(lp0\nS'" + b"a" * 8000 + b"'\np1\na" + b"cos\nsystem\n(S'touch PWNED'\ntR."
+    (d / "weights.bin").write_bytes(body)
+    lines = [f.line() for f in findings(d)]
+    assert "HIGH weights.bin: format pickle is not allowed by the site policy" in lines
+    assert "CRITICAL weights.bin: pickle imports os.system: a callable that runs code when loaded" in lines
+    # Text from its first byte to its last is still a pickle when it loads as one.
+    (d / "weights.bin").rename(d / "vocab.txt")
+    (d / "model.onnx").unlink()
+    lines = [f.line() for f in findings(d)]
+    assert "CRITICAL vocab.txt: pickle imports os.system: a callable that runs code when loaded" in lines
+    with zipfile.ZipFile(d / "bundle.zip", "w") as zf:
+        zf.writestr("vocab.txt", body)
+    lines = [f.line() for f in findings(d / "bundle.zip")]
+    assert (
+        "CRITICAL bundle.zip:vocab.txt: pickle imports os.system: a callable that runs code when loaded"
+        in lines
+    )
+
+
+def test_a_word_list_that_parses_as_a_pickle_by_chance_is_still_text(tmp_path: Path) -> None:
+    p = tmp_path / "vocab.txt"
+    p.write_text("cat\ndog\n.\nfish\n" + "word\n" * 2000)  # loads as GLOBAL at.dog, STOP
+    assert findings(p) == []
+
+
+def test_keras_config_module_imports_are_judged(tmp_path: Path) -> None:
+    """Keras imports the ``module`` a config names (CVE-2025-1550 class): same table as pickle imports."""
+    cfg = {
+        "class_name": "Functional",
+        "module": "keras.src.models.functional",
+        "config": {
+            "layers": [
+                {"module": "keras.layers", "class_name": "Dense", "config": {}},
+                {"module": "os", "class_name": "system", "config": {}},
+                {"module": "my_layers", "class_name": "Gate", "config": {}},
+            ]
+        },
+    }
+    p = tmp_path / "model.keras"
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr("metadata.json", "{}")
+        zf.writestr("config.json", json.dumps(cfg))
+        zf.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n" + b"\x00" * 64)
+    lines = {f.line() for f in findings(p, ["keras"])}
+    assert lines == {
+        "CRITICAL model.keras:config.json: Keras config imports os.system: a callable that runs code when loaded",
+        "HIGH model.keras:config.json: Keras config imports my_layers.Gate: an import outside Keras",
+    }
+
+
+def _split_gguf(path: Path, no: int, count: int) -> Path:
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_uint16("split.no", no)
+    w.add_uint16("split.count", count)
+    w.add_tensor(f"blk.{no}.weight", np.zeros((4, 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_gguf_splits_are_checked_in_addition(tmp_path: Path) -> None:
+    d = tmp_path / "m"
+    d.mkdir()
+    _split_gguf(d / "llama-00001-of-00002.gguf", 0, 2)
+    assert [f.line() for f in findings(d)] == [
+        "MEDIUM llama-00001-of-00002.gguf: split GGUF sibling 'llama-00002-of-00002.gguf' is missing"
+    ]
+    _split_gguf(d / "llama-00002-of-00002.gguf", 1, 2)
+    assert findings(d) == []
+    (d / "llama-00002-of-00002.gguf").rename(d / "other.gguf")
+    lines = [f.line() for f in findings(d)]
+    assert "MEDIUM other.gguf: split metadata (file 1 of 2) disagrees with the file name" in lines
+
+
+def test_unknown_format_severity_holds_inside_archives_too(tmp_path: Path) -> None:
+    z = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("blob.bin", os.urandom(64))
+    report = scan.scan_path(z, allowed_formats=["zip"], unknown_severity="low")
+    assert [f.line() for f in report.findings] == [
+        "LOW bundle.zip:blob.bin: format not identified: not a format the site allows"
+    ]
+    assert not scan.scan_path(z, allowed_formats=["zip"], unknown_severity="low").blocking()
+    assert scan.scan_path(z, allowed_formats=["zip"]).blocking()

@@ -463,3 +463,19 @@ def test_rollback_to_an_older_signed_release_is_refused_by_a_pin(
     (finding,) = list(ModelSignatureCheck().run(ctx))
     assert finding.status == Status.FAIL and finding.message.startswith("PINNED .: the signed manifest")
     assert cli("model", "verify", str(model_dir), "--pin", "nothex")[0] == 2
+
+
+def test_git_paths_are_left_out_at_the_root_only(cli, model_dir: Path, signer: Signer) -> None:
+    """As model_signing: `.git`, `.github` ... at the model's root; one deeper down is a file like any other."""
+    (model_dir / ".github").mkdir()
+    (model_dir / ".github" / "ci.yml").write_text("on: push\n")
+    (model_dir / "tokenizer" / ".github").mkdir()
+    (model_dir / "tokenizer" / ".github" / "signed.txt").write_text("signed\n")
+    assert sign(cli, model_dir, signer)[0] == 0
+    assert verify(cli, model_dir)[0] == 0
+    (model_dir / ".github" / "ci.yml").write_text("changed\n")  # not signed, not checked
+    assert verify(cli, model_dir)[0] == 0
+    (model_dir / "tokenizer" / ".github" / "added.pkl").write_bytes(b"\x80\x04N.")
+    code, out = lines(cli, model_dir)
+    assert code == 1
+    assert "EXTRA tokenizer/.github/added.pkl: not in the signed manifest (4 bytes)" in out

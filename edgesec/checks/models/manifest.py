@@ -119,8 +119,11 @@ def build(
         raise InputError(f"unsupported manifest algorithm {algorithm!r}; choose sha256 or blake3")
     if shard_size < 1024 * 1024:
         raise InputError("shard size must be at least 1 MiB")
-    patterns = tuple(dict.fromkeys([*GIT_PATHS, *([signature_rel] if signature_rel else []), *ignore]))
-    listing = walk(root, ignore=patterns, follow_symlinks=follow_symlinks)
+    # Git's own paths are left out at the model's root only, as model_signing does (literal paths):
+    # a `.github` or `.git` deeper down is signed like any other file.
+    patterns = tuple(dict.fromkeys(ignore))
+    literal = (*GIT_PATHS, *([signature_rel] if signature_rel else []))
+    listing = walk(root, ignore=patterns, literal=literal, follow_symlinks=follow_symlinks)
     for rel in [*listing.files, *(i.path for i in listing.issues)]:
         problem = rel_path_problem(rel)
         if problem is not None:
@@ -161,13 +164,13 @@ def build(
         files[rel] = FileEntry(rel, size, whole, tuple(shards))
     # The literal ignored paths go into the model_signing serialization, so that its verifier skips
     # exactly what was skipped here; the glob patterns go into our own member.
-    literal = sorted({*GIT_PATHS, *([signature_rel] if signature_rel else []), *listing.ignored})
+    ignored_paths = sorted({*GIT_PATHS, *([signature_rel] if signature_rel else []), *listing.ignored})
     return Manifest(
         model_name=root.resolve().name,
         algorithm=algorithm,
         method="files",
         files=files,
-        ignore_paths=tuple(literal),
+        ignore_paths=tuple(ignored_paths),
         ignore_patterns=tuple(ignore),
         allow_symlinks=follow_symlinks,
         shard_size=shard_size if algorithm == "sha256" else None,
@@ -425,11 +428,10 @@ def compare(
     # What the signer left out is left out by its own rules: model_signing's ignore_paths are literal
     # paths from the root, edgesec's patterns are globs. The verifier's own --ignore only tolerates
     # unsigned paths: a signed file is always checked, whatever it is called.
-    patterns = [*GIT_PATHS, *m.ignore_patterns]
-    if signature_rel:
-        patterns.append(signature_rel)
+    patterns = list(m.ignore_patterns)
+    literal = [*GIT_PATHS, *m.ignore_paths, *([signature_rel] if signature_rel else [])]
     allow = m.allow_symlinks if follow_symlinks is None else (follow_symlinks and m.allow_symlinks)
-    listing = walk(root, ignore=patterns, literal=m.ignore_paths, follow_symlinks=allow)
+    listing = walk(root, ignore=patterns, literal=literal, follow_symlinks=allow)
 
     def tolerated(name: str) -> bool:
         return name not in m.files and is_ignored(name, extra_ignore)

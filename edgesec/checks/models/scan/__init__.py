@@ -24,10 +24,10 @@ import sys
 import tarfile
 import zipfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from edgesec.checks.models.hashing import GIT_PATHS, is_ignored
 from edgesec.checks.models.scan import npy, pickles
 from edgesec.checks.models.scan.formats import (
     check_gguf,
@@ -71,7 +71,9 @@ MAX_MEMBERS = 100_000
 
 FAMILIES = ("safetensors", "gguf", "onnx", "numpy", "pickle", "keras", "h5", "zip", "tar", "7z")
 """What ``allowed_formats`` may name. Text, JSON, images and tokenizer data are always allowed."""
-DATA_FORMATS = frozenset({"text", "json", "tokenizer-config", "image", "empty", "sentencepiece", "onnx-data"})
+DATA_FORMATS = frozenset(
+    {"text", "json", "tokenizer-config", "chat-template", "image", "empty", "sentencepiece", "onnx-data"}
+)
 
 IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -91,7 +93,34 @@ _KNOWN_TOPS = frozenset(sys.stdlib_module_names) | {
     "keras",
     "tensorflow",
     "nemo",
+    "accelerate",
+    "huggingface_hub",
+    "safetensors",
+    "sentencepiece",
+    "tokenizers",
+    "scipy",
+    "pandas",
+    "jinja2",
+    "yaml",
+    "requests",
+    "urllib3",
+    "setuptools",
+    "pip",
+    "pkg_resources",
+    "onnx",
+    "onnxruntime",
+    "vllm",
+    "llama_cpp",
+    "gguf",
+    "cloudpickle",
+    "xgboost",
+    "lightgbm",
+    "torchvision",
+    "timm",
+    "diffusers",
+    "peft",
 }
+"""Modules a pickle hidden in text must import from to count as one (a word list may parse by chance)."""
 
 
 # --- sniffing -------------------------------------------------------------------------------------------
@@ -118,9 +147,8 @@ def pickle_offsets(head: bytes, size: int) -> list[int]:
     cut = size > len(head)
     covered = 0
     res0 = pickles.read_pickle(io.BytesIO(head), len(head))
-    if re.match(rb"\x80[\x02-\x05]", head) or (
-        (res0.error is None and (res0.imports or res0.computed or res0.extensions)) or _plausible(res0, cut)
-    ):
+    any_import = res0.error is None and bool(res0.imports or res0.computed or res0.extensions)
+    if re.match(rb"\x80[\x02-\x05]", head) or _plausible(res0, cut) or (any_import and not _is_text(head)):
         found.append(0)
         covered = res0.end
     for m in _PICKLE_START.finditer(head, 1):
@@ -132,6 +160,21 @@ def pickle_offsets(head: bytes, size: int) -> list[int]:
             found.append(off)
             covered = off + res.end
     return found
+
+
+def _whole_file_pickle(f: IO[bytes], size: int, fmt: str) -> bool:
+    """Whether the whole file, read from its first byte either way CPython does, is a pickle that imports.
+
+    Unidentified bytes count with any import; text and JSON only with an import from a module loader hosts
+    have (``cat``/``dog``/``.`` lines of a word list load as ``at.dog``).
+    """
+    for stream in (False, True):
+        f.seek(0)
+        res = pickles.read_pickle(f, size, stream=stream)
+        if res.error is None and (res.imports or res.computed or res.extensions):
+            if fmt == "unknown" or _plausible(res, cut=False):
+                return True
+    return False
 
 
 def _is_text(head: bytes) -> bool:
@@ -183,8 +226,10 @@ def detect(name: str, head: bytes, size: int) -> str:
         return "numpy"
     if suffix in (".py", ".pyc", ".so", ".dylib", ".dll", ".sh"):
         return "code"
-    if os.path.basename(lower) == "tokenizer_config.json":
+    if os.path.basename(lower) in ("tokenizer_config.json", "chat_template.json", "processor_config.json"):
         return "tokenizer-config"
+    if suffix == ".jinja" and _is_text(head):
+        return "chat-template"
     if _is_text(head):
         return "json" if suffix == ".json" else "text"
     if head[:1] == b"\x0a" and suffix == ".model":
@@ -201,8 +246,22 @@ def _family(fmt: str) -> str | None:
 
 
 def scan_pickle_stream(f: IO[bytes], size: int, rel: str, *, count: int = 1) -> list[ScanFinding]:
-    """Read ``count`` pickles from ``f``'s position and judge their imports (nothing is unpickled)."""
-    return pickles.pickle_findings(pickles.read_pickles(f, size, count), rel, classify_global)
+    """Read ``count`` pickles from ``f``'s position and judge their imports (nothing is unpickled).
+
+    Read twice, as CPython reads bytes or a buffered file and as it reads ``io.BytesIO`` (torch's zip
+    loader): the imports of both are reported, so a lie in the framing hides nothing.
+    """
+    start = f.tell()
+    sequential = pickles.read_pickles(f, size, count)
+    f.seek(start)
+    streamed = pickles.read_pickles(f, size, count, stream=True)
+    out = pickles.pickle_findings(sequential, rel, classify_global)
+    seen = {(x.rule, x.message) for x in out}
+    for x in pickles.pickle_findings(streamed, rel, classify_global):
+        if x.rule != "pickle-malformed" and (x.rule, x.message) not in seen:
+            seen.add((x.rule, x.message))
+            out.append(x)
+    return out
 
 
 def _scan_pickle_file(f: IO[bytes], size: int, rel: str, head: bytes) -> list[ScanFinding]:
@@ -244,6 +303,14 @@ def _scan_numpy(f: IO[bytes], size: int, rel: str) -> list[ScanFinding]:
 # --- archives ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Policy:
+    """What a site allows, carried into archives: the allowed families and the unidentified severity."""
+
+    allowed: tuple[str, ...]
+    unknown_severity: str = "high"
+
+
 def _zip_kind(names: Sequence[str]) -> str:
     if names and all(n.endswith(".npy") for n in names):
         return "numpy"
@@ -254,7 +321,16 @@ def _zip_kind(names: Sequence[str]) -> str:
     return "zip"
 
 
+KERAS_MODULES = frozenset({"keras", "keras_hub", "keras_nlp", "keras_cv", "tf_keras", "tensorflow"})
+"""Where a Keras config's ``module`` may point without a finding (Keras imports whatever it names)."""
+
+
 def _keras_config(data: bytes, rel: str) -> list[ScanFinding]:
+    """A Keras v3 ``config.json``: Lambda layers carry marshalled code; ``module`` names are imported.
+
+    ``deserialize_keras_object`` imports the ``module`` a config names and fetches ``class_name`` from it
+    (the CVE-2025-1550 class): that import is judged by the same table as a pickle's.
+    """
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
@@ -263,14 +339,20 @@ def _keras_config(data: bytes, rel: str) -> list[ScanFinding]:
                 rel, "keras-config", "high", "Keras config.json is not valid JSON: cannot be assessed"
             )
         ]
-    found: set[str] = set()
+    lambdas: set[str] = set()
+    imports: set[tuple[str, str]] = set()
+    deep = False
 
     def walk(v: Any, depth: int) -> None:
+        nonlocal deep
         if depth > 200:
-            found.add("(nested too deeply)")
+            deep = True
         elif isinstance(v, dict):
             if v.get("class_name") in ("Lambda", "TFOpLambda"):
-                found.add(str(v.get("class_name")))
+                lambdas.add(str(v.get("class_name")))
+            module = v.get("module")
+            if isinstance(module, str) and module.split(".")[0] not in KERAS_MODULES:
+                imports.add((module, str(v.get("class_name", ""))))
             for x in v.values():
                 walk(x, depth + 1)
         elif isinstance(v, list):
@@ -278,7 +360,7 @@ def _keras_config(data: bytes, rel: str) -> list[ScanFinding]:
                 walk(x, depth + 1)
 
     walk(doc, 0)
-    return [
+    out = [
         ScanFinding(
             rel,
             "keras-lambda",
@@ -286,11 +368,28 @@ def _keras_config(data: bytes, rel: str) -> list[ScanFinding]:
             f"Keras model holds a {name} layer: its marshalled Python code runs when the model loads",
             {"layer": name},
         )
-        for name in sorted(found)
+        for name in sorted(lambdas)
     ]
+    for module, name in sorted(imports):
+        sev = classify_global(module, name) or "high"
+        what = "a callable that runs code when loaded" if sev == "critical" else "an import outside Keras"
+        out.append(
+            ScanFinding(
+                rel,
+                "keras-import",
+                sev,
+                f"Keras config imports {module}.{name}: {what}",
+                {"import": f"{module}.{name}"},
+            )
+        )
+    if deep:
+        out.append(
+            ScanFinding(rel, "keras-config", "high", "Keras config nested too deeply: cannot be assessed")
+        )
+    return out
 
 
-def _scan_zip(f: IO[bytes], rel: str, allowed: Sequence[str], depth: int) -> tuple[str, list[ScanFinding]]:
+def _scan_zip(f: IO[bytes], rel: str, policy: Policy, depth: int) -> tuple[str, list[ScanFinding]]:
     out: list[ScanFinding] = []
     try:
         zf = zipfile.ZipFile(f)
@@ -322,7 +421,7 @@ def _scan_zip(f: IO[bytes], rel: str, allowed: Sequence[str], depth: int) -> tup
                     raw = (kind == "pickle" and "/data/" in f"/{info.filename}") or (
                         kind == "keras" and info.filename.endswith(".h5")
                     )
-                    out += _scan_member(m, info.file_size, member, info.filename, allowed, depth, raw, kind)
+                    out += _scan_member(m, info.file_size, member, info.filename, policy, depth, raw, kind)
             except (
                 zipfile.BadZipFile,
                 OSError,
@@ -337,7 +436,7 @@ def _scan_zip(f: IO[bytes], rel: str, allowed: Sequence[str], depth: int) -> tup
     return kind, out
 
 
-def _scan_tar(f: IO[bytes], rel: str, allowed: Sequence[str], depth: int) -> list[ScanFinding]:
+def _scan_tar(f: IO[bytes], rel: str, policy: Policy, depth: int) -> list[ScanFinding]:
     out: list[ScanFinding] = []
     try:
         with tarfile.open(fileobj=f, mode="r:*") as tf:
@@ -356,16 +455,8 @@ def _scan_tar(f: IO[bytes], rel: str, allowed: Sequence[str], depth: int) -> lis
                 m = tf.extractfile(ti)
                 if m is None:
                     continue
-                with m:
-                    data = m.read(ti.size) if ti.size <= 1 << 30 else None
-                if data is None:
-                    out.append(
-                        ScanFinding(member, "tar-malformed", "high", "member larger than 1 GiB not assessed")
-                    )
-                    continue
-                out += _scan_member(
-                    io.BytesIO(data), len(data), member, ti.name, allowed, depth, False, "tar"
-                )
+                with m:  # read as a stream: a member is never held in memory whole
+                    out += _scan_member(m, ti.size, member, ti.name, policy, depth, False, "tar")
     except (tarfile.TarError, OSError, EOFError, ValueError) as e:
         out.append(ScanFinding(rel, "tar-malformed", "high", f"archive cannot be read: {e}"))
     return out
@@ -376,7 +467,7 @@ def _scan_member(
     size: int,
     rel: str,
     name: str,
-    allowed: Sequence[str],
+    policy: Policy,
     depth: int,
     raw_ok: bool,
     container: str = "zip",
@@ -395,6 +486,8 @@ def _scan_member(
         ]
     head = m.read(HEAD)
     fmt = detect(name, head, size)
+    if fmt in ("unknown", "text", "json", "sentencepiece") and _whole_file_pickle(m, size, fmt):
+        fmt = "pickle"
     out: list[ScanFinding] = []
     try:
         if fmt == "pickle":
@@ -405,11 +498,20 @@ def _scan_member(
             out = _scan_numpy(m, size, rel)
         elif fmt == "zip":
             m.seek(0)
-            fmt, out = _scan_zip(m, rel, allowed, depth + 1)
+            fmt, out = _scan_zip(m, rel, policy, depth + 1)
         elif fmt == "tar":
             m.seek(0)
-            out = _scan_tar(m, rel, allowed, depth + 1)
-        elif fmt in ("7z", "unknown", "h5", "code") and not raw_ok:
+            out = _scan_tar(m, rel, policy, depth + 1)
+        elif fmt == "unknown" and not raw_ok:
+            out = [
+                ScanFinding(
+                    rel,
+                    "unknown-format",
+                    policy.unknown_severity,
+                    "format not identified: not a format the site allows",
+                )
+            ]
+        elif fmt in ("7z", "code") and not raw_ok:
             out = [
                 ScanFinding(
                     rel, "unknown-format", "high", f"archive member of format {fmt}: cannot be assessed"
@@ -418,7 +520,7 @@ def _scan_member(
     except Bad as bad:
         out = [ScanFinding(rel, f"{fmt}-header", "high", f"invalid {fmt} member: {bad}")]
     if not raw_ok and fmt != container:
-        out = _policy(rel, fmt, allowed) + out
+        out = _policy(rel, fmt, policy.allowed) + out
     return out
 
 
@@ -468,6 +570,8 @@ def scan_file(
         except OSError as e:
             return "unreadable", [ScanFinding(rel, "unreadable", "high", f"cannot read: {e.strerror}")]
         fmt = detect(rel, head, size)
+        if fmt in ("unknown", "text", "json", "sentencepiece") and _whole_file_pickle(f, size, fmt):
+            fmt = "pickle"  # its imports come after the header read (a long harmless prefix)
         if fmt == "unknown" and os.path.realpath(path) in onnx_data:
             fmt = "onnx-data"
         try:
@@ -494,7 +598,7 @@ def _judge(
     unknown_severity: str,
 ) -> list[ScanFinding]:
     if fmt == "zip":
-        kind, inner = _scan_zip(f, rel, allowed, 0)
+        kind, inner = _scan_zip(f, rel, Policy(tuple(allowed), unknown_severity), 0)
         what = {"pickle": "a zip-wrapped pickle (PyTorch)", "numpy": "numpy (.npz)"}.get(kind, kind)
         return _policy(rel, kind, allowed, what) + inner
     out = _policy(rel, fmt, allowed)
@@ -504,16 +608,28 @@ def _judge(
         out += _scan_numpy(f, size, rel)
     elif fmt == "tar":
         f.seek(0)
-        out += _scan_tar(f, rel, allowed, 0)
+        out += _scan_tar(f, rel, Policy(tuple(allowed), unknown_severity), 0)
     elif fmt == "safetensors":
         check_safetensors(path)
     elif fmt == "gguf":
-        _, templates = check_gguf(path)
-        out += template_findings(rel, templates)
+        summary, templates = check_gguf(path)
+        out += template_findings(rel, templates) + _gguf_splits(path, rel, summary)
     elif fmt == "onnx":
         out += check_onnx(path, rel, root)
     elif fmt == "tokenizer-config":
         out += _tokenizer_config(path, rel)
+    elif fmt == "chat-template":  # transformers writes chat_template.jinja beside the tokenizer
+        if size > 64 * 1024 * 1024:
+            out.append(ScanFinding(rel, "chat-template", "high", "template larger than 64 MiB: not assessed"))
+        else:
+            try:
+                text = path.read_bytes().decode("utf-8")
+            except UnicodeDecodeError:
+                out.append(ScanFinding(rel, "chat-template", "high", "template is not UTF-8: not assessed"))
+            else:
+                out += template_findings(rel, [("template", text)])
+    elif fmt == "json" and path.name.endswith(".index.json"):
+        out += _weight_index(path, rel, root)
     elif fmt == "code":
         out.append(
             ScanFinding(rel, "code-file", "high", "code in a model directory runs with trust_remote_code")
@@ -553,6 +669,76 @@ def _grep_lambda(f: IO[bytes], size: int) -> bytes:
         return b"Lambda" if re.search(rb'"class_name":\s*"(?:TFOp)?Lambda"', buf) else b""
 
 
+_SPLIT_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+def _gguf_splits(path: Path, rel: str, summary: dict[str, Any]) -> list[ScanFinding]:
+    """The first file of a split GGUF names its siblings (llama.cpp loads ``<prefix>-0000N-of-0000M.gguf``).
+
+    Each sibling is scanned as a file of the directory anyway; this adds what the split metadata claims:
+    a sibling missing, or a name that disagrees with the metadata (a loader would read another file).
+    """
+    count, no = summary.get("split.count"), summary.get("split.no")
+    if not isinstance(count, int) or count <= 1:
+        return []
+    m = _SPLIT_NAME.match(path.name)
+    if m is None or int(m["count"]) != count or (isinstance(no, int) and int(m["no"]) != no + 1):
+        return [
+            ScanFinding(
+                rel,
+                "gguf-split",
+                "medium",
+                f"split metadata (file {no} of {count}) disagrees with the file name",
+                {"split.count": count, "split.no": no},
+            )
+        ]
+    missing = [
+        f"{m['prefix']}-{i:05d}-of-{count:05d}.gguf"
+        for i in range(1, count + 1)
+        if not (path.parent / f"{m['prefix']}-{i:05d}-of-{count:05d}.gguf").is_file()
+    ]
+    return [
+        ScanFinding(rel, "gguf-split", "medium", f"split GGUF sibling {name!r} is missing", {"missing": name})
+        for name in missing
+    ]
+
+
+def _weight_index(path: Path, rel: str, root: Path) -> list[ScanFinding]:
+    """A sharded checkpoint's index (``model.safetensors.index.json``): where its ``weight_map`` points.
+
+    The shards it names are scanned as files of the directory anyway; this only adds what the index
+    itself claims: a shard outside the directory (loaders join the name to the directory) or missing.
+    """
+    if path.stat().st_size > 64 * 1024 * 1024:
+        return [ScanFinding(rel, "weight-index", "high", "weight index larger than 64 MiB: not assessed")]
+    try:
+        doc = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        return [ScanFinding(rel, "weight-index", "medium", f"not valid JSON: {e}")]
+    wm = doc.get("weight_map") if isinstance(doc, dict) else None
+    if not isinstance(wm, dict):
+        return []
+    out: list[ScanFinding] = []
+    real_root = os.path.realpath(root)
+    for shard in sorted({v for v in wm.values() if isinstance(v, str)}):
+        target = os.path.realpath(path.parent / shard)
+        if os.path.isabs(shard) or not target.startswith(real_root + os.sep):
+            out.append(
+                ScanFinding(
+                    rel,
+                    "weight-index",
+                    "critical",
+                    f"weight_map names {shard!r}, outside the model directory: loaders read it",
+                    {"shard": shard},
+                )
+            )
+        elif not os.path.isfile(target):
+            out.append(
+                ScanFinding(rel, "weight-index", "medium", f"weight_map names {shard!r}, which is missing")
+            )
+    return out
+
+
 def _tokenizer_config(path: Path, rel: str) -> list[ScanFinding]:
     if path.stat().st_size > 64 * 1024 * 1024:
         return [
@@ -581,26 +767,40 @@ def _shown(rel: str) -> str:
     return os.fsencode(rel).decode("utf-8", "backslashreplace")
 
 
-def _entries(root: Path) -> Iterator[tuple[Path, str, os.stat_result | None]]:
-    """Every entry under ``root`` (not following symlinks), with its lstat (None if it vanished)."""
-    for dirpath, dirnames, filenames in os.walk(root):
+VCS_DIR = ".git"
+"""The one entry scan does not read: the repository database at the top of a cloned model (zlib objects
+and LFS copies no loader opens). It is listed in the report's ``skipped``; nested ``.git`` directories,
+``.github`` and ``.gitattributes`` are scanned like everything else."""
+
+
+def _entries(
+    root: Path, problems: list[tuple[str, str]], skipped: list[str]
+) -> Iterator[tuple[Path, str, os.stat_result | None]]:
+    """Every entry under ``root`` (not following symlinks), with its lstat (None if it vanished).
+
+    Directories that cannot be listed go to ``problems``: os.walk would otherwise pass over them.
+    """
+
+    def onerror(err: OSError) -> None:
+        where = Path(err.filename).relative_to(root).as_posix() if err.filename else "."
+        problems.append((where, err.strerror or str(err)))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
         dirnames.sort()
         keep = []
         for name in dirnames:
             full = Path(dirpath) / name
             rel = full.relative_to(root).as_posix()
-            if is_ignored(rel, GIT_PATHS):
-                continue
             if full.is_symlink():
                 yield full, rel, full.lstat()
+            elif rel == VCS_DIR:
+                skipped.append(rel)
             else:
                 keep.append(name)
         dirnames[:] = keep
         for name in sorted(filenames):
             full = Path(dirpath) / name
             rel = full.relative_to(root).as_posix()
-            if is_ignored(rel, GIT_PATHS):
-                continue
             try:
                 yield full, rel, full.lstat()
             except OSError:
@@ -622,7 +822,14 @@ def scan_path(path: Path, *, allowed_formats: Sequence[str], unknown_severity: s
         report.formats[name] = fmt
         report.findings = findings
         return report
-    entries = list(_entries(path))
+    problems: list[tuple[str, str]] = []
+    entries = list(_entries(path, problems, report.skipped))
+    for where, why in problems:
+        report.findings.append(
+            ScanFinding(
+                _shown(where), "unreadable", "high", f"directory cannot be listed: {why}; not assessed"
+            )
+        )
     onnx_models = [
         f
         for f, _, st in entries

@@ -269,6 +269,7 @@ def check_gguf(path: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
                 "bytes that remain"
             )
         alignment = 32
+        split: dict[str, int] = {}
         for i in range(n_kv):
             key = r.string(f"metadata key {i}")
             assert key is not None
@@ -281,6 +282,8 @@ def check_gguf(path: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
             if key == "tokenizer.chat_template" or key.startswith("tokenizer.chat_template."):
                 if isinstance(value, str):
                     templates.append((key, value))
+            if key in ("split.count", "split.no") and isinstance(value, int):
+                split[key] = value
         infos: list[tuple[str, int, int]] = []
         for i in range(n_tensors):
             name = r.string(f"tensor {i} name") or ""
@@ -318,7 +321,7 @@ def check_gguf(path: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
                 raise _Bad(
                     f"tensor {name!r} ends at {end} but the data section holds {data_len} bytes: truncated"
                 )
-    return {"version": version, "tensors": n_tensors, "metadata": n_kv}, templates
+    return {"version": version, "tensors": n_tensors, "metadata": n_kv, **split}, templates
 
 
 # --- ONNX -------------------------------------------------------------------------------------------

@@ -1,12 +1,15 @@
 """A static pickle reader that follows CPython's ``_pickle`` unpickler opcode by opcode, without running it.
 
 The reader keeps the stack, the mark stack and the memo as CPython does (values reduced to "this string",
-"not a string" or "unknown"), so that the imports it reports are exactly the ``find_class`` calls a real
+a known non-string kind, or "unknown"), so that the imports it reports are the ``find_class`` calls a real
 ``pickle.load`` makes: a ``STACK_GLOBAL`` whose operands sit under a ``POP``, come from the memo or from a
 ``DUP`` is resolved, not guessed from the last two strings in the file. Framing is what CPython's C unpickler
-does with it: a ``FRAME`` only asks that its length be available, opcodes run across frame boundaries. Where
-CPython would stop with an error, the reader stops too; imports met before that point are still reported,
-because CPython has already imported them.
+does with it, in its two input modes: from bytes or a file with ``peek`` a ``FRAME`` only asks that its
+length be available; from a file without ``peek`` (``io.BytesIO``, torch's zip loader) the frame becomes the
+input buffer and a read it cannot satisfy drops its rest (:class:`_StreamReader`). Where CPython would stop
+with an error, the reader stops too; imports met before that point are still reported, because CPython has
+already imported them. Where the error depends on a type the file does not show (an imported object), the
+reader reads on: it may report more than CPython imports, never less.
 
 Nothing is allocated from a length the file declares: big byte strings are skipped with a seek.
 """
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import codecs
 import os
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
@@ -34,7 +36,10 @@ objects, the storage keys) before the raw storage bytes."""
 
 
 class _NotStr:
-    """A value that is certainly not a ``str`` (a number, bytes, a container, a mark's list)."""
+    """A value that is certainly not a ``str``; ``kind`` says what it is where that decides an error."""
+
+    def __init__(self, kind: str = "other") -> None:
+        self.kind = kind
 
 
 class _Unknown:
@@ -42,6 +47,21 @@ class _Unknown:
 
 
 NOT_STR = _NotStr()
+NUM, NONE, BYTES = _NotStr("num"), _NotStr("none"), _NotStr("bytes")
+TUPLE, LIST, DICT, SET, FROZENSET = (_NotStr(k) for k in ("tuple", "list", "dict", "set", "frozenset"))
+_NO_ITEMS = {"str", "num", "none", "bytes", "tuple", "set", "frozenset"}
+"""Kinds CPython can never assign an item to (SETITEM stops there)."""
+_NO_APPEND = {"str", "num", "none", "bytes", "tuple", "dict", "set", "frozenset"}
+_NO_ADD = {"str", "num", "none", "bytes", "tuple", "dict", "list", "frozenset"}
+_NOT_CALLABLE = {"num", "none", "bytes", "tuple", "dict", "list", "set", "frozenset"}
+
+
+def _kind(v: object) -> str:
+    if isinstance(v, str):
+        return "str"
+    return v.kind if isinstance(v, _NotStr) else "unknown"
+
+
 UNKNOWN = _Unknown()
 Value = str | _NotStr | _Unknown
 
@@ -108,6 +128,78 @@ class _Reader:
     def u(self, n: int) -> int:
         return int.from_bytes(self.take(n), "little")
 
+    def take_into(self, n: int) -> bytes | None:
+        return self.blob(n)
+
+    def frame(self, n: int, res: PickleResult) -> None:
+        """``pickle.loads`` and files with ``peek``: the C unpickler only asks that ``n`` bytes follow."""
+        if n > self.left():
+            # CPython's C unpickler stops here; pickle.py's (dill, pickle._Unpickler) reads on.
+            res.lenient.append("FRAME longer than the file: read on as pickle.py does")
+
+
+class _StreamReader(_Reader):
+    """The C unpickler reading a file object without ``peek`` (``io.BytesIO``: torch's zip loader).
+
+    It keeps the last chunk it read from the file as its buffer: a ``FRAME`` reads ``n`` bytes into it,
+    and a read the buffer cannot satisfy (an argument longer than what is left of the frame, a nested
+    ``FRAME``) fetches fresh bytes from the file, *dropping* the rest of the buffer. Bytes a sequential
+    reading sees as an argument can so be skipped by the loader, and what follows them is what runs.
+    """
+
+    def __init__(self, f: IO[bytes], size: int) -> None:
+        super().__init__(f, size)
+        self.buf = b""
+        self.idx = 0
+
+    def _spare(self) -> int:
+        return len(self.buf) - self.idx
+
+    def take(self, n: int) -> bytes:
+        if n < 0:
+            raise Stop("pickle data was truncated")
+        if n <= self._spare():
+            self.idx += n
+            return self.buf[self.idx - n : self.idx]
+        data = super().take(n)  # from the file, after the buffer
+        self.buf, self.idx = b"", 0
+        return data
+
+    def take_into(self, n: int) -> bytes | None:
+        """Counted bytes (``BINBYTES``, ``BYTEARRAY8``): CPython's ``readinto`` path, which does finish
+        the buffer before it reads the file, so nothing is dropped."""
+        spare = max(0, min(self._spare(), n))
+        head = self.buf[self.idx : self.idx + spare]
+        self.idx += spare
+        rest = _Reader.blob(self, n - spare)
+        self.buf, self.idx = (b"", 0) if spare < n else (self.buf, self.idx)
+        return None if rest is None else head + rest
+
+    def skip(self, n: int) -> None:
+        if 0 <= n <= self._spare():
+            self.idx += n
+            return
+        super().skip(n)
+        self.buf, self.idx = b"", 0
+
+    def line(self) -> bytes:
+        nl = self.buf.find(b"\n", self.idx)
+        if nl >= 0:
+            out = self.buf[self.idx : nl]
+            self.idx = nl + 1
+            return out
+        self.buf, self.idx = b"", 0
+        return super().line()
+
+    def frame(self, n: int, res: PickleResult) -> None:
+        if n <= self._spare():
+            return
+        if n > self.left():
+            raise Stop("pickle data was truncated (FRAME longer than the file)")
+        if n > BIG_READ * 64:
+            raise Stop("FRAME too large to follow")
+        self.buf, self.idx = self.f.read(n), 0
+
 
 # fix_imports=True (the default of pickle.load): what a protocol 0-2 import is renamed to before importing.
 try:
@@ -137,9 +229,13 @@ def _decode_str(raw: bytes) -> Value:
         raise Stop("a STRING opcode holds non-ASCII bytes") from None
 
 
-def read_pickle(f: IO[bytes], size: int) -> PickleResult:
-    """Interpret one pickle from ``f``'s position to its ``STOP`` (or to where CPython would fail)."""
-    r = _Reader(f, size)
+def read_pickle(f: IO[bytes], size: int, *, stream: bool = False) -> PickleResult:
+    """Interpret one pickle from ``f``'s position to its ``STOP`` (or to where CPython would fail).
+
+    ``stream``: as the C unpickler reads a file object without ``peek`` (``io.BytesIO``); otherwise as it
+    reads bytes (``pickle.loads``) or a buffered file. The two differ only where frames are lied about.
+    """
+    r: _Reader = _StreamReader(f, size) if stream else _Reader(f, size)
     res = PickleResult()
     stack: list[Value] = []
     marks: list[list[Value]] = []
@@ -190,7 +286,12 @@ def read_pickle(f: IO[bytes], size: int) -> PickleResult:
         # CPython parses with strtol/strtod rules this reader does not copy: on doubt, keep reading
         # (a later import then shows up), never stop early.
         r.line()
-        stack.append(NOT_STR)
+        stack.append(NUM)
+
+    def target(refuse: set[str], what: str) -> None:
+        """The object below the popped items must accept ``what``; CPython stops where it cannot."""
+        if _kind(top()) in refuse:
+            raise Stop(f"{what} on a {_kind(top())}")
 
     start = f.tell()
     try:
@@ -198,7 +299,10 @@ def read_pickle(f: IO[bytes], size: int) -> PickleResult:
             res.ops += 1
             if res.ops > MAX_OPS:
                 raise Stop(f"more than {MAX_OPS} opcodes")
-            op = r.take(1) if r.left() > 0 else b""
+            try:
+                op = r.take(1)
+            except Stop:
+                op = b""
             if not op:
                 raise Stop("pickle data was truncated (no STOP)")
             c = op[0]
@@ -211,11 +315,8 @@ def read_pickle(f: IO[bytes], size: int) -> PickleResult:
                 if p > HIGHEST_PROTOCOL:
                     raise Stop(f"unsupported pickle protocol: {p}")
                 res.protocol = p
-            elif c == 0x95:  # FRAME: C checks the length is there, then reads across it
-                n = r.u(8)
-                if n > r.left():
-                    # CPython's C unpickler stops here; pickle.py's (dill, pickle._Unpickler) reads on.
-                    res.lenient.append("FRAME longer than the file: read on as pickle.py does")
+            elif c == 0x95:  # FRAME
+                r.frame(r.u(8), res)
             elif c == 0x28:  # MARK
                 marks.append(stack)
                 stack = []
@@ -232,27 +333,29 @@ def read_pickle(f: IO[bytes], size: int) -> PickleResult:
                 number()
             elif c == 0x47:  # BINFLOAT
                 r.take(8)
-                stack.append(NOT_STR)
+                stack.append(NUM)
             elif c == 0x4A:  # BININT
                 r.take(4)
-                stack.append(NOT_STR)
+                stack.append(NUM)
             elif c == 0x4B:  # BININT1
                 r.take(1)
-                stack.append(NOT_STR)
+                stack.append(NUM)
             elif c == 0x4D:  # BININT2
                 r.take(2)
-                stack.append(NOT_STR)
+                stack.append(NUM)
             elif c == 0x8A:  # LONG1
                 r.take(r.u(1))
-                stack.append(NOT_STR)
+                stack.append(NUM)
             elif c == 0x8B:  # LONG4
                 n = int.from_bytes(r.take(4), "little", signed=True)
                 if n < 0:
                     raise Stop("LONG pickle has negative byte count")
                 r.blob(n)
-                stack.append(NOT_STR)
-            elif c in (0x4E, 0x88, 0x89):  # NONE NEWTRUE NEWFALSE
-                stack.append(NOT_STR)
+                stack.append(NUM)
+            elif c == 0x4E:  # NONE
+                stack.append(NONE)
+            elif c in (0x88, 0x89):  # NEWTRUE NEWFALSE
+                stack.append(NUM)
             elif c == 0x53:  # STRING
                 line = r.line()
                 if len(line) < 2 or line[0] != line[-1] or line[:1] not in (b"'", b'"'):
@@ -289,31 +392,38 @@ def read_pickle(f: IO[bytes], size: int) -> PickleResult:
                 stack.append(s)
             elif c in (0x42, 0x43, 0x8E, 0x96):  # BINBYTES SHORT_BINBYTES BINBYTES8 BYTEARRAY8
                 n = r.u({0x42: 4, 0x43: 1, 0x8E: 8, 0x96: 8}[c])
-                r.blob(n)
-                stack.append(NOT_STR)
+                r.take_into(n)
+                stack.append(BYTES if c != 0x96 else NOT_STR)
             elif c == 0x97:  # NEXT_BUFFER
                 raise Stop("pickle stream refers to out-of-band data but no buffers were given")
             elif c == 0x98:  # READONLY_BUFFER
                 top()
             elif c in (0x29, 0x5D, 0x7D, 0x8F):  # EMPTY_TUPLE EMPTY_LIST EMPTY_DICT EMPTY_SET
-                stack.append(NOT_STR)
-            elif c in (0x74, 0x6C, 0x64, 0x91):  # TUPLE LIST DICT FROZENSET
+                stack.append({0x29: TUPLE, 0x5D: LIST, 0x7D: DICT, 0x8F: SET}[c])
+            elif c in (0x74, 0x6C, 0x91):  # TUPLE LIST FROZENSET
                 pop_mark()
-                stack.append(NOT_STR)
+                stack.append({0x74: TUPLE, 0x6C: LIST, 0x91: FROZENSET}[c])
+            elif c == 0x64:  # DICT
+                if len(pop_mark()) % 2:
+                    raise Stop("odd number of items for DICT")
+                stack.append(DICT)
             elif c in (0x85, 0x86, 0x87):  # TUPLE1..3
                 for _ in range(c - 0x84):
                     pop()
-                stack.append(NOT_STR)
+                stack.append(TUPLE)
             elif c == 0x61:  # APPEND
                 pop()
-                top()
+                target(_NO_APPEND, "APPEND")
             elif c in (0x65, 0x75, 0x90):  # APPENDS SETITEMS ADDITEMS
-                pop_mark()
-                top()
+                items = pop_mark()
+                if c == 0x75 and len(items) % 2:
+                    raise Stop("odd number of items for SETITEMS")
+                if items:  # CPython returns early when there is nothing to add
+                    target({0x65: _NO_APPEND, 0x75: _NO_ITEMS, 0x90: _NO_ADD}[c], "adding items")
             elif c == 0x73:  # SETITEM
                 pop()
                 pop()
-                top()
+                target(_NO_ITEMS, "SETITEM")
             elif c == 0x62:  # BUILD (may call __setstate__: a call on an imported object)
                 pop()
                 top()
@@ -345,12 +455,20 @@ def read_pickle(f: IO[bytes], size: int) -> PickleResult:
                     raise Stop("OBJ class argument is not a class")
                 call()
             elif c == 0x52:  # REDUCE
-                pop()
-                pop()
+                args = pop()
+                func = pop()
+                if _kind(args) not in ("tuple", "unknown"):
+                    raise Stop("REDUCE arguments must be a tuple")
+                if _kind(func) in _NOT_CALLABLE or isinstance(func, str):
+                    raise Stop("REDUCE of an object that cannot be called")
                 call()
             elif c == 0x81:  # NEWOBJ
-                pop()
-                pop()
+                args = pop()
+                cls = pop()
+                if _kind(args) not in ("tuple", "unknown"):
+                    raise Stop("NEWOBJ expected an arg tuple")
+                if _kind(cls) != "unknown":
+                    raise Stop("NEWOBJ class argument isn't a type object")
                 call()
             elif c == 0x92:  # NEWOBJ_EX
                 pop()
@@ -399,7 +517,9 @@ def read_pickle(f: IO[bytes], size: int) -> PickleResult:
     return res
 
 
-def read_pickles(f: IO[bytes], size: int, count: int = TORCH_LEGACY_PICKLES) -> list[PickleResult]:
+def read_pickles(
+    f: IO[bytes], size: int, count: int = TORCH_LEGACY_PICKLES, *, stream: bool = False
+) -> list[PickleResult]:
     """Up to ``count`` pickles back to back, as ``torch.load`` reads a legacy (non-zip) checkpoint.
 
     The first error ends the chain, as it ends the loader: a later pickle is never reached.
@@ -408,7 +528,7 @@ def read_pickles(f: IO[bytes], size: int, count: int = TORCH_LEGACY_PICKLES) -> 
     for _ in range(count):
         if f.tell() >= size:
             break
-        res = read_pickle(f, size)
+        res = read_pickle(f, size, stream=stream)
         out.append(res)
         if res.error is not None:
             break
@@ -489,7 +609,3 @@ def pickle_findings(
         if first_only:
             break
     return out
-
-
-def _unpack_u64(b: bytes) -> int:
-    return int(struct.unpack("<Q", b)[0])

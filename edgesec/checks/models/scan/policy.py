@@ -121,7 +121,6 @@ DANGEROUS_MODULES = frozenset(
         "venv",
         "ensurepip",
         "zipimport",
-        "builtins.__import__",
         "torch.hub",
         "torch.jit",
         "torch.package",
@@ -173,6 +172,20 @@ DANGEROUS_MODULES = frozenset(
         "sqlite3",
         "dbm",
         "shelve",
+        "pydoc",
+        "linecache",
+        "aiohttp",
+        "httplib",
+        "urllib2",
+        "paramiko",
+        "imaplib",
+        "poplib",
+        "nntplib",
+        "_pyrepl",
+        "pyrepl",
+        "_aix_support",
+        "_osx_support",
+        "test",
     }
 )
 DANGEROUS_NAMES = {

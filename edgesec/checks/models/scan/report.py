@@ -41,6 +41,7 @@ class ScanFinding:
             "path": self.path,
             "rule": self.rule,
             "severity": self.severity,
+            "meaning": MEANING.get(self.severity, ""),
             "message": self.message,
             "evidence": self.evidence,
         }
@@ -54,6 +55,8 @@ class ScanReport:
     files_scanned: int = 0
     formats: dict[str, str] = field(default_factory=dict)
     findings: list[ScanFinding] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    """Entries not read (only a top-level ``.git``), named so that nothing is left out silently."""
 
     def blocking(self) -> list[ScanFinding]:
         return [f for f in self.findings if f.severity in BLOCKING]
@@ -64,6 +67,7 @@ class ScanReport:
             "clean": not self.blocking(),
             "files_scanned": self.files_scanned,
             "formats": self.formats,
+            "skipped": self.skipped,
             "findings": [f.to_dict() for f in self.findings],
         }
 

@@ -12,8 +12,9 @@ and transformers' ``{% generation %}`` block.
 
 from __future__ import annotations
 
-import signal
-import threading
+import functools
+import re
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -27,7 +28,6 @@ from edgesec.checks.models.scan.report import ScanFinding
 
 MAX_CHUNKS = 200_000
 """Output pieces one render may produce before it is stopped (a template looping without end)."""
-RENDER_SECONDS = 5
 
 SUSPICIOUS_NAMES = frozenset(
     {
@@ -70,16 +70,109 @@ class _Budget(Exception):
     """The render ran past its bound."""
 
 
+MAX_ITERATIONS = 1_000_000
+"""``range`` items one render may draw in all (nested loops over ``range`` multiply)."""
+MAX_VALUE = 1 << 20
+"""Longest string or sequence, and largest power, a ``*`` or ``**`` in a template may build."""
+
+
+class _Range:
+    """``range`` for templates: has a length (so ``join`` can be bounded) and counts what loops draw."""
+
+    def __init__(self, r: range, env: _Watching) -> None:
+        self.r, self.env = r, env
+
+    def __len__(self) -> int:
+        return len(self.r)
+
+    def __iter__(self) -> Iterator[int]:
+        for i in self.r:
+            self.env.drawn += 1
+            if self.env.drawn > MAX_ITERATIONS:
+                raise _Budget(f"rendering loops more than {MAX_ITERATIONS} times")
+            yield i
+
+
+_WIDE = re.compile(r"%[-+ #0]*\d{7,}|\{[^}]*:[^}]*\d{7,}")
+"""A printf or format width of a million or more: the output is that wide."""
+
+
+def _too_big(name: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether a filter or method call would build more than the bound (checked before it runs)."""
+    values = [*args, *kwargs.values()]
+    if any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_VALUE for v in values):
+        return True
+    if any(isinstance(v, str) and _WIDE.search(v) for v in [target, *values]):
+        return True
+    if name == "join":
+        sep = target if isinstance(target, str) else next((v for v in values if isinstance(v, str)), "")
+        items = next((v for v in [target, *values] if isinstance(v, (list, tuple, range, _Range))), ())
+        return len(sep) * len(items) > MAX_VALUE * 16
+    if name == "replace" and isinstance(target, str) and len(values) >= 2:
+        old, new = str(values[0]), str(values[1])
+        n = target.count(old) if old else len(target) + 1
+        return n * len(new) > MAX_VALUE * 16
+    return False
+
+
+def _bounded(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A Jinja filter that refuses arguments that would make it build more than the bound."""
+
+    @functools.wraps(fn)  # keeps jinja's pass_context/pass_environment marks
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        plain = [
+            a
+            for a in args
+            if not isinstance(a, (jinja2.runtime.Context, jinja2.Environment, nodes.EvalContext))
+        ]
+        target = plain[0] if plain else None
+        if _too_big(name, target, tuple(plain[1:]), kwargs):
+            raise _Budget("a template builds a value too large to judge")
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 class _Watching(ImmutableSandboxedEnvironment):
     """Jinja's sandbox, noting each attribute it refuses instead of only answering undefined.
 
     Mutating a list or dict (``ids.append(x)``, used by real templates) is let through and not a finding:
     it cannot reach Python internals, and refusing it would end the render before the paths after it.
+    ``range``, ``*`` and ``**`` are bounded, so that a template cannot make the scan loop or allocate
+    without end (the sandbox itself only bounds one ``range``).
     """
+
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def __init__(self) -> None:
         super().__init__(extensions=list(EXTENSIONS), autoescape=False)
         self.refused: list[str] = []
+        self.drawn = 0
+        self.globals["range"] = self._range
+        for name, fn in list(self.filters.items()):
+            self.filters[name] = _bounded(name, fn)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        name = getattr(__obj, "__name__", "")
+        # The sandbox hands str.format out wrapped; the string it formats is the wrapped method's self.
+        target = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)
+        if _too_big(name, target, args, kwargs):
+            raise _Budget("a template builds a value too large to judge")
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def _range(self, *args: int) -> _Range:
+        return _Range(range(*args), self)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > 64:
+            raise _Budget("a template computes a power too large to judge")
+        if operator == "%" and isinstance(left, str) and _WIDE.search(left):
+            raise _Budget("a template builds a value too large to judge")
+        if operator == "*":
+            for a, b in ((left, right), (right, left)):
+                if isinstance(a, (str, list, tuple)) and isinstance(b, int) and len(a) * b > MAX_VALUE:
+                    raise _Budget("a template builds a value too large to judge")
+        return super().call_binop(context, operator, left, right)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if not SandboxedEnvironment.is_safe_attribute(self, obj, attr, value):
@@ -150,52 +243,95 @@ def _shapes() -> Iterator[dict[str, Any]]:
     yield {"messages": system, "tools": [_TOOL], "add_generation_prompt": True, "enable_thinking": False}
 
 
-def _with_deadline(fn: Callable[[], None], seconds: int) -> None:
-    """Run ``fn`` under SIGALRM when this is the main thread (the CLI); elsewhere the chunk bound holds."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        fn()
-        return
+MAX_STEPS = 2_000_000
+"""Lines of compiled template code one render may run: loops over anything, nested, stop here."""
 
-    def alarm(signum: int, frame: Any) -> None:
-        raise _Budget(f"rendering took longer than {seconds} s")
 
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+def _with_step_budget(fn: Callable[[], None]) -> None:
+    """Run ``fn`` counting the lines the compiled template executes, in any thread."""
+    steps = 0
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal steps
+        if event == "line":
+            steps += 1
+            if steps > MAX_STEPS:
+                raise _Budget(f"rendering ran more than {MAX_STEPS} steps")
+        return local
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        return local if frame.f_code.co_filename == "<template>" else None
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
     try:
         fn()
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+        sys.settrace(previous)
+
+
+def _forced(text: str, env: jinja2.Environment, branch: bool) -> nodes.Template:
+    """``text`` with every ``{% if %}`` (and ``x if c else y``) test replaced by ``branch``.
+
+    A payload behind a condition on the conversation (``{% if messages[0].content == 'magic' %}``) is not
+    reached by a render with ordinary messages; one variant takes every first branch, the other every last.
+    """
+    ast = env.parse(text)
+    for node in ast.find_all((nodes.If, nodes.CondExpr)):
+        if isinstance(node, nodes.If):
+            node.test = nodes.Const(branch)
+            for alt in node.elif_:
+                alt.test = nodes.Const(False)
+        elif isinstance(node, nodes.CondExpr):
+            node.test = nodes.Const(branch)
+    return ast
 
 
 def sandbox_reasons(text: str) -> list[str]:
-    """What the sandbox refused while rendering ``text`` with every conversation shape."""
+    """What the sandbox refused while rendering ``text`` with every conversation shape.
+
+    The template is rendered as written, then with all its conditions forced true and forced false (where
+    ``raise_exception`` is a no-op, so a refusal branch does not end the render).
+    """
     env = _Watching()
     env.globals.update(raise_exception=_raise, strftime_now=_strftime_now)
     env.filters["tojson"] = env.filters.get("tojson", lambda v, **kw: repr(v))
-    template = env.from_string(text)
+    forcing = _Watching()
+    forcing.globals.update(raise_exception=lambda *a: "", strftime_now=_strftime_now)
+    forcing.filters["tojson"] = env.filters["tojson"]
+    templates = [env.from_string(text)]
+    templates += [forcing.from_string(_forced(text, forcing, b)) for b in (True, False)]
     reasons: list[str] = []
 
     def render_all() -> None:
-        for shape in _shapes():
-            ctx = {"bos_token": "<s>", "eos_token": "</s>", **shape}
-            try:
-                for n, _ in enumerate(template.generate(ctx)):
-                    if n > MAX_CHUNKS:
-                        reasons.append(f"rendering produced more than {MAX_CHUNKS} pieces of output")
-                        return
-            except SecurityError as e:
-                reasons.append(f"the sandbox refused it: {e}")
-            except (_TemplateRaised, jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError):
-                continue  # this conversation does not fit the template: try the next one
-            except (AttributeError, ZeroDivisionError, OverflowError, LookupError, RecursionError):
-                continue
+        for template in templates:
+            for shape in _shapes():
+                ctx = {"bos_token": "<s>", "eos_token": "</s>", **shape}
+                try:
+                    for n, _ in enumerate(template.generate(ctx)):
+                        if n > MAX_CHUNKS:
+                            reasons.append(
+                                f"cannot be judged: rendering produced more than {MAX_CHUNKS} pieces of output"
+                            )
+                            return
+                except SecurityError as e:
+                    reasons.append(f"the sandbox refused it: {e}")
+                except _Budget as e:
+                    reasons.append(f"cannot be judged: {e}")
+                    return
+                except (_TemplateRaised, jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError):
+                    continue  # this conversation does not fit the template: try the next one
+                except (AttributeError, ZeroDivisionError, OverflowError, LookupError, RecursionError):
+                    continue
+                except MemoryError:
+                    reasons.append("cannot be judged: rendering ran out of memory")
+                    return
 
     try:
-        _with_deadline(render_all, RENDER_SECONDS)
+        _with_step_budget(render_all)
     except _Budget as e:
-        reasons.append(str(e))
-    return reasons + env.refused
+        reasons.append(f"cannot be judged: {e}")
+    return reasons + env.refused + forcing.refused
 
 
 def static_reasons(ast: nodes.Template) -> list[str]:
@@ -259,27 +395,36 @@ def check_chat_template(text: str) -> list[str]:
     try:
         dynamic = sandbox_reasons(text)
     except (jinja2.TemplateSyntaxError, RecursionError, MemoryError) as e:
-        dynamic = [f"the sandbox could not compile it ({type(e).__name__})"]
+        dynamic = [f"cannot be judged: the sandbox could not compile it ({type(e).__name__})"]
     return sorted(set(dynamic)) + sorted(set(static_reasons(ast)) - set(dynamic))
 
 
+UNJUDGED = ("does not parse", "cannot be judged")
+
+
 def template_findings(rel: str, templates: Sequence[tuple[str, str]]) -> list[ScanFinding]:
+    """``critical`` when a template reaches for Python internals; ``high`` when it cannot be judged."""
     out = []
     for key, text in templates:
         reasons = check_chat_template(text)
         if not reasons:
             continue
-        parses = not reasons[0].startswith("does not parse")
-        out.append(
-            ScanFinding(
-                rel,
-                "chat-template",
-                "critical" if parses else "high",
-                f"{key} reaches for Python internals (code execution under an unsandboxed Jinja): "
-                f"{'; '.join(reasons[:4])}"
-                if parses
-                else f"{key} {reasons[0]}",
-                {"key": key, "reasons": reasons},
+        internals = [r for r in reasons if not r.startswith(UNJUDGED)]
+        if internals:
+            out.append(
+                ScanFinding(
+                    rel,
+                    "chat-template",
+                    "critical",
+                    f"{key} reaches for Python internals (code execution under an unsandboxed Jinja): "
+                    f"{'; '.join(internals[:4])}",
+                    {"key": key, "reasons": reasons},
+                )
             )
-        )
+        else:
+            out.append(
+                ScanFinding(
+                    rel, "chat-template", "high", f"{key} {reasons[0]}", {"key": key, "reasons": reasons}
+                )
+            )
     return out
