@@ -190,6 +190,9 @@ def test_golive_followed_literally(tmp_path: Path) -> None:
         and x.get("user", {}).get("id") == "alice" and "/console/" in json.dumps(x.get("url", {}))
     ]  # fmt: skip
     assert denials, [x["event"]["action"] for x in recs]
+    # The generated pipeline starts without warnings (it warned about message loss: log_iw_size).
+    pipeline_log = (state / "edgesec-syslog-ng.log").read_text()
+    assert "WARNING" not in pipeline_log and "message loss" not in pipeline_log, pipeline_log
     calls = (state / "systemctl.calls").read_text().splitlines()
     assert calls[0] == "enable --now edgesec-authz@9101 edgesec-authz@9102"
     assert shutil.which("nginx")
