@@ -108,6 +108,7 @@ def test_explain_allow_deny_and_canonical_path(cli, site_policy: Path) -> None: 
         "/a/..%2fadmin",
     )
     assert code == 0 and "DENY" in out and "encoded-slash" in out
+    assert f"policy: {site_policy / 'policy.csv'}" in out  # the file it judged
     code, _, err = cli("authz", "explain", "--user", "alice", "--method", "GET", "--uri", "/")
     assert code == 2 and "--tenant" in err
 
