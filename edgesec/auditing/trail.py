@@ -568,6 +568,9 @@ class Trail:
         commit; returns a ticket for :meth:`wait_durable`."""
         with self._cond:
             if self._error is not None:
+                # Kept with the ones the writer retries (nothing is dropped); the caller learns of the failure.
+                self._queue.append(doc)
+                self._submitted += 1
                 err, self._error = self._error, None
                 raise OperationFailed(f"audit trail writer failed: {err}") from err
             queue = self._queue
