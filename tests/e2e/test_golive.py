@@ -1,7 +1,8 @@
 """The README's "Go-live in ten minutes", followed literally (issue #20: "what it must show").
 
 The commands are read from the README's go-live block and run as written, in order, as root, each in a
-``bash -c`` of its own. They run in a private mount and network namespace: ``/etc``, ``/var``, ``/srv``
+``bash`` of its own. They run in private mount, network and PID namespaces (so the audit sees only this
+site's processes, not a demo site another test left running): ``/etc``, ``/var``, ``/srv``
 and ``/media`` are overlays whose writes land in the test's temporary directory, ``/run`` is a fresh
 tmpfs and the network is a new loopback. So the literal paths (``/etc/edgesec``, ``/var/lib/edgesec``,
 ``/etc/systemd/system``, ``/etc/nginx``) are used, and the host's are never touched (the session's host
@@ -159,7 +160,8 @@ def test_golive_followed_literally(tmp_path: Path) -> None:
         NO_COLOR="1",
     )
     r = subprocess.run(
-        ["unshare", "--mount", "--net", "--propagation", "private", "bash", str(script)],
+        ["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc", "--propagation", "private",
+         "bash", str(script)],
         env=env, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     out = r.stdout + r.stderr
