@@ -77,6 +77,15 @@ def _mount_parts() -> None:
 
     for part in (_config_cli, pki_cli, authz_cli, auditing_cli, checks_cli, models_cli, site_cli):
         part.mount(app)
+    _plain_help(app)
+
+
+def _plain_help(t: typer.Typer) -> None:
+    """Help text is plain text: "[pki] key_type" names a config key, not rich markup to strip."""
+    t.rich_markup_mode = None
+    for group in t.registered_groups:
+        if group.typer_instance is not None:
+            _plain_help(group.typer_instance)
 
 
 _mount_parts()
@@ -113,11 +122,38 @@ def _error_line(message: str, hint: str | None = None) -> None:
         con.print(f"  hint: {hint}", markup=False)
 
 
+def _command_path(root: Any, args: list[str]) -> str:
+    """The sub-command names in ``args`` (``pki issue client``), without options or their values.
+
+    Read from the command tree, without parsing (which would run eager options such as ``--version``).
+    """
+    names: list[str] = []
+    cmd = root
+    i = 0
+    while i < len(args) and isinstance(getattr(cmd, "commands", None), dict):
+        a = args[i]
+        i += 1
+        if a == "--":
+            break
+        if a.startswith("-"):
+            if "=" in a:
+                continue
+            opt = next((p for p in getattr(cmd, "params", []) if a in getattr(p, "opts", ())), None)
+            if opt is not None and not getattr(opt, "is_flag", False) and not getattr(opt, "count", False):
+                i += 1  # its value
+            continue
+        sub = cmd.commands.get(a)
+        if sub is None:
+            break
+        names.append(a)
+        cmd = sub
+    return " ".join(names)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI in-process and return its exit code (never raises, never calls sys.exit)."""
     args = _hoist_globals(list(sys.argv[1:] if argv is None else argv))
     st = AppState(json="--json" in args, debug="--debug" in args)
-    st.command = " ".join(a for a in args if not a.startswith("-"))[:80]
     token = set_state(st)
     try:
         code = _dispatch(args, st)
@@ -138,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: list[str], st: AppState) -> int:
     try:
         command = typer.main.get_command(app)
+        st.command = _command_path(command, args)
         try:
             rv = command.main(args=args, prog_name="edgesec", standalone_mode=False)
         except typer.Exit as exc:  # raised by typer.Exit inside a command

@@ -119,7 +119,7 @@ def init(
     ] = None,
     syslog: Annotated[
         str, typer.Option("--syslog", help="trail records to syslog-ng: off, unix, tcp or tls")
-    ] = "tcp",
+    ] = "off",
     out: Annotated[Path, typer.Option("--out", help="where to write it (never overwritten)")] = SYSTEM_CONFIG,
 ) -> None:
     """Write the site config (default /etc/edgesec/edgesec.toml) with the paths the later steps read."""

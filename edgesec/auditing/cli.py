@@ -415,9 +415,14 @@ def gen_syslog_ng(
                 f"{f} does not exist yet; syslog-ng will refuse the config until it does"
                 " (`edgesec pki issue client syslog-ng` then `edgesec pki export syslog-ng --pem /etc/edgesec/syslog-ng`)"
             )
+    if not (es or a.elasticsearch_urls):
+        warn(
+            f"no Elasticsearch URL (--es or [auditing] elasticsearch_urls): the pipeline ships to {opts.es_urls[0]};"
+            " records wait in its disk buffer until something answers there"
+        )
     files = _write_out(out, render(opts), force)
     result(
-        {"files": files},
+        {"files": files, "es_urls": list(opts.es_urls)},
         _print_lines([f"wrote {f}" for f in files] + ["check it: syslog-ng --syntax-only -f " + files[0]]),
     )
 

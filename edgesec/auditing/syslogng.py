@@ -162,6 +162,7 @@ options {{
     chain-hostnames(no);
     keep-hostname(yes);
     use-dns(no);
+    dns-cache(no);
     use-fqdn(no);
     keep-timestamp(yes);
     frac-digits(3);
@@ -174,6 +175,8 @@ options {{
     # Larger than any record the trail writes (edgesec.auditing.trail.MAX_RECORD_BYTES) and any auditd
     # line (8 KiB in the kernel), so no record is split into fragments.
     log-msg-size({log_msg_size});
+    # At least every source window together (1000 trail files x 100), so a burst is queued, not dropped.
+    log-fifo-size(100000);
     # Archive: private to the syslog-ng user; auditors get copies, not access.
     create-dirs(yes);
     dir-perm(0700);
@@ -197,10 +200,11 @@ source s_internal { internal(); };
 # trail.<first>-<last>.jsonl files. wildcard-file() reads every one of them, so records rotated away
 # while syslog-ng was stopped are still shipped. A rotated file is read again under its new name:
 # Elasticsearch keeps one copy (the record's hash is its _id), the archive may hold two identical ones.
-# No persist-name() here: it would make every file share one read position.
+# No persist-name() here: it would make every file share one read position. log-iw-size() is shared by
+# the max-files() readers: 100 messages each (less is clamped, with a warning about message loss).
 source s_edgesec_trail {{
     wildcard-file(base-dir({_q(str(Path(o.trail_file).parent))}) filename-pattern("trail*.jsonl") recursive(no)
-        flags(no-parse) follow-freq(1) max-files(1000));
+        flags(no-parse) follow-freq(1) max-files(1000) log-iw-size(100000));
 }};
 """,
     ]

@@ -97,7 +97,10 @@ def serve(
     if trust is not None and trust.error:
         warn(f"trust bundle: {trust.error} (client certificates are refused until it loads)")
     auditing.current_trail()
-    info(f"edgesec authz listening on http://{h}:{p} ({w} worker{'s' if w > 1 else ''})")
+    info(
+        f"edgesec authz listening on http://{h}:{p} ({w} worker{'s' if w > 1 else ''}), "
+        f"policy {app.state.authorizer.policy.files.policy}"
+    )
     run_server(app, h, p, w)
     result({"host": h, "port": p, "workers": w, "stopped": True}, None)
 
@@ -161,6 +164,7 @@ def explain(
         rule = data["rule"]
         con.print(f"  rule:  {', '.join(rule) if rule else '(no rule applies: default deny)'}", markup=False)
         con.print(f"  effect: {data['effect']}", markup=False)
+        con.print(f"  policy: {data['policy']}", markup=False)
 
     result(data, human)
 

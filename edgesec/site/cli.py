@@ -188,6 +188,7 @@ def units_cmd(
         trail_dir=str(cfg.path_in_home(s.auditing.trail_dir, "audit")),
         ca_store=str(cfg.path_in_home(s.pki.store_dir, "pki")),
         host=host,
+        syslog_ng=str(Path(shutil.which("syslog-ng") or "/usr/sbin/syslog-ng").absolute()),
     )
     files = render_units(opts)
     written = _write_new(out, files)
@@ -195,7 +196,7 @@ def units_cmd(
         {"files": written, "executable": executable},
         "wrote "
         + ", ".join(written)
-        + f"\ncheck it: systemd-analyze verify {written[0]}\n"
+        + f"\ncheck it: systemd-analyze verify {Path(written[0]).with_name('edgesec-authz@9101.service')}\n"
         + f"then: systemd-sysusers {written[1]} && systemd-tmpfiles --create {written[2]}",
     )
 

@@ -111,6 +111,7 @@ def test_explain_allow_deny_and_canonical_path(cli, site_policy: Path) -> None: 
         "/a/..%2fadmin",
     )
     assert code == 0 and "DENY" in out and "encoded-slash" in out
+    assert f"policy: {site_policy / 'policy.csv'}" in out  # the file it judged
     code, _, err = cli("authz", "explain", "--user", "alice", "--method", "GET", "--uri", "/")
     assert code == 2 and "--tenant" in err
 
@@ -382,3 +383,21 @@ def test_authz_crl_grace_falls_back_to_pki(tmp_path: Path, home: Path, text: str
     cfg.write_text(text)
     cfg.chmod(0o600)
     assert authz_settings(load_config(cfg, home)).crl_grace_hours == want
+
+
+def test_a_matcher_calling_an_undefined_function_does_not_load(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue #20 section 9: it linted clean, served ready, then answered every request 403, and
+    `authz test` called it "a bug in edgesec" (exit 1). It is input: exit 2, naming the model."""
+    d = tmp_path / "p"
+    assert cli("authz", "policy", "init", str(d))[0] == 0
+    model = d / "model.conf"
+    model.write_text(model.read_text().replace("keyMatch2(r.obj, p.obj) &&", "undefinedFn(r.obj, p.obj) &&"))
+    assert "undefinedFn(r.obj" in model.read_text()
+    for argv in (
+        ["lint"],
+        ["test", str(d / "policy.tests.csv")],
+        ["explain", "--user", "alice", "--tenant", "branch", "--method", "GET", "--uri", "/"],
+    ):
+        code, _out, err = cli("authz", *argv, "--policy-dir", str(d))
+        assert code == 2, (argv, err)
+        assert "undefinedFn" in err and str(model) in err and "bug in edgesec" not in err, err

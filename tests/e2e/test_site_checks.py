@@ -485,6 +485,25 @@ def test_trail_check_reads_the_verifier_answer() -> None:
     assert statuses(TrailIntact().run(ctx(BuiltSystem(), cfg=cfg))) == ["SKIP"]
 
 
+def test_trail_evidence_does_not_change_because_the_audit_appended_to_it() -> None:
+    """Issue #20 section 9: every audit appends to the trail, so its record count is a counter, not
+    "changed evidence" in the next run's changes."""
+    from edgesec.checks.result import _stable
+
+    cfg = settings()
+    trail = f"{HOME}/audit"
+    argv = _edgesec(cfg, "auditlog", "verify", "--trail", trail)
+    cp = json.dumps({"seq": 38, "created": "2026-11-29T08:00:00Z"})
+    files = {f"{trail}/trail.jsonl": "{}", f"{trail}/checkpoints/000000000038.json": cp}
+    evidence = []
+    for n in (40, 41):
+        answer = {"ok": True, "records": n, "first_seq": 1, "head_seq": n, "checkpoints_checked": 1}
+        system = BuiltSystem(files=files, commands={argv: json.dumps({"ok": True, "result": answer})})
+        (f,) = TrailIntact().run(ctx(system, cfg=cfg))
+        evidence.append(_stable(f.evidence))
+    assert evidence[0] == evidence[1]
+
+
 @pytest.mark.real("syslog-ng")
 def test_pipeline_check_on_a_real_generated_config(cli: Any, tmp_path: Path, home: Path) -> None:
     # syslog-ng --syntax-only opens the TLS files: give it real ones.

@@ -170,7 +170,9 @@ def test_shared_trail_records_every_denial_of_the_service_user(site: dict[str, A
     assert "cannot write" not in log.read_text()
 
 
-def test_a_trail_the_service_cannot_write_is_not_ready_and_logged_at_once(site: dict[str, Any]) -> None:
+def test_a_trail_the_service_cannot_write_is_not_ready_and_logged_at_once(
+    site: dict[str, Any], cli: Any
+) -> None:
     # The layout before #20: root's private trail, nothing giving the service account access.
     r = _root_cmd(site, [sys.executable, "-c", EMIT])
     assert r.returncode == 0, r.stderr
@@ -192,6 +194,27 @@ def test_a_trail_the_service_cannot_write_is_not_ready_and_logged_at_once(site: 
         assert doc["audit"]["trail"] == str(site["trail"])
         # Logged while running, at the first failure, naming the trail.
         assert f"audit trail {site['trail']}: cannot write" in log.read_text()
+        assert (site["trail"] / "trail.jsonl").read_bytes() == before
+        # The operator shares the trail as `edgesec site units` says: the kept denials are written.
+        units = site["dir"] / "units"
+        code, _, err = cli(
+            "--config", str(site["cfg"]), "--home", str(site["home"]),
+            "site", "units", "--out", str(units), "--user", site["user"], "--executable", sys.executable,
+        )  # fmt: skip
+        assert code == 0, err
+        r = subprocess.run(
+            ["systemd-tmpfiles", "--create", str(units / "edgesec-authz.tmpfiles.conf")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 15
+        while _get(f"http://127.0.0.1:{site['port']}/readyz")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _get(f"http://127.0.0.1:{site['port']}/readyz")[0] == 200
     finally:
         _stop(proc)
-    assert (site["trail"] / "trail.jsonl").read_bytes() == before
+    recs = _records(site["trail"])
+    denials = [
+        x for x in recs if x["event"]["action"] == "authz.decision" and x["event"]["outcome"] == "failure"
+    ]
+    assert len(denials) == 4, [x["event"]["action"] for x in recs]  # none dropped while it could not write

@@ -127,3 +127,33 @@ def test_subprocess_entry_point(tmp_path: Path) -> None:
         [sys.executable, "-m", "edgesec", "--version"], capture_output=True, text=True, env=env, timeout=60
     )
     assert ok.returncode == 0 and ok.stdout.startswith("edgesec ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["--home", "HOME", "config", "show"], "config show"),
+        (["config", "show", "--json"], "config show"),
+        (
+            ["authz", "explain", "--user", "alice", "--tenant", "b", "--method", "GET", "--uri", "/"],
+            "authz explain",
+        ),
+        (["pki", "issue", "client", "alice", "--email", "a@b.c"], "pki issue client"),
+        (["no-such-command", "x"], ""),
+    ],
+)
+def test_json_command_names_only_the_sub_commands(cli, home: Path, argv: list[str], command: str) -> None:  # type: ignore[no-untyped-def]
+    """Issue #20 section 9: option values ("--home /x", "--profile bank") were part of the ``command``."""
+    _code, out, _err = cli("--json", *[str(home) if a == "HOME" else a for a in argv])
+    assert json.loads(out)["command"] == command
+
+
+def test_help_keeps_config_key_names(cli) -> None:  # type: ignore[no-untyped-def]
+    """Issue #20 section 9: rich markup ate "[site]", "[pki]", "[models]" out of the help text."""
+    for argv, needle in (
+        (["pki", "init", "--help"], "(default: [site] org)"),
+        (["pki", "issue", "client", "--help"], "[pki] key_type"),
+        (["model", "verify", "--help"], "[models] follow_symlinks"),
+    ):
+        code, out, _ = cli(*argv)
+        assert code == 0 and needle in " ".join(out.split()), (argv, out)

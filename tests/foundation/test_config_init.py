@@ -24,7 +24,7 @@ def test_config_init_writes_what_later_steps_read_and_never_overwrites(cli: Any,
     s = load_config(out).settings
     assert (s.site.name, s.site.org, s.site.profile) == ("branch-042", "Bank", "bank")
     assert s.authz.policy_dir == str(tmp_path / "policy") and s.authz.url == "http://127.0.0.1:9100"
-    assert s.auditing.checkpoint_signer == "trail-signer" and s.auditing.syslog == "tcp"
+    assert s.auditing.checkpoint_signer == "trail-signer" and s.auditing.syslog == "off"
     assert s.models.dirs == [str(tmp_path / "models" / "teller")]
     before = out.read_bytes()
     code, _, err = cli(*argv[:-1], str(out))

@@ -59,3 +59,12 @@ def test_wheelhouse_installs_offline(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert where.returncode == 0 and "_policies" in where.stdout, where.stderr
+    # ... and the report's message catalogues (zh-CN), read through the package.
+    cat = subprocess.run(
+        [str(py), "-c", "from edgesec.checks.reports.i18n import load; print(len(load('zh-CN').checks))"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert cat.returncode == 0 and int(cat.stdout) > 0, cat.stderr

@@ -172,6 +172,9 @@ def render(result: Mapping[str, Any], lang: str = "en") -> str:
     if lang not in STRINGS:
         lang = "en"
     t = STRINGS[lang]
+    from edgesec.checks.reports.i18n import translate_result
+
+    result, _missing = translate_result(result, lang)  # the zh-CN test fails on any missing string
     checks = result["checks"]
     problem = [c for c in checks if c["status"] in ("FAIL", "ERROR", "WARN", "WAIVED")]
     order = {"ERROR": 0, "FAIL": 1, "WARN": 2, "WAIVED": 3}
