@@ -131,7 +131,10 @@ def trail_failing() -> bool:
 
 
 def site() -> str | None:
-    """The site name events are written with (``[site] name``)."""
+    """The site name events are written with (``[site] name``); configures the trail as :func:`emit` would,
+    so a document built ahead of its write (a journaled event) carries the same site."""
+    if _trail is None:
+        current_trail()
     return _site
 
 
