@@ -370,7 +370,7 @@ class Trail:
             if st.st_uid == os.geteuid() and (stat.S_IMODE(st.st_mode) != 0o2770 or st.st_gid != self._gid):
                 with contextlib.suppress(PermissionError):
                     os.chown(torn, -1, self._gid)
-                os.chmod(torn, 0o2770)
+                os.chmod(torn, 0o2770)  # noqa: S103 -- shared with the service group by design
         else:
             ensure_private_dir(torn)
         digest = hashlib.sha256(fragment).hexdigest()
