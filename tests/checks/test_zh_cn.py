@@ -20,7 +20,7 @@ import pytest
 import edgesec.checks
 from edgesec.checks.registry import load_catalog
 from edgesec.checks.reports import html
-from edgesec.checks.reports.i18n import CHECK_FIELDS, load, template_regex, translate_result
+from edgesec.checks.reports.i18n import CHECK_FIELDS, english_digest, load, template_regex, translate_result
 
 CHECKS_SRC = Path(edgesec.checks.__file__).parent
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gpu" / "h200"
@@ -128,6 +128,22 @@ def test_every_check_has_its_title_rationale_and_remediation_in_zh_cn() -> None:
         if not cat.checks.get(cid, {}).get(name)
     ]
     assert missing == [], f"untranslated ({ADD_ONE}):\n" + "\n".join(missing)
+
+
+def test_no_check_translation_lags_behind_its_english() -> None:
+    cat = load("zh-CN")
+    assert cat is not None
+    stale = []
+    for cid, c in sorted(load_catalog().checks.items()):
+        m = c.meta
+        now = english_digest(m.title, m.rationale, m.remediation or "")
+        if cat.checks.get(cid, {}).get("en") != now:
+            stale.append(
+                f'[checks.{cid!r}] en = "{now}"  (English now: {m.title} / {m.rationale} / {m.remediation})'
+            )
+    assert stale == [], "translations made from older English (re-translate, then set en):\n" + "\n".join(
+        stale
+    )
 
 
 def test_every_message_template_in_the_checks_is_in_the_catalogue() -> None:

@@ -126,6 +126,13 @@ class Catalogue:
         return text
 
 
+def english_digest(title: str, rationale: str, remediation: str) -> str:
+    """What a catalogue's ``en`` records: which English a check's translation was made from."""
+    import hashlib
+
+    return hashlib.sha256("\0".join((title, rationale, remediation)).encode()).hexdigest()[:12]
+
+
 @functools.lru_cache(maxsize=8)
 def load(lang: str) -> Catalogue | None:
     """The catalogue of ``lang`` (``None`` for English, the language the checks are written in)."""
