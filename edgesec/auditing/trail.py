@@ -421,7 +421,16 @@ class Trail:
 
     def _fence(self, fd: int, fragment: bytes, offset: int) -> dict[str, Any]:
         """Keep a torn fragment as evidence, cut it from the file, and describe it in a record."""
-        torn = ensure_private_dir(self.dir / TORN_DIR)
+        torn = self.dir / TORN_DIR
+        if self._mode == SHARED_MODE:  # any writer of a shared trail may have to keep a fragment
+            torn.mkdir(mode=0o2770, exist_ok=True)
+            st = os.stat(torn)
+            if st.st_uid == os.geteuid() and (stat.S_IMODE(st.st_mode) != 0o2770 or st.st_gid != self._gid):
+                with contextlib.suppress(PermissionError):
+                    os.chown(torn, -1, self._gid)
+                os.chmod(torn, 0o2770)  # noqa: S103 -- shared with the service group by design
+        else:
+            ensure_private_dir(torn)
         digest = hashlib.sha256(fragment).hexdigest()
         name = f"{int(time.time())}-{offset}-{digest[:16]}.frag"
         with contextlib.suppress(FileExistsError):
