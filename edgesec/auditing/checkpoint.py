@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from edgesec._fs import atomic_write, ensure_private_dir, read_input_file
-from edgesec.auditing.trail import canonical
+from edgesec.auditing.canonical import canonical
 from edgesec.auditing.verify import Anchor
 from edgesec.errors import AlreadyExists, InputError, VerificationError
 from edgesec.pki import signing

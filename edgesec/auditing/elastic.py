@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from edgesec._fs import FileLock, atomic_write, read_input_file
+from edgesec.auditing.canonical import line_hash_ok
 from edgesec.auditing.syslogng import KINDS
-from edgesec.auditing.trail import GENESIS, line_hash_ok, trail_files
+from edgesec.auditing.trail import GENESIS, trail_files
 from edgesec.errors import InputError, OperationFailed, VerificationError
 
 # Retention in days by site profile, and why.
