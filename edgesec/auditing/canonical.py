@@ -1,4 +1,4 @@
-"""Canonical JSON and the record-hash rule: the one home of both (no other module of edgesec imports).
+"""Canonical JSON and the record-hash rule: the one home of both (it imports nothing else of edgesec).
 
 Canonical JSON: keys sorted, no whitespace, UTF-8, no NaN/Infinity (``json.dumps(sort_keys=True,
 separators=(",", ":"), ensure_ascii=False, allow_nan=False)``). A trail line *is* the canonical form of its

@@ -103,20 +103,14 @@ def open_ca(cfg: LoadedConfig, *, passphrase: PassphraseSource = None) -> Certif
     )
 
 
-def load_trust(
-    cfg: LoadedConfig | None = None, directory: str | os.PathLike[str] | None = None
-) -> TrustBundle:
+def load_trust(cfg: LoadedConfig, directory: str | os.PathLike[str] | None = None) -> TrustBundle:
     """The site's published trust bundle (from ``directory``, else the config's trust bundle dir)."""
-    if cfg is None:
-        from edgesec._console import state
-
-        cfg = state().config()
     d = Path(directory) if directory else trust_dir(cfg)
     return TrustBundle.load(d, crl_grace=dt.timedelta(hours=cfg.settings.pki.crl_grace_hours))
 
 
 def trust_for_signing(
-    cfg: LoadedConfig | None = None, directory: str | os.PathLike[str] | None = None
+    cfg: LoadedConfig, directory: str | os.PathLike[str] | None = None
 ) -> TrustBundle | None:
     """The trust bundle a signing command checks its certificate against before it signs
     (:func:`edgesec.pki.signing.refuse_unless_accepted`): None when none is published (the check then

@@ -15,6 +15,7 @@ from edgesec.auditing.checkpoint import load_signer, make_checkpoint, parse_chec
 from edgesec.auditing.ecs import AuditEvent
 from edgesec.auditing.syslog import BOM, format_rfc5424
 from edgesec.errors import InputError, VerificationError
+from tests._net import free_port
 
 from .sitepki import SitePki, make_site_pki
 
@@ -222,9 +223,7 @@ def test_checkpoint_by_signer_name_from_the_site_ca(cli, pki: SitePki, tmp_path:
 def test_checkpoint_not_sent_is_a_failure_but_kept(cli, pki: SitePki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     trail = tmp_path / "trail"
     fill(trail, 3)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nobody listens there once closed
+    port = free_port()  # nobody listens there
     cfg = config(tmp_path, pki, trail, port)
     code, _, err = cli("--config", str(cfg), "auditlog", "checkpoint")
     assert code == 1 and "kept in" in err and "not sent off the host" in err

@@ -23,8 +23,9 @@ from edgesec.auditing.ecs import AuditEvent
 from edgesec.auditing.syslogng import NetworkSource, PipelineOptions, render
 from edgesec.auditing.trail import trail_files
 from edgesec.errors import OperationFailed
+from tests._net import free_port
 
-from .esmock import FakeElasticsearch, _free_port
+from .esmock import FakeElasticsearch
 from .sitepki import SitePki, make_site_pki
 from .sng import SyslogNg, syntax_check
 
@@ -76,7 +77,7 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path, conformance: Path) -> It
     trail.mkdir(mode=0o700)
     audit_log = tmp_path / "audit.log"
     audit_log.touch()
-    port, net_port = _free_port(), _free_port()
+    port, net_port = free_port(), free_port()
     opts = PipelineOptions(
         network=NetworkSource(
             port=net_port,
@@ -351,9 +352,9 @@ def test_rfc5424_records_over_the_unix_socket(tmp_path: Path, conformance: Path,
             trail = tmp_path / "trail"
             cfg = tmp_path / "edgesec.toml"
             cfg.write_text(f'[auditing]\ntrail_dir = "{trail}"\nsyslog = "unix"\nsyslog_socket = "{sock}"\n')
-            from edgesec._console import AppState, reset_state, set_state
+            from edgesec.config import load_config
 
-            token = set_state(AppState(config_path=str(cfg)))
+            previous = auditing.use_config(lambda: load_config(str(cfg)))
             try:
                 auditing._trail = None
                 for i in range(25):
@@ -367,7 +368,7 @@ def test_rfc5424_records_over_the_unix_socket(tmp_path: Path, conformance: Path,
                     )
                 auditing.current_trail().close()
             finally:
-                reset_state(token)
+                auditing.use_config(previous)
                 auditing._trail = None
             deadline = time.monotonic() + 30
             while es.count("edgesec-audit-") < 25 and time.monotonic() < deadline:

@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.authz.conftest import HOST, SiteCA, bank_files, free_port
+from tests._net import free_port
+from tests.authz.conftest import HOST, SiteCA, bank_files
 
 LUA = """
 wrk.method = "GET"
