@@ -172,7 +172,7 @@ def checkpoint_cmd(
     from edgesec.auditing.syslog import format_rfc5424, sender_from_settings
     from edgesec.auditing.verify import verify_trail
     from edgesec.pki.api import trust_for_signing
-    from edgesec.pki.signing import refuse_unless_accepted
+    from edgesec.pki.trust import refuse_unless_accepted
 
     cfg = state().config()
     a = cfg.settings.auditing

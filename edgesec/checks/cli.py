@@ -440,13 +440,51 @@ def waiver_list(
     result({"waivers": rows}, human)
 
 
+@evidence_app.command("verify")
+def evidence_verify(
+    result_file: Annotated[str, typer.Argument(help="The JSON result (its .sig is read beside it).")],
+    signature: Annotated[str | None, typer.Option("--signature", help="The .sig file, if elsewhere.")] = None,
+    trust: Annotated[
+        str | None,
+        typer.Option(
+            "--trust",
+            help="CA certificates (PEM file) or a trust bundle directory (default: the site's).",
+        ),
+    ] = None,
+    proof_trail: Annotated[
+        str | None,
+        typer.Option(
+            "--proof-trail",
+            help="An audit trail whose signed checkpoints prove when the result was signed.",
+        ),
+    ] = None,
+) -> None:
+    """Verify a signed audit result: exit 0 valid, 1 tampered or untrusted, 2 unreadable."""
+    from edgesec.checks.evidence import verify
+
+    doc = verify(
+        Path(result_file),
+        Path(signature) if signature else None,
+        Path(trust) if trust else None,
+        cfg=state().config(),
+        proof_trail=Path(proof_trail) if proof_trail else None,
+    )
+    chain = " -> ".join(doc["chain"])
+    proven = doc["proven_time"]
+    when = (
+        f"signed by {proven['at']} (proven: {proven['by']})"
+        if proven
+        else f"claims {doc['signed_at']}; valid and unrevoked now"
+    )
+    result(doc, f"OK: {result_file} signed by {doc['signer']} ({when}); chain: {chain}")
+
+
 def mount(app: typer.Typer) -> None:
     app.command("audit")(audit)
     app.add_typer(checks_app, name="checks")
     app.add_typer(waiver_app, name="waiver")
     app.add_typer(evidence_app, name="evidence")
     app.add_typer(schedule_app, name="schedule")
-    from edgesec.checks import evidence, schedule
+    from edgesec.checks import schedule
 
-    evidence.mount_cli(evidence_app)
     schedule.mount_cli(schedule_app)

@@ -17,7 +17,7 @@ from edgesec.auditing.syslog import BOM, format_rfc5424
 from edgesec.errors import InputError, VerificationError
 from tests._net import free_port
 
-from .sitepki import SitePki, make_site_pki
+from .sitepki import SitePki
 
 RFC5424 = re.compile(
     rb"^<(?P<pri>\d{1,3})>1 (?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z) (?P<host>\S+) edgesec (?P<proc>\S+) (?P<msgid>\S+) "
@@ -57,11 +57,6 @@ class SyslogCatcher:
 
     def close(self) -> None:
         self.sock.close()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> SitePki:
-    return make_site_pki(tmp_path_factory.mktemp("pki"))
 
 
 def fill(trail: Path, n: int) -> None:
@@ -143,8 +138,7 @@ def test_checkpoint_sent_and_truncation_caught(cli, pki: SitePki, tmp_path: Path
 
 
 def test_altered_or_foreign_checkpoints_refused(pki: SitePki, tmp_path: Path) -> None:
-    from edgesec.pki.signing import refuse_unless_accepted
-    from edgesec.pki.trust import TrustBundle
+    from edgesec.pki.trust import TrustBundle, refuse_unless_accepted
 
     site = TrustBundle.load(pki.trust)
     cert, key = load_signer(pki.signing.cert, pki.signing.key)

@@ -12,13 +12,8 @@ from edgesec.auditing.lint import lint_config
 from edgesec.auditing.syslogng import NetworkSource, PipelineOptions, render
 from edgesec.errors import InputError
 
-from .sitepki import SitePki, make_site_pki
+from .sitepki import SitePki
 from .sng import syntax_check
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> SitePki:
-    return make_site_pki(tmp_path_factory.mktemp("pki"))
 
 
 def opts(pki: SitePki, tmp: Path, **kw: object) -> PipelineOptions:

@@ -8,20 +8,13 @@ import ssl
 import threading
 from pathlib import Path
 
-import pytest
-
 from edgesec import auditing
 from edgesec.auditing.ecs import AuditEvent
 from edgesec.auditing.syslog import BOM, Forwarder
 from tests._net import free_port
 
-from .sitepki import SitePki, make_site_pki
+from .sitepki import SitePki
 from .test_checkpoint import RFC5424
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> SitePki:
-    return make_site_pki(tmp_path_factory.mktemp("pki"))
 
 
 def _emit_via_config(cli, cfg: Path, n: int) -> None:  # type: ignore[no-untyped-def]
