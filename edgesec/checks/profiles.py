@@ -183,7 +183,8 @@ def _load(name_or_path: str, chain: tuple[Path, ...]) -> Profile:
     if parent is not None:
         if not isinstance(parent, str) or not parent:
             raise ConfigError(f"profile {path}: extends: must be a profile name or a .toml path")
-        if "/" in parent and not Path(parent).expanduser().is_absolute():
+        is_path = "/" in parent or parent.endswith(".toml")
+        if is_path and not Path(parent).expanduser().is_absolute():
             parent = str(path.parent / parent)  # a sibling file, not one relative to the working directory
         base = _load(parent, (*chain, path.resolve()))
         doc = _inherit(base.model_dump(exclude_none=True, exclude={"extends"}), doc)

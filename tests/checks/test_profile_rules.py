@@ -53,7 +53,8 @@ def test_a_child_tightens_one_rule_and_keeps_the_rest(tmp_path: Path) -> None:
     )
     # A grandchild by relative path: resolved beside the file that names it.
     (tmp_path / "hq-lab.toml").write_text('id = "hq-lab"\nextends = "./hq.toml"\ntitle = "HQ lab"\n')
-    for name in ("hq.toml", "hq-lab.toml"):
+    (tmp_path / "hq-dev.toml").write_text('id = "hq-dev"\nextends = "hq.toml"\ntitle = "HQ dev"\n')
+    for name in ("hq.toml", "hq-lab.toml", "hq-dev.toml"):
         prof = load_profile(str(tmp_path / name))
         rules = _rules(prof.params())
         assert rules[("gpu.mig", "require_mig")] is True  # kept from bank's [checks.gpu]
