@@ -111,8 +111,6 @@ def violations(sources: Mapping[str, str]) -> set[tuple[str, str]]:
 
 # Today's wrong-way imports (importer, imported). Phase 2 (moving modules) empties this set; never add to it.
 KNOWN_VIOLATIONS: set[tuple[str, str]] = {
-    # Command code (a typer mount) inside a check module: reads the CLI's state.
-    ("edgesec.checks.schedule", "edgesec._console"),
     # site/ is deploy (top), but holds process discovery and proxy-config reading that checks use.
     ("edgesec.checks.site_auditing", "edgesec.site.discover"),
     ("edgesec.checks.site_authz", "edgesec.site.discover"),
