@@ -133,6 +133,17 @@ def emit_many(trail: Path, start: int, n: int) -> None:
             )
 
 
+def archived_hashes(rig: Rig) -> set[str]:
+    """The hashes of the trail records in the pipeline's archive so far (whole lines only)."""
+    out = set()
+    for day in (p for p in rig.archive.glob("*/*/*") if p.is_dir()):
+        for f in day.glob("audit.log"):
+            for line in f.read_bytes().split(b"\n")[:-1]:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    out.add(json.loads(line)["event"]["hash"])
+    return out
+
+
 def trail_records(trail: Path) -> dict[str, bytes]:
     out = {}
     for f in trail_files(trail):
@@ -193,12 +204,15 @@ def test_pipeline_delivers_ecs_without_loss(rig: Rig, conformance: Path, cli) ->
     # 2. the endpoint goes away mid-stream; events keep coming; syslog-ng restarts during the outage
     es.stop()
     emit_many(rig.trail, 300, 200)
-    time.sleep(1.5)
+    # syslog-ng has read these (its archive, a file destination, has them) before it is stopped.
+    wait_for(lambda: len(archived_hashes(rig)) >= 500, 60, "500 trail events in the archive", rig)
     rig.sng.stop()
     emit_many(rig.trail, 500, 200)
     rig.sng.start()
     emit_many(rig.trail, 700, 100)
-    time.sleep(1.0)
+    # Not a fixed sleep before the negative assertion: every record has been read and archived, so
+    # whatever could have been sent to Elasticsearch has been tried.
+    wait_for(lambda: len(archived_hashes(rig)) == 800, 90, "all 800 trail events in the archive", rig)
     assert es.count("edgesec-audit-") == 300  # nothing could arrive while it was down
     es.start()
     wait_for(lambda: es.count("edgesec-audit-") == 800, 90, "all 800 trail events after the outage", rig)
