@@ -276,6 +276,8 @@ def test_checkpoint_reaches_its_index(rig: Rig, cli, tmp_path: Path) -> None:  #
     cfg.write_text(
         f'[auditing]\ntrail_dir = "{rig.trail}"\nsyslog = "tcp"\nsyslog_port = {rig.syslog_port}\n'
         f'checkpoint_cert = "{rig.pki.signing.cert}"\ncheckpoint_key = "{rig.pki.signing.key}"\n'
+        # The signer is checked against the site's trust bundle before it signs (no bundle: refused).
+        f'[pki]\ntrust_bundle_dir = "{rig.pki.trust}"\n'
     )
     code, _, err = cli("--config", str(cfg), "auditlog", "checkpoint")
     assert code == 0, err
