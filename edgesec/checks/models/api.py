@@ -29,8 +29,15 @@ from edgesec.checks.models import manifest as manifest_mod
 from edgesec.checks.models.hashing import DEFAULT_SHARD_SIZE
 from edgesec.checks.models.manifest import Difference, Manifest
 from edgesec.errors import AlreadyExists, InputError, VerificationError
-from edgesec.pki.signing import key_matches, refuse_unless_accepted
-from edgesec.pki.trust import Policy, ProvenTime, TrustBundle, VerifiedCertificate, verify_certificate
+from edgesec.pki.signing import key_matches
+from edgesec.pki.trust import (
+    Policy,
+    ProvenTime,
+    TrustBundle,
+    VerifiedCertificate,
+    refuse_unless_accepted,
+    verify_certificate,
+)
 
 SIGNATURE_NAME = "model.sig"
 """Default signature file, inside the model directory (the OpenSSF tool's default name)."""
