@@ -224,3 +224,25 @@ def test_ship_refuses_an_edited_record_and_names_it(
     assert genuine_id not in shipped and len(shipped) == 20
     code, _, _ = cli("auditlog", "verify", "--trail", str(trail))
     assert code == 1
+
+
+def test_ship_dead_letters_a_refused_record_and_goes_on(
+    cli, es: FakeElasticsearch, pki: SitePki, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A record Elasticsearch refuses (a per-item 400 inside a 200) must not hold back the ones after it."""
+    trail = tmp_path / "trail"
+    _emit(trail, 30)
+    recs = [json.loads(ln) for ln in (trail / "trail.jsonl").read_bytes().splitlines()]
+    es.reject_ids = {recs[9]["event"]["hash"], recs[20]["event"]["hash"]}
+    code, out, err = cli(
+        "--json", "auditlog", "ship", *tls_args(es, pki), "--trail", str(trail), "--batch", "7"
+    )
+    assert code == 1, err  # someone must look at the dead letters
+    rep = json.loads(out)["result"]
+    assert rep["to"] == 30 and rep["created"] == 28 and rep["dead_lettered"] == [10, 21]
+    assert es.count("edgesec-audit-") == 28
+    dead = {d["edgesec"]["deadletter"]["id"] for d in es.docs("edgesec-deadletter-").values()}
+    assert dead == es.reject_ids
+    # A rerun has nothing to do: the refused records are accounted for by their dead letters.
+    code, out, _ = cli("--json", "auditlog", "ship", *tls_args(es, pki), "--trail", str(trail))
+    assert code == 0 and json.loads(out)["result"]["created"] == 0
