@@ -130,8 +130,10 @@ def test_fsync_append_on_full_disk_is_an_error_and_the_chain_stays_whole(tmp_pat
                     auditing.emit(ev(i))
                     written += 1
             assert trail.path.read_bytes().endswith(b"\n")
+            assert auditing.trail_failing() and "No space left" in (auditing.trail_error() or "")
             grow(fs)
             auditing.emit(ev(10_000))
+            assert not auditing.trail_failing()
         recs = records(fs / "audit")
         assert [r["edgesec"]["test"]["i"] for r in recs] == [*range(written), 10_000]
         verify_chain(trail_files(fs / "audit"))
