@@ -16,7 +16,7 @@ import yaml
 
 from edgesec import auditing
 from edgesec.auditing.ecs import FIELD_TYPES, AuditEvent
-from edgesec.auditing.elastic import ECS_MAPPED, ElasticOptions, render
+from edgesec.auditing.elastic import ECS_MAPPED, ElasticOptions, index_for, render
 from edgesec.auditing.trail import trail_files
 
 from .esmock import FakeElasticsearch
@@ -246,3 +246,33 @@ def test_ship_dead_letters_a_refused_record_and_goes_on(
     # A rerun has nothing to do: the refused records are accounted for by their dead letters.
     code, out, _ = cli("--json", "auditlog", "ship", *tls_args(es, pki), "--trail", str(trail))
     assert code == 0 and json.loads(out)["result"]["created"] == 0
+
+
+def test_reconcile_resumes_and_never_reads_a_half_written_item(
+    cli, es: FakeElasticsearch, pki: SitePki, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The journal is being written while reconcile reads it: an item whose two lines are not both whole
+    waits for the next run, which resumes after the last item accounted for."""
+    trail = tmp_path / "trail"
+    _emit(trail, 4)
+    lines = (trail / "trail.jsonl").read_bytes().splitlines()
+    items = []
+    for ln in lines:
+        doc = json.loads(ln)
+        action = {"create": {"_index": index_for("edgesec", doc), "_id": doc["event"]["hash"]}}
+        items.append(json.dumps(action).encode() + b"\n" + ln + b"\n")
+    journal = tmp_path / "bulk"
+    journal.mkdir()
+    day = journal / "2026-01-01.ndjson"
+    day.write_bytes(b"".join(items[:3]) + items[3][: len(items[3]) - 40])  # the 4th is half written
+    args = ("--json", "auditlog", "reconcile", "--journal", str(journal), *tls_args(es, pki))
+    code, out, err = cli(*args)
+    assert code == 0, err
+    assert json.loads(out)["result"] == {"items": 3, "present": 0, "created": 3, "dead_lettered": 0}
+    day.write_bytes(b"".join(items))  # the writer finished the line
+    code, out, err = cli(*args)
+    assert code == 0, err
+    assert json.loads(out)["result"] == {"items": 1, "present": 0, "created": 1, "dead_lettered": 0}
+    assert set(es.docs("edgesec-audit-")) == {json.loads(ln)["event"]["hash"] for ln in lines}
+    (journal / "reconcile.state").write_text("{not json")
+    assert cli("auditlog", "reconcile", "--journal", str(journal), *tls_args(es, pki))[0] == 2
