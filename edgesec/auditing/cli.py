@@ -517,9 +517,12 @@ def ship_cmd(
         rep = ship(client, d, sp, prefix=cfg.settings.auditing.index_prefix, batch=batch)
     finally:
         client.close()
+    dead = rep["dead_lettered"]
     result(
         rep,
-        f"shipped records {rep['from'] + 1}..{rep['to']}: {rep['created']} new, {rep['already_present']} already present",
+        f"shipped records {rep['from'] + 1}..{rep['to']}: {rep['created']} new, {rep['already_present']} already present"
+        + (f"; refused and dead-lettered: records {', '.join(map(str, dead))}" if dead else ""),
+        exit_code=1 if dead else 0,
     )
 
 

@@ -472,12 +472,16 @@ def ship(
     prefix: str = "edgesec",
     batch: int = 500,
     on_batch: Callable[[int], None] | None = None,
-) -> dict[str, int]:
-    """Bulk-index every record after the saved state; advance the state after each acknowledged batch."""
+) -> dict[str, Any]:
+    """Bulk-index every record after the saved state; advance the state after each acknowledged batch.
+
+    A record Elasticsearch refuses (a per-item error other than 409) gets a dead letter naming it, and
+    shipping goes on; ``dead_lettered`` lists their sequence numbers."""
     with FileLock(state_path.with_name(state_path.name + ".lock"), timeout=0.5):
         state = ShipState.load(state_path)
         start = state.seq
         created = dup = 0
+        dead_lettered: list[int] = []  # sequence numbers of records Elasticsearch refused
         buf: list[tuple[bytes, dict[str, Any]]] = []
 
         def flush() -> None:
@@ -498,7 +502,8 @@ def ship(
             items = resp["items"]
             if len(items) != len(buf):
                 raise OperationFailed("Elasticsearch answered a different number of bulk items than sent")
-            for (_, doc), item in zip(buf, items, strict=True):
+            refused: list[tuple[_Item, int, str]] = []
+            for (raw, doc), item in zip(buf, items, strict=True):
                 r = item.get("create") or item.get("index") or {}
                 status = int(r.get("status", 0))
                 if status == 409:
@@ -506,13 +511,21 @@ def ship(
                 elif 200 <= status < 300:
                     created += 1
                 else:
-                    state.save(state_path)
+                    # One refused record must not hold back the ones after it: it gets a dead letter
+                    # naming it (the record itself stays in the trail) and shipping goes on.
                     err = r.get("error") or {}
-                    raise OperationFailed(
-                        f"Elasticsearch rejected record {doc['event']['sequence']}: {err.get('type')}: {err.get('reason')}",
-                        hint="fix the mapping or pipeline, then rerun; earlier records are kept as acknowledged",
-                    )
-                state.seq, state.hash = int(doc["event"]["sequence"]), doc["event"]["hash"]
+                    index, _id = index_for(prefix, doc), str(doc["event"]["hash"])
+                    line = json.dumps({"create": {"_index": index, "_id": _id}}).encode()
+                    seq = int(doc["event"]["sequence"])
+                    refused.append(
+                        (_Item(f"trail record {seq}", seq, line, raw, index, _id), status,
+                         f"{err.get('type')}: {err.get('reason')}")
+                    )  # fmt: skip
+            if refused:
+                send_dead_letters(client, prefix, refused)
+                dead_lettered.extend(it.end for it, _, _ in refused)
+            last = buf[-1][1]
+            state.seq, state.hash = int(last["event"]["sequence"]), last["event"]["hash"]
             state.save(state_path)
             if on_batch is not None:
                 on_batch(state.seq)
@@ -527,7 +540,13 @@ def ship(
             flush()  # the records before the bad one are good: they go, then the error is reported
             raise
         flush()
-        return {"from": start, "to": state.seq, "created": created, "already_present": dup}
+        return {
+            "from": start,
+            "to": state.seq,
+            "created": created,
+            "already_present": dup,
+            "dead_lettered": dead_lettered,
+        }
 
 
 # -- reconcile -----------------------------------------------------------------------------------------
@@ -601,6 +620,29 @@ def _deadletter_doc(prefix: str, item: _Item, status: int, reason: str) -> tuple
     return f"{prefix}-deadletter-{now:%Y.%m}", _id, json.dumps(doc, separators=(",", ":")).encode()
 
 
+def send_dead_letters(client: Any, prefix: str, dead: list[tuple[_Item, int, str]]) -> None:
+    """Index the dead letters of refused items (``(item, status, reason)``); one that is refused as well
+    is an error naming the item (it is not lost: it stays where it was read from)."""
+    body = bytearray()
+    for it, status, reason in dead:
+        index, _id, doc = _deadletter_doc(prefix, it, status, reason)
+        body += json.dumps({"create": {"_index": index, "_id": _id}}).encode() + b"\n" + doc + b"\n"
+    try:
+        resp = client.bulk(operations=bytes(body))
+    except _es_errors() as exc:
+        raise OperationFailed(
+            f"Elasticsearch refused the dead letters of {len(dead)} item(s): {_short(exc)}"
+        ) from None
+    for (it, _, _), r in zip(dead, resp["items"], strict=True):
+        one: dict[str, Any] = next(iter(r.values()), {}) if isinstance(r, dict) else {}
+        st = int(one.get("status", 0))
+        if not (200 <= st < 300 or st == 409):
+            raise OperationFailed(
+                f"Elasticsearch refused item {it.index}/{it.id} and its dead letter ({st})",
+                hint="the item is kept where it was read from; fix the dead-letter index and rerun",
+            )
+
+
 def reconcile(
     client: Any, journal: Path, state_path: Path, *, prefix: str = "edgesec", batch: int = 200
 ) -> dict[str, int]:
@@ -666,26 +708,7 @@ def reconcile(
                 else:
                     dead.append((it, status, reason or f"status {status}"))
             if dead:
-                body = bytearray()
-                for it, status, reason in dead:
-                    index, _id, doc = _deadletter_doc(prefix, it, status, reason)
-                    body += (
-                        json.dumps({"create": {"_index": index, "_id": _id}}).encode() + b"\n" + doc + b"\n"
-                    )
-                try:
-                    resp = client.bulk(operations=bytes(body))
-                except _es_errors() as exc:
-                    raise OperationFailed(
-                        f"Elasticsearch refused the dead letters of {len(dead)} item(s): {_short(exc)}"
-                    ) from None
-                for (it, _, _), r in zip(dead, resp["items"], strict=True):
-                    one: dict[str, Any] = next(iter(r.values()), {}) if isinstance(r, dict) else {}
-                    st = int(one.get("status", 0))
-                    if not (200 <= st < 300 or st == 409):
-                        raise OperationFailed(
-                            f"Elasticsearch refused item {it.index}/{it.id} and its dead letter ({st})",
-                            hint="the item is kept in the journal; fix the dead-letter index and rerun",
-                        )
+                send_dead_letters(client, prefix, dead)
                 counts["dead_lettered"] += len(dead)
             for it in items:
                 done[it.file] = it.end

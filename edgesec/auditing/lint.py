@@ -14,6 +14,9 @@ Rules:
 * ``ecs-name`` -- a ``format-json`` pair that writes a value where ECS has an object (``host``, ``user``,
   ``process``...): Elasticsearch refuses the document (a mapping conflict); ``ecs-unknown-field`` (a
   warning) -- a name under an ECS field set that is not an ECS field edgesec maps (a misspelling);
+* ``no-internal`` -- no ``internal()`` source: syslog-ng's own errors go nowhere (a warning);
+* ``http-4xx-forever`` -- an ``http()`` destination without ``response-action(400 => ...)``: 3.38 retries a
+  refused request forever and blocks what is queued behind it (a warning);
 * ``include-missing`` -- an ``@include`` that cannot be read: what is in it was not checked. Included
   files are linted too (``lint_paths``), each finding naming its file;
 * ``es-type`` -- ``elasticsearch-http()`` with a non-empty ``type()``: Elasticsearch 8 rejects ``_type``;
@@ -180,17 +183,28 @@ def includes(text: str) -> list[str]:
 
 def _lint_whole(t: str) -> list[LintFinding]:
     """Rules about the configuration as a whole (all its files together)."""
-    if any(_in_destination(t, pos) for _, _, pos in _blocks(t, "file")):
-        return []
-    return [
-        LintFinding(
-            "no-archive",
-            WARNING,
-            1,
-            "no file() destination: no local archive while the central cluster is unreachable",
-            "add a file() destination with date macros in the path and perm(0600)",
+    out = []
+    if not any(_in_destination(t, pos) for _, _, pos in _blocks(t, "file")):
+        out.append(
+            LintFinding(
+                "no-archive",
+                WARNING,
+                1,
+                "no file() destination: no local archive while the central cluster is unreachable",
+                "add a file() destination with date macros in the path and perm(0600)",
+            )
         )
-    ]
+    if not re.search(r"(?<![\w-])internal\s*\(\s*\)", t):
+        out.append(
+            LintFinding(
+                "no-internal",
+                WARNING,
+                1,
+                "no internal() source: syslog-ng's own messages (a failing destination, dropped messages) go nowhere",
+                "add source s_internal { internal(); }; and a log path to a file() destination",
+            )
+        )
+    return out
 
 
 _LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|::1|localhost|ip6-localhost)$")
@@ -292,6 +306,19 @@ def _lint_text(t: str) -> list[LintFinding]:
                             "use disk-buffer(reliable(yes) ...)",
                         )
                     )
+        if kw in ("http", "elasticsearch-http") and not re.search(
+            r"\bresponse-action\s*\([^)]*\b400\b", body
+        ):
+            f.append(
+                LintFinding(
+                    "http-4xx-forever",
+                    WARNING,
+                    line,
+                    f"{kw}() without response-action(400 => retry): syslog-ng 3.38 retries a refused request "
+                    "forever, and everything queued behind it waits",
+                    "add retries(5) response-action(400 => retry, 413 => retry), and reconcile what is dropped",
+                )
+            )
         for m in re.finditer(r"\burl\s*\(([^)]*)\)", body):
             if "http://" in m.group(1):
                 f.append(

@@ -264,9 +264,11 @@ source s_network {{
 
 
 _AUDITD_PARSERS = r"""
-# auditd: split the ENRICHED part (after 0x1D) from the raw record first.
+# auditd: split the ENRICHED part (after 0x1D) from the raw record first. It is the *last* 0x1D-separated
+# part, and holds no single quote: a 0x1D inside a user-space msg='...' (the kernel does not escape it) is
+# always followed by the closing quote, so it cannot pass for auditd's own translation (UID="root"...).
 parser p_auditd_split {
-    regexp-parser(prefix(".a.") template("${MSG}") patterns('^(?<raw>[^\x1d]*)(?:\x1d(?<enr>.*))?$'));
+    regexp-parser(prefix(".a.") template("${MSG}") patterns("^(?<raw>.*?)(?:\x1d(?<enr>[^\x1d']*))?$"));
 };
 # msg=audit(epoch:serial): the stock linux-audit() wrapper drops it, so it is parsed here.
 parser p_auditd_header {

@@ -630,8 +630,18 @@ class Trail:
             return self._rotate(fd, head)
 
     def append(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """Append one record now (``fsync``/``none`` durability); returns the record as written."""
-        return self._write_batch([doc], sync=self.durability == "fsync", want_docs=True)[-1]
+        """Append one record now (``fsync``/``none`` durability); returns the record as written. A failure
+        raises and is also kept for :meth:`error` until an append succeeds (health checks see it)."""
+        try:
+            out = self._write_batch([doc], sync=self.durability == "fsync", want_docs=True)[-1]
+        except TrailWriteFailed as exc:
+            with self._cond:
+                self._error = exc
+            raise
+        if self._error is not None and self.durability != "group":
+            with self._cond:
+                self._error = None
+        return out
 
     def submit(self, doc: Record) -> int:
         """Queue a record (a document, or a :class:`~edgesec.auditing.prepared.Prepared` one) for group
@@ -664,8 +674,9 @@ class Trail:
         lost = self._submitted - self._durable
         err = self._error
         reason = err.reason if isinstance(err, TrailWriteFailed) else f"{type(err).__name__}: {err}"
+        queued = f"; {lost} queued record(s) not on disk" if self.durability == "group" else ""
         return TrailWriteFailed(
-            f"audit trail {self.path} cannot be written: {reason}; {lost} queued record(s) not on disk",
+            f"audit trail {self.path} cannot be written: {reason}{queued}",
             reason=reason,
             hint="free space in the trail's file system; queued records are written when it takes them",
         )

@@ -16,7 +16,7 @@ import yaml
 
 from edgesec import auditing
 from edgesec.auditing.ecs import FIELD_TYPES, AuditEvent
-from edgesec.auditing.elastic import ECS_MAPPED, ElasticOptions, render
+from edgesec.auditing.elastic import ECS_MAPPED, ElasticOptions, index_for, render
 from edgesec.auditing.trail import trail_files
 
 from .esmock import FakeElasticsearch
@@ -219,3 +219,55 @@ def test_ship_refuses_an_edited_record_and_names_it(
     assert genuine_id not in shipped and len(shipped) == 20
     code, _, _ = cli("auditlog", "verify", "--trail", str(trail))
     assert code == 1
+
+
+def test_ship_dead_letters_a_refused_record_and_goes_on(
+    cli, es: FakeElasticsearch, pki: SitePki, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A record Elasticsearch refuses (a per-item 400 inside a 200) must not hold back the ones after it."""
+    trail = tmp_path / "trail"
+    _emit(trail, 30)
+    recs = [json.loads(ln) for ln in (trail / "trail.jsonl").read_bytes().splitlines()]
+    es.reject_ids = {recs[9]["event"]["hash"], recs[20]["event"]["hash"]}
+    code, out, err = cli(
+        "--json", "auditlog", "ship", *tls_args(es, pki), "--trail", str(trail), "--batch", "7"
+    )
+    assert code == 1, err  # someone must look at the dead letters
+    rep = json.loads(out)["result"]
+    assert rep["to"] == 30 and rep["created"] == 28 and rep["dead_lettered"] == [10, 21]
+    assert es.count("edgesec-audit-") == 28
+    dead = {d["edgesec"]["deadletter"]["id"] for d in es.docs("edgesec-deadletter-").values()}
+    assert dead == es.reject_ids
+    # A rerun has nothing to do: the refused records are accounted for by their dead letters.
+    code, out, _ = cli("--json", "auditlog", "ship", *tls_args(es, pki), "--trail", str(trail))
+    assert code == 0 and json.loads(out)["result"]["created"] == 0
+
+
+def test_reconcile_resumes_and_never_reads_a_half_written_item(
+    cli, es: FakeElasticsearch, pki: SitePki, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The journal is being written while reconcile reads it: an item whose two lines are not both whole
+    waits for the next run, which resumes after the last item accounted for."""
+    trail = tmp_path / "trail"
+    _emit(trail, 4)
+    lines = (trail / "trail.jsonl").read_bytes().splitlines()
+    items = []
+    for ln in lines:
+        doc = json.loads(ln)
+        action = {"create": {"_index": index_for("edgesec", doc), "_id": doc["event"]["hash"]}}
+        items.append(json.dumps(action).encode() + b"\n" + ln + b"\n")
+    journal = tmp_path / "bulk"
+    journal.mkdir()
+    day = journal / "2026-01-01.ndjson"
+    day.write_bytes(b"".join(items[:3]) + items[3][: len(items[3]) - 40])  # the 4th is half written
+    args = ("--json", "auditlog", "reconcile", "--journal", str(journal), *tls_args(es, pki))
+    code, out, err = cli(*args)
+    assert code == 0, err
+    assert json.loads(out)["result"] == {"items": 3, "present": 0, "created": 3, "dead_lettered": 0}
+    day.write_bytes(b"".join(items))  # the writer finished the line
+    code, out, err = cli(*args)
+    assert code == 0, err
+    assert json.loads(out)["result"] == {"items": 1, "present": 0, "created": 1, "dead_lettered": 0}
+    assert set(es.docs("edgesec-audit-")) == {json.loads(ln)["event"]["hash"] for ln in lines}
+    (journal / "reconcile.state").write_text("{not json")
+    assert cli("auditlog", "reconcile", "--journal", str(journal), *tls_args(es, pki))[0] == 2

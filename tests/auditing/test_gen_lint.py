@@ -147,6 +147,8 @@ def test_lint_flags_known_mistakes(tmp_path: Path) -> None:
     assert ("literal-template-name", 9) in found
     assert ("format-json-cast", 3) in found
     assert ("archive-perms", 14) in found
+    assert ("http-4xx-forever", 8) in found and ("http-4xx-forever", 12) in found
+    assert ("no-internal", 1) in found
     assert not any(line == 5 for _, line in found)  # comments are ignored
 
 

@@ -142,12 +142,15 @@ FORGED = [
     b' msg=\'op=login pid=abc acct="bob" exe="/usr/sbin/sshd" hostname=? addr=10.0.0.9 terminal=ssh res=failed\'',
     # a leading zero: int64(0998) would be written as 0998, which is not JSON (found by the property test)
     b"type=SYSCALL msg=audit(1700000000.500:900005): syscall=1 pid=0998 uid=0 auid=1000 ses=3",
+    # a 0x1D inside msg='...' posing as auditd's ENRICHED translation (UID="root" -> user.name)
+    b"type=USER_CMD msg=audit(1700000000.700:900007): pid=304 uid=1000 auid=1000 ses=3"
+    b' msg=\'cmd=6C73 res=success\x1dUID="root" AUID="root"\'',
 ]
 
 
 def test_user_space_text_cannot_set_kernel_fields(pipe: Pipe) -> None:
     pipe.write([*FORGED, b"type=SYSCALL msg=audit(1700000000.600:0900006): syscall=1 pid=1 uid=0"])
-    pipe.wait(lambda: pipe.es.count("edgesec-auditd-") == 5, 30, "5 auditd records")
+    pipe.wait(lambda: pipe.es.count("edgesec-auditd-") == 6, 30, "6 auditd records")
     pipe.wait(lambda: pipe.es.count("edgesec-deadletter-") == 1, 30, "the serial with a leading zero")
     assert pipe.es.violations == [] and pipe.es.refused == []
     docs = by_sequence(pipe.es)
@@ -163,6 +166,7 @@ def test_user_space_text_cannot_set_kernel_fields(pipe: Pipe) -> None:
     assert "pid" not in docs[900003].get("process", {})
     assert docs[900003]["auditd"]["log"]["pid"] == "abc"  # kept as auditd wrote it, not as process.pid
     assert "pid" not in docs[900005].get("process", {}) and docs[900005]["auditd"]["log"]["pid"] == "0998"
+    assert "name" not in docs[900007].get("user", {}) and "enriched" not in docs[900007]["auditd"]["log"]
     login = docs[900004]
     assert login["source"]["ip"] == "10.0.0.9" and login["event"]["outcome"] == "failure"
     assert login["user"]["name"] == "bob" and login["process"]["executable"] == "/usr/sbin/sshd"

@@ -23,7 +23,7 @@ from edgesec.auditing import trail as trail_mod
 from edgesec.auditing.ecs import AuditEvent
 from edgesec.auditing.trail import REJECTED_DIR, Trail, TrailWriteFailed, trail_files, verify_chain
 from tests.auditing.test_trail_core import small_verifier
-from tests.conftest import require_root, require_tool
+from tests.conftest import _missing, require_root, require_tool
 
 
 def ev(i: int, **fields: Any) -> AuditEvent:
@@ -53,6 +53,7 @@ def tiny_fs(where: Path, size: str = "48k") -> Iterator[Path]:
             ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)], check=True
         )
     except subprocess.CalledProcessError:
+        _missing("cannot mount a tmpfs here (root without CAP_SYS_ADMIN?)")
         pytest.skip("cannot mount a tmpfs here")
     try:
         yield where
@@ -129,8 +130,10 @@ def test_fsync_append_on_full_disk_is_an_error_and_the_chain_stays_whole(tmp_pat
                     auditing.emit(ev(i))
                     written += 1
             assert trail.path.read_bytes().endswith(b"\n")
+            assert auditing.trail_failing() and "No space left" in (auditing.trail_error() or "")
             grow(fs)
             auditing.emit(ev(10_000))
+            assert not auditing.trail_failing()
         recs = records(fs / "audit")
         assert [r["edgesec"]["test"]["i"] for r in recs] == [*range(written), 10_000]
         verify_chain(trail_files(fs / "audit"))
