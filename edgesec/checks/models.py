@@ -46,7 +46,7 @@ class ModelSignatureCheck(Check):
     )
 
     def run(self, ctx: CheckContext) -> Iterator[Finding]:
-        from edgesec.checks.models.api import verify_model
+        from edgesec.models.api import verify_model
         from edgesec.pki.api import load_trust, trust_dir
 
         settings = ctx.config.settings
@@ -108,7 +108,7 @@ class ModelScanCheck(Check):
     )
 
     def run(self, ctx: CheckContext) -> Iterator[Finding]:
-        from edgesec.checks.models.scan import scan_path
+        from edgesec.models.scan import scan_path
 
         settings = ctx.config.settings.models
         if not settings.dirs:

@@ -28,15 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from edgesec.checks.models.scan import npy, pickles
-from edgesec.checks.models.scan.formats import (
+from edgesec.models.scan import npy, pickles
+from edgesec.models.scan.formats import (
     check_gguf,
     check_onnx,
     check_safetensors,
     onnx_external_locations,
 )
-from edgesec.checks.models.scan.policy import classify_global
-from edgesec.checks.models.scan.report import (
+from edgesec.models.scan.policy import classify_global
+from edgesec.models.scan.report import (
     BLOCKING,
     MEANING,
     SEVERITIES,
@@ -45,7 +45,7 @@ from edgesec.checks.models.scan.report import (
     ScanReport,
     printable,
 )
-from edgesec.checks.models.scan.templates import check_chat_template, template_findings
+from edgesec.models.scan.templates import check_chat_template, template_findings
 
 __all__ = [
     "BLOCKING",
