@@ -2,7 +2,8 @@
 finding message, come from the zh-CN catalogue (edgesec/checks/reports/locale/zh-CN.toml).
 
 Two ways a string can be missing, each test naming exactly which: a check or a message template in the
-source that the catalogue lacks (static: every ``self.failed(...)``-style call in edgesec/checks), and a
+source that the catalogue lacks (static: every ``self.failed(...)``-style call in edgesec/checks, and the
+model scanner's findings in edgesec/models that ``models.unsafe-formats`` reports), and a
 string in a real zh-CN report that no catalogue entry translates (a fresh audit of this host, and the
 recorded H200 results).
 """
@@ -18,11 +19,14 @@ from typing import Any
 import pytest
 
 import edgesec.checks
+import edgesec.models
 from edgesec.checks.registry import load_catalog
 from edgesec.checks.reports import html
 from edgesec.checks.reports.i18n import CHECK_FIELDS, load, template_regex, translate_result
 
 CHECKS_SRC = Path(edgesec.checks.__file__).parent
+# The checks, and the model part whose scan findings models.unsafe-formats reports word for word.
+SOURCES = (CHECKS_SRC, Path(edgesec.models.__file__).parent)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gpu" / "h200"
 METHODS = {"failed", "warned", "passed", "skipped", "errored", "waived"}
 ADD_ONE = "add it to edgesec/checks/reports/locale/zh-CN.toml"
@@ -52,14 +56,15 @@ _COLLECTED = re.compile(r"problem|why|reason|^msg$|^message$")
 
 
 def source_templates() -> dict[str, str]:
-    """Every finding message and remediation template written in edgesec/checks: {template: file:line}.
+    """Every finding message and remediation template written in edgesec/checks and edgesec/models:
+    {template: file:line}.
 
     Read from the source: the message and ``remediation=`` of every ``self.failed(...)``-style call and
     ``Finding(...)`` (and a model scan's ``ScanFinding``), the reason of every ``...Unavailable(...)``, and strings appended to or assigned
     to a ``problems``/``why``/``reason``/``msg`` name.
     """
     found: dict[str, str] = {}
-    for path in sorted(CHECKS_SRC.rglob("*.py")):
+    for path in sorted(p for src in SOURCES for p in src.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             args: list[ast.expr] = []
             if isinstance(node, ast.Call):
