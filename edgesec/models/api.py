@@ -226,6 +226,15 @@ class VerifyResult:
         }
 
 
+def pin_for(pins: dict[str, str], directory: str | Path) -> str | None:
+    """The manifest digest ``[models] pins`` expects for ``directory`` (keys compared as resolved paths)."""
+    want = Path(directory).resolve()
+    for key, digest in pins.items():
+        if Path(key).resolve() == want:
+            return digest
+    return None
+
+
 def verify_model(
     root: Path,
     *,

@@ -202,8 +202,7 @@ def verify_cmd(
     """Check DIR against its signature: trusted signer, every digest, nothing missing or added."""
     import re
 
-    from edgesec.checks.models import pin_for
-    from edgesec.models.api import verify_model
+    from edgesec.models.api import pin_for, verify_model
     from edgesec.pki.api import load_trust
 
     cfg = state().config()
