@@ -10,32 +10,34 @@ Severities say what a finding means: ``critical`` loading runs attacker code (a 
 ``os.system``, a chat template the sandbox refuses, a Keras ``Lambda`` layer); ``high`` blocks: a format
 the policy does not allow, a file that cannot be identified or assessed, a suspicious import, a malformed
 header; ``medium``/``low`` are worth a look and do not block.
+
+Here: the walk of a directory and the judgement of each file. Beside it, one module per concern:
+:mod:`.sniff` (what a file is, and the format policy), :mod:`.pickle_files` (pickle and numpy files, read by
+the static reader of :mod:`.pickles`), :mod:`.archives` (zip and tar members), :mod:`.keras`,
+:mod:`.formats` (safetensors, GGUF, ONNX headers), :mod:`.templates` (chat templates), :mod:`.policy` (what
+an import means) and :mod:`.report` (findings and severities).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import mmap
 import os
 import re
 import stat
-import sys
-import tarfile
-import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from edgesec.models.scan import npy, pickles
+from edgesec.models.scan.archives import Policy, scan_tar, scan_zip
 from edgesec.models.scan.formats import (
     check_gguf,
     check_onnx,
     check_safetensors,
     onnx_external_locations,
 )
-from edgesec.models.scan.policy import classify_global
+from edgesec.models.scan.keras import grep_lambda
+from edgesec.models.scan.pickle_files import scan_numpy, scan_pickle_file, scan_pickle_stream
 from edgesec.models.scan.report import (
     BLOCKING,
     MEANING,
@@ -45,6 +47,7 @@ from edgesec.models.scan.report import (
     ScanReport,
     printable,
 )
+from edgesec.models.scan.sniff import FAMILIES, HEAD, detect, format_policy, whole_file_pickle
 from edgesec.models.scan.templates import check_chat_template, template_findings
 
 __all__ = [
@@ -63,483 +66,8 @@ __all__ = [
     "scan_pickle_stream",
 ]
 
-HEAD = 4096
-"""The header read every format is sniffed from."""
-MAX_DEPTH = 3
-"""Archives inside archives followed this deep."""
-MAX_MEMBERS = 100_000
-
-FAMILIES = ("safetensors", "gguf", "onnx", "numpy", "pickle", "keras", "h5", "zip", "tar", "7z")
-"""What ``allowed_formats`` may name. Text, JSON, images and tokenizer data are always allowed."""
-DATA_FORMATS = frozenset(
-    {"text", "json", "tokenizer-config", "chat-template", "image", "empty", "sentencepiece", "onnx-data"}
-)
-
-IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-SEVENZ_MAGIC = b"7z\xbc\xaf\x27\x1c"
-_PICKLE_START = re.compile(rb"[\x80c(i\x8c\x8dXVUST\]}\x29]")
-_KNOWN_TOPS = frozenset(sys.stdlib_module_names) | {
-    "torch",
-    "numpy",
-    "nt",
-    "posix",
-    "__builtin__",
-    "copy_reg",
-    "dill",
-    "joblib",
-    "sklearn",
-    "transformers",
-    "keras",
-    "tensorflow",
-    "nemo",
-    "accelerate",
-    "huggingface_hub",
-    "safetensors",
-    "sentencepiece",
-    "tokenizers",
-    "scipy",
-    "pandas",
-    "jinja2",
-    "yaml",
-    "requests",
-    "urllib3",
-    "setuptools",
-    "pip",
-    "pkg_resources",
-    "onnx",
-    "onnxruntime",
-    "vllm",
-    "llama_cpp",
-    "gguf",
-    "cloudpickle",
-    "xgboost",
-    "lightgbm",
-    "torchvision",
-    "timm",
-    "diffusers",
-    "peft",
-}
-"""Modules a pickle hidden in text must import from to count as one (a word list may parse by chance)."""
-
-
-# --- sniffing -------------------------------------------------------------------------------------------
-
-
-def _plausible(res: pickles.PickleResult, cut: bool) -> bool:
-    """A pickle that imports from a module a loader host has (not a word list that parses by chance).
-
-    It must load to its STOP, or (``cut``: the header read is not the whole file) run to the end of the read.
-    """
-    if res.error is not None and not (cut and res.error.startswith("pickle data was truncated")):
-        return False
-    if res.computed or res.extensions:
-        return True
-    return any(m.split(".")[0] in _KNOWN_TOPS for m, _ in res.imports)
-
-
-def pickle_offsets(head: bytes, size: int) -> list[int]:
-    """Offsets in ``head`` where a pickle that imports something starts (0 first when it is one).
-
-    An offset inside a pickle already found is part of it, not a pickle of its own.
-    """
-    found = []
-    cut = size > len(head)
-    covered = 0
-    res0 = pickles.read_pickle(io.BytesIO(head), len(head))
-    any_import = res0.error is None and bool(res0.imports or res0.computed or res0.extensions)
-    if re.match(rb"\x80[\x02-\x05]", head) or _plausible(res0, cut) or (any_import and not _is_text(head)):
-        found.append(0)
-        covered = res0.end
-    for m in _PICKLE_START.finditer(head, 1):
-        off = m.start()
-        if off < covered:
-            continue
-        res = pickles.read_pickle(io.BytesIO(head[off:]), len(head) - off)
-        if _plausible(res, cut):
-            found.append(off)
-            covered = off + res.end
-    return found
-
-
-def _whole_file_pickle(f: IO[bytes], size: int, fmt: str) -> bool:
-    """Whether the whole file, read from its first byte either way CPython does, is a pickle that imports.
-
-    Unidentified bytes count with any import; text and JSON only with an import from a module loader hosts
-    have (``cat``/``dog``/``.`` lines of a word list load as ``at.dog``).
-    """
-    for stream in (False, True):
-        f.seek(0)
-        res = pickles.read_pickle(f, size, stream=stream)
-        if res.error is None and (res.imports or res.computed or res.extensions):
-            if fmt == "unknown" or _plausible(res, cut=False):
-                return True
-    return False
-
-
-def _is_text(head: bytes) -> bool:
-    if b"\x00" in head:
-        return False
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as e:
-        if e.start < len(head) - 3:
-            return False
-    return not re.search(rb"[\x01-\x08\x0e-\x1a\x1c-\x1f\x7f]", head)
-
-
-def _safetensors_head(head: bytes) -> bool:
-    return len(head) > 9 and int.from_bytes(head[:8], "little") < 100_000_000 and head[8:9] == b"{"
-
-
-def detect(name: str, head: bytes, size: int) -> str:
-    """The format of a file from its content first (a renamed pickle is still a pickle), then its name."""
-    lower = name.lower()
-    suffix = os.path.splitext(lower)[1]
-    if size == 0:
-        return "empty"
-    if head.startswith(b"GGUF"):
-        return "gguf"
-    if head.startswith(npy.MAGIC):
-        return "numpy"
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return "zip"
-    if head.startswith(SEVENZ_MAGIC):
-        return "7z"
-    if HDF5_MAGIC in head[:HEAD] and head.find(HDF5_MAGIC) % 512 == 0:
-        return "h5"
-    if head.startswith(b"\x1f\x8b") or head[257:262] == b"ustar":
-        return "tar"
-    if head.startswith(IMAGE_MAGIC) or (head.startswith(b"RIFF") and head[8:12] == b"WEBP"):
-        return "image"
-    if _safetensors_head(head):
-        return "safetensors"
-    if pickle_offsets(head, size):
-        return "pickle"
-    if suffix == ".safetensors":
-        return "safetensors"
-    if suffix == ".gguf":
-        return "gguf"
-    if suffix == ".onnx":
-        return "onnx"
-    if suffix == ".npy":
-        return "numpy"
-    if suffix in (".py", ".pyc", ".so", ".dylib", ".dll", ".sh"):
-        return "code"
-    if os.path.basename(lower) in ("tokenizer_config.json", "chat_template.json", "processor_config.json"):
-        return "tokenizer-config"
-    if suffix == ".jinja" and _is_text(head):
-        return "chat-template"
-    if _is_text(head):
-        return "json" if suffix == ".json" else "text"
-    if head[:1] == b"\x0a" and suffix == ".model":
-        return "sentencepiece"
-    return "unknown"
-
-
-def _family(fmt: str) -> str | None:
-    """The ``allowed_formats`` name of a format (None: data, or judged by its own finding)."""
-    return fmt if fmt in FAMILIES else None
-
-
-# --- pickles ----------------------------------------------------------------------------------------------
-
-
-def scan_pickle_stream(f: IO[bytes], size: int, rel: str, *, count: int = 1) -> list[ScanFinding]:
-    """Read ``count`` pickles from ``f``'s position and judge their imports (nothing is unpickled).
-
-    Read twice, as CPython reads bytes or a buffered file and as it reads ``io.BytesIO`` (torch's zip
-    loader): the imports of both are reported, so a lie in the framing hides nothing.
-    """
-    start = f.tell()
-    sequential = pickles.read_pickles(f, size, count)
-    f.seek(start)
-    streamed = pickles.read_pickles(f, size, count, stream=True)
-    out = pickles.pickle_findings(sequential, rel, classify_global)
-    seen = {(x.rule, x.message) for x in out}
-    for x in pickles.pickle_findings(streamed, rel, classify_global):
-        if x.rule != "pickle-malformed" and (x.rule, x.message) not in seen:
-            seen.add((x.rule, x.message))
-            out.append(x)
-    return out
-
-
-def _scan_pickle_file(f: IO[bytes], size: int, rel: str, head: bytes) -> list[ScanFinding]:
-    """A pickle file: every pickle torch's legacy loader reads from the start, and any found further in."""
-    f.seek(0)
-    out = scan_pickle_stream(f, size, rel, count=pickles.TORCH_LEGACY_PICKLES)
-    for off in pickle_offsets(head, size):
-        if off == 0:
-            continue
-        f.seek(off)
-        extra = scan_pickle_stream(f, size, rel)
-        for x in extra:
-            if x.rule != "pickle-malformed" and all(x.message != o.message for o in out):
-                out.append(
-                    ScanFinding(
-                        x.path, x.rule, x.severity, f"{x.message} (pickle at offset {off})", x.evidence
-                    )
-                )
-    return out
-
-
-def _scan_numpy(f: IO[bytes], size: int, rel: str) -> list[ScanFinding]:
-    f.seek(0)
-    header = npy.read_header(f, size)
-    if not npy.has_object(header["descr"]):
-        return []
-    out = [
-        ScanFinding(
-            rel,
-            "numpy-object",
-            "critical",
-            "array of Python objects: np.load(allow_pickle=True) unpickles what follows the header",
-            {"descr": repr(header["descr"])[:200]},
-        )
-    ]
-    return out + scan_pickle_stream(f, size, rel)
-
-
-# --- archives ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Policy:
-    """What a site allows, carried into archives: the allowed families and the unidentified severity."""
-
-    allowed: tuple[str, ...]
-    unknown_severity: str = "high"
-
-
-def _zip_kind(names: Sequence[str]) -> str:
-    if names and all(n.endswith(".npy") for n in names):
-        return "numpy"
-    if "config.json" in names and any(n.endswith(".h5") for n in names) and "metadata.json" in names:
-        return "keras"
-    if any(n.endswith(".pkl") for n in names):
-        return "pickle"
-    return "zip"
-
-
-KERAS_MODULES = frozenset({"keras", "keras_hub", "keras_nlp", "keras_cv", "tf_keras", "tensorflow"})
-"""Where a Keras config's ``module`` may point without a finding (Keras imports whatever it names)."""
-
-
-def _keras_config(data: bytes, rel: str) -> list[ScanFinding]:
-    """A Keras v3 ``config.json``: Lambda layers carry marshalled code; ``module`` names are imported.
-
-    ``deserialize_keras_object`` imports the ``module`` a config names and fetches ``class_name`` from it
-    (the CVE-2025-1550 class): that import is judged by the same table as a pickle's.
-    """
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return [
-            ScanFinding(
-                rel, "keras-config", "high", "Keras config.json is not valid JSON: cannot be assessed"
-            )
-        ]
-    lambdas: set[str] = set()
-    imports: set[tuple[str, str]] = set()
-    deep = False
-
-    def walk(v: Any, depth: int) -> None:
-        nonlocal deep
-        if depth > 200:
-            deep = True
-        elif isinstance(v, dict):
-            if v.get("class_name") in ("Lambda", "TFOpLambda"):
-                lambdas.add(str(v.get("class_name")))
-            module = v.get("module")
-            if isinstance(module, str) and module.split(".")[0] not in KERAS_MODULES:
-                imports.add((module, str(v.get("class_name", ""))))
-            for x in v.values():
-                walk(x, depth + 1)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x, depth + 1)
-
-    walk(doc, 0)
-    out = [
-        ScanFinding(
-            rel,
-            "keras-lambda",
-            "critical",
-            f"Keras model holds a {name} layer: its marshalled Python code runs when the model loads",
-            {"layer": name},
-        )
-        for name in sorted(lambdas)
-    ]
-    for module, name in sorted(imports):
-        sev = classify_global(module, name) or "high"
-        what = "a callable that runs code when loaded" if sev == "critical" else "an import outside Keras"
-        out.append(
-            ScanFinding(
-                rel,
-                "keras-import",
-                sev,
-                f"Keras config imports {module}.{name}: {what}",
-                {"import": f"{module}.{name}"},
-            )
-        )
-    if deep:
-        out.append(
-            ScanFinding(rel, "keras-config", "high", "Keras config nested too deeply: cannot be assessed")
-        )
-    return out
-
-
-def _scan_zip(f: IO[bytes], rel: str, policy: Policy, depth: int) -> tuple[str, list[ScanFinding]]:
-    out: list[ScanFinding] = []
-    try:
-        zf = zipfile.ZipFile(f)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
-        return "zip", [ScanFinding(rel, "zip-malformed", "high", f"zip archive cannot be read: {e}")]
-    with zf:
-        infos = zf.infolist()
-        kind = _zip_kind([i.filename for i in infos])
-        if len(infos) > MAX_MEMBERS:
-            return kind, [
-                ScanFinding(rel, "zip-malformed", "high", f"{len(infos)} members: too many to assess")
-            ]
-        for info in infos:
-            if info.is_dir():
-                continue
-            member = f"{rel}:{info.filename}"
-            if info.flag_bits & 0x1:
-                out.append(
-                    ScanFinding(
-                        member, "encrypted-member", "high", "encrypted archive member: cannot be inspected"
-                    )
-                )
-                continue
-            try:
-                with zf.open(info) as m:
-                    if kind == "keras" and info.filename == "config.json" and info.file_size < 64 << 20:
-                        out += _keras_config(m.read(), member)
-                        continue
-                    raw = (kind == "pickle" and "/data/" in f"/{info.filename}") or (
-                        kind == "keras" and info.filename.endswith(".h5")
-                    )
-                    out += _scan_member(m, info.file_size, member, info.filename, policy, depth, raw, kind)
-            except (
-                zipfile.BadZipFile,
-                OSError,
-                ValueError,
-                EOFError,
-                NotImplementedError,
-                RuntimeError,
-            ) as e:
-                out.append(
-                    ScanFinding(member, "zip-malformed", "high", f"archive member cannot be read: {e}")
-                )
-    return kind, out
-
-
-def _scan_tar(f: IO[bytes], rel: str, policy: Policy, depth: int) -> list[ScanFinding]:
-    out: list[ScanFinding] = []
-    try:
-        with tarfile.open(fileobj=f, mode="r:*") as tf:
-            for n, ti in enumerate(tf):
-                if n > MAX_MEMBERS:
-                    out.append(ScanFinding(rel, "tar-malformed", "high", "too many members to assess"))
-                    break
-                member = f"{rel}:{ti.name}"
-                if ti.issym() or ti.islnk():
-                    out.append(ScanFinding(member, "special-file", "high", f"link member to {ti.linkname!r}"))
-                    continue
-                if not ti.isfile():
-                    if not ti.isdir():
-                        out.append(ScanFinding(member, "special-file", "high", "special file in an archive"))
-                    continue
-                m = tf.extractfile(ti)
-                if m is None:
-                    continue
-                with m:  # read as a stream: a member is never held in memory whole
-                    out += _scan_member(m, ti.size, member, ti.name, policy, depth, False, "tar")
-    except (tarfile.TarError, OSError, EOFError, ValueError) as e:
-        out.append(ScanFinding(rel, "tar-malformed", "high", f"archive cannot be read: {e}"))
-    return out
-
-
-def _scan_member(
-    m: IO[bytes],
-    size: int,
-    rel: str,
-    name: str,
-    policy: Policy,
-    depth: int,
-    raw_ok: bool,
-    container: str = "zip",
-) -> list[ScanFinding]:
-    """An archive member: sniffed and judged like a file, read as a stream.
-
-    ``raw_ok``: the container's format says what this member is (a PyTorch storage, Keras weights), so
-    bytes that are no other format are fine; elsewhere an unidentified member blocks like a file. A member
-    of another allowed-formats family than its ``container`` must be allowed too (a pickle in a tar).
-    """
-    if depth >= MAX_DEPTH:
-        return [
-            ScanFinding(
-                rel, "archive-depth", "high", f"archives nested deeper than {MAX_DEPTH}: not assessed"
-            )
-        ]
-    head = m.read(HEAD)
-    fmt = detect(name, head, size)
-    if fmt in ("unknown", "text", "json", "sentencepiece") and _whole_file_pickle(m, size, fmt):
-        fmt = "pickle"
-    out: list[ScanFinding] = []
-    try:
-        if fmt == "pickle":
-            m.seek(0)
-            out = _scan_pickle_file(m, size, rel, head)
-        elif fmt == "numpy":
-            m.seek(0)
-            out = _scan_numpy(m, size, rel)
-        elif fmt == "zip":
-            m.seek(0)
-            fmt, out = _scan_zip(m, rel, policy, depth + 1)
-        elif fmt == "tar":
-            m.seek(0)
-            out = _scan_tar(m, rel, policy, depth + 1)
-        elif fmt == "unknown" and not raw_ok:
-            out = [
-                ScanFinding(
-                    rel,
-                    "unknown-format",
-                    policy.unknown_severity,
-                    "format not identified: not a format the site allows",
-                )
-            ]
-        elif fmt in ("7z", "code") and not raw_ok:
-            out = [
-                ScanFinding(
-                    rel, "unknown-format", "high", f"archive member of format {fmt}: cannot be assessed"
-                )
-            ]
-    except Bad as bad:
-        out = [ScanFinding(rel, f"{fmt}-header", "high", f"invalid {fmt} member: {bad}")]
-    if not raw_ok and fmt != container:
-        out = _policy(rel, fmt, policy.allowed) + out
-    return out
-
 
 # --- files ------------------------------------------------------------------------------------------------
-
-
-def _policy(rel: str, fmt: str, allowed: Sequence[str], what: str = "") -> list[ScanFinding]:
-    family = _family(fmt)
-    if family is None or family in allowed:
-        return []
-    return [
-        ScanFinding(
-            rel,
-            "format-policy",
-            "high",
-            f"format {what or family} is not allowed by the site policy",
-            {"format": family, "allowed": list(allowed)},
-        )
-    ]
 
 
 def scan_file(
@@ -570,7 +98,7 @@ def scan_file(
         except OSError as e:
             return "unreadable", [ScanFinding(rel, "unreadable", "high", f"cannot read: {e.strerror}")]
         fmt = detect(rel, head, size)
-        if fmt in ("unknown", "text", "json", "sentencepiece") and _whole_file_pickle(f, size, fmt):
+        if fmt in ("unknown", "text", "json", "sentencepiece") and whole_file_pickle(f, size, fmt):
             fmt = "pickle"  # its imports come after the header read (a long harmless prefix)
         if fmt == "unknown" and os.path.realpath(path) in onnx_data:
             fmt = "onnx-data"
@@ -578,7 +106,7 @@ def scan_file(
             return fmt, _judge(f, path, rel, root, fmt, head, size, allowed_formats, unknown_severity)
         except Bad as bad:
             return fmt, [
-                *_policy(rel, fmt, allowed_formats),
+                *format_policy(rel, fmt, allowed_formats),
                 ScanFinding(rel, f"{fmt}-header", "high", f"invalid {fmt} file: {bad}"),
             ]
         except (OSError, ValueError) as err:
@@ -598,17 +126,17 @@ def _judge(
     unknown_severity: str,
 ) -> list[ScanFinding]:
     if fmt == "zip":
-        kind, inner = _scan_zip(f, rel, Policy(tuple(allowed), unknown_severity), 0)
+        kind, inner = scan_zip(f, rel, Policy(tuple(allowed), unknown_severity), 0)
         what = {"pickle": "a zip-wrapped pickle (PyTorch)", "numpy": "numpy (.npz)"}.get(kind, kind)
-        return _policy(rel, kind, allowed, what) + inner
-    out = _policy(rel, fmt, allowed)
+        return format_policy(rel, kind, allowed, what) + inner
+    out = format_policy(rel, fmt, allowed)
     if fmt == "pickle":
-        out += _scan_pickle_file(f, size, rel, head)
+        out += scan_pickle_file(f, size, rel, head)
     elif fmt == "numpy":
-        out += _scan_numpy(f, size, rel)
+        out += scan_numpy(f, size, rel)
     elif fmt == "tar":
         f.seek(0)
-        out += _scan_tar(f, rel, Policy(tuple(allowed), unknown_severity), 0)
+        out += scan_tar(f, rel, Policy(tuple(allowed), unknown_severity), 0)
     elif fmt == "safetensors":
         check_safetensors(path)
     elif fmt == "gguf":
@@ -635,7 +163,7 @@ def _judge(
             ScanFinding(rel, "code-file", "high", "code in a model directory runs with trust_remote_code")
         )
     elif fmt in ("7z", "h5"):
-        if fmt == "h5" and b"Lambda" in _grep_lambda(f, size):
+        if fmt == "h5" and b"Lambda" in grep_lambda(f, size):
             out.append(
                 ScanFinding(
                     rel,
@@ -659,14 +187,6 @@ def _judge(
             )
         )
     return out
-
-
-def _grep_lambda(f: IO[bytes], size: int) -> bytes:
-    """``Lambda`` if a Keras HDF5 file's model_config attribute names a Lambda layer (a byte search)."""
-    if size == 0:
-        return b""
-    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        return b"Lambda" if re.search(rb'"class_name":\s*"(?:TFOp)?Lambda"', buf) else b""
 
 
 _SPLIT_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
