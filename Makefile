@@ -1,8 +1,9 @@
-# edgesec developer tasks. `make dev` installs, `make test` runs the test suite (what CI runs).
+# edgesec developer tasks. `make dev` installs, `make test` runs the test suite (what CI runs),
+# `make test-fast` the edit loop (no end-to-end tests, nothing marked slow).
 PYTHON ?= python3
 WHEELHOUSE ?= wheelhouse
 
-.PHONY: dev lint test bench wheelhouse demo clean
+.PHONY: dev lint test test-fast bench wheelhouse demo clean
 
 dev:
 	$(PYTHON) -m pip install -e '.[dev]'
@@ -14,6 +15,12 @@ lint:
 
 test:
 	$(PYTHON) -m pytest -q
+
+# The edit loop: everything but the end-to-end tests (tests/e2e, real proxies, syslog-ng to Elasticsearch)
+# and the tests marked slow. `make test` before a commit that others rely on.
+test-fast:
+	$(PYTHON) -m pytest -q -m "not slow" --ignore=tests/e2e \
+		--ignore=tests/auditing/test_pipeline_e2e.py --ignore=tests/authz/test_e2e_proxies.py
 
 bench:
 	@for b in bench/*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done

@@ -82,7 +82,8 @@ def write_trail(d: Path, n: int) -> None:
 
 def bench_e2e(tmp: Path, n: int) -> dict[str, float]:
     from edgesec.auditing.syslogng import PipelineOptions, render
-    from tests.auditing.esmock import FakeElasticsearch, _free_port
+    from tests._net import free_port
+    from tests.auditing.esmock import FakeElasticsearch
     from tests.auditing.sitepki import make_site_pki
     from tests.auditing.sng import SyslogNg
 
@@ -96,7 +97,7 @@ def bench_e2e(tmp: Path, n: int) -> dict[str, float]:
         trail_file=str(trail / "trail.jsonl"),
         audit_log=None,
         local_syslog="tcp",
-        local_syslog_port=_free_port(),
+        local_syslog_port=free_port(),
         es_urls=(es.url,),
         ca_file=str(pki.ca_bundle),
         cert_file=str(pki.client.cert),

@@ -155,12 +155,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _hoist_globals(list(sys.argv[1:] if argv is None else argv))
     st = AppState(json="--json" in args, debug="--debug" in args)
     token = set_state(st)
+    from edgesec import auditing
+
+    # The CLI configures auditing explicitly: a command's events go to the trail of the config its
+    # --config/--home name (loaded only when an event is recorded); library code never reads CLI state.
+    previous_source = auditing.use_config(st.config)
     try:
         code = _dispatch(args, st)
         # Audit events queued by group commit are written before the command ends; events that
         # cannot be written are an error the exit code shows, never a silent loss.
-        from edgesec import auditing
-
         try:
             auditing.flush()
         except EdgesecError as exc:
@@ -168,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = code or exc.exit_code
         return code
     finally:
+        auditing.use_config(previous_source)
         reset_state(token)
 
 

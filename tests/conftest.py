@@ -193,8 +193,8 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     monkeypatch.setattr(config, "SEARCH_PATH", ())
     monkeypatch.delenv("EDGESEC_CONFIG", raising=False)
     monkeypatch.setenv("EDGESEC_HOME", str(base))
-    # Library calls outside the CLI share one lazily loaded AppState (its config decides the trail's home):
-    # give each test its own, so events land in that test's home.
+    # Each test its own CLI state; library calls outside the CLI load the config themselves
+    # (edgesec.config.load_config: this test's EDGESEC_HOME), so events land in this test's home.
     from edgesec._console import AppState, reset_state, set_state
 
     token = set_state(AppState())

@@ -10,24 +10,53 @@ Every part records what it did through one function::
 durability the site config sets (``[auditing] durability``; default ``fsync``: durable on return),
 and, with ``[auditing] syslog = "unix" | "tcp" | "tls"``, also sends each record as RFC 5424.
 Nothing else in edgesec knows about syslog or Elasticsearch.
+
+Importing this package is cheap: the trail writer (and its exit and fork hooks) loads on first use, so
+``import edgesec.config`` (which reads ``edgesec.auditing.settings``) does not load it. Library code never
+reads the CLI's state: the trail comes from :func:`configure` / :func:`configure_from`, else from the config
+:func:`use_config` names (the CLI names its own at start), else from :func:`edgesec.config.load_config`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgesec.auditing.ecs import AuditEvent, EventTemplate
-from edgesec.auditing.trail import Trail, TrailWriteFailed
+if TYPE_CHECKING:
+    from edgesec.auditing.ecs import AuditEvent, EventTemplate
+    from edgesec.auditing.trail import Trail, TrailWriteFailed
+    from edgesec.config import LoadedConfig
+
+_LAZY = {
+    "AuditEvent": "edgesec.auditing.ecs",
+    "EventTemplate": "edgesec.auditing.ecs",
+    "Trail": "edgesec.auditing.trail",
+    "TrailWriteFailed": "edgesec.auditing.trail",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """``AuditEvent``, ``Trail``... load their modules on first use (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AuditEvent",
     "EventTemplate",
     "Trail",
+    "TrailWriteFailed",
     "configure",
+    "configure_from",
     "configured",
     "current_trail",
     "emit",
@@ -35,11 +64,13 @@ __all__ = [
     "site",
     "trail_error",
     "trail_failing",
+    "use_config",
 ]
 
 _lock = threading.Lock()
 _trail: Trail | None = None
 _site: str | None = None
+_config_source: Callable[[], LoadedConfig] | None = None
 
 
 def configure(
@@ -52,6 +83,8 @@ def configure(
     rotate_daily: bool = False,
 ) -> Trail:
     """Point ``emit()`` at a trail directory (the CLI and services call this once at start)."""
+    from edgesec.auditing.trail import Trail
+
     global _trail, _site
     with _lock:
         old = _trail
@@ -73,11 +106,20 @@ def configure(
     return new
 
 
-def _from_config() -> Trail:
-    from edgesec._console import state
+def use_config(source: Callable[[], LoadedConfig] | None) -> Callable[[], LoadedConfig] | None:
+    """Name where the site config comes from when ``emit()`` first needs a trail (the CLI passes its
+    lazily loaded config at start, so a command that records nothing loads nothing); returns the
+    previous source, for the caller to put back. ``None``: :func:`edgesec.config.load_config`."""
+    global _config_source
+    with _lock:
+        previous, _config_source = _config_source, source
+    return previous
+
+
+def configure_from(cfg: LoadedConfig) -> Trail:
+    """Point ``emit()`` at the trail ``cfg`` describes (``[auditing]``), with its RFC 5424 forwarder."""
     from edgesec.auditing.syslog import Forwarder, sender_from_settings
 
-    cfg = state().config()
     a = cfg.settings.auditing
     trail = configure(
         cfg.path_in_home(a.trail_dir, "audit"),
@@ -91,6 +133,15 @@ def _from_config() -> Trail:
     if sender is not None:
         trail.listeners.append(Forwarder(sender))
     return trail
+
+
+def _from_config() -> Trail:
+    source = _config_source
+    if source is None:
+        from edgesec.config import load_config
+
+        return configure_from(load_config())
+    return configure_from(source())
 
 
 def current_trail() -> Trail:
@@ -144,12 +195,16 @@ def flush(timeout: float = 30.0) -> None:
     they cannot be written or are not written within ``timeout``."""
     t = _trail
     if t is not None and not t.flush(timeout):
+        from edgesec.auditing.trail import TrailWriteFailed
+
         raise TrailWriteFailed(f"audit trail {t.path}: queued events not written within {timeout:g} s")
 
 
 @contextmanager
 def configured(trail_dir: Path, **kwargs: Any) -> Iterator[Trail]:
     """Temporarily point ``emit()`` at another trail (tests, tools)."""
+    from edgesec.auditing.trail import Trail
+
     global _trail, _site
     site = kwargs.pop("site", None)
     trail = Trail(

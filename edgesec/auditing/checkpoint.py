@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from edgesec._fs import atomic_write, ensure_private_dir, read_input_file
-from edgesec.auditing.trail import canonical
+from edgesec.auditing.canonical import canonical
 from edgesec.auditing.verify import Anchor
 from edgesec.errors import AlreadyExists, InputError, VerificationError
 from edgesec.pki import signing
@@ -65,7 +65,7 @@ def load_signer(
 ) -> tuple[list[x509.Certificate], SigningKey]:
     """Read a signing certificate (leaf first, then its chain) and its private key from PEM files (one
     clear error per problem). Whether the site accepts the certificate is the signing command's check
-    (:func:`edgesec.pki.signing.refuse_unless_accepted`)."""
+    (:func:`edgesec.pki.trust.refuse_unless_accepted`)."""
     certs = load_certificates(read_input_file(cert_path, what="certificate"), what=str(cert_path))
     try:
         loaded = serialization.load_pem_private_key(read_input_file(key_path, what="private key"), password)

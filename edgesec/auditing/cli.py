@@ -196,7 +196,7 @@ def checkpoint_cmd(
     from edgesec.auditing.syslog import format_rfc5424, sender_from_settings
     from edgesec.auditing.verify import verify_trail
     from edgesec.pki.api import trust_for_signing
-    from edgesec.pki.signing import refuse_unless_accepted
+    from edgesec.pki.trust import refuse_unless_accepted
 
     cfg = state().config()
     a = cfg.settings.auditing
@@ -432,7 +432,13 @@ def _elastic_options() -> Any:
 
     cfg = state().config()
     a = cfg.settings.auditing
-    days, why = retention_for(cfg.settings.site.profile, a.retention_days)
+    from edgesec.checks.profiles import load_profile  # the CLI layer: profiles are the checks' data
+
+    kept = None
+    if a.retention_days is None:
+        log_rules = load_profile(cfg.settings.site.profile).audit_log
+        kept = (log_rules.retention_days, log_rules.retention_reason) if log_rules else None
+    days, why = retention_for(cfg.settings.site.profile, kept, a.retention_days)
     return ElasticOptions(index_prefix=a.index_prefix, retention_days=days, retention_reason=why)
 
 

@@ -20,8 +20,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from edgesec.auditing.canonical import canonical_value
 from edgesec.auditing.prepared import TRAIL_KEYS, Prepared, RecordShape, shape_for
-from edgesec.auditing.trail import canonical_value
 from edgesec.errors import InputError
 
 ECS_VERSION = "8.17.0"

@@ -31,20 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from edgesec._fs import FileLock, atomic_write, read_input_file
+from edgesec.auditing.canonical import line_hash_ok
 from edgesec.auditing.syslogng import KINDS
-from edgesec.auditing.trail import GENESIS, line_hash_ok, trail_files
+from edgesec.auditing.trail import GENESIS, trail_files
 from edgesec.errors import InputError, OperationFailed, VerificationError
 
-# Retention in days by site profile, and why.
-PROFILE_RETENTION_DAYS: dict[str, tuple[int, str]] = {
-    "bank": (365, "PCI DSS 4.0 10.5.1: keep audit logs at least 12 months"),
-    "clinic": (
-        183,
-        "MLPS 2.0 / Cybersecurity Law art. 21: at least six months (HIPAA names no period for logs)",
-    ),
-    "factory": (183, "MLPS 2.0 / Cybersecurity Law art. 21: keep network logs at least six months"),
-    "baseline": (183, "Cybersecurity Law art. 21 minimum; no framework selected"),
-}
 HOT_DAYS = 90
 #: The longest month: what the newest event of a monthly index can be younger than the index.
 MONTH_DAYS = 31
@@ -186,15 +177,16 @@ class ElasticOptions:
             raise InputError("retention must be at least one day")
 
 
-def retention_for(profile: str, override: int | None) -> tuple[int, str]:
+def retention_for(profile: str, kept: tuple[int, str] | None, override: int | None) -> tuple[int, str]:
+    """Days to keep the archive and why: the site's override, else what the profile's ``[audit_log]`` says."""
     if override is not None:
         return override, "[auditing] retention_days in the site config"
-    if profile not in PROFILE_RETENTION_DAYS:
+    if kept is None:
         raise InputError(
             f"no log retention known for profile {profile!r}",
-            hint="set [auditing] retention_days in the site config",
+            hint="set [audit_log] in the profile (or extends = a shipped one), or [auditing] retention_days",
         )
-    return PROFILE_RETENTION_DAYS[profile]
+    return kept
 
 
 def pipeline_id(o: ElasticOptions) -> str:

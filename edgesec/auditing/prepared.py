@@ -24,7 +24,6 @@ a shape in which ``event.hash`` would be the first key of ``event``.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import operator
 import re
@@ -33,13 +32,12 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from json.encoder import encode_basestring as _encode_str  # what ensure_ascii=False writes strings with
 from typing import Any
 
-from edgesec.auditing.trail import canonical_value
+from edgesec.auditing.canonical import HASH_PAIR_PREFIX, body_digest, canonical_value, hash_pair
 
 __all__ = ["TRAIL_KEYS", "Prepared", "RecordShape", "shape_for"]
 
 #: The fields the trail writer sets on every record, in the order :meth:`RecordShape.render` takes them.
 TRAIL_KEYS = ("event.sequence", "edgesec.trail.prev", "event.hash")
-_HASH_PAIR = ',"hash":'
 _PLACEHOLDER = re.compile(r'"\\u0000(\d+)\\u0000"')
 #: Shapes kept per process. Field names come from code, so a process sees a handful; the bound guards
 #: against a caller that makes names from data (such shapes are still written, through the dict path).
@@ -101,9 +99,9 @@ class RecordShape:
         if sorted(slots) != list(range(n)):
             return None  # (a fixed value that looks like a placeholder)
         h = slots.index(n - 1)  # the event.hash slot
-        if not literals[h].endswith(_HASH_PAIR):
+        if not literals[h].endswith(HASH_PAIR_PREFIX):
             return None  # event.hash first in event: no pair to cut out (event.action sorts before it)
-        literals[h] = literals[h][: -len(_HASH_PAIR)]  # the pair is put back whole by seal()
+        literals[h] = literals[h][: -len(HASH_PAIR_PREFIX)]  # the pair is put back whole by seal()
         # Four pieces of text: before, between and after the trail's fields. Each is the join of
         # literal text and encoded values, picked in order (by one itemgetter) from the list of the
         # values followed by the literals: no format string to parse, no Python loop per value.
@@ -140,8 +138,8 @@ class RecordShape:
         parts = [pieces[0], "", pieces[1], "", pieces[2], "", pieces[3]]
         parts[self._seq_at] = int.__repr__(seq)
         parts[self._prev_at] = _encode_str(prev)
-        digest = hashlib.sha256("".join(parts).encode("utf-8")).hexdigest()  # without event.hash
-        parts[self._hash_at] = f',"hash":"{digest}"'
+        digest = body_digest("".join(parts).encode("utf-8"))  # without event.hash
+        parts[self._hash_at] = hash_pair(digest)
         parts.append("\n")
         return digest, "".join(parts).encode("utf-8")
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -50,12 +49,14 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from edgesec._fs import FileLock, atomic_write, ensure_private_dir, fsync_dir
+from edgesec.auditing.canonical import canonical, record_hash, seal
+from edgesec.auditing.ecs import AuditEvent
 from edgesec.errors import OperationFailed, VerificationError
 
 if TYPE_CHECKING:
@@ -95,127 +96,6 @@ def _share(fd: int, mode: int, gid: int) -> None:
             os.fchown(fd, -1, gid)
     if stat.S_IMODE(st.st_mode) != mode:
         os.fchmod(fd, mode)
-
-
-# One encoder for every record: ``json.dumps`` with options builds a new JSONEncoder (and the C
-# encoder under it) per call, which costs about as much as hashing the record. The C encoder is the
-# one JSONEncoder.encode would build for these options, so the output is the same; it is made without
-# the circular-reference table (records are trees: JSON parsed from a line, or built field by field),
-# which saves a dictionary update per nested object.
-_canonical_encoder = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-)
-_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-_c_canonical: Callable[[Any, int], Any] | None = (
-    _c_make_encoder(
-        None,
-        _canonical_encoder.default,
-        json.encoder.encode_basestring,  # what ensure_ascii=False selects
-        None,
-        ":",
-        ",",
-        True,
-        False,
-        False,  # allow_nan: NaN and Infinity are not JSON (Elasticsearch refuses them)
-    )
-    if _c_make_encoder is not None
-    else None
-)
-
-
-def canonical_value(value: Any) -> str:
-    """The canonical JSON of any value (a record's field): the text ``canonical`` writes for it in place."""
-    if _c_canonical is not None:
-        return "".join(_c_canonical(value, 0))
-    return _canonical_encoder.encode(value)
-
-
-def canonical(doc: Mapping[str, Any]) -> str:
-    return canonical_value(doc) if type(doc) is dict else _canonical_encoder.encode(doc)
-
-
-@functools.lru_cache(maxsize=256)
-def _key_marker(key: str) -> bytes:
-    """``,"<key>":`` as canonical JSON writes a following key (event keys are few: cached)."""
-    return b"," + _canonical_encoder.encode(key).encode("utf-8") + b":"
-
-
-def record_hash(doc: Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical form of ``doc`` without ``event.hash``."""
-    event = dict(doc.get("event") or {})
-    event.pop("hash", None)
-    body = dict(doc)
-    body["event"] = event
-    return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
-
-
-def line_hash_ok(raw: bytes, doc: Mapping[str, Any]) -> bool:
-    """Does a trail line (without its newline) hash to its own ``event.hash``? The one record check
-    that ``auditlog verify`` and ``auditlog ship`` both use.
-
-    The writer hashed the canonical record without ``event.hash``, and wrote the canonical record with
-    it; the two differ only by ``"hash":"<h>",`` inside ``event`` (never its last key: ``kind``
-    follows). So the check works on the raw bytes: one SHA-256, no re-encoding. Any other byte change,
-    re-formatting included, changes the digest. (Inside a JSON string every quote is escaped, so the
-    pair cannot be matched there.)
-    """
-    h = str(doc["event"]["hash"])
-    needle = b'"hash":"' + h.encode("ascii", "replace") + b'",'
-    if needle not in raw:
-        return False
-    return hashlib.sha256(raw.replace(needle, b"", 1)).hexdigest() == h
-
-
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def _flat(v: Any) -> bool:
-    """A scalar, or a list of scalars: no nested object where a key could hide."""
-    if isinstance(v, list | tuple):
-        return all(isinstance(x, _SCALARS) for x in v)
-    return isinstance(v, _SCALARS)
-
-
-def _all_flat(values: Iterable[Any]) -> bool:
-    """``all(map(_flat, values))``, with the exact types records hold tested first (it runs per record)."""
-    for v in values:
-        t = type(v)
-        if t is str or t is int:
-            continue
-        if t is list:
-            for x in v:
-                if type(x) is not str and not isinstance(x, _SCALARS):
-                    return False
-            continue
-        if not _flat(v):
-            return False
-    return True
-
-
-def seal(doc: dict[str, Any]) -> tuple[str, bytes]:
-    """Set ``event.hash`` on ``doc``; return the hash and the record's line (canonical JSON + newline).
-
-    Equal to ``record_hash`` then ``canonical``, with one JSON encoding instead of two: the canonical
-    record differs from the hashed body only by ``,"hash":"<h>"`` placed before the first ``event`` key
-    that sorts after ``hash``. A structural ``,"<key>":`` cannot occur inside a JSON string (every quote
-    there is escaped), so the first one after ``"event":{`` is the place -- provided every ``event``
-    value is a scalar or a list of scalars and keys sort on both sides of ``hash``; otherwise the two
-    encodings are done the plain way.
-    """
-    event = doc["event"]
-    event.pop("hash", None)
-    later = [k for k in event if k > "hash"]
-    if later and any(k < "hash" for k in event) and _all_flat(event.values()):
-        body = canonical(doc).encode("utf-8")
-        digest = hashlib.sha256(body).hexdigest()
-        start = body.find(b'"event":{')
-        nxt = body.find(_key_marker(min(later)), start)
-        if start >= 0 and nxt > start:
-            event["hash"] = digest
-            return digest, body[:nxt] + b',"hash":"' + digest.encode("ascii") + b'"' + body[nxt:] + b"\n"
-    digest = record_hash(doc)
-    event["hash"] = digest
-    return digest, (canonical(doc) + "\n").encode("utf-8")
 
 
 class TrailWriteFailed(OperationFailed):
@@ -421,15 +301,22 @@ class Trail:
 
     def _fence(self, fd: int, fragment: bytes, offset: int) -> dict[str, Any]:
         """Keep a torn fragment as evidence, cut it from the file, and describe it in a record."""
-        torn = ensure_private_dir(self.dir / TORN_DIR)
+        torn = self.dir / TORN_DIR
+        if self._mode == SHARED_MODE:  # any writer of a shared trail may have to keep a fragment
+            torn.mkdir(mode=0o2770, exist_ok=True)
+            st = os.stat(torn)
+            if st.st_uid == os.geteuid() and (stat.S_IMODE(st.st_mode) != 0o2770 or st.st_gid != self._gid):
+                with contextlib.suppress(PermissionError):
+                    os.chown(torn, -1, self._gid)
+                os.chmod(torn, 0o2770)  # noqa: S103 -- shared with the service group by design
+        else:
+            ensure_private_dir(torn)
         digest = hashlib.sha256(fragment).hexdigest()
         name = f"{int(time.time())}-{offset}-{digest[:16]}.frag"
         with contextlib.suppress(FileExistsError):
             atomic_write(torn / name, fragment, exclusive=True)
         os.ftruncate(fd, offset)
         os.fsync(fd)
-        from edgesec.auditing.ecs import AuditEvent
-
         return AuditEvent(
             action="trail.repaired",
             category=("file",),
@@ -583,7 +470,7 @@ class Trail:
             if isinstance(trail, dict):
                 trail.pop("prev", None)
             try:
-                text = _canonical_encoder.encode(doc)
+                text = canonical(doc)
             except (TypeError, ValueError, RecursionError):
                 text = repr(doc)
         else:
@@ -595,8 +482,6 @@ class Trail:
         name = f"{digest[:32]}.json"  # the same record set aside again (a retried batch): one file
         with contextlib.suppress(FileExistsError):
             atomic_write(rejected / name, data, exclusive=True)
-        from edgesec.auditing.ecs import AuditEvent
-
         return AuditEvent(
             action="trail.record_rejected",
             category=("file",),

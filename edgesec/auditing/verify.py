@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgesec.auditing.trail import CURRENT, GENESIS, line_hash_ok, trail_files
+from edgesec.auditing.canonical import line_hash_ok
+from edgesec.auditing.trail import CURRENT, GENESIS, trail_files
 from edgesec.errors import InputError, NotFound, VerificationError
 
 _ROTATED_RE = re.compile(r"^trail\.(\d{12})-(\d{12})\.jsonl$")

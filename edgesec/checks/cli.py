@@ -440,13 +440,66 @@ def waiver_list(
     result({"waivers": rows}, human)
 
 
+@evidence_app.command("verify")
+def evidence_verify(
+    result_file: Annotated[str, typer.Argument(help="The JSON result (its .sig is read beside it).")],
+    signature: Annotated[str | None, typer.Option("--signature", help="The .sig file, if elsewhere.")] = None,
+    trust: Annotated[
+        str | None,
+        typer.Option(
+            "--trust",
+            help="CA certificates (PEM file) or a trust bundle directory (default: the site's).",
+        ),
+    ] = None,
+    proof_trail: Annotated[
+        str | None,
+        typer.Option(
+            "--proof-trail",
+            help="An audit trail whose signed checkpoints prove when the result was signed.",
+        ),
+    ] = None,
+) -> None:
+    """Verify a signed audit result: exit 0 valid, 1 tampered or untrusted, 2 unreadable."""
+    from edgesec.checks.evidence import verify
+
+    doc = verify(
+        Path(result_file),
+        Path(signature) if signature else None,
+        Path(trust) if trust else None,
+        cfg=state().config(),
+        proof_trail=Path(proof_trail) if proof_trail else None,
+    )
+    chain = " -> ".join(doc["chain"])
+    proven = doc["proven_time"]
+    when = (
+        f"signed by {proven['at']} (proven: {proven['by']})"
+        if proven
+        else f"claims {doc['signed_at']}; valid and unrevoked now"
+    )
+    result(doc, f"OK: {result_file} signed by {doc['signer']} ({when}); chain: {chain}")
+
+
+@schedule_app.command("install")
+def schedule_install(
+    systemd: Annotated[bool, typer.Option("--systemd", help="Write systemd timers and services.")] = False,
+    cron: Annotated[bool, typer.Option("--cron", help="Write a cron.d file.")] = False,
+    directory: Annotated[
+        str | None,
+        typer.Option("--dir", help="Where to write (default /etc/systemd/system or /etc/cron.d)."),
+    ] = None,
+) -> None:
+    """Install every periodic job the config enables (nightly audit, and the parts' jobs)."""
+    from edgesec.checks.schedule import install_jobs
+
+    if systemd == cron:
+        raise UsageError("give exactly one of --systemd or --cron")
+    doc, lines = install_jobs(state().config(), systemd=systemd, directory=directory)
+    result(doc, "\n".join(lines))
+
+
 def mount(app: typer.Typer) -> None:
     app.command("audit")(audit)
     app.add_typer(checks_app, name="checks")
     app.add_typer(waiver_app, name="waiver")
     app.add_typer(evidence_app, name="evidence")
     app.add_typer(schedule_app, name="schedule")
-    from edgesec.checks import evidence, schedule
-
-    evidence.mount_cli(evidence_app)
-    schedule.mount_cli(schedule_app)

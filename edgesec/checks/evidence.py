@@ -18,9 +18,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -118,9 +117,9 @@ def load_signer(cfg: LoadedConfig, *, cert: str | None, key: str | None, name: s
         if not signing.key_matches(certs[0], file_key):
             raise InputError("the signing key does not match the signing certificate")
         signer = Signer(certs[0], certs[1:], file_key)
-    from edgesec.pki.api import trust_for_signing
+    from edgesec.pki.api import refuse_unless_accepted, trust_for_signing
 
-    signing.refuse_unless_accepted([signer.cert, *signer.chain], trust_for_signing(cfg))
+    refuse_unless_accepted([signer.cert, *signer.chain], trust_for_signing(cfg))
     return signer
 
 
@@ -208,47 +207,3 @@ def verify(
         "trust": str(trust) if trust else "site trust bundle",
         "signer_serial": v.serial,
     }
-
-
-def mount_cli(app: typer.Typer) -> None:
-    from edgesec._console import result as emit_result
-
-    @app.command("verify")
-    def verify_cmd(
-        result_file: Annotated[str, typer.Argument(help="The JSON result (its .sig is read beside it).")],
-        signature: Annotated[
-            str | None, typer.Option("--signature", help="The .sig file, if elsewhere.")
-        ] = None,
-        trust: Annotated[
-            str | None,
-            typer.Option(
-                "--trust",
-                help="CA certificates (PEM file) or a trust bundle directory (default: the site's).",
-            ),
-        ] = None,
-        proof_trail: Annotated[
-            str | None,
-            typer.Option(
-                "--proof-trail",
-                help="An audit trail whose signed checkpoints prove when the result was signed.",
-            ),
-        ] = None,
-    ) -> None:
-        """Verify a signed audit result: exit 0 valid, 1 tampered or untrusted, 2 unreadable."""
-        from edgesec._console import state
-
-        doc = verify(
-            Path(result_file),
-            Path(signature) if signature else None,
-            Path(trust) if trust else None,
-            cfg=state().config(),
-            proof_trail=Path(proof_trail) if proof_trail else None,
-        )
-        chain = " -> ".join(doc["chain"])
-        proven = doc["proven_time"]
-        when = (
-            f"signed by {proven['at']} (proven: {proven['by']})"
-            if proven
-            else f"claims {doc['signed_at']}; valid and unrevoked now"
-        )
-        emit_result(doc, f"OK: {result_file} signed by {doc['signer']} ({when}); chain: {chain}")

@@ -136,6 +136,16 @@ class Finding:
         }
 
 
+def lookup_param(params: Mapping[str, Mapping[str, Any]], check_id: str, name: str, default: Any) -> Any:
+    """The one parameter lookup: ``[checks."<check id>"] params``, else the family's ``[checks.<family>]``
+    (``gpu`` for ``gpu.mig``), else ``default``."""
+    own = params.get(check_id, {})
+    if name in own:
+        return own[name]
+    family = check_id.split(".", 1)[0]
+    return params.get(family, {}).get(name, default)
+
+
 @dataclass
 class CheckContext:
     """Everything a check may look at. Built by the runner (live) or by a test (recorded)."""
@@ -156,8 +166,8 @@ class CheckContext:
         return self.clock.now()
 
     def param(self, check_id: str, name: str, default: Any) -> Any:
-        """A threshold from the profile: ``[checks."<check id>"] params`` (or a family's, ``[checks.gpu]``)."""
-        return self.params.get(check_id, {}).get(name, default)
+        """A rule of the profile, through :func:`lookup_param`: the check's own, else its family's."""
+        return lookup_param(self.params, check_id, name, default)
 
 
 class Check(ABC):

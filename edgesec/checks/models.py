@@ -32,7 +32,7 @@ class ModelSignatureCheck(Check):
             "Restore the model from its release media and run 'edgesec model verify DIR'; sign new releases "
             "with 'edgesec model sign DIR --signer NAME'."
         ),
-        controls=("mlps-2.0:8.1.4.6", "pci-dss-4.0:11.5.2", "iec-62443-3-3:SR 3.4"),
+        controls=("mlps-2.0-l3:8.1.4.6", "pci-dss-4.0:11.5.2", "iec-62443-3-3:SR 3.4"),
         timeout_s=3600.0,
     )
 
@@ -94,7 +94,7 @@ class ModelScanCheck(Check):
         remediation=(
             "Convert checkpoints to safetensors or GGUF, remove the flagged files, and run 'edgesec model scan DIR'."
         ),
-        controls=("mlps-2.0:8.1.4.6", "pci-dss-4.0:6.3.3"),
+        controls=("mlps-2.0-l3:8.1.4.6", "pci-dss-4.0:6.3.3"),
         timeout_s=1800.0,
     )
 

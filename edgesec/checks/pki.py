@@ -338,7 +338,7 @@ class KeyProtection(Check):
         rationale="Whoever reads an unencrypted CA key can mint certificates the whole site trusts.",
         remediation="Keep the store 0700 and keys 0600; re-create the CA with encrypted keys (no --no-encrypt); "
         "keep the root key on removable media (`edgesec pki init --offline-root DIR`).",
-        controls=("pci-dss-4.0:3.6.1", "iec-62443-3-3:SR 1.9", "hipaa-164.312:(a)(2)(iv)"),
+        controls=("pci-dss-4.0:3.6.1", "iec-62443-3-3:SR 1.9", "hipaa:164.312(a)(2)(iv)"),
     )
 
     def run(self, ctx: CheckContext) -> Iterator[Finding]:

@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from edgesec.checks.interface import Check, CheckDefinitionError
+from edgesec.checks.profiles import shipped_frameworks
 
 BUILTIN_FAMILY_MODULES: tuple[str, ...] = (
     "edgesec.checks.egress",
@@ -49,6 +50,8 @@ class Catalog:
     checks: dict[str, type[Check]] = field(default_factory=dict)
     origin: dict[str, str] = field(default_factory=dict)
     problems: list[LoadProblem] = field(default_factory=list)
+    # Framework ids a control reference may name (those of the shipped profiles); read once per catalog.
+    frameworks: frozenset[str] = field(default_factory=shipped_frameworks)
 
     @property
     def families(self) -> list[str]:
@@ -66,6 +69,17 @@ class Catalog:
             meta.validate()
         except CheckDefinitionError as exc:
             self.problems.append(LoadProblem(source, exc.message))
+            return
+        # A control that names no framework is never scored: refuse the check so the slip is seen.
+        unknown = [c for c in meta.controls if c.split(":", 1)[0] not in self.frameworks]
+        if unknown:
+            self.problems.append(
+                LoadProblem(
+                    source,
+                    f"check {meta.id}: control reference {unknown[0]!r} names no framework "
+                    f"(known: {', '.join(sorted(self.frameworks))})",
+                )
+            )
             return
         if meta.id in self.checks:
             if self.checks[meta.id] is not cls:

@@ -20,13 +20,10 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from edgesec._fs import atomic_write
 from edgesec.config import LoadedConfig
-from edgesec.errors import AlreadyExists, InputError, OperationFailed, UsageError
+from edgesec.errors import AlreadyExists, InputError, OperationFailed
 
 JOB_PARTS: tuple[str, ...] = ("edgesec.pki.jobs", "edgesec.auditing.jobs", "edgesec.authz.jobs")
 
@@ -248,50 +245,37 @@ def systemd_verify(paths: list[Path]) -> dict[str, object]:
     return {"ran": True, "returncode": cp.returncode, "problems": ours}
 
 
-def mount_cli(app: typer.Typer) -> None:
-    from edgesec._console import result, state
-
-    @app.command("install")
-    def install(
-        systemd: Annotated[
-            bool, typer.Option("--systemd", help="Write systemd timers and services.")
-        ] = False,
-        cron: Annotated[bool, typer.Option("--cron", help="Write a cron.d file.")] = False,
-        directory: Annotated[
-            str | None,
-            typer.Option("--dir", help="Where to write (default /etc/systemd/system or /etc/cron.d)."),
-        ] = None,
-    ) -> None:
-        """Install every periodic job the config enables (nightly audit, and the parts' jobs)."""
-        if systemd == cron:
-            raise UsageError("give exactly one of --systemd or --cron")
-        cfg = state().config()
-        jobs = all_jobs(cfg)
-        target = Path(directory or ("/etc/systemd/system" if systemd else "/etc/cron.d"))
-        if not target.is_dir():
-            raise InputError(f"directory does not exist: {target}")
-        files: dict[Path, str] = {}
-        if systemd:
-            for j in jobs:
-                for name, text in systemd_units(cfg, j).items():
-                    files[target / name] = text
-        else:
-            files[target / "edgesec"] = crontab(cfg, jobs)
-        written = _write_all(files)
-        doc: dict[str, object] = {
-            "jobs": [j.name for j in jobs],
-            "files": [str(p) for p in files],
-            "written": written,
-        }
-        if systemd:
-            v = systemd_verify(list(files))
-            doc["verify"] = v
-            problems = v.get("problems")
-            if isinstance(problems, list) and problems:
-                raise OperationFailed(f"systemd-analyze verify rejected the units: {problems[0]}")
-        lines = [f"{'wrote' if str(p) in written else 'unchanged'} {p}" for p in files]
-        if systemd:
-            lines.append(
-                f"then: systemctl daemon-reload && systemctl enable --now {' '.join(f'edgesec-{j.name}.timer' for j in jobs)}"
-            )
-        result(doc, "\n".join(lines))
+def install_jobs(
+    cfg: LoadedConfig, *, systemd: bool, directory: str | None = None
+) -> tuple[dict[str, object], list[str]]:
+    """Write every periodic job ``cfg`` enables as systemd units (``systemd``) or one cron.d file, into
+    ``directory`` (default /etc/systemd/system or /etc/cron.d); the result document and the lines to show."""
+    jobs = all_jobs(cfg)
+    target = Path(directory or ("/etc/systemd/system" if systemd else "/etc/cron.d"))
+    if not target.is_dir():
+        raise InputError(f"directory does not exist: {target}")
+    files: dict[Path, str] = {}
+    if systemd:
+        for j in jobs:
+            for name, text in systemd_units(cfg, j).items():
+                files[target / name] = text
+    else:
+        files[target / "edgesec"] = crontab(cfg, jobs)
+    written = _write_all(files)
+    doc: dict[str, object] = {
+        "jobs": [j.name for j in jobs],
+        "files": [str(p) for p in files],
+        "written": written,
+    }
+    if systemd:
+        v = systemd_verify(list(files))
+        doc["verify"] = v
+        problems = v.get("problems")
+        if isinstance(problems, list) and problems:
+            raise OperationFailed(f"systemd-analyze verify rejected the units: {problems[0]}")
+    lines = [f"{'wrote' if str(p) in written else 'unchanged'} {p}" for p in files]
+    if systemd:
+        lines.append(
+            f"then: systemctl daemon-reload && systemctl enable --now {' '.join(f'edgesec-{j.name}.timer' for j in jobs)}"
+        )
+    return doc, lines

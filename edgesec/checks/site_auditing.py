@@ -15,16 +15,13 @@ import json
 import re
 from collections.abc import Iterator
 
-from edgesec.auditing.elastic import PROFILE_RETENTION_DAYS as _RETENTION
 from edgesec.auditing.lint import ERROR, includes, lint_config
 from edgesec.checks.interface import Check, CheckContext, CheckMeta, Finding, Severity
 from edgesec.site import discover
 
-# Days of retention each shipped profile asks for (its strictest framework), when the profile sets none:
-# one table, shared with the ILM policy the pipeline generates. The baseline profile names no framework,
-# so it requires no retention of the archive (its ILM default only keeps the cluster tidy).
-PROFILE_RETENTION_DAYS = {p: days for p, (days, _why) in _RETENTION.items() if p != "baseline"}
-PROFILES_REQUIRING_IMMUTABLE_AUDIT = frozenset({"bank", "clinic", "factory"})
+# What a profile asks of these checks is data in the profile (``[checks."auditing.retention"] params =
+# { min_days = ... }``, ``[checks."auditing.auditd-immutable"] params = { required = true }``), read with
+# ctx.param; a profile that says nothing (baseline) asks for neither, and the check SKIPs saying so.
 
 
 def trail_dir(ctx: CheckContext) -> str:
@@ -307,7 +304,7 @@ class Retention(Check):
 
     def run(self, ctx: CheckContext) -> Iterator[Finding]:
         a = ctx.config.settings.auditing
-        required = int(ctx.param(self.meta.id, "min_days", PROFILE_RETENTION_DAYS.get(ctx.profile, 0)))
+        required = int(ctx.param(self.meta.id, "min_days", 0))
         archive = a.archive_dir.rstrip("/")
         ev: dict[str, object] = {"archive": archive, "required_days": required, "profile": ctx.profile}
         if required <= 0 and a.retention_days is None:
@@ -395,7 +392,7 @@ class AuditdImmutable(Check):
     )
 
     def run(self, ctx: CheckContext) -> Iterator[Finding]:
-        want = ctx.param(self.meta.id, "required", ctx.profile in PROFILES_REQUIRING_IMMUTABLE_AUDIT)
+        want = ctx.param(self.meta.id, "required", False)
         if not want:
             yield self.skipped(f"profile {ctx.profile} does not ask for immutable audit rules")
             return

@@ -29,8 +29,15 @@ from edgesec.models import bundle as bundle_mod
 from edgesec.models import manifest as manifest_mod
 from edgesec.models.hashing import DEFAULT_SHARD_SIZE
 from edgesec.models.manifest import Difference, Manifest
-from edgesec.pki.signing import key_matches, refuse_unless_accepted
-from edgesec.pki.trust import Policy, ProvenTime, TrustBundle, VerifiedCertificate, verify_certificate
+from edgesec.pki.signing import key_matches
+from edgesec.pki.trust import (
+    Policy,
+    ProvenTime,
+    TrustBundle,
+    VerifiedCertificate,
+    refuse_unless_accepted,
+    verify_certificate,
+)
 
 SIGNATURE_NAME = "model.sig"
 """Default signature file, inside the model directory (the OpenSSF tool's default name)."""

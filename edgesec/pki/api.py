@@ -18,7 +18,7 @@ time is proven, e.g. by :func:`edgesec.auditing.proof.prove_signing_time`)::
 
     v = verify_certificate(chain, trust=trust, policy=Policy.signature(proven=None))
 
-Before signing, refuse what the site would not accept (exit 2): ``pki.signing.refuse_unless_accepted(chain,
+Before signing, refuse what the site would not accept (exit 2): ``pki.trust.refuse_unless_accepted(chain,
 trust_for_signing(cfg))``. ``load_anchors(path)`` reads a ``--trust`` argument: a bundle directory or one
 PEM file of CA certificates and CRLs.
 
@@ -56,6 +56,7 @@ from edgesec.pki.trust import (
     load_anchors,
     load_certificate_file,
     load_certificates,
+    refuse_unless_accepted,
     verify_certificate,
 )
 
@@ -79,6 +80,7 @@ __all__ = [
     "load_csr",
     "load_trust",
     "open_ca",
+    "refuse_unless_accepted",
     "store_dir",
     "trust_dir",
     "trust_for_signing",
@@ -103,23 +105,17 @@ def open_ca(cfg: LoadedConfig, *, passphrase: PassphraseSource = None) -> Certif
     )
 
 
-def load_trust(
-    cfg: LoadedConfig | None = None, directory: str | os.PathLike[str] | None = None
-) -> TrustBundle:
+def load_trust(cfg: LoadedConfig, directory: str | os.PathLike[str] | None = None) -> TrustBundle:
     """The site's published trust bundle (from ``directory``, else the config's trust bundle dir)."""
-    if cfg is None:
-        from edgesec._console import state
-
-        cfg = state().config()
     d = Path(directory) if directory else trust_dir(cfg)
     return TrustBundle.load(d, crl_grace=dt.timedelta(hours=cfg.settings.pki.crl_grace_hours))
 
 
 def trust_for_signing(
-    cfg: LoadedConfig | None = None, directory: str | os.PathLike[str] | None = None
+    cfg: LoadedConfig, directory: str | os.PathLike[str] | None = None
 ) -> TrustBundle | None:
     """The trust bundle a signing command checks its certificate against before it signs
-    (:func:`edgesec.pki.signing.refuse_unless_accepted`): None when none is published (the check then
+    (:func:`edgesec.pki.trust.refuse_unless_accepted`): None when none is published (the check then
     refuses); a bundle that does not load (a forged CRL) is a refusal too, exit 2."""
     from edgesec.errors import EdgesecError, InputError
 

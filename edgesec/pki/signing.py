@@ -5,13 +5,14 @@ sign bytes with a codeSigning certificate's key and verify them later against th
 keeps its own on-disk format; the algorithm names below are what those formats record.
 
 Whether a signing certificate is trusted is not decided here: :func:`edgesec.pki.trust.verify_certificate`
-with :meth:`~edgesec.pki.trust.Policy.signature` decides it for every format, and :func:`refuse_unless_accepted`
-runs that same check before anything is signed.
+with :meth:`~edgesec.pki.trust.Policy.signature` decides it for every format, and
+:func:`edgesec.pki.trust.refuse_unless_accepted` runs that same check before anything is signed. (These
+primitives sit in the foundation layer: they import nothing of pki.)
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -19,12 +20,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from edgesec.errors import InputError, VerificationError
-
-if TYPE_CHECKING:
-    import datetime as dt
-    from collections.abc import Sequence
-
-    from edgesec.pki.trust import TrustBundle, VerifiedCertificate
 
 SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 Algorithm = Literal["ecdsa-sha256", "rsa-pkcs1-sha256", "rsa-pss-sha256", "ed25519"]
@@ -88,28 +83,3 @@ def key_matches(cert: x509.Certificate, key: SigningKey) -> bool:
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     der = serialization.Encoding.DER
     return key.public_key().public_bytes(der, spki) == cert.public_key().public_bytes(der, spki)
-
-
-def refuse_unless_accepted(
-    chain: Sequence[x509.Certificate],
-    trust: TrustBundle | None,
-    *,
-    now: dt.datetime | None = None,
-    what: str = "signing certificate",
-) -> VerifiedCertificate:
-    """Before signing: the certificate (leaf first, with its chain) must be one this site would accept
-    for a signature made now, by the very check verification runs. Anything else is refused as input
-    (exit 2): no trust bundle to check against, or a certificate the verifier rejects."""
-    from edgesec.pki.trust import Policy, verify_certificate
-
-    if trust is None:
-        raise InputError(
-            f"refusing to sign: no trust bundle to check the {what} against",
-            hint="publish the site PKI (`edgesec pki init`) or name the trust bundle with --trust",
-        )
-    try:
-        return verify_certificate(list(chain), trust=trust, policy=Policy.signature(now=now))
-    except VerificationError as exc:
-        raise InputError(
-            f"refusing to sign: the {what} is not one this site accepts: {exc.message}"
-        ) from None

@@ -715,3 +715,26 @@ def cert_pem(cert: x509.Certificate) -> bytes:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def refuse_unless_accepted(
+    chain: Sequence[x509.Certificate],
+    trust: TrustBundle | None,
+    *,
+    now: dt.datetime | None = None,
+    what: str = "signing certificate",
+) -> VerifiedCertificate:
+    """Before signing: the certificate (leaf first, with its chain) must be one this site would accept
+    for a signature made now, by the very check verification runs. Anything else is refused as input
+    (exit 2): no trust bundle to check against, or a certificate the verifier rejects."""
+    if trust is None:
+        raise InputError(
+            f"refusing to sign: no trust bundle to check the {what} against",
+            hint="publish the site PKI (`edgesec pki init`) or name the trust bundle with --trust",
+        )
+    try:
+        return verify_certificate(list(chain), trust=trust, policy=Policy.signature(now=now))
+    except VerificationError as exc:
+        raise InputError(
+            f"refusing to sign: the {what} is not one this site accepts: {exc.message}"
+        ) from None

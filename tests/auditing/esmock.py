@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl, urlsplit
 import yaml
 
 from edgesec.auditing.elastic import AUDITD_EXTENSION_FIELDS
+from tests._net import free_port
 
 # Parameters every ES API accepts (the spec's "common parameters").
 COMMON_PARAMS = {"pretty", "human", "error_trace", "filter_path", "source"}
@@ -283,7 +284,7 @@ class FakeElasticsearch:
         self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca))
         self.ctx.load_cert_chain(str(cert), str(key))
         self.ctx.verify_mode = ssl.CERT_REQUIRED
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.validate_every = validate_every
         self.lock = threading.Lock()
         self.indices: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -601,9 +602,3 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(out)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _serve
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -15,8 +15,9 @@ from edgesec.auditing.checkpoint import load_signer, make_checkpoint, parse_chec
 from edgesec.auditing.ecs import AuditEvent
 from edgesec.auditing.syslog import BOM, format_rfc5424
 from edgesec.errors import InputError, VerificationError
+from tests._net import free_port
 
-from .sitepki import SitePki, make_site_pki
+from .sitepki import SitePki
 
 RFC5424 = re.compile(
     rb"^<(?P<pri>\d{1,3})>1 (?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z) (?P<host>\S+) edgesec (?P<proc>\S+) (?P<msgid>\S+) "
@@ -56,11 +57,6 @@ class SyslogCatcher:
 
     def close(self) -> None:
         self.sock.close()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> SitePki:
-    return make_site_pki(tmp_path_factory.mktemp("pki"))
 
 
 def fill(trail: Path, n: int) -> None:
@@ -143,8 +139,7 @@ def test_checkpoint_sent_and_truncation_caught(cli, pki: SitePki, tmp_path: Path
 
 
 def test_altered_or_foreign_checkpoints_refused(pki: SitePki, tmp_path: Path) -> None:
-    from edgesec.pki.signing import refuse_unless_accepted
-    from edgesec.pki.trust import TrustBundle
+    from edgesec.pki.trust import TrustBundle, refuse_unless_accepted
 
     site = TrustBundle.load(pki.trust)
     cert, key = load_signer(pki.signing.cert, pki.signing.key)
@@ -223,9 +218,7 @@ def test_checkpoint_by_signer_name_from_the_site_ca(cli, pki: SitePki, tmp_path:
 def test_checkpoint_not_sent_is_a_failure_but_kept(cli, pki: SitePki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     trail = tmp_path / "trail"
     fill(trail, 3)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nobody listens there once closed
+    port = free_port()  # nobody listens there
     cfg = config(tmp_path, pki, trail, port)
     code, _, err = cli("--config", str(cfg), "auditlog", "checkpoint")
     assert code == 1 and "kept in" in err and "not sent off the host" in err

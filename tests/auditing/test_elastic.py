@@ -20,12 +20,7 @@ from edgesec.auditing.elastic import ECS_MAPPED, ElasticOptions, render
 from edgesec.auditing.trail import trail_files
 
 from .esmock import FakeElasticsearch
-from .sitepki import SitePki, make_site_pki
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> SitePki:
-    return make_site_pki(tmp_path_factory.mktemp("pki"))
+from .sitepki import SitePki
 
 
 @pytest.fixture

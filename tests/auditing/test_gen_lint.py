@@ -12,13 +12,8 @@ from edgesec.auditing.lint import lint_config
 from edgesec.auditing.syslogng import NetworkSource, PipelineOptions, render
 from edgesec.errors import InputError
 
-from .sitepki import SitePki, make_site_pki
+from .sitepki import SitePki
 from .sng import syntax_check
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> SitePki:
-    return make_site_pki(tmp_path_factory.mktemp("pki"))
 
 
 def opts(pki: SitePki, tmp: Path, **kw: object) -> PipelineOptions:
@@ -225,14 +220,15 @@ def test_lint_follows_includes(cli, tmp_path: Path) -> None:  # type: ignore[no-
     assert not any("scl" in f for f, _, _ in got)
 
 
-def test_site_pipeline_check_does_not_pass_unread_includes(cli, tmp_path: Path, home: Path) -> None:  # type: ignore[no-untyped-def]
+def test_site_pipeline_check_does_not_pass_unread_includes(
+    cli, tmp_path: Path, home: Path, pki: SitePki
+) -> None:  # type: ignore[no-untyped-def]
     """The auditing.pipeline check lints the text it read; a config that @includes other files cannot
     PASS on that alone: it warns, naming them (``auditlog lint`` follows them)."""
     from edgesec.checks.site_auditing import Pipeline
     from edgesec.config import LoadedConfig, Settings
     from tests.e2e.test_site_checks import NoProcesses, ctx, statuses
 
-    pki = make_site_pki(tmp_path / "pki")
     code, _, err = cli(
         "auditlog", "gen", "syslog-ng", "--out", str(tmp_path / "sng"), "--audit-log", "",
         "--buffer-dir", str(tmp_path / "buf"), "--ca", str(pki.ca_bundle), "--cert", str(pki.client.cert),

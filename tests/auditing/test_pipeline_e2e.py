@@ -23,8 +23,9 @@ from edgesec.auditing.ecs import AuditEvent
 from edgesec.auditing.syslogng import NetworkSource, PipelineOptions, render
 from edgesec.auditing.trail import trail_files
 from edgesec.errors import OperationFailed
+from tests._net import free_port
 
-from .esmock import FakeElasticsearch, _free_port
+from .esmock import FakeElasticsearch
 from .sitepki import SitePki, make_site_pki
 from .sng import SyslogNg, syntax_check
 
@@ -76,7 +77,7 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path, conformance: Path) -> It
     trail.mkdir(mode=0o700)
     audit_log = tmp_path / "audit.log"
     audit_log.touch()
-    port, net_port = _free_port(), _free_port()
+    port, net_port = free_port(), free_port()
     opts = PipelineOptions(
         network=NetworkSource(
             port=net_port,
@@ -130,6 +131,17 @@ def emit_many(trail: Path, start: int, n: int) -> None:
                     fields={"user.id": f"user{i}", "source.ip": "127.0.0.1", "url.path": f"/v1/models/{i}"},
                 )
             )
+
+
+def archived_hashes(rig: Rig) -> set[str]:
+    """The hashes of the trail records in the pipeline's archive so far (whole lines only)."""
+    out = set()
+    for day in (p for p in rig.archive.glob("*/*/*") if p.is_dir()):
+        for f in day.glob("audit.log"):
+            for line in f.read_bytes().split(b"\n")[:-1]:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    out.add(json.loads(line)["event"]["hash"])
+    return out
 
 
 def trail_records(trail: Path) -> dict[str, bytes]:
@@ -198,12 +210,15 @@ def test_pipeline_delivers_ecs_without_loss(rig: Rig, conformance: Path, cli) ->
     # 2. the endpoint goes away mid-stream; events keep coming; syslog-ng restarts during the outage
     es.stop()
     emit_many(rig.trail, 300, 200)
-    time.sleep(1.5)
+    # syslog-ng has read these (its archive, a file destination, has them) before it is stopped.
+    wait_for(lambda: len(archived_hashes(rig)) >= 500, 60, "500 trail events in the archive", rig)
     rig.sng.stop()
     emit_many(rig.trail, 500, 200)
     rig.sng.start()
     emit_many(rig.trail, 700, 100)
-    time.sleep(1.0)
+    # Not a fixed sleep before the negative assertion: every record has been read and archived, so
+    # whatever could have been sent to Elasticsearch has been tried.
+    wait_for(lambda: len(archived_hashes(rig)) == 800, 90, "all 800 trail events in the archive", rig)
     assert es.count("edgesec-audit-") == 300  # nothing could arrive while it was down
     es.start()
     wait_for(lambda: es.count("edgesec-audit-") == 800, 90, "all 800 trail events after the outage", rig)
@@ -267,6 +282,7 @@ def test_checkpoint_reaches_its_index(rig: Rig, cli, tmp_path: Path) -> None:  #
     cfg.write_text(
         f'[auditing]\ntrail_dir = "{rig.trail}"\nsyslog = "tcp"\nsyslog_port = {rig.syslog_port}\n'
         f'checkpoint_cert = "{rig.pki.signing.cert}"\ncheckpoint_key = "{rig.pki.signing.key}"\n'
+        # The signer is checked against the site's trust bundle before it signs (no bundle: refused).
         f'[pki]\ntrust_bundle_dir = "{rig.pki.trust}"\n'
     )
     code, _, err = cli("--config", str(cfg), "auditlog", "checkpoint")
@@ -322,8 +338,20 @@ def test_other_hosts_over_mutual_tls(rig: Rig) -> None:
     with contextlib.suppress(OperationFailed):
         stranger.send(format_rfc5424("let me in", msgid="auth", hostname="intruder"))
     stranger.close()
-    time.sleep(2)
-    assert rig.es.count("edgesec-syslog-") == 5
+    # Not a fixed sleep before the negative assertion: a marker sent after the stranger by a trusted
+    # client arrives, so the pipeline has handled what came before it; the stranger's message is not there.
+    marker = SyslogSender(
+        "tls",
+        host="127.0.0.1",
+        port=rig.network_port,
+        tls=tls_context(str(rig.pki.ca_bundle), str(rig.pki.client.cert), str(rig.pki.client.key)),
+        server_name="localhost",
+    )
+    marker.send(format_rfc5424("marker after the stranger", msgid="auth", hostname="gpu-node-2", procid=4300))
+    marker.close()
+    wait_for(lambda: rig.es.count("edgesec-syslog-") >= 6, 30, "the marker after the stranger", rig)
+    messages = [d["message"] for d in rig.es.docs("edgesec-syslog-").values()]
+    assert len(messages) == 6 and not any("let me in" in m for m in messages), messages
 
 
 def test_rfc5424_records_over_the_unix_socket(tmp_path: Path, conformance: Path, cli) -> None:  # type: ignore[no-untyped-def]
@@ -358,9 +386,9 @@ def test_rfc5424_records_over_the_unix_socket(tmp_path: Path, conformance: Path,
             trail = tmp_path / "trail"
             cfg = tmp_path / "edgesec.toml"
             cfg.write_text(f'[auditing]\ntrail_dir = "{trail}"\nsyslog = "unix"\nsyslog_socket = "{sock}"\n')
-            from edgesec._console import AppState, reset_state, set_state
+            from edgesec.config import load_config
 
-            token = set_state(AppState(config_path=str(cfg)))
+            previous = auditing.use_config(lambda: load_config(str(cfg)))
             try:
                 auditing._trail = None
                 for i in range(25):
@@ -374,7 +402,7 @@ def test_rfc5424_records_over_the_unix_socket(tmp_path: Path, conformance: Path,
                     )
                 auditing.current_trail().close()
             finally:
-                reset_state(token)
+                auditing.use_config(previous)
                 auditing._trail = None
             deadline = time.monotonic() + 30
             while es.count("edgesec-audit-") < 25 and time.monotonic() < deadline:

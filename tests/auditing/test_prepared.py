@@ -20,9 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgesec.auditing import configured, ecs, emit, prepared
+from edgesec.auditing.canonical import canonical_value, seal
 from edgesec.auditing.ecs import FIELD_TYPES, AuditEvent, EventTemplate, set_dotted
 from edgesec.auditing.prepared import TRAIL_KEYS, Prepared, RecordShape, shape_for
-from edgesec.auditing.trail import GENESIS, Trail, canonical_value, seal, trail_files, verify_chain
+from edgesec.auditing.trail import GENESIS, Trail, trail_files, verify_chain
 from edgesec.errors import InputError
 
 TEXT = st.text(

@@ -8,27 +8,20 @@ import ssl
 import threading
 from pathlib import Path
 
-import pytest
-
 from edgesec import auditing
 from edgesec.auditing.ecs import AuditEvent
 from edgesec.auditing.syslog import BOM, Forwarder
+from tests._net import free_port
 
-from .sitepki import SitePki, make_site_pki
+from .sitepki import SitePki
 from .test_checkpoint import RFC5424
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> SitePki:
-    return make_site_pki(tmp_path_factory.mktemp("pki"))
-
-
 def _emit_via_config(cli, cfg: Path, n: int) -> None:  # type: ignore[no-untyped-def]
-    # The CLI loads the config; emit() inside the same state configures the trail from it.
-    from edgesec._console import AppState, reset_state, set_state
+    # As the CLI does: name the config; emit() configures the trail (and forwarder) from it on first use.
+    from edgesec.config import load_config
 
-    st = AppState(config_path=str(cfg))
-    token = set_state(st)
+    previous = auditing.use_config(lambda: load_config(str(cfg)))
     try:
         auditing._trail = None
         for i in range(n):
@@ -42,7 +35,7 @@ def _emit_via_config(cli, cfg: Path, n: int) -> None:  # type: ignore[no-untyped
                 )
             )
     finally:
-        reset_state(token)
+        auditing.use_config(previous)
 
 
 def _check(messages: list[bytes], trail: Path, n: int) -> None:
@@ -123,9 +116,7 @@ def test_mutual_tls(cli, pki: SitePki, tmp_path: Path) -> None:  # type: ignore[
 
 
 def test_receiver_down_never_fails_emit(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nobody listens
+    port = free_port()  # nobody listens there
     trail = tmp_path / "trail"
     cfg = tmp_path / "edgesec.toml"
     cfg.write_text(f'[auditing]\ntrail_dir = "{trail}"\nsyslog = "tcp"\nsyslog_port = {port}\n')

@@ -18,6 +18,7 @@ from edgesec import auditing
 from edgesec.auditing.ecs import AuditEvent
 from edgesec.auditing.trail import GENESIS, Trail, trail_files
 from edgesec.errors import InputError
+from tests._wait import wait_until
 
 
 def small_verifier(directory: Path) -> int:
@@ -98,7 +99,9 @@ while True:
 
 def test_killed_writer_never_breaks_chain(tmp_path: Path) -> None:
     p = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(tmp_path)])
-    time.sleep(1.5)
+    # Killed while writing: once it has written a good many records (about 2 KB each).
+    cur = tmp_path / "trail.jsonl"
+    wait_until(lambda: cur.exists() and cur.stat().st_size > 200_000, "the writer to write 100 records")
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     # Simulate the worst case too: a torn last line.

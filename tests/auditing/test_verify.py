@@ -150,7 +150,7 @@ def test_insert_named(trail: Path, which: str, pristine: Path) -> None:
 
 def test_insert_forged_rehashed_record(trail: Path) -> None:
     """A forger who computes a correct hash for the fake record still breaks the link of the next one."""
-    from edgesec.auditing.trail import canonical, record_hash
+    from edgesec.auditing.canonical import canonical, record_hash
 
     f = _pick(trail, "middle")
     lines = _lines(f)
@@ -402,7 +402,7 @@ json_value = st.recursive(
 )
 def test_seal_equals_the_plain_encoding(event: dict, rest: dict) -> None:  # type: ignore[type-arg]
     """The one-encoding fast path writes exactly what record_hash + canonical would."""
-    from edgesec.auditing.trail import canonical, record_hash, seal
+    from edgesec.auditing.canonical import canonical, record_hash, seal
 
     doc = {**rest, "event": dict(event)}
     plain = dict(doc, event=dict(event))
@@ -431,7 +431,7 @@ def test_seal_equals_the_plain_encoding(event: dict, rest: dict) -> None:  # typ
     ),
 )
 def test_seal_with_hostile_values(event: dict, edgesec: dict) -> None:  # type: ignore[type-arg]
-    from edgesec.auditing.trail import canonical, record_hash, seal
+    from edgesec.auditing.canonical import canonical, record_hash, seal
 
     doc = {"edgesec": edgesec, "event": dict(event), "zz": {"kind": 1}}
     plain = {"edgesec": edgesec, "event": dict(event), "zz": {"kind": 1}}

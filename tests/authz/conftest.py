@@ -20,6 +20,7 @@ from edgesec.authz.policy import PolicyFiles
 from edgesec.authz.service import Authorizer
 from edgesec.authz.settings import AuthzSettings
 from edgesec.pki.store import CertificateAuthority
+from tests._net import free_port
 
 CLIENTS = ("alice", "carol", "dave", "erin", "emergency-1", "mallory", "revoked-rita")
 HOST = "dify.branch.local"
@@ -134,14 +135,6 @@ def fwd(
 
 def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class running:

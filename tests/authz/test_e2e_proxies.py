@@ -40,7 +40,8 @@ from edgesec.authz.gen import (
     render_traefik_static,
 )
 from edgesec.authz.service import Authorizer, create_app
-from tests.authz.conftest import SiteCA, bank_files, free_port, running, settings
+from tests._net import free_port
+from tests.authz.conftest import SiteCA, bank_files, running, settings
 from tests.authz.test_bypass import CORPUS, broad_files
 from tests.authz.test_identity import _attacks, claims, jwt_settings, keys  # noqa: F401 -- keys: a fixture
 

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgesec.auditing import configured, ecs, trail
+from edgesec.auditing import canonical, configured, ecs
 from edgesec.auditing.ecs import FIELD_TYPES, AuditEvent, _check_value, isotime, now_isotime, set_dotted
 from edgesec.authz.request import ForwardedRequest
 from edgesec.authz.service import Authorizer, Outcome
@@ -117,9 +117,16 @@ JSONISH = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(JSONISH)
 def test_canonical_is_json_dumps_sorted_compact(value: Any) -> None:
-    assert trail.canonical({"v": value}) == json.dumps(
+    assert canonical.canonical({"v": value}) == json.dumps(
         {"v": value}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_canonical_refuses_non_json_floats(bad: float) -> None:
+    """NaN and Infinity are not JSON (Elasticsearch refuses them): canonical JSON never writes them."""
+    with pytest.raises(ValueError):
+        canonical.canonical({"v": bad})
 
 
 class Text(str):
@@ -129,7 +136,7 @@ class Text(str):
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(VALUE, st.dictionaries(st.text(max_size=3), SCALAR, max_size=2), st.builds(Text))))
 def test_all_flat_is_all_of_flat(values: list[Any]) -> None:
-    assert trail._all_flat(values) == all(map(trail._flat, values))
+    assert canonical._all_flat(values) == all(map(canonical._flat, values))
 
 
 # -- the decision event: field values straight into a trail record --------------------------------

@@ -15,7 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.authz.conftest import HOST, SiteCA, bank_files, free_port
+from tests._net import free_port
+from tests._wait import wait_until
+from tests.authz.conftest import HOST, SiteCA, bank_files
 
 LUA = """
 wrk.method = "GET"
@@ -128,8 +130,10 @@ reload_interval_s = 0.1
         assert "Socket errors" not in out, out
         assert changes["writes"] >= 5 and changes["broken"] >= 1 and changes["hups"] >= 2
         files.policy.write_text(good)
-        time.sleep(0.5)
-        ready = httpx.get(url + "/readyz", timeout=5).json()
+        ready = wait_until(
+            lambda: (r := httpx.get(url + "/readyz", timeout=5).json())["policy"]["ok"] is True and r,
+            "the good policy to be live again",
+        )
         assert ready["policy"]["ok"] is True and ready["policy"]["generation"] > 3
         metrics = httpx.get(url + "/metrics", timeout=5).text
         assert 'edgesec_authz_reloads_total{kind="policy",result="error"}' in metrics

@@ -22,7 +22,7 @@ import edgesec.checks
 import edgesec.models
 from edgesec.checks.registry import load_catalog
 from edgesec.checks.reports import html
-from edgesec.checks.reports.i18n import CHECK_FIELDS, load, template_regex, translate_result
+from edgesec.checks.reports.i18n import CHECK_FIELDS, english_digest, load, template_regex, translate_result
 
 CHECKS_SRC = Path(edgesec.checks.__file__).parent
 # The checks, and the model part whose scan findings models.unsafe-formats reports word for word.
@@ -53,6 +53,35 @@ def _templates(node: ast.expr) -> list[str]:
 
 # Where else a message is written: a list of problems joined into one finding, or a variable.
 _COLLECTED = re.compile(r"problem|why|reason|^msg$|^message$")
+
+
+# Reading proxy configs back (one module per proxy), beside the generators in authz.
+PROXYCONF = CHECKS_SRC.parent / "authz" / "proxyconf"
+
+
+def _proxyconf_templates() -> dict[str, str]:
+    """What authz.proxy reports from a proxy's config: ``rep.fail(where, MESSAGE)``/``warn``,
+    ``Issue(level, where, MESSAGE)`` and the reasons ``judge_ca_file`` returns."""
+    found: dict[str, str] = {}
+    paths = sorted(PROXYCONF.rglob("*.py"))
+    assert paths, f"no proxy-config reader under {PROXYCONF}"
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            args: list[ast.expr] = []
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+                if name in ("fail", "warn") and isinstance(f, ast.Attribute):
+                    args = node.args[1:2]
+                elif name == "Issue":
+                    args = node.args[2:3]
+            elif isinstance(node, ast.FunctionDef) and node.name == "judge_ca_file":
+                args = [r.value for r in ast.walk(node) if isinstance(r, ast.Return) and r.value is not None]
+            for a in args:
+                for t in _templates(a):
+                    if re.search(r"[A-Za-z]{2}", t):
+                        found.setdefault(t, f"{path.relative_to(CHECKS_SRC.parent.parent)}:{a.lineno}")
+    return found
 
 
 def source_templates() -> dict[str, str]:
@@ -94,7 +123,7 @@ def source_templates() -> dict[str, str]:
                 for t in _templates(a):
                     if re.search(r"[A-Za-z]{2}", t):
                         found.setdefault(t, f"{path.relative_to(CHECKS_SRC.parent.parent)}:{a.lineno}")
-    return found
+    return {**found, **_proxyconf_templates()}
 
 
 def test_every_check_has_its_title_rationale_and_remediation_in_zh_cn() -> None:
@@ -107,6 +136,22 @@ def test_every_check_has_its_title_rationale_and_remediation_in_zh_cn() -> None:
         if not cat.checks.get(cid, {}).get(name)
     ]
     assert missing == [], f"untranslated ({ADD_ONE}):\n" + "\n".join(missing)
+
+
+def test_no_check_translation_lags_behind_its_english() -> None:
+    cat = load("zh-CN")
+    assert cat is not None
+    stale = []
+    for cid, c in sorted(load_catalog().checks.items()):
+        m = c.meta
+        now = english_digest(m.title, m.rationale, m.remediation or "")
+        if cat.checks.get(cid, {}).get("en") != now:
+            stale.append(
+                f'[checks.{cid!r}] en = "{now}"  (English now: {m.title} / {m.rationale} / {m.remediation})'
+            )
+    assert stale == [], "translations made from older English (re-translate, then set en):\n" + "\n".join(
+        stale
+    )
 
 
 def test_every_message_template_in_the_checks_is_in_the_catalogue() -> None:
@@ -162,6 +207,11 @@ def test_zh_cn_reports_have_no_untranslated_string(cli: Any, tmp_path: Path) -> 
         ("GPU 0: ECC is on", "GPU 0：ECC 已开启"),
         ("the CA store is mode 755, not 0700", "CA 存储的权限为 755，不是 0700"),
         ("check raised RuntimeError: boom", "检查抛出异常 RuntimeError：boom"),
+        # authz.proxy wraps a proxy finding: "{kind}: {message} ({where})", the message has parentheses.
+        (
+            "nginx: location / is served without auth_request (no ForwardAuth) (/etc/nginx/nginx.conf:29)",
+            "nginx：location / 在没有 auth_request 的情况下提供服务（没有 ForwardAuth）（/etc/nginx/nginx.conf:29）",
+        ),
     ],
 )
 def test_messages_translate_with_their_values(english: str, chinese: str) -> None:
@@ -175,4 +225,11 @@ def test_an_unknown_message_is_reported_not_hidden() -> None:
                           "findings": [{"message": "a message nobody translated", "remediation": None}]}]}  # fmt: skip
     _doc, missing = translate_result(result, "zh-CN")
     assert "a message nobody translated" in missing
+    cat = load("zh-CN")
+    assert cat is not None
+    # A wrapper ("{}: {} ({})", "{}; {}") never passes for a translation when its words are untranslated.
+    for text in ("nginx: a new proxy finding (f:1)", "a; b", "GPU-1: ECC is on; GPU-2: something new"):
+        miss: list[str] = []
+        cat.message(text, miss)
+        assert miss == [text]
     assert any("x.new" in m and "title" in m for m in missing)

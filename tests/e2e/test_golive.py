@@ -192,6 +192,9 @@ def test_golive_followed_literally(tmp_path: Path) -> None:
         and x.get("user", {}).get("id") == "alice" and "/console/" in json.dumps(x.get("url", {}))
     ]  # fmt: skip
     assert denials, [x["event"]["action"] for x in recs]
+    # ... and covered by the signed checkpoint the audit verified the trail against (auditing.trail PASS).
+    cps = sorted((trail.parent / "checkpoints").glob("*.json"))
+    assert cps and json.loads(cps[-1].read_text())["seq"] >= denials[0]["event"]["sequence"]
     # The generated pipeline starts without warnings (it warned about message loss: log_iw_size).
     pipeline_log = (state / "edgesec-syslog-ng.log").read_text()
     assert "WARNING" not in pipeline_log and "message loss" not in pipeline_log, pipeline_log

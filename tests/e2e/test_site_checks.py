@@ -25,6 +25,7 @@ from edgesec.authz.gen import (
 from edgesec.authz.proxyconf import SiteTrust, check_caddy, check_nginx, check_traefik
 from edgesec.checks.interface import CheckContext, Status
 from edgesec.checks.probes import BuiltSystem, CommandResult, FixedClock, LiveSystem
+from edgesec.checks.profiles import available_profiles, load_profile
 from edgesec.checks.site_auditing import (
     AuditdImmutable,
     Pipeline,
@@ -75,7 +76,11 @@ def ctx(
         clock=FixedClock(NOW),
         config=cfg or settings(authz={"url": AUTH, "policy_dir": "/etc/edgesec/policy"}),
         profile=profile,
-        params=params or {},
+        # As the runner builds it: the shipped profile's rules (data), with the test's own on top.
+        params={
+            **(load_profile(profile).params() if profile in available_profiles() else {}),
+            **(params or {}),
+        },
     )
 
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from tests._net import free_port
 from tests._serviceuser import as_user, env_for_service, service_user
-from tests.authz.conftest import free_port
 
 pytestmark = [pytest.mark.root, pytest.mark.real("systemd-tmpfiles", "setpriv", "useradd")]
 

@@ -13,6 +13,7 @@ from edgesec.checks.gpu.nvml import ReplayNvml
 from edgesec.checks.gpu.nvml import key as nvml_key
 from edgesec.checks.interface import Check, CheckContext, Finding, Status
 from edgesec.checks.probes import FixedClock, ReplaySystem, _key
+from edgesec.checks.profiles import available_profiles, load_profile
 from edgesec.config import load_config
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "gpu" / "h200"
@@ -117,8 +118,13 @@ def context(
         config=load_config(cfg_path),
         nvml=ReplayNvml(raw),
         profile=profile,
-        params=params or {},
+        # As the runner builds it: the named shipped profile's rules, unless the test gives its own.
+        params=params if params is not None else _shipped_params(profile),
     )
+
+
+def _shipped_params(profile: str) -> dict[str, dict[str, Any]]:
+    return load_profile(profile).params() if profile in available_profiles() else {}
 
 
 def run(check_id: str, ctx: CheckContext) -> list[Finding]:

@@ -17,17 +17,6 @@ from edgesec.pki.settings import PkiSettings
 PASSPHRASE = b"correct horse battery"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_console_state() -> Iterator[None]:
-    """Library calls outside the CLI share one lazily-loaded AppState (and its config, hence the audit
-    trail's home); give each test its own so events land in that test's home."""
-    from edgesec._console import AppState, reset_state, set_state
-
-    token = set_state(AppState())
-    yield
-    reset_state(token)
-
-
 @pytest.fixture
 def pki_settings() -> PkiSettings:
     return PkiSettings()

@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from tests._net import free_port
 from tests.checks import conftest as checks_fixtures
 from tests.conftest import require_tool
 from tests.pki.corpus import CASES, CLAIMED_SIGNING_TIME, Case, write_case
@@ -304,7 +305,6 @@ def test_a_host_name_cn_under_permit_dns_one_answer_with_nginx(cli, home: Path, 
     it; a CN that is no host name (``teller-one``) passes all three."""
     import http.client
     import ipaddress
-    import socket
     import ssl
     import time
 
@@ -330,9 +330,7 @@ def test_a_host_name_cn_under_permit_dns_one_answer_with_nginx(cli, home: Path, 
     (trust / "root.pem").write_bytes(_pem(s.root.cert))
     (trust / "intermediates.pem").write_bytes(_pem(s.inter.cert))
     (trust / "crl.pem").write_bytes((d / "crl.pem").read_bytes())
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     (d / "nginx.conf").write_text(NGINX_CONF.format(prefix=d, port=port, d=d))
     p = run("nginx", "-p", d, "-c", d / "nginx.conf")
     assert p.returncode == 0, p.stderr

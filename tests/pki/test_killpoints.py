@@ -39,6 +39,7 @@ from edgesec.checks.probes import FixedClock, LiveSystem
 from edgesec.config import load_config
 from edgesec.pki.store import CertificateAuthority
 from edgesec.pki.trust import cert_pem, utcnow
+from tests._net import free_port
 
 from .conftest import PASSPHRASE
 
@@ -299,7 +300,6 @@ http {{
 @pytest.mark.real("nginx")
 def test_nginx_refuses_a_revocation_killed_at_any_point(tmp_path: Path) -> None:
     import http.client
-    import socket
     import ssl
 
     work = tmp_path
@@ -311,9 +311,7 @@ def test_nginx_refuses_a_revocation_killed_at_any_point(tmp_path: Path) -> None:
     (work / "edgesec.toml").write_text(f"[pki]\nreload_hooks = [{json.dumps(reload)}]\n")
     template = work / "template"
     shutil.copytree(home, template, symlinks=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, srv=work / "srv", trust=home / "trust"))
 
     def get() -> int:

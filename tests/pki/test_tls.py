@@ -20,14 +20,9 @@ import pytest
 from edgesec.pki.api import CertificateAuthority, TrustBundle, verify_certificate
 from edgesec.pki.settings import PkiSettings
 from edgesec.pki.trust import utcnow
+from tests._net import free_port
 
 from .conftest import PASSPHRASE, run
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _client_ctx(ca: CertificateAuthority, export: Path | None) -> ssl.SSLContext:
@@ -176,7 +171,7 @@ def nginx_site(home: Path, tmp_path: Path) -> Iterator[tuple[CertificateAuthorit
     prefix = tmp_path / "nginx"
     (prefix / "tmp").mkdir(parents=True)
     conf = prefix / "nginx.conf"
-    port = _free_port()
+    port = free_port()
     settings = PkiSettings(reload_hooks=[f"nginx -p {prefix} -c {conf} -s reload"])
     ca = CertificateAuthority.init(
         home, org="Acme Clinic", site="ward-3", passphrase=PASSPHRASE, settings=settings, publish=False

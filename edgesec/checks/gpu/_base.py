@@ -10,9 +10,6 @@ from edgesec.checks.gpu.discovery import driver, gpu_count, gpu_uuid
 from edgesec.checks.gpu.nvml import NvmlError, NvmlUnavailable
 from edgesec.checks.interface import Check, CheckContext, Finding
 
-# Profiles where a shared GPU must be split with MIG and a driver past end of life FAILs.
-STRICT_PROFILES = frozenset({"bank", "clinic"})
-
 
 class GpuCheck(Check):
     """A gpu check: turns "no NVIDIA driver" into one SKIP finding with the reason, never an ERROR."""
@@ -43,11 +40,7 @@ class GpuCheck(Check):
 
     def param(self, ctx: CheckContext, name: str, default: Any) -> Any:
         """A profile parameter: the check's own (``[checks."gpu.mig"]``), else the family's (``[checks.gpu]``)."""
-        family = ctx.param(self.meta.family, name, default)
-        return ctx.param(self.meta.id, name, family)
-
-    def strict(self, ctx: CheckContext) -> bool:
-        return ctx.profile in STRICT_PROFILES
+        return ctx.param(self.meta.id, name, default)
 
 
 def gpus(ctx: CheckContext) -> Iterator[tuple[int, str, str]]:

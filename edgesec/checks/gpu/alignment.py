@@ -21,7 +21,7 @@ from edgesec.checks.gpu.reference import Reference, shipped_reference
 from edgesec.checks.gpu.versions import Version, driver_branch
 from edgesec.checks.interface import CheckContext, CheckMeta, Finding, Severity
 
-_CONTROLS = ("pci-dss-4.0:6.3.3", "mlps-2.0:8.1.4.6", "iec-62443-3-3:SR 3.4")
+_CONTROLS = ("pci-dss-4.0:6.3.3", "mlps-2.0-l3:8.1.4.6", "iec-62443-3-3:SR 3.4")
 
 
 def _row_evidence(row: Any) -> dict[str, Any]:
@@ -285,7 +285,7 @@ class DriverBranchEol(GpuCheck):
             "regularly fix privilege escalation in the kernel module."
         ),
         remediation="Move to a supported branch (an LTSB such as R580) before the current one ends.",
-        controls=("pci-dss-4.0:6.3.3", "hipaa:164.308(a)(5)(ii)(B)", "mlps-2.0:8.1.4.6"),
+        controls=("pci-dss-4.0:6.3.3", "hipaa:164.308(a)(5)(ii)(B)", "mlps-2.0-l3:8.1.4.6"),
     )
 
     def check(self, ctx: CheckContext) -> Iterable[Finding]:
@@ -304,7 +304,7 @@ class DriverBranchEol(GpuCheck):
             return
         ev.update({"kind": row.kind, "eol": row.eol, **_row_evidence(row)})
         end = row.eol_date()
-        fail = bool(self.param(ctx, "fail_past_eol", self.strict(ctx)))
+        fail = bool(self.param(ctx, "fail_past_eol", False))
         if today >= end:
             msg = f"driver {drv.version}: branch R{branch} ({row.kind}) reached end of life at the end of {row.eol}"
             if fail:

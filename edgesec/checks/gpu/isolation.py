@@ -20,7 +20,12 @@ from edgesec.checks.gpu.nvml import COMPUTE_MODES, NvmlError
 from edgesec.checks.interface import CheckContext, CheckMeta, Finding, Severity
 from edgesec.checks.settings import GpuAssignment
 
-_ISOLATION_CONTROLS = ("pci-dss-4.0:2.2.1", "hipaa:164.312(a)(1)", "mlps-2.0:8.1.4.2", "iec-62443-3-3:SR 2.1")
+_ISOLATION_CONTROLS = (
+    "pci-dss-4.0:2.2.1",
+    "hipaa:164.312(a)(1)",
+    "mlps-2.0-l3:8.1.4.2",
+    "iec-62443-3-3:SR 2.1",
+)
 _NOT_AVAILABLE = 0xFFFFFFFF  # NVML's "no GPU instance" in process records
 
 
@@ -255,9 +260,7 @@ class MigIsolation(GpuCheck):
 
     def check(self, ctx: CheckContext) -> Iterable[Finding]:
         configured = ctx.config.settings.gpu.require_mig
-        require = (
-            configured if configured is not None else bool(self.param(ctx, "require_mig", self.strict(ctx)))
-        )
+        require = configured if configured is not None else bool(self.param(ctx, "require_mig", False))
         for i, uuid, label in gpus(ctx):
             mode = mig_mode(ctx, i)
             services = services_on(ctx, i, uuid)
@@ -581,7 +584,7 @@ class DeviceNodes(GpuCheck):
             "Set the nvidia module options NVreg_DeviceFileMode=0660 and NVreg_DeviceFileGID=<gpu group> "
             "(modprobe.d), reload the module, and add only the services to that group."
         ),
-        controls=("pci-dss-4.0:7.2.1", "hipaa:164.312(a)(1)", "mlps-2.0:8.1.4.2", "iec-62443-3-3:SR 2.1"),
+        controls=("pci-dss-4.0:7.2.1", "hipaa:164.312(a)(1)", "mlps-2.0-l3:8.1.4.2", "iec-62443-3-3:SR 2.1"),
     )
 
     def check(self, ctx: CheckContext) -> Iterable[Finding]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import re
 import string
 import tomllib
@@ -24,23 +25,40 @@ from importlib import resources
 from typing import Any
 
 CHECK_FIELDS = ("title", "rationale", "remediation")
-#: A template with fewer literal characters than this is a wrapper around other messages.
-WRAPPER_MAX = 3
+
 _FIELDS = string.Formatter()
 
 
-def template_regex(template: str) -> re.Pattern[str]:
-    """The regex a template's messages match: literal text as is, each ``{}`` one value."""
+def template_regex(template: str, greedy: tuple[bool, ...] = ()) -> re.Pattern[str]:
+    """The regex a template's messages match: literal text as is, each ``{}`` one value (shortest
+    first, or longest where ``greedy`` says so)."""
     parts = []
+    n = 0
     for literal, fld, _spec, _conv in _FIELDS.parse(template):
         parts.append(re.escape(literal))
         if fld is not None:
-            parts.append("(.*?)")
+            parts.append("(.*)" if n < len(greedy) and greedy[n] else "(.*?)")
+            n += 1
     return re.compile("".join(parts), re.S)
+
+
+def _variants(template: str) -> list[re.Pattern[str]]:
+    """Every way a wrapper's values may split a message ("nginx: location / ... (x) (file:29)")."""
+    n = template_regex(template).groups
+    return [template_regex(template, bits) for bits in itertools.product((False, True), repeat=n)]
 
 
 def literal_size(template: str) -> int:
     return sum(len(lit.strip()) for lit, *_ in _FIELDS.parse(template))
+
+
+def _has_words(text: str) -> bool:
+    return any(ch.isalpha() for ch in text)
+
+
+def is_wrapper(template: str) -> bool:
+    """Only values and punctuation ("{}: {} ({})"): no words of its own, it wraps other messages."""
+    return not any(ch.isalpha() for lit, *_ in _FIELDS.parse(template) for ch in lit)
 
 
 @dataclass
@@ -48,34 +66,56 @@ class Catalogue:
     lang: str
     checks: dict[str, dict[str, str]]
     messages: dict[str, str]
-    _compiled: list[tuple[re.Pattern[str], str, bool]] = field(default_factory=list, repr=False)
+    _compiled: list[tuple[list[re.Pattern[str]], str, bool]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         # Most specific first: "{}: ECC is on" before "{}: {}".
         ordered = sorted(self.messages.items(), key=lambda kv: (-literal_size(kv[0]), kv[0]))
         # A template that is (nearly) only values ("{}: {}") is a wrapper: it counts only when one of
         # its values is a message the catalogue translates, so it never hides an untranslated one.
-        self._compiled = [(template_regex(k), v, literal_size(k) < WRAPPER_MAX) for k, v in ordered]
+        self._compiled = [
+            (_variants(k) if is_wrapper(k) else [template_regex(k)], v, is_wrapper(k)) for k, v in ordered
+        ]
 
-    def _translate(self, text: str, depth: int) -> str | None:
-        for rx, target, wrapper in self._compiled:
-            m = rx.fullmatch(text)
-            if m is None:
-                continue
-            inner = [self._translate(v, depth + 1) if depth < 8 and v else None for v in m.groups()]
-            if wrapper and not any(t is not None for t in inner):
-                continue
-            return target.format(*[t if t is not None else v for t, v in zip(inner, m.groups(), strict=True)])
-        return None
+    def _translate(self, text: str, depth: int) -> tuple[str, int] | None:
+        """``text`` translated and how many of its parts stayed English (``None``: no entry fits).
+
+        An entry with words of its own wins outright (its values are data, translated when they are
+        messages themselves); of the wrappers, the split that leaves the fewest parts English wins.
+        """
+        best: tuple[str, int] | None = None
+        for variants, target, wrapper in self._compiled:
+            for rx in variants:
+                m = rx.fullmatch(text)
+                if m is None:
+                    continue
+                values = m.groups()
+                inner = [
+                    self._translate(v, depth + 1) if depth < 6 and _has_words(v) else None for v in values
+                ]
+                out = [t[0] if t is not None and t[1] == 0 else v for t, v in zip(inner, values, strict=True)]
+                if not wrapper:
+                    return target.format(*out), 0
+                if not any(t is not None for t in inner):
+                    continue
+                # A part left as is counts as English when it reads as words; a name, path or number
+                # ("nginx", "/etc/nginx/nginx.conf:29", "GPU-1") is data.
+                english = sum(
+                    (t[1] if t is not None else 1)
+                    for t, v in zip(inner, values, strict=True)
+                    if _has_words(v) and (t is not None or " " in v.strip())
+                )
+                out = [t[0] if t is not None else v for t, v in zip(inner, values, strict=True)]
+                if best is None or english < best[1]:
+                    best = (target.format(*out), english)
+        return best
 
     def message(self, text: str, missing: list[str] | None = None) -> str:
-        """``text`` translated; an untranslatable one is returned as is and appended to ``missing``."""
+        """``text`` translated; what is (partly) untranslatable is appended to ``missing``."""
         out = self._translate(text, 0)
-        if out is None:
-            if missing is not None:
-                missing.append(text)
-            return text
-        return out
+        if missing is not None and (out is None or out[1] > 0):
+            missing.append(text)
+        return text if out is None else out[0]
 
     def check(self, check_id: str, name: str, english: str, missing: list[str] | None = None) -> str:
         text = self.checks.get(check_id, {}).get(name)
@@ -84,6 +124,13 @@ class Catalogue:
                 missing.append(f"[checks.{check_id!r}] {name}: {english}")
             return english
         return text
+
+
+def english_digest(title: str, rationale: str, remediation: str) -> str:
+    """What a catalogue's ``en`` records: which English a check's translation was made from."""
+    import hashlib
+
+    return hashlib.sha256("\0".join((title, rationale, remediation)).encode()).hexdigest()[:12]
 
 
 @functools.lru_cache(maxsize=8)
