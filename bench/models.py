@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 def _engine_child(model: Path) -> int:
     """Verify ``model`` against a manifest built from it: prints verify seconds (hashing dominates)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from edgesec.checks.models import manifest
+    from edgesec.models import manifest
 
     m = manifest.build(model)
     t = time.perf_counter()

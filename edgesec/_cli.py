@@ -71,7 +71,7 @@ def _mount_parts() -> None:
     from edgesec.auditing import cli as auditing_cli
     from edgesec.authz import cli as authz_cli
     from edgesec.checks import cli as checks_cli
-    from edgesec.checks.models import cli as models_cli
+    from edgesec.models import cli as models_cli
     from edgesec.pki import cli as pki_cli
     from edgesec.site import cli as site_cli
 

@@ -6,7 +6,7 @@ family a proxy sets itself, nginx's ``X-Original-*``, rewrite overrides and meth
 are the same header here when they are equal case-insensitively with ``_`` and ``-`` treated as equal:
 WSGI (``HTTP_X_USER_ID``), CGI and several frameworks fold them, so ``X_User_ID`` *is* ``X-User-ID`` to
 the application. Every generated proxy config removes every client-sent spelling of every protected
-header before anything else runs, then sets only the decided values; :mod:`edgesec.site.proxyconf`
+header before anything else runs, then sets only the decided values; :mod:`edgesec.authz.proxyconf`
 judges a running config by the same list.
 """
 

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from edgesec.authz.proxyconf import ProxyReport, SiteTrust, check_caddy, check_nginx, check_traefik
 from edgesec.checks.interface import Check, CheckContext, CheckMeta, Finding, Severity
 from edgesec.site import discover
-from edgesec.site.proxyconf import ProxyReport, SiteTrust, check_caddy, check_nginx, check_traefik
 
 _CONTROLS = ("pci-dss-4.0:8.2.1", "hipaa:164.312(a)(1)", "mlps-2.0-l3:8.1.3.2", "iec-62443-3-3:SR 2.1")
 
@@ -192,7 +192,7 @@ class ProxyConfig(Check):
 
     @staticmethod
     def _traefik_files(ctx: CheckContext, static: str) -> tuple[list[str], str | None]:
-        from edgesec.site.proxyconf import load_structured
+        from edgesec.authz.proxyconf import load_structured
 
         text = ctx.system.read_text(static)
         if text is None:

@@ -1,6 +1,6 @@
-"""edgesec.site: what makes the parts one site -- proxy configs read back, the demo site, systemd units.
+"""edgesec.site: what makes the parts one site -- the demo site, systemd units, audit results for Elasticsearch.
 
-Nothing here owns state of its own: it reads the configs a site's proxies and pipeline run with (so the
-``authz`` and ``auditing`` checks can judge them), builds the example site of ``edgesec demo``, and
-renders hardened systemd units for ``edgesec authz serve`` replicas.
+It builds the example site of ``edgesec demo``, renders hardened systemd units for ``edgesec authz serve``
+replicas, and finds the processes the ``authz`` and ``auditing`` checks judge (:mod:`.discover`). Reading a
+proxy's config back lives beside the generators, in :mod:`edgesec.authz.proxyconf`.
 """

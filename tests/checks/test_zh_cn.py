@@ -2,7 +2,8 @@
 finding message, come from the zh-CN catalogue (edgesec/checks/reports/locale/zh-CN.toml).
 
 Two ways a string can be missing, each test naming exactly which: a check or a message template in the
-source that the catalogue lacks (static: every ``self.failed(...)``-style call in edgesec/checks), and a
+source that the catalogue lacks (static: every ``self.failed(...)``-style call in edgesec/checks, and the
+model scanner's findings in edgesec/models that ``models.unsafe-formats`` reports), and a
 string in a real zh-CN report that no catalogue entry translates (a fresh audit of this host, and the
 recorded H200 results).
 """
@@ -18,11 +19,14 @@ from typing import Any
 import pytest
 
 import edgesec.checks
+import edgesec.models
 from edgesec.checks.registry import load_catalog
 from edgesec.checks.reports import html
 from edgesec.checks.reports.i18n import CHECK_FIELDS, english_digest, load, template_regex, translate_result
 
 CHECKS_SRC = Path(edgesec.checks.__file__).parent
+# The checks, and the model part whose scan findings models.unsafe-formats reports word for word.
+SOURCES = (CHECKS_SRC, Path(edgesec.models.__file__).parent)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gpu" / "h200"
 METHODS = {"failed", "warned", "passed", "skipped", "errored", "waived"}
 ADD_ONE = "add it to edgesec/checks/reports/locale/zh-CN.toml"
@@ -51,41 +55,45 @@ def _templates(node: ast.expr) -> list[str]:
 _COLLECTED = re.compile(r"problem|why|reason|^msg$|^message$")
 
 
-PROXYCONF = CHECKS_SRC.parent / "site" / "proxyconf.py"
+# Reading proxy configs back (one module per proxy), beside the generators in authz.
+PROXYCONF = CHECKS_SRC.parent / "authz" / "proxyconf"
 
 
 def _proxyconf_templates() -> dict[str, str]:
     """What authz.proxy reports from a proxy's config: ``rep.fail(where, MESSAGE)``/``warn``,
     ``Issue(level, where, MESSAGE)`` and the reasons ``judge_ca_file`` returns."""
     found: dict[str, str] = {}
-    tree = ast.parse(PROXYCONF.read_text())
-    for node in ast.walk(tree):
-        args: list[ast.expr] = []
-        if isinstance(node, ast.Call):
-            f = node.func
-            name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
-            if name in ("fail", "warn") and isinstance(f, ast.Attribute):
-                args = node.args[1:2]
-            elif name == "Issue":
-                args = node.args[2:3]
-        elif isinstance(node, ast.FunctionDef) and node.name == "judge_ca_file":
-            args = [r.value for r in ast.walk(node) if isinstance(r, ast.Return) and r.value is not None]
-        for a in args:
-            for t in _templates(a):
-                if re.search(r"[A-Za-z]{2}", t):
-                    found.setdefault(t, f"edgesec/site/proxyconf.py:{a.lineno}")
+    paths = sorted(PROXYCONF.rglob("*.py"))
+    assert paths, f"no proxy-config reader under {PROXYCONF}"
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            args: list[ast.expr] = []
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+                if name in ("fail", "warn") and isinstance(f, ast.Attribute):
+                    args = node.args[1:2]
+                elif name == "Issue":
+                    args = node.args[2:3]
+            elif isinstance(node, ast.FunctionDef) and node.name == "judge_ca_file":
+                args = [r.value for r in ast.walk(node) if isinstance(r, ast.Return) and r.value is not None]
+            for a in args:
+                for t in _templates(a):
+                    if re.search(r"[A-Za-z]{2}", t):
+                        found.setdefault(t, f"{path.relative_to(CHECKS_SRC.parent.parent)}:{a.lineno}")
     return found
 
 
 def source_templates() -> dict[str, str]:
-    """Every finding message and remediation template written in edgesec/checks: {template: file:line}.
+    """Every finding message and remediation template written in edgesec/checks and edgesec/models:
+    {template: file:line}.
 
     Read from the source: the message and ``remediation=`` of every ``self.failed(...)``-style call and
     ``Finding(...)`` (and a model scan's ``ScanFinding``), the reason of every ``...Unavailable(...)``, and strings appended to or assigned
     to a ``problems``/``why``/``reason``/``msg`` name.
     """
     found: dict[str, str] = {}
-    for path in sorted(CHECKS_SRC.rglob("*.py")):
+    for path in sorted(p for src in SOURCES for p in src.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             args: list[ast.expr] = []
             if isinstance(node, ast.Call):

@@ -22,6 +22,7 @@ from edgesec.authz.gen import (
     render_traefik_dynamic,
     render_traefik_static,
 )
+from edgesec.authz.proxyconf import SiteTrust, check_caddy, check_nginx, check_traefik
 from edgesec.checks.interface import CheckContext, Status
 from edgesec.checks.probes import BuiltSystem, CommandResult, FixedClock, LiveSystem
 from edgesec.checks.profiles import available_profiles, load_profile
@@ -35,7 +36,6 @@ from edgesec.checks.site_auditing import (
 )
 from edgesec.checks.site_authz import Policy, ProxyConfig, ReadyZ
 from edgesec.config import LoadedConfig, Settings
-from edgesec.site.proxyconf import SiteTrust, check_caddy, check_nginx, check_traefik
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 HOME = "/var/lib/edgesec"

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from edgesec.checks.models import scan
-from edgesec.checks.models.scan import npy, pickles
+from edgesec.models import scan
+from edgesec.models.scan import npy, pickles
 from tests.models.corpus import Sample, build
 
 

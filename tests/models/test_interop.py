@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgesec.checks.models.bundle import read_bundle
+from edgesec.models.bundle import read_bundle
 from tests.models._pki import Issued, SitePki
 
 pytestmark = pytest.mark.real("model_signing")

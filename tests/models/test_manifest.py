@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgesec.checks.models import bundle, hashing, manifest
 from edgesec.errors import InputError, VerificationError
+from edgesec.models import bundle, hashing, manifest
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),

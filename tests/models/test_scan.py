@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgesec.checks.models import scan
+from edgesec.models import scan
 from tests.models.conftest import make_gguf, make_safetensors
 
 ALLOWED = ["safetensors", "gguf", "onnx"]
@@ -558,8 +558,8 @@ def test_every_kind_of_directory_entry_is_a_finding_never_a_crash(tmp_path: Path
 )  # fmt: skip
 def test_the_peers_sample_imports_are_critical(target: str) -> None:
     """Each import the peers' published samples use runs code, files or sockets: CRITICAL, not HIGH."""
-    from edgesec.checks.models.scan.pickles import effective
-    from edgesec.checks.models.scan.policy import classify_global
+    from edgesec.models.scan.pickles import effective
+    from edgesec.models.scan.policy import classify_global
 
     module, _, name = target.rpartition(".")
     if module.endswith((".Bdb", ".Pdb", ".InteractiveInterpreter", ".Trace", "._UnixSubprocessTransport")):
@@ -569,7 +569,7 @@ def test_the_peers_sample_imports_are_critical(target: str) -> None:
 
 
 def test_what_only_builds_values_is_high_not_critical() -> None:
-    from edgesec.checks.models.scan.policy import classify_global
+    from edgesec.models.scan.policy import classify_global
 
     for module, name in (
         ("builtins", "len"),

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edgesec.checks.models import api
-from edgesec.checks.models.bundle import read_bundle
 from edgesec.errors import InputError
+from edgesec.models import api
+from edgesec.models.bundle import read_bundle
 from tests.models._pki import NOW, Issued, SitePki
 from tests.models.conftest import SHARD
 
@@ -184,7 +184,7 @@ def test_signature_by_expired_certificate_fails(model_dir: Path, pki: SitePki, h
     with pytest.raises(InputError, match="expired"):
         api.sign_model(model_dir, key=old.key, chain=[old.cert], trust=trust, now=NOW)
     # A manifest back-dated into the validity period by the holder of the expired key fails the same way.
-    from edgesec.checks.models import bundle, manifest
+    from edgesec.models import bundle, manifest
 
     m = manifest.build(model_dir, signature_rel="model.sig", now=NOW - dt.timedelta(days=10))
     (model_dir / "model.sig").write_bytes(
@@ -200,7 +200,7 @@ def test_server_certificate_cannot_sign(cli, model_dir: Path, pki: SitePki, tmp_
     code, _, err = cli("model", "sign", str(model_dir), "--cert", str(crt), "--key", str(key))
     assert code == 2 and "refusing to sign" in err and "wrong purpose" in err
     # Forged with the library (bypassing the CLI check): verification still refuses it.
-    from edgesec.checks.models import bundle, manifest
+    from edgesec.models import bundle, manifest
 
     m = manifest.build(model_dir, signature_rel="model.sig")
     (model_dir / "model.sig").write_bytes(
@@ -217,7 +217,7 @@ def test_foreign_pki_is_not_trusted(cli, model_dir: Path, signer: Signer, tmp_pa
     crt, key = leaf.write(tmp_path, "impostor", other.intermediate.cert)
     code, _, err = cli("model", "sign", str(model_dir), "--cert", str(crt), "--key", str(key))
     assert code == 2 and "refusing to sign" in err and "untrusted" in err
-    from edgesec.checks.models import bundle, manifest
+    from edgesec.models import bundle, manifest
 
     m = manifest.build(model_dir, signature_rel="model.sig")
     (model_dir / "model.sig").write_bytes(
@@ -315,7 +315,7 @@ def test_signer_from_the_site_pki(cli, model_dir: Path, home: Path) -> None:
 def test_progress_bar_for_a_person_at_a_terminal(cli, model_dir: Path, signer: Signer, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import sys
 
-    from edgesec.checks.models import cli as model_cli
+    from edgesec.models import cli as model_cli
 
     assert sign(cli, model_dir, signer)[0] == 0
     monkeypatch.setattr(model_cli, "PROGRESS_MIN_BYTES", 0)

@@ -52,7 +52,7 @@ def _signed_result(d: Path, work: Path) -> Path:
 
 
 def _signed_model(d: Path, work: Path) -> Path:
-    from edgesec.checks.models import bundle, manifest
+    from edgesec.models import bundle, manifest
 
     model = work / "model"
     model.mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgesec.checks.models.hashing import printable
+from edgesec.models.hashing import printable
 
 __all__ = ["BLOCKING", "MEANING", "SEVERITIES", "Bad", "ScanFinding", "ScanReport", "printable"]
 

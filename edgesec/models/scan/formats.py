@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from edgesec.checks.models.scan.report import Bad as _Bad
-from edgesec.checks.models.scan.report import ScanFinding
+from edgesec.models.scan.report import Bad as _Bad
+from edgesec.models.scan.report import ScanFinding
 
 # --- safetensors ------------------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 ::
 
-    from edgesec.checks.models.api import sign_model, verify_model, load_signing_files
+    from edgesec.models.api import sign_model, verify_model, load_signing_files
     key, chain = load_signing_files(Path("signing.crt"), Path("signing.key"))
     sign_model(Path("/models/llama"), key=key, chain=chain)
     res = verify_model(Path("/models/llama"), trust=TrustBundle.load(trust_dir))
@@ -24,11 +24,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from edgesec._fs import atomic_write, read_input_file
 from edgesec.auditing import AuditEvent, emit
 from edgesec.auditing.proof import SIGNATURE_FIELD, prove_signing_time, signature_digest
-from edgesec.checks.models import bundle as bundle_mod
-from edgesec.checks.models import manifest as manifest_mod
-from edgesec.checks.models.hashing import DEFAULT_SHARD_SIZE
-from edgesec.checks.models.manifest import Difference, Manifest
 from edgesec.errors import AlreadyExists, InputError, VerificationError
+from edgesec.models import bundle as bundle_mod
+from edgesec.models import manifest as manifest_mod
+from edgesec.models.hashing import DEFAULT_SHARD_SIZE
+from edgesec.models.manifest import Difference, Manifest
 from edgesec.pki.signing import key_matches
 from edgesec.pki.trust import (
     Policy,
@@ -231,6 +231,15 @@ class VerifyResult:
             "seconds": round(self.seconds, 3),
             "differences": [d.to_dict() for d in self.differences],
         }
+
+
+def pin_for(pins: dict[str, str], directory: str | Path) -> str | None:
+    """The manifest digest ``[models] pins`` expects for ``directory`` (keys compared as resolved paths)."""
+    want = Path(directory).resolve()
+    for key, digest in pins.items():
+        if Path(key).resolve() == want:
+            return digest
+    return None
 
 
 def verify_model(

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
-from edgesec.checks.models.scan.report import ScanFinding
+from edgesec.models.scan.report import ScanFinding
 
 HIGHEST_PROTOCOL = 5
 BIG_READ = 1 << 20

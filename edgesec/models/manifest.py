@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from edgesec.checks.models.hashing import (
+from edgesec.errors import InputError, VerificationError
+from edgesec.models.hashing import (
     DEFAULT_SHARD_SIZE,
     GIT_PATHS,
     Listing,
@@ -36,7 +37,6 @@ from edgesec.checks.models.hashing import (
     sort_key,
     walk,
 )
-from edgesec.errors import InputError, VerificationError
 
 ALGORITHMS = ("sha256", "blake3")
 _HEX = re.compile(r"^[0-9a-f]+$")

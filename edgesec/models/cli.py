@@ -28,8 +28,8 @@ from rich.progress import (
 from edgesec._console import result, state, stderr
 from edgesec._fs import read_input_file
 from edgesec.auditing import AuditEvent, emit
-from edgesec.checks.models.hashing import DEFAULT_SHARD_SIZE
 from edgesec.errors import InputError, UsageError
+from edgesec.models.hashing import DEFAULT_SHARD_SIZE
 
 model_app = typer.Typer(help="Sign, verify and scan model directories.", no_args_is_help=True)
 
@@ -108,7 +108,7 @@ def sign_cmd(
     workers: Annotated[int | None, typer.Option("--workers", min=1, max=256, help="Hashing threads.")] = None,
 ) -> None:
     """Write a signed manifest of every file in DIR (OpenSSF model signing format)."""
-    from edgesec.checks.models.api import load_signing_files, sign_model
+    from edgesec.models.api import load_signing_files, sign_model
 
     if signer and (cert or key):
         raise UsageError("give either --signer NAME or --cert/--key, not both")
@@ -202,8 +202,7 @@ def verify_cmd(
     """Check DIR against its signature: trusted signer, every digest, nothing missing or added."""
     import re
 
-    from edgesec.checks.models import pin_for
-    from edgesec.checks.models.api import verify_model
+    from edgesec.models.api import pin_for, verify_model
     from edgesec.pki.api import load_trust
 
     cfg = state().config()
@@ -257,7 +256,7 @@ def scan_cmd(
     ] = None,
 ) -> None:
     """Flag files that can run code when loaded, or whose headers are malformed. Nothing is loaded."""
-    from edgesec.checks.models.scan import scan_path
+    from edgesec.models.scan import scan_path
 
     cfg = state().config()
     allowed = allow_format or cfg.settings.models.allowed_formats

@@ -1,4 +1,4 @@
-"""Model integrity: ``edgesec model sign|verify|scan`` and the ``models`` check family.
+"""The ``models`` check family: the ``models.*`` checks of ``edgesec audit``, calling :mod:`edgesec.models`.
 
 The checks read the model directories from ``[models] dirs`` in the site config: each must verify against
 its signed manifest (``models.signature``) and scan clean (``models.unsafe-formats``). With no directory
@@ -15,15 +15,6 @@ from edgesec.errors import EdgesecError
 
 MAX_EVIDENCE = 50
 """Differences kept in a finding's evidence (a swapped model can differ in thousands of files)."""
-
-
-def pin_for(pins: dict[str, str], directory: str | Path) -> str | None:
-    """The manifest digest ``[models] pins`` expects for ``directory`` (keys compared as resolved paths)."""
-    want = Path(directory).resolve()
-    for key, digest in pins.items():
-        if Path(key).resolve() == want:
-            return digest
-    return None
 
 
 class ModelSignatureCheck(Check):
@@ -46,7 +37,7 @@ class ModelSignatureCheck(Check):
     )
 
     def run(self, ctx: CheckContext) -> Iterator[Finding]:
-        from edgesec.checks.models.api import verify_model
+        from edgesec.models.api import pin_for, verify_model
         from edgesec.pki.api import load_trust, trust_dir
 
         settings = ctx.config.settings
@@ -108,7 +99,7 @@ class ModelScanCheck(Check):
     )
 
     def run(self, ctx: CheckContext) -> Iterator[Finding]:
-        from edgesec.checks.models.scan import scan_path
+        from edgesec.models.scan import scan_path
 
         settings = ctx.config.settings.models
         if not settings.dirs:

@@ -13,7 +13,7 @@ import ast
 import re
 from typing import IO, Any
 
-from edgesec.checks.models.scan.report import Bad
+from edgesec.models.scan.report import Bad
 
 MAGIC = b"\x93NUMPY"
 VERSIONS = {1: ("<H", "latin1"), 2: ("<I", "latin1"), 3: ("<I", "utf8")}

@@ -24,7 +24,7 @@ from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
-from edgesec.checks.models.scan.report import ScanFinding
+from edgesec.models.scan.report import ScanFinding
 
 MAX_CHUNKS = 200_000
 """Output pieces one render may produce before it is stopped (a template looping without end)."""
