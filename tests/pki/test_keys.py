@@ -137,3 +137,22 @@ def test_shared_passphrase_is_warned_about(cli, tmp_path: Path) -> None:  # type
     ca_pw.chmod(0o600)
     code, _, err = cli("pki", "init", "--org", "Bank", "--passphrase-file", str(ca_pw))
     assert code == 0 and "shares the intermediate's passphrase" in err
+
+
+@pytest.mark.real("openssl")
+def test_pkcs12_mac_and_key_bag_both_cost_600k(ca: CertificateAuthority, tmp_path: Path) -> None:
+    """The library writes the PKCS#12 MAC at 2,048 iterations whatever the key bag uses, so a password
+    could be guessed through the MAC 300 times cheaper; edgesec re-MACs at 600,000 (OpenSSL verifies it)."""
+    ca.issue_client("alice")
+    out = ca.export_p12("alice", tmp_path / "a.p12", b"p12 password here")
+    p = run("openssl", "pkcs12", "-in", out, "-info", "-noout", "-passin", "pass:p12 password here")
+    assert p.returncode == 0, p.stderr
+    assert "MAC: sha256, Iteration 600000" in p.stderr + p.stdout
+    assert "Shrouded Keybag: PBES2, PBKDF2, AES-256-CBC, Iteration 600000" in p.stderr + p.stdout
+    bad = run("openssl", "pkcs12", "-in", out, "-info", "-noout", "-passin", "pass:wrong password")
+    assert bad.returncode != 0 and "mac verify" in (bad.stderr + bad.stdout).lower()
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    loaded = pkcs12.load_pkcs12(out.read_bytes(), b"p12 password here")
+    assert loaded.cert is not None and loaded.cert.certificate == ca.leaf("alice")[0]
+    assert len(loaded.additional_certs) == 2  # intermediate and root

@@ -355,3 +355,28 @@ def test_nginx_refuses_a_revocation_killed_at_any_point(tmp_path: Path) -> None:
             assert until(400) == 400, f"nginx still accepts bob after a revoke killed at {step}"
     finally:
         subprocess.run(["nginx", "-p", str(prefix), "-c", str(conf), "-s", "quit"], capture_output=True)
+
+
+def test_a_recovery_killed_at_any_point_is_finished_by_the_one_after(site: tuple[Path, Path, Path]) -> None:
+    """The repair itself under SIGKILL: a revoke killed after its commit, then the next command killed at
+    each step of its recovery, then a third command -- the same guarantees hold."""
+    template, home, work = site
+    argv = COMMANDS["revoke"]
+    steps = _killpoints(template, home, work, argv)
+    after_commit = next(n for n, s in enumerate(steps, start=1) if s.endswith(" commit"))
+    log = work / "recovery.log"
+
+    def killed_revoke() -> None:
+        _restore(template, home)
+        assert _edgesec(home, work, *argv, EDGESEC_KILLPOINT=str(after_commit)).returncode == -9
+
+    killed_revoke()
+    log.unlink(missing_ok=True)
+    _ok(_edgesec(home, work, "pki", "list", EDGESEC_KILLPOINT="999999", EDGESEC_KILLPOINT_LOG=str(log)))
+    recovery = log.read_text().splitlines()
+    assert any(s.endswith("publish crl.pem") for s in recovery), recovery
+    for n, step in enumerate(recovery, start=1):
+        killed_revoke()
+        assert _edgesec(home, work, "pki", "list", EDGESEC_KILLPOINT=str(n)).returncode == -9, step
+        _ok(_edgesec(home, work, "pki", "list"))
+        _assert_consistent(home, f"recovery killed at {step}")
