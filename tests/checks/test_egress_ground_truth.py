@@ -135,6 +135,14 @@ def s_nexthop_object(lab: Lab) -> None:
     _r(lab, "route", "add", "203.0.113.0/24", "nhid", "7")
 
 
+def s_nexthop_group(lab: Lab) -> None:
+    sh("ip", "-n", lab.outside, "addr", "add", "198.51.100.3/24", "dev", _dev(lab, lab.outside))
+    _r(lab, "nexthop", "add", "id", "7", "via", GW, "dev", _dev(lab))
+    _r(lab, "nexthop", "add", "id", "8", "via", "198.51.100.3", "dev", _dev(lab))
+    _r(lab, "nexthop", "add", "id", "10", "group", "7/8")
+    _r(lab, "route", "add", "default", "nhid", "10")
+
+
 def s_table_local(lab: Lab) -> None:
     _r(lab, "route", "add", "203.0.113.0/24", "via", GW, "table", "local")
 
@@ -239,6 +247,16 @@ def s_nft_new_drop_with_notrack(lab: Lab) -> None:
     )
 
 
+def s_nft_quota_drop(lab: Lab) -> None:
+    # A quota drop only starts after the quota: the first packets leave.
+    default_gw(lab)
+    _nft(
+        lab,
+        "table inet edge {\n chain out {\n  type filter hook output priority 0; policy accept;\n"
+        "  quota over 1 mbytes drop\n }\n}\n",
+    )
+
+
 def s_nft_oif_not_lo_drop(lab: Lab) -> None:
     default_gw(lab)
     _nft(
@@ -302,6 +320,27 @@ def s_ipt_nft_hole(lab: Lab) -> None:
     _in(lab, "iptables-nft", "-P", "OUTPUT", "DROP")
     _in(lab, "iptables-nft", "-A", "OUTPUT", "-o", "lo", "-j", "ACCEPT")
     _in(lab, "iptables-nft", "-A", "OUTPUT", "-p", "tcp", "--dport", str(PORT), "-j", "ACCEPT")
+
+
+def s_ipt_nft_multiport_hole(lab: Lab) -> None:
+    # iptables-nft with a multiport accept: read once, from iptables-nft-save, not also from nft's JSON.
+    default_gw(lab)
+    _in(lab, "iptables-nft", "-P", "OUTPUT", "DROP")
+    _in(lab, "iptables-nft", "-A", "OUTPUT", "-o", "lo", "-j", "ACCEPT")
+    _in(
+        lab,
+        "iptables-nft",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "-m",
+        "multiport",
+        "--dports",
+        f"22,{PORT}",
+        "-j",
+        "ACCEPT",
+    )
 
 
 def s_ipt_negation(lab: Lab) -> None:
