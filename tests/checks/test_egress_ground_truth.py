@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.checks.test_egress_netns import OUTSIDE_ADDR, PORT, Lab, lab, sh
@@ -301,6 +301,28 @@ def s_nft_goto_returns_to_policy_accept(lab: Lab) -> None:
         lab,
         "table inet edge {\n chain site { ip daddr 198.51.100.0/24 accept\n }\n"
         " chain out {\n  type filter hook output priority 0; policy accept;\n  goto site\n  drop\n }\n}\n",
+    )
+
+
+def s_nft_conditional_goto_skips_the_drop(lab: Lab) -> None:
+    # Packets to the outside host goto an empty chain, fall through to the policy (accept) and never meet
+    # the final drop (found by the random-firewall property below).
+    default_gw(lab)
+    _nft(
+        lab,
+        "table inet edge {\n chain sub {\n }\n chain out {\n  type filter hook output priority 0; policy accept;\n"
+        f"  ip daddr {OUTSIDE_ADDR} goto sub\n  drop\n }}\n}}\n",
+    )
+
+
+def s_nft_conditional_return_in_jumped_chain(lab: Lab) -> None:
+    # A jumped chain returns some packets early, then drops the rest: the returned ones meet policy accept.
+    default_gw(lab)
+    _nft(
+        lab,
+        "table inet edge {\n chain sub {\n  tcp dport "
+        f"{PORT} return\n  drop\n }}\n chain out {{\n  type filter hook output priority 0; policy accept;\n"
+        "  jump sub\n }\n}\n",
     )
 
 
@@ -610,6 +632,7 @@ VERDICT = st.sampled_from(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+@example(policy="accept", rules=[(f"ip daddr {OUTSIDE_ADDR} ", "goto sub"), ("", "drop")], sub=[])
 @given(
     policy=st.sampled_from(["accept", "drop"]),
     rules=st.lists(st.tuples(COND, VERDICT), max_size=4),
