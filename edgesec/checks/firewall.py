@@ -20,8 +20,9 @@ walked rule by rule; each rule's match is judged for the packet as ALWAYS, NEVER
 * ``accept`` that may match: a *hole* (a rule that lets some packet out);
 * ``drop``/``reject`` that ALWAYS matches and is not rate-limited (``limit``, ``quota``): the walk ends, dropped;
   any other drop is conditional and seals nothing;
-* ``jump``/``goto`` are followed (``goto``'s fall-through returns to the base chain's policy), ``return``
-  likewise; verdict maps (``vmap``) are walked entry by entry;
+* ``jump``/``goto`` are followed (``goto``'s fall-through returns to the caller, for a base chain its
+  policy), ``return`` likewise; packets a *conditional* goto or return sends back skip the rest of the
+  chain, so a later drop does not seal them; verdict maps (``vmap``) are walked entry by entry;
 * the end of a base chain applies its policy.
 
 A construct the model does not understand (an ``xt`` match, an unreadable set, a ``queue`` verdict, an
