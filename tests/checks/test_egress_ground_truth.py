@@ -658,3 +658,60 @@ def test_random_firewalls_never_pass_when_packets_leave(
     got = (verdict(checks["egress.routes"], "IPv4"), verdict(checks["egress.firewall"], "IPv4 output"))
     if reach:
         assert "PASS" not in got, (policy, rules, sub, got)
+
+
+IPT_COND = st.sampled_from(
+    [
+        [],
+        ["-d", "198.51.100.0/24"],
+        ["!", "-d", "198.51.100.0/24"],
+        ["-d", OUTSIDE_ADDR],
+        ["-o", "lo"],
+        ["!", "-o", "lo"],
+        ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED"],
+        ["-m", "conntrack", "--ctstate", "NEW"],
+        ["-p", "tcp", "--dport", str(PORT)],
+        ["-p", "tcp", "-m", "multiport", "--dports", f"22,{PORT}"],
+        ["-p", "udp"],
+        ["-m", "limit", "--limit", "1/sec"],
+    ]
+)
+IPT_TARGET = st.sampled_from(
+    [["-j", "ACCEPT"], ["-j", "DROP"], ["-j", "REJECT"], ["-j", "RETURN"], ["-j", "sub"], ["-g", "sub"]]
+)
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    tool=st.sampled_from(["iptables-nft", "iptables-legacy"]),
+    policy=st.sampled_from(["ACCEPT", "DROP"]),
+    rules=st.lists(st.tuples(IPT_COND, IPT_TARGET), max_size=4),
+    sub=st.lists(
+        st.tuples(IPT_COND, st.sampled_from([["-j", "ACCEPT"], ["-j", "DROP"], ["-j", "RETURN"]])), max_size=3
+    ),
+)
+def test_random_iptables_never_pass_when_packets_leave(
+    lab: Lab, tool: str, policy: str, rules: list[Any], sub: list[Any]
+) -> None:
+    """Random iptables OUTPUT chains (either backend) with a user chain: never PASS when a connection leaves."""
+    for t in ("iptables-nft", "iptables-legacy"):
+        for args in (["-F"], ["-X"], ["-P", "OUTPUT", "ACCEPT"]):
+            subprocess.run(["ip", "netns", "exec", lab.site, t, *args], check=False, capture_output=True)
+    _in(lab, "nft", "flush", "ruleset")
+    subprocess.run(["ip", "-n", lab.site, "route", "replace", "default", "via", GW], check=True)
+    lab.config.write_text('[checks]\nallowed_networks = ["198.51.100.0/24"]\n')
+    _in(lab, tool, "-N", "sub")
+    for cond, target in sub:
+        _in(lab, tool, "-A", "sub", *cond, *target)
+    for cond, target in rules:
+        _in(lab, tool, "-A", "OUTPUT", *cond, *target)
+    _in(lab, tool, "-P", "OUTPUT", policy)
+    reach = measure(lab)["plain"]
+    checks = lab.audit("egress.routes", "egress.firewall")
+    got = (verdict(checks["egress.routes"], "IPv4"), verdict(checks["egress.firewall"], "IPv4 output"))
+    if reach:
+        assert "PASS" not in got, (tool, policy, rules, sub, got)
