@@ -20,8 +20,9 @@ walked rule by rule; each rule's match is judged for the packet as ALWAYS, NEVER
 * ``accept`` that may match: a *hole* (a rule that lets some packet out);
 * ``drop``/``reject`` that ALWAYS matches and is not rate-limited (``limit``, ``quota``): the walk ends, dropped;
   any other drop is conditional and seals nothing;
-* ``jump``/``goto`` are followed (``goto``'s fall-through returns to the base chain's policy), ``return``
-  likewise; verdict maps (``vmap``) are walked entry by entry;
+* ``jump``/``goto`` are followed (``goto``'s fall-through returns to the caller, for a base chain its
+  policy), ``return`` likewise; packets a *conditional* goto or return sends back skip the rest of the
+  chain, so a later drop does not seal them; verdict maps (``vmap``) are walked entry by entry;
 * the end of a base chain applies its policy.
 
 A construct the model does not understand (an ``xt`` match, an unreadable set, a ``queue`` verdict, an
@@ -109,9 +110,15 @@ class Chain:
 
 @dataclass
 class Walk:
-    dropped: bool = False  # every packet reaching the end of the walk is dropped
+    dropped: bool = False  # the walk ended at a drop every remaining packet meets
+    early_return: bool = False  # some packets left the chain before that (a conditional return or goto)
     holes: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+
+    @property
+    def drops_all(self) -> bool:
+        """Every packet that entered the chain (and no hole accepted) is dropped."""
+        return self.dropped and not self.early_return
 
 
 @dataclass
@@ -191,14 +198,20 @@ class Ruleset:
                     sub = self.walk(sub_chain, pkt, depth + 1)
                     w.holes.extend(sub.holes)
                     w.unknown.extend(sub.unknown)
-                    if always and sub.dropped:
+                    if always and sub.drops_all:
                         w.dropped = True
                         return w
-                    if always and verdict == "goto":
-                        return w  # falls through to the caller (the base chain's policy)
+                    if verdict == "goto" and not sub.drops_all:
+                        # What falls through a goto's chain returns to this chain's caller (for a base
+                        # chain: its policy), skipping the rest of this chain.
+                        if always:
+                            return w
+                        w.early_return = True
+                    # A jump's fall-through (and its chain's returns) come back here: the walk goes on.
                 elif verdict == "return":
                     if always:
                         return w
+                    w.early_return = True  # some packets return to the caller (or meet the policy)
                 elif verdict in ("continue", "none"):
                     continue
                 else:
@@ -214,10 +227,13 @@ class Ruleset:
         for c in self.base_chains(pkt):
             names.append(c.name)
             w = self.walk(c, pkt)
-            dropped = w.dropped or c.policy == "drop"
+            # What returns early or falls off the end meets the chain's policy.
+            dropped = c.policy == "drop" or w.drops_all
+            if c.policy != "drop" and w.dropped and w.early_return:
+                w.holes.append(f"{c.name}: packets that return early meet its policy accept")
             if dropped and not w.holes and not w.unknown:
                 sealed_by.append(c.name)
-            elif dropped:
+            elif dropped or w.dropped:
                 holes.extend(w.holes)
                 unknown.extend(w.unknown)
         sealed = bool(sealed_by)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.checks.test_egress_netns import OUTSIDE_ADDR, PORT, Lab, lab, sh
@@ -135,6 +135,14 @@ def s_nexthop_object(lab: Lab) -> None:
     _r(lab, "route", "add", "203.0.113.0/24", "nhid", "7")
 
 
+def s_nexthop_group(lab: Lab) -> None:
+    sh("ip", "-n", lab.outside, "addr", "add", "198.51.100.3/24", "dev", _dev(lab, lab.outside))
+    _r(lab, "nexthop", "add", "id", "7", "via", GW, "dev", _dev(lab))
+    _r(lab, "nexthop", "add", "id", "8", "via", "198.51.100.3", "dev", _dev(lab))
+    _r(lab, "nexthop", "add", "id", "10", "group", "7/8")
+    _r(lab, "route", "add", "default", "nhid", "10")
+
+
 def s_table_local(lab: Lab) -> None:
     _r(lab, "route", "add", "203.0.113.0/24", "via", GW, "table", "local")
 
@@ -239,6 +247,16 @@ def s_nft_new_drop_with_notrack(lab: Lab) -> None:
     )
 
 
+def s_nft_quota_drop(lab: Lab) -> None:
+    # A quota drop only starts after the quota: the first packets leave.
+    default_gw(lab)
+    _nft(
+        lab,
+        "table inet edge {\n chain out {\n  type filter hook output priority 0; policy accept;\n"
+        "  quota over 1 mbytes drop\n }\n}\n",
+    )
+
+
 def s_nft_oif_not_lo_drop(lab: Lab) -> None:
     default_gw(lab)
     _nft(
@@ -286,6 +304,28 @@ def s_nft_goto_returns_to_policy_accept(lab: Lab) -> None:
     )
 
 
+def s_nft_conditional_goto_skips_the_drop(lab: Lab) -> None:
+    # Packets to the outside host goto an empty chain, fall through to the policy (accept) and never meet
+    # the final drop (found by the random-firewall property below).
+    default_gw(lab)
+    _nft(
+        lab,
+        "table inet edge {\n chain sub {\n }\n chain out {\n  type filter hook output priority 0; policy accept;\n"
+        f"  ip daddr {OUTSIDE_ADDR} goto sub\n  drop\n }}\n}}\n",
+    )
+
+
+def s_nft_conditional_return_in_jumped_chain(lab: Lab) -> None:
+    # A jumped chain returns some packets early, then drops the rest: the returned ones meet policy accept.
+    default_gw(lab)
+    _nft(
+        lab,
+        "table inet edge {\n chain sub {\n  tcp dport "
+        f"{PORT} return\n  drop\n }}\n chain out {{\n  type filter hook output priority 0; policy accept;\n"
+        "  jump sub\n }\n}\n",
+    )
+
+
 def s_nft_unknown_construct_numgen(lab: Lab) -> None:
     # An expression the model does not understand (a packet counter): it must say "cannot prove sealed".
     default_gw(lab)
@@ -302,6 +342,27 @@ def s_ipt_nft_hole(lab: Lab) -> None:
     _in(lab, "iptables-nft", "-P", "OUTPUT", "DROP")
     _in(lab, "iptables-nft", "-A", "OUTPUT", "-o", "lo", "-j", "ACCEPT")
     _in(lab, "iptables-nft", "-A", "OUTPUT", "-p", "tcp", "--dport", str(PORT), "-j", "ACCEPT")
+
+
+def s_ipt_nft_multiport_hole(lab: Lab) -> None:
+    # iptables-nft with a multiport accept: read once, from iptables-nft-save, not also from nft's JSON.
+    default_gw(lab)
+    _in(lab, "iptables-nft", "-P", "OUTPUT", "DROP")
+    _in(lab, "iptables-nft", "-A", "OUTPUT", "-o", "lo", "-j", "ACCEPT")
+    _in(
+        lab,
+        "iptables-nft",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "-m",
+        "multiport",
+        "--dports",
+        f"22,{PORT}",
+        "-j",
+        "ACCEPT",
+    )
 
 
 def s_ipt_negation(lab: Lab) -> None:
@@ -571,6 +632,7 @@ VERDICT = st.sampled_from(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+@example(policy="accept", rules=[(f"ip daddr {OUTSIDE_ADDR} ", "goto sub"), ("", "drop")], sub=[])
 @given(
     policy=st.sampled_from(["accept", "drop"]),
     rules=st.lists(st.tuples(COND, VERDICT), max_size=4),
@@ -596,3 +658,60 @@ def test_random_firewalls_never_pass_when_packets_leave(
     got = (verdict(checks["egress.routes"], "IPv4"), verdict(checks["egress.firewall"], "IPv4 output"))
     if reach:
         assert "PASS" not in got, (policy, rules, sub, got)
+
+
+IPT_COND = st.sampled_from(
+    [
+        [],
+        ["-d", "198.51.100.0/24"],
+        ["!", "-d", "198.51.100.0/24"],
+        ["-d", OUTSIDE_ADDR],
+        ["-o", "lo"],
+        ["!", "-o", "lo"],
+        ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED"],
+        ["-m", "conntrack", "--ctstate", "NEW"],
+        ["-p", "tcp", "--dport", str(PORT)],
+        ["-p", "tcp", "-m", "multiport", "--dports", f"22,{PORT}"],
+        ["-p", "udp"],
+        ["-m", "limit", "--limit", "1/sec"],
+    ]
+)
+IPT_TARGET = st.sampled_from(
+    [["-j", "ACCEPT"], ["-j", "DROP"], ["-j", "REJECT"], ["-j", "RETURN"], ["-j", "sub"], ["-g", "sub"]]
+)
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    tool=st.sampled_from(["iptables-nft", "iptables-legacy"]),
+    policy=st.sampled_from(["ACCEPT", "DROP"]),
+    rules=st.lists(st.tuples(IPT_COND, IPT_TARGET), max_size=4),
+    sub=st.lists(
+        st.tuples(IPT_COND, st.sampled_from([["-j", "ACCEPT"], ["-j", "DROP"], ["-j", "RETURN"]])), max_size=3
+    ),
+)
+def test_random_iptables_never_pass_when_packets_leave(
+    lab: Lab, tool: str, policy: str, rules: list[Any], sub: list[Any]
+) -> None:
+    """Random iptables OUTPUT chains (either backend) with a user chain: never PASS when a connection leaves."""
+    for t in ("iptables-nft", "iptables-legacy"):
+        for args in (["-F"], ["-X"], ["-P", "OUTPUT", "ACCEPT"]):
+            subprocess.run(["ip", "netns", "exec", lab.site, t, *args], check=False, capture_output=True)
+    _in(lab, "nft", "flush", "ruleset")
+    subprocess.run(["ip", "-n", lab.site, "route", "replace", "default", "via", GW], check=True)
+    lab.config.write_text('[checks]\nallowed_networks = ["198.51.100.0/24"]\n')
+    _in(lab, tool, "-N", "sub")
+    for cond, target in sub:
+        _in(lab, tool, "-A", "sub", *cond, *target)
+    for cond, target in rules:
+        _in(lab, tool, "-A", "OUTPUT", *cond, *target)
+    _in(lab, tool, "-P", "OUTPUT", policy)
+    reach = measure(lab)["plain"]
+    checks = lab.audit("egress.routes", "egress.firewall")
+    got = (verdict(checks["egress.routes"], "IPv4"), verdict(checks["egress.firewall"], "IPv4 output"))
+    if reach:
+        assert "PASS" not in got, (tool, policy, rules, sub, got)

@@ -222,3 +222,24 @@ def test_proxy_in_a_running_process_and_a_live_connection_fail(lab: Lab) -> None
             p.wait()
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+def test_a_connected_udp_flow_is_seen(lab: Lab) -> None:
+    # connect() on a UDP socket sends nothing; it fixes the peer, which /proc/net/udp then shows.
+    sh("ip", "-n", lab.site, "route", "add", "default", "via", "198.51.100.1")
+    holder = lab.in_site(
+        sys.executable,
+        "-c",
+        "import socket,time; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+        f"s.connect(('{OUTSIDE_ADDR}', 5353)); print('up', flush=True); time.sleep(60)",
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "up"
+        conns = lab.audit("egress.connections")["egress.connections"]["findings"]
+        udp = [f for f in conns if f["evidence"].get("protocol") == "udp"]
+        assert [(f["status"], f["resource"]) for f in udp] == [("FAIL", f"{OUTSIDE_ADDR}:5353")]
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
