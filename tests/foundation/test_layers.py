@@ -138,6 +138,22 @@ def test_imports_follow_the_layers() -> None:
     assert not gone, "fixed, remove from KNOWN_VIOLATIONS:\n" + "\n".join(f"  {a} -> {b}" for a, b in gone)
 
 
+def test_only_the_cli_imports_deploy() -> None:
+    """deploy is the top layer: besides itself, only the CLI's entry (``_cli``, which mounts its commands)
+    imports it -- not even another part's CLI."""
+    sources = modules_in(ROOT)
+    importers = {
+        module
+        for module, source in sources.items()
+        if not module.startswith("edgesec.deploy")
+        and any(
+            i == "edgesec.deploy" or i.startswith("edgesec.deploy.")
+            for i in imports_of(module, source, sources)
+        )
+    }
+    assert importers == {"edgesec._cli"}
+
+
 SYNTHETIC = {
     "edgesec": "",
     "edgesec.errors": "",
