@@ -71,12 +71,22 @@ def _mount_parts() -> None:
     from edgesec.auditing import cli as auditing_cli
     from edgesec.authz import cli as authz_cli
     from edgesec.checks import cli as checks_cli
+    from edgesec.deploy import cli as deploy_cli
     from edgesec.models import cli as models_cli
     from edgesec.pki import cli as pki_cli
-    from edgesec.site import cli as site_cli
 
-    for part in (_config_cli, pki_cli, authz_cli, auditing_cli, checks_cli, models_cli, site_cli):
-        part.mount(app)
+    # The order of `edgesec --help`: `schedule` (deploy) stands after the checks' commands, as always.
+    for mount in (
+        _config_cli.mount,
+        pki_cli.mount,
+        authz_cli.mount,
+        auditing_cli.mount,
+        checks_cli.mount,
+        deploy_cli.mount_schedule,
+        models_cli.mount,
+        deploy_cli.mount,
+    ):
+        mount(app)
     _plain_help(app)
 
 

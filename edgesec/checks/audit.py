@@ -68,7 +68,7 @@ def choose_profile(cfg: LoadedConfig, requested: str | None) -> Profile:
 def _nvml(mode: str, recorder: Recorder | None, calls: dict[str, Any] | None) -> NvmlProbe | None:
     """The gpu family's NVML probe, imported lazily; None when that module or the library is absent."""
     try:
-        nv = importlib.import_module("edgesec.checks.gpu.nvml")
+        nv = importlib.import_module("edgesec.checks.families.gpu.nvml")
     except ImportError:
         return None
     if mode == "replay":

@@ -20,7 +20,6 @@ waiver_app = typer.Typer(
     help="Grant and list waivers (accepted risks with an expiry date).", no_args_is_help=True
 )
 evidence_app = typer.Typer(help="Verify signed audit results.", no_args_is_help=True)
-schedule_app = typer.Typer(help="Install the periodic jobs (nightly audit and others).", no_args_is_help=True)
 
 _STYLE = {
     "PASS": "green",
@@ -479,27 +478,8 @@ def evidence_verify(
     result(doc, f"OK: {result_file} signed by {doc['signer']} ({when}); chain: {chain}")
 
 
-@schedule_app.command("install")
-def schedule_install(
-    systemd: Annotated[bool, typer.Option("--systemd", help="Write systemd timers and services.")] = False,
-    cron: Annotated[bool, typer.Option("--cron", help="Write a cron.d file.")] = False,
-    directory: Annotated[
-        str | None,
-        typer.Option("--dir", help="Where to write (default /etc/systemd/system or /etc/cron.d)."),
-    ] = None,
-) -> None:
-    """Install every periodic job the config enables (nightly audit, and the parts' jobs)."""
-    from edgesec.checks.schedule import install_jobs
-
-    if systemd == cron:
-        raise UsageError("give exactly one of --systemd or --cron")
-    doc, lines = install_jobs(state().config(), systemd=systemd, directory=directory)
-    result(doc, "\n".join(lines))
-
-
 def mount(app: typer.Typer) -> None:
     app.command("audit")(audit)
     app.add_typer(checks_app, name="checks")
     app.add_typer(waiver_app, name="waiver")
     app.add_typer(evidence_app, name="evidence")
-    app.add_typer(schedule_app, name="schedule")

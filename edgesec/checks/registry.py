@@ -22,11 +22,11 @@ from edgesec.checks.profiles import shipped_frameworks
 BUILTIN_FAMILY_MODULES: tuple[str, ...] = (
     "edgesec.checks.egress",
     "edgesec.checks.host",
-    "edgesec.checks.pki",
-    "edgesec.checks.gpu",
-    "edgesec.checks.models",
-    "edgesec.checks.site_authz",
-    "edgesec.checks.site_auditing",
+    "edgesec.checks.families.pki",
+    "edgesec.checks.families.gpu",
+    "edgesec.checks.families.models",
+    "edgesec.checks.families.authz",
+    "edgesec.checks.families.auditing",
 )
 ENTRY_POINT_GROUP = "edgesec.checks"
 

@@ -227,7 +227,7 @@ def test_site_pipeline_check_does_not_pass_unread_includes(
 ) -> None:  # type: ignore[no-untyped-def]
     """The auditing.pipeline check lints the text it read; a config that @includes other files cannot
     PASS on that alone: it warns, naming them (``auditlog lint`` follows them)."""
-    from edgesec.checks.site_auditing import Pipeline
+    from edgesec.checks.families.auditing import Pipeline
     from edgesec.config import LoadedConfig, Settings
     from tests.e2e.test_site_checks import NoProcesses, ctx, statuses
 

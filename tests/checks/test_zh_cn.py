@@ -111,6 +111,13 @@ def source_templates() -> dict[str, str]:
                     args = node.args[3:4] + [k.value for k in node.keywords if k.arg == "message"]
                 elif name.endswith("Unavailable"):
                     args = node.args[:1]
+                elif (
+                    name in ("fail", "warn")
+                    and isinstance(f, ast.Attribute)
+                    and isinstance(f.value, ast.Name)
+                ):
+                    # A check adding to a proxy report (``rep.warn(where, MESSAGE)``), as the readers do.
+                    args = node.args[1:2] if f.value.id == "rep" else []
                 elif name == "append" and isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name):
                     args = node.args[:1] if _COLLECTED.search(f.value.id) else []
             elif (

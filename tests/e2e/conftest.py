@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from edgesec.site.demo import DemoSite
+from edgesec.deploy.demo import DemoSite
 from tests.conftest import require_tool
 
 TOOLS = ("nginx", "caddy", "syslog-ng", "curl")

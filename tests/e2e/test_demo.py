@@ -18,7 +18,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from edgesec.site.demo import DemoSite, site_failures, site_problems
+from edgesec.deploy.demo import DemoSite, site_failures, site_problems
 from tests.e2e.conftest import archive_lines, trail_records
 
 PROXIES = ("nginx", "caddy")

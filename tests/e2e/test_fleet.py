@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from edgesec.auditing.results_template import bulk_body, render_template
-from edgesec.site.demo import DemoSite
+from edgesec.deploy.demo import DemoSite
 
 pytestmark = pytest.mark.real("nginx", "caddy", "syslog-ng", "curl")
 

@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from edgesec._fs import atomic_write
-from edgesec.site.demo import DemoSite
+from edgesec.deploy.demo import DemoSite
 from tests.e2e.conftest import trail_records
 
 pytestmark = pytest.mark.real("nginx", "caddy", "syslog-ng", "curl")

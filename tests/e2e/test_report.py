@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgesec.site.demo import DemoSite
+from edgesec.deploy.demo import DemoSite
 
 pytestmark = pytest.mark.real("nginx", "caddy", "syslog-ng", "curl")
 

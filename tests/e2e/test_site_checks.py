@@ -23,10 +23,7 @@ from edgesec.authz.gen import (
     render_traefik_static,
 )
 from edgesec.authz.proxyconf import SiteTrust, check_caddy, check_nginx, check_traefik
-from edgesec.checks.interface import CheckContext, Status
-from edgesec.checks.probes import BuiltSystem, CommandResult, FixedClock, LiveSystem
-from edgesec.checks.profiles import available_profiles, load_profile
-from edgesec.checks.site_auditing import (
+from edgesec.checks.families.auditing import (
     AuditdImmutable,
     Pipeline,
     Retention,
@@ -34,7 +31,10 @@ from edgesec.checks.site_auditing import (
     cron_days,
     logrotate_days,
 )
-from edgesec.checks.site_authz import Policy, ProxyConfig, ReadyZ
+from edgesec.checks.families.authz import Policy, ProxyConfig, ReadyZ
+from edgesec.checks.interface import CheckContext, Status
+from edgesec.checks.probes import BuiltSystem, CommandResult, FixedClock, LiveSystem
+from edgesec.checks.profiles import available_profiles, load_profile
 from edgesec.config import LoadedConfig, Settings
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from edgesec.auditing.results_template import render_template, result_documents
+from edgesec.deploy.units import UNIT_NAME, UnitOptions, render_units
 from edgesec.errors import InputError
-from edgesec.site.units import UNIT_NAME, UnitOptions, render_units
 
 
 def _exe(tmp_path: Path) -> str:

@@ -8,9 +8,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from edgesec.checks.gpu import CHECKS
-from edgesec.checks.gpu.nvml import ReplayNvml
-from edgesec.checks.gpu.nvml import key as nvml_key
+from edgesec.checks.families.gpu import CHECKS
+from edgesec.checks.families.gpu.nvml import ReplayNvml
+from edgesec.checks.families.gpu.nvml import key as nvml_key
 from edgesec.checks.interface import Check, CheckContext, Finding, Status
 from edgesec.checks.probes import FixedClock, ReplaySystem, _key
 from edgesec.checks.profiles import available_profiles, load_profile

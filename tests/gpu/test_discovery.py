@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from edgesec.checks.gpu.discovery import inventory, owning_package, resolve
-from edgesec.checks.gpu.isolation import _exposed
+from edgesec.checks.families.gpu.discovery import inventory, owning_package, resolve
+from edgesec.checks.families.gpu.isolation import _exposed
 from edgesec.checks.interface import CheckContext, Status
 from edgesec.checks.probes import BuiltSystem, FileStat, FixedClock, LiveSystem
 from edgesec.config import load_config
@@ -79,7 +79,7 @@ def test_live_proc_maps_find_runtime_and_cudnn_of_a_running_process(
 ) -> None:
     pid, _site = fake_model_server
     c = Calls(recording("baseline")["calls"]).driver("550.54.14", 12040)
-    from edgesec.checks.gpu.nvml import ReplayNvml
+    from edgesec.checks.families.gpu.nvml import ReplayNvml
 
     ctx = CheckContext(
         system=LiveSystem(),
@@ -135,7 +135,7 @@ def test_resolve_follows_alternatives_links(tmp_path: Path) -> None:
 def built_ctx(files: dict[str, str], commands: dict[tuple[str, ...], str] | None = None) -> CheckContext:
     """A built host; every parent directory of a file exists too, so directory globs find it."""
     c = Calls(recording("baseline")["calls"])
-    from edgesec.checks.gpu.nvml import ReplayNvml
+    from edgesec.checks.families.gpu.nvml import ReplayNvml
 
     dirs = {}
     for path in files:

@@ -7,8 +7,8 @@ import datetime as dt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgesec.checks.gpu import CHECKS
-from edgesec.checks.gpu.nvml import ReplayNvml
+from edgesec.checks.families.gpu import CHECKS
+from edgesec.checks.families.gpu.nvml import ReplayNvml
 from edgesec.checks.interface import CheckContext
 from edgesec.checks.probes import BuiltSystem, CommandResult, FileStat, FixedClock
 from edgesec.config import load_config

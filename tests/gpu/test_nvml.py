@@ -10,7 +10,7 @@ from pathlib import Path
 import pynvml
 import pytest
 
-from edgesec.checks.gpu.nvml import (
+from edgesec.checks.families.gpu.nvml import (
     LiveNvml,
     NvmlError,
     NvmlUnavailable,
@@ -54,7 +54,7 @@ def test_only_getters_pass(fn: str) -> None:
 def test_every_gpu_check_skips_without_a_driver(tmp_path: Path) -> None:
     import datetime as dt
 
-    from edgesec.checks.gpu import CHECKS
+    from edgesec.checks.families.gpu import CHECKS
     from edgesec.checks.interface import CheckContext, Status
     from edgesec.checks.probes import FixedClock, LiveSystem
     from edgesec.config import load_config

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from edgesec._data import policies_root
-from edgesec.checks.gpu.alignment import CudaDriverAlignment, CudnnAlignment, judge_runtime
-from edgesec.checks.gpu.discovery import Driver, Found
-from edgesec.checks.gpu.reference import FILES, load_reference, shipped_reference
-from edgesec.checks.gpu.versions import Version
+from edgesec.checks.families.gpu.alignment import CudaDriverAlignment, CudnnAlignment, judge_runtime
+from edgesec.checks.families.gpu.discovery import Driver, Found
+from edgesec.checks.families.gpu.reference import FILES, load_reference, shipped_reference
+from edgesec.checks.families.gpu.versions import Version
 from edgesec.checks.interface import Status
 from edgesec.errors import ConfigError
 

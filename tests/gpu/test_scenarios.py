@@ -15,7 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from edgesec.checks.gpu.discovery import CUDNN_HEADER_GLOBS, CUDNN_LIB_GLOBS, SITE_GLOBS, TOOLKIT_GLOBS
+from edgesec.checks.families.gpu.discovery import (
+    CUDNN_HEADER_GLOBS,
+    CUDNN_LIB_GLOBS,
+    SITE_GLOBS,
+    TOOLKIT_GLOBS,
+)
 from edgesec.checks.interface import CheckContext, Status
 from edgesec.checks.probes import FixedClock, LiveSystem
 from edgesec.config import load_config
@@ -414,7 +419,7 @@ def test_dcgm_exporter_on_loopback_with_real_curl(tmp_path: Path, exporter: tupl
     url, body = exporter
     cfg = tmp_path / "edgesec.toml"
     cfg.write_text(f'[gpu]\ndcgm_exporter_url = "{url}"\n')
-    from edgesec.checks.gpu.nvml import ReplayNvml
+    from edgesec.checks.families.gpu.nvml import ReplayNvml
 
     ctx = CheckContext(
         system=LiveSystem(),

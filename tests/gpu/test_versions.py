@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgesec.checks.gpu.versions import (
+from edgesec.checks.families.gpu.versions import (
     Version,
     cuda_from_int,
     cuda_from_torch_tag,

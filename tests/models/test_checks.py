@@ -6,8 +6,8 @@ import datetime as dt
 import pickle
 from pathlib import Path
 
+from edgesec.checks.families.models import CHECKS, ModelScanCheck, ModelSignatureCheck
 from edgesec.checks.interface import CheckContext, Status
-from edgesec.checks.models import CHECKS, ModelScanCheck, ModelSignatureCheck
 from edgesec.checks.probes import FixedClock, LiveSystem
 from edgesec.config import load_config
 from tests.models._pki import Issued

@@ -452,8 +452,8 @@ def test_rollback_to_an_older_signed_release_is_refused_by_a_pin(
     cfg.write_text(f'[models]\ndirs = ["{model_dir}"]\npins = {{ "{model_dir}" = "{digest}" }}\n')
     code, out, _ = cli("--config", str(cfg), "model", "verify", str(model_dir))
     assert code == 1 and out.splitlines()[0].startswith("PINNED")
+    from edgesec.checks.families.models import ModelSignatureCheck
     from edgesec.checks.interface import CheckContext, Status
-    from edgesec.checks.models import ModelSignatureCheck
     from edgesec.checks.probes import FixedClock, LiveSystem
     from edgesec.config import load_config
 

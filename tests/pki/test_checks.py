@@ -6,8 +6,8 @@ import datetime as dt
 import os
 from pathlib import Path
 
+from edgesec.checks.families.pki import CHECKS
 from edgesec.checks.interface import CheckContext, Finding, Status
-from edgesec.checks.pki import CHECKS
 from edgesec.checks.probes import FixedClock, LiveSystem
 from edgesec.config import load_config
 from edgesec.pki.api import CertificateAuthority

@@ -293,8 +293,8 @@ def test_configured_store_and_bundle_dirs(cli, pw_file: Path, tmp_path: Path) ->
     code, _, err = cli("--config", str(cfg), "pki", "init", "--org", "Bank")
     assert code == 1 and "already exists" in err
     # the checks look where the config says
+    from edgesec.checks.families.pki import CHECKS
     from edgesec.checks.interface import CheckContext, Status
-    from edgesec.checks.pki import CHECKS
     from edgesec.checks.probes import FixedClock, LiveSystem
     from edgesec.config import load_config
     from edgesec.pki.trust import utcnow

@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from edgesec.checks.families.pki import CrlFreshness
 from edgesec.checks.interface import CheckContext, Status
-from edgesec.checks.pki import CrlFreshness
 from edgesec.checks.probes import FixedClock, LiveSystem
 from edgesec.config import load_config
 from edgesec.pki.store import CertificateAuthority

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgesec._data import policies_root
-from edgesec.checks.gpu.versions import Version
+from edgesec.checks.families.gpu.versions import Version
 from edgesec.errors import ConfigError
 
 FILES = ("nvidia-cuda.toml", "nvidia-cudnn.toml", "nvidia-driver-branches.toml")

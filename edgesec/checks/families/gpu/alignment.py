@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from edgesec.checks.gpu._base import GpuCheck, gpus
-from edgesec.checks.gpu.discovery import Driver, Found, driver, inventory, nvml_or
-from edgesec.checks.gpu.reference import Reference, shipped_reference
-from edgesec.checks.gpu.versions import Version, driver_branch
+from edgesec.checks.families.gpu._base import GpuCheck, gpus
+from edgesec.checks.families.gpu.discovery import Driver, Found, driver, inventory, nvml_or
+from edgesec.checks.families.gpu.reference import Reference, shipped_reference
+from edgesec.checks.families.gpu.versions import Version, driver_branch
 from edgesec.checks.interface import CheckContext, CheckMeta, Finding, Severity
 
 _CONTROLS = ("pci-dss-4.0:6.3.3", "mlps-2.0-l3:8.1.4.6", "iec-62443-3-3:SR 3.4")

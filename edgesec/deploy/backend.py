@@ -1,4 +1,4 @@
-"""A tiny stand-in for a Dify-style LLM app behind the proxies (``python -m edgesec.site.backend PORT``).
+"""A tiny stand-in for a Dify-style LLM app behind the proxies (``python -m edgesec.deploy.backend PORT``).
 
 It answers every path with a JSON echo of what reached it -- method, path and the identity headers the
 proxy set from ForwardAuth's answer -- so the demo and its tests can see who the app believes it is

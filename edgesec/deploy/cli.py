@@ -21,9 +21,18 @@ site_app = typer.Typer(
 )
 
 
+schedule_app = typer.Typer(help="Install the periodic jobs (nightly audit and others).", no_args_is_help=True)
+
+
 def mount(app: typer.Typer) -> None:
     app.command("demo")(demo)
     app.add_typer(site_app, name="site")
+
+
+def mount_schedule(app: typer.Typer) -> None:
+    """``edgesec schedule``, mounted right after the checks' commands so ``edgesec --help`` lists it where
+    it always stood."""
+    app.add_typer(schedule_app, name="schedule")
 
 
 def demo(
@@ -33,7 +42,7 @@ def demo(
     ] = False,
 ) -> None:
     """Build and run a complete example site in DIR, audit it, print what the audit found, stop it."""
-    from edgesec.site.demo import DemoSite, expected_host_findings, site_problems, which_missing
+    from edgesec.deploy.demo import DemoSite, expected_host_findings, site_problems, which_missing
 
     missing = which_missing()
     if missing:
@@ -161,7 +170,7 @@ def units_cmd(
     import os
     import shutil
 
-    from edgesec.site.units import UnitOptions, render_units
+    from edgesec.deploy.units import UnitOptions, render_units
 
     if executable is None:
         found = shutil.which("edgesec")
@@ -264,3 +273,21 @@ def results_docs_cmd(
         return
     written = _write_new(out.parent, {out.name: body})
     result({"documents": n, "written": written}, f"wrote {n} documents to {written[0]} (POST /_bulk)")
+
+
+@schedule_app.command("install")
+def schedule_install(
+    systemd: Annotated[bool, typer.Option("--systemd", help="Write systemd timers and services.")] = False,
+    cron: Annotated[bool, typer.Option("--cron", help="Write a cron.d file.")] = False,
+    directory: Annotated[
+        str | None,
+        typer.Option("--dir", help="Where to write (default /etc/systemd/system or /etc/cron.d)."),
+    ] = None,
+) -> None:
+    """Install every periodic job the config enables (nightly audit, and the parts' jobs)."""
+    from edgesec.deploy.schedule import install_jobs
+
+    if systemd == cron:
+        raise UsageError("give exactly one of --systemd or --cron")
+    doc, lines = install_jobs(state().config(), systemd=systemd, directory=directory)
+    result(doc, "\n".join(lines))

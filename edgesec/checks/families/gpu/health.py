@@ -8,10 +8,10 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from edgesec.checks.gpu._base import GpuCheck, gpus
-from edgesec.checks.gpu.discovery import cached, nvml_or
-from edgesec.checks.gpu.isolation import all_comms
-from edgesec.checks.gpu.nvml import (
+from edgesec.checks.families.gpu._base import GpuCheck, gpus
+from edgesec.checks.families.gpu.discovery import cached, nvml_or
+from edgesec.checks.families.gpu.isolation import all_comms
+from edgesec.checks.families.gpu.nvml import (
     NVML_AGGREGATE_ECC,
     NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
     NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR,

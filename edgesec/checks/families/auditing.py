@@ -16,8 +16,8 @@ import re
 from collections.abc import Iterator
 
 from edgesec.auditing.lint import ERROR, includes, lint_config
+from edgesec.checks import discover
 from edgesec.checks.interface import Check, CheckContext, CheckMeta, Finding, Severity
-from edgesec.site import discover
 
 # What a profile asks of these checks is data in the profile (``[checks."auditing.retention"] params =
 # { min_days = ... }``, ``[checks."auditing.auditd-immutable"] params = { required = true }``), read with

@@ -14,9 +14,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from edgesec.checks.gpu._base import GpuCheck, gpus
-from edgesec.checks.gpu.discovery import ProcInfo, cached, gpu_count, gpu_uuid, inventory, nvml_or, proc_info
-from edgesec.checks.gpu.nvml import COMPUTE_MODES, NvmlError
+from edgesec.checks.families.gpu._base import GpuCheck, gpus
+from edgesec.checks.families.gpu.discovery import (
+    ProcInfo,
+    cached,
+    gpu_count,
+    gpu_uuid,
+    inventory,
+    nvml_or,
+    proc_info,
+)
+from edgesec.checks.families.gpu.nvml import COMPUTE_MODES, NvmlError
 from edgesec.checks.interface import CheckContext, CheckMeta, Finding, Severity
 from edgesec.checks.settings import GpuAssignment
 

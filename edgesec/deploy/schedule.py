@@ -1,8 +1,7 @@
 """``edgesec schedule install``: hardened systemd timers/services or crontab lines for periodic jobs.
 
-Jobs come from the parts: this module contributes the nightly audit and, for a part that does not
-provide its own module ``edgesec.<part>.jobs`` with ``periodic_jobs(cfg: LoadedConfig) ->
-list[PeriodicJob]``, the part's default jobs when its config enables them: CRL renewal when a CA store
+The jobs are deploy's knowledge (the parts below never import this module): the nightly audit and each
+part's jobs when its config enables them: CRL renewal when a CA store
 exists (``pki crl``, daily), signed trail checkpoints when ``[auditing] checkpoint_signer`` or
 ``checkpoint_cert``/``_key`` are set (hourly), and shipping when ``[auditing] elasticsearch_urls`` is set
 and no syslog output already carries the trail to the syslog-ng pipeline that ships it (every 5 minutes,
@@ -13,7 +12,6 @@ with different content: a changed existing unit is refused.
 
 from __future__ import annotations
 
-import importlib
 import shlex
 import shutil
 import subprocess
@@ -25,7 +23,7 @@ from edgesec._fs import atomic_write
 from edgesec.config import LoadedConfig
 from edgesec.errors import AlreadyExists, InputError, OperationFailed
 
-JOB_PARTS: tuple[str, ...] = ("edgesec.pki.jobs", "edgesec.auditing.jobs", "edgesec.authz.jobs")
+JOB_PARTS: tuple[str, ...] = ("pki", "auditing", "authz")
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ def audit_job(cfg: LoadedConfig) -> PeriodicJob:
 
 
 def default_part_jobs(cfg: LoadedConfig, part: str) -> list[PeriodicJob]:
-    """The periodic jobs of a part that has no ``jobs`` module of its own, enabled by its config."""
+    """The periodic jobs of a part, enabled by its config."""
     st = cfg.settings
     home = str(cfg.home)
     if part == "pki":
@@ -121,16 +119,8 @@ def default_part_jobs(cfg: LoadedConfig, part: str) -> list[PeriodicJob]:
 
 def all_jobs(cfg: LoadedConfig) -> list[PeriodicJob]:
     jobs = [audit_job(cfg)]
-    for mod_name in JOB_PARTS:
-        part = mod_name.split(".")[1]
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == mod_name:
-                jobs.extend(default_part_jobs(cfg, part))
-                continue
-            raise
-        jobs.extend(mod.periodic_jobs(cfg))
+    for part in JOB_PARTS:
+        jobs.extend(default_part_jobs(cfg, part))
     names = [j.name for j in jobs]
     if len(set(names)) != len(names):
         raise OperationFailed(f"two periodic jobs share a name: {names}")

@@ -6,8 +6,8 @@ from abc import abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
-from edgesec.checks.gpu.discovery import driver, gpu_count, gpu_uuid
-from edgesec.checks.gpu.nvml import NvmlError, NvmlUnavailable
+from edgesec.checks.families.gpu.discovery import driver, gpu_count, gpu_uuid
+from edgesec.checks.families.gpu.nvml import NvmlError, NvmlUnavailable
 from edgesec.checks.interface import Check, CheckContext, Finding
 
 

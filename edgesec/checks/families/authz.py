@@ -17,8 +17,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from edgesec.authz.proxyconf import ProxyReport, SiteTrust, check_caddy, check_nginx, check_traefik
+from edgesec.checks import discover
 from edgesec.checks.interface import Check, CheckContext, CheckMeta, Finding, Severity
-from edgesec.site import discover
 
 _CONTROLS = ("pci-dss-4.0:8.2.1", "hipaa:164.312(a)(1)", "mlps-2.0-l3:8.1.3.2", "iec-62443-3-3:SR 2.1")
 

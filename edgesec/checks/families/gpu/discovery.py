@@ -26,8 +26,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from edgesec.checks.gpu.nvml import NvmlError, NvmlUnavailable
-from edgesec.checks.gpu.versions import Version, cuda_from_int, cuda_from_torch_tag, cuda_major_from_package
+from edgesec.checks.families.gpu.nvml import NvmlError, NvmlUnavailable
+from edgesec.checks.families.gpu.versions import (
+    Version,
+    cuda_from_int,
+    cuda_from_torch_tag,
+    cuda_major_from_package,
+)
 
 if TYPE_CHECKING:
     from edgesec.checks.interface import CheckContext

@@ -1,14 +1,19 @@
 """The ``gpu`` check family: driver/CUDA/cuDNN alignment, GPU isolation and GPU health.
 
-Checks read NVML through ``ctx.nvml`` (:mod:`edgesec.checks.gpu.nvml`: live, recording, replay) and the
+Checks read NVML through ``ctx.nvml`` (:mod:`edgesec.checks.families.gpu.nvml`: live, recording, replay) and the
 host through ``ctx.system``; without an NVIDIA driver every check that needs one SKIPs with the reason.
 Reference data (driver minimums, cuDNN matrix, branch end of life) is in ``policies/reference``.
 """
 
 from __future__ import annotations
 
-from edgesec.checks.gpu.alignment import CudaDriverAlignment, CudnnAlignment, DriverBranchEol, ReferenceData
-from edgesec.checks.gpu.health import (
+from edgesec.checks.families.gpu.alignment import (
+    CudaDriverAlignment,
+    CudnnAlignment,
+    DriverBranchEol,
+    ReferenceData,
+)
+from edgesec.checks.families.gpu.health import (
     DcgmExporter,
     EccErrors,
     EccMode,
@@ -16,7 +21,7 @@ from edgesec.checks.gpu.health import (
     PersistenceMode,
     XidErrors,
 )
-from edgesec.checks.gpu.isolation import (
+from edgesec.checks.families.gpu.isolation import (
     ComputeMode,
     ContainerToolkit,
     DeviceNodes,

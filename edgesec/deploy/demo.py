@@ -332,7 +332,7 @@ dirs = ["{self.model_dir}"]
         p = self.ports
         try:
             self._start_syslog_ng()
-            b = self._spawn("backend", [self.python, "-m", "edgesec.site.backend", str(p["backend"])])
+            b = self._spawn("backend", [self.python, "-m", "edgesec.deploy.backend", str(p["backend"])])
             wait_port(p["backend"], b, "the demo app", self.logs / "backend.log")
             for name in ("authz-a", "authz-b"):
                 self.start_replica(name)
