@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from edgesec.auditing.results_template import render_template, result_documents
+from edgesec.authz.gen import TRAEFIK_STATIC
 from edgesec.errors import InputError
-from edgesec.site.units import UNIT_NAME, UnitOptions, render_units
+from edgesec.site.units import PROXY_NAME, UNIT_NAME, UnitOptions, render_units
 
 
 def _exe(tmp_path: Path) -> str:
@@ -86,6 +87,8 @@ def test_replica_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
         {"config": "/etc/edge sec.toml"},
         {"trail_dir": "/var/lib/$HOME"},
         {"host": "0.0.0.0; rm -rf /"},
+        {"traefik": "traefik"},
+        {"proxy_dir": "/etc/traefik/$x"},
     ],
 )
 def test_unit_options_refuse_what_a_unit_cannot_hold(bad: dict[str, str]) -> None:
@@ -101,6 +104,28 @@ def test_units_cli_writes_and_never_overwrites(cli: Any, tmp_path: Path) -> None
     assert code == 1 and "refusing to overwrite" in err
     code, _, err = cli("site", "units", "--out", str(tmp_path / "u2"), "--user", "Bad User")
     assert code == 2 and "not a valid system account" in err
+
+
+@pytest.mark.real("systemd-analyze")
+def test_proxy_unit_runs_the_static_config_gen_traefik_writes(tmp_path: Path) -> None:
+    """The go-live's proxy: `authz gen traefik --out DIR` writes DIR/edgesec-static.yml (naming the dynamic
+    file beside it); the unit runs Traefik on exactly that file, and nothing else binds or writes."""
+    traefik = tmp_path / "traefik"
+    traefik.write_text("#!/bin/sh\n")
+    traefik.chmod(0o755)
+    unit = render_units(UnitOptions(executable=_exe(tmp_path), traefik=str(traefik)))[PROXY_NAME]
+    path = tmp_path / PROXY_NAME
+    path.write_text(unit)
+    cp = subprocess.run(
+        ["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    problems = [ln for ln in cp.stderr.splitlines() if ln.strip() and "Failed to connect to bus" not in ln]
+    assert problems == [], cp.stderr
+    directives = dict(ln.split("=", 1) for ln in unit.splitlines() if "=" in ln and not ln.startswith("#"))
+    assert directives["ExecStart"] == f"{traefik} --configFile=/etc/traefik/edgesec/{TRAEFIK_STATIC}"
+    assert directives["ConditionPathExists"] == f"/etc/traefik/edgesec/{TRAEFIK_STATIC}"
+    assert directives["ProtectSystem"] == "strict" and directives["NoNewPrivileges"] == "yes"
+    assert directives["CapabilityBoundingSet"] == "CAP_NET_BIND_SERVICE"
 
 
 def _mapped_paths(props: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
