@@ -209,9 +209,22 @@ class ProxyConfig(Check):
         if fp.get("filename"):
             files.append(str(fp["filename"]))
         if fp.get("directory"):
-            d = str(fp["directory"]).rstrip("/")
-            files += [p for p in ctx.system.glob(f"{d}/*") if p.endswith((".yml", ".yaml", ".toml"))]
+            files += _traefik_dir(ctx, str(fp["directory"]).rstrip("/"), 0)
         return files, static
+
+
+def _traefik_dir(ctx: CheckContext, d: str, depth: int) -> list[str]:
+    """The files Traefik's file provider loads from directory ``d``: its subdirectories too, and every
+    ``.toml``/``.yaml``/``.yml`` whatever the case of the extension (as Traefik 3 reads them)."""
+    out: list[str] = []
+    for name in ctx.system.listdir(d) or []:
+        p = f"{d}/{name}"
+        if ctx.system.listdir(p) is not None:
+            if depth < 16:
+                out += _traefik_dir(ctx, p, depth + 1)
+        elif name.lower().endswith((".yml", ".yaml", ".toml")):
+            out.append(p)
+    return out
 
 
 _DEFAULT_DENY = (

@@ -715,12 +715,20 @@ def check_traefik(dynamic: Sequence[str], static: str | None, read: Reader, trus
             routers[str(name)] = (p, _d(r))
         middlewares.update(_d(http.get("middlewares")))
         tls_options.update(_d(_d(_d(doc).get("tls")).get("options")))
+        for proto in ("tcp", "udp"):
+            for name in _d(_d(_d(doc).get(proto)).get("routers")):
+                rep.fail(
+                    f"{p}: {proto} router {name}",
+                    "TCP and UDP routers cannot run forwardAuth (or verify a site client certificate for "
+                    "the app): their connections reach the service without an authz decision",
+                )
     entry: dict[str, Any] = {}
     if static is not None:
         sdoc = _load_or_report(static, read, rep, "warn")
         entry = _d(_d(sdoc).get("entryPoints"))
         if sdoc is not None:
             _traefik_telemetry(static, _d(_d(sdoc).get("global")), rep)
+            _traefik_unjudged(static, _d(sdoc), rep)
     for name, (p, r) in sorted(routers.items()):
         rep.routes += 1
         where = f"{p}: router {name}"
@@ -814,6 +822,23 @@ def _traefik_telemetry(static: str, glob_: dict[str, Any], rep: ProxyReport) -> 
         )
     if glob_.get("sendAnonymousUsage") is True:
         rep.fail(static, "global.sendAnonymousUsage is true: the proxy reports usage to the internet")
+
+
+def _traefik_unjudged(static: str, sdoc: dict[str, Any], rep: ProxyReport) -> None:
+    """What serves requests past the file provider's routers: another provider's routers (not read here)
+    and ``api.insecure`` (the API and dashboard on entrypoint ``traefik``, no forward auth)."""
+    for prov in _d(sdoc.get("providers")):
+        if prov not in ("file", "providersThrottleDuration"):
+            rep.warn(
+                static,
+                f"providers.{prov} is enabled: its routers are not judged (only the file provider's are)",
+            )
+    if _d(sdoc.get("api")).get("insecure") is True:
+        rep.fail(
+            static,
+            "api.insecure is true: Traefik serves its API and dashboard on entrypoint traefik without forward "
+            "auth or a client certificate",
+        )
 
 
 def _traefik_trusted(

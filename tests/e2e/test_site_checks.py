@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -615,13 +616,14 @@ def test_traefik_discovered_from_its_command_line() -> None:
     files["/etc/traefik/traefik.yml"] = "entryPoints: {}\nproviders:\n  docker: {}\n"
     out = list(ProxyConfig().run(ctx(BuiltSystem(files=files))))
     # Traefik's defaults: the update check is on (a sealed site's proxy phones home), routers unknown.
-    assert statuses(out) == ["FAIL", "WARN"] and "routers not judged" in out[1].message
+    assert statuses(out) == ["FAIL", "WARN", "WARN"] and "routers not judged" in out[2].message
+    assert "providers.docker is enabled" in out[1].message
     assert "checkNewVersion" in out[0].message and "/etc/traefik/traefik.yml" in out[0].message
     files["/etc/traefik/traefik.yml"] = (
         "global:\n  checkNewVersion: false\nentryPoints: {}\nproviders:\n  docker: {}\n"
     )
     out = list(ProxyConfig().run(ctx(BuiltSystem(files=files))))
-    assert statuses(out) == ["WARN"] and "routers not judged" in out[0].message
+    assert statuses(out) == ["WARN", "WARN"] and "routers not judged" in out[1].message
 
 
 def test_nginx_identity_headers_follow_inheritance() -> None:
@@ -669,3 +671,54 @@ def test_readyz_asks_every_running_replica_behind_the_load_balancer() -> None:
     out = list(ReadyZ().run(ctx(BuiltSystem(files=files, commands=cmds))))
     assert statuses(out) == ["PASS", "PASS", "FAIL"]
     assert "replica pid 502" in out[2].message and "CRL past nextUpdate" in out[2].message
+
+
+def _traefik_on_disk(root: Path, files: dict[str, str]) -> list[str]:
+    """ProxyConfig's messages over ``files`` written under ``root`` (a re-rooted live file system, so
+    directories are listed the way the host lists them)."""
+    shutil.rmtree(root, ignore_errors=True)
+    for p, text in files.items():
+        f = root / p.lstrip("/")
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+    return [f"{f.status.value} {f.message}" for f in ProxyConfig().run(ctx(LiveSystem(root=str(root))))]
+
+
+def test_traefik_routes_the_check_cannot_see_are_not_a_pass(tmp_path: Path) -> None:
+    """Every way real Traefik 3.7 routes around the judged file is named: its file provider reads its
+    directory recursively, any case of extension (a router in ``dynamic/extra/app.YML`` serves requests),
+    TCP/UDP routers cannot run forwardAuth, other providers bring routers the check does not read, and
+    ``api.insecure`` serves the API and dashboard on their own entrypoint without forward auth."""
+    pytest.importorskip("yaml")
+    site = proxy_site()
+    dyn = render_traefik_dynamic(site)
+    static = render_traefik_static(site, "/etc/traefik/dynamic/edgesec.yml").replace(
+        'filename: "/etc/traefik/dynamic/edgesec.yml"', 'directory: "/etc/traefik/dynamic"'
+    )
+    files = traefik_files(dyn, static)
+    files["/proc/31/cmdline"] = "/usr/local/bin/traefik\0--configFile=/etc/traefik/traefik.yml\0"
+    root = tmp_path / "root"
+    out = _traefik_on_disk(root, files)
+    assert out == ["PASS traefik (pid 31): 1 route(s) behind ForwardAuth with site mutual TLS"], out
+    open_router = (
+        'http:\n  routers:\n    open:\n      rule: "PathPrefix(`/`)"\n      service: s\n      tls: {}\n'
+    )
+    for extra in ("/etc/traefik/dynamic/extra/app.yml", "/etc/traefik/dynamic/APP.YML"):
+        out = _traefik_on_disk(root, {**files, extra: open_router})
+        assert any(m.startswith("FAIL") and "router open" in m and "no forwardAuth" in m for m in out), (
+            extra,
+            out,
+        )
+    tcp = 'tcp:\n  routers:\n    raw:\n      rule: "HostSNI(`*`)"\n      service: s\n      tls:\n        passthrough: true\n'
+    for proto, doc, expect in [
+        ("tcp", tcp, "tcp router raw"),
+        ("udp", "udp:\n  routers:\n    dns:\n      service: s\n", "udp router dns"),
+    ]:
+        out = _traefik_on_disk(root, {**files, f"/etc/traefik/dynamic/{proto}.yml": doc})
+        assert any(m.startswith("FAIL") and expect in m and "forwardAuth" in m for m in out), (proto, out)
+    both = static + "  docker:\n    exposedByDefault: false\n"
+    out = _traefik_on_disk(root, {**files, "/etc/traefik/traefik.yml": both})
+    assert any(m.startswith("WARN") and "providers.docker" in m for m in out), out
+    insecure = static + "api:\n  insecure: true\n"
+    out = _traefik_on_disk(root, {**files, "/etc/traefik/traefik.yml": insecure})
+    assert any(m.startswith("FAIL") and "api.insecure" in m for m in out), out
