@@ -209,8 +209,11 @@ def test_golive_followed_literally(tmp_path: Path) -> None:
     assert calls[0] == "enable --now edgesec-authz@9101 edgesec-authz@9102"
     assert "enable --now edgesec-traefik" in calls
     # The proxy the audit judged is the running Traefik on the generated config (authz.proxy PASS above).
-    proxy = [f["message"] for f in site["authz.proxy"]["findings"]]
-    assert any(
-        re.fullmatch(r"traefik \(pid \d+\): 1 route\(s\) behind ForwardAuth with site mutual TLS", m)
-        for m in proxy
-    ), proxy
+    proxy = {f["message"]: f for f in site["authz.proxy"]["findings"]}
+    traefik_pass = [
+        f
+        for m, f in proxy.items()
+        if re.fullmatch(r"traefik \(pid \d+\): 1 route\(s\) behind ForwardAuth with site mutual TLS", m)
+    ]
+    assert len(traefik_pass) == 1, list(proxy)
+    assert traefik_pass[0]["evidence"]["files"] == ["/etc/traefik/edgesec/edgesec-dynamic.yml"], traefik_pass
