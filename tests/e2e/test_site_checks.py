@@ -722,3 +722,37 @@ def test_traefik_routes_the_check_cannot_see_are_not_a_pass(tmp_path: Path) -> N
     insecure = static + "api:\n  insecure: true\n"
     out = _traefik_on_disk(root, {**files, "/etc/traefik/traefik.yml": insecure})
     assert any(m.startswith("FAIL") and "api.insecure" in m for m in out), out
+
+
+def test_traefik_without_config_file_flag_is_judged_by_the_file_traefik_loads() -> None:
+    """Without ``--configFile`` Traefik 3.7 loads the first of ``/etc/traefik/traefik``,
+    ``$XDG_CONFIG_HOME/traefik``, ``$HOME/.config/traefik``, ``./traefik`` (its working directory), each
+    as ``.toml``, ``.yaml``, ``.yml`` in that order, and then ignores its command-line flags: the check
+    judges that file, not a clean ``traefik.yml`` beside the ``traefik.toml`` that runs."""
+    pytest.importorskip("yaml")
+    site = proxy_site()
+    dyn = render_traefik_dynamic(site)
+    clean = render_traefik_static(site, "/etc/traefik/dynamic/edgesec.yml")
+    running = (
+        "[global]\ncheckNewVersion = false\nsendAnonymousUsage = false\n"
+        '[entryPoints.websecure]\naddress = "0.0.0.0:443"\n'
+        '[providers.file]\nfilename = "/etc/traefik/dynamic/edgesec.yml"\n'
+        "[api]\ninsecure = true\n"
+    )
+    base = {"/etc/traefik/dynamic/edgesec.yml": dyn, TRUST: SITE_CA, "/proc/31/cmdline": "traefik\0"}
+    for where, extra, environ in [
+        ("/etc/traefik/traefik.toml", {"/etc/traefik/traefik.yml": clean}, ""),
+        ("/srv/edge/.config/traefik.yaml", {"/srv/traefik.yml": clean}, "HOME=/srv/edge\0"),
+        ("/opt/x/traefik.toml", {"/srv/edge/traefik.yml": clean}, "XDG_CONFIG_HOME=/opt/x\0HOME=/srv/edge\0"),
+        ("/srv/traefik.toml", {"/srv/traefik.yml": clean}, ""),
+    ]:
+        text = running if where.endswith(".toml") else clean + "api:\n  insecure: true\n"
+        files = {**base, **extra, where: text, "/proc/31/environ": environ}
+        system = BuiltSystem(files=files, links={"/proc/31/cwd": "/srv"})
+        out = list(ProxyConfig().run(ctx(system)))
+        assert any(
+            f.status.value == "FAIL" and "api.insecure" in f.message and where in f.message for f in out
+        ), (where, [f.message for f in out])
+    # With none of them, the flags configure it: nothing to judge is a warning, never a PASS.
+    system = BuiltSystem(files={**base, "/proc/31/environ": ""}, links={"/proc/31/cwd": "/srv"})
+    assert statuses(ProxyConfig().run(ctx(system))) == ["WARN"]
