@@ -752,6 +752,15 @@ def check_traefik(dynamic: Sequence[str], static: str | None, read: Reader, trus
                     "forwardAuth: a client can send its own (an underscore spelling is the same header to a "
                     "WSGI backend)",
                 )
+        if trust.auth_url:
+            want = urlsplit(trust.auth_url)
+            for fa in fas:
+                addr = str(fa.get("address") or "")
+                got = urlsplit(addr)
+                if (got.hostname, got.port) != (want.hostname, want.port):
+                    rep.warn(
+                        where, f"forwardAuth.address {addr or '(none)'} is not [authz] url {trust.auth_url}"
+                    )
         if any(fa.get("trustForwardHeader") is True for fa in fas):
             _traefik_trusted(where, r, entry, static, rep)
         tls = r.get("tls")

@@ -756,3 +756,24 @@ def test_traefik_without_config_file_flag_is_judged_by_the_file_traefik_loads() 
     # With none of them, the flags configure it: nothing to judge is a warning, never a PASS.
     system = BuiltSystem(files={**base, "/proc/31/environ": ""}, links={"/proc/31/cwd": "/srv"})
     assert statuses(ProxyConfig().run(ctx(system))) == ["WARN"]
+
+
+def test_traefik_forward_auth_to_another_address_is_named() -> None:
+    """As for nginx's auth location and Caddy's forward_auth: a forwardAuth asking something other than
+    ``[authz] url`` (a stub that always answers 200) is not evidence that ForwardAuth decides."""
+    pytest.importorskip("yaml")
+    site = proxy_site()
+    dyn = render_traefik_dynamic(site)
+    static = render_traefik_static(site, "/etc/traefik/dynamic/edgesec.yml")
+    assert f'address: "{AUTH}/auth"' in dyn
+    for addr in ("http://127.0.0.1:9999/auth", ""):
+        bad = dyn.replace(f'address: "{AUTH}/auth"', f'address: "{addr}"')
+        rep = check_traefik(
+            ["/etc/traefik/dynamic/edgesec.yml"],
+            "/etc/traefik/traefik.yml",
+            reader(traefik_files(bad, static)),
+            TRUSTED,
+        )
+        assert [(i.level, i.message) for i in rep.issues] == [
+            ("warn", f"forwardAuth.address {addr or '(none)'} is not [authz] url {AUTH}")
+        ], rep.issues
