@@ -126,6 +126,16 @@ def test_proxy_unit_runs_the_static_config_gen_traefik_writes(tmp_path: Path) ->
     assert directives["ConditionPathExists"] == f"/etc/traefik/edgesec/{TRAEFIK_STATIC}"
     assert directives["ProtectSystem"] == "strict" and directives["NoNewPrivileges"] == "yes"
     assert directives["CapabilityBoundingSet"] == "CAP_NET_BIND_SERVICE"
+    sec = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", sec.stdout)
+    if m is not None:  # --offline needs systemd >= 252
+        assert float(m.group(1)) <= 3.0, sec.stdout[-1500:]
 
 
 def _mapped_paths(props: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
