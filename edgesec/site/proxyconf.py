@@ -698,10 +698,12 @@ def _l(x: Any) -> list[Any]:
     return x if isinstance(x, list) else []
 
 
-def check_traefik(dynamic: Sequence[str], static: str | None, read: Reader, trust: SiteTrust) -> ProxyReport:
+def check_traefik(
+    dynamic: Sequence[str], static: str | None, read: Reader, trust: SiteTrust, cwd: str = "/"
+) -> ProxyReport:
     """Judge Traefik configs: every router goes through a forwardAuth middleware; ``trustForwardHeader``
     only with an entrypoint that trusts named IPs; every router's TLS options require and verify a
-    client certificate from the site CA."""
+    client certificate from the site CA (a relative ``caFiles`` entry is Traefik's ``cwd``'s)."""
     rep = ProxyReport("traefik", ", ".join(dynamic), files=list(dynamic))
     routers: dict[str, tuple[str, dict[str, Any]]] = {}
     middlewares: dict[str, Any] = {}
@@ -788,7 +790,8 @@ def check_traefik(dynamic: Sequence[str], static: str | None, read: Reader, trus
                 where, f"TLS options {opt_name}: no caFiles: clients are not verified against the site CA"
             )
         for f in files:
-            why = judge_ca_file(str(f), read(str(f)), trust)
+            f = posixpath.join(cwd, str(f))
+            why = judge_ca_file(f, read(f), trust)
             if why:
                 rep.fail(where, why)
     if not routers:

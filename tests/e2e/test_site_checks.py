@@ -777,3 +777,36 @@ def test_traefik_forward_auth_to_another_address_is_named() -> None:
         assert [(i.level, i.message) for i in rep.issues] == [
             ("warn", f"forwardAuth.address {addr or '(none)'} is not [authz] url {AUTH}")
         ], rep.issues
+
+
+def test_traefik_relative_paths_are_its_working_directorys() -> None:
+    """Traefik opens a relative ``providers.file`` path and ``caFiles`` entry from its own working
+    directory: the check reads those files (a good config passes, an open router there fails), not
+    whatever the audit's own working directory holds."""
+    pytest.importorskip("yaml")
+    site = replace(proxy_site(), ca_file="ca/ca-bundle.pem")
+    good = render_traefik_dynamic(site)
+    static = render_traefik_static(site, "dynamic/edgesec.yml")
+    assert 'filename: "dynamic/edgesec.yml"' in static and "ca/ca-bundle.pem" in good
+    base = {
+        "/srv/tr/traefik.yml": static,
+        "/srv/tr/ca/ca-bundle.pem": SITE_CA,
+        TRUST: SITE_CA,
+        "/proc/31/cmdline": "traefik\0--configFile=traefik.yml\0",
+    }
+    links = {"/proc/31/cwd": "/srv/tr"}
+    out = list(
+        ProxyConfig().run(ctx(BuiltSystem(files={**base, "/srv/tr/dynamic/edgesec.yml": good}, links=links)))
+    )
+    assert statuses(out) == ["PASS"], [f.message for f in out]
+    assert out[0].evidence["files"] == ["/srv/tr/dynamic/edgesec.yml"]
+    bad = good.replace('        - "edgesec-forward-auth"\n', "")
+    out = list(
+        ProxyConfig().run(ctx(BuiltSystem(files={**base, "/srv/tr/dynamic/edgesec.yml": bad}, links=links)))
+    )
+    assert any(f.status.value == "FAIL" and "no forwardAuth" in f.message for f in out), [
+        f.message for f in out
+    ]
+    foreign = {**base, "/srv/tr/dynamic/edgesec.yml": good, "/srv/tr/ca/ca-bundle.pem": FOREIGN_CA}
+    out = list(ProxyConfig().run(ctx(BuiltSystem(files=foreign, links=links))))
+    assert "FAIL" in statuses(out), [f.message for f in out]
