@@ -244,3 +244,31 @@ def test_units_name_the_installed_executable_and_share_the_trail(cli: Any, tmp_p
     assert re.search(r"^d /\S+/audit 2770 root edgesec-authz -$", tmpfiles, re.M), tmpfiles
     code, _, err = cli("site", "units", "--out", str(tmp_path / "v"), "--executable", str(tmp_path / "nope"))
     assert code == 2 and "not an executable file" in err and not (tmp_path / "v").exists()
+
+
+def test_units_cli_names_the_traefik_on_path_and_warns_when_a_home_hides_it(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bindir = tmp_path / "opt" / "bin"
+    bindir.mkdir(parents=True)
+    for name in ("traefik", "edgesec"):
+        (bindir / name).write_text("#!/bin/sh\n")
+        (bindir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    args = ("site", "units", "--executable", str(bindir / "edgesec"), "--out")
+    code, _out, err = cli(*args, str(tmp_path / "u1"))
+    assert code == 0, err
+    unit = (tmp_path / "u1" / PROXY_NAME).read_text()
+    assert (
+        f"ExecStart={bindir}/traefik --configFile=/etc/traefik/edgesec/{TRAEFIK_STATIC}" in unit.splitlines()
+    )
+    assert "edgesec-traefik.service hides" not in err
+    # The same binary reached through a link into a home directory: the unit's ProtectHome would hide it.
+    real = os.path.realpath
+    monkeypatch.setattr(
+        os.path,
+        "realpath",
+        lambda p, *a, **k: "/home/ops/traefik" if str(p).endswith("/traefik") else real(p, *a, **k),
+    )
+    code, _out, err = cli(*args, str(tmp_path / "u2"))
+    assert code == 0 and "/home/ops/traefik, under a home directory" in err and "ProtectHome" in err, err
