@@ -385,23 +385,25 @@ def gen_traefik(
     ] = None,
 ) -> None:
     """Traefik v3 dynamic config (forwardAuth, passTLSClientCert, mTLS options) and its static snippet."""
-    from edgesec.authz.gen import render_traefik_dynamic, render_traefik_static
+    from edgesec.authz.gen import (
+        TRAEFIK_DYNAMIC,
+        TRAEFIK_STATIC,
+        render_traefik_dynamic,
+        render_traefik_static,
+    )
 
     site = _site(server_name, backend, cert, key, ca, listen, trusted_ip)
     if dynamic_path is None:
         # The static config names the file this command writes (not a different name beside it).
         base = out.absolute() if out is not None else Path("/etc/traefik/dynamic")
-        dynamic_path = str(base / _TRAEFIK_DYNAMIC)
+        dynamic_path = str(base / TRAEFIK_DYNAMIC)
     _write_or_print(
         out,
         {
-            _TRAEFIK_DYNAMIC: render_traefik_dynamic(site),
-            "edgesec-static.yml": render_traefik_static(site, dynamic_path),
+            TRAEFIK_DYNAMIC: render_traefik_dynamic(site),
+            TRAEFIK_STATIC: render_traefik_static(site, dynamic_path),
         },
     )
-
-
-_TRAEFIK_DYNAMIC = "edgesec-dynamic.yml"
 
 
 @gen_app.command("caddy")

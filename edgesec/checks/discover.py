@@ -53,6 +53,27 @@ def _opt(argv: Sequence[str], *names: str) -> str | None:
     return None
 
 
+def _traefik_found(ctx: CheckContext, pid: str, cwd: str) -> str:
+    """The static config a Traefik started without ``--configFile`` loads (and then it ignores its flags):
+    the first of these that exists, as Traefik 3 searches, with the process's own environment and working
+    directory (an unset variable expands to nothing, as in Traefik). None: its flags configure it, and the
+    default path (absent) is what the check reports it cannot judge."""
+    raw = ctx.system.read_text(f"/proc/{pid}/environ", 65536) or ""
+    env = dict(v.split("=", 1) for v in raw.split("\0") if "=" in v)
+    bases = (
+        "/etc/traefik/traefik",
+        f"{env.get('XDG_CONFIG_HOME', '')}/traefik",
+        f"{env.get('HOME', '')}/.config/traefik",
+        posixpath.join(cwd, "traefik"),
+    )
+    for b in bases:
+        for ext in ("toml", "yaml", "yml"):
+            p = posixpath.normpath(f"{b}.{ext}")
+            if ctx.system.stat(p) is not None:
+                return p
+    return _DEFAULTS["traefik"]
+
+
 def running(ctx: CheckContext) -> list[Running]:
     """nginx masters, caddy, traefik and syslog-ng processes with their config paths."""
     out: list[Running] = []
@@ -73,7 +94,7 @@ def running(ctx: CheckContext) -> list[Running]:
             conf = _opt(argv, "--config") or _DEFAULTS["caddy"]
         elif exe == "traefik":
             kind = "traefik"
-            conf = _opt(argv, "--configFile", "--configfile") or _DEFAULTS["traefik"]
+            conf = _opt(argv, "--configFile", "--configfile") or _traefik_found(ctx, pid, cwd)
         elif exe == "syslog-ng":
             kind = "syslog-ng"
             conf = _opt(argv, "-f", "--cfgfile") or _DEFAULTS["syslog-ng"]

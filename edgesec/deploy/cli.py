@@ -166,7 +166,7 @@ def units_cmd(
     host: Annotated[str, typer.Option("--host", help="Address each replica listens on.")] = "127.0.0.1",
 ) -> None:
     """Hardened systemd template unit for ForwardAuth replicas (one instance per port), its account and
-    the tmpfiles.d entry that shares the trail with it."""
+    the tmpfiles.d entry that shares the trail with it; the audit pipeline's and Traefik's units."""
     import os
     import shutil
 
@@ -198,7 +198,14 @@ def units_cmd(
         ca_store=str(cfg.path_in_home(s.pki.store_dir, "pki")),
         host=host,
         syslog_ng=str(Path(shutil.which("syslog-ng") or "/usr/sbin/syslog-ng").absolute()),
+        traefik=str(Path(shutil.which("traefik") or "/usr/local/bin/traefik").absolute()),
     )
+    traefik_real = os.path.realpath(opts.traefik)
+    if traefik_real.startswith(("/root/", "/home/", "/run/user/")):
+        warn(
+            f"{opts.traefik} is {traefik_real}, under a home directory, which edgesec-traefik.service hides "
+            "(ProtectHome=yes): install Traefik outside home directories (e.g. /usr/local/bin/traefik)"
+        )
     files = render_units(opts)
     written = _write_new(out, files)
     result(

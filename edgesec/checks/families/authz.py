@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import posixpath
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,9 +147,12 @@ class ProxyConfig(Check):
         for path, origin in discover.configs(ctx, "caddy", self.meta.id):
             reports.append((check_caddy(path, read, trust), origin))
         for path, origin in discover.configs(ctx, "traefik", self.meta.id):
-            dyn, static = self._traefik_files(ctx, path)
+            # Traefik opens relative paths (file provider, caFiles) from its own working directory.
+            pid = origin.removeprefix("pid ")
+            cwd = (ctx.system.readlink(f"/proc/{pid}/cwd") if pid.isdigit() else None) or "/"
+            dyn, static = self._traefik_files(ctx, path, cwd)
             if dyn:
-                reports.append((check_traefik(dyn, static, read, trust), origin))
+                reports.append((check_traefik(dyn, static, read, trust, cwd=cwd), origin))
             else:
                 # The static config is still judged (update check, usage report); the routers cannot be.
                 rep = check_traefik([], static, read, trust)
@@ -191,7 +195,7 @@ class ProxyConfig(Check):
                 yield self.passed(f"{rep.kind} ({origin}) serves no routes", resource=rep.path, evidence=ev)
 
     @staticmethod
-    def _traefik_files(ctx: CheckContext, static: str) -> tuple[list[str], str | None]:
+    def _traefik_files(ctx: CheckContext, static: str, cwd: str = "/") -> tuple[list[str], str | None]:
         from edgesec.authz.proxyconf import load_structured
 
         text = ctx.system.read_text(static)
@@ -207,11 +211,24 @@ class ProxyConfig(Check):
             return [], static
         files: list[str] = []
         if fp.get("filename"):
-            files.append(str(fp["filename"]))
+            files.append(posixpath.join(cwd, str(fp["filename"])))
         if fp.get("directory"):
-            d = str(fp["directory"]).rstrip("/")
-            files += [p for p in ctx.system.glob(f"{d}/*") if p.endswith((".yml", ".yaml", ".toml"))]
+            files += _traefik_dir(ctx, posixpath.join(cwd, str(fp["directory"])).rstrip("/"), 0)
         return files, static
+
+
+def _traefik_dir(ctx: CheckContext, d: str, depth: int) -> list[str]:
+    """The files Traefik's file provider loads from directory ``d``: its subdirectories too, and every
+    ``.toml``/``.yaml``/``.yml`` whatever the case of the extension (as Traefik 3 reads them)."""
+    out: list[str] = []
+    for name in ctx.system.listdir(d) or []:
+        p = f"{d}/{name}"
+        if ctx.system.listdir(p) is not None:
+            if depth < 16:
+                out += _traefik_dir(ctx, p, depth + 1)
+        elif name.lower().endswith((".yml", ".yaml", ".toml")):
+            out.append(p)
+    return out
 
 
 _DEFAULT_DENY = (
