@@ -164,6 +164,8 @@ def test_golive_followed_literally(tmp_path: Path) -> None:
         PATH=f"{work / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         PYTHONPATH=os.environ.get("PYTHONPATH", str(REPO)),
         EDGESEC_CA_PASSPHRASE=secrets.token_urlsafe(18),
+        # The root key's own passphrase (issue #20 item 5): the CRL job never holds it.
+        EDGESEC_CA_ROOT_PASSPHRASE=secrets.token_urlsafe(18),
         GOLIVE_ROOT=str(root),
         GOLIVE_WORK=str(work),
         GOLIVE_STATE=str(state),
@@ -182,6 +184,9 @@ def test_golive_followed_literally(tmp_path: Path) -> None:
     assert len(rcs) == n and all(rc == 0 for i, rc in rcs.items() if i < n) and rcs[n] in (0, 1), out[-6000:]
     # The teller was refused the console through Traefik and the replicas' load balancer.
     try_it = next(i for i, c in enumerate(golive_commands(), 1) if "curl" in c)
+    # The root key got its own passphrase: init did not warn that it shares the intermediate's.
+    init = next(i for i, c in enumerate(golive_commands(), 1) if c.startswith("edgesec pki init"))
+    assert "shares the intermediate's passphrase" not in (state / "out" / f"{init}.log").read_text()
     assert (state / "out" / f"{try_it}.log").read_text().strip().endswith("403")
     doc: dict[str, Any] = json.loads((work / "edgesec-result.json").read_text())
     site = {
