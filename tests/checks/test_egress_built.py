@@ -322,7 +322,7 @@ def test_every_proxy_variable_name_and_a_huge_environment() -> None:
 
 
 def test_interfaces() -> None:
-    # The shape edgesec.checks.netlink answers ("links").
+    # The shape edgesec.checks.egress._netlink answers ("links").
     links = [
         {"ifname": "lo", "kind": None, "link_type": None, "operstate": "UNKNOWN", "up": True},
         {"ifname": "wg0", "kind": "wireguard", "link_type": None, "operstate": "UNKNOWN", "up": True},

@@ -1,8 +1,8 @@
 """The ``egress`` check family: prove the site has no way out.
 
 Each check reads one kind of evidence through the probes: the kernel's routes, rules and FIB answers over
-netlink (:mod:`edgesec.checks.netlink`; no ``ip`` binary needed); the firewall as a model
-(:mod:`edgesec.checks.firewall`: nft and both iptables backends, read once); DNS resolvers; proxy variables
+netlink (:mod:`edgesec.checks.egress._netlink`; no ``ip`` binary needed); the firewall as a model
+(:mod:`edgesec.checks.egress._firewall`: nft and both iptables backends, read once); DNS resolvers; proxy variables
 (environment, systemd units, apt, running processes); established TCP connections and connected UDP flows
 to peers outside the allowed networks; wireless, VPN and tunnel interfaces; telemetry switches of running
 model servers; and, only when the site config names targets, an active probe.
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from edgesec.checks.firewall import PathVerdict, Pkt, Ruleset, read_ruleset
+from edgesec.checks.egress._firewall import PathVerdict, Pkt, Ruleset, read_ruleset
 from edgesec.checks.interface import Check, CheckContext, CheckMeta, Finding, Severity, Status
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
