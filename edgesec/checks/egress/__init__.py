@@ -14,7 +14,7 @@ incomplete), and what the firewall model does not understand is WARN "cannot pro
 Layout: one module per check (``routes``, ``firewall``, ``dns``, ``proxy``, ``connections``, ``interfaces``,
 ``telemetry``, ``probe``); what they share is in ``_base`` (allowed networks, "not assessed") and ``_routing``
 (the kernel's routes out, the firewall model read with the same internal destinations); ``_firewall`` is the
-firewall model and ``_netlink`` the netlink reader the probes call.
+firewall model (``model``; readers ``nft``, ``iptables``) and ``_netlink`` the netlink reader the probes call.
 """
 
 from __future__ import annotations
