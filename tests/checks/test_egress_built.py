@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgesec.checks import egress
+from edgesec.checks.egress._base import ENVIRON_LIMIT
 from edgesec.checks.interface import CheckContext, Finding
 from edgesec.checks.probes import BuiltSystem, CommandResult, FileStat, FixedClock
 from edgesec.checks.settings import ChecksSettings
@@ -316,13 +317,13 @@ def test_every_proxy_variable_name_and_a_huge_environment() -> None:
     }
     assert f["/etc/environment"].evidence["variables"] == {"NPM_CONFIG_PROXY": "http://q:3128"}
     # An environment past the read limit cannot be shown clean: WARN, never PASS.
-    big = {"/proc/11/environ": "A=" + "x" * egress.ENVIRON_LIMIT + "\0HTTPS_PROXY=http://late:3128\0"}
+    big = {"/proc/11/environ": "A=" + "x" * ENVIRON_LIMIT + "\0HTTPS_PROXY=http://late:3128\0"}
     (w,) = egress.ProxyEnv().run(ctx_for(BuiltSystem(files=big)))
     assert w.status.value == "WARN" and "not read to the end" in w.message
 
 
 def test_interfaces() -> None:
-    # The shape edgesec.checks.netlink answers ("links").
+    # The shape edgesec.checks.egress._netlink answers ("links").
     links = [
         {"ifname": "lo", "kind": None, "link_type": None, "operstate": "UNKNOWN", "up": True},
         {"ifname": "wg0", "kind": "wireguard", "link_type": None, "operstate": "UNKNOWN", "up": True},

@@ -69,12 +69,12 @@ V4 = {"site": SITE, "gw": GW, "prefixes": PREFIXES, "selectors": SELECTORS, "pro
 
 CHECK = """
 import datetime as dt, json
-from edgesec.checks import egress
+from edgesec.checks.egress._routing import kernel_routes_out
 from edgesec.checks.interface import CheckContext
 from edgesec.checks.probes import FixedClock, LiveSystem
 from edgesec.config import load_config
 ctx = CheckContext(system=LiveSystem(), clock=FixedClock(dt.datetime(2026, 1, 1, tzinfo=dt.UTC)), config=load_config())
-print(json.dumps(egress.kernel_routes_out(ctx, int(__import__("sys").argv[1]), []).out))
+print(json.dumps(kernel_routes_out(ctx, int(__import__("sys").argv[1]), []).out))
 """
 
 
