@@ -242,8 +242,8 @@ class LiveSystem:
         return active_probe(host, port, protocol, timeout)
 
     def netlink(self, op: str, *args: Any) -> dict[str, Any]:
-        """The kernel's routing state and FIB lookups (:mod:`edgesec.checks.egress._netlink`)."""
-        from edgesec.checks.egress._netlink import query
+        """The kernel's routing state and FIB lookups (:mod:`edgesec.checks.netlink`)."""
+        from edgesec.checks.netlink import query
 
         return query(op, *args)
 

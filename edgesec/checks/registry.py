@@ -20,8 +20,8 @@ from edgesec.checks.interface import Check, CheckDefinitionError
 from edgesec.checks.profiles import shipped_frameworks
 
 BUILTIN_FAMILY_MODULES: tuple[str, ...] = (
-    "edgesec.checks.egress",
-    "edgesec.checks.host",
+    "edgesec.checks.families.egress",
+    "edgesec.checks.families.host",
     "edgesec.checks.families.pki",
     "edgesec.checks.families.gpu",
     "edgesec.checks.families.models",

@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgesec.checks import egress
-from edgesec.checks.egress._base import ENVIRON_LIMIT
+from edgesec.checks.families import egress
+from edgesec.checks.families.egress._base import ENVIRON_LIMIT
 from edgesec.checks.interface import CheckContext, Finding
 from edgesec.checks.probes import BuiltSystem, CommandResult, FileStat, FixedClock
 from edgesec.checks.settings import ChecksSettings
@@ -323,7 +323,7 @@ def test_every_proxy_variable_name_and_a_huge_environment() -> None:
 
 
 def test_interfaces() -> None:
-    # The shape edgesec.checks.egress._netlink answers ("links").
+    # The shape edgesec.checks.netlink answers ("links").
     links = [
         {"ifname": "lo", "kind": None, "link_type": None, "operstate": "UNKNOWN", "up": True},
         {"ifname": "wg0", "kind": "wireguard", "link_type": None, "operstate": "UNKNOWN", "up": True},

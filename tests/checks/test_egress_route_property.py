@@ -69,7 +69,7 @@ V4 = {"site": SITE, "gw": GW, "prefixes": PREFIXES, "selectors": SELECTORS, "pro
 
 CHECK = """
 import datetime as dt, json
-from edgesec.checks.egress._routing import kernel_routes_out
+from edgesec.checks.families.egress._routing import kernel_routes_out
 from edgesec.checks.interface import CheckContext
 from edgesec.checks.probes import FixedClock, LiveSystem
 from edgesec.config import load_config

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgesec.checks import host
+from edgesec.checks.families import host
 from edgesec.checks.probes import BuiltSystem, CommandResult, LiveSystem
 from tests.checks.test_egress_built import ctx_for
 

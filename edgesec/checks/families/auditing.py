@@ -396,7 +396,7 @@ class AuditdImmutable(Check):
         if not want:
             yield self.skipped(f"profile {ctx.profile} does not ask for immutable audit rules")
             return
-        from edgesec.checks.host import running_processes
+        from edgesec.checks.families.host import running_processes
 
         pids = running_processes(ctx).get("auditd", [])
         persisted = self._persisted(ctx)

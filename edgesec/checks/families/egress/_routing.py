@@ -8,14 +8,14 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from edgesec.checks.egress._base import (
+from edgesec.checks.families.egress._base import (
     Addr,
     Net,
     Unavailable,
     is_internal,
     netlink_rows,
 )
-from edgesec.checks.egress._firewall import Ruleset, read_ruleset
+from edgesec.checks.families.egress._firewall import Ruleset, read_ruleset
 from edgesec.checks.interface import CheckContext
 
 

@@ -1,19 +1,19 @@
 """``egress.firewall``: the output and forward paths of the host firewall, judged by the firewall model
-(:mod:`edgesec.checks.egress._firewall`).
+(:mod:`edgesec.checks.families.egress._firewall`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from edgesec.checks.egress._base import (
+from edgesec.checks.families.egress._base import (
     EgressCheck,
     Unavailable,
     allowed_networks,
     dedup_all,
 )
-from edgesec.checks.egress._firewall import PathVerdict, Pkt
-from edgesec.checks.egress._routing import (
+from edgesec.checks.families.egress._firewall import PathVerdict, Pkt
+from edgesec.checks.families.egress._routing import (
     firewall_for,
     fw_evidence,
     kernel_routes_out,

@@ -6,7 +6,7 @@ import ipaddress
 import re
 from collections.abc import Iterator
 
-from edgesec.checks.egress._base import (
+from edgesec.checks.families.egress._base import (
     EgressCheck,
     Unavailable,
     allowed_networks,

@@ -7,14 +7,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from edgesec.checks.egress._base import (
+from edgesec.checks.families.egress._base import (
     EGRESS_CONTROLS,
     EgressCheck,
     allowed_networks,
     dedup_all,
 )
-from edgesec.checks.egress._firewall import Pkt, Ruleset
-from edgesec.checks.egress._routing import (
+from edgesec.checks.families.egress._firewall import Pkt, Ruleset
+from edgesec.checks.families.egress._routing import (
     describe_routes,
     firewall_for,
     fw_evidence,

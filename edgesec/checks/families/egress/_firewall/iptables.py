@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import shlex
 
-from edgesec.checks.egress._firewall.model import (
+from edgesec.checks.families.egress._firewall.model import (
     Chain,
     Net,
     Rule,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from edgesec.checks.egress._base import (
+from edgesec.checks.families.egress._base import (
     EGRESS_CONTROLS,
     ENVIRON_LIMIT,
     EgressCheck,

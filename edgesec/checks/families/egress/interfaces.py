@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from edgesec.checks.egress._base import (
+from edgesec.checks.families.egress._base import (
     EGRESS_CONTROLS,
     EgressCheck,
     netlink_rows,

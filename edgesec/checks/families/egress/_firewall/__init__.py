@@ -35,9 +35,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from edgesec.checks.egress._firewall.iptables import add_iptables
-from edgesec.checks.egress._firewall.model import Net, PathVerdict, Pkt, Ruleset
-from edgesec.checks.egress._firewall.nft import add_nft
+from edgesec.checks.families.egress._firewall.iptables import add_iptables
+from edgesec.checks.families.egress._firewall.model import Net, PathVerdict, Pkt, Ruleset
+from edgesec.checks.families.egress._firewall.nft import add_nft
 
 __all__ = ["PathVerdict", "Pkt", "Ruleset", "read_ruleset"]
 

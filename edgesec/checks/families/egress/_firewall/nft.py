@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from edgesec.checks.egress._firewall.model import (
+from edgesec.checks.families.egress._firewall.model import (
     Chain,
     Cond,
     M,

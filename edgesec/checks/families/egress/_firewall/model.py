@@ -1,5 +1,5 @@
 """The firewall model: packets, rules, chains, the walk along a path and its verdict, and how a match is
-judged (ALWAYS, NEVER, SOME, UNKNOWN). Semantics: :mod:`edgesec.checks.egress._firewall`.
+judged (ALWAYS, NEVER, SOME, UNKNOWN). Semantics: :mod:`edgesec.checks.families.egress._firewall`.
 """
 
 from __future__ import annotations

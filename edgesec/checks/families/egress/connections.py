@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from edgesec.checks.egress._base import (
+from edgesec.checks.families.egress._base import (
     EGRESS_CONTROLS,
     Addr,
     EgressCheck,
