@@ -448,8 +448,7 @@ class EventTemplate:
         self, keys: tuple[str, ...], values: list[Any], message: str, *, site: str | None = None
     ) -> Prepared | None:
         """The trail record of this event with these fields; ``None`` where only the dict path can write
-        it (a key that names a field every event has, a key that is a prefix of another). Values that
-        tend to repeat from event to event can go into a shape of their own: :meth:`stable_shape`."""
+        it (a key that names a field every event has, a key that is a prefix of another)."""
         shape = _shape_of(self._head(site), keys)
         return None if shape is None else self.prepared(shape, values, message)
 
@@ -463,44 +462,6 @@ class EventTemplate:
         if head is None:
             head = self._heads[(site, pid)] = _head_of(self.template, site, _hostname())
         return head
-
-    def stable_shape(
-        self, keys: tuple[str, ...], values: list[Any], stable: int, *, site: str | None = None
-    ) -> RecordShape | None:
-        """The shape with the first ``stable`` values fixed in it, once the same values have come
-        :data:`STABLE_AFTER` times (``None`` until then): a client that keeps being denied costs less
-        each time. Its records take the other values (``values[stable:]``) through :meth:`prepared`."""
-        head = self._head(site)
-        skey = (head, keys, *values[:stable])
-        try:
-            sub = _STABLE_SHAPES.get(skey)
-        except TypeError:
-            return None  # an unhashable stable value: the plain shape writes it
-        if sub is not None:
-            return sub if isinstance(sub, RecordShape) else None  # False: none can be made
-        seen = _STABLE_SEEN.get(skey, 0) + 1
-        if seen < STABLE_AFTER:
-            if len(_STABLE_SEEN) >= MAX_STABLE:
-                _STABLE_SEEN.clear()
-            _STABLE_SEEN[skey] = seen
-            return None
-        _STABLE_SEEN.pop(skey, None)
-        fixed = _fixed(head)
-        fixed.update(zip(keys[:stable], values[:stable], strict=True))
-        sub = RecordShape.compile(("@timestamp", "message", *keys[stable:], *TRAIL_KEYS), fixed)
-        if len(_STABLE_SHAPES) >= MAX_STABLE:
-            _STABLE_SHAPES.clear()  # bounded; the busy clients come back within a few events
-        _STABLE_SHAPES[skey] = sub or False
-        return sub
-
-
-#: An :class:`EventTemplate` fixes stable values into a shape of their own after this many events
-#: with them (compiling a shape costs about a hundred events' filling: not for a one-off client).
-STABLE_AFTER = 8
-#: At most this many shapes with stable values (and as many counters of values not yet stable).
-MAX_STABLE = 1024
-_STABLE_SHAPES: dict[tuple[Any, ...], RecordShape | bool] = {}
-_STABLE_SEEN: dict[tuple[Any, ...], int] = {}
 
 
 #: The fields ``to_document`` sets on every event (a field of the same name goes the dict path).

@@ -27,7 +27,6 @@ from fastapi.responses import JSONResponse
 from edgesec import auditing
 from edgesec.auditing import AuditEvent, EventTemplate, emit
 from edgesec.auditing.ecs import ip_text
-from edgesec.auditing.prepared import Prepared, RecordShape
 from edgesec.authz.identity import (
     CertIdentity,
     IdentityRejected,
@@ -42,7 +41,7 @@ from edgesec.authz.settings import AuthzSettings
 from edgesec.authz.trust import TrustState
 from edgesec.errors import ConfigError, EdgesecError
 
-__all__ = ["Authorizer", "Outcome", "create_app"]
+__all__ = ["Authorizer", "Outcome", "audit_decision", "create_app"]
 
 Headers = list[tuple[str, str]]
 
@@ -351,74 +350,34 @@ class Authorizer:
         rate = self.settings.allow_sample_rate
         if allowed and not glass and not (rate > 0 and self._rand.random() < rate):
             return
-        trail = auditing.current_trail()
-        group = trail.durability == "group"
-        site = auditing.site()
-        req = out.request
-        source, peer = _addresses(out, client_ip)
-        template = _decision_event(glass, allowed, out.status == 401)
-        message = _message(out, allowed)
-        rec: Prepared | None = None
-        # A decision like one made before for the same user, roles, rule...: everything but the path,
-        # the detail and the addresses is as last time, and the record's shape already holds it (see
-        # _record_fields below).
-        hot_key: tuple[Any, ...] | None = None
-        if group and req is not None:
-            hot_key = (glass, allowed, out.status, out.user, out.roles, out.tenant, out.reason,
-                       out.auth_method, out.rule, out.serial, req.method, req.host, bool(out.detail),
-                       source is not None, peer is not None, site)  # fmt: skip
-            try:
-                shape = _HOT_SHAPES.get(hot_key)
-            except TypeError:  # an unhashable value where a string belongs: the checked path below
-                shape, hot_key = None, None
-            if (
-                shape is not None
-                and type(req.path) is str
-                and type(req.raw_uri) is str
-                and type(out.detail) is str
-            ):
-                # In the order of _record_fields' varying fields.
-                varying = [req.path, req.raw_uri[:2048]]
-                if out.detail:
-                    varying.append(out.detail[:512])
-                if source is not None:
-                    varying.append(source)
-                if peer is not None:
-                    varying.append(peer)
-                rec = template.prepared(shape, varying, message)
-        try:
-            if rec is None:
-                keys, values, stable, checked = _record_fields(out, source, peer, allowed)
-                if checked and group:
-                    rec = _shaped_record(template, keys, values, stable, message, site, hot_key)
-                if rec is None:  # values to check, another durability, or no shape: the event itself
-                    emit(template.event(keys, values, message))
-                    return
+        if not audit_decision(out, client_ip) and glass:
+            out.extra["audit_failed"] = True
+
+
+def audit_decision(out: Outcome, client_ip: str | None) -> bool:
+    """Write the audit event of a decision to the trail; False if it could not be written.
+
+    With group commit the field values go straight into the event kind's record shape (no event
+    object or nested document per denial); values of another type than declared, or another
+    durability, go through :class:`AuditEvent` and ``emit``. Both give the same record."""
+    allowed = out.status == 200
+    glass = bool(out.extra.get("break_glass"))
+    trail = auditing.current_trail()
+    source, peer = _addresses(out, client_ip)
+    template = _decision_event(glass, allowed, out.status == 401)
+    message = _message(out, allowed)
+    try:
+        keys, values, checked = _record_fields(out, source, peer, allowed)
+        rec = None
+        if checked and trail.durability == "group":
+            rec = template.record(keys, values, message, site=auditing.site())
+        if rec is None:  # values to check, another durability, or no shape: the event itself
+            emit(template.event(keys, values, message))
+        else:
             trail.submit(rec)
-        except (OSError, EdgesecError):
-            if glass:
-                out.extra["audit_failed"] = True
-
-
-def _shaped_record(
-    template: EventTemplate,
-    keys: tuple[str, ...],
-    values: list[Any],
-    stable: int,
-    message: str,
-    site: str | None,
-    hot_key: tuple[Any, ...] | None,
-) -> Prepared | None:
-    """The record from the shape with the stable values fixed, once there is one (remembered under
-    ``hot_key`` for the next decision like this one), else from the plain shape."""
-    sub = template.stable_shape(keys, values, stable, site=site) if stable else None
-    if sub is None:
-        return template.record(keys, values, message, site=site)
-    if hot_key is not None:
-        if len(_HOT_SHAPES) >= MAX_HOT_SHAPES:
-            _HOT_SHAPES.clear()
-        _HOT_SHAPES[hot_key] = sub
-    return template.prepared(sub, values[stable:], message)
+    except (OSError, EdgesecError):
+        return False
+    return True
 
 
 def _message(out: Outcome, allowed: bool) -> str:
@@ -431,38 +390,35 @@ def _message(out: Outcome, allowed: bool) -> str:
 
 def _record_fields(
     out: Outcome, source: str | None, peer: str | None, allowed: bool
-) -> tuple[tuple[str, ...], list[Any], int, bool]:
-    """The audit fields of a decision: keys, values, how many of them come first as *stable* (who
-    asked, with which roles, under which rule: they repeat while a user keeps being denied, from
-    whichever address), and whether the values are as ``to_document`` writes them (strings; the roles
-    strings, in a tuple that is written as a list; the status an int) -- otherwise they go through the
-    event's own checks."""
+) -> tuple[tuple[str, ...], list[Any], bool]:
+    """The audit fields of a decision: keys, values, and whether the values are as ``to_document``
+    writes them (strings; the roles strings, in a tuple that is written as a list; the status an
+    int) -- otherwise they go through the event's own checks."""
     req = out.request
     roles = tuple(out.roles)
-    stable = (
-        # The two values that are not strings first (never None: the checks below count on it).
-        ("user.roles", roles),
-        ("http.response.status_code", out.status),
-        ("user.id", out.user or None),
-        ("edgesec.authz.tenant", out.tenant),
-        ("edgesec.authz.decision", "allow" if allowed else "deny"),
-        ("edgesec.authz.reason", out.reason),
-        ("edgesec.authz.auth_method", out.auth_method),
-        ("rule.name", ", ".join(out.rule) if out.rule else None),
-        ("tls.client.x509.serial_number", out.serial),
-        ("http.request.method", req.method if req is not None else None),
-        ("url.domain", req.host if req is not None and req.host else None),
-    )
-    varying = (  # in this order: the hot path in Authorizer._audit fills them so
-        ("url.path", req.path if req is not None else None),
-        ("url.original", req.raw_uri[:2048] if req is not None else None),
-        ("edgesec.authz.detail", out.detail[:512] if out.detail else None),
-        ("source.ip", source),
-        ("client.ip", peer),
-    )
-    fields = [f for f in stable if f[1] is not None]
-    n_stable = len(fields)
-    fields += [f for f in varying if f[1] is not None]
+    fields = [
+        f
+        for f in (
+            # The two values that are not strings first (never None: the check below counts on it).
+            ("user.roles", roles),
+            ("http.response.status_code", out.status),
+            ("user.id", out.user or None),
+            ("edgesec.authz.tenant", out.tenant),
+            ("edgesec.authz.decision", "allow" if allowed else "deny"),
+            ("edgesec.authz.reason", out.reason),
+            ("edgesec.authz.auth_method", out.auth_method),
+            ("rule.name", ", ".join(out.rule) if out.rule else None),
+            ("tls.client.x509.serial_number", out.serial),
+            ("http.request.method", req.method if req is not None else None),
+            ("url.domain", req.host if req is not None and req.host else None),
+            ("url.path", req.path if req is not None else None),
+            ("url.original", req.raw_uri[:2048] if req is not None else None),
+            ("edgesec.authz.detail", out.detail[:512] if out.detail else None),
+            ("source.ip", source),
+            ("client.ip", peer),
+        )
+        if f[1] is not None
+    ]
     keys = tuple([k for k, _ in fields])
     values: list[Any] = [v for _, v in fields]
     checked = (
@@ -470,13 +426,9 @@ def _record_fields(
         and set(map(type, roles)) <= _STR_ONLY
         and set(map(type, values[2:])) <= _STR_ONLY
     )
-    return keys, values, n_stable, checked
+    return keys, values, checked
 
 
-#: Decisions whose audit record has a shape with its stable values fixed, by what they were made of.
-_HOT_SHAPES: dict[tuple[Any, ...], RecordShape] = {}
-MAX_HOT_SHAPES = 1024
-os.register_at_fork(after_in_child=_HOT_SHAPES.clear)  # the shapes hold the pid: a worker has its own
 _STR_ONLY = frozenset({str})
 
 

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgesec.auditing import configured, ecs, emit, prepared
+from edgesec.auditing import configured, emit, prepared
 from edgesec.auditing.canonical import canonical_value, seal
-from edgesec.auditing.ecs import FIELD_TYPES, AuditEvent, EventTemplate, set_dotted
+from edgesec.auditing.ecs import FIELD_TYPES, AuditEvent, set_dotted
 from edgesec.auditing.prepared import TRAIL_KEYS, Prepared, RecordShape, shape_for
 from edgesec.auditing.trail import GENESIS, Trail, trail_files, verify_chain
 from edgesec.errors import InputError
@@ -222,42 +222,3 @@ def test_a_failing_write_keeps_prepared_records_queued(
         pytest.fail("the queued record was never written")
     trail.close()
     assert verify_chain(trail_files(tmp_path)).records == 1
-
-
-def record(
-    template: EventTemplate, keys: tuple[str, ...], values: list[Any], message: str, *, stable: int
-) -> Any:
-    """The record from the stable-value shape once there is one, else from the plain shape."""
-    sub = template.stable_shape(keys, values, stable)
-    if sub is not None:
-        return template.prepared(sub, values[stable:], message)
-    return template.record(keys, values, message)
-
-
-def test_stable_values_get_a_shape_of_their_own_after_a_few_events(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ecs, "_STABLE_SHAPES", {})
-    monkeypatch.setattr(ecs, "_STABLE_SEEN", {})
-    monkeypatch.setattr(ecs, "STABLE_AFTER", 3)
-    monkeypatch.setattr(ecs, "now_isotime", lambda: "2026-11-29T10:00:00.123Z")
-    template = EventTemplate(action="authz.decision", category=("web",), type=("denied",), part="authz")
-    keys = ("user.id", "user.roles", "url.path")
-    shapes = []
-    for i in range(5):
-        rec = record(template, keys, ["alice", ("a", "b"), f"/p/{i}"], "m", stable=2)
-        assert rec is not None
-        shapes.append(rec.shape)
-        plain = template.event(keys, ["alice", ["a", "b"], f"/p/{i}"], "m").to_document()
-        plain["event"]["sequence"] = 1
-        plain.setdefault("edgesec", {}).setdefault("trail", {})["prev"] = GENESIS
-        assert rec.shape.seal(rec.pieces, 1, GENESIS) == seal(plain)
-    assert shapes[0] is shapes[1] and shapes[2] is shapes[3] is shapes[4] and shapes[1] is not shapes[2]
-    assert len(ecs._STABLE_SHAPES) == 1 and not ecs._STABLE_SEEN
-    # Unhashable stable values are written through the plain shape.
-    rec = record(template, keys, ["alice", ["a", "b"], "/p"], "m", stable=2)
-    assert rec is not None and rec.shape is shapes[0]
-    # Both tables are bounded.
-    monkeypatch.setattr(ecs, "MAX_STABLE", 4)
-    monkeypatch.setattr(ecs, "STABLE_AFTER", 1)
-    for i in range(10):
-        record(template, keys, [f"user{i}", ("a",), "/p"], "m", stable=2)
-    assert len(ecs._STABLE_SHAPES) <= 4
