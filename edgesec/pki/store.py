@@ -50,9 +50,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.utils import CryptographyDeprecationWarning
 
-from edgesec import auditing
 from edgesec._fs import FileLock, atomic_write, ensure_private_dir, fsync_dir
-from edgesec.auditing import AuditEvent, emit
+from edgesec.audit_sink import Event, sink
 from edgesec.errors import AlreadyExists, InputError, NotFound, OperationFailed, VerificationError
 from edgesec.pki import secrets
 from edgesec.pki.builder import (
@@ -451,12 +450,12 @@ class CertificateAuthority:
             self._journal_ready = True
 
     def _journal(
-        self, conn: sqlite3.Connection, action: str, events: Sequence[AuditEvent], *, publish: bool = False
+        self, conn: sqlite3.Connection, action: str, events: Sequence[Event], *, publish: bool = False
     ) -> None:
         """Record, in the open transaction, what this change owes once committed: its audit events and,
         with ``publish``, a publication of the trust bundle."""
-        site = auditing.site()
-        docs = [ev.to_document(site=site) for ev in events]
+        to_document = sink().document
+        docs = [to_document(ev) for ev in events]
         cur = conn.execute(
             "INSERT INTO journal (action, publish, events, created_at) VALUES (?,?,?,?)",
             (action, 1 if publish else 0, json.dumps(docs, default=str), _iso(utcnow())),
@@ -545,12 +544,7 @@ class CertificateAuthority:
 
     def _emit_documents(self, docs: Sequence[dict[str, Any]]) -> None:
         """Audit documents written as one group commit: durable on return."""
-        trail = auditing.current_trail()
-        ticket = 0
-        for d in docs:
-            ticket = trail.submit(d)
-        if trail.durability != "none":
-            trail.wait_durable(ticket)
+        sink().write(docs)
 
     def needs_recovery(self) -> bool:
         """Whether a killed command left something to finish (cheap: a stat, a glob and one query)."""
@@ -1122,7 +1116,7 @@ class CertificateAuthority:
 
     def _issued_event(
         self, cert: x509.Certificate, profile: str, name: str, action: str = "pki.certificate.issued"
-    ) -> AuditEvent:
+    ) -> Event:
         return self._event(
             action,
             ("iam",),
@@ -1268,7 +1262,7 @@ class CertificateAuthority:
 
     def _audit_refused(self, profile: str, name: object, reason: str) -> None:
         shown = name if isinstance(name, str) and len(name) <= 64 else repr(name)[:64]
-        emit(
+        self._emit(
             self._event(
                 "pki.certificate.refused",
                 ("iam",),
@@ -1292,7 +1286,7 @@ class CertificateAuthority:
                 "edgesec.pki.csr_sha256": hashlib.sha256(csr_data).hexdigest(),
             },
         )
-        emit(ev)
+        self._emit(ev)
 
     def renew(self, name: str, *, revoke_old: bool = False, days: int | None = None) -> x509.Certificate:
         """A new certificate (and key, unless it came from a CSR) under the same name; history is kept."""
@@ -1355,7 +1349,7 @@ class CertificateAuthority:
         )
         return cur.rowcount == 1
 
-    def _revoked_event(self, serial: str, name: str, reason: str) -> AuditEvent:
+    def _revoked_event(self, serial: str, name: str, reason: str) -> Event:
         return self._event(
             "pki.certificate.revoked",
             ("iam",),
@@ -1388,7 +1382,7 @@ class CertificateAuthority:
 
     last_revoke_repeated = False
 
-    def _crl_event(self, out: dict[str, Any]) -> AuditEvent:
+    def _crl_event(self, out: dict[str, Any]) -> Event:
         return self._event(
             "pki.crl.generated",
             ("configuration",),
@@ -1883,10 +1877,10 @@ class CertificateAuthority:
         type_: tuple[str, ...],
         message: str,
         fields: dict[str, Any],
-    ) -> AuditEvent:
+    ) -> Event:
         if self._operator is None:
             self._operator = _operator()
-        return AuditEvent(
+        return Event(
             action=action,
             category=category,
             type=type_,
@@ -1903,7 +1897,12 @@ class CertificateAuthority:
         message: str,
         fields: dict[str, Any],
     ) -> None:
-        emit(self._event(action, category, type_, message, fields))
+        self._emit(self._event(action, category, type_, message, fields))
+
+    def _emit(self, event: Event) -> None:
+        """An event that is no change of the store (a refusal): written now, through the one audit API."""
+        s = sink()
+        s.write([s.document(event)])
 
 
 # --- helpers --------------------------------------------------------------------------------------------------
