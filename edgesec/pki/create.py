@@ -38,9 +38,12 @@ from edgesec.pki.layout import (
     INIT_TMP_PREFIX,
     LOCK_FILE,
     OFFLINE_FILES,
+    ROOT_CERT_FILE,
+    ROOT_KEY_FILE,
     _offline_key_name,
     _remove_stale_builds,
     _store_dir,
+    intermediate_files,
 )
 from edgesec.pki.settings import PkiSettings
 from edgesec.pki.trust import (
@@ -184,13 +187,13 @@ def _build(
     try:
         os.chmod(tmp, 0o700)
         cadir = ensure_private_dir(tmp / CA_DIR)
-        atomic_write(cadir / "root.pem", cert_pem(root), mode=0o644)
+        atomic_write(cadir / ROOT_CERT_FILE, cert_pem(root), mode=0o644)
         killpoint("init root certificate")
-        atomic_write(cadir / "intermediate-1.pem", cert_pem(inter), mode=0o644)
+        atomic_write(cadir / intermediate_files(1)[0], cert_pem(inter), mode=0o644)
         killpoint("init intermediate certificate")
-        atomic_write(cadir / "intermediate-1.key", secrets.key_to_pem(inter_key, pw), mode=0o600)
+        atomic_write(cadir / intermediate_files(1)[1], secrets.key_to_pem(inter_key, pw), mode=0o600)
         killpoint("init intermediate key")
-        root_key_file: str | None = "root.key"
+        root_key_file: str | None = ROOT_KEY_FILE
         if offline is not None:
             root_key_file = None
             key_path = offline / _offline_key_name(root)
@@ -204,7 +207,7 @@ def _build(
             atomic_write(pem_path, cert_pem(root), mode=0o644, exclusive=True)
             killpoint("init offline root certificate")
         else:
-            atomic_write(cadir / "root.key", secrets.key_to_pem(root_key, root_pw), mode=0o600)
+            atomic_write(cadir / ROOT_KEY_FILE, secrets.key_to_pem(root_key, root_pw), mode=0o600)
             killpoint("init root key")
         ca = cls(tmp, settings=settings, trust_dir=trust_dir, passphrase=pw)
         conn = sqlite3.connect(tmp / DB_FILE, isolation_level=None)
@@ -228,7 +231,7 @@ def _build(
             }
             conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
             _insert_ca(conn, root, "root", root_key_file, now)
-            _insert_ca(conn, inter, "intermediate", "intermediate-1.key", now)
+            _insert_ca(conn, inter, "intermediate", intermediate_files(1)[1], now)
             ca._signer = (2, inter, inter_key)
             crl = ca._sign_crls(conn, root_key=root_key)
             initialized = ca._event(

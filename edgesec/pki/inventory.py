@@ -25,6 +25,7 @@ from edgesec.errors import InputError, NotFound
 from edgesec.pki.builder import (
     PublicKey,
 )
+from edgesec.pki.layout import INTERMEDIATE_PREFIX
 from edgesec.pki.trust import (
     cert_pem,
     utcnow,
@@ -460,7 +461,7 @@ def _orphan_files(ca: CertificateAuthority) -> list[Path]:
     for d in (cadir, ca.trust_dir, ca.dir):
         if d.is_dir():
             out += [p for p in d.glob(".*.tmp") if p.is_file()]
-    files = list(cadir.glob("intermediate-*")) if cadir.is_dir() else []
+    files = list(cadir.glob(INTERMEDIATE_PREFIX + "*")) if cadir.is_dir() else []
     if files:
         keys = {r[0] for r in ca._db().execute("SELECT key_file FROM cas WHERE key_file IS NOT NULL")}
         used = keys | {k[: -len(".key")] + ".pem" for k in keys}

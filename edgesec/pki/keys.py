@@ -31,7 +31,10 @@ from edgesec.pki.inventory import (
 )
 from edgesec.pki.layout import (
     CA_DIR,
+    INTERMEDIATE_PREFIX,
     _offline_key_name,
+    intermediate_files,
+    intermediate_number,
 )
 from edgesec.pki.trust import (
     cert_pem,
@@ -207,9 +210,9 @@ def rotate_intermediate(
     with ca._write() as conn:
         # Files of a rotation killed before its commit may exist: never reuse their number.
         on_disk = [
-            int(p.stem.split("-", 1)[1])
-            for p in (ca.dir / CA_DIR).glob("intermediate-*.pem")
-            if p.stem.split("-", 1)[1].isdigit()
+            num
+            for p in (ca.dir / CA_DIR).glob(INTERMEDIATE_PREFIX + "*")
+            if (num := intermediate_number(p.name)) is not None
         ]
         in_db = conn.execute("SELECT COUNT(*) FROM cas WHERE role='intermediate'").fetchone()[0]
         n = max([in_db, *on_disk]) + 1
@@ -225,12 +228,14 @@ def rotate_intermediate(
             constraints=ca.name_constraints(),
         )
         cadir = ca.dir / CA_DIR
-        atomic_write(cadir / f"intermediate-{n}.pem", cert_pem(cert), mode=0o644, exclusive=True)
+        atomic_write(cadir / intermediate_files(n)[0], cert_pem(cert), mode=0o644, exclusive=True)
         killpoint("intermediate certificate")
-        atomic_write(cadir / f"intermediate-{n}.key", secrets.key_to_pem(key, pw), mode=0o600, exclusive=True)
+        atomic_write(
+            cadir / intermediate_files(n)[1], secrets.key_to_pem(key, pw), mode=0o600, exclusive=True
+        )
         killpoint("intermediate key")
         conn.execute("UPDATE cas SET status='retired' WHERE role='intermediate' AND status='active'")
-        _insert_ca(conn, cert, "intermediate", f"intermediate-{n}.key", now)
+        _insert_ca(conn, cert, "intermediate", intermediate_files(n)[1], now)
         ca._signer = None
         rotated = ca._event(
             "pki.intermediate.rotated",

@@ -16,12 +16,8 @@ from cryptography.hazmat.primitives import serialization
 
 from edgesec._fs import FileLock, atomic_write
 from edgesec.errors import OperationFailed
+from edgesec.pki.layout import CA_BUNDLE_FILE, CRL_FILE, INTERMEDIATES_FILE, MANIFEST_FILE, ROOT_FILE
 from edgesec.pki.trust import (
-    CA_BUNDLE_FILE,
-    CRL_FILE,
-    INTERMEDIATES_FILE,
-    MANIFEST_FILE,
-    ROOT_FILE,
     TrustBundle,
     cert_pem,
     utcnow,
