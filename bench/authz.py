@@ -427,7 +427,7 @@ def _site(tmp: Path) -> str:
     from cryptography.hazmat.primitives import serialization
 
     from edgesec import auditing
-    from edgesec.pki.store import CertificateAuthority
+    from edgesec.pki.ca import CertificateAuthority
 
     with auditing.configured(tmp / "setup-audit", durability="none"):
         ca = CertificateAuthority.init(tmp / "ca", org="Bench Bank", encrypt=False, trust_dir=tmp / "trust")

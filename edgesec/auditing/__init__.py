@@ -20,10 +20,12 @@ reads the CLI's state: the trail comes from :func:`configure` / :func:`configure
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from edgesec import audit_sink
 
 if TYPE_CHECKING:
     from edgesec.auditing.ecs import AuditEvent, EventTemplate
@@ -51,6 +53,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "TRAIL_SINK",
     "AuditEvent",
     "EventTemplate",
     "Trail",
@@ -219,3 +222,35 @@ def configured(trail_dir: Path, **kwargs: Any) -> Iterator[Trail]:
         trail.close()
         with _lock:
             _trail, _site = saved
+
+
+class TrailSink:
+    """The audit API as :class:`edgesec.audit_sink.AuditSink`: how the parts below ``auditing`` (pki) write to
+    the same trail as :func:`emit`, with the same site name, without importing this package."""
+
+    def document(self, event: audit_sink.Event) -> dict[str, Any]:
+        from edgesec.auditing.ecs import AuditEvent
+
+        ev = AuditEvent(
+            action=event.action,
+            category=event.category,
+            type=event.type,
+            outcome=event.outcome,
+            message=event.message,
+            part=event.part,
+            fields=event.fields,
+        )
+        return ev.to_document(site=site())
+
+    def write(self, documents: Sequence[Mapping[str, Any]]) -> None:
+        trail = current_trail()
+        ticket = 0
+        for d in documents:
+            ticket = trail.submit(d if isinstance(d, dict) else dict(d))
+        if documents and trail.durability != "none":
+            trail.wait_durable(ticket)
+
+
+TRAIL_SINK = TrailSink()
+# Importing the audit API makes its trail the sink of every part (the CLI imports it at start).
+audit_sink.install(TRAIL_SINK)

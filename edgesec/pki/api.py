@@ -45,8 +45,10 @@ from pathlib import Path
 from edgesec.config import LoadedConfig
 from edgesec.errors import NotFound
 from edgesec.pki.builder import KEY_TYPES, PROFILES, NameConstraints, SubjectAltNames
+from edgesec.pki.ca import CertificateAuthority
+from edgesec.pki.csr import load_csr
+from edgesec.pki.inventory import CertRecord, ClientRequest, PublishResult
 from edgesec.pki.secrets import PassphraseSource
-from edgesec.pki.store import CertificateAuthority, CertRecord, ClientRequest, PublishResult, load_csr
 from edgesec.pki.trust import (
     Policy,
     ProvenTime,

@@ -22,6 +22,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edgesec.errors import InputError
 
+# Backdate notBefore a little so a client whose clock runs slightly behind still accepts a fresh cert.
+BACKDATE = dt.timedelta(minutes=5)
+
 KeyType = Literal["ec-p256", "ec-p384", "rsa-3072", "rsa-4096"]
 KEY_TYPES: tuple[KeyType, ...] = ("ec-p256", "ec-p384", "rsa-3072", "rsa-4096")
 Profile = Literal["server", "client", "signing"]

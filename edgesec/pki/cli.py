@@ -1,4 +1,4 @@
-"""``edgesec pki ...`` commands: a thin layer over :mod:`edgesec.pki.store` (see ``edgesec pki --help``)."""
+"""``edgesec pki ...`` commands: a thin layer over :mod:`edgesec.pki.ca` (see ``edgesec pki --help``)."""
 
 from __future__ import annotations
 
@@ -19,16 +19,11 @@ from edgesec._fs import read_input_file
 from edgesec.errors import EdgesecError, InputError, NotFound, UsageError, VerificationError
 from edgesec.pki import secrets
 from edgesec.pki.api import load_trust, open_ca, store_dir, trust_dir
+from edgesec.pki.backup import backup, restore
 from edgesec.pki.builder import KEY_TYPES, PROFILES
-from edgesec.pki.store import (
-    REASONS,
-    CertificateAuthority,
-    CertRecord,
-    ClientRequest,
-    backup,
-    operational_error,
-    restore,
-)
+from edgesec.pki.ca import CertificateAuthority
+from edgesec.pki.crl import REASONS
+from edgesec.pki.inventory import CertRecord, ClientRequest, operational_error
 from edgesec.pki.trust import cert_pem, load_certificate_file, verify_certificate
 
 pki_app = typer.Typer(

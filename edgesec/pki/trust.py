@@ -58,6 +58,7 @@ from edgesec.pki.builder import (
     common_name,
     dns_within,
 )
+from edgesec.pki.layout import CRL_FILE, INTERMEDIATES_FILE, ROOT_FILE
 
 Purpose = Literal["server", "client", "signing"]
 
@@ -72,11 +73,6 @@ BENIGN_REASONS = frozenset(
     }
 )
 
-ROOT_FILE = "root.pem"
-INTERMEDIATES_FILE = "intermediates.pem"
-CA_BUNDLE_FILE = "ca-bundle.pem"
-CRL_FILE = "crl.pem"
-MANIFEST_FILE = "bundle.json"
 
 DEFAULT_CRL_GRACE = dt.timedelta(hours=24)
 #: How far a CRL's thisUpdate may lie ahead of this host's clock (the CA's host may run a little ahead).

@@ -19,7 +19,7 @@ from edgesec._data import policies_root
 from edgesec.authz.policy import PolicyFiles
 from edgesec.authz.service import Authorizer
 from edgesec.authz.settings import AuthzSettings
-from edgesec.pki.store import CertificateAuthority
+from edgesec.pki.ca import CertificateAuthority
 from tests._net import free_port
 
 CLIENTS = ("alice", "carol", "dave", "erin", "emergency-1", "mallory", "revoked-rita")

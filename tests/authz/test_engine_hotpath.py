@@ -20,7 +20,7 @@ from edgesec.authz.hotpath import CertVerifyCache, cert_cache_of, create_hot_app
 from edgesec.authz.identity import IdentityRejected, parse_cert_header
 from edgesec.authz.service import create_app
 from edgesec.authz.trust import TrustState
-from edgesec.pki.store import CertificateAuthority
+from edgesec.pki.ca import CertificateAuthority
 from tests.authz.conftest import SiteCA, bank_files, fwd, running, settings
 
 

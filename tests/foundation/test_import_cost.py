@@ -22,7 +22,8 @@ HEAVY = (
     "edgesec.auditing.syslog",
     "edgesec.authz.service",
     "edgesec.authz.engine",
-    "edgesec.pki.store",
+    "edgesec.pki.ca",
+    "edgesec.pki.inventory",
     "edgesec.checks.registry",
     "edgesec._console",
 )

@@ -155,3 +155,21 @@ def test_orphan_intermediate_of_a_killed_rotation_is_not_the_active_one(
         "intermediate-7.pem",
     ]
     assert not (ca.dir / "ca" / "intermediate-7.pem").exists()
+
+
+def test_a_stray_file_named_like_an_intermediate_is_not_one(ca: CertificateAuthority, home: Path) -> None:
+    """The checks read intermediate file names through the store's layout: ``intermediate-old.pem`` (a copy an
+    operator left) is no intermediate, for the checks (no traceback, the real one is assessed) nor for rotation."""
+    import json
+
+    (ca.dir / "ca" / "intermediate-old.pem").write_bytes((ca.dir / "ca" / "intermediate-1.pem").read_bytes())
+    # A store whose status.json does not name the active intermediate: the checks pick it by file number.
+    status = json.loads((ca.dir / "status.json").read_text())
+    status.pop("publication", None)
+    (ca.dir / "status.json").write_text(json.dumps(status))
+    res = _run(home)
+    assert _statuses(res["pki.ca-validity"]) == {Status.PASS}
+    assert any("intermediate" in f.message for f in res["pki.ca-validity"])
+    new = ca.rotate_intermediate()
+    assert new.serial_number in {c.serial_number for c in ca.intermediates()}
+    assert (ca.dir / "ca" / "intermediate-2.pem").is_file()

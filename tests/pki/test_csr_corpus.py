@@ -141,7 +141,7 @@ def test_hostile_csr_refused_with_one_line_and_audited(ca_home: Path, tmp_path: 
 def test_accepted_csrs_are_issued_exactly_by_the_profile(ca_home: Path, tmp_path: Path) -> None:
     """A CSR asking for more than the profile gives (a CA key usage, serverAuth on a client) gets only the
     profile; the issued certificate carries the device's SubjectPublicKeyInfo byte for byte."""
-    from edgesec.pki.store import _csr_spki
+    from edgesec.pki.csr import _csr_spki
 
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     cases = {

@@ -37,7 +37,7 @@ from edgesec.checks.families.pki import CrlFreshness
 from edgesec.checks.interface import CheckContext, Status
 from edgesec.checks.probes import FixedClock, LiveSystem
 from edgesec.config import load_config
-from edgesec.pki.store import CertificateAuthority
+from edgesec.pki.ca import CertificateAuthority
 from edgesec.pki.trust import cert_pem, utcnow
 from tests._net import free_port
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from edgesec.errors import AlreadyExists, InputError
 from edgesec.pki.api import CertificateAuthority, SubjectAltNames, TrustBundle, verify_certificate
 from edgesec.pki.builder import check_dns_name, check_email, check_name
-from edgesec.pki.store import load_csr
+from edgesec.pki.csr import load_csr
 
 from .conftest import PASSPHRASE
 

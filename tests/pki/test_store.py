@@ -15,7 +15,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edgesec.errors import AlreadyExists, InputError, NotFound, VerificationError
 from edgesec.pki.api import CertificateAuthority, TrustBundle, verify_certificate
-from edgesec.pki.store import backup, restore
+from edgesec.pki.backup import backup, restore
 from edgesec.pki.trust import utcnow
 
 from .conftest import PASSPHRASE
@@ -339,7 +339,7 @@ def test_bundle_with_forged_or_foreign_crl(ca: CertificateAuthority, tmp_path: P
     from cryptography.hazmat.primitives import serialization
 
     from edgesec.pki.builder import generate_key
-    from edgesec.pki.store import build_crl
+    from edgesec.pki.crl import build_crl
 
     cert, _ = ca.issue_client("alice")
     inter = ca.intermediates()[0]

@@ -19,6 +19,20 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from edgesec.checks.interface import Check, CheckContext, CheckMeta, Finding, Severity
+from edgesec.pki.layout import (
+    CA_DIR,
+    CRL_FILE,
+    DB_FILE,
+    INTERMEDIATES_FILE,
+    MANIFEST_FILE,
+    PENDING_FILE,
+    ROOT_CERT_FILE,
+    ROOT_FILE,
+    ROOT_KEY_FILE,
+    STATUS_FILE,
+    configured_store,
+    intermediate_number,
+)
 from edgesec.pki.trust import crl_signed_by
 
 
@@ -32,14 +46,13 @@ def _site(ctx: CheckContext) -> _Site:
     s = ctx.config.settings.pki
     store = str(ctx.config.path_in_home(s.store_dir, "pki"))
     # As the store does: a configured store_dir naming the directory that holds ``pki/`` is accepted.
-    if ctx.system.stat(f"{store}/inventory.db") is None and ctx.system.stat(f"{store}/pki/inventory.db"):
-        store = f"{store}/pki"
+    store = configured_store(store, lambda p: ctx.system.stat(p) is not None)
     return _Site(store, str(ctx.config.path_in_home(s.trust_bundle_dir, "trust")))
 
 
 def _no_ca(check: Check, ctx: CheckContext) -> Finding | None:
     site = _site(ctx)
-    if ctx.system.stat(f"{site.store}/inventory.db") is None:
+    if ctx.system.stat(f"{site.store}/{DB_FILE}") is None:
         return check.skipped(
             f"no CA store at {site.store}: this site has not set up its PKI (run `edgesec pki init`)",
             evidence={"store": site.store},
@@ -59,7 +72,7 @@ def _certs(ctx: CheckContext, path: str) -> list[x509.Certificate]:
 
 def _ca_certs(ctx: CheckContext, store: str) -> dict[str, x509.Certificate]:
     out: dict[str, x509.Certificate] = {}
-    for p in ctx.system.glob(f"{store}/ca/*.pem"):
+    for p in ctx.system.glob(f"{store}/{CA_DIR}/*.pem"):
         certs = _certs(ctx, p)
         if certs:
             out[Path(p).name] = certs[0]
@@ -75,9 +88,9 @@ def _active_intermediate(
     fp = ((status or {}).get("publication") or {}).get("active_intermediate")
     if fp:
         for n, c in cas.items():
-            if n.startswith("intermediate-") and c.fingerprint(hashes.SHA256()).hex() == fp:
+            if intermediate_number(n) is not None and c.fingerprint(hashes.SHA256()).hex() == fp:
                 return n, c
-    inters = [(int(n.split("-")[1].split(".")[0]), n) for n in cas if n.startswith("intermediate-")]
+    inters = [(num, n) for n in cas if (num := intermediate_number(n)) is not None]
     if not inters:
         return None
     _, name = max(inters)
@@ -114,10 +127,12 @@ class CaValidity(Check):
         warn_inter = float(ctx.param(self.meta.id, "intermediate_warn_days", 180))
         fail_days = float(ctx.param(self.meta.id, "fail_days", 30))
         targets: list[tuple[str, x509.Certificate, float]] = []
-        if "root.pem" in cas:
-            targets.append(("root", cas["root.pem"], warn_root))
+        if ROOT_CERT_FILE in cas:
+            targets.append(("root", cas[ROOT_CERT_FILE], warn_root))
         else:
-            yield self.failed("the CA store has no root certificate", resource=f"{site.store}/ca/root.pem")
+            yield self.failed(
+                "the CA store has no root certificate", resource=f"{site.store}/{CA_DIR}/{ROOT_CERT_FILE}"
+            )
         act = _active_intermediate(cas, _status(ctx, site))
         if act is None:
             yield self.failed("the CA store has no intermediate certificate", resource=f"{site.store}/ca")
@@ -173,32 +188,32 @@ class CrlFreshness(Check):
         warn_hours = float(ctx.param(self.meta.id, "warn_hours", 48))
         # The root's CRL is re-signed by a ceremony with the offline root key: announce it a month ahead.
         root_warn_days = float(ctx.param(self.meta.id, "root_warn_days", 30))
-        roots = _certs(ctx, f"{site.trust}/root.pem")
-        inters = _certs(ctx, f"{site.trust}/intermediates.pem")
+        roots = _certs(ctx, f"{site.trust}/{ROOT_FILE}")
+        inters = _certs(ctx, f"{site.trust}/{INTERMEDIATES_FILE}")
         if not roots:
             yield self.failed(f"no trust bundle is published in {site.trust}", resource=site.trust)
             return
         cas = _ca_certs(ctx, site.store)
         status = _status(ctx, site)
         act = _active_intermediate(cas, status)
-        if cas.get("root.pem") is not None and cas["root.pem"] != roots[0]:
+        if cas.get(ROOT_CERT_FILE) is not None and cas[ROOT_CERT_FILE] != roots[0]:
             yield self.failed(
-                "the published root differs from the store's root", resource=f"{site.trust}/root.pem"
+                "the published root differs from the store's root", resource=f"{site.trust}/{ROOT_FILE}"
             )
         if act is not None and act[1] not in inters:
             yield self.failed(
                 "the published bundle lacks the active intermediate (a rotation was not published)",
-                resource=f"{site.trust}/intermediates.pem",
+                resource=f"{site.trust}/{INTERMEDIATES_FILE}",
                 remediation="run `edgesec pki publish`",
             )
-        text = ctx.system.read_text(f"{site.trust}/crl.pem", CRL_READ_LIMIT) or ""
+        text = ctx.system.read_text(f"{site.trust}/{CRL_FILE}", CRL_READ_LIMIT) or ""
         crls: list[x509.CertificateRevocationList] = []
         for block in text.split("-----END X509 CRL-----")[:-1]:
             try:
                 crls.append(x509.load_pem_x509_crl((block + "-----END X509 CRL-----\n").strip().encode()))
             except ValueError:
                 yield self.failed(
-                    "the published crl.pem holds a corrupt CRL", resource=f"{site.trust}/crl.pem"
+                    "the published crl.pem holds a corrupt CRL", resource=f"{site.trust}/{CRL_FILE}"
                 )
         yield from self._published_vs_inventory(ctx, site, status, text, crls, inters)
         for ca in [*roots, *[c for c in inters if c.not_valid_after_utc > now]]:
@@ -245,7 +260,7 @@ class CrlFreshness(Check):
         use in the bundle, no change left unpublished. status.json (written after every change) says what
         the inventory holds; publish.pending says a change is committed but not yet published."""
         fix = "run `edgesec pki publish` (any `edgesec pki` command also finishes an interrupted one)"
-        pending = f"{site.store}/publish.pending"
+        pending = f"{site.store}/{PENDING_FILE}"
         if ctx.system.stat(pending) is not None:
             yield self.failed(
                 "a CA change is committed but not published: a CA command was interrupted or could not "
@@ -259,11 +274,11 @@ class CrlFreshness(Check):
             yield self.warned(
                 "not assessed: the store's status.json does not record what must be published, so the "
                 "bundle cannot be compared with the inventory",
-                resource=f"{site.store}/status.json",
+                resource=f"{site.store}/{STATUS_FILE}",
                 remediation="run `edgesec pki crl` (it rewrites status.json)",
             )
             return
-        manifest = ctx.system.read_text(f"{site.trust}/bundle.json") or ""
+        manifest = ctx.system.read_text(f"{site.trust}/{MANIFEST_FILE}") or ""
         try:
             published_at = json.loads(manifest).get("published_at")
         except (ValueError, AttributeError):
@@ -290,7 +305,7 @@ class CrlFreshness(Check):
                 yield self.failed(
                     f"certificate {r['name']} (serial {r['serial']}) is revoked in the inventory but not in "
                     "the published CRL: servers still accept it",
-                    resource=f"{site.trust}/crl.pem",
+                    resource=f"{site.trust}/{CRL_FILE}",
                     evidence={**evidence, "revoked_at": r["revoked_at"], "issuer": r["issuer"]},
                     severity=Severity.CRITICAL,
                     remediation=fix,
@@ -298,7 +313,7 @@ class CrlFreshness(Check):
             if not missing:
                 yield self.failed(
                     "the published crl.pem is not the inventory's current CRLs",
-                    resource=f"{site.trust}/crl.pem",
+                    resource=f"{site.trust}/{CRL_FILE}",
                     evidence=evidence,
                     remediation=fix,
                 )
@@ -313,7 +328,7 @@ class CrlFreshness(Check):
                         if fp == pub.get("active_intermediate")
                         else ""
                     ),
-                    resource=f"{site.trust}/intermediates.pem",
+                    resource=f"{site.trust}/{INTERMEDIATES_FILE}",
                     evidence={"sha256": fp, "published": sorted(published)},
                     remediation=fix,
                 )
@@ -351,12 +366,12 @@ class KeyProtection(Check):
         if st is not None and st.perms & 0o077:
             yield self.failed(f"the CA store is mode {st.perms:o}, not 0700", resource=site.store,
                               evidence={"mode": f"{st.perms:o}"})  # fmt: skip
-        for name in ("inventory.db", "status.json"):
+        for name in (DB_FILE, STATUS_FILE):
             fst = ctx.system.stat(f"{site.store}/{name}")
             if fst is not None and fst.perms & 0o077:
                 yield self.failed(f"{name} (holds leaf keys) is mode {fst.perms:o}, not 0600",
                                   resource=f"{site.store}/{name}")  # fmt: skip
-        keys = ctx.system.glob(f"{site.store}/ca/*.key")
+        keys = ctx.system.glob(f"{site.store}/{CA_DIR}/*.key")
         for k in keys:
             kst = ctx.system.stat(k)
             head = (ctx.system.read_text(k, 64) or "").strip()
@@ -372,10 +387,10 @@ class KeyProtection(Check):
                 yield self.failed(f"CA key {Path(k).name} is stored unencrypted", resource=k, evidence=ev)
             else:
                 yield self.passed(f"CA key {Path(k).name} is encrypted and 0600", resource=k, evidence=ev)
-        if f"{site.store}/ca/root.key" in keys:
+        if f"{site.store}/{CA_DIR}/{ROOT_KEY_FILE}" in keys:
             yield self.warned(
                 "the root key is online in the CA store",
-                resource=f"{site.store}/ca/root.key",
+                resource=f"{site.store}/{CA_DIR}/{ROOT_KEY_FILE}",
                 severity=Severity.LOW,
                 remediation="move it to removable media kept offline; `rotate-intermediate --offline-root DIR` "
                 "reads it from there when needed",
@@ -405,7 +420,7 @@ class WeakAlgorithms(Check):
             return
         site = _site(ctx)
         certs = {**_ca_certs(ctx, site.store)}
-        for i, c in enumerate(_certs(ctx, f"{site.trust}/intermediates.pem")):
+        for i, c in enumerate(_certs(ctx, f"{site.trust}/{INTERMEDIATES_FILE}")):
             certs.setdefault(f"bundle-intermediate-{i}", c)
         for name, cert in sorted(certs.items()):
             problems = _weakness(cert)
@@ -448,7 +463,7 @@ def _weakness(cert: x509.Certificate) -> list[str]:
 
 
 def _status(ctx: CheckContext, site: _Site) -> dict | None:  # type: ignore[type-arg]
-    text = ctx.system.read_text(f"{site.store}/status.json")
+    text = ctx.system.read_text(f"{site.store}/{STATUS_FILE}")
     if not text:
         return None
     try:
@@ -482,13 +497,13 @@ class LeafExpiry(Check):
         status = _status(ctx, site)
         if status is None:
             yield self.warned("the store has no readable status.json; run `edgesec pki crl` to refresh it",
-                              resource=f"{site.store}/status.json")  # fmt: skip
+                              resource=f"{site.store}/{STATUS_FILE}")  # fmt: skip
             return
         written = dt.datetime.fromisoformat(status["written_at"])
         window = float(status.get("window_days", 120))
         if (now - written).days > window - warn_days:
             yield self.warned(f"the CA status was last refreshed on {written:%Y-%m-%d}; run `edgesec pki crl`",
-                              resource=f"{site.store}/status.json")  # fmt: skip
+                              resource=f"{site.store}/{STATUS_FILE}")  # fmt: skip
         soon = 0
         for e in status.get("expiring", []):
             na = dt.datetime.fromisoformat(e["not_after"])
