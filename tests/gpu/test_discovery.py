@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from edgesec.checks.families.gpu.discovery import inventory, owning_package, resolve
-from edgesec.checks.families.gpu.isolation import _exposed
+from edgesec.checks.families.gpu.visibility import _exposed
 from edgesec.checks.interface import CheckContext, Status
 from edgesec.checks.probes import BuiltSystem, FileStat, FixedClock, LiveSystem
 from edgesec.config import load_config
