@@ -106,7 +106,7 @@ class VisibleDevices(GpuCheck):
     ) -> Finding:
         allowed = set().union(*(allowed_refs(a) for a in mine))
         allowed_uuids = {host[int(r)] if r.isdigit() and int(r) < len(host) else r for r in allowed}
-        exposed, problems = _exposed(env, host)
+        exposed, problems = exposed_devices(env, host)
         ev = {**ev, "assigned": sorted(allowed), "visible": sorted(exposed)}
         extra = sorted(u for u in exposed if not any(_same_device(u, a) for a in allowed_uuids))
         if extra:
@@ -142,7 +142,7 @@ def _unit_environment(text: str) -> dict[str, str]:
     return out
 
 
-def _exposed(env: dict[str, str], host: list[str]) -> tuple[set[str], list[str]]:
+def exposed_devices(env: dict[str, str], host: list[str]) -> tuple[set[str], list[str]]:
     """The host GPUs (UUIDs, or MIG UUIDs) a process's environment exposes, and caveats."""
     problems: list[str] = []
     visible = list(host)
