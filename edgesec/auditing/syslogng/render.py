@@ -8,14 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from edgesec.auditing.syslogng.auditd import AUDITD_PARSERS, auditd_actions
-from edgesec.auditing.syslogng.options import (
-    INT64,
-    LOG_MSG_SIZE,
-    PipelineOptions,
-    check_path,
-    quote,
-    squote,
-)
+from edgesec.auditing.syslogng.options import INT64, LOG_MSG_SIZE, PipelineOptions, check_path, quote, squote
 
 # -- pieces ------------------------------------------------------------------------------------------
 

@@ -6,12 +6,8 @@ import tomllib
 from collections.abc import Iterable
 
 from edgesec.checks.families.gpu._base import GpuCheck
-from edgesec.checks.families.gpu.discovery import (
-    cached,
-)
-from edgesec.checks.families.gpu.processes import (
-    ISOLATION_CONTROLS,
-)
+from edgesec.checks.families.gpu.discovery import cached
+from edgesec.checks.families.gpu.processes import ISOLATION_CONTROLS
 from edgesec.checks.interface import CheckContext, CheckMeta, Finding, Severity
 
 

@@ -14,13 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgesec.checks.families.gpu._base import GpuCheck, gpus
-from edgesec.checks.families.gpu.discovery import (
-    ProcInfo,
-    cached,
-    gpu_count,
-    nvml_or,
-    proc_info,
-)
+from edgesec.checks.families.gpu.discovery import ProcInfo, cached, gpu_count, nvml_or, proc_info
 from edgesec.checks.families.gpu.nvml import NvmlError
 from edgesec.checks.interface import CheckContext, CheckMeta, Finding, Severity
 from edgesec.checks.settings import GpuAssignment

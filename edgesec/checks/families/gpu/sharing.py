@@ -6,11 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from edgesec.checks.families.gpu._base import GpuCheck, gpus
-from edgesec.checks.families.gpu.discovery import (
-    gpu_uuid,
-    nvml_or,
-    proc_info,
-)
+from edgesec.checks.families.gpu.discovery import gpu_uuid, nvml_or, proc_info
 from edgesec.checks.families.gpu.nvml import COMPUTE_MODES
 from edgesec.checks.families.gpu.processes import (
     ISOLATION_CONTROLS,

@@ -7,17 +7,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from edgesec.checks.families.gpu._base import GpuCheck
-from edgesec.checks.families.gpu.discovery import (
-    gpu_count,
-    gpu_uuid,
-    inventory,
-)
-from edgesec.checks.families.gpu.processes import (
-    ISOLATION_CONTROLS,
-    allowed_refs,
-    gpu_processes,
-    identifies,
-)
+from edgesec.checks.families.gpu.discovery import gpu_count, gpu_uuid, inventory
+from edgesec.checks.families.gpu.processes import ISOLATION_CONTROLS, allowed_refs, gpu_processes, identifies
 from edgesec.checks.interface import CheckContext, CheckMeta, Finding, Severity
 from edgesec.checks.settings import GpuAssignment
 
