@@ -97,8 +97,14 @@ def _strip_comments(text: str) -> str:
 
 def _blocks(text: str, keyword: str) -> list[tuple[int, str, int]]:
     """``keyword( ... )`` calls with balanced parentheses: (start line, body, offset)."""
+    return _balanced(text, keyword, "(", ")")
+
+
+def _balanced(text: str, keyword: str, open_: str, close: str) -> list[tuple[int, str, int]]:
+    """``keyword`` followed by ``open_``, up to its balanced ``close`` (quotes respected): (start line, body,
+    offset)."""
     found = []
-    for m in re.finditer(r"(?<![\w-])" + re.escape(keyword) + r"\s*\(", text):
+    for m in re.finditer(r"(?<![\w-])" + re.escape(keyword) + r"\s*" + re.escape(open_), text):
         depth, i, q = 1, m.end(), None
         while i < len(text) and depth:
             c = text[i]
@@ -109,9 +115,9 @@ def _blocks(text: str, keyword: str) -> list[tuple[int, str, int]]:
                     q = None
             elif c in "\"'":
                 q = c
-            elif c == "(":
+            elif c == open_:
                 depth += 1
-            elif c == ")":
+            elif c == close:
                 depth -= 1
             i += 1
         found.append((text.count("\n", 0, m.start()) + 1, text[m.end() : i - 1], m.start()))
@@ -455,25 +461,7 @@ def _lint_text(t: str) -> list[LintFinding]:
 
 def _braces(text: str, keyword: str) -> list[tuple[int, str]]:
     """``keyword { ... }`` blocks with balanced braces: (start line, body)."""
-    found = []
-    for m in re.finditer(r"(?<![\w-])" + re.escape(keyword) + r"\s*\{", text):
-        depth, i, q = 1, m.end(), None
-        while i < len(text) and depth:
-            c = text[i]
-            if q:
-                if c == "\\" and q == '"':
-                    i += 1
-                elif c == q:
-                    q = None
-            elif c in "\"'":
-                q = c
-            elif c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-            i += 1
-        found.append((text.count("\n", 0, m.start()) + 1, text[m.end() : i - 1]))
-    return found
+    return [(line, body) for line, body, _ in _balanced(text, keyword, "{", "}")]
 
 
 def _in_destination(text: str, pos: int) -> bool:

@@ -282,7 +282,8 @@ def active_probe(host: str, port: int, protocol: str, timeout: float) -> dict[st
             return {"outcome": "error", "detail": f"{type(exc).__name__}: {exc.strerror or exc}"}
 
 
-def _key(method: str, *args: Any) -> str:
+def call_key(method: str, *args: Any) -> str:
+    """The recording key of one probe call (a recording file maps these keys to answers)."""
     return method + ":" + json.dumps(list(args), sort_keys=True, default=str)
 
 
@@ -345,7 +346,7 @@ class RecordingSystem:
     def _do(self, method: str, *args: Any) -> Any:
         value = getattr(self.inner, method)(*args)
         enc = _ENCODE.get(method, lambda v: v)
-        self.rec.calls[_key(method, *args)] = enc(value)
+        self.rec.calls[call_key(method, *args)] = enc(value)
         return value
 
     def read_text(self, path: str, limit: int = 1 << 20) -> str | None:
@@ -353,7 +354,7 @@ class RecordingSystem:
         kept = value
         if value is not None and path.startswith("/proc/") and path.endswith("/environ"):
             kept = _redact_environ_blob(value)
-        self.rec.calls[_key("read_text", path, limit)] = kept
+        self.rec.calls[call_key("read_text", path, limit)] = kept
         return value
 
     def listdir(self, path: str) -> list[str] | None:
@@ -370,7 +371,7 @@ class RecordingSystem:
 
     def run(self, argv: Sequence[str], timeout: float = 10.0) -> CommandResult:
         value = self.inner.run(argv, timeout)
-        self.rec.calls[_key("run", list(argv))] = value.to_json()
+        self.rec.calls[call_key("run", list(argv))] = value.to_json()
         return value
 
     def which(self, name: str) -> str | None:
@@ -378,7 +379,7 @@ class RecordingSystem:
 
     def environ(self) -> dict[str, str]:
         value = self.inner.environ()
-        self.rec.calls[_key("environ")] = {k: redact_env_value(k, v) for k, v in value.items()}
+        self.rec.calls[call_key("environ")] = {k: redact_env_value(k, v) for k, v in value.items()}
         return value
 
     def hostname(self) -> str:
@@ -389,7 +390,7 @@ class RecordingSystem:
 
     def connect(self, host: str, port: int, protocol: str, timeout: float) -> dict[str, Any]:
         value = self.inner.connect(host, port, protocol, timeout)
-        self.rec.calls[_key("connect", host, port, protocol)] = value
+        self.rec.calls[call_key("connect", host, port, protocol)] = value
         return value
 
     def netlink(self, op: str, *args: Any) -> dict[str, Any]:
@@ -408,7 +409,7 @@ class ReplaySystem:
         return cls(doc["calls"])
 
     def _get(self, method: str, *args: Any) -> Any:
-        k = _key(method, *args)
+        k = call_key(method, *args)
         if k not in self.calls:
             raise ProbeNotRecorded(f"the recording has no answer for {k}")
         return _DECODE.get(method, lambda v: v)(self.calls[k])
@@ -640,7 +641,7 @@ class CachingSystem:
         return self.inner.connect(host, port, protocol, timeout)
 
     def netlink(self, op: str, *args: Any) -> dict[str, Any]:
-        key = ("\0netlink", _key(op, *args))
+        key = ("\0netlink", call_key(op, *args))
         with self._lock:
             if key in self._netlink:
                 return self._netlink[key]

@@ -19,8 +19,9 @@ from edgesec._data import policies_root
 from edgesec.authz.policy import PolicyFiles
 from edgesec.authz.service import Authorizer
 from edgesec.authz.settings import AuthzSettings
-from edgesec.pki.ca import CertificateAuthority
+from edgesec.pki.api import CertificateAuthority
 from tests._net import free_port
+from tests._pki import new_ca, write_pair
 
 CLIENTS = ("alice", "carol", "dave", "erin", "emergency-1", "mallory", "revoked-rita")
 HOST = "dify.branch.local"
@@ -53,33 +54,21 @@ def site_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteCA]:
     base = tmp_path_factory.mktemp("authz-ca")
     # Session fixtures run before the per-test isolation: point the trail somewhere private meanwhile.
     with auditing.configured(base / "audit", durability="none"):
-        ca = CertificateAuthority.init(
-            base / "home", org="Test Bank", encrypt=False, trust_dir=base / "trust"
-        )
+        ca = new_ca(base, "Test Bank", store="home")
         files = base / "files"
         files.mkdir()
         certs: dict[str, x509.Certificate] = {}
 
         def save(name: str, cert: x509.Certificate, key: Any) -> None:
             certs[name] = cert
-            (files / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-            (files / f"{name}.key").write_bytes(
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-            )
-            (files / f"{name}.key").chmod(0o600)
+            write_pair(files, name, cert, key)
 
         for name in CLIENTS:
             save(name, *ca.issue_client(name))
         save("server", *ca.issue_server("proxy", ["DNS:" + HOST, "DNS:localhost", "IP:127.0.0.1"]))
         ca.revoke("revoked-rita", "key-compromise")
         # A certificate for a client from a CA the site does not trust.
-        other = CertificateAuthority.init(
-            base / "other", org="Evil Corp", encrypt=False, trust_dir=base / "evil"
-        )
+        other = new_ca(base, "Evil Corp", store="other", trust="evil")
         save("stranger", *other.issue_client("alice"))
         ca_bundle = (base / "trust" / "ca-bundle.pem").read_bytes()
         (files / "ca-bundle.pem").write_bytes(ca_bundle)

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgesec._data import policies_root
-from edgesec.authz.engine import Decision, PolicyEngine, _key_match2_regex, _key_match5_regex
+from edgesec.authz.engine import Decision, PolicyEngine
+from edgesec.authz.patterns import key_match2_regex, key_match5_regex
 from edgesec.errors import InputError
 
 MODEL = policies_root() / "casbin" / "model.conf"
@@ -278,7 +279,7 @@ KEY_CHARS = st.text(alphabet="/ab.x-?\n", max_size=12)
 @settings(max_examples=500, deadline=None)
 @given(PATTERN_CHARS, KEY_CHARS)
 def test_key_match2_regex_is_casbins(pattern: str, key: str) -> None:
-    assert _ours_or_error(_key_match2_regex(pattern), key) == _casbin_or_error(key_match2, key, pattern)
+    assert _ours_or_error(key_match2_regex(pattern), key) == _casbin_or_error(key_match2, key, pattern)
 
 
 @settings(max_examples=500, deadline=None)
@@ -286,7 +287,7 @@ def test_key_match2_regex_is_casbins(pattern: str, key: str) -> None:
 def test_key_match5_regex_is_casbins(pattern: str, key: str) -> None:
     q = key.find("?")
     stripped = key[:q] if q != -1 else key
-    assert _ours_or_error(_key_match5_regex(pattern), stripped) == _casbin_or_error(key_match5, key, pattern)
+    assert _ours_or_error(key_match5_regex(pattern), stripped) == _casbin_or_error(key_match5, key, pattern)
 
 
 @settings(max_examples=500, deadline=None)
@@ -298,6 +299,6 @@ def test_key_match_regex_text_is_casbins(pattern: str) -> None:
     key2 = KEY_MATCH2_PATTERN.sub(r"\g<1>[^\/]+\g<2>", key2, 0)
     if key2 == "*":
         key2 = "(.*)"
-    assert _key_match2_regex(pattern) == "^" + key2 + "$"
+    assert key_match2_regex(pattern) == "^" + key2 + "$"
     key5 = KEY_MATCH5_PATTERN.sub(r"[^/]+", pattern.replace("/*", "/.*"), 0)
-    assert _key_match5_regex(pattern) == "^" + key5 + "$"
+    assert key_match5_regex(pattern) == "^" + key5 + "$"

@@ -19,7 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgesec.authz.engine import MAX_ROLE_HOPS, PolicyEngine, _literal_prefix
+from edgesec.authz.engine import PolicyEngine
+from edgesec.authz.patterns import literal_prefix
+from edgesec.authz.ruleindex import MAX_ROLE_HOPS
 
 USERS = ["alice", "bob", "carol", "dave"]
 ROLES = ["admin", "teller", "auditor", "kb", "r:x"]
@@ -286,7 +288,7 @@ def test_literal_prefix_is_a_prefix_of_every_match(regex: str, subject: str) -> 
             compiled = re.compile(regex)
     except (re.error, OverflowError, RecursionError):
         return
-    prefix, whole = _literal_prefix(regex)
+    prefix, whole = literal_prefix(regex)
     hit = compiled.match(subject)
     if hit is not None:
         assert subject.startswith(prefix), (regex, subject, prefix)

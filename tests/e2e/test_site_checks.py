@@ -494,20 +494,26 @@ def test_trail_check_reads_the_verifier_answer() -> None:
 def test_trail_evidence_does_not_change_because_the_audit_appended_to_it() -> None:
     """Issue #20 section 9: every audit appends to the trail, so its record count is a counter, not
     "changed evidence" in the next run's changes."""
-    from edgesec.checks.result import _stable
+    from edgesec.checks.result import diff
 
     cfg = settings()
     trail = f"{HOME}/audit"
     argv = _edgesec(cfg, "auditlog", "verify", "--trail", trail)
     cp = json.dumps({"seq": 38, "created": "2026-11-29T08:00:00Z"})
     files = {f"{trail}/trail.jsonl": "{}", f"{trail}/checkpoints/000000000038.json": cp}
-    evidence = []
+    results = []
     for n in (40, 41):
         answer = {"ok": True, "records": n, "first_seq": 1, "head_seq": n, "checkpoints_checked": 1}
         system = BuiltSystem(files=files, commands={argv: json.dumps({"ok": True, "result": answer})})
         (f,) = TrailIntact().run(ctx(system, cfg=cfg))
-        evidence.append(_stable(f.evidence))
-    assert evidence[0] == evidence[1]
+        assert f.evidence  # the comparison below is over real evidence
+        results.append({"checks": [{"id": f.check_id, "status": f.status.value, "findings": [f.to_dict()]}]})
+    changes = diff(results[0], results[1], source="test")
+    assert changes["changed_evidence"] == [] and changes["status_changes"] == []
+    # The same runs with a change outside the counters are reported: the comparison can see one.
+    edited = json.loads(json.dumps(results[1]))
+    edited["checks"][0]["findings"][0]["evidence"]["edited"] = True
+    assert diff(results[0], edited, source="test")["changed_evidence"]
 
 
 @pytest.mark.real("syslog-ng")

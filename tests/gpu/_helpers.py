@@ -12,7 +12,7 @@ from edgesec.checks.families.gpu import CHECKS
 from edgesec.checks.families.gpu.nvml import ReplayNvml
 from edgesec.checks.families.gpu.nvml import key as nvml_key
 from edgesec.checks.interface import Check, CheckContext, Finding, Status
-from edgesec.checks.probes import FixedClock, ReplaySystem, _key
+from edgesec.checks.probes import FixedClock, ReplaySystem, call_key
 from edgesec.checks.profiles import available_profiles, load_profile
 from edgesec.config import load_config
 
@@ -47,28 +47,28 @@ class Calls:
 
     def file(self, path: str, text: str | None) -> Calls:
         for limit in _LIMITS:
-            self.calls[_key("read_text", path, limit)] = text
+            self.calls[call_key("read_text", path, limit)] = text
         return self
 
     def read(self, path: str) -> str | None:
         for limit in _LIMITS:
-            k = _key("read_text", path, limit)
+            k = call_key("read_text", path, limit)
             if k in self.calls:
                 return self.calls[k]  # type: ignore[no-any-return]
         return None
 
     def glob(self, pattern: str, hits: list[str]) -> Calls:
-        self.calls[_key("glob", pattern)] = hits
+        self.calls[call_key("glob", pattern)] = hits
         return self
 
     def stat(self, path: str, mode: int, uid: int = 0, gid: int = 0) -> Calls:
-        self.calls[_key("stat", path)] = {
+        self.calls[call_key("stat", path)] = {
             "mode": mode, "uid": uid, "gid": gid, "size": 0, "mtime": 0.0, "is_dir": False, "is_link": False,
         }  # fmt: skip
         return self
 
     def command(self, argv: list[str], stdout: str, returncode: int = 0) -> Calls:
-        self.calls[_key("run", argv)] = {
+        self.calls[call_key("run", argv)] = {
             "argv": argv,
             "returncode": returncode,
             "stdout": stdout,
@@ -77,11 +77,11 @@ class Calls:
         return self
 
     def which(self, name: str, path: str | None) -> Calls:
-        self.calls[_key("which", name)] = path
+        self.calls[call_key("which", name)] = path
         return self
 
     def readlink(self, path: str, target: str | None) -> Calls:
-        self.calls[_key("readlink", path)] = target
+        self.calls[call_key("readlink", path)] = target
         return self
 
     def gpu_pids(self) -> list[int]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from edgesec.checks.families.gpu.discovery import inventory, owning_package, resolve
-from edgesec.checks.families.gpu.isolation import _exposed
+from edgesec.checks.families.gpu.visibility import exposed_devices
 from edgesec.checks.interface import CheckContext, Status
 from edgesec.checks.probes import BuiltSystem, FileStat, FixedClock, LiveSystem
 from edgesec.config import load_config
@@ -192,7 +192,7 @@ def test_torch_cuda_from_the_local_tag_when_version_py_is_missing() -> None:
     ],
 )
 def test_visible_devices_parsing(env: dict[str, str], visible: list[str], problem: str | None) -> None:
-    got, problems = _exposed(env, HOST)
+    got, problems = exposed_devices(env, HOST)
     assert got == set(visible)
     assert (problem is None and not problems) or (problem is not None and any(problem in p for p in problems))
 

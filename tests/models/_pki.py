@@ -1,6 +1,7 @@
 """A small site PKI for the model tests: root, intermediate, signing and server leaves, and a CRL.
 
-Built with ``cryptography`` directly so the tests stand alone; the profiles match the site PKI's
+Built with ``cryptography`` directly: the tests need certificates the site CA refuses to issue (expired,
+not yet valid, other usages); files are written with the shared ``tests._pki.write_pair``; the profiles match the site PKI's
 (root pathLen 1, intermediate pathLen 0, signing leaf codeSigning EKU, server leaf serverAuth EKU).
 """
 
@@ -14,6 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests._pki import write_pair
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -36,16 +39,8 @@ class Issued:
 
     def write(self, directory: Path, stem: str, *chain: x509.Certificate) -> tuple[Path, Path]:
         """Write ``stem.crt`` (the leaf, then ``chain``) and ``stem.key``; return both paths."""
-        crt = directory / f"{stem}.crt"
-        key = directory / f"{stem}.key"
-        crt.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (self.cert, *chain)))
-        key.write_bytes(
-            self.key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-        key.chmod(0o600)
-        return crt, key
+        leaf = write_pair(directory, stem, self.cert, self.key, *chain)
+        return leaf.cert, leaf.key
 
 
 def _build(

@@ -13,6 +13,7 @@ from edgesec.checks.families.gpu.alignment import (
     DriverBranchEol,
     ReferenceData,
 )
+from edgesec.checks.families.gpu.hardening import ContainerToolkit, DeviceNodes, ProfilingAdminOnly
 from edgesec.checks.families.gpu.health import (
     DcgmExporter,
     EccErrors,
@@ -21,16 +22,9 @@ from edgesec.checks.families.gpu.health import (
     PersistenceMode,
     XidErrors,
 )
-from edgesec.checks.families.gpu.isolation import (
-    ComputeMode,
-    ContainerToolkit,
-    DeviceNodes,
-    GpuProcesses,
-    MigIsolation,
-    MpsSharing,
-    ProfilingAdminOnly,
-    VisibleDevices,
-)
+from edgesec.checks.families.gpu.processes import GpuProcesses
+from edgesec.checks.families.gpu.sharing import ComputeMode, MigIsolation, MpsSharing
+from edgesec.checks.families.gpu.visibility import VisibleDevices
 from edgesec.checks.interface import Check
 
 CHECKS: list[type[Check]] = [

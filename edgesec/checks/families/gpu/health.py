@@ -10,7 +10,6 @@ from urllib.parse import urlsplit
 
 from edgesec.checks.families.gpu._base import GpuCheck, gpus
 from edgesec.checks.families.gpu.discovery import cached, nvml_or
-from edgesec.checks.families.gpu.isolation import all_comms
 from edgesec.checks.families.gpu.nvml import (
     NVML_AGGREGATE_ECC,
     NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
@@ -18,6 +17,7 @@ from edgesec.checks.families.gpu.nvml import (
     NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS,
     NVML_VOLATILE_ECC,
 )
+from edgesec.checks.families.gpu.processes import all_comms
 from edgesec.checks.interface import CheckContext, CheckMeta, Finding, Severity
 
 _HEALTH_CONTROLS = ("pci-dss-4.0:10.7.2", "iec-62443-3-3:SR 6.2")
