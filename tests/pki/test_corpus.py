@@ -25,6 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from tests._net import free_port
 from tests.checks import conftest as checks_fixtures
 from tests.conftest import require_tool
+from tests.pki import _nginx as nginx
 from tests.pki.corpus import CASES, CLAIMED_SIGNING_TIME, Case, write_case
 
 # The checks' fixtures: a catalog of checks that pass, and a small profile (for ``audit --sign``).
@@ -272,43 +273,12 @@ def test_openssl_agrees(case: Case, tmp_path: Path) -> None:
     assert (p.returncode == 0) is meta["openssl"], (case.name, p.stdout + p.stderr, meta["openssl_note"])
 
 
-NGINX_CONF = """
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log info;
-events {{ worker_connections 16; }}
-http {{
-    access_log {prefix}/access.log;
-    client_body_temp_path {prefix}/tmp;
-    proxy_temp_path {prefix}/tmp;
-    fastcgi_temp_path {prefix}/tmp;
-    uwsgi_temp_path {prefix}/tmp;
-    scgi_temp_path {prefix}/tmp;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        server_name llm.site.internal;
-        ssl_certificate {d}/server.pem;
-        ssl_certificate_key {d}/server.key;
-        ssl_client_certificate {d}/ca-bundle.pem;
-        ssl_verify_client on;
-        ssl_verify_depth 2;
-        ssl_crl {d}/crl.pem;
-        location / {{ return 200 "hello $ssl_client_s_dn\\n"; }}
-    }}
-}}
-"""
-
-
 def test_a_host_name_cn_under_permit_dns_one_answer_with_nginx(cli, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Under DNS name constraints a client CN that reads as a host name (``teller.one``) and has no DNS SAN
     is refused by nginx (OpenSSL error 47). edgesec's verifier refuses it too, and the store will not issue
     it; a CN that is no host name (``teller-one``) passes all three."""
-    import http.client
     import ipaddress
-    import ssl
-    import time
 
-    from tests.pki.conftest import run
     from tests.pki.corpus import PERMITTED, Site, _key_pem, _pem, crl, make
 
     require_tool("nginx")
@@ -331,25 +301,21 @@ def test_a_host_name_cn_under_permit_dns_one_answer_with_nginx(cli, home: Path, 
     (trust / "intermediates.pem").write_bytes(_pem(s.inter.cert))
     (trust / "crl.pem").write_bytes((d / "crl.pem").read_bytes())
     port = free_port()
-    (d / "nginx.conf").write_text(NGINX_CONF.format(prefix=d, port=port, d=d))
-    p = run("nginx", "-p", d, "-c", d / "nginx.conf")
-    assert p.returncode == 0, p.stderr
+    conf = nginx.write_conf(
+        d, port, cert=d / "server.pem", key=d / "server.key", ca_bundle=d / "ca-bundle.pem", crl=d / "crl.pem",
+        server_name="llm.site.internal",
+    )  # fmt: skip
 
     def nginx_status(cn: str) -> int:
         leaf = make(cn, s.inter, eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
         (tmp_path / f"{cn}.pem").write_bytes(_pem(leaf.cert, s.inter.cert))
         (tmp_path / f"{cn}.key").write_bytes(_key_pem(leaf.key))
-        ctx = ssl.create_default_context(cafile=str(d / "ca-bundle.pem"))
-        ctx.check_hostname = False
-        ctx.load_cert_chain(tmp_path / f"{cn}.pem", tmp_path / f"{cn}.key")
-        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
-        try:
-            conn.request("GET", "/", headers={"Host": "llm.site.internal"})
-            return conn.getresponse().status
-        finally:
-            conn.close()
+        return nginx.status(
+            port, cafile=d / "ca-bundle.pem", cert=tmp_path / f"{cn}.pem", key=tmp_path / f"{cn}.key",
+            host="llm.site.internal",
+        )  # fmt: skip
 
-    try:
+    with nginx.running(d, conf):
         verdicts: dict[str, tuple[int, int]] = {}
         for cn in ("teller.one", "first.last", "teller-one"):
             status = nginx_status(cn)
@@ -362,12 +328,6 @@ def test_a_host_name_cn_under_permit_dns_one_answer_with_nginx(cli, home: Path, 
             "error 47" in (d / "error.log").read_text()
             or "permitted subtree" in (d / "error.log").read_text()
         )
-    finally:
-        run("nginx", "-p", d, "-c", d / "nginx.conf", "-s", "quit")
-        for _ in range(100):
-            if not (d / "nginx.pid").exists():
-                break
-            time.sleep(0.05)
     # Issuance agrees: the store refuses the host-name CN (exit 2) and issues the other.
     assert cli("pki", "init", "--no-encrypt", "--permit-dns", PERMITTED)[0] == 0
     code, _, err = cli("pki", "issue", "client", "teller.one")

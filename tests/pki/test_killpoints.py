@@ -40,6 +40,7 @@ from edgesec.config import load_config
 from edgesec.pki.ca import CertificateAuthority
 from edgesec.pki.trust import cert_pem, utcnow
 from tests._net import free_port
+from tests.pki import _nginx as nginx
 
 from .conftest import PASSPHRASE
 
@@ -271,36 +272,8 @@ def test_killed_init_leaves_nothing_and_the_next_init_succeeds(tmp_path: Path) -
         _assert_consistent(home, f"init killed at {step}, then init again")
 
 
-NGINX_CONF = """
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {prefix}/access.log;
-    client_body_temp_path {prefix}/tmp;
-    proxy_temp_path {prefix}/tmp;
-    fastcgi_temp_path {prefix}/tmp;
-    uwsgi_temp_path {prefix}/tmp;
-    scgi_temp_path {prefix}/tmp;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {srv}/fullchain.pem;
-        ssl_certificate_key {srv}/key.pem;
-        ssl_client_certificate {trust}/ca-bundle.pem;
-        ssl_verify_client on;
-        ssl_verify_depth 2;
-        ssl_crl {trust}/crl.pem;
-        location / {{ return 200 "hello $ssl_client_s_dn\\n"; }}
-    }}
-}}
-"""
-
-
 @pytest.mark.real("nginx")
 def test_nginx_refuses_a_revocation_killed_at_any_point(tmp_path: Path) -> None:
-    import http.client
-    import ssl
 
     work = tmp_path
     prefix = work / "nginx"
@@ -312,18 +285,15 @@ def test_nginx_refuses_a_revocation_killed_at_any_point(tmp_path: Path) -> None:
     template = work / "template"
     shutil.copytree(home, template, symlinks=True)
     port = free_port()
-    conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, srv=work / "srv", trust=home / "trust"))
+    trust = home / "trust"
+    nginx.write_conf(
+        prefix, port, cert=work / "srv" / "fullchain.pem", key=work / "srv" / "key.pem",
+        ca_bundle=trust / "ca-bundle.pem", crl=trust / "crl.pem", server_name="_",
+    )  # fmt: skip
 
     def get() -> int:
-        ctx = ssl.create_default_context(cafile=str(home / "trust" / "root.pem"))
-        ctx.check_hostname = False
-        ctx.load_cert_chain(str(work / "bob" / "fullchain.pem"), str(work / "bob" / "key.pem"))
-        c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
-        try:
-            c.request("GET", "/")
-            return c.getresponse().status
-        finally:
-            c.close()
+        bob = work / "bob"
+        return nginx.status(port, cafile=trust / "root.pem", cert=bob / "fullchain.pem", key=bob / "key.pem")
 
     def until(expect: int) -> int:
         deadline = time.monotonic() + 10
@@ -334,9 +304,7 @@ def test_nginx_refuses_a_revocation_killed_at_any_point(tmp_path: Path) -> None:
             time.sleep(0.1)
 
     argv = COMMANDS["revoke"]
-    p = subprocess.run(["nginx", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    try:
+    with nginx.running(prefix, conf):
         steps = _killpoints(template, home, work, argv)
         assert any(s.endswith("reload hooks") for s in steps), steps
         for n, step in enumerate(steps, start=1):
@@ -353,8 +321,6 @@ def test_nginx_refuses_a_revocation_killed_at_any_point(tmp_path: Path) -> None:
                 assert until(200) == 200, step
                 _ok(_edgesec(home, work, *argv))
             assert until(400) == 400, f"nginx still accepts bob after a revoke killed at {step}"
-    finally:
-        subprocess.run(["nginx", "-p", str(prefix), "-c", str(conf), "-s", "quit"], capture_output=True)
 
 
 def test_a_recovery_killed_at_any_point_is_finished_by_the_one_after(site: tuple[Path, Path, Path]) -> None:

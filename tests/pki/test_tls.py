@@ -21,8 +21,9 @@ from edgesec.pki.api import CertificateAuthority, TrustBundle, verify_certificat
 from edgesec.pki.settings import PkiSettings
 from edgesec.pki.trust import utcnow
 from tests._net import free_port
+from tests.pki import _nginx as nginx
 
-from .conftest import PASSPHRASE, run
+from .conftest import PASSPHRASE
 
 
 def _client_ctx(ca: CertificateAuthority, export: Path | None) -> ssl.SSLContext:
@@ -139,37 +140,9 @@ def test_python_ssl_mutual_tls(ca: CertificateAuthority, tmp_path: Path) -> None
 # --- nginx ------------------------------------------------------------------------------------------------
 
 
-NGINX_CONF = """
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {prefix}/access.log;
-    client_body_temp_path {prefix}/tmp;
-    proxy_temp_path {prefix}/tmp;
-    fastcgi_temp_path {prefix}/tmp;
-    uwsgi_temp_path {prefix}/tmp;
-    scgi_temp_path {prefix}/tmp;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        server_name llm.clinic.local;
-        ssl_certificate {srv}/fullchain.pem;
-        ssl_certificate_key {srv}/key.pem;
-        ssl_client_certificate {trust}/ca-bundle.pem;
-        ssl_verify_client on;
-        ssl_verify_depth 2;
-        ssl_crl {trust}/crl.pem;
-        location / {{ return 200 "hello $ssl_client_s_dn\\n"; }}
-    }}
-}}
-"""
-
-
 @pytest.fixture
 def nginx_site(home: Path, tmp_path: Path) -> Iterator[tuple[CertificateAuthority, int, Path]]:
     prefix = tmp_path / "nginx"
-    (prefix / "tmp").mkdir(parents=True)
     conf = prefix / "nginx.conf"
     port = free_port()
     settings = PkiSettings(reload_hooks=[f"nginx -p {prefix} -c {conf} -s reload"])
@@ -178,21 +151,14 @@ def nginx_site(home: Path, tmp_path: Path) -> Iterator[tuple[CertificateAuthorit
     )
     ca.publish(run_hooks=False)
     ca.issue_server("llm", ["DNS:llm.clinic.local", "IP:127.0.0.1"])
-    srv = ca.export_pem("llm", tmp_path / "srv")
-    conf.write_text(
-        NGINX_CONF.format(prefix=prefix, port=port, srv=Path(srv["cert.pem"]).parent, trust=ca.trust_dir)
-    )
-    p = run("nginx", "-p", prefix, "-c", conf)
-    assert p.returncode == 0, p.stderr
-    try:
+    srv = Path(ca.export_pem("llm", tmp_path / "srv")["cert.pem"]).parent
+    trust = Path(ca.trust_dir)
+    nginx.write_conf(
+        prefix, port, cert=srv / "fullchain.pem", key=srv / "key.pem", ca_bundle=trust / "ca-bundle.pem",
+        crl=trust / "crl.pem", server_name="llm.clinic.local",
+    )  # fmt: skip
+    with nginx.running(prefix, conf):
         yield ca, port, prefix
-    finally:
-        run("nginx", "-p", prefix, "-c", conf, "-s", "quit")
-        pid_file = prefix / "nginx.pid"
-        for _ in range(100):
-            if not pid_file.exists():
-                break
-            time.sleep(0.05)
 
 
 def _get(ca: CertificateAuthority, port: int, export: Path | None) -> tuple[int, str]:
