@@ -27,13 +27,12 @@ missing audit events (marked ``edgesec.pki.recovered``) and removes orphan files
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +51,10 @@ from edgesec.pki import secrets
 from edgesec.pki.builder import (
     NameConstraints,
     PrivateKey,
-    PublicKey,
     SubjectAltNames,
 )
 from edgesec.pki.inventory import (
     SCHEMA_VERSION,
-    CertRecord,
-    ClientRequest,
     PublishResult,
     _operator,
     operational_error,
@@ -69,7 +65,6 @@ from edgesec.pki.layout import (
 )
 from edgesec.pki.settings import PkiSettings
 from edgesec.pki.trust import (
-    TrustBundle,
     utcnow,
 )
 
@@ -174,99 +169,37 @@ class CertificateAuthority:
         if row is None or int(row[0]) != SCHEMA_VERSION:
             raise InputError(f"the CA inventory {self.dir / DB_FILE} has an unknown schema version")
 
-    def _write(self, *, issuing: bool = False) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return _inventory._write(self, issuing=issuing)
-
-    def _ensure_journal(self, conn: sqlite3.Connection) -> None:
-        return _inventory._ensure_journal(self, conn)
-
-    def _journal(
-        self, conn: sqlite3.Connection, action: str, events: Sequence[Event], *, publish: bool = False
-    ) -> None:
-        return _inventory._journal(self, conn, action, events, publish=publish)
-
-    def _write_pending_marker(self) -> None:
-        return _inventory._write_pending_marker(self)
-
-    def _drain_journal(
-        self, conn: sqlite3.Connection, *, recovered: bool, publish: bool = False, run_hooks: bool = True
-    ) -> None:
-        return _inventory._drain_journal(
-            self, conn, recovered=recovered, publish=publish, run_hooks=run_hooks
-        )
-
-    def _drain_rows(
-        self,
-        conn: sqlite3.Connection,
-        rows: list[tuple[int, str, int, str | None]],
-        docs: list[dict[str, Any]],
-        *,
-        must_publish: bool,
-        run_hooks: bool,
-    ) -> None:
-        return _inventory._drain_rows(self, conn, rows, docs, must_publish=must_publish, run_hooks=run_hooks)
-
-    def _emit_documents(self, docs: Sequence[dict[str, Any]]) -> None:
-        return _inventory._emit_documents(self, docs)
-
-    def needs_recovery(self) -> bool:
-        """Whether a killed command left something to finish (cheap: a stat, a glob and one query)."""
-        return _inventory.needs_recovery(self)
-
-    def _orphan_files(self) -> list[Path]:
-        return _inventory._orphan_files(self)
-
-    def recover(self) -> list[str]:
-        """Finish what a killed command left, under the lock: write its missing audit events (marked as
-        recovered), publish the trust bundle it did not publish, remove its orphan files. Returns what
-        was done (empty when nothing was left). Needs no passphrase."""
-        return _inventory.recover(self)
-
-    def _write_status(self, conn: sqlite3.Connection) -> None:
-        return _publish._write_status(self, conn)
-
-    def _expected_publication(self, conn: sqlite3.Connection) -> dict[str, Any]:
-        return _publish._expected_publication(self, conn)
-
-    def meta(self, key: str, default: str | None = None) -> str | None:
-        # Settled at init and never changed afterwards: cache them.
-        return _inventory.meta(self, key, default)
+    _write = _inventory._write
+    _ensure_journal = _inventory._ensure_journal
+    _journal = _inventory._journal
+    _write_pending_marker = _inventory._write_pending_marker
+    _drain_journal = _inventory._drain_journal
+    _drain_rows = _inventory._drain_rows
+    _emit_documents = _inventory._emit_documents
+    needs_recovery = _inventory.needs_recovery
+    _orphan_files = _inventory._orphan_files
+    recover = _inventory.recover
+    _write_status = _publish._write_status
+    _expected_publication = _publish._expected_publication
+    meta = _inventory.meta
 
     # --- passphrase and keys -------------------------------------------------------------------------
 
-    def _get_passphrase(self) -> bytes | None:
-        return _keys._get_passphrase(self)
+    _get_passphrase = _keys._get_passphrase
 
     def use_root_passphrase(self, source: secrets.PassphraseSource) -> None:
         """Where the root key's own passphrase comes from (default: its file option's sources)."""
         self._root_passphrase_source = source
         self._root_passphrase = None
 
-    def _get_root_passphrase(self) -> bytes | None:
-        return _keys._get_root_passphrase(self)
-
-    def _load_ca_key(self, path: Path, what: str, *, root: bool = False) -> PrivateKey:
-        return _keys._load_ca_key(self, path, what, root=root)
-
-    def _active_intermediate(self) -> tuple[int, x509.Certificate, str | None]:
-        return _keys._active_intermediate(self)
-
-    def _checked_intermediate(self, pem: str) -> x509.Certificate:
-        return _keys._checked_intermediate(self, pem)
-
-    def signer(self) -> tuple[int, x509.Certificate, PrivateKey]:
-        """The active intermediate (id, certificate, decrypted key), cached after the first call."""
-        return _keys.signer(self)
-
-    def root_certificate(self) -> x509.Certificate:
-        return _keys.root_certificate(self)
-
-    def intermediates(self, *, include_expired: bool = False) -> list[x509.Certificate]:
-        """Intermediates still in use, newest first (the active one first)."""
-        return _keys.intermediates(self, include_expired=include_expired)
-
-    def _load_root_key(self, offline_root: str | os.PathLike[str] | None) -> PrivateKey:
-        return _keys._load_root_key(self, offline_root)
+    _get_root_passphrase = _keys._get_root_passphrase
+    _load_ca_key = _keys._load_ca_key
+    _active_intermediate = _keys._active_intermediate
+    _checked_intermediate = _keys._checked_intermediate
+    signer = _keys.signer
+    root_certificate = _keys.root_certificate
+    intermediates = _keys.intermediates
+    _load_root_key = _keys._load_root_key
 
     # --- init ------------------------------------------------------------------------------------------
 
@@ -351,57 +284,10 @@ class CertificateAuthority:
     def name_constraints(self) -> NameConstraints:
         return NameConstraints.from_json(json.loads(self.meta("name_constraints") or "{}"))
 
-    def _days(self, profile: str) -> int:
-        return _issue._days(self, profile)
-
-    def _issue_in_tx(
-        self,
-        conn: sqlite3.Connection,
-        *,
-        profile: str,
-        name: str,
-        sans: SubjectAltNames,
-        public_key: PublicKey | None = None,
-        key_type: str | None = None,
-        days: int | None = None,
-        key_passphrase: bytes | None = None,
-        replaces: str | None = None,
-        source: str = "generated",
-    ) -> tuple[x509.Certificate, PrivateKey | None]:
-        return _issue._issue_in_tx(
-            self,
-            conn,
-            profile=profile,
-            name=name,
-            sans=sans,
-            public_key=public_key,
-            key_type=key_type,
-            days=days,
-            key_passphrase=key_passphrase,
-            replaces=replaces,
-            source=source,
-        )
-
-    def _issued_event(
-        self, cert: x509.Certificate, profile: str, name: str, action: str = "pki.certificate.issued"
-    ) -> Event:
-        return _issue._issued_event(self, cert, profile, name, action)
-
-    def issue(
-        self,
-        profile: str,
-        name: str,
-        sans: SubjectAltNames | Sequence[str] = (),
-        *,
-        key_type: str | None = None,
-        days: int | None = None,
-        key_passphrase: bytes | None = None,
-    ) -> tuple[x509.Certificate, PrivateKey]:
-        """Generate a key and issue a ``profile`` certificate named ``name``; the key stays in the store.
-        A refusal (name, SANs, profile) is an audit event."""
-        return _issue.issue(
-            self, profile, name, sans, key_type=key_type, days=days, key_passphrase=key_passphrase
-        )
+    _days = _issue._days
+    _issue_in_tx = _issue._issue_in_tx
+    _issued_event = _issue._issued_event
+    issue = _issue.issue
 
     def issue_server(
         self, name: str, sans: Sequence[str] | SubjectAltNames, **kw: Any
@@ -420,134 +306,43 @@ class CertificateAuthority:
         """A codeSigning certificate (model manifests, trail checkpoints, signed audit results)."""
         return self.issue("signing", name, (), **kw)
 
-    def issue_clients(
-        self, requests: Iterable[ClientRequest], *, skip_existing: bool = False, **kw: Any
-    ) -> list[x509.Certificate]:
-        """Batch enrolment: every client certificate in one locked transaction, or none of them. With
-        ``skip_existing`` an id that already has a certificate under exactly that name is left out (a batch
-        re-run after a partial enrolment); ``last_skipped`` lists them."""
-        return _issue.issue_clients(self, requests, skip_existing=skip_existing, **kw)
+    issue_clients = _issue.issue_clients
 
     last_skipped: list[str] = []  # noqa: RUF012 - replaced per call, never mutated in place
 
-    def sign_csr(
-        self, csr_data: bytes, profile: str, *, name: str | None = None, days: int | None = None
-    ) -> x509.Certificate:
-        """Issue a certificate for a device-generated key, strictly by ``profile``: only the SAN types and
-        counts the profile defines, the name policy checked before anything else reads the subject, and
-        the device's exact public key (a key the library would re-encode, such as RSA-PSS, is refused).
-        Refuses weak keys, CA requests, bad signatures and names outside the name constraints; every
-        refusal is an audit event. The key never enters the store."""
-        return _issue.sign_csr(self, csr_data, profile, name=name, days=days)
-
-    def _audit_refused(self, profile: str, name: object, reason: str) -> None:
-        return _issue._audit_refused(self, profile, name, reason)
-
-    def _audit_csr_refused(self, csr_data: bytes, profile: str, reason: str) -> None:
-        return _issue._audit_csr_refused(self, csr_data, profile, reason)
-
-    def renew(self, name: str, *, revoke_old: bool = False, days: int | None = None) -> x509.Certificate:
-        """A new certificate (and key, unless it came from a CSR) under the same name; history is kept."""
-        return _issue.renew(self, name, revoke_old=revoke_old, days=days)
+    sign_csr = _issue.sign_csr
+    _audit_refused = _issue._audit_refused
+    _audit_csr_refused = _issue._audit_csr_refused
+    renew = _issue.renew
 
     # --- revocation and CRLs -------------------------------------------------------------------------
 
-    def _find(self, conn: sqlite3.Connection, name_or_serial: str) -> tuple[str, str]:
-        return _inventory._find(self, conn, name_or_serial)
-
-    def _mark_revoked(self, conn: sqlite3.Connection, serial: str, reason: str) -> bool:
-        return _crl._mark_revoked(self, conn, serial, reason)
-
-    def _revoked_event(self, serial: str, name: str, reason: str) -> Event:
-        return _crl._revoked_event(self, serial, name, reason)
-
-    def revoke(self, name_or_serial: str, reason: str = "unspecified", *, publish: bool = True) -> str:
-        """Revoke a certificate (the current one of a name, or any serial). The revocation and the CRLs
-        that list it are one transaction; the trust bundle is then published (a kill in between leaves a
-        journal entry the next command finishes). Revoking an already revoked certificate signs and
-        publishes the CRLs again (``last_revoke_repeated`` tells which happened). Returns the serial."""
-        return _crl.revoke(self, name_or_serial, reason, publish=publish)
+    _find = _inventory._find
+    _mark_revoked = _crl._mark_revoked
+    _revoked_event = _crl._revoked_event
+    revoke = _crl.revoke
 
     last_revoke_repeated = False
 
-    def _crl_event(self, out: dict[str, Any]) -> Event:
-        return _crl._crl_event(self, out)
-
-    def generate_crl(
-        self,
-        *,
-        root_key: PrivateKey | None = None,
-        offline_root: str | os.PathLike[str] | None = None,
-        with_root: bool = False,
-        publish: bool = True,
-        days: int | None = None,
-    ) -> dict[str, Any]:
-        """Sign a fresh CRL for every intermediate in use (and the root's, when its key is given or
-        ``with_root``), store them and publish the trust bundle. Only the intermediate key is needed
-        for the day-to-day CRL. ``days`` overrides ``[pki] crl_days`` for the nextUpdate."""
-        return _crl.generate_crl(
-            self,
-            root_key=root_key,
-            offline_root=offline_root,
-            with_root=with_root,
-            publish=publish,
-            days=days,
-        )
-
-    def _sign_crls(
-        self, conn: sqlite3.Connection, *, root_key: PrivateKey | None = None, days: int | None = None
-    ) -> dict[str, Any]:
-        return _crl._sign_crls(self, conn, root_key=root_key, days=days)
-
-    def _root_crl_due(self, now: dt.datetime) -> bool:
-        return _crl._root_crl_due(self, now)
-
-    def _root_row(self, conn: sqlite3.Connection) -> tuple[int, x509.Certificate]:
-        return _crl._root_row(self, conn)
-
-    def _store_crl(
-        self,
-        conn: sqlite3.Connection,
-        ca_id: int,
-        crl: x509.CertificateRevocationList,
-        number: int,
-        entries: int,
-    ) -> None:
-        return _crl._store_crl(self, conn, ca_id, crl, number, entries)
-
-    def _current_crl_rows(self) -> list[tuple[str, int, str, str, str]]:
-        return _crl._current_crl_rows(self)
-
-    def current_crls(self) -> list[x509.CertificateRevocationList]:
-        """The latest CRL of the root and of every intermediate still valid."""
-        return _crl.current_crls(self)
+    _crl_event = _crl._crl_event
+    generate_crl = _crl.generate_crl
+    _sign_crls = _crl._sign_crls
+    _root_crl_due = _crl._root_crl_due
+    _root_row = _crl._root_row
+    _store_crl = _crl._store_crl
+    _current_crl_rows = _crl._current_crl_rows
+    current_crls = _crl.current_crls
 
     # --- rotation --------------------------------------------------------------------------------------
 
-    def rotate_intermediate(self, *, offline_root: str | os.PathLike[str] | None = None) -> x509.Certificate:
-        """A new intermediate signed by the root; the old one is retired but stays in the trust bundle
-        (with its CRL) until it expires, so every certificate it issued keeps working."""
-        return _keys.rotate_intermediate(self, offline_root=offline_root)
+    rotate_intermediate = _keys.rotate_intermediate
 
     # --- the trust bundle -------------------------------------------------------------------------------
 
-    def trust_bundle(self) -> TrustBundle:
-        """The bundle as the store would publish it now (without reading the published directory)."""
-        return _publish.trust_bundle(self)
-
-    def publish(self, *, run_hooks: bool = True) -> PublishResult:
-        """Write root, intermediates, CA bundle and CRLs (world-readable) to the trust directory, then run
-        the reload hooks. What is published is read under the store lock, so a concurrent change is either
-        in it or publishes after it; each file is replaced atomically. A pending publication (and any
-        audit event a killed command owed) is finished by it."""
-        return _publish.publish(self, run_hooks=run_hooks)
-
-    def _publish_files(self) -> PublishResult:
-        return _publish._publish_files(self)
-
-    def run_reload_hooks(self) -> list[dict[str, Any]]:
-        """Run each configured hook (argv split like a shell, no shell); a failing hook raises after all ran."""
-        return _publish.run_reload_hooks(self)
+    trust_bundle = _publish.trust_bundle
+    publish = _publish.publish
+    _publish_files = _publish._publish_files
+    run_reload_hooks = _publish.run_reload_hooks
 
     # --- reading the inventory -------------------------------------------------------------------------------
 
@@ -556,64 +351,19 @@ class CertificateAuthority:
         " c.revoked_at, c.revocation_reason, c.issued_at, c.source, c.key_pem IS NOT NULL, a.subject, c.paths"
     )
 
-    def _record(self, row: Sequence[Any], now: dt.datetime) -> CertRecord:
-        return _inventory._record(self, row, now)
-
-    def list_certificates(
-        self, *, expiring_days: int | None = None, include_history: bool = True
-    ) -> list[CertRecord]:
-        """Every certificate ever issued (oldest first); with ``expiring_days``, only current valid ones
-        whose notAfter falls within that many days."""
-        return _inventory.list_certificates(
-            self, expiring_days=expiring_days, include_history=include_history
-        )
-
-    def records(self, serials: Sequence[str]) -> list[CertRecord]:
-        """Inventory records of many serials in one query (order kept; unknown serials are skipped)."""
-        return _inventory.records(self, serials)
-
-    def get(self, name_or_serial: str) -> CertRecord:
-        return _inventory.get(self, name_or_serial)
-
-    def certificate(self, name_or_serial: str) -> x509.Certificate:
-        return _inventory.certificate(self, name_or_serial)
-
-    def leaf(self, name: str, *, key_passphrase: bytes | None = None) -> tuple[x509.Certificate, PrivateKey]:
-        """The current certificate named ``name`` and its private key (for signing or deployment)."""
-        return _export.leaf(self, name, key_passphrase=key_passphrase)
-
-    def chain_for(self, cert: x509.Certificate) -> list[x509.Certificate]:
-        """The intermediate(s) between ``cert`` and the root, nearest first."""
-        return _export.chain_for(self, cert)
+    _record = _inventory._record
+    list_certificates = _inventory.list_certificates
+    records = _inventory.records
+    get = _inventory.get
+    certificate = _inventory.certificate
+    leaf = _export.leaf
+    chain_for = _export.chain_for
 
     # --- export ------------------------------------------------------------------------------------------------
 
-    def export_pem(
-        self, name: str, directory: str | os.PathLike[str], *, replace: bool = False
-    ) -> dict[str, str]:
-        """Write ``cert.pem``, ``chain.pem`` (intermediate), ``fullchain.pem`` (leaf + intermediate), ``ca.pem``
-        (root) and ``key.pem`` (0600, when the key is in the store) to ``directory``. Existing files are
-        refused unless ``replace``."""
-        return _export.export_pem(self, name, directory, replace=replace)
-
-    def export_p12(
-        self,
-        name: str,
-        out: str | os.PathLike[str],
-        password: bytes,
-        *,
-        legacy: bool = False,
-        replace: bool = False,
-        key_passphrase: bytes | None = None,
-    ) -> Path:
-        """A PKCS#12 with key, certificate and full chain. AES-256-CBC + PBKDF2-SHA256 + HMAC-SHA256 by
-        default; ``legacy`` uses 3DES + SHA-1 (PBES1), which older macOS and Windows import."""
-        return _export.export_p12(
-            self, name, out, password, legacy=legacy, replace=replace, key_passphrase=key_passphrase
-        )
-
-    def _record_export(self, rec: CertRecord, path: str, fmt: str) -> None:
-        return _export._record_export(self, rec, path, fmt)
+    export_pem = _export.export_pem
+    export_p12 = _export.export_p12
+    _record_export = _export._record_export
 
     # --- audit ----------------------------------------------------------------------------------------------------
 
