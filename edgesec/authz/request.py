@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
+from edgesec.authz.headers import fold
+
 __all__ = [
     "READ_HEADERS",
     "ForwardedRequest",
@@ -105,7 +107,7 @@ def collect_headers(raw: Iterable[tuple[str, str]]) -> tuple[dict[str, str], set
     dup: set[str] = set()
     for name, value in raw:
         key = name.lower()
-        if "_" in key and key.replace("_", "-") in READ_HEADERS:
+        if "_" in key and fold(key) in READ_HEADERS:
             raise RequestRejected("underscore-alias", f"underscore alias header {name!r}")
         if key in out:
             joiner = _LIST_HEADERS.get(key)
@@ -236,7 +238,7 @@ def parse_forwarded(headers: Mapping[str, str], duplicates: set[str]) -> Forward
     conn = headers.get("connection")
     if conn is not None:
         for token in conn.split(","):
-            t = token.strip().lower()
+            t = fold(token)
             if t in READ_HEADERS or t.startswith(("x-forwarded-", "x-original-")):
                 raise RequestRejected(
                     "connection-header", f"Connection header names {t!r}, which a proxy would drop"

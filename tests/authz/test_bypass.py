@@ -156,6 +156,11 @@ CORPUS: list[Case] = [
     ),
     raw(
         "connection-header",
+        "Connection names X_Forwarded_Uri (a folding proxy drops X-Forwarded-Uri)",
+        [*fwd("GET", "/public", cert="@alice"), ("Connection", "close, X_Forwarded_Uri")],
+    ),
+    raw(
+        "connection-header",
         "Connection names the cert header",
         [*fwd("GET", "/public", cert="@alice"), ("Connection", "X-Forwarded-Tls-Client-Cert")],
     ),
